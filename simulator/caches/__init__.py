@@ -1,0 +1,15 @@
+"""DRAM cache policies for weight columns, one module each, registered under their YAML names.
+
+    from simulator import caches
+    cache = caches.make("lru", n_layers=L, n_columns=N, capacity=C)   # C per layer: int or [L] ints
+    hits = cache.step(mask)        # [L, N] bool; hits counted before this step's insertions
+    cache.resident                 # [L, N] bool view
+    opt = caches.make("belady", n_layers=L, n_columns=N, capacity=C, future=masks)  # [T, L, N]
+
+See ``caches.base`` for the step semantics shared by all policies (sets larger than the capacity
+included) and ``caches.reference`` for the plain per-request definitions they are tested against.
+"""
+from . import belady, fifo, lfu, lru, none, pinned, s3fifo  # noqa: F401  (registration)
+from .base import REGISTRY, CachePolicy, KeyedCache, as_capacity, make, names, policy_params, register_cache
+
+__all__ = ["REGISTRY", "CachePolicy", "KeyedCache", "as_capacity", "make", "names", "policy_params", "register_cache"]

@@ -1,0 +1,197 @@
+"""Cache policy base class, registry, and the step semantics every policy shares.
+
+One cache per layer (and matrix group): ``L`` layers of ``N`` weight columns, ``capacity[l]``
+columns of DRAM in layer ``l``. Time advances in steps (one per token):
+
+    hits = cache.step(mask)      # mask [L, N] bool: the columns this token uses in each layer
+
+A step is a *set* of accesses that must all be resident together (a layer's matmul needs every
+selected column at once):
+
+1. ``hits = mask & resident``, counted before any insertion of this step.
+2. The policy updates its metadata for the accessed columns and inserts the missed ones.
+3. While a layer holds more than its capacity, victims are taken first among resident columns
+   *not* in this step's set, in the policy's eviction order.
+4. **Set larger than the capacity**: once no such column is left, the excess is evicted among this
+   step's own columns, again in the policy's order (LRU: lowest column index first, as if the set
+   were accessed in ascending index order). The layer then holds ``capacity`` of the step's
+   columns and nothing else; the rest were streamed through without being kept.
+
+With single-column steps (each layer accessing at most one column per step) this is exactly the
+textbook per-request policy; ``simulator.caches.reference`` holds those plain definitions and the
+tests check every policy against them.
+
+Policies whose choice needs the future (``belady``) set ``offline = True``; replay refuses them with
+cache-aware masking and closed-loop evaluation refuses them outright.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from traces.errors import DipsimError
+
+REGISTRY: dict[str, type["CachePolicy"]] = {}
+
+
+def register_cache(name: str):
+    """Class decorator: make a cache policy available under the name users type."""
+    def deco(cls):
+        if name in REGISTRY:
+            raise ValueError(f"cache policy {name!r} registered twice")
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
+    return deco
+
+
+def names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def policy_params(name: str) -> list[str]:
+    cls = _get(name)
+    sig = inspect.signature(cls.__init__)
+    return [p for p in sig.parameters if p not in ("self", "n_layers", "n_columns", "capacity")]
+
+
+def _get(name: str) -> type["CachePolicy"]:
+    cls = REGISTRY.get(name)
+    if cls is None:
+        raise DipsimError(f"unknown cache policy {name!r}; allowed: {', '.join(names())}")
+    return cls
+
+
+def make(name: str, *, n_layers: int, n_columns: int, capacity: Any, **params: Any) -> "CachePolicy":
+    """Build a registered cache policy; unknown names and parameters are refused with the valid ones."""
+    cls = _get(name)
+    allowed = policy_params(name)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise DipsimError(f"cache policy {name!r} has no parameter {unknown[0]!r}; its parameters: "
+                          f"{', '.join(allowed) or 'none'}")
+    return cls(n_layers=n_layers, n_columns=n_columns, capacity=capacity, **params)
+
+
+def as_capacity(capacity: Any, L: int, N: int) -> np.ndarray:
+    arr = np.asarray(capacity)
+    if arr.ndim == 0:
+        arr = np.full(L, arr)
+    if arr.shape != (L,):
+        raise DipsimError(f"capacity must be an int or a list of {L} ints (one per layer), got shape {list(arr.shape)}")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.all(np.mod(arr, 1) == 0)):
+        raise DipsimError(f"capacity must be whole columns, got {arr.tolist()}")
+    if (arr < 0).any():
+        raise DipsimError(f"capacity must be >= 0 columns, got {int(arr.min())}")
+    return np.minimum(arr.astype(np.int64), N)
+
+
+def select_smallest(cand: np.ndarray, count: np.ndarray, key_of: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
+    """Per row ``l``, the ``count[l]`` candidates with the smallest keys.
+
+    ``key_of(l, idx)`` gives int64 keys of the candidate columns ``idx`` of row ``l``; keys must be
+    unique within a row (policies fold the column index into them), so the choice is deterministic.
+    """
+    out = np.zeros(cand.shape, dtype=bool)
+    for layer in np.flatnonzero(count > 0):
+        idx = np.flatnonzero(cand[layer])
+        c = int(count[layer])
+        if c >= idx.size:
+            out[layer, idx] = True
+            continue
+        keys = key_of(layer, idx)
+        out[layer, idx[np.argpartition(keys, c - 1)[:c]]] = True
+    return out
+
+
+class CachePolicy:
+    """Base of all cache policies: state, checks and counters; subclasses fill ``_step``."""
+
+    name: ClassVar[str] = "?"
+    offline: ClassVar[bool] = False
+
+    def __init__(self, n_layers: int, n_columns: int, capacity: Any):
+        if int(n_layers) <= 0 or int(n_columns) <= 0:
+            raise DipsimError(f"a cache needs n_layers > 0 and n_columns > 0, got {n_layers} and {n_columns}")
+        self.L, self.N = int(n_layers), int(n_columns)
+        self.capacity = as_capacity(capacity, self.L, self.N)
+        self._resident = np.zeros((self.L, self.N), dtype=bool)
+        self.t = 0
+        self.n_req = 0
+        self.n_hit = 0
+        self.n_evict = 0
+
+    @property
+    def resident(self) -> np.ndarray:
+        """Which columns each layer holds: a read-only ``[L, N]`` bool view."""
+        v = self._resident.view()
+        v.flags.writeable = False
+        return v
+
+    @property
+    def n_miss(self) -> int:
+        return self.n_req - self.n_hit
+
+    def occupancy(self) -> np.ndarray:
+        return np.count_nonzero(self._resident, axis=1)
+
+    def prime(self, hot_scores: np.ndarray) -> None:
+        """Calibration hook (``pinned`` takes its hot set from it); most policies ignore it."""
+
+    def step(self, mask: np.ndarray) -> np.ndarray:
+        mask = np.asarray(mask)
+        if mask.shape != (self.L, self.N) or mask.dtype != bool:
+            raise DipsimError(f"{self.name}: step needs a bool mask of shape {[self.L, self.N]}, got "
+                              f"{mask.dtype} {list(mask.shape)}")
+        hits = mask & self._resident
+        self._step(mask, hits)
+        self.t += 1
+        self.n_req += int(np.count_nonzero(mask))
+        self.n_hit += int(np.count_nonzero(hits))
+        return hits
+
+    def _step(self, mask: np.ndarray, hits: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def counters(self) -> dict[str, int]:
+        return {"n_req": self.n_req, "n_hit": self.n_hit, "n_miss": self.n_miss, "n_evict": self.n_evict}
+
+
+class KeyedCache(CachePolicy):
+    """A policy defined by an eviction order: the resident column with the smallest key goes first.
+
+    Subclasses implement ``_touch(mask, hits, misses)`` (update metadata; misses are being
+    inserted) and ``_key(layer, idx)`` (int64 keys, unique per layer). ``_evictable`` may exclude
+    columns from eviction altogether (``pinned``).
+    """
+
+    _evictable: np.ndarray | None = None
+
+    def _step(self, mask, hits):
+        misses = mask & ~hits
+        self._touch(mask, hits, misses)
+        res = self._resident | misses
+        excess = np.count_nonzero(res, axis=1) - self.capacity
+        if (excess > 0).any():
+            movable = res if self._evictable is None else res & self._evictable
+            others = movable & ~mask
+            first = np.minimum(np.maximum(excess, 0), np.count_nonzero(others, axis=1))
+            victims = select_smallest(others, first, self._key)
+            rest = np.maximum(excess, 0) - first
+            if (rest > 0).any():  # the step's set is larger than the capacity
+                victims |= select_smallest(movable & mask, rest, self._key)
+            res &= ~victims
+            self.n_evict += int(np.count_nonzero(victims & self._resident))
+            self._evicted(victims)
+        self._resident = res
+
+    def _touch(self, mask, hits, misses) -> None:
+        raise NotImplementedError
+
+    def _key(self, layer: int, idx: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _evicted(self, victims: np.ndarray) -> None:
+        """Metadata clean-up after eviction (e.g. LFU forgets counts)."""

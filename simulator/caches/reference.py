@@ -1,0 +1,216 @@
+"""Plain per-request cache policies: the textbook definitions the vectorized ones are checked against.
+
+Each class simulates one layer with ordinary Python containers, one access at a time. A set step
+is taken the way ``caches.base`` defines it: hits decided first; then every column of the set is
+touched in ascending index order (misses inserted); then, while over capacity, victims are taken
+first among columns outside the set, then among the set's own columns. With one column per step
+this is the usual per-request policy. These are slow and meant for tests and for reading.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import Iterable
+
+
+class RefCache:
+    def __init__(self, capacity: int):
+        self.C = int(capacity)
+        self.t = 0
+
+    def contents(self) -> set[int]:
+        raise NotImplementedError
+
+    def step(self, cols: Iterable[int]) -> set[int]:
+        cols = sorted(set(cols))
+        hits = {c for c in cols if c in self.contents()}
+        for c in cols:
+            self.touch(c, c in hits)
+        members = set(cols)
+        while len(self.contents()) > self.C:
+            victim = self.victim(lambda c: c not in members)
+            if victim is None:
+                victim = self.victim(lambda c: True)
+            self.remove(victim)
+        self.t += 1
+        return hits
+
+    def touch(self, c: int, hit: bool) -> None:
+        raise NotImplementedError
+
+    def victim(self, allowed):
+        raise NotImplementedError
+
+    def remove(self, c: int) -> None:
+        raise NotImplementedError
+
+
+class LRURef(RefCache):
+    def __init__(self, capacity):
+        super().__init__(capacity)
+        self.od: OrderedDict[int, None] = OrderedDict()  # least recent first
+
+    def contents(self):
+        return self.od.keys()
+
+    def touch(self, c, hit):
+        self.od[c] = None
+        self.od.move_to_end(c)
+
+    def victim(self, allowed):
+        return next((c for c in self.od if allowed(c)), None)
+
+    def remove(self, c):
+        del self.od[c]
+
+
+class FIFORef(LRURef):
+    def touch(self, c, hit):
+        if not hit:
+            self.od[c] = None
+
+
+class LFURef(RefCache):
+    def __init__(self, capacity):
+        super().__init__(capacity)
+        self.freq: dict[int, int] = {}
+        self.order: dict[int, tuple[int, int]] = {}  # (last step, order within the step)
+        self._seq = 0
+
+    def contents(self):
+        return self.freq.keys()
+
+    def touch(self, c, hit):
+        self.freq[c] = self.freq.get(c, 0) + 1
+        self._seq += 1
+        self.order[c] = (self.t, self._seq)
+
+    def victim(self, allowed):
+        cands = [c for c in self.freq if allowed(c)]
+        return min(cands, key=lambda c: (self.freq[c], self.order[c])) if cands else None
+
+    def remove(self, c):
+        del self.freq[c]
+        del self.order[c]
+
+
+class PinnedRef(LRURef):
+    def __init__(self, capacity, pinned: Iterable[int]):
+        super().__init__(capacity)
+        self.pinned = set(pinned)
+        for c in sorted(self.pinned):
+            self.od[c] = None
+
+    def victim(self, allowed):
+        return next((c for c in self.od if allowed(c) and c not in self.pinned), None)
+
+
+class BeladyRef(RefCache):
+    """Evicts the column whose next use is farthest (never again = farthest; ties: lowest index)."""
+
+    def __init__(self, capacity, future: list[set[int]]):
+        super().__init__(capacity)
+        self.future = future
+        self.cache: set[int] = set()
+
+    def contents(self):
+        return self.cache
+
+    def touch(self, c, hit):
+        self.cache.add(c)
+
+    def next_use(self, c):
+        for t in range(self.t + 1, len(self.future)):
+            if c in self.future[t]:
+                return t
+        return len(self.future) + 1
+
+    def victim(self, allowed):
+        cands = [c for c in self.cache if allowed(c)]
+        return min(cands, key=lambda c: (-self.next_use(c), c)) if cands else None
+
+    def remove(self, c):
+        self.cache.discard(c)
+
+
+class S3FIFORef:
+    """S3-FIFO, one request at a time, with the pinning rule for set steps (see caches/s3fifo.py)."""
+
+    def __init__(self, capacity):
+        self.C = C = int(capacity)
+        self.s_max = max(1, (C * 10) // 100)
+        self.m_max = C - self.s_max
+        self.g_max = (C * 90) // 100
+        self.S: deque[int] = deque()  # appendleft = head, pop = tail
+        self.M: deque[int] = deque()
+        self.G: deque[int] = deque()
+        self.freq: dict[int, int] = {}
+        self.has_evicted = False
+
+    def contents(self):
+        return set(self.S) | set(self.M)
+
+    def step(self, cols):
+        cols = sorted(set(cols))
+        res = self.contents()
+        hits = {c for c in cols if c in res}
+        pinned = set(hits)
+        for c in hits:
+            self.freq[c] = min(self.freq[c] + 1, 3)
+        for c in cols:
+            if c not in hits:
+                self._miss(c, pinned)
+        return hits
+
+    def _miss(self, x, pinned):
+        in_ghost = x in self.G
+        if in_ghost:
+            self.G.remove(x)
+        while len(self.S) + len(self.M) >= self.C:
+            if not any(c not in pinned for c in self.contents()):
+                return  # only this step's columns are left: x is not cached
+            self._evict(pinned)
+        if in_ghost or (not self.has_evicted and len(self.S) >= self.s_max):
+            self.M.appendleft(x)
+        else:
+            self.S.appendleft(x)
+        self.freq[x] = 0
+        pinned.add(x)
+
+    def _evict(self, pinned):
+        m_unpinned = any(c not in pinned for c in self.M)
+        if (len(self.M) > self.m_max or not self.S) and m_unpinned:
+            while True:
+                t = self.M.pop()
+                if t in pinned:
+                    self.M.appendleft(t)
+                elif self.freq[t] >= 1:
+                    self.freq[t] -= 1
+                    self.M.appendleft(t)
+                else:
+                    del self.freq[t]
+                    self.has_evicted = True
+                    return
+        while self.S:
+            t = self.S.pop()
+            if t in pinned or self.freq[t] >= 2:
+                if t not in pinned:
+                    self.freq[t] = 0
+                self.M.appendleft(t)
+            else:
+                del self.freq[t]
+                self.has_evicted = True
+                if self.g_max > 0:
+                    self.G.appendleft(t)
+                    while len(self.G) > self.g_max:
+                        self.G.pop()
+                return
+
+
+def run_reference(make_ref, masks) -> list[list[set[int]]]:
+    """Replay ``masks [T, L, N]`` through one reference cache per layer; hits per step and layer."""
+    import numpy as np
+
+    masks = np.asarray(masks)
+    T, L, _ = masks.shape
+    caches = [make_ref(layer) for layer in range(L)]
+    return [[caches[layer].step(np.flatnonzero(masks[t, layer]).tolist()) for layer in range(L)] for t in range(T)]

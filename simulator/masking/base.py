@@ -1,0 +1,155 @@
+"""Masking policy base class, registry and the exact top-k used by every policy.
+
+A masking policy decides, per token, which weight columns of one matrix group each layer uses:
+
+    mask = policy.select(scores, resident, k)
+    # scores   [L, N] float  |x| (up/gate group) or |GLU(x)| (down group) of this token
+    # resident [L, N] bool   which columns the layer's DRAM cache holds right now
+    # k        int or [L] ints: columns to keep per layer
+    # mask     [L, N] bool
+
+Policies are immutable; the base class checks the arguments once and hands clean arrays to the
+``_select`` hook of a subclass. Policies that learn from a calibration prefix (``threshold``,
+``static``) return a calibrated copy from ``calibrate``. Ties break deterministically: among equal
+scores the lowest column index wins.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from traces.errors import DipsimError
+
+REGISTRY: dict[str, type["MaskingPolicy"]] = {}
+
+
+def register_masking(name: str):
+    """Class decorator: make a policy available under the name users type in YAML and on the CLI."""
+    def deco(cls):
+        if name in REGISTRY:
+            raise ValueError(f"masking policy {name!r} registered twice")
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
+    return deco
+
+
+def names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def make(name: str, **params: Any) -> "MaskingPolicy":
+    """Build a registered policy; unknown names and parameters are refused with the valid ones listed."""
+    cls = REGISTRY.get(name)
+    if cls is None:
+        raise DipsimError(f"unknown masking policy {name!r}; allowed: {', '.join(names())}")
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        allowed = ", ".join(sorted(fields)) or "none"
+        raise DipsimError(f"masking policy {name!r} has no parameter {unknown[0]!r}; its parameters: {allowed}")
+    return cls(**params)
+
+
+def as_k(k: Any, L: int, N: int) -> np.ndarray:
+    """``k`` as an int array of one value per layer, checked against ``0 <= k <= N``."""
+    arr = np.asarray(k)
+    if arr.ndim == 0:
+        arr = np.full(L, arr)
+    if arr.shape != (L,):
+        raise DipsimError(f"k must be an int or a list of {L} ints (one per layer), got shape {list(arr.shape)}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise DipsimError(f"k must be integers, got {arr.tolist()}")
+        arr = arr.astype(np.int64)
+    if (arr < 0).any() or (arr > N).any():
+        bad = int(arr[(arr < 0) | (arr > N)][0])
+        raise DipsimError(f"k = {bad} out of range: a layer has {N} columns, so 0 <= k <= {N}")
+    return arr.astype(np.int64)
+
+
+def topk_mask(scores: np.ndarray, k: np.ndarray, prefer: np.ndarray | None = None) -> np.ndarray:
+    """Exactly ``k[l]`` largest entries of each row of ``scores [L, N]``.
+
+    Ties at the threshold go to the lowest column index; with ``prefer`` (bool [L, N]) preferred
+    columns win ties first (then lowest index).
+    """
+    L, N = scores.shape
+    out = np.zeros((L, N), dtype=bool)
+    for kv in np.unique(k):
+        rows = np.flatnonzero(k == kv) if len(k) > 1 and not (k == kv).all() else None
+        s = scores if rows is None else scores[rows]
+        kv = int(kv)
+        if kv == 0:
+            m = np.zeros(s.shape, dtype=bool)
+        elif kv >= N:
+            m = np.ones(s.shape, dtype=bool)
+        else:
+            kth = np.partition(s, N - kv, axis=1)[:, N - kv: N - kv + 1]  # the kv-th largest value per row
+            m = s >= kth
+            counts = np.count_nonzero(m, axis=1)
+            tied = np.flatnonzero(counts != kv)  # rows with several entries equal to the threshold
+            if tied.size:
+                _break_ties(s, m, kth, kv, tied, None if prefer is None else
+                            (prefer if rows is None else prefer[rows]))
+        if rows is None:
+            out = m
+        else:
+            out[rows] = m
+    return out
+
+
+def _break_ties(s, m, kth, kv, tied, prefer) -> None:
+    for r in tied:
+        row = s[r]
+        above = row > kth[r, 0]
+        eq = np.flatnonzero(row == kth[r, 0])
+        need = kv - int(above.sum())
+        if prefer is not None:
+            eq = np.concatenate([eq[prefer[r, eq]], eq[~prefer[r, eq]]])
+        keep = above.copy()
+        keep[eq[:need]] = True
+        m[r] = keep
+
+
+@dataclass(frozen=True)
+class MaskingPolicy:
+    """Base of all masking policies (see the module docstring for the contract)."""
+
+    name: ClassVar[str] = "?"
+    #: the choice depends on the cache state (no offline cache oracle, no one-pass miss-ratio curve)
+    cache_aware: ClassVar[bool] = False
+    #: groups this policy prunes; the others stay dense ("upgate" = W_up/W_gate columns, "down")
+    prunes: ClassVar[tuple[str, ...]] = ("upgate", "down")
+    #: needs calibrate() on a trace prefix before select()
+    needs_calibration: ClassVar[bool] = False
+
+    def select(self, scores: np.ndarray, resident: np.ndarray | None, k: Any) -> np.ndarray:
+        scores = np.asarray(scores)
+        if scores.ndim != 2:
+            raise DipsimError(f"scores must be [layers, columns], got shape {list(scores.shape)}")
+        L, N = scores.shape
+        if resident is None:
+            resident = np.zeros((L, N), dtype=bool)
+        resident = np.asarray(resident)
+        if resident.shape != (L, N) or resident.dtype != bool:
+            raise DipsimError(f"resident must be a bool array of shape {[L, N]}, got {resident.dtype} "
+                              f"{list(resident.shape)}")
+        return self._select(scores, resident, as_k(k, L, N))
+
+    def _select(self, scores: np.ndarray, resident: np.ndarray, k: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def calibrate(self, prefix: np.ndarray, k: Any) -> "MaskingPolicy":
+        """A copy fitted to a calibration prefix ``[T, L, N]`` of scores; stateless policies return self."""
+        return self
+
+    def params(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+    def describe(self) -> str:
+        p = ", ".join(f"{k}={v}" for k, v in self.params().items())
+        return f"{self.name}({p})" if p else self.name

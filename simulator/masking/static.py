@@ -1,0 +1,41 @@
+"""static: the same columns every token -- hot neurons pinned, chosen on a calibration prefix.
+
+Calibration over the prefix scores ``[T, L, N]``:
+    hot[l] = top-k[l] columns of mean_t score[t, l, :]        (ties: lowest index)
+Per token:
+    mask = hot          (independent of the token: a static pruning baseline)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from traces.errors import DipsimError
+
+from .base import MaskingPolicy, as_k, register_masking, topk_mask
+
+
+@register_masking("static")
+@dataclass(frozen=True)
+class Static(MaskingPolicy):
+    hot: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    needs_calibration = True
+
+    def calibrate(self, prefix, k):
+        prefix = np.asarray(prefix, dtype=np.float32)
+        if prefix.ndim != 3 or prefix.shape[0] == 0:
+            raise DipsimError("static calibration needs a non-empty prefix of scores [tokens, layers, columns]")
+        _, L, N = prefix.shape
+        return Static(hot=topk_mask(prefix.mean(axis=0), as_k(k, L, N)))
+
+    def _select(self, scores, resident, k):
+        if self.hot is None:
+            raise DipsimError("masking policy 'static' must be calibrated on a trace prefix before use")
+        if self.hot.shape != scores.shape:
+            raise DipsimError(f"static was calibrated for shape {list(self.hot.shape)}, got {list(scores.shape)}")
+        return self.hot.copy()
+
+    def params(self):
+        return {}

@@ -1,0 +1,51 @@
+"""threshold: per-layer magnitude thresholds calibrated on a trace prefix (TEAL-like).
+
+Calibration, per layer l, over the prefix's T*N scores of that layer:
+    tau[l] = the (1 - keep[l]) quantile of the prefix scores     (keep[l] = k[l] / N)
+Per token:
+    mask[l, n] = score[l, n] > tau[l]
+so on the prefix each layer keeps keep[l] of its columns on average while the per-token count
+varies with the token (TEAL, ICLR 2025, uses such thresholds on hidden states).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from traces.errors import DipsimError
+
+from .base import MaskingPolicy, as_k, register_masking
+
+
+@register_masking("threshold")
+@dataclass(frozen=True)
+class Threshold(MaskingPolicy):
+    thresholds: tuple[float, ...] | None = field(default=None, repr=False)
+
+    needs_calibration = True
+
+    def calibrate(self, prefix, k):
+        prefix = np.asarray(prefix, dtype=np.float32)
+        if prefix.ndim != 3 or prefix.shape[0] == 0:
+            raise DipsimError("threshold calibration needs a non-empty prefix of scores [tokens, layers, columns]")
+        T, L, N = prefix.shape
+        kk = as_k(k, L, N)
+        taus = []
+        for layer in range(L):
+            vals = np.sort(prefix[:, layer, :].ravel())
+            n_keep = int(round(kk[layer] / N * vals.size))
+            if n_keep <= 0:
+                taus.append(float(np.inf))
+            elif n_keep >= vals.size:
+                taus.append(float(-np.inf))
+            else:
+                taus.append(float(vals[vals.size - n_keep - 1]))  # scores strictly above it: n_keep of them
+        return Threshold(thresholds=tuple(taus))
+
+    def _select(self, scores, resident, k):
+        if self.thresholds is None:
+            raise DipsimError("masking policy 'threshold' must be calibrated on a trace prefix before use")
+        if len(self.thresholds) != scores.shape[0]:
+            raise DipsimError(f"threshold was calibrated for {len(self.thresholds)} layers, got {scores.shape[0]}")
+        return scores > np.asarray(self.thresholds, dtype=np.float64)[:, None]
