@@ -26,6 +26,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ._fast import abs_to_f32
 from ._version import __version__
 from .errors import DipsimError
 
@@ -112,13 +113,14 @@ class Trace:
         return layer
 
     def abs_block(self, kind: str, t0: int, t1: int) -> np.ndarray:
-        """``|x|`` or ``|h|`` of tokens ``t0:t1`` for all layers at once, float32 ``[t1-t0, L, N]``."""
+        """``|x|`` or ``|h|`` of tokens ``t0:t1`` for all layers at once, float32 ``[t1-t0, L, N]``
+        (a view of a layer-major block: ``block[t]`` is a strided ``[L, N]`` array)."""
         get = self.x if kind == "x" else self.h
         n = self.d_model if kind == "x" else self.d_ff
-        out = np.empty((t1 - t0, self.n_layers, n), dtype=np.float32)
+        out = np.empty((self.n_layers, t1 - t0, n), dtype=np.float32)
         for layer in range(self.n_layers):
-            np.abs(get(layer)[t0:t1], out=out[:, layer, :], casting="unsafe")
-        return out
+            abs_to_f32(get(layer)[t0:t1], out[layer])
+        return out.transpose(1, 0, 2)
 
     def summary(self) -> dict[str, Any]:
         keys = ("model", "architecture", "activation", "n_layers", "d_model", "d_ff", "n_tokens",

@@ -27,11 +27,13 @@ cache-aware masking and closed-loop evaluation refuses them outright.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from traces.errors import DipsimError
+
+from . import _kernels
 
 REGISTRY: dict[str, type["CachePolicy"]] = {}
 
@@ -88,24 +90,6 @@ def as_capacity(capacity: Any, L: int, N: int) -> np.ndarray:
     return np.minimum(arr.astype(np.int64), N)
 
 
-def select_smallest(cand: np.ndarray, count: np.ndarray, key_of: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
-    """Per row ``l``, the ``count[l]`` candidates with the smallest keys.
-
-    ``key_of(l, idx)`` gives int64 keys of the candidate columns ``idx`` of row ``l``; keys must be
-    unique within a row (policies fold the column index into them), so the choice is deterministic.
-    """
-    out = np.zeros(cand.shape, dtype=bool)
-    for layer in np.flatnonzero(count > 0):
-        idx = np.flatnonzero(cand[layer])
-        c = int(count[layer])
-        if c >= idx.size:
-            out[layer, idx] = True
-            continue
-        keys = key_of(layer, idx)
-        out[layer, idx[np.argpartition(keys, c - 1)[:c]]] = True
-    return out
-
-
 class CachePolicy:
     """Base of all cache policies: state, checks and counters; subclasses fill ``_step``."""
 
@@ -121,7 +105,7 @@ class CachePolicy:
         self.t = 0
         self.n_req = 0
         self.n_hit = 0
-        self.n_evict = 0
+        self._evictions: dict[int, int] = {}  # per worker thread, summed by n_evict
 
     @property
     def resident(self) -> np.ndarray:
@@ -129,6 +113,14 @@ class CachePolicy:
         v = self._resident.view()
         v.flags.writeable = False
         return v
+
+    @property
+    def n_evict(self) -> int:
+        """Columns evicted so far (not counting misses that a too-large set never let in)."""
+        return sum(self._evictions.values())
+
+    def _count_evictions(self, worker: int, n: int) -> None:
+        self._evictions[worker] = self._evictions.get(worker, 0) + int(n)
 
     @property
     def n_miss(self) -> int:
@@ -141,18 +133,38 @@ class CachePolicy:
         """Calibration hook (``pinned`` takes its hot set from it); most policies ignore it."""
 
     def step(self, mask: np.ndarray) -> np.ndarray:
+        """Access the columns of ``mask`` ([L, N] bool) in every layer; return the hits (see module doc)."""
+        mask = self.check_mask(mask)
+        hits = np.empty_like(mask)
+        sel = np.empty(self.L, dtype=np.int64)
+        hc = np.empty(self.L, dtype=np.int64)
+        self.step_rows(mask, hits, sel, hc, 0, self.L, 0)
+        self.finish_step(sel, hc)
+        return hits
+
+    # -- the pieces of a step, for callers that run disjoint layer ranges in parallel threads --
+    def check_mask(self, mask: np.ndarray) -> np.ndarray:
         mask = np.asarray(mask)
         if mask.shape != (self.L, self.N) or mask.dtype != bool:
             raise DipsimError(f"{self.name}: step needs a bool mask of shape {[self.L, self.N]}, got "
                               f"{mask.dtype} {list(mask.shape)}")
-        hits = mask & self._resident
-        self._step(mask, hits)
-        self.t += 1
-        self.n_req += int(np.count_nonzero(mask))
-        self.n_hit += int(np.count_nonzero(hits))
-        return hits
+        return mask
 
-    def _step(self, mask: np.ndarray, hits: np.ndarray) -> None:
+    def step_rows(self, mask: np.ndarray, hits: np.ndarray, sel: np.ndarray, hc: np.ndarray,
+                  l0: int, l1: int, worker: int) -> None:
+        """Step layers ``l0:l1``: fill ``hits[l0:l1]`` and the per-layer selected / hit counts.
+
+        Calls for disjoint layer ranges may run concurrently (``worker`` numbers the caller's
+        thread, for scratch space); ``finish_step`` must follow once every range is done.
+        """
+        self._step_rows(mask, hits, sel, hc, l0, l1, worker)
+
+    def finish_step(self, sel: np.ndarray, hc: np.ndarray) -> None:
+        self.t += 1
+        self.n_req += int(sel.sum())
+        self.n_hit += int(hc.sum())
+
+    def _step_rows(self, mask, hits, sel, hc, l0, l1, worker) -> None:
         raise NotImplementedError
 
     def counters(self) -> dict[str, int]:
@@ -160,38 +172,32 @@ class CachePolicy:
 
 
 class KeyedCache(CachePolicy):
-    """A policy defined by an eviction order: the resident column with the smallest key goes first.
-
-    Subclasses implement ``_touch(mask, hits, misses)`` (update metadata; misses are being
-    inserted) and ``_key(layer, idx)`` (int64 keys, unique per layer). ``_evictable`` may exclude
-    columns from eviction altogether (``pinned``).
+    """A policy defined by an eviction order: the resident column with the smallest key
+    ``prio * N + index`` goes first. Subclasses choose how ``prio`` is updated (``KIND``, see
+    ``caches._kernels``); ``_evictable`` can exclude columns from eviction (``pinned``).
     """
 
-    _evictable: np.ndarray | None = None
+    KIND: ClassVar[int] = -1
 
-    def _step(self, mask, hits):
-        misses = mask & ~hits
-        self._touch(mask, hits, misses)
-        res = self._resident | misses
-        excess = np.count_nonzero(res, axis=1) - self.capacity
-        if (excess > 0).any():
-            movable = res if self._evictable is None else res & self._evictable
-            others = movable & ~mask
-            first = np.minimum(np.maximum(excess, 0), np.count_nonzero(others, axis=1))
-            victims = select_smallest(others, first, self._key)
-            rest = np.maximum(excess, 0) - first
-            if (rest > 0).any():  # the step's set is larger than the capacity
-                victims |= select_smallest(movable & mask, rest, self._key)
-            res &= ~victims
-            self.n_evict += int(np.count_nonzero(victims & self._resident))
-            self._evicted(victims)
-        self._resident = res
+    def __init__(self, n_layers, n_columns, capacity):
+        super().__init__(n_layers, n_columns, capacity)
+        self.prio = np.full((self.L, self.N), -1, dtype=np.int64)
+        self._evictable = np.ones((self.L, self.N), dtype=bool)
+        self._scratch: dict[int, np.ndarray] = {}
 
-    def _touch(self, mask, hits, misses) -> None:
-        raise NotImplementedError
+    def _next_uses(self, mask, l0, l1) -> np.ndarray:
+        return _EMPTY
 
-    def _key(self, layer: int, idx: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    def _step_rows(self, mask, hits, sel, hc, l0, l1, worker):
+        cand = self._scratch.get(worker)
+        if cand is None:  # per worker thread: the candidate flags of one row
+            cand = self._scratch[worker] = np.empty(self.N, np.bool_)
+        n = _kernels.keyed_rows(self.KIND, mask, self._resident, self.prio, self._evictable, self.capacity,
+                                self.t, self._t1(), self._next_uses(mask, l0, l1), hits, sel, hc, cand, l0, l1)
+        self._count_evictions(worker, n)
 
-    def _evicted(self, victims: np.ndarray) -> None:
-        """Metadata clean-up after eviction (e.g. LFU forgets counts)."""
+    def _t1(self) -> int:
+        return 0
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)

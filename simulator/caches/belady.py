@@ -15,11 +15,13 @@ import numpy as np
 
 from traces.errors import DipsimError
 
+from . import _kernels
 from .base import KeyedCache, register_cache
 
 
 @register_cache("belady")
 class Belady(KeyedCache):
+    KIND = _kernels.BELADY
     offline = True
 
     def __init__(self, n_layers, n_columns, capacity, future=None):
@@ -33,25 +35,31 @@ class Belady(KeyedCache):
                               f"{future.dtype} {list(future.shape)}")
         self.future = future
         self.T = future.shape[0]
-        # next use of every column after each step: one backward pass
-        self._next_after: list[np.ndarray] = [np.empty(0, np.int64)] * self.T
+        # next use after each step of every column it touches (row-major), in one backward pass
+        self._next_after: list[np.ndarray] = [_EMPTY] * self.T
+        self._row_start: list[np.ndarray] = [_EMPTY] * self.T
         nxt = np.full((self.L, self.N), self.T + 1, dtype=np.int64)
         for t in range(self.T - 1, -1, -1):
             m = future[t]
             self._next_after[t] = nxt[m]
+            self._row_start[t] = np.concatenate([[0], np.cumsum(np.count_nonzero(m, axis=1))])
             nxt[m] = t
-        self.next_use = nxt  # before the first step: each column's first use
 
-    def step(self, mask):
+    def check_mask(self, mask):
+        mask = super().check_mask(mask)
         if self.t >= self.T:
             raise DipsimError(f"belady: step {self.t} beyond the {self.T} steps of its future")
-        if not np.array_equal(np.asarray(mask), self.future[self.t]):
+        if not np.array_equal(mask, self.future[self.t]):
             raise DipsimError(f"belady: step {self.t} differs from the future it was given; OPT only replays "
                               f"a fixed access sequence (cache-oblivious masking, open loop)")
-        return super().step(mask)
+        return mask
 
-    def _touch(self, mask, hits, misses):
-        self.next_use[mask] = self._next_after[self.t]
+    def _next_uses(self, mask, l0, l1):
+        start = self._row_start[self.t]
+        return self._next_after[self.t][start[l0]:start[l1]]
 
-    def _key(self, layer, idx):
-        return (self.T + 1 - self.next_use[layer, idx]) * self.N + idx
+    def _t1(self):
+        return self.T + 1
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)

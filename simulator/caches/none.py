@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .base import CachePolicy, register_cache
 
 
@@ -12,5 +14,7 @@ class NoCache(CachePolicy):
     def __init__(self, n_layers, n_columns, capacity=0):
         super().__init__(n_layers, n_columns, 0)
 
-    def _step(self, mask, hits):
-        pass
+    def _step_rows(self, mask, hits, sel, hc, l0, l1, worker):
+        hits[l0:l1] = False
+        sel[l0:l1] = np.count_nonzero(mask[l0:l1], axis=1)
+        hc[l0:l1] = 0

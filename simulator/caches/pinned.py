@@ -5,7 +5,7 @@
     access(x): pinned columns always hit; the others behave as in lru with the remaining capacity
 
 Until prime() is called nothing is pinned and the policy is plain LRU. Pinned columns are loaded
-at start (like weights loaded with the model), so they hit from the first token.
+before the first token (like weights loaded with the model), so they hit from the start.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 from traces.errors import DipsimError
 
 from ..masking.base import topk_mask
-from .lru import LRU
 from .base import register_cache
+from .lru import LRU
 
 
 @register_cache("pinned")
@@ -26,18 +26,14 @@ class Pinned(LRU):
             raise DipsimError(f"pinned hot_fraction must be in [0, 1], got {hot_fraction}")
         self.hot_fraction = float(hot_fraction)
         self.pinned = np.zeros((self.L, self.N), dtype=bool)
-        self._evictable = ~self.pinned
 
     def prime(self, hot_scores):
+        if self.t > 0:
+            raise DipsimError("pinned: prime() sets the hot set before the first step")
         hot_scores = np.asarray(hot_scores, dtype=np.float64)
         if hot_scores.shape != (self.L, self.N):
             raise DipsimError(f"pinned: hot scores must have shape {[self.L, self.N]}, got {list(hot_scores.shape)}")
         n = np.floor(self.hot_fraction * self.capacity).astype(np.int64)
         self.pinned = topk_mask(hot_scores, n)
         self._evictable = ~self.pinned
-        self._resident |= self.pinned
-        excess = np.count_nonzero(self._resident, axis=1) - self.capacity
-        if (excess > 0).any():  # primed after use: make room among the unpinned, LRU first
-            from .base import select_smallest
-
-            self._resident &= ~select_smallest(self._resident & ~self.pinned, np.maximum(excess, 0), self._key)
+        self._resident = self.pinned.copy()

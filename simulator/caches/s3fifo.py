@@ -46,19 +46,23 @@ except ImportError:  # pragma: no cover - numba is a dependency; this keeps the 
 
 
 @_njit
-def _s3fifo_step(mask, hits, cap, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr, ghost_of,
-                 g_valid, g_clock, has_evicted, n_evict):
-    L, N = mask.shape
+def _s3fifo_rows(mask, hits, sel, hc, cap, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr, ghost_of,
+                 g_valid, g_clock, has_evicted, l0, l1):
+    N = mask.shape[1]
     GR = gq.shape[1]
-    for l in range(L):
+    n_evict = 0
+    for l in range(l0, l1):
         C = cap[l]
         s_max = max(1, (C * 10) // 100)
         m_max = C - s_max
         g_max = (C * 90) // 100
         pin_s = 0
         pin_m = 0
+        ns = 0
         # hits: counted before insertions; their columns are pinned for the whole step
         for n in range(N):
+            hits[l, n] = False
+            ns += mask[l, n]
             if mask[l, n] and loc[l, n] != 0:
                 hits[l, n] = True
                 if freq[l, n] < 3:
@@ -67,6 +71,8 @@ def _s3fifo_step(mask, hits, cap, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g
                     pin_s += 1
                 else:
                     pin_m += 1
+        sel[l] = ns
+        hc[l] = pin_s + pin_m
         for n in range(N):
             if not mask[l, n] or loc[l, n] != 0:
                 continue
@@ -99,7 +105,7 @@ def _s3fifo_step(mask, hits, cap, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g
                         else:
                             loc[l, t] = 0
                             freq[l, t] = 0
-                            n_evict[0] += 1
+                            n_evict += 1
                             has_evicted[l] = True
                             break
                 else:
@@ -119,7 +125,7 @@ def _s3fifo_step(mask, hits, cap, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g
                         else:
                             loc[l, t] = 0
                             freq[l, t] = 0
-                            n_evict[0] += 1
+                            n_evict += 1
                             has_evicted[l] = True
                             if g_max > 0:
                                 # push to the ghost queue, compacting its ring when full
@@ -161,6 +167,7 @@ def _s3fifo_step(mask, hits, cap, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g
                 s_ctr[l, 0] += 1
                 pin_s += 1
             freq[l, n] = 0
+    return n_evict
 
 
 @register_cache("s3fifo")
@@ -182,13 +189,10 @@ class S3FIFO(CachePolicy):
         self.g_valid = np.zeros(L, dtype=np.int64)
         self.g_clock = np.zeros(L, dtype=np.int64)
         self.has_evicted = np.zeros(L, dtype=np.bool_)
-        self._n_evict = np.zeros(1, dtype=np.int64)
 
-    def _step(self, mask, hits):
-        kernel_hits = np.zeros_like(mask)
-        _s3fifo_step(mask, kernel_hits, self.capacity, self.loc, self.freq, self.sq, self.s_ctr, self.mq,
-                     self.m_ctr, self.gq, self.gstamp, self.g_ctr, self.ghost_of, self.g_valid, self.g_clock,
-                     self.has_evicted, self._n_evict)
-        assert np.array_equal(kernel_hits, hits)
-        self._resident = self.loc != 0
-        self.n_evict = int(self._n_evict[0])
+    def _step_rows(self, mask, hits, sel, hc, l0, l1, worker):
+        n = _s3fifo_rows(mask, hits, sel, hc, self.capacity, self.loc, self.freq, self.sq, self.s_ctr, self.mq,
+                         self.m_ctr, self.gq, self.gstamp, self.g_ctr, self.ghost_of, self.g_valid, self.g_clock,
+                         self.has_evicted, l0, l1)
+        np.not_equal(self.loc[l0:l1], 0, out=self._resident[l0:l1])
+        self._count_evictions(worker, n)

@@ -46,7 +46,7 @@ def make(name: str, **params: Any) -> "MaskingPolicy":
     cls = REGISTRY.get(name)
     if cls is None:
         raise DipsimError(f"unknown masking policy {name!r}; allowed: {', '.join(names())}")
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
     unknown = sorted(set(params) - fields)
     if unknown:
         allowed = ", ".join(sorted(fields)) or "none"
@@ -103,16 +103,21 @@ def topk_mask(scores: np.ndarray, k: np.ndarray, prefer: np.ndarray | None = Non
 
 
 def _break_ties(s, m, kth, kv, tied, prefer) -> None:
-    for r in tied:
-        row = s[r]
-        above = row > kth[r, 0]
-        eq = np.flatnonzero(row == kth[r, 0])
-        need = kv - int(above.sum())
-        if prefer is not None:
-            eq = np.concatenate([eq[prefer[r, eq]], eq[~prefer[r, eq]]])
-        keep = above.copy()
-        keep[eq[:need]] = True
-        m[r] = keep
+    """Rows ``tied`` hold more entries equal to their threshold than fit: keep the lowest indices
+    (preferred columns first) among those ties, vectorized over the tied rows."""
+    sub = s[tied]
+    thr = kth[tied]
+    above = sub > thr
+    eq = sub == thr
+    need = (kv - np.count_nonzero(above, axis=1))[:, None]
+    if prefer is None:
+        rank = np.cumsum(eq, axis=1, dtype=np.int32)
+    else:
+        pref = eq & prefer[tied]
+        n_pref = np.count_nonzero(pref, axis=1)[:, None]
+        rank = np.where(pref, np.cumsum(pref, axis=1, dtype=np.int32),
+                        n_pref + np.cumsum(eq & ~pref, axis=1, dtype=np.int32))
+    m[tied] = above | (eq & (rank <= need))
 
 
 @dataclass(frozen=True)
@@ -147,8 +152,14 @@ class MaskingPolicy:
         """A copy fitted to a calibration prefix ``[T, L, N]`` of scores; stateless policies return self."""
         return self
 
+    def rows(self, l0: int, l1: int) -> "MaskingPolicy":
+        """The policy for layers ``l0:l1`` alone (replay runs layer ranges in parallel threads).
+
+        Stateless policies return themselves; calibrated ones slice their per-layer state."""
+        return self
+
     def params(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and not f.name.startswith("_")}
 
     def describe(self) -> str:
         p = ", ".join(f"{k}={v}" for k, v in self.params().items())

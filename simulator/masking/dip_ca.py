@@ -22,6 +22,7 @@ import numpy as np
 
 from traces.errors import DipsimError
 
+from ._fast import penalize
 from .base import MaskingPolicy, register_masking, topk_mask
 
 
@@ -52,7 +53,7 @@ class DIPCA(MaskingPolicy):
         if self.gamma == 1.0:
             return topk_mask(scores, k)
         if self.gamma > 0.0:
-            return topk_mask(np.where(favoured, scores, scores * np.float32(self.gamma)), k)
+            return topk_mask(penalize(scores, favoured, self.gamma), k)
         # gamma = 0: favoured columns first (by score), then the rest (by score)
         n_fav = np.count_nonzero(favoured, axis=1)
         enough = n_fav >= k

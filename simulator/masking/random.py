@@ -1,8 +1,9 @@
 """random: k columns per layer uniformly at random, every token (a floor for the other policies).
 
-    mask = top-k of u,  u ~ Uniform(0, 1)^[L, N]  drawn fresh per call from a seeded generator
+    mask[l] = top-k of u,  u ~ Uniform(0, 1)^N  drawn per call from layer l's own generator
 
-Reproducible: the same seed and the same sequence of calls give the same masks.
+Each layer draws from a generator seeded by (seed, layer), so masks are reproducible and do not
+depend on how replay splits the layers over threads.
 """
 from __future__ import annotations
 
@@ -17,10 +18,21 @@ from .base import MaskingPolicy, register_masking, topk_mask
 @dataclass(frozen=True)
 class Random(MaskingPolicy):
     seed: int = 0
-    _rng: np.random.Generator = field(init=False, repr=False, compare=False)
+    _first_layer: int = field(default=0, repr=False, compare=False)
+    _rngs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def __post_init__(self):
-        object.__setattr__(self, "_rng", np.random.default_rng(self.seed))
+    def rows(self, l0, l1):
+        return Random(seed=self.seed, _first_layer=self._first_layer + l0)
 
     def _select(self, scores, resident, k):
-        return topk_mask(self._rng.random(scores.shape, dtype=np.float32), k)
+        u = np.empty(scores.shape, dtype=np.float32)
+        for i in range(scores.shape[0]):
+            layer = self._first_layer + i
+            rng = self._rngs.get(layer)
+            if rng is None:
+                rng = self._rngs[layer] = np.random.default_rng([self.seed, layer])
+            u[i] = rng.random(scores.shape[1], dtype=np.float32)
+        return topk_mask(u, k)
+
+    def params(self):
+        return {"seed": self.seed}

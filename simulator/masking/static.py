@@ -30,6 +30,9 @@ class Static(MaskingPolicy):
         _, L, N = prefix.shape
         return Static(hot=topk_mask(prefix.mean(axis=0), as_k(k, L, N)))
 
+    def rows(self, l0, l1):
+        return self if self.hot is None else Static(hot=self.hot[l0:l1])
+
     def _select(self, scores, resident, k):
         if self.hot is None:
             raise DipsimError("masking policy 'static' must be calibrated on a trace prefix before use")

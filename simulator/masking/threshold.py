@@ -43,6 +43,9 @@ class Threshold(MaskingPolicy):
                 taus.append(float(vals[vals.size - n_keep - 1]))  # scores strictly above it: n_keep of them
         return Threshold(thresholds=tuple(taus))
 
+    def rows(self, l0, l1):
+        return self if self.thresholds is None else Threshold(thresholds=self.thresholds[l0:l1])
+
     def _select(self, scores, resident, k):
         if self.thresholds is None:
             raise DipsimError("masking policy 'threshold' must be calibrated on a trace prefix before use")
