@@ -100,6 +100,164 @@ def cmd_trace_info(a: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- replay / mrc
+def _number_list(text: str):
+    """A number, or a comma-separated list of numbers (one per layer)."""
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or a comma-separated list, got {text!r}") from None
+    return vals[0] if len(vals) == 1 else vals
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    try:
+        val: Any = json.loads(v)
+    except json.JSONDecodeError:
+        val = v
+    return k.strip(), val
+
+
+def _weight_format(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _add_policy_args(p: argparse.ArgumentParser, *, cache: bool = True) -> None:
+    from . import caches, masking
+
+    g = p.add_argument_group("masking")
+    g.add_argument("--masking", default="dip", help=f"masking policy: {', '.join(masking.names())} (default dip)")
+    g.add_argument("--gamma", type=float, help="dip-ca: penalty for uncached columns, in [0, 1] (1 = dip)")
+    g.add_argument("--fixed-top-n", type=int, help="dip-ca: top-n columns by raw score exempt from the penalty")
+    g.add_argument("--seed", type=int, help="random: seed")
+    g.add_argument("--keep", type=_number_list, default=0.5,
+                   help="fraction of columns kept per token, for every group (a number in (0, 1], or one per "
+                        "layer, comma-separated; default 0.5)")
+    g.add_argument("--keep-up", type=_number_list, help="keep of the up/gate group (default: --keep)")
+    g.add_argument("--keep-gate", type=_number_list,
+                   help="a separate keep for W_gate: up and gate then get their own masks and caches")
+    g.add_argument("--keep-down", type=_number_list, help="keep of the down group (default: --keep)")
+    if cache:
+        g = p.add_argument_group("DRAM cache")
+        g.add_argument("--cache", default="lru", help=f"cache policy: {', '.join(caches.names())} (default lru)")
+        g.add_argument("--cache-param", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                       help="a parameter of the cache policy, e.g. hot_fraction=0.3 for pinned (repeatable)")
+        b = g.add_mutually_exclusive_group()
+        b.add_argument("--dram-fraction", type=float, help="DRAM cache budget as a fraction of the MLP weights "
+                                                           "(default 0.5)")
+        b.add_argument("--dram-bytes", type=float, help="DRAM cache budget in bytes")
+        g.add_argument("--allocation", default="uniform", help="split of the budget over layers: uniform (the "
+                                                               "paper's) or benefit (default uniform)")
+    g = p.add_argument_group("replay")
+    g.add_argument("--weight-format", type=_weight_format, default=None,
+                   help="bytes per weight: source (the trace's, default), int4, int8, fp16, bf16, fp32, or a number")
+    g.add_argument("--warmup", type=int, default=16, help="tokens reported apart as warm-up (default 16)")
+    g.add_argument("--calib-tokens", type=int, default=64,
+                   help="trace prefix for calibrated policies and the benefit allocation (default 64)")
+    g.add_argument("--tokens", type=_positive_int, help="replay only the first N tokens")
+    g.add_argument("--threads", type=_positive_int, help="threads over layers (default: 2 for large models)")
+
+
+def masking_params(a: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in (("gamma", a.gamma), ("fixed_top_n", a.fixed_top_n), ("seed", a.seed)) if v is not None}
+
+
+def replay_kwargs(a: argparse.Namespace) -> dict[str, Any]:
+    kw = dict(keep=a.keep, keep_up=a.keep_up, keep_gate=a.keep_gate, keep_down=a.keep_down,
+              weight_format=a.weight_format, warmup=a.warmup, calib_tokens=a.calib_tokens, tokens=a.tokens,
+              threads=a.threads, **masking_params(a))
+    if hasattr(a, "allocation"):
+        kw.update(cache=a.cache, allocation=a.allocation, dram_fraction=a.dram_fraction, dram_bytes=a.dram_bytes,
+                  cache_params=dict(a.cache_param))
+    return kw
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@command("replay")
+def cmd_replay(a: argparse.Namespace) -> int:
+    from traces.format import load
+
+    from .replay import replay
+
+    t = load(a.trace)
+    log = replay(t, a.masking, progress=not a.quiet, **replay_kwargs(a))
+    if a.save_log:
+        log.save(a.save_log)
+    d = log.to_dict()
+    if a.format == "json":
+        print(json.dumps(d, indent=2, default=_jsonable))
+        return 0
+    print(f"{t.meta['model']}: {a.masking}({', '.join(f'{k}={v}' for k, v in masking_params(a).items())}) + "
+          f"{a.cache}, {d['tokens']} tokens after {log.warmup} warm-up, replayed in {log.seconds:.2f} s")
+    for k in ("hit_rate", "column_hit_rate", "flash_bytes_per_token", "dram_bytes_per_token", "mlp_bytes_per_token"):
+        print(f"{k:>22}: {d[k]:.4g}")
+    print_table([{"group": g, **v} for g, v in d["groups"].items()])
+    return 0
+
+
+def _jsonable(v: Any) -> Any:
+    import numpy as np
+
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+@command("mrc")
+def cmd_mrc(a: argparse.Namespace) -> int:
+    import csv
+
+    from traces.format import load
+
+    from . import mrc
+
+    t = load(a.trace)
+    kw = replay_kwargs(a)
+    kw.pop("threads")
+    fractions = [round(i / (a.points - 1), 6) for i in range(a.points)]
+    rows = mrc.curve(t, a.masking, fractions=fractions, opt=not a.no_opt, cache=a.cache, **kw)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.part")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(out)
+    print_table(rows)
+    print(f"\nwrote {out}")
+    if a.plot:
+        fig, _ = mrc.plot_curve(rows, title=f"{t.meta['model']}: {a.masking}, keep {a.keep}")
+        _save_fig(fig, a.plot)
+        print(f"wrote {a.plot}")
+    return 0
+
+
+def _save_fig(fig, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.part{path.suffix}")
+    fig.savefig(tmp, dpi=130)
+    tmp.replace(path)
+
+
 # --------------------------------------------------------------------------- demo
 @command("demo")
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -152,6 +310,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("trace", help="trace file")
     s.add_argument("--top", type=float, default=0.5, help="fraction of columns for the top-set statistics (default 0.5)")
     s.add_argument("--format", choices=["table", "json"], default="table")
+
+    s = sub.add_parser("replay", help="replay a masking policy and a DRAM cache over a trace",
+                       description="Replay a masking policy with a DRAM cache of weight columns per layer over a "
+                                   "trace: hit rate, flash and DRAM bytes per token, per matrix group.")
+    s.add_argument("--trace", required=True, help="trace file (from dipsim trace)")
+    _add_policy_args(s)
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.add_argument("--save-log", metavar="FILE", help="also save the full access log (.npz)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("mrc", help="miss-ratio curve: hit rate against DRAM cache size",
+                       description="Hit rate against cache size (fraction of MLP weights, uniform allocation). "
+                                   "Cache-oblivious masking: LRU for every size in one pass (stack distances) plus "
+                                   "OPT (belady) per size; dip-ca: replay per size.")
+    s.add_argument("--trace", required=True, help="trace file")
+    _add_policy_args(s, cache=False)
+    s.add_argument("--cache", default="lru", help="cache policy for the curve (default lru: one pass; others: "
+                                                  "replay per size)")
+    s.add_argument("--points", type=_positive_int, default=21, help="sizes from 0 to 1 (default 21)")
+    s.add_argument("--no-opt", action="store_true", help="skip the OPT (belady) curve")
+    s.add_argument("--out", default="mrc.csv", help="table to write (CSV, default mrc.csv)")
+    s.add_argument("--plot", metavar="PNG", help="also write a plot")
+    s.add_argument("-q", "--quiet", action="store_true", help="(accepted for symmetry; mrc prints no progress bar)")
 
     s = sub.add_parser("demo", help="the main job on the embedded default model: trace, sweep, plot",
                        description="Capture a trace of the default model on the default corpus and print its summary.")
