@@ -195,10 +195,21 @@ def cmd_replay(a: argparse.Namespace) -> int:
     from .replay import replay
 
     t = load(a.trace)
+    if a.profile:  # check the device (and options) before the replay's work
+        from .engine import device_models
+
+        device_models(a.profile)
     log = replay(t, a.masking, progress=not a.quiet, **replay_kwargs(a))
     if a.save_log:
         log.save(a.save_log)
     d = log.to_dict()
+    if a.profile:
+        from .engine import simulate
+
+        res = simulate(log, a.profile, layout={"reorder": a.reorder}, mode=a.engine_mode,
+                       overlap_io=not a.no_overlap_io, overlap_compute=not a.no_overlap_compute,
+                       chrome_trace=a.chrome_trace)
+        d.update(res.summary())
     if a.format == "json":
         print(json.dumps(d, indent=2, default=_jsonable))
         return 0
@@ -207,6 +218,16 @@ def cmd_replay(a: argparse.Namespace) -> int:
     for k in ("hit_rate", "column_hit_rate", "flash_bytes_per_token", "dram_bytes_per_token", "mlp_bytes_per_token"):
         print(f"{k:>22}: {d[k]:.4g}")
     print_table([{"group": g, **v} for g, v in d["groups"].items()])
+    if a.profile:
+        print(f"\non {d['device']} ({d['engine_mode']} mode):")
+        for k in ("tokens_per_s", "analytic_tokens_per_s", "latency_ms_p50", "latency_ms_p99", "flash_requests_per_token",
+                  "mean_request_bytes", "flash_bytes_per_token_read", "time_flash_ms", "time_dram_ms",
+                  "time_compute_ms", "time_stall_ms", "energy_mj_per_token", "dram_footprint_bytes",
+                  "memory_saved_fraction", "speedup_vs_dense_stream", "fits_in_dram"):
+            v = d.get(k)
+            print(f"{k:>28}: {v:.4g}" if isinstance(v, float) else f"{k:>28}: {v}")
+        if a.chrome_trace:
+            print(f"chrome trace: {a.chrome_trace} (open in chrome://tracing or ui.perfetto.dev)")
     return 0
 
 
@@ -256,6 +277,40 @@ def _save_fig(fig, path: str | Path) -> None:
     tmp = path.with_name(f".{path.stem}.part{path.suffix}")
     fig.savefig(tmp, dpi=130)
     tmp.replace(path)
+
+
+# --------------------------------------------------------------------------- sweep / plot
+@command("sweep")
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from .sweep import load_experiment, run_sweep
+
+    exp = load_experiment(a.experiment)
+    out = Path(a.out) if a.out else Path("results") / exp.name
+    print(f"sweep {exp.name}: {len(exp.points)} points ({len(exp.dropped)} dropped) -> {out}", file=sys.stderr)
+    if a.dry_run:
+        for p in exp.points:
+            print(p.key)
+        for k, why in exp.dropped:
+            print(f"dropped {k}: {why}")
+        return 0
+    path = run_sweep(exp, out, jobs=a.jobs, executor=a.executor, scheduler=a.scheduler, progress=not a.quiet)
+    print(f"results: {path}")
+    return 0
+
+
+@command("plot")
+def cmd_plot(a: argparse.Namespace) -> int:
+    from . import plots
+    from .sweep import load_results
+
+    df = load_results(a.results)
+    kinds = {"auto": plots.auto, "gamma": plots.vs_gamma, "keep": plots.vs_keep, "device": plots.per_device,
+             "pareto": plots.pareto}
+    fig, _ = kinds[a.kind](df)
+    out = Path(a.out) if a.out else Path(a.results) / f"{a.kind}.png"
+    _save_fig(fig, out)
+    print(f"wrote {out}")
+    return 0
 
 
 # --------------------------------------------------------------------------- demo
@@ -319,6 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["table", "json"], default="table")
     s.add_argument("--save-log", metavar="FILE", help="also save the full access log (.npz)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    g = s.add_argument_group("device simulation (with --profile)")
+    g.add_argument("--profile", help="device profile name or YAML path (see dipsim profiles): adds tokens/s, "
+                                     "latency, flash requests, the analytic model, ...")
+    g.add_argument("--engine-mode", choices=["batch", "fine"], default="batch",
+                   help="flash time per request batch (vectorized queue model, default) or per request event")
+    g.add_argument("--no-overlap-io", action="store_true", help="cached-column reads wait for the flash reads")
+    g.add_argument("--no-overlap-compute", action="store_true", help="compute adds to memory time (no roofline)")
+    g.add_argument("--reorder", choices=["none", "frequency", "coactivation"], default="none",
+                   help="column placement on flash (default: index order)")
+    g.add_argument("--chrome-trace", metavar="JSON", help="write a chrome://tracing timeline of the first tokens")
 
     s = sub.add_parser("mrc", help="miss-ratio curve: hit rate against DRAM cache size",
                        description="Hit rate against cache size (fraction of MLP weights, uniform allocation). "
@@ -333,6 +398,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="mrc.csv", help="table to write (CSV, default mrc.csv)")
     s.add_argument("--plot", metavar="PNG", help="also write a plot")
     s.add_argument("-q", "--quiet", action="store_true", help="(accepted for symmetry; mrc prints no progress bar)")
+
+    s = sub.add_parser("sweep", help="run a YAML sweep experiment (resumable)",
+                       description="Run every point of an experiment file (grid and zip axes over any parameter) "
+                                   "and keep OUT/results.parquet current, one row per point. Rerunning resumes: "
+                                   "finished points are skipped.")
+    s.add_argument("experiment", help="experiment YAML (see experiments/)")
+    s.add_argument("--out", help="results directory (default results/<experiment name>)")
+    s.add_argument("--jobs", type=_positive_int, default=1, help="worker processes (default 1)")
+    s.add_argument("--executor", choices=["local", "dask"], default="local",
+                   help="local process pool (default) or Dask distributed")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: a LocalCluster)")
+    s.add_argument("--dry-run", action="store_true", help="list the points (and the dropped ones) and stop")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("plot", help="plot a sweep's results",
+                       description="Plot a results directory: by default the plot that fits its varying parameters "
+                                   "(gamma, keep, device, DRAM budget).")
+    s.add_argument("results", help="sweep results directory")
+    s.add_argument("--kind", choices=["auto", "gamma", "keep", "device", "pareto"], default="auto")
+    s.add_argument("--out", help="image to write (default RESULTS/<kind>.png)")
 
     s = sub.add_parser("demo", help="the main job on the embedded default model: trace, sweep, plot",
                        description="Capture a trace of the default model on the default corpus and print its summary.")

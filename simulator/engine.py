@@ -1,0 +1,466 @@
+"""Discrete-event simulation of decoding: flash, DRAM and compute per token and layer (SimPy).
+
+    res = simulate(log, "phone-12gb-ufs40")        # an AccessLog from replay, a device profile
+    res.summary()                                  # tokens/s, p50/p99 latency, flash requests, ...
+
+Per token, layer after layer, with the real data dependencies of DIP (no predictor: a mask is
+known only when its input is):
+
+    attention      attention weights + KV cache from DRAM, compute            (roofline)
+    up/gate stage  mask known -> missed columns from flash  |  cached columns from DRAM + compute
+                   -> the missed columns, once landed, from DRAM + compute
+    down stage     mask known (GLU output) -> the same for W_down
+    (after the last layer: the LM head)
+
+Resources: one flash device (a batch of requests per stage; its time from the vectorized queue
+model of ``devices.flash``, or every request as its own SimPy event with ``mode="fine"``), one DRAM
+channel and one compute unit. Compute streams its weights from DRAM, so a compute step holds both
+for max(bytes / DRAM bandwidth, FLOPs / compute rate). ``overlap_io``: the cached path runs while
+flash reads are in flight (else after them); ``overlap_compute``: cached columns are computed
+before the missed ones land (else all compute waits for the flash). ``miss_via_dram``: landed
+columns are read from DRAM by the compute (unified memory), as on a phone.
+
+``analytic`` (the DIP paper's bytes/bandwidth model) is computed beside every run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from traces.errors import DipsimError
+
+from .layout import Layout, size_histogram
+from .replay import AccessLog
+
+try:
+    import numba
+
+    _njit = numba.njit(cache=True, nogil=True)
+except ImportError:  # pragma: no cover
+    def _njit(f):
+        return f
+
+
+# ----------------------------------------------------------------------------- model shape
+@dataclass(frozen=True)
+class ModelShape:
+    """Static parts of the model that every token reads, from trace metadata (Llama-like fallbacks)."""
+
+    n_layers: int
+    d_model: int
+    d_ff: int
+    attn_params_per_layer: int
+    embed_params: int
+    lm_head_params: int
+    static_bytes_per_weight: float
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    context: int
+    kv_bytes_per_value: float = 2.0
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> "ModelShape":
+        dm = int(meta["d_model"])
+        n_heads = int(meta.get("n_heads") or max(dm // 128, 1))
+        head_dim = int(meta.get("head_dim") or dm // n_heads)
+        n_kv = int(meta.get("n_kv_heads") or max(n_heads // 4, 1))
+        vocab = int(meta.get("vocab_size") or 32000)
+        attn = int(meta.get("attn_params_per_layer") or (2 * dm * n_heads * head_dim + 2 * dm * n_kv * head_dim))
+        return cls(n_layers=int(meta["n_layers"]), d_model=dm, d_ff=int(meta["d_ff"]), attn_params_per_layer=attn,
+                   embed_params=int(meta.get("embed_params") or vocab * dm),
+                   lm_head_params=int(meta.get("lm_head_params") or vocab * dm),
+                   static_bytes_per_weight=float(meta.get("static_bytes_per_weight") or meta["bytes_per_weight"]),
+                   n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, vocab_size=vocab,
+                   context=int(meta.get("context") or 2048))
+
+    def kv_bytes(self, position: int | np.ndarray) -> np.ndarray:
+        """KV cache bytes one layer reads at a position (keys and values of every earlier token)."""
+        return 2 * self.n_kv_heads * self.head_dim * self.kv_bytes_per_value * np.asarray(position, dtype=float)
+
+    @property
+    def attn_bytes(self) -> float:
+        return self.attn_params_per_layer * self.static_bytes_per_weight
+
+    @property
+    def head_bytes(self) -> float:
+        return self.lm_head_params * self.static_bytes_per_weight
+
+    @property
+    def static_weight_bytes(self) -> float:
+        tied = self.embed_params == self.lm_head_params  # a tied head shares the embedding's bytes
+        emb = self.embed_params * self.static_bytes_per_weight
+        return self.n_layers * self.attn_bytes + emb + (0.0 if tied else self.head_bytes)
+
+
+# ----------------------------------------------------------------------------- device models
+@dataclass(frozen=True)
+class Models:
+    name: str
+    flash: Any
+    dram: Any
+    compute: Any
+    dram_capacity: float | None
+    flash_energy: float | None          # J per byte read
+    analytic_only: bool
+    spec: Any = None
+
+
+def device_models(device: Any) -> Models:
+    """Flash / DRAM / compute models of a device given by name, YAML path, or a loaded Device."""
+    from .devices.compute import ComputeModel
+    from .devices.dram import DramModel
+    from .devices.flash import FlashModel
+    from .hardware import load_device
+
+    dev = load_device(device) if isinstance(device, (str, os.PathLike)) else device
+    flash = FlashModel.from_spec(dev.flash)
+    dram = DramModel.from_spec(dev.dram)
+    compute = ComputeModel.from_spec(dev.compute) if getattr(dev, "compute", None) is not None else None
+    cap = getattr(dev, "usable_dram_bytes", None) or getattr(dev, "dram_bytes", None)
+    e_flash = getattr(dev.flash, "read_energy_per_byte", None)
+    return Models(dev.name, flash, dram, compute, cap, e_flash, bool(getattr(dev, "analytic", False)), dev)
+
+
+# ----------------------------------------------------------------------------- flash batches
+@_njit
+def _stage_times(stage_of, size, seq, n_stages, latency, penalty, unit_bw, link_bw, P):
+    """Batch time of every stage (requests grouped by stage, in issue order), the model of
+    ``devices.flash.FlashModel.schedule`` evaluated for many batches in one compiled loop."""
+    out = np.zeros(n_stages)
+    n = size.shape[0]
+    i = 0
+    while i < n:
+        s_id = stage_of[i]
+        j = i
+        while j < n and stage_of[j] == s_id:
+            j += 1
+        m = j - i
+        done = np.empty(m)
+        units = np.zeros(min(P, m))
+        nu = units.shape[0]
+        for r in range(m):
+            t = latency + size[i + r] / unit_bw + (0.0 if seq[i + r] else penalty)
+            u = r % nu
+            units[u] += t
+            done[r] = units[u]
+        order = np.argsort(done, kind="mergesort")
+        d = 0.0
+        for r in range(m):
+            k = order[r]
+            d = max(d, done[k]) + size[i + k] / link_bw
+        out[s_id] = d
+        i = j
+    return out
+
+
+@dataclass
+class EngineResult:
+    """Per-token timings and the run's summary."""
+
+    device: str
+    mode: str
+    latency: np.ndarray              # [T] seconds per token
+    flash_time: np.ndarray           # [T] seconds the flash was busy
+    dram_time: np.ndarray            # [T]
+    compute_time: np.ndarray         # [T]
+    stall_time: np.ndarray           # [T] waiting on flash while DRAM and compute are idle
+    flash_bytes: np.ndarray          # [T] bytes read from flash (page-rounded requests)
+    flash_requests: np.ndarray       # [T]
+    dram_bytes: np.ndarray           # [T]
+    energy: np.ndarray | None        # [T] joules (None without energy figures)
+    warmup: int
+    hit_rate: float
+    request_hist: dict[int, int]
+    extra: dict[str, Any] = field(default_factory=dict)
+    events: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        sl = slice(self.warmup, None)
+        lat = self.latency[sl]
+        n_req = self.flash_requests[sl].sum()
+        d: dict[str, Any] = {
+            "device": self.device,
+            "engine_mode": self.mode,
+            "tokens_per_s": 1.0 / lat.mean() if lat.size and lat.mean() > 0 else math.inf,
+            "latency_ms_mean": 1e3 * lat.mean(),
+            "latency_ms_p50": 1e3 * float(np.percentile(lat, 50)),
+            "latency_ms_p99": 1e3 * float(np.percentile(lat, 99)),
+            "flash_bytes_per_token_read": float(self.flash_bytes[sl].mean()),
+            "flash_requests_per_token": float(self.flash_requests[sl].mean()),
+            "mean_request_bytes": float(self.flash_bytes[sl].sum() / n_req) if n_req else 0.0,
+            "dram_bytes_per_token_total": float(self.dram_bytes[sl].mean()),
+            "hit_rate": self.hit_rate,
+            "time_flash_ms": 1e3 * float(self.flash_time[sl].mean()),
+            "time_dram_ms": 1e3 * float(self.dram_time[sl].mean()),
+            "time_compute_ms": 1e3 * float(self.compute_time[sl].mean()),
+            "time_stall_ms": 1e3 * float(self.stall_time[sl].mean()),
+            "energy_mj_per_token": 1e3 * float(self.energy[sl].mean()) if self.energy is not None else None,
+            "request_size_histogram": {str(k): v for k, v in sorted(self.request_hist.items())},
+            "events": self.events,
+            "engine_seconds": self.seconds,
+        }
+        d.update(self.extra)
+        return d
+
+
+def _check_options(mode: str) -> None:
+    if mode not in ("batch", "fine"):
+        raise DipsimError(f"unknown engine mode {mode!r}; allowed: batch, fine")
+
+
+def simulate(log: AccessLog, device: Any, *, layout: dict[str, Any] | Layout | None = None, mode: str = "batch",
+             overlap_io: bool = True, overlap_compute: bool = True, miss_via_dram: bool = True,
+             compute_dtype: str = "fp16", chrome_trace: str | os.PathLike | None = None, chrome_tokens: int = 3,
+             ) -> EngineResult:
+    """``overlap_compute=False`` adds compute time to memory time instead of taking the larger
+    (no overlap of a step's weight streaming with its arithmetic)."""
+    """Time every token of ``log`` on ``device``; see the module docstring."""
+    _check_options(mode)
+    t_start = time.perf_counter()
+    models = device_models(device)
+    shape = ModelShape.from_meta(log.trace_meta)
+    if isinstance(layout, Layout):
+        lay = layout
+    else:
+        opts = dict(layout or {})
+        unknown = sorted(set(opts) - {"reorder", "calib_tokens"})
+        if unknown:
+            raise DipsimError(f"unknown layout option {unknown[0]!r}; allowed: reorder, calib_tokens")
+        lay = Layout(log, **opts)
+    fl = models.flash
+    T, L = log.n_tokens, log.n_layers
+    page = int(fl.page_bytes)
+    max_req = int(fl.max_request_bytes) if math.isfinite(fl.max_request_bytes) else 1 << 40
+    ug_groups = [g for g in log.groups if g != "down"]
+    stages = [ug_groups, ["down"]]  # per layer: up/gate stage, then down stage
+
+    # ---- flash requests of every stage, in issue order, and their batch times
+    stage_time = np.zeros((T, L, 2))
+    flash_bytes = np.zeros(T)
+    flash_reqs = np.zeros(T)
+    hist: dict[int, int] = {}
+    fine_sizes: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+    prev_end = -1
+    P = int(min(fl.units, fl.queue_depth, 1 << 30))
+    for t in range(T):
+        parts = []
+        for s_i, names in enumerate(stages):
+            for g in names:
+                req = lay.requests(g, log.groups[g].missed_mask(t), page, max_req)
+                parts.append((req.layer * 2 + s_i, req.offset, req.size))
+        stage_id = np.concatenate([p[0] for p in parts])
+        off = np.concatenate([p[1] for p in parts])
+        size = np.concatenate([p[2] for p in parts])
+        order = np.argsort(stage_id, kind="stable")  # layer by layer: up/gate then down
+        stage_id, off, size = stage_id[order], off[order], size[order]
+        seq = np.empty(len(off), dtype=bool)
+        if len(off):
+            seq[0] = off[0] == prev_end
+            seq[1:] = off[1:] == (off[:-1] + size[:-1])
+            prev_end = int(off[-1] + size[-1])
+        stage_time[t] = _stage_times(stage_id, size.astype(np.float64), seq, L * 2, float(fl.latency),
+                                     float(fl.random_penalty), float(fl.unit_bandwidth), float(fl.link_bandwidth),
+                                     P).reshape(L, 2)
+        flash_bytes[t] = size.sum()
+        flash_reqs[t] = len(size)
+        for k, v in size_histogram(size).items():
+            hist[k] = hist.get(k, 0) + v
+        if mode == "fine":
+            bounds = np.searchsorted(stage_id, np.arange(2 * L + 1))
+            for sid in range(2 * L):
+                a, b = bounds[sid], bounds[sid + 1]
+                if b > a:
+                    fine_sizes[(t, sid // 2, sid % 2)] = (size[a:b].astype(np.float64), seq[a:b])
+
+    # ---- bytes and FLOPs per stage
+    dram = models.dram
+    comp = models.compute
+    positions = (np.arange(T) % max(shape.context, 1)) + 1
+    hit_b = np.zeros((T, L, 2))
+    miss_b = np.zeros((T, L, 2))
+    flops = np.zeros((T, L, 2))
+    for s_i, names in enumerate(stages):
+        for g in names:
+            gl = log.groups[g]
+            hit_b[:, :, s_i] += gl.hits * gl.bytes_per_column
+            miss_b[:, :, s_i] += gl.misses * gl.bytes_per_column
+            per_col = 2 * (gl.bytes_per_column / _bpw(log))  # 2 FLOPs per weight of each selected column
+            flops[:, :, s_i] += gl.selected * per_col
+    attn_b = shape.attn_bytes + shape.kv_bytes(positions)                      # [T]
+    attn_f = 2 * shape.attn_params_per_layer + 4 * positions * shape.n_heads * shape.head_dim
+    head_b, head_f = shape.head_bytes, 2.0 * shape.lm_head_params
+
+    def rt(nbytes):
+        return dram.read_time(nbytes)
+
+    def ct(f):
+        return comp.time(f, compute_dtype) if comp is not None else 0.0
+
+    both = np.maximum if overlap_compute else np.add   # roofline, or memory then arithmetic
+    t_hit = both(rt(hit_b), ct(flops * _share(hit_b, miss_b)))
+    t_miss = both(rt(miss_b) if miss_via_dram else 0.0, ct(flops * (1 - _share(hit_b, miss_b))))
+    t_attn = both(rt(attn_b), ct(attn_f))
+    t_head = float(both(rt(head_b), ct(head_f)))
+
+    # ---- the simulation
+    res = _run_simpy(models, T, L, stage_time, t_hit, t_miss, t_attn, t_head, mode, fine_sizes, overlap_io,
+                     chrome_trace, chrome_tokens)
+    latency, busy_flash, busy_dc, events = res
+
+    dram_bytes = hit_b.sum(axis=(1, 2)) + (miss_b.sum(axis=(1, 2)) if miss_via_dram else 0.0) \
+        + L * attn_b + head_b
+    energy = None
+    if models.flash_energy is not None and dram.read_energy_per_byte is not None:
+        energy = flash_bytes * models.flash_energy + dram_bytes * dram.read_energy_per_byte
+    tot = log.totals()
+    stall = np.maximum(latency - busy_dc, 0.0)
+    dram_time = np.broadcast_to(rt(dram_bytes), (T,)).astype(float)
+    compute_time = np.broadcast_to(ct(flops.sum(axis=(1, 2)) + L * attn_f + head_f), (T,)).astype(float)
+    result = EngineResult(models.name, mode, latency, busy_flash, dram_time, compute_time, stall, flash_bytes, flash_reqs,
+                          dram_bytes, energy, log.warmup, tot["hit_rate"], hist, events=events)
+    result.extra.update(_footprint_and_baselines(log, lay, models, shape, t_attn, t_head, positions, miss_via_dram,
+                                                 result))
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def _bpw(log: AccessLog) -> float:
+    return float(log.config.get("bytes_per_weight") or log.trace_meta["bytes_per_weight"])
+
+
+def _share(hit_b: np.ndarray, miss_b: np.ndarray) -> np.ndarray:
+    tot = hit_b + miss_b
+    return np.divide(hit_b, tot, out=np.zeros_like(tot), where=tot > 0)
+
+
+def _stage_durations(t_flash, t_hit, t_miss, overlap_io):
+    """Seconds of each stage in batch mode: the cached path (DRAM reads + compute of cached columns)
+    runs beside the flash reads when ``overlap_io``, else after them; the landed columns are
+    computed once both are done."""
+    first = np.maximum(t_flash, t_hit) if overlap_io else t_flash + t_hit
+    return first + t_miss
+
+
+def _run_simpy(models, T, L, stage_time, t_hit, t_miss, t_attn, t_head, mode, fine_sizes, overlap_io,
+               chrome_trace, chrome_tokens):
+    """One SimPy process decodes the tokens in order: per layer the attention step and the two
+    stages. In batch mode a stage is one timeout (its flash batch time comes from the vectorized
+    queue model); in fine mode the flash reads of a stage are one SimPy process per request, run
+    beside the cached path."""
+    import simpy
+
+    env = simpy.Environment()
+    latency = np.zeros(T)
+    stage_dur = _stage_durations(stage_time, t_hit, t_miss, overlap_io)
+    trace_events: list[dict[str, Any]] | None = [] if chrome_trace else None
+    counter = [0]
+
+    def note(name, track, t0, dur, tok):
+        if trace_events is not None and tok < chrome_tokens and dur > 0:
+            trace_events.append({"name": name, "ph": "X", "ts": t0 * 1e6, "dur": dur * 1e6, "pid": 1, "tid": track,
+                                 "args": {"token": tok}})
+
+    def fine_stage(tok, layer, s_i):
+        t0 = env.now
+        sizes, seq = fine_sizes[(tok, layer, s_i)]
+        flash = models.flash.fine_process(env, sizes, seq)
+        if not overlap_io:
+            yield flash
+        yield env.timeout(t_hit[tok, layer, s_i])
+        yield flash
+        yield env.timeout(t_miss[tok, layer, s_i])
+        stage_time[tok, layer, s_i] = flash.value   # the per-request simulation's own flash time
+        counter[0] += len(sizes)
+        return env.now - t0
+
+    def token_proc():
+        for tok in range(T):
+            t0 = env.now
+            for layer in range(L):
+                a = env.now
+                yield env.timeout(t_attn[tok])
+                note(f"attention L{layer}", "dram+compute", a, t_attn[tok], tok)
+                for s_i, label in ((0, "up/gate"), (1, "down")):
+                    a = env.now
+                    if mode == "fine" and (tok, layer, s_i) in fine_sizes:
+                        yield env.process(fine_stage(tok, layer, s_i))
+                    else:
+                        yield env.timeout(stage_dur[tok, layer, s_i])
+                    counter[0] += 1
+                    if trace_events is not None and tok < chrome_tokens:
+                        f = stage_time[tok, layer, s_i]
+                        note(f"flash L{layer} {label}", "flash", a, f, tok)
+                        h0 = a if overlap_io else a + f
+                        note(f"cached L{layer} {label}", "dram+compute", h0, t_hit[tok, layer, s_i], tok)
+                        note(f"landed L{layer} {label}", "dram+compute", env.now - t_miss[tok, layer, s_i],
+                             t_miss[tok, layer, s_i], tok)
+            yield env.timeout(t_head)
+            note("lm head", "dram+compute", env.now - t_head, t_head, tok)
+            counter[0] += 3 * L + 1
+            latency[tok] = env.now - t0
+
+    env.process(token_proc())
+    env.run()
+    if chrome_trace:
+        p = Path(chrome_trace)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.part")
+        tmp.write_text(json.dumps({"traceEvents": trace_events, "displayTimeUnit": "ms"}))
+        tmp.replace(p)
+    busy_flash = stage_time.sum(axis=(1, 2))
+    busy_dc = L * t_attn + (t_hit + t_miss).sum(axis=(1, 2)) + t_head
+    return latency, busy_flash, busy_dc, counter[0]
+
+
+def _footprint_and_baselines(log, lay, models, shape, t_attn, t_head, positions, miss_via_dram, result) -> dict:
+    """DRAM footprint, memory saved against a dense model in DRAM, speed-up against streaming the
+    dense MLP from flash, and the paper's analytic tokens/s for the same access log."""
+    from .devices import analytic
+
+    T, L = log.n_tokens, log.n_layers
+    cache_bytes = sum(float((g.capacity * g.bytes_per_column).sum()) for g in log.groups.values())
+    mlp_bytes = float(log.extra.get("mlp_bytes") or sum(g.n_columns * g.bytes_per_column for g in log.groups.values()) * L)
+    kv_max = float(L * shape.kv_bytes(min(shape.context, T)))
+    footprint = shape.static_weight_bytes + cache_bytes + kv_max
+    dense_dram = shape.static_weight_bytes + mlp_bytes + kv_max
+    # dense streaming: every group region of every layer read whole, as large sequential requests
+    fl = models.flash
+    page = int(fl.page_bytes)
+    max_req = int(fl.max_request_bytes) if math.isfinite(fl.max_request_bytes) else 1 << 40
+    per_layer = np.zeros(L)
+    for gname in log.groups:
+        req = lay.region_requests(gname, page, max_req)
+        starts = req.per_layer(L)
+        for layer in range(L):
+            sizes = req.size[starts[layer]:starts[layer + 1]]
+            per_layer[layer] += models.flash.batch_time(sizes, np.ones(len(sizes), bool))
+    dense_stream = float(t_attn[log.warmup:].mean() * L + per_layer.sum() + t_head)
+    sl = slice(log.warmup, None)
+    lat = result.latency[sl].mean()
+    # the paper's model, token by token: one (layer, matrix group) pair per masked linear layer
+    hit = np.stack([g.hits[sl] * g.bytes_per_column for g in log.groups.values()], axis=2)     # [T', L, G]
+    miss = np.stack([g.misses[sl] * g.bytes_per_column for g in log.groups.values()], axis=2)
+    static_dram = shape.attn_bytes * L + shape.kv_bytes(positions[sl]) * L + shape.head_bytes   # [T']
+    t_an = analytic.token_time(models.spec, hit, miss, static_dram_bytes=static_dram, layer_axes=(1, 2))
+    t_an = float(np.mean(t_an))
+    return {
+        "dram_footprint_bytes": footprint,
+        "dram_cache_bytes": cache_bytes,
+        "static_bytes": shape.static_weight_bytes + kv_max,
+        "fits_in_dram": (models.dram_capacity is None) or footprint <= models.dram_capacity,
+        "memory_saved_bytes": dense_dram - footprint,
+        "memory_saved_fraction": (dense_dram - footprint) / dense_dram,
+        "dense_stream_tokens_per_s": 1.0 / dense_stream,
+        "speedup_vs_dense_stream": dense_stream / lat if lat > 0 else math.inf,
+        "analytic_tokens_per_s": 1.0 / float(t_an) if float(t_an) > 0 else math.inf,
+    }

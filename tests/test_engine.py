@@ -1,0 +1,174 @@
+"""The engine: layout and requests, the batch flash kernel, agreement with the analytic model and
+with the per-request (fine) simulation, and its outputs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import simulator
+import traces
+from simulator import engine
+from simulator.devices.flash import FlashModel
+from simulator.layout import Layout, coalesce
+from traces.errors import DipsimError
+
+from expected_replay import TRACE
+
+DEVICE = """
+name: test-phone
+source: test values
+flash:
+  name: test-flash
+  source: test values
+  latency: {latency}
+  unit_bandwidth: {unit_bw}
+  units: {units}
+  queue_depth: {qd}
+  link_bandwidth: {link_bw}
+  page_bytes: {page}
+  max_request_bytes: {max_req}
+dram:
+  name: test-dram
+  source: test values
+  bandwidth: 60 GB/s
+  latency: {dram_lat}
+{compute}
+dram_capacity: 12 GiB
+"""
+COMPUTE = """compute:
+  name: test-npu
+  source: test values
+  fp16_flops: 4 TFLOP/s"""
+
+
+def device(tmp_path, name="dev.yaml", *, latency="60 us", unit_bw="300 MB/s", units=16, qd=32, link_bw="4200 MB/s",
+           page="4 KiB", max_req="512 KiB", dram_lat="100 ns", compute=True):
+    p = tmp_path / name
+    p.write_text(DEVICE.format(latency=latency, unit_bw=unit_bw, units=units, qd=qd, link_bw=link_bw, page=page,
+                               max_req=max_req, dram_lat=dram_lat, compute=COMPUTE if compute else "compute: null"))
+    return p
+
+
+@pytest.fixture(scope="module")
+def small():
+    return traces.load(TRACE)
+
+
+@pytest.fixture(scope="module")
+def log(small):
+    return simulator.replay(small, "dip-ca", "lru", keep=0.5, dram_fraction=0.5, gamma=0.3, warmup=4)
+
+
+def test_coalesce_exact_cases():
+    layer = np.array([0, 0, 0, 0, 0, 1])
+    start = np.array([0, 1000, 2000, 5000, 9000, 20000])
+    r = coalesce(layer, start, start + 1000, 4096, 8192)
+    assert r.layer.tolist() == [0, 0, 1]
+    assert r.offset.tolist() == [0, 8192, 16384] and r.size.tolist() == [8192, 4096, 8192]
+    r = coalesce(layer, start, start + 1000, 1024, 2048)   # split runs at 2 KiB, new run after a gap
+    assert r.offset.tolist() == [0, 2048, 4096, 8192, 19456] and r.size.tolist() == [2048, 1024, 2048, 2048, 2048]
+    r = coalesce(np.array([0, 1]), np.array([0, 100]), np.array([100, 200]), 1, 10**9)  # layers never merge
+    assert r.size.tolist() == [100, 100]
+
+
+def test_layout_places_every_column_once(log):
+    lay = Layout(log)
+    seen = []
+    for name, g in log.groups.items():
+        full = np.ones((log.n_layers, g.n_columns), dtype=bool)
+        layer, start, end = lay.extents(name, full)
+        assert np.all(end - start == int(np.ceil(g.bytes_per_column)))
+        seen.append(np.stack([start, end], 1))
+    ext = np.concatenate(seen)
+    ext = ext[np.argsort(ext[:, 0])]
+    assert ext[0, 0] == 0 and ext[-1, 1] == lay.total_bytes
+    assert np.all(ext[1:, 0] == ext[:-1, 1])          # no gaps, no overlaps
+
+
+@pytest.mark.parametrize("reorder", ["frequency", "coactivation"])
+def test_reordering_clusters_columns_that_miss_together(small, reorder):
+    # static masking without a cache: the same scattered quarter of the columns misses every token
+    log = simulator.replay(small, "static", "none", keep=0.25, warmup=0, calib_tokens=16)
+    lay = Layout(log, reorder=reorder, calib_tokens=16)
+    for name, r in lay.regions.items():
+        assert all(sorted(row) == list(range(r.n_columns)) for row in r.slot.tolist())
+    plain = Layout(log)
+
+    def n_requests(layout):
+        return sum(len(layout.requests(g, log.groups[g].missed_mask(t), 4096, 1 << 19).size)
+                   for g in log.groups for t in range(20, 30))
+
+    assert n_requests(lay) < n_requests(plain) / 3
+
+
+@given(sizes=st.lists(st.integers(1, 1 << 20), min_size=1, max_size=60), units=st.integers(1, 40),
+       seq_bits=st.integers(0, 2**60), penalty=st.sampled_from([0.0, 20e-6]))
+@settings(max_examples=150)
+def test_stage_kernel_equals_flash_model(sizes, units, seq_bits, penalty):
+    fm = FlashModel(latency=50e-6, unit_bandwidth=250e6, units=units, queue_depth=32, link_bandwidth=4e9,
+                    random_penalty=penalty)
+    s = np.array(sizes, dtype=float)
+    seq = np.array([(seq_bits >> i) & 1 for i in range(len(s))], dtype=bool)
+    stage = np.zeros(len(s), dtype=np.int64)
+    got = engine._stage_times(stage, s, seq, 1, fm.latency, fm.random_penalty, fm.unit_bandwidth,
+                              fm.link_bandwidth, int(fm.parallelism()))[0]
+    assert got == pytest.approx(fm.batch_time(s, seq), rel=1e-12)
+    assert got == pytest.approx(fm.fine_time(s, seq), rel=0.02)
+
+
+def test_engine_equals_analytic_model_without_latency_queueing_or_compute(tmp_path, log):
+    dev = device(tmp_path, latency="0 us", unit_bw="unbounded", units="unbounded", qd="unbounded",
+                 link_bw="1 GB/s", page="1 B", max_req="unbounded", dram_lat="0 ns", compute=False)
+    res = engine.simulate(log, dev, miss_via_dram=False, overlap_io=True)
+    s = res.summary()
+    assert s["tokens_per_s"] == pytest.approx(s["analytic_tokens_per_s"], rel=1e-9)
+
+
+def test_fine_and_batch_modes_agree(tmp_path, small):
+    log = simulator.replay(small, "dip", "lru", keep=0.5, dram_fraction=0.5, tokens=12, warmup=2)
+    dev = device(tmp_path, units=4, qd=4)
+    b = engine.simulate(log, dev).summary()
+    f = engine.simulate(log, dev, mode="fine").summary()
+    assert f["tokens_per_s"] == pytest.approx(b["tokens_per_s"], rel=0.02)
+    assert f["events"] > b["events"]
+
+
+def test_time_is_monotone_in_bytes_and_overlap_helps(tmp_path, small):
+    dev = device(tmp_path)
+    fast = []
+    for frac in (0.9, 0.5, 0.1):  # less cache -> more flash bytes -> slower
+        log = simulator.replay(small, "dip", "lru", keep=0.5, dram_fraction=frac, warmup=4)
+        fast.append(engine.simulate(log, dev).summary()["tokens_per_s"])
+    assert fast[0] > fast[1] > fast[2]
+    log = simulator.replay(small, "dip", "lru", keep=0.5, dram_fraction=0.5, warmup=4)
+    a = engine.simulate(log, dev, overlap_io=True).summary()["tokens_per_s"]
+    b = engine.simulate(log, dev, overlap_io=False).summary()["tokens_per_s"]
+    assert a > b
+
+
+def test_summary_fields_and_chrome_trace(tmp_path, log):
+    out = tmp_path / "trace.json"
+    res = engine.simulate(log, device(tmp_path), chrome_trace=out, chrome_tokens=2)
+    s = res.summary()
+    for k in ("tokens_per_s", "latency_ms_p50", "latency_ms_p99", "flash_requests_per_token", "mean_request_bytes",
+              "analytic_tokens_per_s", "speedup_vs_dense_stream", "memory_saved_fraction", "time_stall_ms"):
+        assert np.isfinite(s[k]), k
+    assert s["latency_ms_p99"] >= s["latency_ms_p50"] > 0
+    # page rounding: what is read is at least what missed
+    tot = log.totals()
+    assert s["flash_bytes_per_token_read"] >= tot["flash_bytes_per_token"]
+    assert 0 < s["memory_saved_fraction"] < 1
+    events = json.loads(out.read_text())["traceEvents"]
+    assert {e["args"]["token"] for e in events} == {0, 1}
+    assert {e["tid"] for e in events} >= {"flash", "dram+compute"}
+
+
+def test_bad_engine_options(tmp_path, log):
+    with pytest.raises(DipsimError, match="unknown engine mode 'exact'; allowed: batch, fine"):
+        engine.simulate(log, device(tmp_path), mode="exact")
+    with pytest.raises(DipsimError, match="unknown layout reorder 'random'"):
+        engine.simulate(log, device(tmp_path), layout={"reorder": "random"})
