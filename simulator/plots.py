@@ -1,0 +1,166 @@
+"""Plots of sweep results. Every function takes a results DataFrame (``sweep.load_results``) and
+returns ``(fig, ax)``; none calls ``show()``. Columns: ``p.<parameter>`` and ``m.<metric>``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from traces.errors import DipsimError
+
+
+def _plt():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        try:
+            matplotlib.use("Agg")
+        except Exception:  # pragma: no cover - a backend already in use stays
+            pass
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _need(df, cols: Sequence[str]) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise DipsimError(f"the results have no column {missing[0]!r}; columns: {', '.join(df.columns)}")
+
+
+LABELS = {
+    "m.hit_rate": "hit rate (by bytes)",
+    "m.flash_bytes_per_token": "flash bytes per token",
+    "m.tokens_per_s": "tokens/s",
+    "m.perplexity": "perplexity",
+    "m.kl_to_dense": "KL to dense",
+    "p.gamma": "γ (DIP-CA penalty)",
+    "p.keep": "keep (fraction of columns)",
+    "p.dram_fraction": "DRAM cache (fraction of MLP weights)",
+}
+
+
+def _label(c: str) -> str:
+    return LABELS.get(c, c.split(".", 1)[-1].replace("_", " "))
+
+
+def lines(df, x: str, ys: Sequence[str], by: str | None = None, *, title: str = "", logy: Sequence[str] = ()):
+    """One panel per metric in ``ys``, x against metric, one line per value of ``by``."""
+    plt = _plt()
+    _need(df, [x, *ys] + ([by] if by else []))
+    fig, axes = plt.subplots(1, len(ys), figsize=(4.6 * len(ys), 3.6), squeeze=False)
+    groups = [(None, df)] if by is None else list(df.groupby(by, dropna=False, sort=True))
+    for ax, y in zip(axes[0], ys):
+        for val, sub in groups:
+            sub = sub.sort_values(x)
+            ax.plot(sub[x], sub[y], marker="o", ms=3, label=None if by is None else f"{_label(by)} {val}")
+        ax.set_xlabel(_label(x))
+        ax.set_ylabel(_label(y))
+        if y in logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    if by is not None:
+        axes[0][-1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig, axes[0]
+
+
+def vs_gamma(df, by: str = "p.dram_fraction"):
+    """Hit rate, flash bytes and (when present) tokens/s against γ, one line per DRAM budget."""
+    ys = [c for c in ("m.hit_rate", "m.flash_bytes_per_token", "m.tokens_per_s") if c in df.columns]
+    return lines(df, "p.gamma", ys, by if by in df.columns else None, title="DIP-CA: the γ trade-off")
+
+
+def vs_keep(df, by: str = "p.masking"):
+    """Hit rate, flash bytes and (when present) tokens/s against keep, one line per masking policy."""
+    ys = [c for c in ("m.hit_rate", "m.flash_bytes_per_token", "m.tokens_per_s") if c in df.columns]
+    return lines(df, "p.keep", ys, by if by in df.columns else None, title="Sparsity trade-off")
+
+
+def per_device(df, metric: str = "m.tokens_per_s", by: str | None = None):
+    """A bar per device (grouped by ``by`` when given), with the analytic model as a marker."""
+    plt = _plt()
+    _need(df, ["p.device", metric])
+    devices = list(dict.fromkeys(df["p.device"]))
+    cats = [None] if by is None or by not in df.columns else list(dict.fromkeys(df[by]))
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(devices) * max(len(cats), 1)), 4))
+    width = 0.8 / len(cats)
+    x = np.arange(len(devices))
+    for i, c in enumerate(cats):
+        sub = df if c is None else df[df[by] == c]
+        vals = [sub[sub["p.device"] == d][metric].mean() for d in devices]
+        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=None if c is None else f"{c}")
+        if metric == "m.tokens_per_s" and "m.analytic_tokens_per_s" in sub.columns:
+            an = [sub[sub["p.device"] == d]["m.analytic_tokens_per_s"].mean() for d in devices]
+            ax.scatter(x + i * width - 0.4 + width / 2, an, marker="_", s=300, color="k",
+                       label="analytic (paper's model)" if i == 0 else None, zorder=3)
+    ax.set_xticks(x)
+    ax.set_xticklabels([str(d) for d in devices], rotation=20, ha="right")
+    ax.set_ylabel(_label(metric))
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, ax
+
+
+def pareto_front(xs: np.ndarray, ys: np.ndarray, *, maximize_x: bool = True, minimize_y: bool = True) -> np.ndarray:
+    """Indices of the non-dominated points (best x for any y), sorted by x."""
+    xs = np.asarray(xs, dtype=float)
+    ys = np.asarray(ys, dtype=float)
+    sx = xs if maximize_x else -xs
+    sy = -ys if minimize_y else ys
+    order = np.lexsort((-sy, -sx))  # best x first, then best y
+    front, best = [], -np.inf
+    for i in order:
+        if sy[i] > best:
+            front.append(i)
+            best = sy[i]
+    return np.array(sorted(front, key=lambda i: xs[i]), dtype=int)
+
+
+def pareto(df, x: str = "m.tokens_per_s", y: str | None = None, by: str | None = None, *, label: str | None = None):
+    """Tokens/s against accuracy (``m.perplexity`` when present, else keep), with the Pareto front."""
+    plt = _plt()
+    if y is None:
+        y = "m.perplexity" if "m.perplexity" in df.columns else "p.keep"
+    _need(df, [x, y])
+    minimize = y not in ("p.keep", "m.top1_agreement")
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    groups = [(None, df)] if by is None or by not in df.columns else list(df.groupby(by, sort=True))
+    for val, sub in groups:
+        ax.scatter(sub[x], sub[y], s=18, alpha=0.7, label=None if val is None else f"{_label(by)} {val}")
+        idx = pareto_front(sub[x].to_numpy(), sub[y].to_numpy(), minimize_y=minimize)
+        ax.plot(sub[x].to_numpy()[idx], sub[y].to_numpy()[idx], lw=1)
+        if label and label in sub.columns:
+            for i in idx:
+                ax.annotate(str(sub[label].iloc[i]), (sub[x].iloc[i], sub[y].iloc[i]), fontsize=7,
+                            textcoords="offset points", xytext=(3, 3))
+    ax.set_xlabel(_label(x))
+    ax.set_ylabel(_label(y) + (" (lower is better)" if minimize else " (higher is better)"))
+    ax.grid(alpha=0.3)
+    if by is not None:
+        ax.legend(fontsize=8)
+    ax.set_title("Pareto front")
+    fig.tight_layout()
+    return fig, ax
+
+
+def auto(df) -> tuple[Any, Any]:
+    """The plot that fits a results table: by its varying parameters."""
+    varying = [c for c in df.columns if c.startswith("p.") and df[c].astype(str).nunique() > 1]
+    if "p.device" in varying and "m.tokens_per_s" in df.columns:
+        other = next((c for c in varying if c != "p.device"), None)
+        return per_device(df, by=other)
+    if "p.gamma" in varying:
+        return vs_gamma(df)
+    if "p.keep" in varying:
+        return vs_keep(df)
+    if "p.dram_fraction" in varying:
+        return lines(df, "p.dram_fraction", [c for c in ("m.hit_rate", "m.tokens_per_s") if c in df.columns],
+                     next((c for c in varying if c != "p.dram_fraction"), None))
+    raise DipsimError(f"no plot for these results: nothing varies among gamma, keep, dram_fraction, device "
+                      f"(varying: {', '.join(varying) or 'nothing'})")

@@ -1,0 +1,162 @@
+"""Sweep experiments: expansion, checks, resumable results, kill safety, Dask = local."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from simulator import sweep
+from traces.errors import DipsimError
+
+from expected_replay import TRACE
+from test_engine import device
+
+
+def write_exp(tmp_path: Path, body: dict, name="exp.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(body, sort_keys=False))
+    return p
+
+
+@pytest.fixture
+def dev(tmp_path):
+    return str(device(tmp_path))
+
+
+def base_exp(dev, **extra):
+    body = {"name": "t", "trace": str(TRACE),
+            "base": {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "warmup": 4, "device": dev},
+            "grid": {"gamma": [0.0, 0.5, 1.0], "dram_fraction": [0.25, 0.75]}}
+    body.update(extra)
+    return body
+
+
+def test_expansion_grid_zip_drops_and_keys(tmp_path, dev):
+    body = base_exp(dev, grid={"gamma": [0.2, 0.5], "cache": ["lru", "belady"]},
+                    zip={"masking": ["dip-ca", "dip"], "keep": [0.5, 0.4]})
+    exp = sweep.load_experiment(write_exp(tmp_path, body))
+    # 2 gamma x 2 cache x 2 zipped; belady+dip-ca dropped (2); dip ignores gamma: 2 -> 1 per cache
+    assert len(exp.dropped) == 2 and all("offline oracle" in r for _, r in exp.dropped)
+    assert len(exp.points) == 2 + 2
+    keys = [p.key for p in exp.points]
+    assert len(set(keys)) == len(keys)
+    assert any(k.startswith("gamma=0.2,cache=lru,masking=dip-ca,keep=0.5#") for k in keys)
+    assert all("gamma" not in p.params for p in exp.points if p.params["masking"] == "dip")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda b: b["base"].update(gama=0.1), "unknown key 'gama' in base; allowed: trace, masking"),
+    (lambda b: b["grid"].update(gamma=[]), "grid.gamma is an empty axis"),
+    (lambda b: b["base"].update(masking="dipca"), "unknown masking policy 'dipca'; allowed"),
+    (lambda b: b["base"].update(cache="lru3"), "unknown cache policy 'lru3'"),
+    (lambda b: b.update(trace="/nope/t.safetensors"), "trace file not found: /nope/t.safetensors"),
+    (lambda b: b.update(zip={"keep": [0.1, 0.2], "warmup": [1]}), "zip axes must have the same length"),
+    (lambda b: b.update(extra=1), "unknown top-level key 'extra'"),
+    (lambda b: b["base"].update(device="phone-99"), "phone-99"),
+    (lambda b: b["grid"].update(keep=["half"]), "'keep' must be a number"),
+])
+def test_bad_experiments_name_file_and_key(tmp_path, dev, edit, message):
+    body = base_exp(dev)
+    edit(body)
+    p = write_exp(tmp_path, body)
+    with pytest.raises(DipsimError, match=message) as e:
+        sweep.load_experiment(p)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_run_resume_and_different_sweep(tmp_path, dev, monkeypatch):
+    p = write_exp(tmp_path, base_exp(dev))
+    exp = sweep.load_experiment(p)
+    out = tmp_path / "out"
+    sweep.run_sweep(exp, out, progress=False)
+    df = pd.read_parquet(out / "results.parquet")
+    assert len(df) == 6 and df["key"].is_unique
+    for col in ("p.gamma", "p.dram_fraction", "p.masking", "m.hit_rate", "m.tokens_per_s", "m.analytic_tokens_per_s"):
+        assert col in df.columns
+    # more gamma -> fewer hits (for the same budget)
+    sub = df[df["p.dram_fraction"] == 0.75].sort_values("p.gamma")
+    assert sub["m.hit_rate"].is_monotonic_decreasing
+    # resume: nothing recomputed
+    calls = []
+    monkeypatch.setattr(sweep, "run_point", lambda *a, **k: calls.append(1) or {})
+    sweep.run_sweep(exp, out, progress=False)
+    assert calls == []
+    assert pd.read_parquet(out / "results.parquet").equals(df)
+    # a different experiment into the same directory is refused
+    other = sweep.load_experiment(write_exp(tmp_path, base_exp(dev, grid={"gamma": [0.3]}), "other.yaml"))
+    with pytest.raises(DipsimError, match="holds a different sweep"):
+        sweep.run_sweep(other, out, progress=False)
+
+
+def test_crash_keeps_finished_points_and_rerun_completes(tmp_path, dev, monkeypatch):
+    exp = sweep.load_experiment(write_exp(tmp_path, base_exp(dev)))
+    out = tmp_path / "out"
+    real = sweep.run_point
+    n = []
+
+    def flaky(params, threads=None):
+        n.append(1)
+        if len(n) == 3:
+            raise RuntimeError("worker died")
+        return real(params, threads)
+
+    monkeypatch.setattr(sweep, "run_point", flaky)
+    with pytest.raises(RuntimeError):
+        sweep.run_sweep(exp, out, progress=False)
+    assert len(pd.read_parquet(out / "results.parquet")) == 2
+    monkeypatch.setattr(sweep, "run_point", real)
+    sweep.run_sweep(exp, out, progress=False)
+    assert len(pd.read_parquet(out / "results.parquet")) == 6
+
+
+def test_sigkill_leaves_a_readable_file(tmp_path, dev):
+    exp = write_exp(tmp_path, base_exp(dev))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "simulator.cli", "sweep", str(exp), "--out", str(out), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (out / "points").exists() and len(list((out / "points").glob("*.json"))) >= 2:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    df = pd.read_parquet(out / "results.parquet")
+    assert 1 <= len(df) <= 6
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert len(pd.read_parquet(out / "results.parquet")) == 6
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_rows_equal_local_executor(tmp_path, dev):
+    exp = sweep.load_experiment(write_exp(tmp_path, base_exp(dev, grid={"gamma": [0.0, 1.0]})))
+    a = pd.read_parquet(sweep.run_sweep(exp, tmp_path / "local", jobs=2, progress=False))
+    b = pd.read_parquet(sweep.run_sweep(exp, tmp_path / "dask", executor="dask", jobs=2, progress=False))
+    cols = [c for c in a.columns if not c.endswith(("seconds", "engine_seconds", "replay_seconds"))]
+    a = a[cols].sort_values("key").reset_index(drop=True)
+    b = b[cols].sort_values("key").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_plot_command_writes_png(tmp_path, dev):
+    exp = sweep.load_experiment(write_exp(tmp_path, base_exp(dev)))
+    out = tmp_path / "out"
+    sweep.run_sweep(exp, out, progress=False)
+    from simulator import plots
+
+    df = sweep.load_results(out)
+    for fn in (plots.auto, plots.vs_gamma, plots.pareto):
+        fig, ax = fn(df)
+        assert fig is not None
+    r = subprocess.run([sys.executable, "-m", "simulator.cli", "plot", str(out), "--out", str(tmp_path / "f.png")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
