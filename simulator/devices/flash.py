@@ -1,0 +1,384 @@
+"""Flash storage model: per-request latency, parallel units, a shared host link, page granularity.
+
+The model (the engine depends on it exactly as written here)::
+
+    parameters   latency L            time before data flows (command overhead + NAND tR), s
+                 unit_bandwidth ub    bytes/s one internal parallel unit streams at
+                 units U              internal parallel units (channels x dies)
+                 queue_depth Q        host queue: at most Q requests outstanding
+                 link_bandwidth lb    bytes/s of the host interface, shared by all units
+                 page_bytes           reads cover whole pages: [a, b) -> [floor(a/p)p, ceil(b/p)p)
+                 max_request_bytes    longer runs are split into requests of at most this size
+                 random_penalty R     extra latency of a request that does not start where the
+                                      previous one ended (default 0)
+
+    a batch of n requests, sizes s_i (already page-rounded), in issue order:
+        P = min(U, Q)                                   effective parallelism
+        request i -> unit (i mod P)                     striped in issue order
+        unit time   t_i = L (+ R unless sequential) + s_i / ub,  FIFO per unit
+        arrival     a_i = completion of i on its unit  (per-unit cumulative sum of t)
+        link        one FIFO server, x_i = s_i / lb, served in order of a (ties: issue order)
+                    d_i = max(d_{i-1}, a_i) + x_i
+                        = C_i + max_{k<=i} (a_k - C_{k-1}),  C = cumsum(x) over that order
+        batch time  = d of the last request served
+
+``batch_time`` evaluates this with numpy (a reshape + cumsum for the units, ``np.maximum.accumulate``
+for the link); ``fine_time`` runs every request as its own SimPy process over P unit resources and
+one link resource, as a check on the batch formula. ``iops``/``bandwidth`` give the steady state of a
+long stream of equal requests: ``min(P / (L + s/ub), lb / s)`` requests/s.
+
+Sizes passed to the timing functions are bytes per request as issued (the layout step rounds them
+to pages with :func:`page_round` / :func:`extents_to_requests`); the timing functions do not round,
+and refuse a request larger than ``max_request_bytes``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from traces.errors import DipsimError
+
+INF = math.inf
+
+
+# --------------------------------------------------------------------------- requests from extents
+class Requests(NamedTuple):
+    """Read requests in issue order: byte offsets and sizes (int64 arrays of equal length), and the
+    segment (e.g. layer) each belongs to when the extents came with segments."""
+
+    offsets: np.ndarray
+    sizes: np.ndarray
+    segments: np.ndarray | None = None
+
+    def segment_starts(self, n_segments: int) -> np.ndarray:
+        """Index of the first request of each segment: ``sizes[starts[k]:starts[k + 1]]``."""
+        return np.searchsorted(self.segments, np.arange(n_segments + 1))
+
+
+def page_round(start, end, page: int | float):
+    """Page-aligned cover of byte range(s) [start, end): ``(floor(start/page)*page, ceil(end/page)*page)``.
+
+    Works on scalars and arrays; returns int64 for finite pages (``page`` must be >= 1).
+    """
+    if not page >= 1:
+        raise DipsimError(f"page size must be >= 1 byte, got {page}")
+    s = np.asarray(start, dtype=np.int64)
+    e = np.asarray(end, dtype=np.int64)
+    if np.any(e < s):
+        raise DipsimError("an extent ends before it starts (end < start)")
+    p = np.int64(page)
+    a = (s // p) * p
+    b = -((-e) // p) * p
+    if a.ndim == 0:
+        return int(a), int(b)
+    return a, b
+
+
+def extents_to_requests(starts, ends, *, page_bytes: int | float = 1,
+                        max_request_bytes: int | float = INF, segments=None) -> Requests:
+    """Turn byte extents [starts[i], ends[i]) into read requests, vectorized.
+
+    Each extent is first widened to whole pages; extents that then overlap or touch are merged into
+    one run; a run longer than ``max_request_bytes`` is cut, from its start, into pieces of exactly
+    ``max_request_bytes`` and a shorter last piece. Unsorted input is sorted by start first; empty
+    extents (start == end) are dropped. Returns the requests in ascending offset order.
+
+    With ``segments`` (one non-negative int per extent, e.g. its layer), runs never cross a segment
+    boundary (different segments are read at different times) and the requests come out sorted by
+    (segment, offset), each with its segment.
+    """
+    s = np.asarray(starts, dtype=np.int64).ravel()
+    e = np.asarray(ends, dtype=np.int64).ravel()
+    g = None if segments is None else np.asarray(segments, dtype=np.int64).ravel()
+    if s.shape != e.shape or (g is not None and g.shape != s.shape):
+        raise DipsimError(f"extent starts, ends (and segments) differ in length ({s.size} vs {e.size})")
+    if not max_request_bytes >= page_bytes:
+        raise DipsimError(f"max_request_bytes ({max_request_bytes}) must be >= page_bytes ({page_bytes})")
+    keep = e > s
+    if np.any(e < s):
+        raise DipsimError("an extent ends before it starts (end < start)")
+    s, e = s[keep], e[keep]
+    if g is not None:
+        g = g[keep]
+    if s.size == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return Requests(z, z.copy(), None if g is None else z.copy())
+    if g is None:
+        if s.size > 1 and np.any(s[1:] < s[:-1]):
+            order = np.argsort(s, kind="stable")
+            s, e = s[order], e[order]
+    elif s.size > 1 and (np.any(g[1:] < g[:-1]) or np.any((g[1:] == g[:-1]) & (s[1:] < s[:-1]))):
+        order = np.lexsort((s, g))
+        s, e, g = s[order], e[order], g[order]
+    a, b = page_round(s, e, page_bytes)
+    a, b = np.atleast_1d(a), np.atleast_1d(b)
+    new_run = np.empty(a.size, dtype=bool)
+    new_run[0] = True
+    if g is None:
+        reach = np.maximum.accumulate(b)                   # furthest byte covered so far
+    else:  # the same within each segment: lift every segment above the previous ones first
+        span = np.int64(max(int(b.max()) - int(a.min()), 0) + 1)
+        lift = (g - g[0]) * span
+        reach = np.maximum.accumulate(b - a.min() + lift) - lift + a.min()
+        new_run[1:] = g[1:] != g[:-1]
+    new_run[1:] |= a[1:] > reach[:-1]                      # a gap (touching pages merge)
+    first = np.flatnonzero(new_run)
+    last = np.append(first[1:] - 1, a.size - 1)
+    run_start = a[first]
+    run_end = reach[last]
+    run_seg = None if g is None else g[first]
+    if math.isinf(max_request_bytes):
+        return Requests(run_start, run_end - run_start, run_seg)
+    m = np.int64(max_request_bytes)
+    length = run_end - run_start
+    pieces = -((-length) // m)                             # ceil(length / m) >= 1
+    total = int(pieces.sum())
+    run_of_piece = np.repeat(np.arange(first.size), pieces)
+    starts_of_runs = np.cumsum(pieces) - pieces
+    k = np.arange(total, dtype=np.int64) - starts_of_runs[run_of_piece]
+    offsets = run_start[run_of_piece] + k * m
+    sizes = np.minimum(m, run_end[run_of_piece] - offsets)
+    return Requests(offsets, sizes, None if run_seg is None else run_seg[run_of_piece])
+
+
+def sequential_mask(offsets, sizes, previous_end: int | None = None) -> np.ndarray:
+    """True where a request starts exactly where the one issued before it ended.
+
+    The first request compares against ``previous_end`` (e.g. where the last batch ended); with
+    ``None`` it counts as random.
+    """
+    o = np.asarray(offsets, dtype=np.int64).ravel()
+    z = np.asarray(sizes, dtype=np.int64).ravel()
+    out = np.zeros(o.size, dtype=bool)
+    if o.size:
+        out[1:] = o[1:] == o[:-1] + z[:-1]
+        out[0] = previous_end is not None and int(o[0]) == int(previous_end)
+    return out
+
+
+def size_histogram(sizes) -> dict[int, int]:
+    """Request counts in power-of-two buckets: key ``2**k`` counts sizes in ``(2**(k-1), 2**k]``.
+
+    Zero-byte requests are counted under key 0. Keys come out in ascending order.
+    """
+    z = np.asarray(sizes, dtype=np.float64).ravel()
+    if z.size == 0:
+        return {}
+    if np.any(z < 0) or not np.all(np.isfinite(z)):
+        raise DipsimError("request sizes must be finite and >= 0")
+    out: dict[int, int] = {}
+    n_zero = int(np.count_nonzero(z == 0))
+    if n_zero:
+        out[0] = n_zero
+    pos = z[z > 0]
+    if pos.size:
+        mant, expo = np.frexp(pos)                           # pos = mant * 2**expo, mant in [0.5, 1)
+        k = np.where(mant == 0.5, expo - 1, expo)            # ceil(log2(pos)), exact
+        k = np.maximum(k, 0)                                 # sizes below 1 byte go to the 1-byte bucket
+        ks, counts = np.unique(k, return_counts=True)
+        for kk, c in zip(ks.tolist(), counts.tolist()):
+            out[1 << int(kk)] = int(c)
+    return dict(sorted(out.items()))
+
+
+# --------------------------------------------------------------------------- the model
+def _check(name: str, value: Any, *, zero_ok: bool = False, inf_ok: bool = False, integer: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise DipsimError(f"flash model: {name} must be a number, got {value!r}")
+    v = float(value)
+    if math.isnan(v):
+        raise DipsimError(f"flash model: {name} must be a number, got nan")
+    if math.isinf(v):
+        if v > 0 and inf_ok:
+            return INF
+        raise DipsimError(f"flash model: {name} must be finite, got {value!r}")
+    if v < 0 or (v == 0 and not zero_ok):
+        raise DipsimError(f"flash model: {name} must be {'>= 0' if zero_ok else '> 0'}, got {value!r}")
+    if integer and v != int(v):
+        raise DipsimError(f"flash model: {name} must be a whole number, got {value!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class FlashModel:
+    """The flash timing model; build one from a profile with :meth:`from_spec` or ``spec.model()``."""
+
+    latency: float
+    unit_bandwidth: float
+    units: float
+    queue_depth: float
+    link_bandwidth: float
+    page_bytes: float = 1
+    max_request_bytes: float = INF
+    random_penalty: float = 0.0
+    name: str = ""
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "latency", _check("latency", self.latency, zero_ok=True))
+        set_(self, "unit_bandwidth", _check("unit_bandwidth", self.unit_bandwidth, inf_ok=True))
+        set_(self, "units", _check("units", self.units, inf_ok=True, integer=True))
+        set_(self, "queue_depth", _check("queue_depth", self.queue_depth, inf_ok=True, integer=True))
+        set_(self, "link_bandwidth", _check("link_bandwidth", self.link_bandwidth, inf_ok=True))
+        set_(self, "page_bytes", _check("page_bytes", self.page_bytes, integer=True))
+        set_(self, "max_request_bytes", _check("max_request_bytes", self.max_request_bytes, inf_ok=True, integer=True))
+        set_(self, "random_penalty", _check("random_penalty", self.random_penalty, zero_ok=True))
+        if self.max_request_bytes < self.page_bytes:
+            raise DipsimError(f"flash model: max_request_bytes ({self.max_request_bytes:g}) must be >= page_bytes "
+                              f"({self.page_bytes:g})")
+        if not math.isinf(self.max_request_bytes) and self.max_request_bytes % self.page_bytes:
+            raise DipsimError(f"flash model: max_request_bytes ({self.max_request_bytes:g}) must be a multiple of "
+                              f"page_bytes ({self.page_bytes:g})")
+
+    @classmethod
+    def from_spec(cls, spec) -> "FlashModel":
+        """From a :class:`simulator.hardware.FlashSpec` (or anything with the same attributes)."""
+        return cls(latency=spec.latency, unit_bandwidth=spec.unit_bandwidth, units=spec.units,
+                   queue_depth=spec.queue_depth, link_bandwidth=spec.link_bandwidth, page_bytes=spec.page_bytes,
+                   max_request_bytes=spec.max_request_bytes, random_penalty=getattr(spec, "random_penalty", 0.0),
+                   name=getattr(spec, "name", ""))
+
+    # ------------------------------------------------------------------ helpers
+    def parallelism(self, queue_depth: float | None = None) -> float:
+        """P = min(units, queue depth); a given queue depth is capped by the device's own."""
+        qd = self.queue_depth
+        if queue_depth is not None:
+            qd = min(qd, _check("queue_depth", queue_depth, inf_ok=True, integer=True))
+        return min(self.units, qd)
+
+    def requests(self, starts, ends) -> Requests:
+        """Extents -> page-aligned, coalesced, split requests with this device's page and max size."""
+        return extents_to_requests(starts, ends, page_bytes=self.page_bytes, max_request_bytes=self.max_request_bytes)
+
+    def _service(self, sizes, sequential_mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s = np.asarray(sizes, dtype=np.float64).ravel()
+        if s.size and (np.any(s < 0) or not np.all(np.isfinite(s))):
+            raise DipsimError("flash model: request sizes must be finite and >= 0 bytes")
+        if s.size and s.max() > self.max_request_bytes:
+            self._too_big(s.max())
+        t = self.latency + s / self.unit_bandwidth
+        if self.random_penalty:
+            if sequential_mask is None:
+                t = t + self.random_penalty
+            else:
+                m = np.asarray(sequential_mask, dtype=bool).ravel()
+                if m.shape != s.shape:
+                    raise DipsimError(f"flash model: sequential_mask has {m.size} entries for {s.size} requests")
+                t = t + np.where(m, 0.0, self.random_penalty)
+        x = s / self.link_bandwidth
+        return s, t, x
+
+    def _too_big(self, size: float) -> None:
+        raise DipsimError(f"flash model: a request of {size:.0f} bytes exceeds max_request_bytes "
+                          f"({self.max_request_bytes:.0f}); split reads with requests() / extents_to_requests()")
+
+    # ------------------------------------------------------------------ batch (vectorized)
+    def schedule(self, sizes, sequential_mask=None, queue_depth: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-request times (seconds from the batch's start), in issue order: (unit done, link done)."""
+        s, t, x = self._service(sizes, sequential_mask)
+        n = s.size
+        if n == 0:
+            z = np.zeros(0)
+            return z, z.copy()
+        P = self.parallelism(queue_depth)
+        if P >= n:
+            unit_done = t
+        else:
+            P = int(P)
+            K = -(-n // P)
+            grid = np.zeros(K * P)
+            grid[:n] = t
+            unit_done = np.cumsum(grid.reshape(K, P), axis=0).ravel()[:n]
+        order = np.argsort(unit_done, kind="stable")
+        a = unit_done[order]
+        xs = x[order]
+        C = np.cumsum(xs)
+        C_prev = np.concatenate(([0.0], C[:-1]))
+        d = C + np.maximum.accumulate(a - C_prev)
+        link_done = np.empty(n)
+        link_done[order] = d
+        return unit_done, link_done
+
+    def batch_time(self, sizes, sequential_mask=None, queue_depth: float | None = None) -> float:
+        """Seconds until the last byte of the batch has crossed the link (0 for an empty batch)."""
+        _, done = self.schedule(sizes, sequential_mask, queue_depth)
+        return float(done.max()) if done.size else 0.0
+
+    # ------------------------------------------------------------------ fine (one SimPy process per request)
+    def fine_process(self, env, sizes, sequential_mask=None, queue_depth: float | None = None):
+        """A SimPy process serving the batch request by request; its value is the batch time."""
+        import simpy
+
+        s, t, x = self._service(sizes, sequential_mask)
+        n = s.size
+        P = self.parallelism(queue_depth)
+        n_units = n if P >= n else int(P)
+        units = [simpy.Resource(env, capacity=1) for _ in range(max(n_units, 1))]
+        link = simpy.Resource(env, capacity=1)
+        t0 = env.now
+
+        def one(i: int):
+            with units[i % n_units].request() as r:
+                yield r
+                yield env.timeout(float(t[i]))
+            with link.request() as r:
+                yield r
+                yield env.timeout(float(x[i]))
+
+        procs = [env.process(one(i)) for i in range(n)]
+
+        def batch():
+            if procs:
+                yield env.all_of(procs)
+            return env.now - t0
+
+        return env.process(batch())
+
+    def fine_time(self, sizes, sequential_mask=None, queue_depth: float | None = None) -> float:
+        """Batch time from the per-request SimPy simulation (a check on :meth:`batch_time`)."""
+        import simpy
+
+        env = simpy.Environment()
+        p = self.fine_process(env, sizes, sequential_mask, queue_depth)
+        env.run(until=p)
+        return float(p.value)
+
+    # ------------------------------------------------------------------ closed forms
+    def unloaded_latency(self, size: float, sequential: bool = False) -> float:
+        """One request on an idle device: latency (+ random_penalty) + size/unit_bw + size/link_bw."""
+        size = _check("size", size, zero_ok=True)
+        if size > self.max_request_bytes:
+            self._too_big(size)
+        pen = 0.0 if sequential else self.random_penalty
+        return self.latency + pen + size / self.unit_bandwidth + size / self.link_bandwidth
+
+    def iops(self, size: float, queue_depth: float | None = None, sequential: bool = False) -> float:
+        """Steady-state requests/s for a long stream of equal requests: min(P/u, 1/x).
+
+        u = latency (+ random_penalty unless ``sequential``) + size/unit_bandwidth, x = size/link_bandwidth,
+        P = min(units, queue_depth) (``queue_depth`` defaults to, and is capped by, the device's).
+        """
+        size = _check("size", size, zero_ok=True)
+        if size > self.max_request_bytes:
+            self._too_big(size)
+        P = self.parallelism(queue_depth)
+        u = self.latency + (0.0 if sequential else self.random_penalty) + size / self.unit_bandwidth
+        x = size / self.link_bandwidth
+        unit_rate = INF if u == 0 else P / u
+        link_rate = INF if x == 0 else 1.0 / x
+        return min(unit_rate, link_rate)
+
+    def bandwidth(self, size: float, queue_depth: float | None = None, sequential: bool = False) -> float:
+        """Steady-state bytes/s for a long stream of equal requests: ``iops * size`` = min(P s / u, link)."""
+        size = _check("size", size, zero_ok=True)
+        if size > self.max_request_bytes:
+            self._too_big(size)
+        if size == 0:
+            return 0.0
+        P = self.parallelism(queue_depth)
+        u = self.latency + (0.0 if sequential else self.random_penalty) + size / self.unit_bandwidth
+        units_rate = INF if u == 0 else P * size / u
+        return min(units_rate, self.link_bandwidth)
