@@ -316,24 +316,56 @@ def cmd_plot(a: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- demo
 @command("demo")
 def cmd_demo(a: argparse.Namespace) -> int:
+    """The main job on the embedded default model: trace -> small sweep -> plot."""
+    import yaml
+
     from traces.format import load
     from traces.stats import layer_stats
 
+    from . import plots
+    from .sweep import load_experiment, load_results, run_sweep
+
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    trace_path = out / f"{a.model}-{a.tokens}.safetensors"
+    trace_path = out / f"{Path(str(a.model)).stem}-{a.tokens}.safetensors"
     if trace_path.exists() and not a.fresh:
-        print(f"[1] trace: reusing {trace_path} (--fresh to capture again)")
+        print(f"[1/3] trace: reusing {trace_path} (--fresh to capture again)", flush=True)
     else:
         from traces.capture import capture
 
-        print(f"[1] trace: capturing {a.tokens} tokens of {a.model} on the default corpus")
+        print(f"[1/3] trace: capturing {a.tokens} tokens of {a.model} on the default corpus", flush=True)
         capture(a.model, trace_path, tokens=a.tokens)
     t = load(trace_path)
-    for k, v in t.summary().items():
-        print(f"{k:>16}: {v}")
-    print_table(layer_stats(t))
-    print(f"\noutputs:\n  trace: {trace_path}")
+    stats = layer_stats(t)
+    print(f"      {t.meta['model']}: {t.n_layers} layers, d_model {t.d_model}, d_ff {t.d_ff}, {t.n_tokens} tokens, "
+          f"{t.meta['weight_dtype']} ({t.meta['bytes_per_weight']:.3g} B/weight)")
+    mean = {k: sum(r[k] for r in stats) / len(stats) for k in stats[0] if k != "layer"}
+    print(f"      top-50% columns hold {mean['x_top_mass']:.0%} of |x| and {mean.get('h_top_mass', float('nan')):.0%} "
+          f"of |h|; consecutive tokens share {mean['x_top_overlap']:.0%} / {mean.get('h_top_overlap', float('nan')):.0%}"
+          f" of their top-50% sets")
+
+    exp_path = out / "demo-sweep.yaml"
+    exp = {"name": "demo", "description": "DIP-CA's gamma against the DRAM budget (the main job of dipsim demo)",
+           "trace": str(trace_path.resolve()),
+           "base": {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "device": a.device},
+           "grid": {"gamma": [0.0, 0.2, 0.5, 1.0], "dram_fraction": [0.25, 0.5, 0.75]}}
+    exp_path.write_text(yaml.safe_dump(exp, sort_keys=False))
+    e = load_experiment(exp_path)
+    sweep_dir = out / "sweep"
+    print(f"[2/3] sweep: {len(e.points)} points of {exp_path} on {a.device} -> {sweep_dir}", flush=True)
+    run_sweep(e, sweep_dir, jobs=a.jobs, progress=True, log=lambda s: print("      " + s))
+    df = load_results(sweep_dir)
+    cols = ["p.gamma", "p.dram_fraction", "m.hit_rate", "m.flash_bytes_per_token", "m.tokens_per_s",
+            "m.analytic_tokens_per_s", "m.latency_ms_p99"]
+    rows = df.sort_values(["p.dram_fraction", "p.gamma"])[cols].to_dict("records")
+    print_table([{k.split(".", 1)[1]: v for k, v in r.items()} for r in rows])
+
+    fig, _ = plots.vs_gamma(df)
+    png = out / "gamma.png"
+    _save_fig(fig, png)
+    print(f"[3/3] plot: {png}")
+    print(f"\noutputs:\n  trace:      {trace_path}\n  experiment: {exp_path}\n  results:    "
+          f"{sweep_dir / 'results.parquet'}\n  plot:       {png}")
     return 0
 
 
@@ -419,10 +451,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", choices=["auto", "gamma", "keep", "device", "pareto"], default="auto")
     s.add_argument("--out", help="image to write (default RESULTS/<kind>.png)")
 
+    from .hardware import add_profiles_parser, run_profiles
+
+    add_profiles_parser(sub)
+    COMMANDS["profiles"] = run_profiles
+
     s = sub.add_parser("demo", help="the main job on the embedded default model: trace, sweep, plot",
-                       description="Capture a trace of the default model on the default corpus and print its summary.")
+                       description="Capture a trace of the default model (SmolLM2-135M) on the default corpus, "
+                                   "sweep DIP-CA's gamma against the DRAM budget on a phone profile, and plot it. "
+                                   "Rerunning reuses the trace and the finished sweep points.")
     s.add_argument("--model", default="smollm2-135m", help="model to trace (default smollm2-135m)")
-    s.add_argument("--tokens", type=_positive_int, default=512, help="tokens to capture (default 512)")
+    s.add_argument("--tokens", type=_positive_int, default=1024, help="tokens to capture (default 1024)")
+    s.add_argument("--device", default="phone-12gb-ufs40", help="device profile (default phone-12gb-ufs40)")
+    s.add_argument("--jobs", type=_positive_int, default=2, help="sweep worker processes (default 2)")
     s.add_argument("--out", default="out/demo", help="output directory (default out/demo)")
     s.add_argument("--fresh", action="store_true", help="capture again even if the trace exists")
     return p

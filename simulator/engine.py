@@ -36,7 +36,8 @@ import numpy as np
 
 from traces.errors import DipsimError
 
-from .layout import Layout, size_histogram
+from .devices.flash import sequential_mask, size_histogram
+from .layout import Layout
 from .replay import AccessLog
 
 try:
@@ -240,7 +241,7 @@ def simulate(log: AccessLog, device: Any, *, layout: dict[str, Any] | Layout | N
     fl = models.flash
     T, L = log.n_tokens, log.n_layers
     page = int(fl.page_bytes)
-    max_req = int(fl.max_request_bytes) if math.isfinite(fl.max_request_bytes) else 1 << 40
+    max_req = fl.max_request_bytes
     ug_groups = [g for g in log.groups if g != "down"]
     stages = [ug_groups, ["down"]]  # per layer: up/gate stage, then down stage
 
@@ -250,23 +251,21 @@ def simulate(log: AccessLog, device: Any, *, layout: dict[str, Any] | Layout | N
     flash_reqs = np.zeros(T)
     hist: dict[int, int] = {}
     fine_sizes: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
-    prev_end = -1
+    prev_end = None
     P = int(min(fl.units, fl.queue_depth, 1 << 30))
     for t in range(T):
         parts = []
         for s_i, names in enumerate(stages):
             for g in names:
                 req = lay.requests(g, log.groups[g].missed_mask(t), page, max_req)
-                parts.append((req.layer * 2 + s_i, req.offset, req.size))
+                parts.append((req.segments * 2 + s_i, req.offsets, req.sizes))
         stage_id = np.concatenate([p[0] for p in parts])
         off = np.concatenate([p[1] for p in parts])
         size = np.concatenate([p[2] for p in parts])
         order = np.argsort(stage_id, kind="stable")  # layer by layer: up/gate then down
         stage_id, off, size = stage_id[order], off[order], size[order]
-        seq = np.empty(len(off), dtype=bool)
+        seq = sequential_mask(off, size, prev_end)
         if len(off):
-            seq[0] = off[0] == prev_end
-            seq[1:] = off[1:] == (off[:-1] + size[:-1])
             prev_end = int(off[-1] + size[-1])
         stage_time[t] = _stage_times(stage_id, size.astype(np.float64), seq, L * 2, float(fl.latency),
                                      float(fl.random_penalty), float(fl.unit_bandwidth), float(fl.link_bandwidth),
@@ -435,14 +434,12 @@ def _footprint_and_baselines(log, lay, models, shape, t_attn, t_head, positions,
     dense_dram = shape.static_weight_bytes + mlp_bytes + kv_max
     # dense streaming: every group region of every layer read whole, as large sequential requests
     fl = models.flash
-    page = int(fl.page_bytes)
-    max_req = int(fl.max_request_bytes) if math.isfinite(fl.max_request_bytes) else 1 << 40
     per_layer = np.zeros(L)
     for gname in log.groups:
-        req = lay.region_requests(gname, page, max_req)
-        starts = req.per_layer(L)
+        req = lay.region_requests(gname, int(fl.page_bytes), fl.max_request_bytes)
+        starts = req.segment_starts(L)
         for layer in range(L):
-            sizes = req.size[starts[layer]:starts[layer + 1]]
+            sizes = req.sizes[starts[layer]:starts[layer + 1]]
             per_layer[layer] += models.flash.batch_time(sizes, np.ones(len(sizes), bool))
     dense_stream = float(t_attn[log.warmup:].mean() * L + per_layer.sum() + t_head)
     sl = slice(log.warmup, None)

@@ -11,9 +11,9 @@ prefix of the access log:
   miss matrix (a spectral ordering: columns that miss on the same tokens land side by side), so
   misses coalesce into bigger reads.
 
-Requests: each missed column is the byte extent of its slot; extents are widened to whole pages,
-extents that touch or overlap after that merge into one request, and runs longer than the device's
-maximum request size are split. All of it is vectorized over the layers of a token.
+Requests: each missed column is the byte extent of its slot; ``devices.flash.extents_to_requests``
+widens extents to whole pages, merges those that touch or overlap within a layer, and splits runs
+longer than the device's maximum request size -- vectorized over the layers of a token.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from traces.errors import DipsimError
 
+from .devices.flash import Requests, extents_to_requests
 from .replay import AccessLog
 
 REORDERS = ("none", "frequency", "coactivation")
@@ -35,19 +36,6 @@ class Region:
     bytes_per_column: float
     base: np.ndarray          # [L] byte offset of the region in each layer
     slot: np.ndarray | None   # [L, N] slot of each column (None: slot = index)
-
-
-@dataclass(frozen=True)
-class Requests:
-    """The read requests of one token and group, in issue order (layer by layer, ascending offset)."""
-
-    layer: np.ndarray    # [R] int
-    offset: np.ndarray   # [R] int64 bytes
-    size: np.ndarray     # [R] int64 bytes (page multiples)
-
-    def per_layer(self, L: int) -> np.ndarray:
-        """Start index of each layer's requests: ``size[start[l]:start[l + 1]]``."""
-        return np.searchsorted(self.layer, np.arange(L + 1))
 
 
 class Layout:
@@ -80,52 +68,20 @@ class Layout:
         start = r.base[layer] + slot * r.bytes_per_column
         return layer, np.floor(start).astype(np.int64), np.ceil(start + r.bytes_per_column).astype(np.int64)
 
-    def requests(self, group: str, missed: np.ndarray, page_bytes: int, max_request_bytes: int) -> Requests:
-        """The read requests that fetch the columns of ``missed [L, N]`` (one token, one group)."""
+    def requests(self, group: str, missed: np.ndarray, page_bytes: int, max_request_bytes: float) -> Requests:
+        """The read requests that fetch the columns of ``missed [L, N]`` (one token, one group),
+        each tagged with its layer (``segments``): requests never span two layers."""
         layer, start, end = self.extents(group, missed)
-        return coalesce(layer, start, end, page_bytes, max_request_bytes)
+        return extents_to_requests(start, end, page_bytes=page_bytes, max_request_bytes=max_request_bytes,
+                                   segments=layer)
 
-    def region_requests(self, group: str, page_bytes: int, max_request_bytes: int) -> Requests:
+    def region_requests(self, group: str, page_bytes: int, max_request_bytes: float) -> Requests:
         """Requests that read a whole group region of every layer (streaming the dense matrix)."""
         r = self.regions[group]
         start = np.floor(r.base).astype(np.int64)
         end = np.ceil(r.base + r.n_columns * r.bytes_per_column).astype(np.int64)
-        return coalesce(np.arange(self.L), start, end, page_bytes, max_request_bytes)
-
-
-def coalesce(layer: np.ndarray, start: np.ndarray, end: np.ndarray, page: int, max_request: int) -> Requests:
-    """Page-align extents (sorted by layer, then offset), merge touching ones within a layer, split
-    runs longer than ``max_request`` (rounded down to whole pages)."""
-    if page <= 0 or max_request <= 0:
-        raise DipsimError(f"page size and maximum request size must be > 0, got {page} and {max_request}")
-    if len(start) == 0:
-        e = np.zeros(0, dtype=np.int64)
-        return Requests(e, e, e)
-    a = (start // page) * page
-    b = -(-end // page) * page
-    new = np.ones(len(a), dtype=bool)
-    new[1:] = (a[1:] > b[:-1]) | (layer[1:] != layer[:-1])
-    heads = np.flatnonzero(new)
-    run_start = a[heads]
-    run_end = np.maximum.reduceat(b, heads)
-    run_layer = layer[heads]
-    chunk = max(page, (max_request // page) * page)
-    length = run_end - run_start
-    n = -(-length // chunk)
-    rep = np.repeat(np.arange(len(heads)), n)
-    k = np.arange(len(rep)) - np.repeat(np.cumsum(n) - n, n)
-    off = run_start[rep] + k * chunk
-    size = np.minimum(chunk, run_end[rep] - off)
-    return Requests(run_layer[rep].astype(np.int64), off.astype(np.int64), size.astype(np.int64))
-
-
-def size_histogram(sizes: np.ndarray, counts: np.ndarray | None = None) -> dict[int, int]:
-    """Request counts per power-of-two size bucket (bucket = the smallest power of two >= size)."""
-    if len(sizes) == 0:
-        return {}
-    b = (1 << np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64))
-    keys, cnt = np.unique(b, return_counts=True)
-    return {int(k): int(c) for k, c in zip(keys, cnt)}
+        return extents_to_requests(start, end, page_bytes=page_bytes, max_request_bytes=max_request_bytes,
+                                   segments=np.arange(self.L))
 
 
 def _permutation(log: AccessLog, group: str, how: str, calib_tokens: int) -> np.ndarray:

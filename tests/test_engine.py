@@ -13,7 +13,8 @@ import simulator
 import traces
 from simulator import engine
 from simulator.devices.flash import FlashModel
-from simulator.layout import Layout, coalesce
+from simulator.devices.flash import extents_to_requests
+from simulator.layout import Layout
 from traces.errors import DipsimError
 
 from expected_replay import TRACE
@@ -63,16 +64,16 @@ def log(small):
     return simulator.replay(small, "dip-ca", "lru", keep=0.5, dram_fraction=0.5, gamma=0.3, warmup=4)
 
 
-def test_coalesce_exact_cases():
+def test_requests_never_span_layers_and_follow_the_page_rules():
     layer = np.array([0, 0, 0, 0, 0, 1])
     start = np.array([0, 1000, 2000, 5000, 9000, 20000])
-    r = coalesce(layer, start, start + 1000, 4096, 8192)
-    assert r.layer.tolist() == [0, 0, 1]
-    assert r.offset.tolist() == [0, 8192, 16384] and r.size.tolist() == [8192, 4096, 8192]
-    r = coalesce(layer, start, start + 1000, 1024, 2048)   # split runs at 2 KiB, new run after a gap
-    assert r.offset.tolist() == [0, 2048, 4096, 8192, 19456] and r.size.tolist() == [2048, 1024, 2048, 2048, 2048]
-    r = coalesce(np.array([0, 1]), np.array([0, 100]), np.array([100, 200]), 1, 10**9)  # layers never merge
-    assert r.size.tolist() == [100, 100]
+    r = extents_to_requests(start, start + 1000, page_bytes=4096, max_request_bytes=8192, segments=layer)
+    assert r.segments.tolist() == [0, 0, 1]
+    assert r.offsets.tolist() == [0, 8192, 16384] and r.sizes.tolist() == [8192, 4096, 8192]
+    r = extents_to_requests(start, start + 1000, page_bytes=1024, max_request_bytes=2048, segments=layer)
+    assert r.offsets.tolist() == [0, 2048, 4096, 8192, 19456] and r.sizes.tolist() == [2048, 1024, 2048, 2048, 2048]
+    r = extents_to_requests([0, 100], [100, 200], page_bytes=1, max_request_bytes=10**9, segments=[0, 1])
+    assert r.sizes.tolist() == [100, 100]  # touching, but in two layers: two requests
 
 
 def test_layout_places_every_column_once(log):
@@ -99,7 +100,7 @@ def test_reordering_clusters_columns_that_miss_together(small, reorder):
     plain = Layout(log)
 
     def n_requests(layout):
-        return sum(len(layout.requests(g, log.groups[g].missed_mask(t), 4096, 1 << 19).size)
+        return sum(len(layout.requests(g, log.groups[g].missed_mask(t), 4096, 1 << 19).sizes)
                    for g in log.groups for t in range(20, 30))
 
     assert n_requests(lay) < n_requests(plain) / 3
