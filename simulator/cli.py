@@ -313,6 +313,65 @@ def cmd_plot(a: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- calibrate / validate
+def _bytes_arg(text: str) -> int:
+    from .hardware import parse_quantity
+
+    try:
+        return int(parse_quantity(text, "size"))
+    except DipsimError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+@command("calibrate")
+def cmd_calibrate(a: argparse.Namespace) -> int:
+    from .disk import calibrate
+
+    sizes = [_bytes_arg(x) for x in a.sizes.split(",")]
+    res = calibrate(a.file, a.out, size=a.size, sizes=sizes, depths=a.depths, seconds=a.seconds, name=a.name,
+                    progress=not a.quiet)
+    fit = res["fit"]
+    if a.format == "json":
+        print(json.dumps({"profile": res["profile"], "fit": fit, "points": res["points"]}, indent=2))
+        return 0
+    print(f"fitted: latency {fit['latency'] * 1e6:.1f} us, unit bandwidth {fit['unit_bandwidth'] / 1e6:.0f} MB/s, "
+          f"{fit['units']} units, link {fit['link_bandwidth'] / 1e6:.0f} MB/s; model vs measured: median |error| "
+          f"{fit['median_abs_error']:.1%}, max {fit['max_abs_error']:.1%}")
+    print(f"wrote {res['profile']} (use it as --profile {res['profile']})")
+    return 0
+
+
+@command("validate")
+def cmd_validate(a: argparse.Namespace) -> int:
+    from traces.format import load
+
+    from .disk import validate
+
+    t = load(a.trace)
+    kw = replay_kwargs(a)
+    kw.pop("tokens", None)
+    res = validate(t, a.profile, file=a.file, rounds=a.rounds, tokens=a.tokens or 32, progress=not a.quiet,
+                   layout_opts={"reorder": a.reorder}, masking=a.masking, **kw)
+    if a.format == "json":
+        print(json.dumps(res, indent=2, default=_jsonable))
+        return 0
+    print(f"{res['tokens']} tokens x {res['rounds']} rounds, {res['requests_per_token']:.0f} requests per token, "
+          f"{res['parallelism']} parallel reads")
+    print(f"  measured:  {res['measured_s_per_token'] * 1e3:.3f} ms/token flash")
+    print(f"  simulated: {res['simulated_s_per_token'] * 1e3:.3f} ms/token flash")
+    print(f"  median error per token: {res['median_error']:.1%} (signed {res['median_signed_error']:+.1%}); per round: "
+          + ", ".join(f"{e:+.1%}" for e in res["round_median_errors"])
+          + f"; measured spread over rounds {res['measured_spread']:.0%}")
+    return 0
+
+
 # --------------------------------------------------------------------------- demo
 @command("demo")
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -450,6 +509,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("results", help="sweep results directory")
     s.add_argument("--kind", choices=["auto", "gamma", "keep", "device", "pareto"], default="auto")
     s.add_argument("--out", help="image to write (default RESULTS/<kind>.png)")
+
+    s = sub.add_parser("calibrate", help="measure this machine's storage with direct I/O and fit a flash profile",
+                       description="Random O_DIRECT reads of FILE (created with random data if missing) at request "
+                                   "sizes 4 KiB - 1 MiB and queue depths 1 - 32; fits the flash model (latency, unit "
+                                   "bandwidth, units, link bandwidth) and writes a device profile YAML.")
+    s.add_argument("--file", required=True, help="file to read (on the storage to measure; not tmpfs)")
+    s.add_argument("--out", required=True, help="device profile to write, e.g. my-disk.yaml")
+    s.add_argument("--size", type=_bytes_arg, default=1 << 30, help="file size (default 1 GiB)")
+    s.add_argument("--sizes", default="4KiB,16KiB,64KiB,256KiB,1MiB", help="request sizes (comma-separated)")
+    s.add_argument("--depths", type=_int_list, default=[1, 2, 4, 8, 16, 32], help="queue depths (default 1,2,4,8,16,32)")
+    s.add_argument("--seconds", type=float, default=0.5, help="seconds per (size, depth) point (default 0.5)")
+    s.add_argument("--name", help="profile name (default: the file name of --out)")
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.add_argument("-q", "--quiet", action="store_true")
+
+    s = sub.add_parser("validate", help="real direct reads of a configuration's miss stream vs the simulated time",
+                       description="Replay a configuration, lay the MLP weights out in FILE (random data of the same "
+                                   "size), read each token's misses with O_DIRECT in the order and concurrency the "
+                                   "engine assumes, and compare measured with simulated flash time per token.")
+    s.add_argument("--trace", required=True)
+    s.add_argument("--profile", required=True, help="device profile (e.g. from dipsim calibrate)")
+    s.add_argument("--file", required=True, help="data file on the storage the profile describes")
+    s.add_argument("--rounds", type=_positive_int, default=3, help="interleaved measured/simulated rounds (default 3)")
+    s.add_argument("--reorder", choices=["none", "frequency", "coactivation"], default="none")
+    _add_policy_args(s)
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.add_argument("-q", "--quiet", action="store_true")
 
     from .hardware import add_profiles_parser, run_profiles
 

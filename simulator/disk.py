@@ -1,0 +1,361 @@
+"""Calibrate the flash model on this machine's storage, and validate the engine against real reads.
+
+``calibrate`` reads a file with direct I/O (``O_DIRECT``: no page cache) at random page-aligned
+offsets, for request sizes 4 KiB - 1 MiB and queue depths 1 - 32 (a queue depth of Q = Q threads,
+each with one request outstanding; ``os.preadv`` releases the GIL), and fits the flash model's
+parameters to the measured throughput:
+
+* ``latency`` and ``unit_bandwidth`` from queue depth 1, where a request costs
+  ``latency + size / unit_bandwidth`` (least squares on the per-request time);
+* ``link_bandwidth`` from the highest throughput measured;
+* ``units`` by search: the count that best predicts every (size, queue depth) point (log error).
+
+``validate`` replays a real configuration's miss stream, lays the MLP weights out in a file of the
+same size (random bytes stand in for the weights), and for every stage issues its requests with
+direct reads exactly as the engine assumes: in issue order, striped over ``P`` threads (request
+``i`` on thread ``i mod P``, FIFO per thread), ``P`` = the profile's parallelism. It compares the
+measured flash time per token with the engine's, in interleaved rounds (these machines' disks are
+shared and noisy), and reports the median error and its spread over the rounds.
+"""
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import random
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from traces.errors import DipsimError
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+DEFAULT_SIZES = (4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB)
+DEFAULT_DEPTHS = (1, 2, 4, 8, 16, 32)
+ALIGN = 4096
+
+
+# ------------------------------------------------------------------------------- direct reads
+def ensure_file(path: Path, size: int, progress: bool = True) -> None:
+    """Create (or extend) ``path`` to ``size`` bytes of random data, flushed to the device."""
+    have = path.stat().st_size if path.exists() else 0
+    if have >= size:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    block = rng.integers(0, 256, size=8 * MiB, dtype=np.uint8).tobytes()
+    if progress:
+        print(f"dipsim: writing {size / GiB:.2f} GiB of test data to {path}", file=sys.stderr, flush=True)
+    with open(path, "r+b" if path.exists() else "wb") as f:
+        f.seek(have)
+        left = size - have
+        while left > 0:
+            n = min(left, len(block))
+            f.write(block[:n])
+            left -= n
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def open_direct(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_DIRECT"))
+    except AttributeError:
+        raise DipsimError("direct I/O (O_DIRECT) is not available on this platform") from None
+    except OSError as e:
+        raise DipsimError(f"{path}: cannot open with O_DIRECT ({e.strerror}); the file system must support "
+                          f"direct I/O (tmpfs does not)") from None
+
+
+class Reader:
+    """Per-thread aligned buffers over one O_DIRECT file descriptor."""
+
+    def __init__(self, path: Path, max_request: int):
+        self.fd = open_direct(path)
+        self.max_request = max_request
+        self._local = threading.local()
+
+    def buf(self, n: int) -> memoryview:
+        b = getattr(self._local, "buf", None)
+        if b is None or len(b) < n:
+            b = self._local.buf = mmap.mmap(-1, max(n, self.max_request))  # page-aligned
+        return memoryview(b)[:n]
+
+    def read(self, offset: int, size: int) -> None:
+        got = os.preadv(self.fd, [self.buf(size)], offset)
+        if got != size:
+            raise DipsimError(f"short direct read: {got} of {size} bytes at {offset}")
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def measure_point(reader: Reader, file_size: int, size: int, depth: int, seconds: float, seed: int) -> dict[str, float]:
+    """Random reads of ``size`` bytes from ``depth`` threads for about ``seconds``."""
+    stop = time.perf_counter() + seconds
+    counts = [0] * depth
+
+    def worker(j: int) -> None:
+        rng = random.Random(seed * 1000 + j)
+        slots = (file_size - size) // ALIGN
+        n = 0
+        while time.perf_counter() < stop:
+            reader.read(rng.randrange(0, slots) * ALIGN, size)
+            n += 1
+        counts[j] = n
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(depth) as ex:
+        list(ex.map(worker, range(depth)))
+    dt = time.perf_counter() - t0
+    n = sum(counts)
+    return {"size": size, "depth": depth, "requests": n, "seconds": dt, "iops": n / dt, "bandwidth": n * size / dt}
+
+
+# ------------------------------------------------------------------------------- calibrate
+def _nelder_mead(f, x0: np.ndarray, step: float = 0.5, iters: int = 400) -> tuple[np.ndarray, float]:
+    """Minimise ``f`` from ``x0`` (a small, dependency-free Nelder-Mead)."""
+    n = len(x0)
+    pts = [x0] + [x0 + step * np.eye(n)[i] for i in range(n)]
+    vals = [f(p) for p in pts]
+    for _ in range(iters):
+        order = np.argsort(vals)
+        pts = [pts[i] for i in order]
+        vals = [vals[i] for i in order]
+        c = np.mean(pts[:-1], axis=0)
+        xr = c + (c - pts[-1])
+        fr = f(xr)
+        if fr < vals[0]:
+            xe = c + 2 * (c - pts[-1])
+            fe = f(xe)
+            pts[-1], vals[-1] = (xe, fe) if fe < fr else (xr, fr)
+        elif fr < vals[-2]:
+            pts[-1], vals[-1] = xr, fr
+        else:
+            xc = c + 0.5 * (pts[-1] - c)
+            fc = f(xc)
+            if fc < vals[-1]:
+                pts[-1], vals[-1] = xc, fc
+            else:
+                pts = [pts[0]] + [pts[0] + 0.5 * (p - pts[0]) for p in pts[1:]]
+                vals = [vals[0]] + [f(p) for p in pts[1:]]
+        if max(vals) - min(vals) < 1e-10:
+            break
+    i = int(np.argmin(vals))
+    return pts[i], vals[i]
+
+
+def fit_flash(points: list[dict[str, float]], max_units: int = 32) -> dict[str, float]:
+    """Flash model parameters that best reproduce measured (size, depth) throughputs.
+
+    For every unit count 1..max_units, latency, unit bandwidth and link bandwidth are fitted
+    (Nelder-Mead on their logarithms) to minimise the mean squared log error of the predicted
+    throughput over all points; the best unit count wins. Queue depth 1 gives the start values.
+    """
+    qd1 = [p for p in points if p["depth"] == 1]
+    if len(qd1) < 2:
+        raise DipsimError("calibration needs queue depth 1 at two request sizes at least")
+    size = np.array([p["size"] for p in points], dtype=float)
+    depth = np.array([p["depth"] for p in points], dtype=float)
+    meas = np.log(np.array([p["bandwidth"] for p in points]))
+    s1 = np.array([p["size"] for p in qd1], dtype=float)
+    t1 = np.array([1.0 / p["iops"] for p in qd1])
+    (lat0, inv0), *_ = np.linalg.lstsq(np.stack([np.ones_like(s1), s1], 1), t1, rcond=None)
+    x0 = np.log([max(float(lat0), 5e-6), 1.0 / max(float(inv0), 1e-10), max(p["bandwidth"] for p in points)])
+
+    def model_bw(x, units):
+        lat, ub, lb = np.exp(x)
+        P = np.minimum(units, depth)
+        rate = np.minimum(P / (lat + size / ub), lb / size)
+        return np.log(rate * size)
+
+    best = None
+    for units in range(1, max_units + 1):
+        x, score = _nelder_mead(lambda x: float(np.mean((model_bw(x, units) - meas) ** 2)), x0)
+        if best is None or score < best[0] - 1e-12:
+            best = (score, units, x)
+    score, units, x = best
+    lat, ub, lb = (float(v) for v in np.exp(x))
+    errs = np.exp(model_bw(x, units) - meas) - 1
+    return {"latency": lat, "unit_bandwidth": ub, "units": units, "queue_depth": int(depth.max()),
+            "link_bandwidth": lb, "rms_log_error": math.sqrt(score),
+            "median_abs_error": float(np.median(np.abs(errs))), "max_abs_error": float(np.max(np.abs(errs)))}
+
+
+def _model_bw(fit: dict[str, float], p: dict[str, float]) -> float:
+    from .devices.flash import FlashModel
+
+    fm = FlashModel(latency=fit["latency"], unit_bandwidth=fit["unit_bandwidth"], units=fit["units"],
+                    queue_depth=fit["queue_depth"], link_bandwidth=fit["link_bandwidth"])
+    return fm.bandwidth(p["size"], p["depth"])
+
+
+def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 * GiB, sizes=DEFAULT_SIZES,
+              depths=DEFAULT_DEPTHS, seconds: float = 0.5, name: str | None = None, progress: bool = True,
+              dram: str = "ddr5-6400", compute: str | None = "laptop-gpu") -> dict[str, Any]:
+    """Measure, fit, and write a device profile whose flash part is this machine's storage."""
+    path = Path(file)
+    if size < 64 * MiB:
+        raise DipsimError(f"--size must be at least 64 MiB so that random reads leave the device's cache, got {size}")
+    bad = [s for s in sizes if s % ALIGN or s <= 0]
+    if bad:
+        raise DipsimError(f"request sizes must be positive multiples of 4 KiB, got {bad[0]}")
+    if any(d < 1 for d in depths):
+        raise DipsimError(f"queue depths must be >= 1, got {list(depths)}")
+    ensure_file(path, size, progress)
+    reader = Reader(path, max(sizes))
+    points = []
+    try:
+        grid = [(s, d) for s in sizes for d in depths]
+        for i, (s, d) in enumerate(grid):
+            p = measure_point(reader, size, s, d, seconds, seed=i)
+            points.append(p)
+            if progress:
+                print(f"  {s // KiB:5d} KiB  QD{d:<3d} {p['iops']:10.0f} IOPS  {p['bandwidth'] / 1e6:8.1f} MB/s",
+                      file=sys.stderr, flush=True)
+    finally:
+        reader.close()
+    fit = fit_flash(points)
+    prof_name = name or Path(out).stem
+    src = (f"dipsim calibrate on {os.uname().nodename} at {time.strftime('%Y-%m-%d %H:%M')}: O_DIRECT random "
+           f"reads of {path} ({size / GiB:.2f} GiB), sizes {', '.join(f'{s // KiB} KiB' for s in sizes)}, queue "
+           f"depths {', '.join(map(str, depths))}, {seconds:g} s each")
+    doc = {
+        "name": prof_name,
+        "kind": "device",
+        "description": f"this machine's storage, measured by dipsim calibrate (fit: median |error| "
+                       f"{fit['median_abs_error']:.0%}, max {fit['max_abs_error']:.0%} over the grid)",
+        "source": src,
+        "flash": {
+            "name": f"{prof_name}-flash",
+            "kind": "flash",
+            "source": src,
+            "latency": f"{fit['latency'] * 1e6:.2f} us",
+            "unit_bandwidth": f"{fit['unit_bandwidth'] / 1e6:.2f} MB/s",
+            "units": int(fit["units"]),
+            "queue_depth": int(fit["queue_depth"]),
+            "link_bandwidth": f"{fit['link_bandwidth'] / 1e6:.2f} MB/s",
+            "page_bytes": "4 KiB",
+            "max_request_bytes": f"{max(sizes) // KiB} KiB",
+        },
+        "dram": dram,
+        "compute": compute,
+        "dram_capacity": {"value": "16 GiB", "assumed": "not measured; only the flash part is calibrated"},
+        "notes": "measured (size, queue depth: MB/s measured / model): " + "; ".join(
+            f"{p['size'] // KiB} KiB QD{p['depth']}: {p['bandwidth'] / 1e6:.0f}/{_model_bw(fit, p) / 1e6:.0f}"
+            for p in points),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.part")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
+    tmp.replace(out)
+    from .hardware import load_device
+
+    load_device(out)  # the written profile must load
+    return {"profile": str(out), "fit": fit, "points": points}
+
+
+# ------------------------------------------------------------------------------- validate
+def stage_requests(log, layout, flash) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """For every token, the (offsets, sizes) of each stage's requests in issue order (as the engine)."""
+    L = log.n_layers
+    ug = [g for g in log.groups if g != "down"]
+    out = []
+    for t in range(log.n_tokens):
+        per_stage: list[tuple[list, list]] = [([], []) for _ in range(2 * L)]
+        for s_i, names in enumerate((ug, ["down"])):
+            for g in names:
+                req = layout.requests(g, log.groups[g].missed_mask(t), int(flash.page_bytes), flash.max_request_bytes)
+                starts = req.segment_starts(L)
+                for layer in range(L):
+                    a, b = starts[layer], starts[layer + 1]
+                    per_stage[2 * layer + s_i][0].append(req.offsets[a:b])
+                    per_stage[2 * layer + s_i][1].append(req.sizes[a:b])
+        out.append([(np.concatenate(o) if o else np.zeros(0, np.int64), np.concatenate(z) if z else np.zeros(0, np.int64))
+                    for o, z in per_stage])
+    return out
+
+
+def _run_stage(reader: Reader, pool: ThreadPoolExecutor, P: int, offsets: np.ndarray, sizes: np.ndarray) -> None:
+    if len(sizes) == 0:
+        return
+    lanes = min(P, len(sizes))
+
+    def lane(j: int) -> None:
+        for i in range(j, len(sizes), lanes):
+            reader.read(int(offsets[i]), int(sizes[i]))
+
+    futs = [pool.submit(lane, j) for j in range(1, lanes)]
+    lane(0)
+    for f in futs:
+        f.result()
+
+
+def validate(trace, profile: str | os.PathLike, *, file: str | os.PathLike, rounds: int = 3, tokens: int = 32,
+             progress: bool = True, layout_opts: dict | None = None, **replay_kw) -> dict[str, Any]:
+    """Measured vs simulated flash seconds per token for one configuration (see module docstring)."""
+    from .engine import device_models, simulate
+    from .layout import Layout
+    from .replay import replay
+
+    if rounds < 1:
+        raise DipsimError(f"--rounds must be >= 1, got {rounds}")
+    models = device_models(profile)
+    fl = models.flash
+    if int(fl.page_bytes) % 512:
+        raise DipsimError(f"{profile}: page_bytes {fl.page_bytes:g} is not a multiple of 512; direct reads need "
+                          f"block-aligned requests")
+    log = replay(trace, tokens=min(tokens, trace.n_tokens), **replay_kw)
+    layout = Layout(log, **(layout_opts or {}))
+    reqs = stage_requests(log, layout, fl)
+    path = Path(file)
+    size = -(-layout.total_bytes // ALIGN) * ALIGN + ALIGN
+    ensure_file(path, size, progress)
+    P = int(min(fl.units, fl.queue_depth, 256))
+    reader = Reader(path, int(min(fl.max_request_bytes, 64 * MiB)))
+    sl = slice(log.warmup, None)
+    measured_rounds, simulated_rounds = [], []
+    try:
+        with ThreadPoolExecutor(max(P - 1, 1)) as pool:
+            for r in range(rounds):
+                res = simulate(log, models.spec, layout=layout)          # simulated, then measured: interleaved
+                simulated_rounds.append(res.flash_time[sl].copy())
+                meas = np.zeros(log.n_tokens)
+                for t, stages in enumerate(reqs):
+                    t0 = time.perf_counter()
+                    for offsets, sizes in stages:
+                        _run_stage(reader, pool, P, offsets, sizes)
+                    meas[t] = time.perf_counter() - t0
+                measured_rounds.append(meas[sl])
+                if progress:
+                    print(f"  round {r + 1}/{rounds}: measured {meas[sl].mean() * 1e3:.2f} ms/token, simulated "
+                          f"{res.flash_time[sl].mean() * 1e3:.2f} ms/token", file=sys.stderr, flush=True)
+    finally:
+        reader.close()
+    meas = np.array(measured_rounds)    # [rounds, T']
+    sim = np.array(simulated_rounds)
+    err_tok = (sim.mean(axis=0) - np.median(meas, axis=0)) / np.median(meas, axis=0)
+    round_err = [float(np.median((s - m) / m)) for s, m in zip(sim, meas)]
+    return {
+        "profile": str(profile),
+        "file": str(path),
+        "tokens": int(meas.shape[1]),
+        "rounds": rounds,
+        "parallelism": P,
+        "requests_per_token": float(np.mean([sum(len(z) for _, z in st) for st in reqs[log.warmup:]])),
+        "measured_s_per_token": float(np.median(meas.mean(axis=1))),
+        "simulated_s_per_token": float(np.median(sim.mean(axis=1))),
+        "median_error": float(np.median(np.abs(err_tok))),
+        "median_signed_error": float(np.median(err_tok)),
+        "round_median_errors": round_err,
+        "measured_spread": float((meas.mean(axis=1).max() - meas.mean(axis=1).min()) / np.median(meas.mean(axis=1))),
+        "config": log.config,
+    }

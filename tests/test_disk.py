@@ -1,0 +1,82 @@
+"""Calibration fit, and calibrate / validate on this machine's real storage (small and quick)."""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+import traces
+from simulator import disk
+from simulator.devices.flash import FlashModel
+from simulator.hardware import load_device
+from traces.errors import DipsimError
+
+from expected_replay import TRACE
+
+
+def test_fit_recovers_known_parameters():
+    truth = FlashModel(latency=80e-6, unit_bandwidth=400e6, units=6, queue_depth=32, link_bandwidth=1.5e9)
+    points = []
+    for size in disk.DEFAULT_SIZES:
+        for d in disk.DEFAULT_DEPTHS:
+            bw = truth.bandwidth(size, d)
+            points.append({"size": size, "depth": d, "bandwidth": bw, "iops": bw / size})
+    fit = disk.fit_flash(points)
+    assert fit["units"] == 6
+    assert fit["latency"] == pytest.approx(80e-6, rel=1e-3)
+    assert fit["unit_bandwidth"] == pytest.approx(400e6, rel=1e-3)
+    assert fit["link_bandwidth"] == pytest.approx(1.5e9, rel=1e-3)  # binding at large requests
+    assert fit["max_abs_error"] < 1e-3
+
+
+def _direct_io_ok(path) -> bool:
+    try:
+        path.write_bytes(b"\0" * 8192)
+        os.close(os.open(path, os.O_RDONLY | os.O_DIRECT))
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+@pytest.fixture
+def work_dir(tmp_path_factory):
+    # O_DIRECT needs a real file system; /tmp may be tmpfs. Use the repository's disk.
+    d = tmp_path_factory.mktemp("disk") if _direct_io_ok(tmp_path_factory.mktemp("probe") / "p") else None
+    if d is None:
+        here = os.path.join(os.path.dirname(__file__), "..", ".pytest-disk")
+        os.makedirs(here, exist_ok=True)
+        from pathlib import Path
+
+        d = Path(here)
+    return d
+
+
+def test_calibrate_writes_a_loadable_profile(work_dir):
+    out = work_dir / "disk.yaml"
+    res = disk.calibrate(work_dir / "data.bin", out, size=64 << 20, sizes=(4096, 65536), depths=(1, 4),
+                         seconds=0.1, progress=False)
+    dev = load_device(out)
+    assert dev.flash.units >= 1 and dev.flash.latency > 0 and dev.flash.page_bytes == 4096
+    assert len(res["points"]) == 4 and all(p["iops"] > 0 for p in res["points"])
+    assert math.isfinite(res["fit"]["median_abs_error"])
+
+
+def test_validate_reports_measured_and_simulated(work_dir):
+    prof = work_dir / "disk.yaml"
+    disk.calibrate(work_dir / "data.bin", prof, size=64 << 20, sizes=(4096, 65536), depths=(1, 4), seconds=0.1,
+                   progress=False)
+    t = traces.load(TRACE)
+    res = disk.validate(t, prof, file=work_dir / "val.bin", rounds=2, tokens=12, progress=False, masking="dip",
+                        keep=0.5, dram_fraction=0.5, warmup=2)
+    assert res["measured_s_per_token"] > 0 and res["simulated_s_per_token"] > 0
+    assert len(res["round_median_errors"]) == 2 and res["tokens"] == 10
+    assert res["median_error"] >= 0
+
+
+def test_bad_calibration_options(work_dir):
+    with pytest.raises(DipsimError, match="multiples of 4 KiB"):
+        disk.calibrate(work_dir / "x.bin", work_dir / "x.yaml", size=64 << 20, sizes=(1000,), progress=False)
+    with pytest.raises(DipsimError, match="at least 64 MiB"):
+        disk.calibrate(work_dir / "x.bin", work_dir / "x.yaml", size=1 << 20, progress=False)
