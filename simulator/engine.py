@@ -36,7 +36,7 @@ import numpy as np
 
 from traces.errors import DipsimError
 
-from .devices.flash import sequential_mask, size_histogram
+from .devices.flash import extents_to_requests, sequential_mask, size_histogram
 from .layout import Layout
 from .replay import AccessLog
 
@@ -245,7 +245,9 @@ def simulate(log: AccessLog, device: Any, *, layout: dict[str, Any] | Layout | N
     ug_groups = [g for g in log.groups if g != "down"]
     stages = [ug_groups, ["down"]]  # per layer: up/gate stage, then down stage
 
-    # ---- flash requests of every stage, in issue order, and their batch times
+    # ---- flash requests of every stage, in issue order, and their batch times; a block of tokens
+    # at a time: stage id = (token * L + layer) * 2 + (0 up/gate, 1 down), requests sorted by stage
+    # and offset, so the device sees them layer by layer, up/gate before down, ascending offsets
     stage_time = np.zeros((T, L, 2))
     flash_bytes = np.zeros(T)
     flash_reqs = np.zeros(T)
@@ -253,33 +255,38 @@ def simulate(log: AccessLog, device: Any, *, layout: dict[str, Any] | Layout | N
     fine_sizes: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
     prev_end = None
     P = int(min(fl.units, fl.queue_depth, 1 << 30))
-    for t in range(T):
-        parts = []
+    block = max(1, min(T, 4_000_000 // max(sum(g.n_columns for g in log.groups.values()) * L, 1)))
+    for t0 in range(0, T, block):
+        t1 = min(t0 + block, T)
+        segs, starts, ends = [], [], []
         for s_i, names in enumerate(stages):
             for g in names:
-                req = lay.requests(g, log.groups[g].missed_mask(t), page, max_req)
-                parts.append((req.segments * 2 + s_i, req.offsets, req.sizes))
-        stage_id = np.concatenate([p[0] for p in parts])
-        off = np.concatenate([p[1] for p in parts])
-        size = np.concatenate([p[2] for p in parts])
-        order = np.argsort(stage_id, kind="stable")  # layer by layer: up/gate then down
-        stage_id, off, size = stage_id[order], off[order], size[order]
-        seq = sequential_mask(off, size, prev_end)
-        if len(off):
-            prev_end = int(off[-1] + size[-1])
-        stage_time[t] = _stage_times(stage_id, size.astype(np.float64), seq, L * 2, float(fl.latency),
-                                     float(fl.random_penalty), float(fl.unit_bandwidth), float(fl.link_bandwidth),
-                                     P).reshape(L, 2)
-        flash_bytes[t] = size.sum()
-        flash_reqs[t] = len(size)
-        for k, v in size_histogram(size).items():
+                gl = log.groups[g]
+                missed = np.unpackbits(gl.missed_bits[t0:t1], axis=2, count=gl.n_columns).view(bool)
+                tok, layer, a, b = lay.block_extents(g, missed)
+                segs.append((tok * L + layer) * 2 + s_i)
+                starts.append(a)
+                ends.append(b)
+        req = extents_to_requests(np.concatenate(starts), np.concatenate(ends), page_bytes=page,
+                                  max_request_bytes=max_req, segments=np.concatenate(segs))
+        seq = sequential_mask(req.offsets, req.sizes, prev_end)
+        if len(req.sizes):
+            prev_end = int(req.offsets[-1] + req.sizes[-1])
+        n_st = (t1 - t0) * L * 2
+        stage_time[t0:t1] = _stage_times(req.segments, req.sizes.astype(np.float64), seq, n_st, float(fl.latency),
+                                         float(fl.random_penalty), float(fl.unit_bandwidth),
+                                         float(fl.link_bandwidth), P).reshape(t1 - t0, L, 2)
+        tok_of = req.segments // (2 * L)
+        flash_bytes[t0:t1] = np.bincount(tok_of, weights=req.sizes, minlength=t1 - t0)
+        flash_reqs[t0:t1] = np.bincount(tok_of, minlength=t1 - t0)
+        for k, v in size_histogram(req.sizes).items():
             hist[k] = hist.get(k, 0) + v
         if mode == "fine":
-            bounds = np.searchsorted(stage_id, np.arange(2 * L + 1))
-            for sid in range(2 * L):
+            bounds = req.segment_starts(n_st)
+            for sid in np.flatnonzero(np.diff(bounds)):
                 a, b = bounds[sid], bounds[sid + 1]
-                if b > a:
-                    fine_sizes[(t, sid // 2, sid % 2)] = (size[a:b].astype(np.float64), seq[a:b])
+                fine_sizes[(t0 + sid // (2 * L), (sid // 2) % L, sid % 2)] = \
+                    (req.sizes[a:b].astype(np.float64), seq[a:b])
 
     # ---- bytes and FLOPs per stage
     dram = models.dram

@@ -60,13 +60,22 @@ class Layout:
 
     def extents(self, group: str, missed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Byte extents ``(layer, start, end)`` of the columns in ``missed [L, N]``, sorted by offset."""
+        _, layer, start, end = self.block_extents(group, missed[None])
+        return layer, start, end
+
+    def block_extents(self, group: str, missed: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Byte extents ``(token, layer, start, end)`` of the columns in ``missed [T, L, N]``, sorted
+        by token, layer and offset."""
         r = self.regions[group]
-        layer, col = np.nonzero(missed)
-        slot = col if r.slot is None else r.slot[layer, col]
-        order = np.lexsort((slot, layer)) if r.slot is not None else slice(None)
-        layer, slot = layer[order], slot[order]
+        tok, layer, col = np.nonzero(missed)
+        if r.slot is None:
+            slot = col
+        else:
+            slot = r.slot[layer, col]
+            order = np.lexsort((slot, layer, tok))
+            tok, layer, slot = tok[order], layer[order], slot[order]
         start = r.base[layer] + slot * r.bytes_per_column
-        return layer, np.floor(start).astype(np.int64), np.ceil(start + r.bytes_per_column).astype(np.int64)
+        return tok, layer, np.floor(start).astype(np.int64), np.ceil(start + r.bytes_per_column).astype(np.int64)
 
     def requests(self, group: str, missed: np.ndarray, page_bytes: int, max_request_bytes: float) -> Requests:
         """The read requests that fetch the columns of ``missed [L, N]`` (one token, one group),

@@ -110,9 +110,13 @@ def extents_to_requests(starts, ends, *, page_bytes: int | float = 1,
         if s.size > 1 and np.any(s[1:] < s[:-1]):
             order = np.argsort(s, kind="stable")
             s, e = s[order], e[order]
-    elif s.size > 1 and (np.any(g[1:] < g[:-1]) or np.any((g[1:] == g[:-1]) & (s[1:] < s[:-1]))):
-        order = np.lexsort((s, g))
-        s, e, g = s[order], e[order], g[order]
+    elif s.size > 1:
+        if np.any(g[1:] < g[:-1]):  # a stable sort merges already sorted runs in linear time
+            order = np.argsort(g, kind="stable")
+            s, e, g = s[order], e[order], g[order]
+        if np.any((g[1:] == g[:-1]) & (s[1:] < s[:-1])):
+            order = np.lexsort((s, g))
+            s, e, g = s[order], e[order], g[order]
     a, b = page_round(s, e, page_bytes)
     a, b = np.atleast_1d(a), np.atleast_1d(b)
     new_run = np.empty(a.size, dtype=bool)
