@@ -39,6 +39,7 @@ from traces.format import Trace
 
 from . import caches as caches_mod
 from . import masking as masking_mod
+from .registry import check_params
 
 WEIGHT_FORMATS = {"int4": 0.5, "int8": 1.0, "fp8": 1.0, "fp16": 2.0, "bf16": 2.0, "fp32": 4.0}
 
@@ -253,15 +254,10 @@ def prepare(meta: dict[str, Any], masking: str | masking_mod.MaskingPolicy = "di
     from . import allocation as alloc_mod
 
     policy = _policy_params(masking, dict(masking_params or {}))
-    if cache not in caches_mod.REGISTRY:
-        raise DipsimError(f"unknown cache policy {cache!r}; allowed: {', '.join(caches_mod.names())}")
+    cache_cls = caches_mod.REGISTRY.get_class(cache)
     cache_params = dict(cache_params or {})
-    allowed = caches_mod.policy_params(cache)
-    for p in cache_params:
-        if p not in allowed or p == "future":
-            raise DipsimError(f"cache policy {cache!r} has no parameter {p!r}; its parameters: "
-                              f"{', '.join(a for a in allowed if a != 'future') or 'none'}")
-    if caches_mod.REGISTRY[cache].offline and policy.cache_aware:
+    check_params("cache policy", cache, cache_params, [p for p in caches_mod.policy_params(cache) if p != "future"])
+    if cache_cls.offline and policy.cache_aware:
         raise DipsimError(f"cache policy {cache!r} is an offline oracle: it needs the access sequence in advance, "
                           f"but {policy.name}'s choices depend on the cache; use it with cache-oblivious masking "
                           f"(dense, dip, glu-prune, threshold, static, random)")
@@ -343,7 +339,7 @@ def replay(trace: Trace, masking: str | masking_mod.MaskingPolicy = "dip", cache
     ks = {g.name: g.k() for g in groups}
 
     future = None
-    if caches_mod.REGISTRY[cache].offline:
+    if caches_mod.REGISTRY.get_class(cache).offline:
         future = {g.name: _all_masks(trace, g, setup.policies[g.name], ks[g.name], T, chunk) for g in groups}
 
     cache_objs = {}

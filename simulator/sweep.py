@@ -228,14 +228,13 @@ MASKING_PARAMS = ("gamma", "fixed_top_n", "seed")
 def _drop_inapplicable(params: dict[str, Any]) -> None:
     """Masking parameters that the point's policy does not take are left out (``gamma`` in the base
     applies to the dip-ca points of a sweep and not to its dense ones)."""
-    import dataclasses
-
     from . import masking
+    from .masking.base import policy_params
 
     cls = masking.REGISTRY.get(params.get("masking", "dip"))
     if cls is None:
-        return
-    accepted = {f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
+        return  # check_point names the unknown policy
+    accepted = set(policy_params(cls))
     for k in MASKING_PARAMS:
         if k in params and k not in accepted:
             del params[k]
@@ -263,11 +262,12 @@ def check_point(params: dict[str, Any], exp_path: Path, *, check_traces: bool = 
     from .allocation import SCHEMES
 
     m = params.get("masking", "dip")
-    if m not in masking.REGISTRY:
-        raise _fail(exp_path, f"unknown masking policy '{m}'; allowed: {', '.join(masking.names())}")
     c = params.get("cache", "lru")
-    if c not in caches.REGISTRY:
-        raise _fail(exp_path, f"unknown cache policy '{c}'; allowed: {', '.join(caches.names())}")
+    try:
+        pol_cls = masking.REGISTRY.get_class(m)
+        cache_cls = caches.REGISTRY.get_class(c)
+    except DipsimError as e:
+        raise _fail(exp_path, str(e)) from None
     a = params.get("allocation", "uniform")
     if a not in SCHEMES:
         raise _fail(exp_path, f"unknown allocation '{a}'; allowed: {', '.join(SCHEMES)}")
@@ -284,8 +284,7 @@ def check_point(params: dict[str, Any], exp_path: Path, *, check_traces: bool = 
                                   f"{', '.join(sorted(tr))}")
     elif check_traces and not Path(str(tr)).is_file():
         raise _fail(exp_path, f"trace file not found: {tr}")
-    pol_cls = masking.REGISTRY[m]
-    if caches.REGISTRY[c].offline and pol_cls.cache_aware:
+    if cache_cls.offline and pol_cls.cache_aware:
         return f"{c} is an offline oracle and {m} is cache-aware"
     if params.get("dram_fraction") is not None and params.get("dram_bytes") is not None:
         return "both dram_fraction and dram_bytes given"

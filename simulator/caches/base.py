@@ -33,47 +33,23 @@ import numpy as np
 
 from traces.errors import DipsimError
 
+from ..registry import Registry, check_params
 from . import _kernels
 
-REGISTRY: dict[str, type["CachePolicy"]] = {}
-
-
-def register_cache(name: str):
-    """Class decorator: make a cache policy available under the name users type."""
-    def deco(cls):
-        if name in REGISTRY:
-            raise ValueError(f"cache policy {name!r} registered twice")
-        cls.name = name
-        REGISTRY[name] = cls
-        return cls
-    return deco
-
-
-def names() -> list[str]:
-    return sorted(REGISTRY)
+REGISTRY = Registry("cache policy")
+register_cache = REGISTRY.register
+names = REGISTRY.names
 
 
 def policy_params(name: str) -> list[str]:
-    cls = _get(name)
-    sig = inspect.signature(cls.__init__)
+    sig = inspect.signature(REGISTRY.get_class(name).__init__)
     return [p for p in sig.parameters if p not in ("self", "n_layers", "n_columns", "capacity")]
-
-
-def _get(name: str) -> type["CachePolicy"]:
-    cls = REGISTRY.get(name)
-    if cls is None:
-        raise DipsimError(f"unknown cache policy {name!r}; allowed: {', '.join(names())}")
-    return cls
 
 
 def make(name: str, *, n_layers: int, n_columns: int, capacity: Any, **params: Any) -> "CachePolicy":
     """Build a registered cache policy; unknown names and parameters are refused with the valid ones."""
-    cls = _get(name)
-    allowed = policy_params(name)
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise DipsimError(f"cache policy {name!r} has no parameter {unknown[0]!r}; its parameters: "
-                          f"{', '.join(allowed) or 'none'}")
+    cls = REGISTRY.get_class(name)
+    check_params("cache policy", name, params, policy_params(name))
     return cls(n_layers=n_layers, n_columns=n_columns, capacity=capacity, **params)
 
 

@@ -23,35 +23,30 @@ import numpy as np
 
 from traces.errors import DipsimError
 
-REGISTRY: dict[str, type["MaskingPolicy"]] = {}
+from ..registry import Registry, check_params
+
+REGISTRY = Registry("masking policy")
+register_masking = REGISTRY.register
+names = REGISTRY.names
 
 
-def register_masking(name: str):
-    """Class decorator: make a policy available under the name users type in YAML and on the CLI."""
-    def deco(cls):
-        if name in REGISTRY:
-            raise ValueError(f"masking policy {name!r} registered twice")
-        cls.name = name
-        REGISTRY[name] = cls
-        return cls
-    return deco
-
-
-def names() -> list[str]:
-    return sorted(REGISTRY)
+def policy_params(cls: type) -> list[str]:
+    return sorted(f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_"))
 
 
 def make(name: str, **params: Any) -> "MaskingPolicy":
     """Build a registered policy; unknown names and parameters are refused with the valid ones listed."""
-    cls = REGISTRY.get(name)
-    if cls is None:
-        raise DipsimError(f"unknown masking policy {name!r}; allowed: {', '.join(names())}")
-    fields = {f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
-    unknown = sorted(set(params) - fields)
-    if unknown:
-        allowed = ", ".join(sorted(fields)) or "none"
-        raise DipsimError(f"masking policy {name!r} has no parameter {unknown[0]!r}; its parameters: {allowed}")
+    cls = REGISTRY.get_class(name)
+    check_params("masking policy", name, params, policy_params(cls))
     return cls(**params)
+
+
+def calibration_prefix(prefix: Any, policy: str) -> np.ndarray:
+    """A calibration prefix of scores ``[T, L, N]`` (float32), or a one-line error."""
+    prefix = np.asarray(prefix, dtype=np.float32)
+    if prefix.ndim != 3 or prefix.shape[0] == 0:
+        raise DipsimError(f"{policy} calibration needs a non-empty prefix of scores [tokens, layers, columns]")
+    return prefix
 
 
 def as_k(k: Any, L: int, N: int) -> np.ndarray:
@@ -159,7 +154,7 @@ class MaskingPolicy:
         return self
 
     def params(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and not f.name.startswith("_")}
+        return {f: getattr(self, f) for f in policy_params(type(self))}
 
     def describe(self) -> str:
         p = ", ".join(f"{k}={v}" for k, v in self.params().items())

@@ -13,7 +13,7 @@ import numpy as np
 
 from traces.errors import DipsimError
 
-from .base import MaskingPolicy, as_k, register_masking, topk_mask
+from .base import MaskingPolicy, as_k, calibration_prefix, register_masking, topk_mask
 
 
 @register_masking("static")
@@ -24,9 +24,7 @@ class Static(MaskingPolicy):
     needs_calibration = True
 
     def calibrate(self, prefix, k):
-        prefix = np.asarray(prefix, dtype=np.float32)
-        if prefix.ndim != 3 or prefix.shape[0] == 0:
-            raise DipsimError("static calibration needs a non-empty prefix of scores [tokens, layers, columns]")
+        prefix = calibration_prefix(prefix, "static")
         _, L, N = prefix.shape
         return Static(hot=topk_mask(prefix.mean(axis=0), as_k(k, L, N)))
 

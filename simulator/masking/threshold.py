@@ -15,7 +15,7 @@ import numpy as np
 
 from traces.errors import DipsimError
 
-from .base import MaskingPolicy, as_k, register_masking
+from .base import MaskingPolicy, as_k, calibration_prefix, register_masking
 
 
 @register_masking("threshold")
@@ -26,9 +26,7 @@ class Threshold(MaskingPolicy):
     needs_calibration = True
 
     def calibrate(self, prefix, k):
-        prefix = np.asarray(prefix, dtype=np.float32)
-        if prefix.ndim != 3 or prefix.shape[0] == 0:
-            raise DipsimError("threshold calibration needs a non-empty prefix of scores [tokens, layers, columns]")
+        prefix = calibration_prefix(prefix, "threshold")
         T, L, N = prefix.shape
         kk = as_k(k, L, N)
         taus = []
