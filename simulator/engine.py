@@ -36,7 +36,7 @@ import numpy as np
 
 from traces.errors import DipsimError
 
-from .devices.flash import extents_to_requests, sequential_mask, size_histogram
+from .devices.flash import extents_to_requests, link_done_last, sequential_mask, size_histogram, unit_done_times
 from .layout import Layout
 from .replay import AccessLog
 
@@ -134,7 +134,7 @@ def device_models(device: Any) -> Models:
 # ----------------------------------------------------------------------------- flash batches
 @_njit
 def _stage_times(stage_of, size, seq, n_stages, latency, penalty, unit_bw, link_bw, P):
-    """Batch time of every stage (requests grouped by stage, in issue order), the model of
+    """Batch time of every stage (requests grouped by stage, in issue order): the model of
     ``devices.flash.FlashModel.schedule`` evaluated for many batches in one compiled loop."""
     out = np.zeros(n_stages)
     n = size.shape[0]
@@ -144,21 +144,12 @@ def _stage_times(stage_of, size, seq, n_stages, latency, penalty, unit_bw, link_
         j = i
         while j < n and stage_of[j] == s_id:
             j += 1
-        m = j - i
-        done = np.empty(m)
-        units = np.zeros(min(P, m))
-        nu = units.shape[0]
-        for r in range(m):
-            t = latency + size[i + r] / unit_bw + (0.0 if seq[i + r] else penalty)
-            u = r % nu
-            units[u] += t
-            done[r] = units[u]
-        order = np.argsort(done, kind="mergesort")
-        d = 0.0
-        for r in range(m):
-            k = order[r]
-            d = max(d, done[k]) + size[i + k] / link_bw
-        out[s_id] = d
+        t = np.empty(j - i)
+        x = np.empty(j - i)
+        for r in range(j - i):
+            t[r] = latency + size[i + r] / unit_bw + (0.0 if seq[i + r] else penalty)
+            x[r] = size[i + r] / link_bw
+        out[s_id] = link_done_last(unit_done_times(t, min(P, j - i)), x)
         i = j
     return out
 
@@ -221,10 +212,16 @@ def _check_options(mode: str) -> None:
 
 def simulate(log: AccessLog, device: Any, *, layout: dict[str, Any] | Layout | None = None, mode: str = "batch",
              overlap_io: bool = True, overlap_compute: bool = True, miss_via_dram: bool = True,
-             compute_dtype: str = "fp16", chrome_trace: str | os.PathLike | None = None, chrome_tokens: int = 3,
-             ) -> EngineResult:
+             prefetch: bool = True, compute_dtype: str = "fp16", chrome_trace: str | os.PathLike | None = None,
+             chrome_tokens: int = 3) -> EngineResult:
     """``overlap_compute=False`` adds compute time to memory time instead of taking the larger
-    (no overlap of a step's weight streaming with its arithmetic)."""
+    (no overlap of a step's weight streaming with its arithmetic).
+
+    ``prefetch``: a stage whose masks do not depend on the token's activations (dense groups, such
+    as up/gate under glu-prune or everything under dense masking, and static masking) need not wait
+    for them: its flash reads are issued together when the token starts, as one deep-queue batch in
+    the background, and the token ends when both its dependent chain and that batch (plus the
+    dependent stages' own flash time, since they share the device) are done."""
     """Time every token of ``log`` on ``device``; see the module docstring."""
     _check_options(mode)
     t_start = time.perf_counter()
@@ -244,6 +241,10 @@ def simulate(log: AccessLog, device: Any, *, layout: dict[str, Any] | Layout | N
     max_req = fl.max_request_bytes
     ug_groups = [g for g in log.groups if g != "down"]
     stages = [ug_groups, ["down"]]  # per layer: up/gate stage, then down stage
+    static = log.config.get("masking") == "static"
+    known_early = [prefetch and all(static or bool((log.groups[g].k >= log.groups[g].n_columns).all()) for g in names)
+                   for names in stages]
+    bg_time = np.zeros(T)   # per token: the prefetched stages' reads, as one background batch
 
     # ---- flash requests of every stage, in issue order, and their batch times; a block of tokens
     # at a time: stage id = (token * L + layer) * 2 + (0 up/gate, 1 down), requests sorted by stage
@@ -273,10 +274,17 @@ def simulate(log: AccessLog, device: Any, *, layout: dict[str, Any] | Layout | N
         if len(req.sizes):
             prev_end = int(req.offsets[-1] + req.sizes[-1])
         n_st = (t1 - t0) * L * 2
-        stage_time[t0:t1] = _stage_times(req.segments, req.sizes.astype(np.float64), seq, n_st, float(fl.latency),
-                                         float(fl.random_penalty), float(fl.unit_bandwidth),
-                                         float(fl.link_bandwidth), P).reshape(t1 - t0, L, 2)
+        kernel = (float(fl.latency), float(fl.random_penalty), float(fl.unit_bandwidth), float(fl.link_bandwidth), P)
+        stage_time[t0:t1] = _stage_times(req.segments, req.sizes.astype(np.float64), seq, n_st,
+                                         *kernel).reshape(t1 - t0, L, 2)
         tok_of = req.segments // (2 * L)
+        if any(known_early):
+            early = np.array(known_early)[req.segments % 2]
+            bg_time[t0:t1] = _stage_times(tok_of[early], req.sizes[early].astype(np.float64), seq[early], t1 - t0,
+                                          *kernel)
+            for s_i, e in enumerate(known_early):
+                if e:
+                    stage_time[t0:t1, :, s_i] = 0.0
         flash_bytes[t0:t1] = np.bincount(tok_of, weights=req.sizes, minlength=t1 - t0)
         flash_reqs[t0:t1] = np.bincount(tok_of, minlength=t1 - t0)
         for k, v in size_histogram(req.sizes).items():
@@ -319,8 +327,10 @@ def simulate(log: AccessLog, device: Any, *, layout: dict[str, Any] | Layout | N
     t_head = float(both(rt(head_b), ct(head_f)))
 
     # ---- the simulation
+    if mode == "fine" and any(known_early):
+        fine_sizes = {k: v for k, v in fine_sizes.items() if not known_early[k[2]]}
     res = _run_simpy(models, T, L, stage_time, t_hit, t_miss, t_attn, t_head, mode, fine_sizes, overlap_io,
-                     chrome_trace, chrome_tokens)
+                     chrome_trace, chrome_tokens, bg_time)
     latency, busy_flash, busy_dc, events = res
 
     dram_bytes = hit_b.sum(axis=(1, 2)) + (miss_b.sum(axis=(1, 2)) if miss_via_dram else 0.0) \
@@ -358,7 +368,7 @@ def _stage_durations(t_flash, t_hit, t_miss, overlap_io):
 
 
 def _run_simpy(models, T, L, stage_time, t_hit, t_miss, t_attn, t_head, mode, fine_sizes, overlap_io,
-               chrome_trace, chrome_tokens):
+               chrome_trace, chrome_tokens, bg_time):
     """One SimPy process decodes the tokens in order: per layer the attention step and the two
     stages. In batch mode a stage is one timeout (its flash batch time comes from the vectorized
     queue model); in fine mode the flash reads of a stage are one SimPy process per request, run
@@ -392,6 +402,10 @@ def _run_simpy(models, T, L, stage_time, t_hit, t_miss, t_attn, t_head, mode, fi
     def token_proc():
         for tok in range(T):
             t0 = env.now
+            # prefetched reads: one background batch, sharing the device with the dependent reads
+            bg = env.timeout(bg_time[tok] + stage_time[tok].sum()) if bg_time[tok] > 0 else None
+            if bg is not None:
+                note("prefetched reads", "flash (prefetch)", t0, bg_time[tok], tok)
             for layer in range(L):
                 a = env.now
                 yield env.timeout(t_attn[tok])
@@ -412,7 +426,9 @@ def _run_simpy(models, T, L, stage_time, t_hit, t_miss, t_attn, t_head, mode, fi
                              t_miss[tok, layer, s_i], tok)
             yield env.timeout(t_head)
             note("lm head", "dram+compute", env.now - t_head, t_head, tok)
-            counter[0] += 3 * L + 1
+            if bg is not None:
+                yield bg
+            counter[0] += 3 * L + 1 + (bg is not None)
             latency[tok] = env.now - t0
 
     env.process(token_proc())
@@ -423,7 +439,7 @@ def _run_simpy(models, T, L, stage_time, t_hit, t_miss, t_attn, t_head, mode, fi
         tmp = p.with_name(f".{p.name}.part")
         tmp.write_text(json.dumps({"traceEvents": trace_events, "displayTimeUnit": "ms"}))
         tmp.replace(p)
-    busy_flash = stage_time.sum(axis=(1, 2))
+    busy_flash = stage_time.sum(axis=(1, 2)) + bg_time
     busy_dc = L * t_attn + (t_hit + t_miss).sum(axis=(1, 2)) + t_head
     return latency, busy_flash, busy_dc, counter[0]
 
@@ -439,16 +455,15 @@ def _footprint_and_baselines(log, lay, models, shape, t_attn, t_head, positions,
     kv_max = float(L * shape.kv_bytes(min(shape.context, T)))
     footprint = shape.static_weight_bytes + cache_bytes + kv_max
     dense_dram = shape.static_weight_bytes + mlp_bytes + kv_max
-    # dense streaming: every group region of every layer read whole, as large sequential requests
+    # dense streaming: no mask to wait for, so the whole MLP can be read ahead as one stream of
+    # maximum-size requests (the device's full queue busy) while attention and the matmuls run
+    # from DRAM; a token takes the longer of the two
     fl = models.flash
-    per_layer = np.zeros(L)
-    for gname in log.groups:
-        req = lay.region_requests(gname, int(fl.page_bytes), fl.max_request_bytes)
-        starts = req.segment_starts(L)
-        for layer in range(L):
-            sizes = req.sizes[starts[layer]:starts[layer + 1]]
-            per_layer[layer] += models.flash.batch_time(sizes, np.ones(len(sizes), bool))
-    dense_stream = float(t_attn[log.warmup:].mean() * L + per_layer.sum() + t_head)
+    sizes = np.concatenate([lay.region_requests(g, int(fl.page_bytes), fl.max_request_bytes).sizes
+                            for g in log.groups])
+    stream = fl.batch_time(sizes, np.ones(len(sizes), dtype=bool))
+    mlp_dc = float(np.mean(models.dram.read_time(mlp_bytes / max(L, 1))) * L) if miss_via_dram else 0.0
+    dense_stream = max(stream, float(t_attn[log.warmup:].mean() * L + t_head + mlp_dc))
     sl = slice(log.warmup, None)
     lat = result.latency[sl].mean()
     # the paper's model, token by token: one (layer, matrix group) pair per masked linear layer

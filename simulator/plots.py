@@ -11,13 +11,8 @@ from traces.errors import DipsimError
 
 
 def _plt():
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        try:
-            matplotlib.use("Agg")
-        except Exception:  # pragma: no cover - a backend already in use stays
-            pass
+    # The backend is the caller's: inline in a notebook, Agg on a headless machine (matplotlib's
+    # own fallback), whatever MPLBACKEND says otherwise.
     import matplotlib.pyplot as plt
 
     return plt
@@ -86,7 +81,7 @@ def per_device(df, metric: str = "m.tokens_per_s", by: str | None = None):
     _need(df, ["p.device", metric])
     devices = list(dict.fromkeys(df["p.device"]))
     cats = [None] if by is None or by not in df.columns else list(dict.fromkeys(df[by]))
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(devices) * max(len(cats), 1)), 4))
+    fig, ax = plt.subplots(figsize=(min(12, max(6, 0.9 * len(devices) * max(len(cats), 1))), 4.4))
     width = 0.8 / len(cats)
     x = np.arange(len(devices))
     for i, c in enumerate(cats):
@@ -122,13 +117,21 @@ def pareto_front(xs: np.ndarray, ys: np.ndarray, *, maximize_x: bool = True, min
     return np.array(sorted(front, key=lambda i: xs[i]), dtype=int)
 
 
-def pareto(df, x: str = "m.tokens_per_s", y: str | None = None, by: str | None = None, *, label: str | None = None):
-    """Tokens/s against accuracy (``m.perplexity`` when present, else keep), with the Pareto front."""
+HIGHER_IS_BETTER = ("p.keep", "p.gamma", "m.top1_agreement")  # closer to dense = more accurate
+
+
+def pareto(df, x: str = "m.tokens_per_s", y: str | None = None, by: str | None = None, *, label: str | None = None,
+           minimize: bool | None = None):
+    """Tokens/s against accuracy (``m.perplexity`` when present, else keep), with the Pareto front.
+
+    ``minimize``: whether lower ``y`` is better; by default lower is better except for keep, gamma
+    and top-1 agreement, where higher means closer to the dense model."""
     plt = _plt()
     if y is None:
         y = "m.perplexity" if "m.perplexity" in df.columns else "p.keep"
     _need(df, [x, y])
-    minimize = y not in ("p.keep", "m.top1_agreement")
+    if minimize is None:
+        minimize = y not in HIGHER_IS_BETTER
     fig, ax = plt.subplots(figsize=(6, 4.2))
     groups = [(None, df)] if by is None or by not in df.columns else list(df.groupby(by, sort=True))
     for val, sub in groups:

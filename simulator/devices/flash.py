@@ -14,22 +14,25 @@ The model (the engine depends on it exactly as written here)::
 
     a batch of n requests, sizes s_i (already page-rounded), in issue order:
         P = min(U, Q)                                   effective parallelism
-        request i -> unit (i mod P)                     striped in issue order
-        unit time   t_i = L (+ R unless sequential) + s_i / ub,  FIFO per unit
-        arrival     a_i = completion of i on its unit  (per-unit cumulative sum of t)
+        unit time   t_i = L (+ R unless sequential) + s_i / ub
+        units       work-conserving, FIFO: request i starts on the unit that frees first (ties:
+                    the lowest unit) once the requests before it have started
+        arrival     a_i = completion of i on its unit
         link        one FIFO server, x_i = s_i / lb, served in order of a (ties: issue order)
                     d_i = max(d_{i-1}, a_i) + x_i
                         = C_i + max_{k<=i} (a_k - C_{k-1}),  C = cumsum(x) over that order
         batch time  = d of the last request served
 
-``batch_time`` evaluates this with numpy (a reshape + cumsum for the units, ``np.maximum.accumulate``
-for the link); ``fine_time`` runs every request as its own SimPy process over P unit resources and
-one link resource, as a check on the batch formula. ``iops``/``bandwidth`` give the steady state of a
-long stream of equal requests: ``min(P / (L + s/ub), lb / s)`` requests/s.
+With equal request sizes the units simply take requests in turn (request i on unit i mod P); with
+mixed sizes, a unit that finishes a short request takes the next one, as a device's dies do.
+``batch_time`` evaluates this with a compiled loop over the requests (P unit clocks) and
+``np.maximum.accumulate`` for the link; ``fine_time`` runs every request as its own SimPy process
+over a P-slot unit resource and one link resource, as a check on the batch formula.
+``iops``/``bandwidth`` give the steady state of a long stream of equal requests:
+``min(P / (L + s/ub), lb / s)`` requests/s.
 
 Sizes passed to the timing functions are bytes per request as issued (the layout step rounds them
-to pages with :func:`page_round` / :func:`extents_to_requests`); the timing functions do not round,
-and refuse a request larger than ``max_request_bytes``.
+to pages with :func:`page_round` / :func:`extents_to_requests`); the timing functions do not round.
 """
 from __future__ import annotations
 
@@ -42,6 +45,45 @@ import numpy as np
 from traces.errors import DipsimError
 
 INF = math.inf
+
+try:
+    import numba
+
+    _njit = numba.njit(cache=True, nogil=True)
+except ImportError:  # pragma: no cover
+    def _njit(f):
+        return f
+
+
+@_njit
+def unit_done_times(t, P):
+    """Completion time of each request on the units: FIFO, each to the unit that frees first."""
+    n = t.shape[0]
+    done = np.empty(n)
+    if P >= n:
+        for i in range(n):
+            done[i] = t[i]
+        return done
+    clock = np.zeros(P)
+    for i in range(n):
+        u = 0
+        for k in range(1, P):
+            if clock[k] < clock[u]:
+                u = k
+        clock[u] += t[i]
+        done[i] = clock[u]
+    return done
+
+
+@_njit
+def link_done_last(done, x):
+    """Completion of the last link transfer: FIFO in order of unit completion (ties: issue order)."""
+    order = np.argsort(done, kind="mergesort")
+    d = 0.0
+    for r in range(order.shape[0]):
+        k = order[r]
+        d = max(d, done[k]) + x[k]
+    return d
 
 
 # --------------------------------------------------------------------------- requests from extents
@@ -288,14 +330,7 @@ class FlashModel:
             z = np.zeros(0)
             return z, z.copy()
         P = self.parallelism(queue_depth)
-        if P >= n:
-            unit_done = t
-        else:
-            P = int(P)
-            K = -(-n // P)
-            grid = np.zeros(K * P)
-            grid[:n] = t
-            unit_done = np.cumsum(grid.reshape(K, P), axis=0).ravel()[:n]
+        unit_done = unit_done_times(t, int(min(P, n)))
         order = np.argsort(unit_done, kind="stable")
         a = unit_done[order]
         xs = x[order]
@@ -319,13 +354,12 @@ class FlashModel:
         s, t, x = self._service(sizes, sequential_mask)
         n = s.size
         P = self.parallelism(queue_depth)
-        n_units = n if P >= n else int(P)
-        units = [simpy.Resource(env, capacity=1) for _ in range(max(n_units, 1))]
+        units = simpy.Resource(env, capacity=max(int(min(P, n)), 1))  # FIFO: the first free unit
         link = simpy.Resource(env, capacity=1)
         t0 = env.now
 
         def one(i: int):
-            with units[i % n_units].request() as r:
+            with units.request() as r:
                 yield r
                 yield env.timeout(float(t[i]))
             with link.request() as r:
