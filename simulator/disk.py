@@ -12,8 +12,8 @@ parameters to the measured throughput:
 
 ``validate`` replays a real configuration's miss stream, lays the MLP weights out in a file of the
 same size (random bytes stand in for the weights), and for every stage issues its requests with
-direct reads exactly as the engine assumes: in issue order, striped over ``P`` threads (request
-``i`` on thread ``i mod P``, FIFO per thread), ``P`` = the profile's parallelism. It compares the
+direct reads exactly as the engine assumes: in issue order, ``P`` threads each taking the next
+request as soon as it is free, ``P`` = the profile's parallelism. It compares the
 measured flash time per token with the engine's, in interleaved rounds (these machines' disks are
 shared and noisy), and reports the median error and its spread over the rounds.
 """
@@ -285,12 +285,20 @@ def stage_requests(log, layout, flash) -> list[list[tuple[np.ndarray, np.ndarray
 
 
 def _run_stage(reader: Reader, pool: ThreadPoolExecutor, P: int, offsets: np.ndarray, sizes: np.ndarray) -> None:
+    """Read a stage's requests as the flash model serves them: ``P`` lanes, each taking the next
+    request in issue order as soon as it is free."""
     if len(sizes) == 0:
         return
     lanes = min(P, len(sizes))
+    nxt = iter(range(len(sizes)))
+    lock = threading.Lock()
 
     def lane(j: int) -> None:
-        for i in range(j, len(sizes), lanes):
+        while True:
+            with lock:
+                i = next(nxt, None)
+            if i is None:
+                return
             reader.read(int(offsets[i]), int(sizes[i]))
 
     futs = [pool.submit(lane, j) for j in range(1, lanes)]
