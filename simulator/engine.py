@@ -378,6 +378,8 @@ def _run_simpy(models, T, L, stage_time, t_hit, t_miss, t_attn, t_head, mode, fi
     env = simpy.Environment()
     latency = np.zeros(T)
     stage_dur = _stage_durations(stage_time, t_hit, t_miss, overlap_io)
+    fast = mode == "batch" and not chrome_trace
+    layer_dur = stage_dur.sum(axis=2) + t_attn[:, None]
     trace_events: list[dict[str, Any]] | None = [] if chrome_trace else None
     counter = [0]
 
@@ -399,6 +401,24 @@ def _run_simpy(models, T, L, stage_time, t_hit, t_miss, t_attn, t_head, mode, fi
         counter[0] += len(sizes)
         return env.now - t0
 
+    def layer_steps(tok, layer):
+        a = env.now
+        yield env.timeout(t_attn[tok])
+        note(f"attention L{layer}", "dram+compute", a, t_attn[tok], tok)
+        for s_i, label in ((0, "up/gate"), (1, "down")):
+            a = env.now
+            if mode == "fine" and (tok, layer, s_i) in fine_sizes:
+                yield env.process(fine_stage(tok, layer, s_i))
+            else:
+                yield env.timeout(stage_dur[tok, layer, s_i])
+            if trace_events is not None and tok < chrome_tokens:
+                f = stage_time[tok, layer, s_i]
+                note(f"flash L{layer} {label}", "flash", a, f, tok)
+                note(f"cached L{layer} {label}", "dram+compute", a if overlap_io else a + f,
+                     t_hit[tok, layer, s_i], tok)
+                note(f"landed L{layer} {label}", "dram+compute", env.now - t_miss[tok, layer, s_i],
+                     t_miss[tok, layer, s_i], tok)
+
     def token_proc():
         for tok in range(T):
             t0 = env.now
@@ -407,28 +427,15 @@ def _run_simpy(models, T, L, stage_time, t_hit, t_miss, t_attn, t_head, mode, fi
             if bg is not None:
                 note("prefetched reads", "flash (prefetch)", t0, bg_time[tok], tok)
             for layer in range(L):
-                a = env.now
-                yield env.timeout(t_attn[tok])
-                note(f"attention L{layer}", "dram+compute", a, t_attn[tok], tok)
-                for s_i, label in ((0, "up/gate"), (1, "down")):
-                    a = env.now
-                    if mode == "fine" and (tok, layer, s_i) in fine_sizes:
-                        yield env.process(fine_stage(tok, layer, s_i))
-                    else:
-                        yield env.timeout(stage_dur[tok, layer, s_i])
-                    counter[0] += 1
-                    if trace_events is not None and tok < chrome_tokens:
-                        f = stage_time[tok, layer, s_i]
-                        note(f"flash L{layer} {label}", "flash", a, f, tok)
-                        h0 = a if overlap_io else a + f
-                        note(f"cached L{layer} {label}", "dram+compute", h0, t_hit[tok, layer, s_i], tok)
-                        note(f"landed L{layer} {label}", "dram+compute", env.now - t_miss[tok, layer, s_i],
-                             t_miss[tok, layer, s_i], tok)
+                if fast:  # plain batch mode: a layer (attention + both stages) is one event
+                    yield env.timeout(layer_dur[tok, layer])
+                else:
+                    yield from layer_steps(tok, layer)
             yield env.timeout(t_head)
             note("lm head", "dram+compute", env.now - t_head, t_head, tok)
             if bg is not None:
                 yield bg
-            counter[0] += 3 * L + 1 + (bg is not None)
+            counter[0] += (L if fast else 3 * L) + 1 + (bg is not None)
             latency[tok] = env.now - t0
 
     env.process(token_proc())

@@ -352,14 +352,38 @@ REPLAY_KEYS = ("keep", "keep_up", "keep_gate", "keep_down", "dram_fraction", "dr
                "warmup", "calib_tokens", "tokens", "gamma", "fixed_top_n", "seed", "cache_params", "allocation")
 
 
-def run_point(params: dict[str, Any], threads: int | None = 1) -> dict[str, Any]:
-    """Evaluate one point: replay, then the engine if a device is given, then accuracy if asked."""
+NOT_REPLAY = ("device", "engine", "layout", "accuracy", "accuracy_tokens")
+_LOGS: dict[str, Any] = {}
+
+
+def replay_key(params: dict[str, Any]) -> str:
+    """Points with the same replay key share one replay (they differ only in device, engine, ...)."""
+    return json.dumps({k: v for k, v in params.items() if k not in NOT_REPLAY}, sort_keys=True, default=str)
+
+
+def _replayed(params: dict[str, Any], threads: int | None):
     from .replay import replay
 
+    key = replay_key(params)
+    if key not in _LOGS:
+        if len(_LOGS) >= 2:
+            _LOGS.pop(next(iter(_LOGS)))
+        trace = trace_for(params["trace"])
+        kw = {k: params[k] for k in REPLAY_KEYS if k in params}
+        _LOGS[key] = replay(trace, params.get("masking", "dip"), params.get("cache", "lru"), threads=threads, **kw)
+    return _LOGS[key]
+
+
+def run_points(group: list[dict[str, Any]], threads: int | None = 1) -> list[dict[str, Any]]:
+    """Evaluate points that share a replay (see :func:`replay_key`), in order."""
+    return [run_point(p, threads) for p in group]
+
+
+def run_point(params: dict[str, Any], threads: int | None = 1) -> dict[str, Any]:
+    """Evaluate one point: replay, then the engine if a device is given, then accuracy if asked."""
     t0 = time.perf_counter()
     trace = trace_for(params["trace"])
-    kw = {k: params[k] for k in REPLAY_KEYS if k in params}
-    log = replay(trace, params.get("masking", "dip"), params.get("cache", "lru"), threads=threads, **kw)
+    log = _replayed(params, threads)
     tot = log.totals()
     row: dict[str, Any] = {f"m.{k}": v for k, v in tot.items() if not isinstance(v, dict)}
     for g, v in tot["groups"].items():
@@ -496,28 +520,45 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
         _write_parquet(out, rows)
         bar.update(1)
 
+    tasks = _tasks(todo, jobs)
     try:
         if not todo:
             pass
         elif executor == "local" and jobs == 1:
-            for p in todo:
-                finish(p, run_point(p.params, threads=None))
+            for task in tasks:
+                for p in task:
+                    finish(p, run_point(p.params, threads=None))
         elif executor == "local":
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             with ProcessPoolExecutor(jobs) as pool:
-                futs = {pool.submit(run_point, p.params, 1): p for p in todo}
+                futs = {pool.submit(run_points, [p.params for p in task], 1): task for task in tasks}
                 for f in as_completed(futs):
-                    finish(futs[f], f.result())
+                    for p, row in zip(futs[f], f.result()):
+                        finish(p, row)
         else:
-            _run_dask(todo, jobs, scheduler, finish)
+            _run_dask(tasks, jobs, scheduler, finish)
     finally:
         bar.close()
     _write_parquet(out, [r for p in exp.points for r in rows if r["key"] == p.key])
     return out / "results.parquet"
 
 
-def _run_dask(todo: list[Point], jobs: int, scheduler: str | None, finish) -> None:
+def _tasks(todo: list[Point], jobs: int) -> list[list[Point]]:
+    """Points grouped by replay key (one replay per task), groups cut so that there are at least
+    two tasks per worker when the sweep allows it."""
+    groups: dict[str, list[Point]] = {}
+    for p in todo:
+        groups.setdefault(replay_key(p.params), []).append(p)
+    want = 2 * jobs if jobs > 1 else 1
+    size = max(1, -(-len(todo) // want))
+    tasks = []
+    for g in groups.values():
+        tasks.extend(g[i:i + size] for i in range(0, len(g), size))
+    return tasks
+
+
+def _run_dask(tasks: list[list[Point]], jobs: int, scheduler: str | None, finish) -> None:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -529,10 +570,12 @@ def _run_dask(todo: list[Point], jobs: int, scheduler: str | None, finish) -> No
         cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
     try:
-        futs = {client.submit(run_point, p.params, 1, key=f"dipsim-{p.key.rsplit('#', 1)[1]}", pure=False): p
-                for p in todo}
+        futs = {client.submit(run_points, [p.params for p in task], 1,
+                              key=f"dipsim-{task[0].key.rsplit('#', 1)[1]}-{len(task)}", pure=False): task
+                for task in tasks}
         for f in as_completed(list(futs)):
-            finish(futs[f], f.result())
+            for p, row in zip(futs[f], f.result()):
+                finish(p, row)
     finally:
         client.close()
         if cluster is not None:
