@@ -537,10 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["table", "json"], default="table")
     s.add_argument("-q", "--quiet", action="store_true")
 
+    from .accuracy import add_eval_parser, run_eval
     from .hardware import add_profiles_parser, run_profiles
 
     add_profiles_parser(sub)
     COMMANDS["profiles"] = run_profiles
+    add_eval_parser(sub)
+    COMMANDS["eval"] = run_eval
 
     s = sub.add_parser("demo", help="the main job on the embedded default model: trace, sweep, plot",
                        description="Capture a trace of the default model (SmolLM2-135M) on the default corpus, "
