@@ -286,6 +286,8 @@ def check_point(params: dict[str, Any], exp_path: Path, *, check_traces: bool = 
         raise _fail(exp_path, f"trace file not found: {tr}")
     if cache_cls.offline and pol_cls.cache_aware:
         return f"{c} is an offline oracle and {m} is cache-aware"
+    if cache_cls.offline and params.get("accuracy"):
+        return f"{c} needs the future and cannot run in the closed loop (accuracy: true)"
     if params.get("dram_fraction") is not None and params.get("dram_bytes") is not None:
         return "both dram_fraction and dram_bytes given"
     try:
@@ -397,12 +399,63 @@ def run_point(params: dict[str, Any], threads: int | None = 1) -> dict[str, Any]
             if not isinstance(v, (dict, list)):
                 row[f"m.{k}"] = v
     if params.get("accuracy"):
-        from .accuracy import evaluate_cached
+        from .accuracy import evaluate
 
-        acc = evaluate_cached(trace.meta, params)
-        row.update({f"m.{k}": v for k, v in acc.items()})
+        model, kw = accuracy_run(params, trace.meta)
+        acc = evaluate(model, [accuracy_config(params)], **kw)[0]
+        for k in ACCURACY_METRICS:
+            row[f"m.{ACCURACY_NAMES.get(k, k)}"] = acc.get(k)
     row["m.seconds"] = time.perf_counter() - t0
     return row
+
+
+# --------------------------------------------------------------------------------- accuracy columns
+ACCURACY_METRICS = ("perplexity", "kl_to_dense", "top1_agreement", "hit_rate", "flash_bytes_per_token",
+                    "open_loop_hit_rate", "dense_perplexity")
+ACCURACY_NAMES = {"hit_rate": "closed_loop_hit_rate", "flash_bytes_per_token": "closed_loop_flash_bytes_per_token",
+                  "open_loop_hit_rate": "accuracy_open_loop_hit_rate"}
+
+
+def accuracy_config(params: dict[str, Any]) -> dict[str, Any]:
+    """The closed-loop configuration of a point (what simulator.accuracy.evaluate takes)."""
+    keys = ("masking", "gamma", "fixed_top_n", "seed", "keep", "keep_up", "keep_gate", "keep_down", "cache",
+            "cache_params", "allocation", "dram_fraction", "dram_bytes", "weight_format")
+    return {k: params[k] for k in keys if k in params}
+
+
+def accuracy_run(params: dict[str, Any], meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Model and run options of a point's accuracy columns: the trace's model and text, the point's
+    warm-up and calibration prefix, ``accuracy_tokens`` tokens (default: the trace's)."""
+    spec = params["trace"]
+    if isinstance(spec, dict):
+        model, text = spec["model"], spec.get("text")
+    elif meta.get("corpus") == "pydoc-topics":
+        model, text = str(meta["model"]), None
+    else:
+        raise DipsimError(f"accuracy columns need the trace's text: give the trace as {{model, tokens, text}} "
+                          f"(this trace's corpus is {meta.get('corpus')!r})")
+    kw = {"text": text, "tokens": int(params.get("accuracy_tokens") or meta["n_tokens"]),
+          "warmup": int(params.get("warmup", 16)), "calib_tokens": int(params.get("calib_tokens", 64))}
+    return model, kw
+
+
+def precompute_accuracy(points: list[Point], say: Callable[[str], None], progress: bool) -> None:
+    """Run every point's closed-loop configuration before the sweep, batched per (model, text,
+    tokens): one forward pass holds many configurations, and the results land in the accuracy
+    cache that the points then read."""
+    from .accuracy import evaluate
+
+    batches: dict[str, tuple[str, dict[str, Any], list[dict[str, Any]]]] = {}
+    for p in points:
+        if not p.params.get("accuracy"):
+            continue
+        model, kw = accuracy_run(p.params, trace_for(p.params["trace"]).meta)
+        key = json.dumps([model, kw], sort_keys=True, default=str)
+        batches.setdefault(key, (model, kw, []))[2].append(accuracy_config(p.params))
+    for model, kw, cfgs in batches.values():
+        unique = list({json.dumps(c, sort_keys=True): c for c in cfgs}.values())
+        say(f"accuracy in the loop: {len(unique)} configurations of {model} over {kw['tokens']} tokens, one batch")
+        evaluate(model, unique, progress=progress, **kw)
 
 
 # --------------------------------------------------------------------------------- results
@@ -505,6 +558,8 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
         if isinstance(s, dict) and not captured_trace_path(s).exists():
             say(f"capturing trace {s} (once; cached in {captured_trace_path(s)})")
             trace_for(s, progress=progress)
+    if any(p.params.get("accuracy") for p in todo):
+        precompute_accuracy(todo, say, progress)
     if rows:
         _write_parquet(out, rows)
     from tqdm import tqdm

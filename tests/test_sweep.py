@@ -160,3 +160,30 @@ def test_plot_command_writes_png(tmp_path, dev):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_accuracy_columns_run_in_one_batch_before_the_points(tmp_path, dev, monkeypatch):
+    from simulator import accuracy
+
+    monkeypatch.setattr(accuracy, "results_dir", lambda: tmp_path / "accuracy")  # a fresh result cache
+    body = {"name": "acc", "trace": {"model": "smollm2-135m", "tokens": 40},
+            "base": {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "warmup": 4, "calib_tokens": 8,
+                     "accuracy": True, "accuracy_tokens": 24},
+            "grid": {"gamma": [0.2, 1.0]}}
+    calls = []
+    real_eval = accuracy.evaluate
+
+    def counting(model, configs, **kw):
+        calls.append((len(configs) if isinstance(configs, list) else 1, kw.get("tokens")))
+        return real_eval(model, configs, **kw)
+
+    monkeypatch.setattr(accuracy, "evaluate", counting)
+    exp = sweep.load_experiment(write_exp(tmp_path, body))
+    df = pd.read_parquet(sweep.run_sweep(exp, tmp_path / "out", progress=False))
+    assert calls[0] == (2, 24)                      # both configurations in one batched run
+    for col in ("m.perplexity", "m.kl_to_dense", "m.top1_agreement", "m.closed_loop_hit_rate"):
+        assert df[col].notna().all(), col
+    assert (df["m.perplexity"] > 1).all() and df["m.dense_perplexity"].nunique() == 1
+    row = df.set_index("p.gamma")
+    assert row.loc[0.2, "m.closed_loop_hit_rate"] > row.loc[1.0, "m.closed_loop_hit_rate"]
