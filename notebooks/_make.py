@@ -107,8 +107,7 @@ def log_tokens_axis(axes):
 
 
 def render(fig):
-    """Show a figure once, whatever the backend: simulator.plots switches to Agg when it does not recognise the
-    inline backend (matplotlib >= 3.9 reports it as "inline"), and Agg figures are not shown by themselves."""
+    """Show a figure once and close it (no second copy from the inline backend at the end of the cell)."""
     display(fig)
     plt.close(fig)
 
@@ -162,7 +161,7 @@ GAMMA_FULL = '''EXPERIMENT = {
     "name": "gamma_tradeoff",
     "description": "experiments/gamma.yaml on two phones: DIP-CA gamma x DRAM budget, keep 0.5, LRU",
     "trace": {"model": "smollm2-135m", "tokens": 1024},
-    "base": {"masking": "dip-ca", "keep": 0.5, "cache": "lru"},
+    "base": {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "accuracy": True, "accuracy_tokens": 256},
     "grid": {"gamma": [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0],
              "dram_fraction": [0.25, 0.5, 0.75],
              "device": ["phone-12gb-ufs40", "phone-old-ufs31"]},
@@ -172,7 +171,8 @@ GAMMA_SMALL = '''EXPERIMENT = {
     "name": "gamma_tradeoff",
     "description": "tiny: three gammas, half the MLP cached, two phones, 128 tokens",
     "trace": {"model": "smollm2-135m", "tokens": 128},
-    "base": {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "dram_fraction": 0.5, "warmup": 8},
+    "base": {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "dram_fraction": 0.5, "warmup": 8,
+             "calib_tokens": 16, "accuracy": True, "accuracy_tokens": 24},
     "grid": {"gamma": [0.0, 0.5, 1.0], "device": ["phone-12gb-ufs40", "phone-old-ufs31"]},
 }'''
 
@@ -196,9 +196,7 @@ GAMMA_PARETO_MD = """## Speed against accuracy proxy, on two devices
 
 Without an accuracy measurement γ itself is the proxy: the higher γ, the closer the masks are to plain
 DIP's. Each point is one (γ, DRAM budget); the line joins the points that no other point of the same
-device beats on both tokens/s and γ (labels: γ / DRAM fraction). `plots.pareto` treats every axis but
-keep and top-1 agreement as lower-is-better, so this plot calls `plots.pareto_front` with
-`minimize_y=False` directly."""
+device beats on both tokens/s and γ (labels: γ / DRAM fraction); the measured accuracy follows below."""
 
 GAMMA_PARETO = '''if "p.device" in df.columns and "m.tokens_per_s" in df.columns:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -223,14 +221,17 @@ else:
 
 GAMMA_ACC_MD = """## Accuracy
 
-**Perplexity against tokens/s** — only when the results carry `m.perplexity`. Sweep points get it when
-their parameters include `accuracy: true` (the model then runs in the loop with the masks and the cache:
-`simulator/accuracy.py`). This sweep does not ask for it by default; add `"accuracy": True` to the
-experiment's `base` (or point `RESULTS` at a sweep that has it) to fill this cell."""
+**Perplexity against tokens/s, on both devices.** The sweep's points carry `accuracy: true`, so every
+(γ, DRAM budget) configuration also ran inside the real model (`simulator/accuracy.py`: the same masking
+and cache objects in the forward pass, token by token, all configurations batched in one pass, over the
+first `accuracy_tokens` tokens). Perplexity does not depend on the device; tokens/s does, so each device
+has its own front. A results directory without `m.perplexity` skips this cell."""
 
 GAMMA_ACC = '''if "m.perplexity" in df.columns and df["m.perplexity"].notna().any():
     acc = df[df["m.perplexity"].notna()]
     fig, ax = plots.pareto(acc, x="m.tokens_per_s", y="m.perplexity", by="p.device", label="p.gamma")
+    logx(ax)
+    ax.set_yscale("log")
     render(fig)
     display(show(acc, ["p.device", "p.dram_fraction", "p.gamma", "m.perplexity", "m.kl_to_dense", "m.top1_agreement",
                        "m.tokens_per_s"], sort=["p.device", "p.dram_fraction", "p.gamma"]))
@@ -351,94 +352,89 @@ print(f"masking {pol}")
 r.style.format("{:.2f}")'''
 
 
-PROSE = {}  # what the full-size runs showed (numbers quoted from the runs of 2026-11-27, see the text)
+PROSE = {}  # what the full-size runs showed (numbers quoted from the runs of 2026-11-28, see the text)
 PROSE["gamma_tradeoff"] = """## What this shows
 
 **γ trades mask accuracy for DRAM hits.** Lowering γ makes DIP-CA prefer columns that are already in the
-DRAM cache, so the hit rate rises, flash bytes per token fall and tokens/s rises; the price is masks
-further from plain DIP's (γ = 1), which only an `accuracy: true` sweep measures (cell below). What γ can
-buy depends on the budget: when the cache holds less than the kept fraction (budget < keep), even γ = 0
-has to read the rest from flash and γ changes little; when it can hold the kept set, a small γ removes
-most flash reads. The plots above come from whichever sweep this notebook ran or read (the tiny `SMALL`
-one shows the same directions with fewer points); the numbers below are from the full-size run
-(SmolLM2-135M, 1024 tokens of the default corpus, keep 0.5, LRU; 42 points in 140–160 s with 2 worker
-processes on a shared 2-vCPU Intel Xeon @ 2.5 GHz, two runs, the first including the one-time trace capture):
+DRAM cache: the hit rate rises, flash bytes per token fall and tokens/s rises, while the masks move away
+from plain DIP's (γ = 1) and perplexity rises (cell below). What γ can buy depends on the budget: when the
+cache holds less than the kept fraction (budget < keep) even γ = 0 reads the rest from flash and γ changes
+little; when it can hold the kept set, a small γ removes most flash reads. The plots come from whichever
+sweep this notebook ran or read (the tiny `SMALL` one shows the same directions with fewer points); the
+numbers here are from the full-size run (SmolLM2-135M, 1024 tokens of the default corpus, keep 0.5, LRU,
+accuracy over the first 256 tokens; 42 points in 248 s with 2 worker processes on the shared 2-vCPU
+development machine, the closed-loop accuracy of all 21 configurations in one batched pass included):
 
 * **Half the MLP cached, 12 GB UFS 4.0 phone:** plain DIP hits 55.4 % of the MLP bytes and reads
-  11.1 MB/token from flash → 25.1 tokens/s. γ = 0.2 raises the hit rate to 81.4 % (4.6 MB/token) →
-  51.2 tokens/s (2.0×); γ = 0.1 → 88.1 %, 65.7 tokens/s. γ = 0 never misses (with keep 0.5 it just
-  uses the cached half of the MLP) and runs at 763 tokens/s, DRAM-bound — the least accurate end.
-* **A quarter cached:** γ hardly matters: 15.8 → 17.4 tokens/s from γ = 1 to γ = 0 (hit rate 27.6 % →
-  50 %; at most half of the kept columns can be resident).
-* **Three quarters cached:** γ = 0.2 already hits 98.6 % → 152.7 tokens/s against 49.0 for plain DIP
-  (3.1×); γ = 0.1 → 310.6 tokens/s.
-* **The older phone (UFS 3.1, LPDDR4X)** has the same hit rates and flash bytes (same trace and cache;
-  the access log does not depend on the device) but less speed: with half cached 17.9 tokens/s for DIP,
-  29.4 at γ = 0.2 (1.6×), 438 at γ = 0; with three quarters 27.7 → 91.2 at γ = 0.2.
-* **Pareto plot:** each device's front is made of its largest budget's points (DRAM is the third axis:
-  more cache is always faster). Along it tokens/s grows fastest as γ approaches 0 (12 GB phone,
-  three quarters cached: 49, 71, 153, 311 tokens/s at γ = 1, 0.5, 0.2, 0.1) — exactly where the masks
-  move furthest from DIP's, so the choice of γ needs the accuracy side.
-* **The paper's analytic model** (`analytic_tokens_per_s` in the table) is about 10× more optimistic
-  whenever flash is read (503.6 vs 51.2 tokens/s at γ = 0.2, half cached, 12 GB phone; 193.7 vs 15.8
-  for DIP with a quarter cached): it charges the missed bytes at the flash's sequential bandwidth. The
-  two agree only when nothing comes from flash (γ = 0 with half or more cached: 768 vs 763).
-  `hardware_comparison.ipynb` takes this gap apart."""
+  11.1 MB/token from flash → 26.2 tokens/s at perplexity 25.8. γ = 0.5: 68.2 %, 38.0 tokens/s, perplexity
+  30.9; γ = 0.2: 81.4 %, 56.8 tokens/s, perplexity 92.6; γ = 0 never misses, runs DRAM-bound at 763 tokens/s
+  and the model collapses (perplexity 2·10⁵: with keep 0.5 the cache holds exactly the kept set, so the
+  masks freeze).
+* **A quarter cached:** γ hardly moves speed (16.8 → 18.0 tokens/s from γ = 1 to γ = 0) but still costs
+  accuracy (perplexity 25.8 → 58.9).
+* **Three quarters cached:** plain DIP already hits 78.7 % (55.6 tokens/s); γ = 0.5 → 89.3 %, 79.6 tokens/s at
+  perplexity 30.9; γ = 0.2 → 98.6 %, 158 tokens/s at 131.
+* **The older phone** (UFS 3.1, LPDDR4X) has the same hit rates, flash bytes and perplexities (the access
+  log does not depend on the device) but less speed: half cached, 18.8 tokens/s for DIP, 31.9 at γ = 0.2.
+* **Perplexity against tokens/s** (last plot): each device's front is made of the largest budget's points
+  (more DRAM is always faster at equal γ); on SmolLM2 every step down from γ = 1 costs perplexity fast, so
+  the front is steep — a 135M-parameter model has little slack in its MLP (the DIP paper's < 0.1
+  perplexity loss is for Phi-3-Medium).
+* **The paper's analytic model** (`analytic_tokens_per_s`) is about 9× more optimistic whenever flash is
+  read (503.6 vs 56.8 tokens/s at γ = 0.2, half cached, 12 GB phone): it charges missed bytes at the flash's
+  sequential bandwidth. The two agree only when nothing comes from flash (768 vs 763).
+  `hardware_comparison.ipynb` takes that gap apart."""
 PROSE["sparsity_tradeoff"] = """## What this shows
 
 **Keep sets how many MLP columns a token reads; the cache serves part of them and flash the rest.** The
 per-token policies (dip, threshold) cut flash bytes about in proportion to keep, so tokens/s rises as
-keep falls, and their hit rate rises a little (the top columns recur from token to token). glu-prune
-prunes only W_down, a third of the MLP bytes, so it saves little. static keeps one fixed set: once that
-set fits in the cache (keep ≤ DRAM budget) it never touches flash and is by far the fastest — and the
-least adaptive (its accuracy is not measured here; keep is not accuracy). The plots above come from
-whichever sweep this notebook ran or read (the tiny `SMALL` one has the same shape with fewer points);
-the numbers below are from the full-size run (SmolLM2-135M, 1024 tokens, LRU holding half the MLP,
-12 GB UFS 4.0 phone; 36 points in 134–140 s with 2 worker processes on a shared 2-vCPU Intel Xeon
-@ 2.5 GHz, two runs):
+keep falls. glu-prune prunes only W_down, so W_up/W_gate stay dense — and, since no mask is needed for
+them, they are read ahead while the token runs. static keeps one fixed set: once that set fits in the
+cache (keep ≤ DRAM budget) it never touches flash. Keep is not accuracy (use `accuracy: true` sweeps for
+that). The plots come from whichever sweep this notebook ran or read; the numbers here are from the
+full-size run (SmolLM2-135M, 1024 tokens, LRU holding half the MLP, 12 GB UFS 4.0 phone; 36 points in
+70 s with 2 worker processes on the shared 2-vCPU development machine):
 
-* **keep 1.0** is dense for all four: 24.9 MB of flash per token (half of the 49.8 MB MLP), 10.2 tokens/s.
-* **dip:** keep 0.5 → 11.1 MB/token, hit rate 55.4 %, 25.1 tokens/s; keep 0.2 → 3.5 MB, 64.4 %,
-  62.9 tokens/s (6.2× dense). **threshold** tracks dip within about 5 % (26.0 and 66.3 tokens/s;
-  its calibrated thresholds keep slightly fewer bytes than the exact fraction).
-* **glu-prune:** 11.2 tokens/s at keep 0.5 and 13.9 at keep 0.2 — W_up/W_gate are always read in full.
-* **static:** 100 % hits for keep ≤ 0.5, 763–943 tokens/s (DRAM-bound); at keep 0.6 the set overflows
-  the cache and it drops to 36.7 tokens/s — still above dip's 21.1 at the same keep, because its misses
-  are a few large contiguous reads (130 requests of 62 KB per token against dip's 1,582 of 22.7 KB).
-* The paper's analytic model is 9–16× above the device model whenever flash is read (dip at keep 0.5:
-  284 vs 25.1 tokens/s; dense: 147 vs 10.2) and equal when nothing is (static at keep 0.2: 952 vs 943).
-* On the Pareto plot, read policies against each other only for speed at equal keep: the same keep
-  costs different accuracy under different policies (a fixed static set loses more than per-token DIP)."""
+* **keep 1.0** is dense for every policy: no mask to wait for, so the whole uncached half of the MLP
+  (24.9 MB) is read ahead as 90 requests of 277 KB at full queue depth → 136.9 tokens/s. That is why every
+  curve jumps at keep 1.0.
+* **dip:** keep 0.9 → 11.1 tokens/s (22.3 MB of flash per token in 1,131 dependent reads of 29 KB), keep 0.5 →
+  26.2 tokens/s (11.1 MB, 55.4 % hits), keep 0.2 → 69.4 tokens/s (3.5 MB, 64.4 % hits). **threshold** tracks
+  dip within about 5 % (27.8 and 72.6 tokens/s at keep 0.5 and 0.2).
+* **glu-prune:** 32.7 tokens/s at keep 0.5 and 79.5 at keep 0.2 — faster than dip at equal keep here,
+  because its dense half is prefetched and only W_down's 360-byte columns wait for a mask.
+* **static:** 100 % hits for keep ≤ 0.5 (763–943 tokens/s, DRAM-bound); past the budget it reads its
+  overflow as a few large prefetched requests (keep 0.6: 130 requests of 62 KB per token, 391 tokens/s).
+* **Against the sparse per-token policies, prefetched dense reading wins on this model** until keep drops
+  to about 0.2: SmolLM2's Q4_1 columns are 360 B (down) and 1.9 KB (up/gate), each miss costs a whole 4 KiB
+  page, and a layer's reads can start only when its mask is known. The paper's analytic model, which knows
+  none of this, is 8–15× above the device model for dip and threshold."""
 PROSE["hardware_comparison"] = """## What this shows
 
 **The same access log, timed on different hardware, and how far the paper's bytes/bandwidth model is from
 dipsim's device model.** Hit rates and flash bytes do not depend on the device (one trace, one cache);
-tokens/s does, and the analytic model (black marks) sits far above the bars on every real device profile
-because it ignores how flash is read. The plots above come from whichever sweep this notebook ran or read
-(the tiny `SMALL` one has two devices); the numbers below are from the full-size run (SmolLM2-135M,
-1024 tokens, keep 0.5, LRU holding half the MLP; 18 points in 71–87 s with 2 worker processes on a
-shared 2-vCPU Intel Xeon @ 2.5 GHz, two runs):
+tokens/s does. The plots come from whichever sweep this notebook ran or read (the tiny `SMALL` one has two
+devices); the numbers here are from the full-size run (SmolLM2-135M, 1024 tokens, keep 0.5, LRU holding
+half the MLP; 18 points in 31 s with 2 worker processes on the shared 2-vCPU development machine):
 
 * **DIP-CA (γ 0.2)** hits 81.4 % of the MLP bytes (4.6 MB/token from flash) on every device and runs at
-  51.2 tokens/s on both UFS 4.0 phones (8 and 12 GB are identical: SmolLM2-135M fits in either), 29.4 on
-  the old UFS 3.1 phone, 179.8 on the DDR5 + NVMe Gen4 laptop, 82.4 on the M2 and 178.8 on paper-a18.
-  That is 5.0×, 3.1×, 6.3×, 5.6× and 4.7× dense streaming with the same cache, and 1.6–2.3× plain DIP
-  (55.4 % hits, 11.1 MB/token).
-* **Analytic / device model for DIP-CA:** 9.8× on the UFS 4.0 phones (503.6 vs 51.2 tokens/s), 9.1× on
-  the old phone, 9.7× on the M2, 4.9× on the laptop and 1.01× on paper-a18 — the profile built from the
-  paper's own assumptions (60 GB/s DRAM, 1 GB/s flash, bytes/bandwidth only), where the two models agree
-  by construction. For dense streaming the gap is 14.4× on the UFS 4.0 phones.
-* **Where the gap comes from** in the device model: reads cover whole flash pages, so the 4.6 MB of
-  missed columns per token cost 20.3 MB of reads (11.1 MB → 33.7 MB for plain DIP); and the reads come as
-  ~1,800 requests of ~11 KB per token in 60 dependent batches (a layer's mask is known only when its input
-  is), each request served by one of the flash's parallel units, so the phone's UFS 4.0 delivers about
-  1.1 GB/s of its 4.2 GB/s sequential bandwidth. Dense streaming issues only 90 requests of 277 KB per
-  token, one or two per batch, and gets about 0.26 GB/s — which is why the old phone's dense speed (9.5
-  tokens/s) is almost the new one's (10.2): both profiles have 270 MB/s flash units; the newer one
-  just has twice as many (16), which only many requests in flight can use.
+  56.8 tokens/s on both UFS 4.0 phones (8 and 12 GB are identical: SmolLM2-135M fits in either), 31.9 on the
+  old UFS 3.1 phone, 182.5 on the DDR5 + NVMe Gen4 laptop, 84.6 on the M2 and 178.8 on paper-a18 — 1.7–2.3×
+  plain DIP (55.4 % hits, 11.1 MB/token).
+* **Dense with the same cache is faster still on every real device** (136.9 tokens/s on the UFS 4.0 phones,
+  74.8 on the old phone, 273.8 on the laptop, 219.4 on the M2): with no mask to wait for, its 24.9 MB of
+  misses are read ahead in 90 requests of 277 KB at full queue depth. Only on paper-a18, where flash is a
+  pure bandwidth, does DIP-CA win (178.8 vs 40.2 tokens/s), as in the paper.
+* **Analytic / device model for DIP-CA:** 8.9× on the UFS 4.0 phones (503.6 vs 56.8 tokens/s), 8.3× on the
+  old phone, 9.5× on the M2, 4.8× on the laptop, 1.01× on paper-a18 (built from the paper's own assumptions,
+  where the two models agree by construction); for dense reading they agree within 10 %.
+* **Where the gap comes from:** reads cover whole 4 KiB pages, so DIP-CA's 4.6 MB of missed columns cost
+  20.3 MB of reads (plain DIP: 11.1 MB → 33.7 MB); and they come as ~1,800 requests of ~11 KB per token in
+  60 dependent batches (a layer's mask is known only when its input is), so the phone's UFS 4.0 spends
+  16.6 ms per token on them — about 1.2 GB/s of its 4.2 GB/s.
 
-The analytic model is therefore a ceiling on what page-aligned, queue-filling reads could reach, not a
-prediction for per-column sparse reads on a phone."""
+The analytic model is therefore a ceiling for large, queue-filling reads, not a prediction for per-column
+sparse reads of a small model on a phone."""
 
 
 def build() -> list[Path]:
