@@ -33,7 +33,8 @@ def main() -> None:
     cal = calibrate(a.file, prof, seconds=0.5, progress=False)
     fit = cal["fit"]
     print(f"machine: {os.cpu_count()} cores; calibration: latency {fit['latency'] * 1e6:.1f} us, unit bandwidth "
-          f"{fit['unit_bandwidth'] / 1e6:.0f} MB/s, {fit['units']} units, link {fit['link_bandwidth'] / 1e6:.0f} MB/s; "
+          f"{fit['unit_bandwidth'] / 1e6:.0f} MB/s, {fit['units']} units, link {fit['link_bandwidth'] / 1e6:.0f} MB/s, "
+          f"host {fit['host_overhead'] * 1e6:.1f} us/request; "
           f"fit median |error| {fit['median_abs_error']:.1%} (max {fit['max_abs_error']:.1%}) over 30 points")
     trace = trace_for({"model": "smollm2-135m", "tokens": 1024})
     configs = [

@@ -342,7 +342,8 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
         print(json.dumps({"profile": res["profile"], "fit": fit, "points": res["points"]}, indent=2))
         return 0
     print(f"fitted: latency {fit['latency'] * 1e6:.1f} us, unit bandwidth {fit['unit_bandwidth'] / 1e6:.0f} MB/s, "
-          f"{fit['units']} units, link {fit['link_bandwidth'] / 1e6:.0f} MB/s; model vs measured: median |error| "
+          f"{fit['units']} units, link {fit['link_bandwidth'] / 1e6:.0f} MB/s, host {fit['host_overhead'] * 1e6:.1f} us "
+          f"per request; model vs measured: median |error| "
           f"{fit['median_abs_error']:.1%}, max {fit['max_abs_error']:.1%}")
     print(f"wrote {res['profile']} (use it as --profile {res['profile']})")
     return 0

@@ -8,6 +8,8 @@ parameters to the measured throughput:
 * ``latency`` and ``unit_bandwidth`` from queue depth 1, where a request costs
   ``latency + size / unit_bandwidth`` (least squares on the per-request time);
 * ``link_bandwidth`` from the highest throughput measured;
+* ``host_overhead``, the host's serial time to submit a request (driver, system call, here also
+  Python's), and all of the above refined jointly over every point;
 * ``units`` by search: the count that best predicts every (size, queue depth) point (log error).
 
 ``validate`` replays a real configuration's miss stream, lays the MLP weights out in a file of the
@@ -155,9 +157,10 @@ def _nelder_mead(f, x0: np.ndarray, step: float = 0.5, iters: int = 400) -> tupl
 def fit_flash(points: list[dict[str, float]], max_units: int = 32) -> dict[str, float]:
     """Flash model parameters that best reproduce measured (size, depth) throughputs.
 
-    For every unit count 1..max_units, latency, unit bandwidth and link bandwidth are fitted
-    (Nelder-Mead on their logarithms) to minimise the mean squared log error of the predicted
-    throughput over all points; the best unit count wins. Queue depth 1 gives the start values.
+    For every unit count 1..max_units, latency, unit bandwidth, link bandwidth and the host's
+    per-request submission time are fitted (Nelder-Mead on their logarithms) to minimise the mean
+    squared log error of the predicted throughput (``FlashModel.bandwidth``) over all points; the
+    best unit count wins. Queue depth 1 gives the start values.
     """
     qd1 = [p for p in points if p["depth"] == 1]
     if len(qd1) < 2:
@@ -168,12 +171,14 @@ def fit_flash(points: list[dict[str, float]], max_units: int = 32) -> dict[str, 
     s1 = np.array([p["size"] for p in qd1], dtype=float)
     t1 = np.array([1.0 / p["iops"] for p in qd1])
     (lat0, inv0), *_ = np.linalg.lstsq(np.stack([np.ones_like(s1), s1], 1), t1, rcond=None)
-    x0 = np.log([max(float(lat0), 5e-6), 1.0 / max(float(inv0), 1e-10), max(p["bandwidth"] for p in points)])
+    x0 = np.log([max(float(lat0), 5e-6), 1.0 / max(float(inv0), 1e-10), max(p["bandwidth"] for p in points),
+                 max(float(lat0), 5e-6) / 10])
 
     def model_bw(x, units):
-        lat, ub, lb = np.exp(x)
+        lat, ub, lb, h = np.exp(x)
         P = np.minimum(units, depth)
-        rate = np.minimum(P / (lat + size / ub), lb / size)
+        u = lat + size / ub
+        rate = np.minimum(np.minimum(P / u, lb / size), np.minimum(1.0 / h, depth / (h + u)))
         return np.log(rate * size)
 
     best = None
@@ -182,10 +187,10 @@ def fit_flash(points: list[dict[str, float]], max_units: int = 32) -> dict[str, 
         if best is None or score < best[0] - 1e-12:
             best = (score, units, x)
     score, units, x = best
-    lat, ub, lb = (float(v) for v in np.exp(x))
+    lat, ub, lb, h = (float(v) for v in np.exp(x))
     errs = np.exp(model_bw(x, units) - meas) - 1
     return {"latency": lat, "unit_bandwidth": ub, "units": units, "queue_depth": int(depth.max()),
-            "link_bandwidth": lb, "rms_log_error": math.sqrt(score),
+            "link_bandwidth": lb, "host_overhead": h, "rms_log_error": math.sqrt(score),
             "median_abs_error": float(np.median(np.abs(errs))), "max_abs_error": float(np.max(np.abs(errs)))}
 
 
@@ -193,7 +198,8 @@ def _model_bw(fit: dict[str, float], p: dict[str, float]) -> float:
     from .devices.flash import FlashModel
 
     fm = FlashModel(latency=fit["latency"], unit_bandwidth=fit["unit_bandwidth"], units=fit["units"],
-                    queue_depth=fit["queue_depth"], link_bandwidth=fit["link_bandwidth"])
+                    queue_depth=fit["queue_depth"], link_bandwidth=fit["link_bandwidth"],
+                    host_overhead=fit["host_overhead"])
     return fm.bandwidth(p["size"], p["depth"])
 
 
@@ -242,6 +248,7 @@ def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 
             "units": int(fit["units"]),
             "queue_depth": int(fit["queue_depth"]),
             "link_bandwidth": f"{fit['link_bandwidth'] / 1e6:.2f} MB/s",
+            "host_overhead": f"{fit['host_overhead'] * 1e6:.3f} us",
             "page_bytes": "4 KiB",
             "max_request_bytes": f"{max(sizes) // KiB} KiB",
         },

@@ -133,7 +133,7 @@ def device_models(device: Any) -> Models:
 
 # ----------------------------------------------------------------------------- flash batches
 @_njit
-def _stage_times(stage_of, size, seq, n_stages, latency, penalty, unit_bw, link_bw, P):
+def _stage_times(stage_of, size, seq, n_stages, latency, penalty, unit_bw, link_bw, P, host, Q):
     """Batch time of every stage (requests grouped by stage, in issue order): the model of
     ``devices.flash.FlashModel.schedule`` evaluated for many batches in one compiled loop."""
     out = np.zeros(n_stages)
@@ -149,7 +149,7 @@ def _stage_times(stage_of, size, seq, n_stages, latency, penalty, unit_bw, link_
         for r in range(j - i):
             t[r] = latency + size[i + r] / unit_bw + (0.0 if seq[i + r] else penalty)
             x[r] = size[i + r] / link_bw
-        out[s_id] = link_done_last(unit_done_times(t, min(P, j - i)), x)
+        out[s_id] = link_done_last(unit_done_times(t, min(P, j - i), host, Q), x)
         i = j
     return out
 
@@ -274,7 +274,8 @@ def simulate(log: AccessLog, device: Any, *, layout: dict[str, Any] | Layout | N
         if len(req.sizes):
             prev_end = int(req.offsets[-1] + req.sizes[-1])
         n_st = (t1 - t0) * L * 2
-        kernel = (float(fl.latency), float(fl.random_penalty), float(fl.unit_bandwidth), float(fl.link_bandwidth), P)
+        kernel = (float(fl.latency), float(fl.random_penalty), float(fl.unit_bandwidth), float(fl.link_bandwidth), P,
+                  float(fl.host_overhead), int(min(fl.queue_depth, 1 << 30)))
         stage_time[t0:t1] = _stage_times(req.segments, req.sizes.astype(np.float64), seq, n_st,
                                          *kernel).reshape(t1 - t0, L, 2)
         tok_of = req.segments // (2 * L)

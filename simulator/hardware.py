@@ -34,6 +34,7 @@ Flash part (``hardware_profiles/flash/<name>.yaml``)::
     page_bytes: 4 KiB
     max_request_bytes: 512 KiB
     random_penalty: 0 us                  # optional, default 0
+    host_overhead: 0 us                   # optional, default 0: host submission time per request
     read_energy_per_byte: 0.42 nJ/B       # optional
     cited:                                # figures the part must reproduce (tests check 15%)
       source: "..."
@@ -213,6 +214,8 @@ FLASH_FIELDS: dict[str, Field] = {
     "max_request_bytes": Field("size", inf_ok=True, integer=True, help="longer reads are split"),
     "random_penalty": Field("time", required=False, default=0.0, zero_ok=True,
                             help="extra latency of a request that does not continue the previous one"),
+    "host_overhead": Field("time", required=False, default=0.0, zero_ok=True,
+                           help="host time to submit one request (driver, syscall), serial over requests"),
     "read_energy_per_byte": Field("energy", required=False, zero_ok=True, help="J per byte read"),
 }
 DRAM_FIELDS: dict[str, Field] = {
@@ -265,6 +268,7 @@ class FlashSpec:
     page_bytes: int
     max_request_bytes: float
     random_penalty: float = 0.0
+    host_overhead: float = 0.0
     read_energy_per_byte: float | None = None
     cited: tuple[CitedFigure, ...] = ()
     description: str = ""

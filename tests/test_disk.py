@@ -17,7 +17,8 @@ from expected_replay import TRACE
 
 
 def test_fit_recovers_known_parameters():
-    truth = FlashModel(latency=80e-6, unit_bandwidth=400e6, units=6, queue_depth=32, link_bandwidth=1.5e9)
+    truth = FlashModel(latency=80e-6, unit_bandwidth=400e6, units=6, queue_depth=32, link_bandwidth=1.5e9,
+                       host_overhead=12e-6)
     points = []
     for size in disk.DEFAULT_SIZES:
         for d in disk.DEFAULT_DEPTHS:
@@ -28,6 +29,7 @@ def test_fit_recovers_known_parameters():
     assert fit["latency"] == pytest.approx(80e-6, rel=1e-3)
     assert fit["unit_bandwidth"] == pytest.approx(400e6, rel=1e-3)
     assert fit["link_bandwidth"] == pytest.approx(1.5e9, rel=1e-3)  # binding at large requests
+    assert fit["host_overhead"] == pytest.approx(12e-6, rel=1e-2)
     assert fit["max_abs_error"] < 1e-3
 
 

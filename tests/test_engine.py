@@ -107,18 +107,32 @@ def test_reordering_clusters_columns_that_miss_together(small, reorder):
 
 
 @given(sizes=st.lists(st.integers(1, 1 << 20), min_size=1, max_size=60), units=st.integers(1, 40),
-       seq_bits=st.integers(0, 2**60), penalty=st.sampled_from([0.0, 20e-6]))
+       qd=st.integers(1, 64), seq_bits=st.integers(0, 2**60), penalty=st.sampled_from([0.0, 20e-6]),
+       host=st.sampled_from([0.0, 8e-6, 60e-6]))
 @settings(max_examples=150)
-def test_stage_kernel_equals_flash_model(sizes, units, seq_bits, penalty):
-    fm = FlashModel(latency=50e-6, unit_bandwidth=250e6, units=units, queue_depth=32, link_bandwidth=4e9,
-                    random_penalty=penalty)
+def test_stage_kernel_equals_flash_model(sizes, units, qd, seq_bits, penalty, host):
+    fm = FlashModel(latency=50e-6, unit_bandwidth=250e6, units=units, queue_depth=qd, link_bandwidth=4e9,
+                    random_penalty=penalty, host_overhead=host)
     s = np.array(sizes, dtype=float)
     seq = np.array([(seq_bits >> i) & 1 for i in range(len(s))], dtype=bool)
     stage = np.zeros(len(s), dtype=np.int64)
     got = engine._stage_times(stage, s, seq, 1, fm.latency, fm.random_penalty, fm.unit_bandwidth,
-                              fm.link_bandwidth, int(fm.parallelism()))[0]
+                              fm.link_bandwidth, int(fm.parallelism()), fm.host_overhead, qd)[0]
     assert got == pytest.approx(fm.batch_time(s, seq), rel=1e-12)
     assert got == pytest.approx(fm.fine_time(s, seq), rel=0.02)
+
+
+def test_host_overhead_serialises_submission_and_queue_depth_one_is_serial():
+    fm = FlashModel(latency=40e-6, unit_bandwidth=1e9, units=8, queue_depth=1, link_bandwidth=1e12, host_overhead=10e-6)
+    s = np.full(5, 4096.0)
+    u = 40e-6 + 4096 / 1e9
+    assert fm.batch_time(s) == pytest.approx(5 * (10e-6 + u) + 4096 / 1e12)  # one outstanding: serial (link overlaps)
+    assert fm.iops(4096) == pytest.approx(1 / (10e-6 + u))
+    deep = FlashModel(latency=40e-6, unit_bandwidth=1e9, units=8, queue_depth=32, link_bandwidth=1e12,
+                      host_overhead=10e-6)
+    assert deep.iops(4096) == pytest.approx(1e5)                                  # host-bound: 1 / h
+    n = 400
+    assert n / deep.batch_time(np.full(n, 4096.0)) == pytest.approx(1e5, rel=0.02)
 
 
 def test_engine_equals_analytic_model_without_latency_queueing_or_compute(tmp_path, log):

@@ -11,12 +11,17 @@ The model (the engine depends on it exactly as written here)::
                  max_request_bytes    longer runs are split into requests of at most this size
                  random_penalty R     extra latency of a request that does not start where the
                                       previous one ended (default 0)
+                 host_overhead h      host time to submit one request (driver, syscall), spent
+                                      one request after another (default 0)
 
     a batch of n requests, sizes s_i (already page-rounded), in issue order:
         P = min(U, Q)                                   effective parallelism
+        host        the host submits requests one by one, h each, while fewer than Q are
+                    outstanding (a slot frees when a request leaves its unit); h = 0 and Q large
+                    leave only the units and the link
         unit time   t_i = L (+ R unless sequential) + s_i / ub
         units       work-conserving, FIFO: request i starts on the unit that frees first (ties:
-                    the lowest unit) once the requests before it have started
+                    the lowest unit), once submitted and once the requests before it have started
         arrival     a_i = completion of i on its unit
         link        one FIFO server, x_i = s_i / lb, served in order of a (ties: issue order)
                     d_i = max(d_{i-1}, a_i) + x_i
@@ -29,13 +34,14 @@ mixed sizes, a unit that finishes a short request takes the next one, as a devic
 ``np.maximum.accumulate`` for the link; ``fine_time`` runs every request as its own SimPy process
 over a P-slot unit resource and one link resource, as a check on the batch formula.
 ``iops``/``bandwidth`` give the steady state of a long stream of equal requests:
-``min(P / (L + s/ub), lb / s)`` requests/s.
+``min(P / (L + s/ub), lb / s, 1 / h, Q / (h + L + s/ub))`` requests/s.
 
 Sizes passed to the timing functions are bytes per request as issued (the layout step rounds them
 to pages with :func:`page_round` / :func:`extents_to_requests`); the timing functions do not round.
 """
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -56,22 +62,33 @@ except ImportError:  # pragma: no cover
 
 
 @_njit
-def unit_done_times(t, P):
-    """Completion time of each request on the units: FIFO, each to the unit that frees first."""
+def unit_done_times(t, P, h=0.0, Q=1 << 30):
+    """Completion time of each request on the units. The host submits requests one by one, ``h``
+    seconds each, while fewer than ``Q`` are outstanding (a slot frees when a request leaves its
+    unit); a submitted request starts, FIFO, on the unit that frees first."""
     n = t.shape[0]
     done = np.empty(n)
-    if P >= n:
+    if h == 0.0 and P >= n:
         for i in range(n):
             done[i] = t[i]
         return done
+    P = min(P, n)
     clock = np.zeros(P)
+    slots = [0.0]
+    slots.pop()
+    host_free = 0.0
     for i in range(n):
+        submit = host_free
+        if len(slots) >= Q:
+            submit = max(submit, heapq.heappop(slots))
+        host_free = submit + h
         u = 0
         for k in range(1, P):
             if clock[k] < clock[u]:
                 u = k
-        clock[u] += t[i]
+        clock[u] = max(clock[u], host_free) + t[i]
         done[i] = clock[u]
+        heapq.heappush(slots, done[i])
     return done
 
 
@@ -230,6 +247,12 @@ def size_histogram(sizes) -> dict[int, int]:
     return dict(sorted(out.items()))
 
 
+def _slots(device_qd: float, queue_depth: float | None) -> int:
+    """Outstanding-request slots as an int for the kernels (unbounded -> a large number)."""
+    q = min(device_qd, INF if queue_depth is None else queue_depth)
+    return int(min(q, 1 << 30))
+
+
 # --------------------------------------------------------------------------- the model
 def _check(name: str, value: Any, *, zero_ok: bool = False, inf_ok: bool = False, integer: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -260,6 +283,7 @@ class FlashModel:
     page_bytes: float = 1
     max_request_bytes: float = INF
     random_penalty: float = 0.0
+    host_overhead: float = 0.0
     name: str = ""
 
     def __post_init__(self):
@@ -272,6 +296,7 @@ class FlashModel:
         set_(self, "page_bytes", _check("page_bytes", self.page_bytes, integer=True))
         set_(self, "max_request_bytes", _check("max_request_bytes", self.max_request_bytes, inf_ok=True, integer=True))
         set_(self, "random_penalty", _check("random_penalty", self.random_penalty, zero_ok=True))
+        set_(self, "host_overhead", _check("host_overhead", self.host_overhead, zero_ok=True))
         if self.max_request_bytes < self.page_bytes:
             raise DipsimError(f"flash model: max_request_bytes ({self.max_request_bytes:g}) must be >= page_bytes "
                               f"({self.page_bytes:g})")
@@ -285,6 +310,7 @@ class FlashModel:
         return cls(latency=spec.latency, unit_bandwidth=spec.unit_bandwidth, units=spec.units,
                    queue_depth=spec.queue_depth, link_bandwidth=spec.link_bandwidth, page_bytes=spec.page_bytes,
                    max_request_bytes=spec.max_request_bytes, random_penalty=getattr(spec, "random_penalty", 0.0),
+                   host_overhead=getattr(spec, "host_overhead", 0.0),
                    name=getattr(spec, "name", ""))
 
     # ------------------------------------------------------------------ helpers
@@ -330,7 +356,7 @@ class FlashModel:
             z = np.zeros(0)
             return z, z.copy()
         P = self.parallelism(queue_depth)
-        unit_done = unit_done_times(t, int(min(P, n)))
+        unit_done = unit_done_times(t, int(min(P, n)), float(self.host_overhead), _slots(self.queue_depth, queue_depth))
         order = np.argsort(unit_done, kind="stable")
         a = unit_done[order]
         xs = x[order]
@@ -356,12 +382,21 @@ class FlashModel:
         P = self.parallelism(queue_depth)
         units = simpy.Resource(env, capacity=max(int(min(P, n)), 1))  # FIFO: the first free unit
         link = simpy.Resource(env, capacity=1)
+        slots = simpy.Resource(env, capacity=max(min(_slots(self.queue_depth, queue_depth), n), 1))
+        host = simpy.Resource(env, capacity=1)
         t0 = env.now
+        h = float(self.host_overhead)
 
         def one(i: int):
-            with units.request() as r:
-                yield r
-                yield env.timeout(float(t[i]))
+            with slots.request() as q:                  # at most Q requests outstanding
+                yield q
+                if h:
+                    with host.request() as hr:          # submitted by the host, one by one
+                        yield hr
+                        yield env.timeout(h)
+                with units.request() as r:
+                    yield r
+                    yield env.timeout(float(t[i]))
             with link.request() as r:
                 yield r
                 yield env.timeout(float(x[i]))
@@ -386,37 +421,46 @@ class FlashModel:
 
     # ------------------------------------------------------------------ closed forms
     def unloaded_latency(self, size: float, sequential: bool = False) -> float:
-        """One request on an idle device: latency (+ random_penalty) + size/unit_bw + size/link_bw."""
+        """One request on an idle device: host_overhead + latency (+ random_penalty) + size/unit_bw + size/link_bw."""
         size = _check("size", size, zero_ok=True)
         if size > self.max_request_bytes:
             self._too_big(size)
         pen = 0.0 if sequential else self.random_penalty
-        return self.latency + pen + size / self.unit_bandwidth + size / self.link_bandwidth
+        return self.host_overhead + self.latency + pen + size / self.unit_bandwidth + size / self.link_bandwidth
 
     def iops(self, size: float, queue_depth: float | None = None, sequential: bool = False) -> float:
-        """Steady-state requests/s for a long stream of equal requests: min(P/u, 1/x).
+        """Steady-state requests/s for a long stream of equal requests: min(P/u, 1/x, 1/h, Q/(h+u)).
 
         u = latency (+ random_penalty unless ``sequential``) + size/unit_bandwidth, x = size/link_bandwidth,
-        P = min(units, queue_depth) (``queue_depth`` defaults to, and is capped by, the device's).
+        h = host_overhead, Q = the queue depth, P = min(units, Q) (``queue_depth`` defaults to, and is
+        capped by, the device's).
         """
         size = _check("size", size, zero_ok=True)
         if size > self.max_request_bytes:
             self._too_big(size)
         P = self.parallelism(queue_depth)
+        Q = min(self.queue_depth, INF if queue_depth is None else queue_depth)
         u = self.latency + (0.0 if sequential else self.random_penalty) + size / self.unit_bandwidth
         x = size / self.link_bandwidth
+        h = self.host_overhead
         unit_rate = INF if u == 0 else P / u
         link_rate = INF if x == 0 else 1.0 / x
-        return min(unit_rate, link_rate)
+        host_rate = INF if h == 0 else 1.0 / h
+        window_rate = INF if h + u == 0 else Q / (h + u)   # Q outstanding, each taking h + u
+        return min(unit_rate, link_rate, host_rate, window_rate)
 
     def bandwidth(self, size: float, queue_depth: float | None = None, sequential: bool = False) -> float:
-        """Steady-state bytes/s for a long stream of equal requests: ``iops * size`` = min(P s / u, link)."""
+        """Steady-state bytes/s for a long stream of equal requests: ``iops * size``."""
         size = _check("size", size, zero_ok=True)
         if size > self.max_request_bytes:
             self._too_big(size)
         if size == 0:
             return 0.0
         P = self.parallelism(queue_depth)
+        Q = min(self.queue_depth, INF if queue_depth is None else queue_depth)
         u = self.latency + (0.0 if sequential else self.random_penalty) + size / self.unit_bandwidth
-        units_rate = INF if u == 0 else P * size / u
-        return min(units_rate, self.link_bandwidth)
+        h = self.host_overhead
+        units = INF if u == 0 else P * size / u
+        host = INF if h == 0 else size / h
+        window = INF if h + u == 0 else Q * size / (h + u)
+        return min(units, self.link_bandwidth, host, window)
