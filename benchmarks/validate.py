@@ -22,6 +22,7 @@ def main() -> None:
                     help="data file on the disk to measure (not tmpfs)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=48)
+    ap.add_argument("--passes", type=int, default=5, help="calibration passes over the grid (median kept)")
     a = ap.parse_args()
 
     import traces
@@ -30,11 +31,11 @@ def main() -> None:
 
     work = Path(a.file).parent
     prof = work / "calibrated-disk.yaml"
-    cal = calibrate(a.file, prof, seconds=0.5, progress=False)
+    cal = calibrate(a.file, prof, passes=a.passes, progress=False)
     fit = cal["fit"]
     print(f"machine: {os.cpu_count()} cores; calibration: latency {fit['latency'] * 1e6:.1f} us, unit bandwidth "
           f"{fit['unit_bandwidth'] / 1e6:.0f} MB/s, {fit['units']} units, link {fit['link_bandwidth'] / 1e6:.0f} MB/s, "
-          f"host {fit['host_overhead'] * 1e6:.1f} us/request; "
+          f"host {fit['host_overhead'] * 1e6:.1f} us/request, I/O {cal['io']}; "
           f"fit median |error| {fit['median_abs_error']:.1%} (max {fit['max_abs_error']:.1%}) over 30 points")
     trace = trace_for({"model": "smollm2-135m", "tokens": 1024})
     configs = [

@@ -335,8 +335,8 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     from .disk import calibrate
 
     sizes = [_bytes_arg(x) for x in a.sizes.split(",")]
-    res = calibrate(a.file, a.out, size=a.size, sizes=sizes, depths=a.depths, seconds=a.seconds, name=a.name,
-                    progress=not a.quiet)
+    res = calibrate(a.file, a.out, size=a.size, sizes=sizes, depths=a.depths, seconds=a.seconds, passes=a.passes,
+                    name=a.name, progress=not a.quiet, io=a.io)
     fit = res["fit"]
     if a.format == "json":
         print(json.dumps({"profile": res["profile"], "fit": fit, "points": res["points"]}, indent=2))
@@ -359,12 +359,12 @@ def cmd_validate(a: argparse.Namespace) -> int:
     kw = replay_kwargs(a)
     kw.pop("tokens", None)
     res = validate(t, a.profile, file=a.file, rounds=a.rounds, tokens=a.tokens or 32, progress=not a.quiet,
-                   layout_opts={"reorder": a.reorder}, masking=a.masking, **kw)
+                   layout_opts={"reorder": a.reorder}, masking=a.masking, io=a.io, **kw)
     if a.format == "json":
         print(json.dumps(res, indent=2, default=_jsonable))
         return 0
     print(f"{res['tokens']} tokens x {res['rounds']} rounds, {res['requests_per_token']:.0f} requests per token, "
-          f"{res['parallelism']} parallel reads")
+          f"up to {res['parallelism']} reads outstanding ({res['io']})")
     print(f"  measured:  {res['measured_s_per_token'] * 1e3:.3f} ms/token flash")
     print(f"  simulated: {res['simulated_s_per_token'] * 1e3:.3f} ms/token flash")
     print(f"  median error per token: {res['median_error']:.1%} (signed {res['median_signed_error']:+.1%}); per round: "
@@ -520,7 +520,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=_bytes_arg, default=1 << 30, help="file size (default 1 GiB)")
     s.add_argument("--sizes", default="4KiB,16KiB,64KiB,256KiB,1MiB", help="request sizes (comma-separated)")
     s.add_argument("--depths", type=_int_list, default=[1, 2, 4, 8, 16, 32], help="queue depths (default 1,2,4,8,16,32)")
-    s.add_argument("--seconds", type=float, default=0.5, help="seconds per (size, depth) point (default 0.5)")
+    s.add_argument("--seconds", type=float, default=0.25, help="seconds per (size, depth) point and pass (default 0.25)")
+    s.add_argument("--passes", type=_positive_int, default=3,
+                   help="passes over the grid, in shuffled order; each point keeps its median pass (default 3)")
+    s.add_argument("--io", choices=["auto", "aio", "threads"], default="auto",
+                   help="how reads are issued: Linux native AIO (one thread, exact queue depth) or one thread per "
+                        "outstanding read (default auto: aio where available)")
     s.add_argument("--name", help="profile name (default: the file name of --out)")
     s.add_argument("--format", choices=["table", "json"], default="table")
     s.add_argument("-q", "--quiet", action="store_true")
@@ -534,6 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--file", required=True, help="data file on the storage the profile describes")
     s.add_argument("--rounds", type=_positive_int, default=3, help="interleaved measured/simulated rounds (default 3)")
     s.add_argument("--reorder", choices=["none", "frequency", "coactivation"], default="none")
+    s.add_argument("--io", choices=["auto", "aio", "threads"], default="auto",
+                   help="how reads are issued (use the same as for calibrate; default auto: aio where available)")
     _add_policy_args(s)
     s.add_argument("--format", choices=["table", "json"], default="table")
     s.add_argument("-q", "--quiet", action="store_true")

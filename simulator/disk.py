@@ -1,23 +1,26 @@
 """Calibrate the flash model on this machine's storage, and validate the engine against real reads.
 
-``calibrate`` reads a file with direct I/O (``O_DIRECT``: no page cache) at random page-aligned
-offsets, for request sizes 4 KiB - 1 MiB and queue depths 1 - 32 (a queue depth of Q = Q threads,
-each with one request outstanding; ``os.preadv`` releases the GIL), and fits the flash model's
-parameters to the measured throughput:
+Reads are direct (``O_DIRECT``: no page cache) and issued by a :class:`Host` that keeps exactly
+``Q`` requests outstanding, FIFO in issue order: Linux native AIO from one thread where available
+(:mod:`simulator._aio`; a few microseconds of host time per request), else ``Q`` threads each with
+one ``preadv`` outstanding. Python threads cost tens of microseconds per wake-up on a 2-core
+machine -- more than a 4 KiB read on a fast SSD -- and a thread per request made both the
+calibration and the validation measure the host rather than the disk.
 
-* ``latency`` and ``unit_bandwidth`` from queue depth 1, where a request costs
-  ``latency + size / unit_bandwidth`` (least squares on the per-request time);
-* ``link_bandwidth`` from the highest throughput measured;
-* ``host_overhead``, the host's serial time to submit a request (driver, system call, here also
-  Python's), and all of the above refined jointly over every point;
-* ``units`` by search: the count that best predicts every (size, queue depth) point (log error).
+``calibrate`` reads a file at random page-aligned offsets, request sizes 4 KiB - 1 MiB and queue
+depths 1 - 32, several passes over the grid in shuffled order keeping each point's median (a
+shared disk drifts by tens of percent within seconds), and fits the flash model's parameters
+(``latency``, ``unit_bandwidth``, ``link_bandwidth``, ``host_overhead`` -- the host's serial time
+per request -- and ``units``) to the measured throughputs: for every unit count, Nelder-Mead on the
+logarithms from several starts minimises the squared log error of ``FlashModel.bandwidth`` over
+all points; the best unit count wins.
 
 ``validate`` replays a real configuration's miss stream, lays the MLP weights out in a file of the
 same size (random bytes stand in for the weights), and for every stage issues its requests with
-direct reads exactly as the engine assumes: in issue order, ``P`` threads each taking the next
-request as soon as it is free, ``P`` = the profile's parallelism. It compares the
-measured flash time per token with the engine's, in interleaved rounds (these machines' disks are
-shared and noisy), and reports the median error and its spread over the rounds.
+direct reads exactly as the engine assumes: in issue order, at most the profile's queue depth
+outstanding, each slot refilled with the next request as soon as its read completes. It compares
+the measured flash time per token with the engine's, in interleaved rounds (these machines' disks
+are shared and noisy), and reports the median error and its spread over the rounds.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 DEFAULT_SIZES = (4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB)
 DEFAULT_DEPTHS = (1, 2, 4, 8, 16, 32)
 ALIGN = 4096
+MAX_LANES = 64          # threads validate may use to keep requests outstanding
 
 
 # ------------------------------------------------------------------------------- direct reads
@@ -99,25 +103,87 @@ class Reader:
         os.close(self.fd)
 
 
-def measure_point(reader: Reader, file_size: int, size: int, depth: int, seconds: float, seed: int) -> dict[str, float]:
-    """Random reads of ``size`` bytes from ``depth`` threads for about ``seconds``."""
-    stop = time.perf_counter() + seconds
-    counts = [0] * depth
+IO_BACKENDS = ("auto", "aio", "threads")
 
-    def worker(j: int) -> None:
-        rng = random.Random(seed * 1000 + j)
-        slots = (file_size - size) // ALIGN
-        n = 0
-        while time.perf_counter() < stop:
-            reader.read(rng.randrange(0, slots) * ALIGN, size)
-            n += 1
-        counts[j] = n
 
+class Host:
+    """Issues direct reads with ``depth`` requests outstanding, FIFO in issue order.
+
+    ``aio`` (Linux native AIO, :mod:`simulator._aio`): one thread submits and reaps, so the host cost
+    per request is a few microseconds and the queue depth is exact. ``threads``: ``depth`` threads,
+    each with one ``preadv`` outstanding (portable; waking a thread per request costs tens of
+    microseconds on a small machine, which the fitted ``host_overhead`` then absorbs). ``auto``
+    takes ``aio`` where it works.
+    """
+
+    def __init__(self, path: Path, max_request: int, depth: int, backend: str = "auto"):
+        if backend not in IO_BACKENDS:
+            raise DipsimError(f"--io must be one of {', '.join(IO_BACKENDS)}, got {backend!r}")
+        from . import _aio
+
+        why = None if backend == "threads" else _aio.available()
+        if backend == "aio" and why:
+            raise DipsimError(f"--io aio: {why}")
+        self.depth = int(depth)
+        self.reader = Reader(path, max_request)
+        self.kind = "aio" if backend != "threads" and why is None else "threads"
+        self.ctx = _aio.Context(self.depth, self.reader.fd, max_request) if self.kind == "aio" else None
+        self.pool = ThreadPoolExecutor(max(self.depth - 1, 1)) if self.kind == "threads" else None
+
+    def run(self, offsets, sizes, depth: int | None = None, until: float | None = None) -> int:
+        """Read every request in order with at most ``depth`` outstanding (no new request after the
+        ``time.perf_counter()`` value ``until``); returns how many were read."""
+        q = min(self.depth if depth is None else int(depth), self.depth)
+        if self.ctx is not None:
+            try:
+                return self.ctx.read_all(offsets, sizes, q, until)
+            except OSError as e:
+                raise DipsimError(f"direct read failed: {e.strerror or e}") from None
+        n = len(sizes)
+        if n == 0:
+            return 0
+        nxt = iter(range(n))
+        lock = threading.Lock()
+        counts = [0] * min(q, n)
+        clock = time.perf_counter
+
+        def lane(j: int) -> None:
+            while True:
+                if until is not None and clock() >= until:
+                    return
+                with lock:
+                    i = next(nxt, None)
+                if i is None:
+                    return
+                self.reader.read(int(offsets[i]), int(sizes[i]))
+                counts[j] += 1
+
+        futs = [self.pool.submit(lane, j) for j in range(1, len(counts))]
+        lane(0)
+        for f in futs:
+            f.result()
+        return sum(counts)
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            self.ctx.close()
+        if self.pool is not None:
+            self.pool.shutdown()
+        self.reader.close()
+
+
+def measure_point(host: Host, file_size: int, size: int, depth: int, seconds: float, seed: int) -> dict[str, float]:
+    """Random reads of ``size`` bytes, ``depth`` outstanding, for about ``seconds``."""
+    rng = np.random.default_rng(seed)
+    slots = (file_size - size) // ALIGN
+    chunk = 20_000
+    n = 0
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(depth) as ex:
-        list(ex.map(worker, range(depth)))
+    stop = t0 + seconds
+    while time.perf_counter() < stop:
+        offs = (rng.integers(0, slots, chunk) * ALIGN).tolist()
+        n += host.run(offs, [size] * chunk, depth, until=stop)
     dt = time.perf_counter() - t0
-    n = sum(counts)
     return {"size": size, "depth": depth, "requests": n, "seconds": dt, "iops": n / dt, "bandwidth": n * size / dt}
 
 
@@ -171,8 +237,10 @@ def fit_flash(points: list[dict[str, float]], max_units: int = 32) -> dict[str, 
     s1 = np.array([p["size"] for p in qd1], dtype=float)
     t1 = np.array([1.0 / p["iops"] for p in qd1])
     (lat0, inv0), *_ = np.linalg.lstsq(np.stack([np.ones_like(s1), s1], 1), t1, rcond=None)
-    x0 = np.log([max(float(lat0), 5e-6), 1.0 / max(float(inv0), 1e-10), max(p["bandwidth"] for p in points),
-                 max(float(lat0), 5e-6) / 10])
+    lat0 = max(float(lat0), 5e-6)
+    ub0, lb0 = 1.0 / max(float(inv0), 1e-10), max(p["bandwidth"] for p in points)
+    # several starts: the error surface has local minima (host-bound against unit-bound fits)
+    starts = [np.log([lat0 * a, ub0, lb0, lat0 * b]) for a in (1.0, 0.5) for b in (0.1, 0.5, 1.0)]
 
     def model_bw(x, units):
         lat, ub, lb, h = np.exp(x)
@@ -183,9 +251,10 @@ def fit_flash(points: list[dict[str, float]], max_units: int = 32) -> dict[str, 
 
     best = None
     for units in range(1, max_units + 1):
-        x, score = _nelder_mead(lambda x: float(np.mean((model_bw(x, units) - meas) ** 2)), x0)
-        if best is None or score < best[0] - 1e-12:
-            best = (score, units, x)
+        for x0 in starts:
+            x, score = _nelder_mead(lambda x: float(np.mean((model_bw(x, units) - meas) ** 2)), x0)
+            if best is None or score < best[0] - 1e-12:
+                best = (score, units, x)
     score, units, x = best
     lat, ub, lb, h = (float(v) for v in np.exp(x))
     errs = np.exp(model_bw(x, units) - meas) - 1
@@ -204,9 +273,15 @@ def _model_bw(fit: dict[str, float], p: dict[str, float]) -> float:
 
 
 def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 * GiB, sizes=DEFAULT_SIZES,
-              depths=DEFAULT_DEPTHS, seconds: float = 0.5, name: str | None = None, progress: bool = True,
-              dram: str = "ddr5-6400", compute: str | None = "laptop-gpu") -> dict[str, Any]:
-    """Measure, fit, and write a device profile whose flash part is this machine's storage."""
+              depths=DEFAULT_DEPTHS, seconds: float = 0.25, passes: int = 3, name: str | None = None,
+              progress: bool = True, dram: str = "ddr5-6400", compute: str | None = "laptop-gpu",
+              io: str = "auto") -> dict[str, Any]:
+    """Measure, fit, and write a device profile whose flash part is this machine's storage.
+
+    Every (size, depth) point is measured ``passes`` times for ``seconds`` each, the passes going
+    over the grid in a different random order, and the median pass is kept: a shared disk's
+    throughput drifts by tens of percent within seconds, and a single sweep over the grid would
+    bake one slow moment into one corner of the fit."""
     path = Path(file)
     if size < 64 * MiB:
         raise DipsimError(f"--size must be at least 64 MiB so that random reads leave the device's cache, got {size}")
@@ -215,24 +290,44 @@ def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 
         raise DipsimError(f"request sizes must be positive multiples of 4 KiB, got {bad[0]}")
     if any(d < 1 for d in depths):
         raise DipsimError(f"queue depths must be >= 1, got {list(depths)}")
+    if 1 not in depths or len(set(sizes)) < 2:
+        raise DipsimError(f"calibration needs queue depth 1 and two request sizes at least (the fit's latency and "
+                          f"bandwidth come from them), got sizes {list(sizes)} and depths {list(depths)}")
+    if passes < 1 or seconds <= 0:
+        raise DipsimError(f"--passes must be >= 1 and --seconds > 0, got {passes} and {seconds:g}")
     ensure_file(path, size, progress)
-    reader = Reader(path, max(sizes))
+    host = Host(path, max(sizes), max(depths), io)
     points = []
     try:
         grid = [(s, d) for s in sizes for d in depths]
-        for i, (s, d) in enumerate(grid):
-            p = measure_point(reader, size, s, d, seconds, seed=i)
+        runs: dict[tuple[int, int], list[dict[str, float]]] = {g: [] for g in grid}
+        order = random.Random(0)
+        for k in range(passes):
+            todo = list(grid)
+            if k:
+                order.shuffle(todo)
+            for i, (s, d) in enumerate(todo):
+                runs[(s, d)].append(measure_point(host, size, s, d, seconds, seed=k * len(grid) + i))
+                if progress:
+                    print(f"\r  pass {k + 1}/{passes}: {i + 1}/{len(grid)} points", end="", file=sys.stderr, flush=True)
+        if progress:
+            print(file=sys.stderr)
+        for g in grid:
+            rs = sorted(runs[g], key=lambda p: p["bandwidth"])
+            p = dict(rs[len(rs) // 2])
+            p["spread"] = (rs[-1]["bandwidth"] - rs[0]["bandwidth"]) / p["bandwidth"]
             points.append(p)
             if progress:
-                print(f"  {s // KiB:5d} KiB  QD{d:<3d} {p['iops']:10.0f} IOPS  {p['bandwidth'] / 1e6:8.1f} MB/s",
-                      file=sys.stderr, flush=True)
+                print(f"  {g[0] // KiB:5d} KiB  QD{g[1]:<3d} {p['iops']:10.0f} IOPS  {p['bandwidth'] / 1e6:8.1f} MB/s  "
+                      f"(spread over passes {p['spread']:.0%})", file=sys.stderr, flush=True)
     finally:
-        reader.close()
+        host.close()
     fit = fit_flash(points)
     prof_name = name or Path(out).stem
     src = (f"dipsim calibrate on {os.uname().nodename} at {time.strftime('%Y-%m-%d %H:%M')}: O_DIRECT random "
            f"reads of {path} ({size / GiB:.2f} GiB), sizes {', '.join(f'{s // KiB} KiB' for s in sizes)}, queue "
-           f"depths {', '.join(map(str, depths))}, {seconds:g} s each")
+           f"depths {', '.join(map(str, depths))}, {passes} passes of {seconds:g} s each, median pass; I/O: "
+           f"{host.kind}")
     doc = {
         "name": prof_name,
         "kind": "device",
@@ -267,7 +362,7 @@ def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 
     from .hardware import load_device
 
     load_device(out)  # the written profile must load
-    return {"profile": str(out), "fit": fit, "points": points}
+    return {"profile": str(out), "fit": fit, "points": points, "io": host.kind}
 
 
 # ------------------------------------------------------------------------------- validate
@@ -291,31 +386,8 @@ def stage_requests(log, layout, flash) -> list[list[tuple[np.ndarray, np.ndarray
     return out
 
 
-def _run_stage(reader: Reader, pool: ThreadPoolExecutor, P: int, offsets: np.ndarray, sizes: np.ndarray) -> None:
-    """Read a stage's requests as the flash model serves them: ``P`` lanes, each taking the next
-    request in issue order as soon as it is free."""
-    if len(sizes) == 0:
-        return
-    lanes = min(P, len(sizes))
-    nxt = iter(range(len(sizes)))
-    lock = threading.Lock()
-
-    def lane(j: int) -> None:
-        while True:
-            with lock:
-                i = next(nxt, None)
-            if i is None:
-                return
-            reader.read(int(offsets[i]), int(sizes[i]))
-
-    futs = [pool.submit(lane, j) for j in range(1, lanes)]
-    lane(0)
-    for f in futs:
-        f.result()
-
-
 def validate(trace, profile: str | os.PathLike, *, file: str | os.PathLike, rounds: int = 3, tokens: int = 32,
-             progress: bool = True, layout_opts: dict | None = None, **replay_kw) -> dict[str, Any]:
+             progress: bool = True, layout_opts: dict | None = None, io: str = "auto", **replay_kw) -> dict[str, Any]:
     """Measured vs simulated flash seconds per token for one configuration (see module docstring)."""
     from .engine import device_models, simulate
     from .layout import Layout
@@ -334,27 +406,26 @@ def validate(trace, profile: str | os.PathLike, *, file: str | os.PathLike, roun
     path = Path(file)
     size = -(-layout.total_bytes // ALIGN) * ALIGN + ALIGN
     ensure_file(path, size, progress)
-    P = int(min(fl.units, fl.queue_depth, 256))
-    reader = Reader(path, int(min(fl.max_request_bytes, 64 * MiB)))
+    P = int(min(fl.queue_depth, MAX_LANES))   # outstanding requests the engine allows (Q)
+    host = Host(path, int(min(fl.max_request_bytes, 64 * MiB)), P, io)
     sl = slice(log.warmup, None)
     measured_rounds, simulated_rounds = [], []
     try:
-        with ThreadPoolExecutor(max(P - 1, 1)) as pool:
-            for r in range(rounds):
-                res = simulate(log, models.spec, layout=layout)          # simulated, then measured: interleaved
-                simulated_rounds.append(res.flash_time[sl].copy())
-                meas = np.zeros(log.n_tokens)
-                for t, stages in enumerate(reqs):
-                    t0 = time.perf_counter()
-                    for offsets, sizes in stages:
-                        _run_stage(reader, pool, P, offsets, sizes)
-                    meas[t] = time.perf_counter() - t0
-                measured_rounds.append(meas[sl])
-                if progress:
-                    print(f"  round {r + 1}/{rounds}: measured {meas[sl].mean() * 1e3:.2f} ms/token, simulated "
-                          f"{res.flash_time[sl].mean() * 1e3:.2f} ms/token", file=sys.stderr, flush=True)
+        for r in range(rounds):
+            res = simulate(log, models.spec, layout=layout)          # simulated, then measured: interleaved
+            simulated_rounds.append(res.flash_time[sl].copy())
+            meas = np.zeros(log.n_tokens)
+            for t, stages in enumerate(reqs):
+                t0 = time.perf_counter()
+                for offsets, sizes in stages:
+                    host.run(offsets, sizes, P)
+                meas[t] = time.perf_counter() - t0
+            measured_rounds.append(meas[sl])
+            if progress:
+                print(f"  round {r + 1}/{rounds}: measured {meas[sl].mean() * 1e3:.2f} ms/token, simulated "
+                      f"{res.flash_time[sl].mean() * 1e3:.2f} ms/token", file=sys.stderr, flush=True)
     finally:
-        reader.close()
+        host.close()
     meas = np.array(measured_rounds)    # [rounds, T']
     sim = np.array(simulated_rounds)
     err_tok = (sim.mean(axis=0) - np.median(meas, axis=0)) / np.median(meas, axis=0)
@@ -365,6 +436,7 @@ def validate(trace, profile: str | os.PathLike, *, file: str | os.PathLike, roun
         "tokens": int(meas.shape[1]),
         "rounds": rounds,
         "parallelism": P,
+        "io": host.kind,
         "requests_per_token": float(np.mean([sum(len(z) for _, z in st) for st in reqs[log.warmup:]])),
         "measured_s_per_token": float(np.median(meas.mean(axis=1))),
         "simulated_s_per_token": float(np.median(sim.mean(axis=1))),

@@ -80,5 +80,65 @@ def test_validate_reports_measured_and_simulated(work_dir):
 def test_bad_calibration_options(work_dir):
     with pytest.raises(DipsimError, match="multiples of 4 KiB"):
         disk.calibrate(work_dir / "x.bin", work_dir / "x.yaml", size=64 << 20, sizes=(1000,), progress=False)
+    with pytest.raises(DipsimError, match="queue depth 1 and two request sizes"):
+        disk.calibrate(work_dir / "x.bin", work_dir / "x.yaml", size=64 << 20, sizes=(4096,), progress=False)
     with pytest.raises(DipsimError, match="at least 64 MiB"):
         disk.calibrate(work_dir / "x.bin", work_dir / "x.yaml", size=1 << 20, progress=False)
+
+
+def _pattern_file(path, n_bytes=1 << 20):
+    data = np.arange(n_bytes // 4, dtype=np.uint32).tobytes()
+    path.write_bytes(data)
+    return data
+
+
+@pytest.mark.parametrize("backend", ["aio", "threads"])
+def test_host_reads_every_request_and_stops_at_the_deadline(work_dir, backend):
+    from simulator import _aio
+
+    if backend == "aio" and _aio.available():
+        pytest.skip(f"native AIO unavailable: {_aio.available()}")
+    path = work_dir / f"host-{backend}.bin"
+    _pattern_file(path)
+    host = disk.Host(path, 64 << 10, depth=8, backend=backend)
+    try:
+        assert host.kind == backend
+        offs = np.arange(0, 1 << 20, 4096)
+        assert host.run(offs, np.full(len(offs), 4096), 8) == len(offs)
+        assert host.run(offs[:3], np.full(3, 4096), 1) == 3
+        assert host.run([], [], 4) == 0
+        # a deadline already passed: only the first submissions (at most the queue depth) are read
+        import time
+        n = host.run(offs, np.full(len(offs), 4096), 4, until=time.perf_counter() - 1)
+        assert n <= 4
+        with pytest.raises((DipsimError, OSError)):   # past the end of the file: a short read is an error
+            host.run([(1 << 20) - 4096], [8192], 1)
+    finally:
+        host.close()
+
+
+def test_aio_reads_the_bytes_at_the_offsets_asked(work_dir):
+    from simulator import _aio
+
+    if _aio.available():
+        pytest.skip(f"native AIO unavailable: {_aio.available()}")
+    path = work_dir / "aio-data.bin"
+    data = _pattern_file(path)
+    fd = disk.open_direct(path)
+    try:
+        with _aio.Context(4, fd, 64 << 10) as ctx:
+            for off, size in [(0, 4096), (8192, 16384), ((1 << 20) - 4096, 4096)]:
+                assert ctx.read_all([off], [size], 1) == 1
+                assert bytes(ctx.bufs[0][:size]) == data[off:off + size]
+    finally:
+        os.close(fd)
+
+
+def test_calibration_keeps_the_median_of_its_passes(work_dir):
+    res = disk.calibrate(work_dir / "data.bin", work_dir / "p.yaml", size=64 << 20, sizes=(4096, 16384), depths=(1, 2),
+                         seconds=0.05, passes=3, progress=False)
+    assert [(p["size"], p["depth"]) for p in res["points"]] == [(4096, 1), (4096, 2), (16384, 1), (16384, 2)]
+    assert all(p["spread"] >= 0 and p["seconds"] > 0.04 for p in res["points"])
+    assert "3 passes" in (work_dir / "p.yaml").read_text()
+    with pytest.raises(DipsimError, match="passes"):
+        disk.calibrate(work_dir / "data.bin", work_dir / "p.yaml", size=64 << 20, passes=0, progress=False)
