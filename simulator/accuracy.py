@@ -194,7 +194,8 @@ def normalize_config(cfg: Any, where: str = "config") -> dict[str, Any]:
     out: dict[str, Any] = {"masking": name, **_jsonable(policy.params())}
     for k in ("keep", "keep_up", "keep_gate", "keep_down"):
         value = cfg.get(k)
-        out[k] = _check_keep(0.5 if k == "keep" and value is None else value, k, where)
+        default = 1.0 if name == "dense" else 0.5          # dense keeps every column whatever keep says
+        out[k] = _check_keep(default if k == "keep" and value is None else value, k, where)
     out.update(cache=cache, cache_params=_jsonable(cache_params), allocation=allocation,
                allocation_params=_jsonable(dict(cfg.get("allocation_params") or {})),
                dram_fraction=frac, dram_bytes=nbytes, weight_format=wf if wf is not None else "source")

@@ -69,7 +69,9 @@ def _add_corpus_args(p: argparse.ArgumentParser) -> None:
 def cmd_trace(a: argparse.Namespace) -> int:
     from traces.capture import CaptureInterrupted, capture
     from traces.format import load
+    from traces.outputs import check_file
 
+    check_file(a.out, "--out")
     try:
         path = capture(a.model, a.out, tokens=a.tokens, text=a.text, dataset=a.dataset, text_column=a.text_column,
                        context=a.context, dtype=a.dtype, with_h=not a.no_h, progress=not a.quiet)
@@ -194,6 +196,11 @@ def cmd_replay(a: argparse.Namespace) -> int:
 
     from .replay import replay
 
+    from traces.outputs import check_file
+
+    for opt, val in (("--save-log", a.save_log), ("--chrome-trace", a.chrome_trace)):
+        if val:
+            check_file(val, opt)
     t = load(a.trace)
     if a.profile:  # check the device (and options) before the replay's work
         from .engine import device_models
@@ -249,34 +256,37 @@ def cmd_mrc(a: argparse.Namespace) -> int:
 
     from . import mrc
 
+    from traces.outputs import FIGURE_SUFFIXES, atomic, check_file
+
+    if a.points < 2:
+        raise DipsimError(f"--points must be >= 2 (cache sizes from 0 to 1), got {a.points}")
+    out = check_file(a.out, "--out")
+    if a.plot:
+        check_file(a.plot, "--plot", FIGURE_SUFFIXES)
     t = load(a.trace)
     kw = replay_kwargs(a)
     kw.pop("threads")
     fractions = [round(i / (a.points - 1), 6) for i in range(a.points)]
     rows = mrc.curve(t, a.masking, fractions=fractions, opt=not a.no_opt, cache=a.cache, **kw)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part")
-    with open(tmp, "w", newline="") as f:
+    with atomic(out) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    tmp.replace(out)
     print_table(rows)
     print(f"\nwrote {out}")
     if a.plot:
         fig, _ = mrc.plot_curve(rows, title=f"{t.meta['model']}: {a.masking}, keep {a.keep}")
-        _save_fig(fig, a.plot)
+        _save_fig(fig, a.plot, "--plot")
         print(f"wrote {a.plot}")
     return 0
 
 
-def _save_fig(fig, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.part{path.suffix}")
-    fig.savefig(tmp, dpi=130)
-    tmp.replace(path)
+def _save_fig(fig, path: str | Path, option: str = "--out") -> None:
+    from traces.outputs import FIGURE_SUFFIXES, atomic, check_file
+
+    path = check_file(path, option, FIGURE_SUFFIXES)
+    with atomic(path) as tmp:
+        fig.savefig(tmp, dpi=130)
 
 
 # --------------------------------------------------------------------------- sweep / plot
@@ -286,6 +296,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
     exp = load_experiment(a.experiment)
     out = Path(a.out) if a.out else Path("results") / exp.name
+    if out.exists() and not out.is_dir():
+        raise DipsimError(f"--out {out}: exists and is not a folder; give the sweep's results folder")
     print(f"sweep {exp.name}: {len(exp.points)} points ({len(exp.dropped)} dropped) -> {out}", file=sys.stderr)
     if a.dry_run:
         for p in exp.points:
@@ -300,9 +312,13 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
 @command("plot")
 def cmd_plot(a: argparse.Namespace) -> int:
+    from traces.outputs import FIGURE_SUFFIXES, check_file
+
     from . import plots
     from .sweep import load_results
 
+    if a.out:
+        check_file(a.out, "--out", FIGURE_SUFFIXES)
     df = load_results(a.results)
     kinds = {"auto": plots.auto, "gamma": plots.vs_gamma, "keep": plots.vs_keep, "device": plots.per_device,
              "pareto": plots.pareto}
@@ -332,8 +348,11 @@ def _int_list(text: str) -> list[int]:
 
 @command("calibrate")
 def cmd_calibrate(a: argparse.Namespace) -> int:
+    from traces.outputs import check_file
+
     from .disk import calibrate
 
+    check_file(a.out, "--out", (".yaml", ".yml"))
     sizes = [_bytes_arg(x) for x in a.sizes.split(",")]
     res = calibrate(a.file, a.out, size=a.size, sizes=sizes, depths=a.depths, seconds=a.seconds, passes=a.passes,
                     name=a.name, progress=not a.quiet, io=a.io)
@@ -385,8 +404,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from . import plots
     from .sweep import load_experiment, load_results, run_sweep
 
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from traces.outputs import check_folder
+
+    out = check_folder(a.out, "--out")
     trace_path = out / f"{Path(str(a.model)).stem}-{a.tokens}.safetensors"
     if trace_path.exists() and not a.fresh:
         print(f"[1/3] trace: reusing {trace_path} (--fresh to capture again)", flush=True)
@@ -437,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "capture activation traces from real models, replay masking (DIP, DIP-CA, baselines) and "
                     "DRAM cache policies over them, and turn the flash/DRAM traffic into time on modelled devices.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    from traces import __version__
+
+    p.add_argument("--version", action="version", version=f"dipsim {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("trace", help="capture MLP activations of a real model into a trace file",
@@ -456,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("trace-info", help="print a trace's dimensions and per-layer activation statistics")
     s.add_argument("trace", help="trace file")
     s.add_argument("--top", type=float, default=0.5, help="fraction of columns for the top-set statistics (default 0.5)")
-    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
 
     s = sub.add_parser("replay", help="replay a masking policy and a DRAM cache over a trace",
                        description="Replay a masking policy with a DRAM cache of weight columns per layer over a "
@@ -508,7 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Plot a results directory: by default the plot that fits its varying parameters "
                                    "(gamma, keep, device, DRAM budget).")
     s.add_argument("results", help="sweep results directory")
-    s.add_argument("--kind", choices=["auto", "gamma", "keep", "device", "pareto"], default="auto")
+    s.add_argument("--kind", choices=["auto", "gamma", "keep", "device", "pareto"], default="auto",
+                   help="what to plot against: gamma, keep, device, or the Pareto front of tokens/s against accuracy "
+                        "(or keep); auto picks from the parameters that vary (default)")
     s.add_argument("--out", help="image to write (default RESULTS/<kind>.png)")
 
     s = sub.add_parser("calibrate", help="measure this machine's storage with direct I/O and fit a flash profile",
@@ -534,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Replay a configuration, lay the MLP weights out in FILE (random data of the same "
                                    "size), read each token's misses with O_DIRECT in the order and concurrency the "
                                    "engine assumes, and compare measured with simulated flash time per token.")
-    s.add_argument("--trace", required=True)
+    s.add_argument("--trace", required=True, help="trace whose miss stream is read (from dipsim trace)")
     s.add_argument("--profile", required=True, help="device profile (e.g. from dipsim calibrate)")
     s.add_argument("--file", required=True, help="data file on the storage the profile describes")
     s.add_argument("--rounds", type=_positive_int, default=3, help="interleaved measured/simulated rounds (default 3)")
@@ -566,7 +591,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt   # SIGTERM: the same clean-up as Ctrl-C (temporary files removed, finished work kept)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     a = parser.parse_args(argv)
     if not a.command:

@@ -282,7 +282,10 @@ def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 
     over the grid in a different random order, and the median pass is kept: a shared disk's
     throughput drifts by tens of percent within seconds, and a single sweep over the grid would
     bake one slow moment into one corner of the fit."""
+    from traces.outputs import check_file
+
     path = Path(file)
+    check_file(out, "calibrate output")
     if size < 64 * MiB:
         raise DipsimError(f"--size must be at least 64 MiB so that random reads leave the device's cache, got {size}")
     bad = [s for s in sizes if s % ALIGN or s <= 0]
@@ -356,9 +359,10 @@ def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
-    tmp.replace(out)
+    from traces.outputs import atomic
+
+    with atomic(out) as tmp:
+        tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
     from .hardware import load_device
 
     load_device(out)  # the written profile must load

@@ -442,11 +442,10 @@ def _run_simpy(models, T, L, stage_time, t_hit, t_miss, t_attn, t_head, mode, fi
     env.process(token_proc())
     env.run()
     if chrome_trace:
-        p = Path(chrome_trace)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.part")
-        tmp.write_text(json.dumps({"traceEvents": trace_events, "displayTimeUnit": "ms"}))
-        tmp.replace(p)
+        from traces.outputs import atomic, check_file
+
+        with atomic(check_file(chrome_trace, "chrome_trace")) as tmp:
+            tmp.write_text(json.dumps({"traceEvents": trace_events, "displayTimeUnit": "ms"}))
     busy_flash = stage_time.sum(axis=(1, 2)) + bg_time
     busy_dc = L * t_attn + (t_hit + t_miss).sum(axis=(1, 2)) + t_head
     return latency, busy_flash, busy_dc, counter[0]

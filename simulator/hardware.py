@@ -861,7 +861,7 @@ def _describe_fields(obj, indent: str) -> list[str]:
         return lines
     for fname, spec in NUMERIC_FIELDS[obj.kind].items():
         v = getattr(obj, fname)
-        shown = "-" if v is None else _FMT[spec.kind](v)
+        shown = "-" if v is None else (f"{v / 1e12:.4g} TOPS" if fname == "int8_ops" else _FMT[spec.kind](v))
         lines.append(f"{indent}{fname}: {shown}  [{obj.provenance.get(fname, 'default')}]")
     if isinstance(obj, FlashSpec) and obj.cited:
         m = obj.model()

@@ -205,10 +205,10 @@ class AccessLog:
         header = {"config": self.config, "trace_meta": self.trace_meta, "warmup": self.warmup, "seconds": self.seconds,
                   "groups": {n: {"n_columns": g.n_columns, "bytes_per_column": g.bytes_per_column}
                              for n, g in self.groups.items()}, "extra": self.extra}
-        tmp = path.with_name(f".{path.name}.part")
-        with open(tmp, "wb") as f:
+        from traces.outputs import atomic
+
+        with atomic(path) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, __header__=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
-        tmp.replace(path)
         return path
 
     @classmethod
@@ -320,7 +320,8 @@ def replay(trace: Trace, masking: str | masking_mod.MaskingPolicy = "dip", cache
     if not 0 < T <= trace.n_tokens:
         raise DipsimError(f"tokens must be in 1..{trace.n_tokens} (the trace's length), got {tokens}")
     if not 0 <= int(warmup) < T:
-        raise DipsimError(f"warmup must be in 0..{T - 1} tokens, got {warmup}")
+        raise DipsimError(f"warmup (--warmup) must be in 0..{T - 1} tokens for a {T}-token replay, got {warmup}; "
+                          f"lower --warmup or replay more tokens")
     if int(calib_tokens) <= 0:
         raise DipsimError(f"calib_tokens must be > 0, got {calib_tokens}")
     policy = _policy_params(masking, masking_params)

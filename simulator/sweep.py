@@ -509,8 +509,9 @@ def prepare_output(exp: Experiment, out: Path) -> dict[str, dict[str, Any]]:
             raise DipsimError(f"{out}: exists and is not a dipsim sweep directory (no sweep.json); choose another --out")
         meta = json.loads(meta_path.read_text())
         if meta.get("experiment_digest") != exp.digest:
-            raise DipsimError(f"{out}: holds a different sweep ({meta.get('name')!r} from {meta.get('experiment')}); "
-                              f"choose another --out or delete it")
+            raise DipsimError(f"{out}: holds the results of a different experiment ({meta.get('name')!r} from "
+                              f"{meta.get('experiment')}, whose trace, base or axes differ from this one's); choose "
+                              f"another --out, or delete it to start over")
     out.mkdir(parents=True, exist_ok=True)
     (out / "points").mkdir(exist_ok=True)
     _atomic_write(meta_path, json.dumps({"name": exp.name, "experiment": str(exp.path),

@@ -91,7 +91,7 @@ def test_run_resume_and_different_sweep(tmp_path, dev, monkeypatch):
     assert pd.read_parquet(out / "results.parquet").equals(df)
     # a different experiment into the same directory is refused
     other = sweep.load_experiment(write_exp(tmp_path, base_exp(dev, grid={"gamma": [0.3]}), "other.yaml"))
-    with pytest.raises(DipsimError, match="holds a different sweep"):
+    with pytest.raises(DipsimError, match="holds the results of a different experiment"):
         sweep.run_sweep(other, out, progress=False)
 
 

@@ -33,7 +33,8 @@ class CaptureInterrupted(KeyboardInterrupt):
     """Raised after an interrupted capture has saved the tokens finished so far."""
 
     def __init__(self, path: Path | None, n_done: int):
-        super().__init__(f"interrupted: saved {n_done} tokens to {path}" if path else "interrupted: nothing saved")
+        super().__init__(f"interrupted: saved the {n_done} tokens finished so far to {path} (a complete, shorter "
+                         f"trace; run again for all)" if path else "interrupted: nothing saved")
         self.path, self.n_done = path, n_done
 
 
