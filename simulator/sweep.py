@@ -166,6 +166,9 @@ def load_experiment(path: str | os.PathLike, *, check_traces: bool = True) -> Ex
         sec = raw.get(section) or {}
         if not isinstance(sec, dict):
             raise _fail(p, f"'{section}' must be a mapping of parameter -> list of values")
+        if section in raw and not sec:
+            raise _fail(p, f"'{section}' has no axes; give parameter: [values, ...] or leave '{section}' out "
+                           f"(no grid and no zip is a single point: the base)")
         for k, vals in sec.items():
             _check_key(p, section, k)
             if not isinstance(vals, list):

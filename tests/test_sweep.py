@@ -54,6 +54,7 @@ def test_expansion_grid_zip_drops_and_keys(tmp_path, dev):
 @pytest.mark.parametrize("edit, message", [
     (lambda b: b["base"].update(gama=0.1), "unknown key 'gama' in base; allowed: trace, masking"),
     (lambda b: b["grid"].update(gamma=[]), "grid.gamma is an empty axis"),
+    (lambda b: b.update(grid={}), "'grid' has no axes"),
     (lambda b: b["base"].update(masking="dipca"), "unknown masking policy 'dipca'; allowed"),
     (lambda b: b["base"].update(cache="lru3"), "unknown cache policy 'lru3'"),
     (lambda b: b.update(trace="/nope/t.safetensors"), "trace file not found: /nope/t.safetensors"),
