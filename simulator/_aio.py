@@ -51,6 +51,9 @@ def _init() -> None:
     if _libc is not None or _why_not is not None:
         return
     arch = platform.machine()
+    if ctypes.sizeof(ctypes.c_void_p) != 8:
+        _why_not = "native AIO is used from 64-bit Python only (the system call numbers here are 64-bit ones)"
+        return
     if platform.system() != "Linux" or arch not in _NR:
         _why_not = f"native AIO system calls are known here for Linux on {', '.join(_NR)}, not {platform.system()} {arch}"
         return
@@ -91,13 +94,21 @@ class Context:
         if _why_not is not None:
             raise OSError(0, _why_not)
         self.depth = int(depth)
+        self._outstanding = 0
+        self.bufs: list[mmap.mmap] = []
         self.ctx = ctypes.c_uint64(0)
         _call("io_setup", ctypes.c_uint(self.depth), ctypes.byref(self.ctx))
         self.fd = fd
         self.iocbs = (_Iocb * self.depth)()
         self.ptrs = (ctypes.POINTER(_Iocb) * self.depth)()
         self.events = (_Event * self.depth)()
-        self.bufs = [mmap.mmap(-1, max(max_request, 4096)) for _ in range(self.depth if fd >= 0 else 0)]
+        self.buf_bytes = max(int(max_request), 4096)
+        self.bufs = []
+        try:
+            self.bufs = [mmap.mmap(-1, self.buf_bytes) for _ in range(self.depth if fd >= 0 else 0)]
+        except BaseException:
+            self.close()
+            raise
         for j in range(self.depth if fd >= 0 else 0):
             cb = self.iocbs[j]
             cb.aio_lio_opcode = IOCB_CMD_PREAD
@@ -120,6 +131,29 @@ class Context:
         ctx = self.ctx.value
         offsets = offsets.tolist() if hasattr(offsets, "tolist") else list(offsets)
         sizes = sizes.tolist() if hasattr(sizes, "tolist") else list(sizes)
+        if max(sizes) > self.buf_bytes:   # the kernel would write past the slot's buffer
+            raise OSError(0, f"a request of {max(sizes)} bytes exceeds the {self.buf_bytes}-byte read buffers")
+        self._outstanding = 0
+        try:
+            return self._read_all(offsets, sizes, n, q, until)
+        except BaseException:
+            self._drain()                 # leave no read in flight into buffers the next call reuses
+            raise
+
+    def _drain(self) -> None:
+        """Wait for (and discard) every request still in flight."""
+        while self._outstanding > 0:
+            got = _libc.syscall(self._getev, ctypes.c_uint64(self.ctx.value), ctypes.c_long(1),
+                                ctypes.c_long(self.depth), self.events, None)
+            if got < 0:
+                if ctypes.get_errno() == 4:
+                    continue
+                return
+            self._outstanding -= got
+
+    def _read_all(self, offsets: list, sizes: list, n: int, q: int, until: float | None) -> int:
+        iocbs, ptrs, events, libc = self.iocbs, self.ptrs, self.events, _libc
+        ctx = self.ctx.value
         for j in range(q):
             iocbs[j].aio_offset = offsets[j]
             iocbs[j].aio_nbytes = sizes[j]
@@ -133,6 +167,7 @@ class Context:
                 if err == 4:   # EINTR
                     continue
                 raise OSError(err, f"io_getevents: {os.strerror(err)}")
+            self._outstanding -= got
             refill = []
             for e in range(got):
                 ev = events[e]
@@ -161,6 +196,7 @@ class Context:
                 if err in (4, 11):   # EINTR, EAGAIN: try again
                     continue
                 raise OSError(err, f"io_submit: {os.strerror(err)}")
+            self._outstanding += r
             off += r
 
     def close(self) -> None:

@@ -77,7 +77,7 @@ def cmd_trace(a: argparse.Namespace) -> int:
                        context=a.context, dtype=a.dtype, with_h=not a.no_h, progress=not a.quiet)
     except CaptureInterrupted as e:
         print(f"dipsim: {e}", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e.__context__, Terminated) else 130
     t = load(path)
     print(f"wrote {path}: {t.n_layers} layers, d_model {t.d_model}, d_ff {t.d_ff}, {t.n_tokens} tokens "
           f"({t.meta['model']}, {t.meta['weight_dtype']})")
@@ -194,9 +194,9 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def cmd_replay(a: argparse.Namespace) -> int:
     from traces.format import load
 
-    from .replay import replay
-
     from traces.outputs import check_file
+
+    from .replay import replay
 
     for opt, val in (("--save-log", a.save_log), ("--chrome-trace", a.chrome_trace)):
         if val:
@@ -254,9 +254,9 @@ def cmd_mrc(a: argparse.Namespace) -> int:
 
     from traces.format import load
 
-    from . import mrc
-
     from traces.outputs import FIGURE_SUFFIXES, atomic, check_file
+
+    from . import mrc
 
     if a.points < 2:
         raise DipsimError(f"--points must be >= 2 (cache sizes from 0 to 1), got {a.points}")
@@ -399,12 +399,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
     import yaml
 
     from traces.format import load
+    from traces.outputs import check_folder
     from traces.stats import layer_stats
 
     from . import plots
     from .sweep import load_experiment, load_results, run_sweep
-
-    from traces.outputs import check_folder
 
     out = check_folder(a.out, "--out")
     trace_path = out / f"{Path(str(a.model)).stem}-{a.tokens}.safetensors"
@@ -591,16 +590,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it cleans up as after Ctrl-C."""
+
+
 def _terminate(signum, frame):
-    raise KeyboardInterrupt   # SIGTERM: the same clean-up as Ctrl-C (temporary files removed, finished work kept)
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)   # a second SIGTERM kills at once
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     if not a.command:
@@ -611,9 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     except DipsimError as e:
         print(f"dipsim: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("dipsim: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"dipsim: {e}" if str(e) else "dipsim: interrupted", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) or isinstance(e.__context__, Terminated) else 130
     except BrokenPipeError:
         return 0
     return int(rc or 0)

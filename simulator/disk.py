@@ -127,7 +127,16 @@ class Host:
         self.depth = int(depth)
         self.reader = Reader(path, max_request)
         self.kind = "aio" if backend != "threads" and why is None else "threads"
-        self.ctx = _aio.Context(self.depth, self.reader.fd, max_request) if self.kind == "aio" else None
+        self.ctx = None
+        if self.kind == "aio":
+            try:
+                self.ctx = _aio.Context(self.depth, self.reader.fd, max_request)
+            except OSError as e:     # e.g. fs.aio-max-nr reached, or no memory for the buffers
+                if backend == "aio":
+                    self.reader.close()
+                    raise DipsimError(f"--io aio: cannot set up {self.depth} asynchronous reads: "
+                                      f"{e.strerror or e}") from None
+                self.kind = "threads"
         self.pool = ThreadPoolExecutor(max(self.depth - 1, 1)) if self.kind == "threads" else None
 
     def run(self, offsets, sizes, depth: int | None = None, until: float | None = None) -> int:
@@ -357,15 +366,14 @@ def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 
             f"{p['size'] // KiB} KiB QD{p['depth']}: {p['bandwidth'] / 1e6:.0f}/{_model_bw(fit, p) / 1e6:.0f}"
             for p in points),
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     from traces.outputs import atomic
 
-    with atomic(out) as tmp:
-        tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
     from .hardware import load_device
 
-    load_device(out)  # the written profile must load
+    out = Path(out)
+    with atomic(out) as tmp:
+        tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
+        load_device(tmp)  # the profile must load before it replaces anything
     return {"profile": str(out), "fit": fit, "points": points, "io": host.kind}
 
 
@@ -411,7 +419,8 @@ def validate(trace, profile: str | os.PathLike, *, file: str | os.PathLike, roun
     size = -(-layout.total_bytes // ALIGN) * ALIGN + ALIGN
     ensure_file(path, size, progress)
     P = int(min(fl.queue_depth, MAX_LANES))   # outstanding requests the engine allows (Q)
-    host = Host(path, int(min(fl.max_request_bytes, 64 * MiB)), P, io)
+    largest = max((int(z.max()) for st in reqs for _, z in st if len(z)), default=ALIGN)
+    host = Host(path, largest, P, io)
     sl = slice(log.warmup, None)
     measured_rounds, simulated_rounds = [], []
     try:

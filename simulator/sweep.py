@@ -590,17 +590,36 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
         elif executor == "local":
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            with ProcessPoolExecutor(jobs) as pool:
+            pool = ProcessPoolExecutor(jobs, initializer=_worker_signals)
+            try:
                 futs = {pool.submit(run_points, [p.params for p in task], 1): task for task in tasks}
                 for f in as_completed(futs):
                     for p, row in zip(futs[f], f.result()):
                         finish(p, row)
+            except BaseException:
+                # interrupted or failed: drop the queued tasks and stop the workers now (finished
+                # points are already on disk), rather than waiting for the rest of the sweep
+                procs = list(getattr(pool, "_processes", {}).values())
+                pool.shutdown(wait=False, cancel_futures=True)
+                for proc in procs:
+                    proc.terminate()
+                raise
+            pool.shutdown()
         else:
             _run_dask(tasks, jobs, scheduler, finish)
     finally:
         bar.close()
     _write_parquet(out, [r for p in exp.points for r in rows if r["key"] == p.key])
     return out / "results.parquet"
+
+
+def _worker_signals() -> None:
+    """Workers die on SIGTERM (the parent, not they, turns it into a clean stop) and leave Ctrl-C to
+    the parent, which stops them."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _tasks(todo: list[Point], jobs: int) -> list[list[Point]]:

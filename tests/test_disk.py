@@ -142,3 +142,25 @@ def test_calibration_keeps_the_median_of_its_passes(work_dir):
     assert "3 passes" in (work_dir / "p.yaml").read_text()
     with pytest.raises(DipsimError, match="passes"):
         disk.calibrate(work_dir / "data.bin", work_dir / "p.yaml", size=64 << 20, passes=0, progress=False)
+
+
+def test_aio_refuses_requests_larger_than_its_buffers_and_recovers_after_a_failed_read(work_dir):
+    from simulator import _aio
+
+    if _aio.available():
+        pytest.skip(f"native AIO unavailable: {_aio.available()}")
+    path = work_dir / "aio-recover.bin"
+    data = _pattern_file(path)
+    fd = disk.open_direct(path)
+    try:
+        with _aio.Context(4, fd, 8192) as ctx:
+            with pytest.raises(OSError, match="exceeds the 8192-byte read buffers"):
+                ctx.read_all([0], [16384], 1)
+            # four reads in flight, the last past the end of the file: the error leaves none behind
+            with pytest.raises(OSError, match="returned"):
+                ctx.read_all([0, 4096, 8192, 1 << 20], [4096] * 4, 4)
+            assert ctx._outstanding == 0
+            assert ctx.read_all([4096], [4096], 1) == 1
+            assert bytes(ctx.bufs[0][:4096]) == data[4096:8192]
+    finally:
+        os.close(fd)
