@@ -117,7 +117,9 @@ def test_host_reads_every_request_and_stops_at_the_deadline(work_dir, backend):
         host.close()
 
 
-def test_aio_reads_the_bytes_at_the_offsets_asked(work_dir):
+@pytest.fixture
+def aio_file(work_dir):
+    """(the AIO module, an O_DIRECT descriptor of a 1 MiB pattern file, the file's bytes)."""
     from simulator import _aio
 
     if _aio.available():
@@ -125,13 +127,16 @@ def test_aio_reads_the_bytes_at_the_offsets_asked(work_dir):
     path = work_dir / "aio-data.bin"
     data = _pattern_file(path)
     fd = disk.open_direct(path)
-    try:
-        with _aio.Context(4, fd, 64 << 10) as ctx:
-            for off, size in [(0, 4096), (8192, 16384), ((1 << 20) - 4096, 4096)]:
-                assert ctx.read_all([off], [size], 1) == 1
-                assert bytes(ctx.bufs[0][:size]) == data[off:off + size]
-    finally:
-        os.close(fd)
+    yield _aio, fd, data
+    os.close(fd)
+
+
+def test_aio_reads_the_bytes_at_the_offsets_asked(aio_file):
+    _aio, fd, data = aio_file
+    with _aio.Context(4, fd, 64 << 10) as ctx:
+        for off, size in [(0, 4096), (8192, 16384), ((1 << 20) - 4096, 4096)]:
+            assert ctx.read_all([off], [size], 1) == 1
+            assert bytes(ctx.bufs[0][:size]) == data[off:off + size]
 
 
 def test_calibration_keeps_the_median_of_its_passes(work_dir):
@@ -144,23 +149,14 @@ def test_calibration_keeps_the_median_of_its_passes(work_dir):
         disk.calibrate(work_dir / "data.bin", work_dir / "p.yaml", size=64 << 20, passes=0, progress=False)
 
 
-def test_aio_refuses_requests_larger_than_its_buffers_and_recovers_after_a_failed_read(work_dir):
-    from simulator import _aio
-
-    if _aio.available():
-        pytest.skip(f"native AIO unavailable: {_aio.available()}")
-    path = work_dir / "aio-recover.bin"
-    data = _pattern_file(path)
-    fd = disk.open_direct(path)
-    try:
-        with _aio.Context(4, fd, 8192) as ctx:
-            with pytest.raises(OSError, match="exceeds the 8192-byte read buffers"):
-                ctx.read_all([0], [16384], 1)
-            # four reads in flight, the last past the end of the file: the error leaves none behind
-            with pytest.raises(OSError, match="returned"):
-                ctx.read_all([0, 4096, 8192, 1 << 20], [4096] * 4, 4)
-            assert ctx._outstanding == 0
-            assert ctx.read_all([4096], [4096], 1) == 1
-            assert bytes(ctx.bufs[0][:4096]) == data[4096:8192]
-    finally:
-        os.close(fd)
+def test_aio_refuses_requests_larger_than_its_buffers_and_recovers_after_a_failed_read(aio_file):
+    _aio, fd, data = aio_file
+    with _aio.Context(4, fd, 8192) as ctx:
+        with pytest.raises(OSError, match="exceeds the 8192-byte read buffers"):
+            ctx.read_all([0], [16384], 1)
+        # four reads in flight, the last past the end of the file: the error leaves none behind
+        with pytest.raises(OSError, match="returned"):
+            ctx.read_all([0, 4096, 8192, 1 << 20], [4096] * 4, 4)
+        assert ctx._outstanding == 0
+        assert ctx.read_all([4096], [4096], 1) == 1
+        assert bytes(ctx.bufs[0][:4096]) == data[4096:8192]
