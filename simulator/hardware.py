@@ -111,12 +111,14 @@ for _p, _f in _PFX.items():
         _FLOPS[f"{_p}{_w}"] = _f
 _FLOPS.pop("OPS", None)  # a bare "OPS" reads too much like a typo; "OP/s" is fine
 
-UNITS = {"size": _SIZE, "rate": _RATE, "time": _TIME, "energy": _ENERGY, "flops": _FLOPS}
+UNITS = {"size": _SIZE, "rate": _RATE, "time": _TIME, "energy": _ENERGY, "flops": _FLOPS, "ops": _FLOPS}
 DESCRIBE = {"size": "a size", "rate": "a rate (bytes per second)", "time": "a time", "energy": "an energy per byte",
-            "flops": "a compute rate", "count": "a whole number", "number": "a number", "fraction": "a fraction"}
+            "flops": "a compute rate", "ops": "an operation rate", "count": "a whole number", "number": "a number",
+            "fraction": "a fraction"}
 EXAMPLES = {"size": "B, KB, MB, GB, KiB, MiB, GiB", "rate": "MB/s, GB/s, MiB/s, GiB/s, Gb/s",
-            "time": "s, ms, us, ns", "energy": "pJ/B, nJ/B, pJ/bit", "flops": "GFLOP/s, TFLOP/s, TFLOPS, TOPS"}
-BASE = {"size": "bytes", "rate": "bytes/s", "time": "seconds", "energy": "J/byte", "flops": "FLOP/s"}
+            "time": "s, ms, us, ns", "energy": "pJ/B, nJ/B, pJ/bit", "flops": "GFLOP/s, TFLOP/s, TFLOPS, TOPS",
+            "ops": "TOPS, GOP/s, TOP/s"}
+BASE = {"size": "bytes", "rate": "bytes/s", "time": "seconds", "energy": "J/byte", "flops": "FLOP/s", "ops": "OP/s"}
 _NUM = re.compile(r"^\s*([-+]?(?:\d+(?:[_,]\d{3})*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*$")
 _UNBOUNDED = {"unbounded", "inf", "infinite", "infinity", "unlimited"}
 
@@ -226,7 +228,7 @@ DRAM_FIELDS: dict[str, Field] = {
 }
 COMPUTE_FIELDS: dict[str, Field] = {
     "fp16_flops": Field("flops", help="dense fp16 peak FLOP/s"),
-    "int8_ops": Field("flops", required=False, help="dense int8 peak OP/s"),
+    "int8_ops": Field("ops", required=False, help="dense int8 peak OP/s"),
     "efficiency": Field("fraction", required=False, default=1.0, help="achieved share of the peak"),
 }
 NUMERIC_FIELDS = {"flash": FLASH_FIELDS, "dram": DRAM_FIELDS, "compute": COMPUTE_FIELDS}
@@ -842,7 +844,7 @@ def describe_profile(name_or_path: str | Path, kind: str | None = None) -> str:
 
 _FMT = {"size": _fmt_size, "rate": _fmt_rate, "time": _fmt_time, "count": _fmt_count,
         "fraction": lambda v: f"{v:g}", "energy": lambda v: f"{v * 1e12:.4g} pJ/B",
-        "flops": lambda v: f"{v / 1e12:.4g} TFLOP/s"}
+        "flops": lambda v: f"{v / 1e12:.4g} TFLOP/s", "ops": lambda v: f"{v / 1e12:.4g} TOPS"}
 
 
 def _describe_fields(obj, indent: str) -> list[str]:
@@ -861,7 +863,7 @@ def _describe_fields(obj, indent: str) -> list[str]:
         return lines
     for fname, spec in NUMERIC_FIELDS[obj.kind].items():
         v = getattr(obj, fname)
-        shown = "-" if v is None else (f"{v / 1e12:.4g} TOPS" if fname == "int8_ops" else _FMT[spec.kind](v))
+        shown = "-" if v is None else _FMT[spec.kind](v)
         lines.append(f"{indent}{fname}: {shown}  [{obj.provenance.get(fname, 'default')}]")
     if isinstance(obj, FlashSpec) and obj.cited:
         m = obj.model()
