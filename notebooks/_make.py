@@ -437,44 +437,31 @@ The analytic model is therefore a ceiling for large, queue-filling reads, not a 
 sparse reads of a small model on a phone."""
 
 
+def trade_off(name: str, intro: str, full: str, small: str, body: list, after: list = ()) -> Path:
+    """A notebook of the common shape: intro, parameters, set-up, the sweep (full or small), the
+    notebook's own cells, the paragraph saying what the plots show, then any closing cells."""
+    return write(name, [
+        new_markdown_cell(intro),
+        params_cell(name),
+        new_code_cell(SETUP),
+        new_code_cell(run_cell(full, small)),
+        *body,
+        new_markdown_cell(PROSE[name]),
+        *after,
+    ])
+
+
 def build() -> list[Path]:
-    paths = []
-    paths.append(write("gamma_tradeoff", [
-        new_markdown_cell(GAMMA_INTRO),
-        params_cell("gamma_tradeoff"),
-        new_code_cell(SETUP),
-        new_code_cell(run_cell(GAMMA_FULL, GAMMA_SMALL)),
-        new_code_cell(GAMMA_TABLE),
-        new_code_cell(GAMMA_VS),
-        new_markdown_cell(GAMMA_PARETO_MD),
-        new_code_cell(GAMMA_PARETO),
-        new_markdown_cell(PROSE["gamma_tradeoff"]),
-        new_markdown_cell(GAMMA_ACC_MD),
-        new_code_cell(GAMMA_ACC),
-    ]))
-    paths.append(write("sparsity_tradeoff", [
-        new_markdown_cell(SPARSITY_INTRO),
-        params_cell("sparsity_tradeoff"),
-        new_code_cell(SETUP),
-        new_code_cell(run_cell(SPARSITY_FULL, SPARSITY_SMALL)),
-        new_code_cell(SPARSITY_TABLE),
-        new_code_cell(SPARSITY_VS),
-        new_markdown_cell(SPARSITY_PARETO_MD),
-        new_code_cell(SPARSITY_PARETO),
-        new_markdown_cell(PROSE["sparsity_tradeoff"]),
-    ]))
-    paths.append(write("hardware_comparison", [
-        new_markdown_cell(HARDWARE_INTRO),
-        params_cell("hardware_comparison"),
-        new_code_cell(SETUP),
-        new_code_cell(run_cell(HARDWARE_FULL, HARDWARE_SMALL)),
-        new_code_cell(HARDWARE_PLOT),
-        new_code_cell(HARDWARE_TABLE),
-        new_markdown_cell(HARDWARE_RATIO_MD),
-        new_code_cell(HARDWARE_RATIO),
-        new_markdown_cell(PROSE["hardware_comparison"]),
-    ]))
-    return paths
+    md, code = new_markdown_cell, new_code_cell
+    return [
+        trade_off("gamma_tradeoff", GAMMA_INTRO, GAMMA_FULL, GAMMA_SMALL,
+                  [code(GAMMA_TABLE), code(GAMMA_VS), md(GAMMA_PARETO_MD), code(GAMMA_PARETO)],
+                  [md(GAMMA_ACC_MD), code(GAMMA_ACC)]),
+        trade_off("sparsity_tradeoff", SPARSITY_INTRO, SPARSITY_FULL, SPARSITY_SMALL,
+                  [code(SPARSITY_TABLE), code(SPARSITY_VS), md(SPARSITY_PARETO_MD), code(SPARSITY_PARETO)]),
+        trade_off("hardware_comparison", HARDWARE_INTRO, HARDWARE_FULL, HARDWARE_SMALL,
+                  [code(HARDWARE_PLOT), code(HARDWARE_TABLE), md(HARDWARE_RATIO_MD), code(HARDWARE_RATIO)]),
+    ]
 
 
 def execute(paths: list[Path]) -> None:
