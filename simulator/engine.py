@@ -214,7 +214,9 @@ def simulate(log: AccessLog, device: Any, *, layout: dict[str, Any] | Layout | N
              overlap_io: bool = True, overlap_compute: bool = True, miss_via_dram: bool = True,
              prefetch: bool = True, compute_dtype: str = "fp16", chrome_trace: str | os.PathLike | None = None,
              chrome_tokens: int = 3) -> EngineResult:
-    """``overlap_compute=False`` adds compute time to memory time instead of taking the larger
+    """Time every token of ``log`` on ``device``; see the module docstring.
+
+    ``overlap_compute=False`` adds compute time to memory time instead of taking the larger
     (no overlap of a step's weight streaming with its arithmetic).
 
     ``prefetch``: a stage whose masks do not depend on the token's activations (dense groups, such
@@ -222,7 +224,6 @@ def simulate(log: AccessLog, device: Any, *, layout: dict[str, Any] | Layout | N
     for them: its flash reads are issued together when the token starts, as one deep-queue batch in
     the background, and the token ends when both its dependent chain and that batch (plus the
     dependent stages' own flash time, since they share the device) are done."""
-    """Time every token of ``log`` on ``device``; see the module docstring."""
     _check_options(mode)
     t_start = time.perf_counter()
     models = device_models(device)

@@ -428,6 +428,21 @@ class FlashModel:
         pen = 0.0 if sequential else self.random_penalty
         return self.host_overhead + self.latency + pen + size / self.unit_bandwidth + size / self.link_bandwidth
 
+    def _request_rate(self, size: float, queue_depth: float | None, sequential: bool) -> tuple[float, float]:
+        """(checked size, requests/s the units, the host and the queue window allow, the link aside):
+        min(P/u, 1/h, Q/(h+u)), see :meth:`iops`."""
+        size = _check("size", size, zero_ok=True)
+        if size > self.max_request_bytes:
+            self._too_big(size)
+        P = self.parallelism(queue_depth)
+        Q = min(self.queue_depth, INF if queue_depth is None else queue_depth)
+        u = self.latency + (0.0 if sequential else self.random_penalty) + size / self.unit_bandwidth
+        h = self.host_overhead
+        unit_rate = INF if u == 0 else P / u
+        host_rate = INF if h == 0 else 1.0 / h
+        window_rate = INF if h + u == 0 else Q / (h + u)   # Q outstanding, each taking h + u
+        return size, min(unit_rate, host_rate, window_rate)
+
     def iops(self, size: float, queue_depth: float | None = None, sequential: bool = False) -> float:
         """Steady-state requests/s for a long stream of equal requests: min(P/u, 1/x, 1/h, Q/(h+u)).
 
@@ -435,32 +450,12 @@ class FlashModel:
         h = host_overhead, Q = the queue depth, P = min(units, Q) (``queue_depth`` defaults to, and is
         capped by, the device's).
         """
-        size = _check("size", size, zero_ok=True)
-        if size > self.max_request_bytes:
-            self._too_big(size)
-        P = self.parallelism(queue_depth)
-        Q = min(self.queue_depth, INF if queue_depth is None else queue_depth)
-        u = self.latency + (0.0 if sequential else self.random_penalty) + size / self.unit_bandwidth
+        size, rate = self._request_rate(size, queue_depth, sequential)
         x = size / self.link_bandwidth
-        h = self.host_overhead
-        unit_rate = INF if u == 0 else P / u
-        link_rate = INF if x == 0 else 1.0 / x
-        host_rate = INF if h == 0 else 1.0 / h
-        window_rate = INF if h + u == 0 else Q / (h + u)   # Q outstanding, each taking h + u
-        return min(unit_rate, link_rate, host_rate, window_rate)
+        return min(rate, INF if x == 0 else 1.0 / x)
 
     def bandwidth(self, size: float, queue_depth: float | None = None, sequential: bool = False) -> float:
-        """Steady-state bytes/s for a long stream of equal requests: ``iops * size``."""
-        size = _check("size", size, zero_ok=True)
-        if size > self.max_request_bytes:
-            self._too_big(size)
-        if size == 0:
-            return 0.0
-        P = self.parallelism(queue_depth)
-        Q = min(self.queue_depth, INF if queue_depth is None else queue_depth)
-        u = self.latency + (0.0 if sequential else self.random_penalty) + size / self.unit_bandwidth
-        h = self.host_overhead
-        units = INF if u == 0 else P * size / u
-        host = INF if h == 0 else size / h
-        window = INF if h + u == 0 else Q * size / (h + u)
-        return min(units, self.link_bandwidth, host, window)
+        """Steady-state bytes/s for a long stream of equal requests: ``iops * size``, the link's
+        bandwidth exactly when the link binds."""
+        size, rate = self._request_rate(size, queue_depth, sequential)
+        return 0.0 if size == 0 else min(rate * size, self.link_bandwidth)
