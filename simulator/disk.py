@@ -121,22 +121,18 @@ class Host:
             raise DipsimError(f"--io must be one of {', '.join(IO_BACKENDS)}, got {backend!r}")
         from . import _aio
 
-        why = None if backend == "threads" else _aio.available()
-        if backend == "aio" and why:
-            raise DipsimError(f"--io aio: {why}")
         self.depth = int(depth)
         self.reader = Reader(path, max_request)
-        self.kind = "aio" if backend != "threads" and why is None else "threads"
-        self.ctx = None
-        if self.kind == "aio":
+        self.kind, self.ctx = "threads", None
+        if backend != "threads":
             try:
                 self.ctx = _aio.Context(self.depth, self.reader.fd, max_request)
-            except OSError as e:     # e.g. fs.aio-max-nr reached, or no memory for the buffers
+                self.kind = "aio"
+            except OSError as e:     # no native AIO here, fs.aio-max-nr reached, no memory for the buffers
                 if backend == "aio":
                     self.reader.close()
                     raise DipsimError(f"--io aio: cannot set up {self.depth} asynchronous reads: "
                                       f"{e.strerror or e}") from None
-                self.kind = "threads"
         self.pool = ThreadPoolExecutor(max(self.depth - 1, 1)) if self.kind == "threads" else None
 
     def run(self, offsets, sizes, depth: int | None = None, until: float | None = None) -> int:
