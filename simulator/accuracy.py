@@ -513,27 +513,35 @@ def closed_loop(lm, seq: list[int], runs: list[_ConfigRun], n_rows: int, n_pre: 
     h_runs = [r for r in masked_rows if r.h_groups]
     t_select = [0.0]
 
+    def record_and_select(i, a, rec, runs, assign) -> bool:
+        """Record the last position's activations ``a`` (when asked) and let every masked row
+        choose its columns from their magnitudes; False when no row masks here."""
+        if rec is not None:
+            rec[:, i, state["t"]] = a[:, -1, :].numpy()
+        if not runs:
+            return False
+        t0 = time.perf_counter()
+        scores = a[:, -1, :].abs().numpy()
+        for r in runs:
+            assign(r, scores[r.row])
+        t_select[0] += time.perf_counter() - t0
+        return True
+
     def mlp_hook(i):
+        def assign(r, scores):
+            for g in r.x_groups:
+                m = r.select(g, i, scores)
+                if g.name in ("upgate", "up"):
+                    m_up[i][r.row] = m
+                if g.name in ("upgate", "gate"):
+                    m_gate[i][r.row] = m
+
         def hook(mod, args, kwargs):
             if not state["active"]:
                 return None
             x = _first_arg(args, kwargs)
-            if rec_x is not None:
-                rec_x[:, i, state["t"]] = x[:, -1, :].numpy()
-            if not x_runs:
-                return None
-            t0 = time.perf_counter()
-            scores = x[:, -1, :].abs().numpy()
-            for r in x_runs:
-                for g in r.x_groups:
-                    m = r.select(g, i, scores[r.row])
-                    if g.name in ("upgate", "up"):
-                        m_up[i][r.row] = m
-                    if g.name in ("upgate", "gate"):
-                        m_gate[i][r.row] = m
-            t_select[0] += time.perf_counter() - t0
-            if split:
-                return None  # the projection hooks apply the two masks
+            if not record_and_select(i, x, rec_x, x_runs, assign) or split:
+                return None  # nothing masked here, or the projection hooks apply the two masks
             return _replace_first(args, kwargs, x * torch.from_numpy(m_up[i])[:, None, :])
         return hook
 
@@ -560,20 +568,16 @@ def closed_loop(lm, seq: list[int], runs: list[_ConfigRun], n_rows: int, n_pre: 
         return hook
 
     def down_hook(i):
+        def assign(r, scores):
+            for g in r.h_groups:
+                m_down[i][r.row] = r.select(g, i, scores)
+
         def hook(mod, args, kwargs):
             if not state["active"]:
                 return None
             h = _first_arg(args, kwargs)
-            if rec_h is not None:
-                rec_h[:, i, state["t"]] = h[:, -1, :].numpy()
-            if not h_runs:
+            if not record_and_select(i, h, rec_h, h_runs, assign):
                 return None
-            t0 = time.perf_counter()
-            scores = h[:, -1, :].abs().numpy()
-            for r in h_runs:
-                for g in r.h_groups:
-                    m_down[i][r.row] = r.select(g, i, scores[r.row])
-            t_select[0] += time.perf_counter() - t0
             return _replace_first(args, kwargs, h * torch.from_numpy(m_down[i])[:, None, :])
         return hook
 
