@@ -605,7 +605,7 @@ def closed_loop(lm, seq: list[int], runs: list[_ConfigRun], n_rows: int, n_pre: 
 def _run(lm, seq, runs, B, n_pre, state, t_select, progress, details, batch_invariant) -> LoopResult:
     import torch
 
-    from .replay import _bar
+    from .replay import progress_bar as _bar
 
     n = len(seq)
     model = lm.model

@@ -19,6 +19,8 @@ import numpy as np
 
 from traces.errors import DipsimError
 
+from .kernels import lru_stack_hits, topk_mask
+
 SCHEMES = ("uniform", "benefit")
 
 
@@ -38,8 +40,6 @@ def allocate(name: str, groups, L: int, budget: float, *, calib: dict[str, np.nd
 
 
 def _benefit(groups, L: int, budget: float, calib: dict[str, np.ndarray], steps: int) -> dict[str, np.ndarray]:
-    from .masking.base import topk_mask
-    from .mrc import lru_stack_hits
 
     curves, grids, costs, names = [], [], [], []
     for g in groups:

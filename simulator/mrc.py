@@ -22,31 +22,8 @@ from traces.errors import DipsimError
 from traces.format import Trace
 
 from . import masking as masking_mod
-from .replay import _policy_params, calibration_scores, make_groups, prepare, replay
-
-
-def lru_stack_hits(masks: Iterable[np.ndarray], L: int, N: int, skip: int = 0) -> np.ndarray:
-    """``hits[l, c]``: LRU hits of layer ``l`` with capacity ``c`` (0..N) over a stream of set steps.
-
-    Steps before ``skip`` warm the recency order but are not counted.
-    """
-    last = np.full((L, N), -1, dtype=np.int64)
-    idx = np.arange(N, dtype=np.int64)
-    hist = np.zeros((L, N + 2), dtype=np.int64)
-    rows = np.arange(L)[:, None]
-    for t, m in enumerate(masks):
-        if t >= skip:
-            key = np.where(last >= 0, last * N + idx, -1)
-            order = np.argsort(-key, axis=1, kind="stable")       # most recent first
-            rank = np.empty((L, N), dtype=np.int64)
-            rank[rows, order] = np.arange(1, N + 1)
-            rank = np.where(last >= 0, rank, N + 1)                 # never used: a miss at any size
-            counted = np.where(m, rank, 0)                          # bin 0 collects the non-accessed
-            flat = (counted + rows * (N + 2)).ravel()
-            hist += np.bincount(flat, minlength=L * (N + 2)).reshape(L, N + 2)
-        last[m] = t
-    hist[:, 0] = 0
-    return np.cumsum(hist[:, : N + 1], axis=1)                     # hits with capacity c = ranks 1..c
+from .kernels import lru_stack_hits
+from .replay import calibration_scores, make_groups, make_policy, prepare, progress_bar, replay
 
 
 def curve(trace: Trace, masking: str | masking_mod.MaskingPolicy = "dip", *, keep: Any = 0.5,
@@ -55,7 +32,7 @@ def curve(trace: Trace, masking: str | masking_mod.MaskingPolicy = "dip", *, kee
           calib_tokens: int = 64, tokens: int | None = None, progress: bool = False,
           **masking_params: Any) -> list[dict[str, Any]]:
     """Rows ``{fraction, capacity_<group>, hit_rate_<policy>, ...}`` for the given DRAM fractions."""
-    policy = _policy_params(masking, masking_params)
+    policy = make_policy(masking, masking_params)
     fr = np.round(np.linspace(0, 1, 21), 4) if fractions is None else np.asarray(list(fractions), dtype=float)
     if ((fr < 0) | (fr > 1)).any():
         raise DipsimError(f"fractions must be in [0, 1], got {fr.tolist()}")
@@ -66,7 +43,7 @@ def curve(trace: Trace, masking: str | masking_mod.MaskingPolicy = "dip", *, kee
 
     if policy.cache_aware or cache != "lru":
         # rerun per size
-        for row, f in zip(rows, fr):
+        for row, f in zip(rows, _bar(fr, progress, f"mrc {policy.name}+{cache}")):
             tot = replay(trace, policy, cache, dram_fraction=float(f), progress=False, **common).totals()
             row[f"hit_rate_{cache}"] = tot["hit_rate"]
             for gname, g in tot["groups"].items():
@@ -81,25 +58,40 @@ def curve(trace: Trace, masking: str | masking_mod.MaskingPolicy = "dip", *, kee
         L = trace.n_layers
         hits_b = np.zeros(len(fr))
         sel_b = 0.0
+        bar = progress_bar(L * len(setup.groups), progress, f"mrc {policy.name}+lru (one pass)", unit="layer")
         for g in setup.groups:
-            from .replay import _all_masks
-
-            masks = _all_masks(trace, g, setup.policies[g.name], g.k(), T, 64)
-            H = lru_stack_hits(masks, L, g.n_columns, skip=warmup).sum(axis=0)  # over layers
-            sel = int(masks[warmup:].sum())
+            H = np.zeros(g.n_columns + 1, dtype=np.int64)
+            sel = 0
+            k = g.k()
+            for layer in range(L):  # layer by layer: a layer's LRU depends on its own masks only
+                masks = (setup.policies[g.name].select_layer(layer, trace.abs_layer(g.kind, layer, 0, T), int(k[layer]))
+                         if g.pruned else np.ones((T, g.n_columns), dtype=bool))
+                H += lru_stack_hits(masks[:, None, :], 1, g.n_columns, skip=warmup)[0]
+                sel += int(masks[warmup:].sum())
+                bar.update(1)
             caps = np.floor(fr * g.n_columns + 1e-9).astype(int)
             for row, c in zip(rows, caps):
                 row[f"capacity_{g.name}"] = float(c)
                 row[f"hit_rate_lru_{g.name}"] = H[c] / sel if sel else 0.0
             hits_b += H[caps] * g.bytes_per_column
             sel_b += sel * g.bytes_per_column
+        bar.close()
         for row, hb in zip(rows, hits_b):
             row["hit_rate_lru"] = hb / sel_b if sel_b else 0.0
     if opt and not policy.cache_aware:
-        for row, f in zip(rows, fr):
+        for row, f in zip(rows, _bar(fr, progress, f"mrc {policy.name}+belady")):
             tot = replay(trace, policy, "belady", dram_fraction=float(f), **common).totals()
             row["hit_rate_belady"] = tot["hit_rate"]
     return rows
+
+
+def _bar(items, enabled: bool, desc: str):
+    """Iterate ``items`` with a progress bar (one unit per cache size)."""
+    bar = progress_bar(len(items), enabled, desc, unit="size")
+    for item in items:
+        yield item
+        bar.update(1)
+    bar.close()
 
 
 def plot_curve(rows: list[dict[str, Any]], title: str = ""):

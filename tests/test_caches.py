@@ -178,8 +178,14 @@ def test_belady_refuses_other_masks_and_missing_future():
     other[0, 2] = True
     with pytest.raises(DipsimError, match="differs from the future"):
         c.step(other)
+    blind = caches.make("belady", n_layers=1, n_columns=4, capacity=1)
     with pytest.raises(DipsimError, match="needs the whole access sequence"):
-        caches.make("belady", n_layers=1, n_columns=4, capacity=1)
+        blind.step(masks[0])
+    blind.run_layer(0, masks[:, 0])
+    with pytest.raises(DipsimError, match="whole access sequence in one call"):
+        blind.run_layer(0, masks[:, 0])
+    with pytest.raises(DipsimError, match="differ from the future"):
+        caches.make("belady", n_layers=1, n_columns=4, capacity=1, future=masks).run_layer(0, masks[:2, 0])
 
 
 def test_bad_names_and_parameters():
@@ -194,3 +200,33 @@ def test_bad_names_and_parameters():
     c = caches.make("lru", n_layers=2, n_columns=4, capacity=1)
     with pytest.raises(DipsimError, match="bool mask of shape"):
         c.step(np.zeros((2, 5), bool))
+
+
+@pytest.mark.parametrize("name", POLICIES)
+@given(data=streams())
+@settings(max_examples=40)
+def test_run_layer_equals_steps(name, data):
+    """Driving each layer alone through all its steps (the layer-wise loops) gives exactly the hits,
+    contents and counters of stepping all layers token by token."""
+    masks, cap = data
+    T, L, N = masks.shape
+    a, b = build(name, masks, cap), build(name, masks, cap)
+    if name == "belady":
+        b = caches.make("belady", n_layers=L, n_columns=N, capacity=cap)   # its future: the masks themselves
+    if name == "pinned":
+        hot = np.random.default_rng(0).random((L, N))
+        a.prime(hot)
+        b.prime(hot)
+    expected = np.array([a.step(m) for m in masks])
+    for layer in range(L):
+        np.testing.assert_array_equal(b.run_layer(layer, masks[:, layer]), expected[:, layer])
+    np.testing.assert_array_equal(b.resident, a.resident)
+    assert b.counters() == a.counters()
+    assert b.t == a.t == T
+
+
+def test_step_after_run_layer_is_refused():
+    c = caches.make("lru", n_layers=2, n_columns=4, capacity=2)
+    c.run_layer(0, np.ones((3, 4), bool))
+    with pytest.raises(DipsimError, match="either by step"):
+        c.step(np.ones((2, 4), bool))

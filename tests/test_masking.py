@@ -133,3 +133,108 @@ def test_bad_input():
         masking.make("dip").select(S, None, 6)
     with pytest.raises(DipsimError, match="list of 2 ints"):
         masking.make("dip").select(S, None, [1, 2, 3])
+
+
+# ------------------------------------------------------------------ compiled selection, layer runs
+@st.composite
+def magnitude_rows(draw):
+    """Rows of non-negative float32 magnitudes, with ties and zeros common (few distinct values, or
+    continuous values spread over decades so that the radix buckets split)."""
+    N = draw(st.integers(1, 60))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if draw(st.booleans()):
+        s = rng.integers(0, draw(st.integers(1, 6)), size=N).astype(np.float32)
+    else:
+        s = (rng.lognormal(0, draw(st.floats(0.1, 6)), size=N) * (rng.random(N) < 0.9)).astype(np.float32)
+    resident = rng.random(N) < draw(st.floats(0, 1))
+    k = draw(st.integers(0, N))
+    return s, resident, k
+
+
+@given(case=magnitude_rows())
+@settings(max_examples=300)
+def test_compiled_topk_equals_numpy(case):
+    from simulator import kernels
+
+    s, _, k = case
+    work, fav, hist = kernels.scratch(s.size)
+    out = np.zeros(s.size, bool)
+    kernels.topk_row(s, k, out, work[2], hist)
+    np.testing.assert_array_equal(out, kernels.topk_mask(s[None], np.array([k]))[0])
+
+
+@given(case=magnitude_rows(), gamma=st.sampled_from([0.0, 0.2, 0.5, 1.0]) | st.floats(0, 1),
+       fixed=st.integers(0, 5))
+@settings(max_examples=300)
+def test_compiled_dip_ca_equals_numpy(case, gamma, fixed):
+    from simulator import kernels
+
+    s, resident, k = case
+    policy = masking.make("dip-ca", gamma=gamma, fixed_top_n=fixed)
+    code, params = policy.row_rule()
+    work, fav, hist = kernels.scratch(s.size)
+    out = np.zeros(s.size, bool)
+    kernels.select_row(code, params, s, resident, k, out, work, fav, hist)
+    np.testing.assert_array_equal(out, policy.select(s[None], resident[None], k)[0])
+
+
+@st.composite
+def layer_runs(draw):
+    T = draw(st.integers(1, 25))
+    N = draw(st.integers(1, 30))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    pop = rng.random(N) ** 3 + 0.05           # skewed popularity, so that caches matter
+    scores = (rng.random((T, N)) * pop).astype(np.float32)
+    if draw(st.booleans()):
+        scores = np.round(scores * 4) / 4     # ties
+    return scores, draw(st.integers(0, N)), draw(st.integers(0, N + 1))
+
+
+def _policy(name, scores, k):
+    p = masking.make(name, **({"seed": 5} if name == "random" else {}))
+    if p.needs_calibration:
+        p = p.calibrate(scores[:, None, :], k)    # one layer; calibrated on its own tokens
+    return p
+
+
+@pytest.mark.parametrize("masking_name", masking.names())
+@pytest.mark.parametrize("cache_name", ["none", "lru", "fifo", "lfu", "s3fifo"])
+@given(run=layer_runs())
+@settings(max_examples=25)
+def test_layer_run_equals_token_by_token(masking_name, cache_name, run):
+    """``policy.run_layer`` (vectorized masks or the compiled cache-aware loop) chooses the same
+    masks and gets the same hits as selecting and stepping token by token, as replay used to."""
+    from simulator import caches
+
+    scores, k, cap = run
+    T, N = scores.shape
+    a = caches.make(cache_name, n_layers=1, n_columns=N, capacity=cap)
+    b = caches.make(cache_name, n_layers=1, n_columns=N, capacity=cap)
+    pa, pb = _policy(masking_name, scores, k), _policy(masking_name, scores, k)
+    want_m, want_h = [], []
+    for t in range(T):
+        m = pa.select(scores[t][None], a.resident, k)
+        want_m.append(m[0])
+        want_h.append(a.step(m)[0])
+    masks, hits = pb.run_layer(0, scores, k, b)
+    np.testing.assert_array_equal(masks, np.array(want_m))
+    np.testing.assert_array_equal(hits, np.array(want_h))
+    assert b.counters() == a.counters()
+
+
+@given(run=layer_runs(), gamma=st.floats(0, 1))
+@settings(max_examples=40)
+def test_python_fallback_of_cache_aware_runs_equals_compiled(run, gamma):
+    from simulator import caches
+    from simulator.kernels import LayerSelector
+
+    scores, k, cap = run
+    N = scores.shape[1]
+    p = masking.make("dip-ca", gamma=gamma)
+    a = caches.make("lru", n_layers=1, n_columns=N, capacity=cap)
+    b = caches.make("lru", n_layers=1, n_columns=N, capacity=cap)
+    compiled = p.run_layer(0, scores, k, a)
+    slow = b.run_layer_selecting(0, LayerSelector(scores, k, None,
+                                                  lambda s, r: p.select(s[None], r[None], k)[0]))
+    np.testing.assert_array_equal(compiled[0], slow[0])
+    np.testing.assert_array_equal(compiled[1], slow[1])

@@ -8,7 +8,7 @@ import pytest
 
 import simulator
 import traces
-from simulator import mrc
+from simulator import kernels, mrc
 from traces.errors import DipsimError
 from traces.synthetic import synthetic_trace
 
@@ -127,7 +127,7 @@ def test_curve_with_opt_and_cache_aware_masking(small):
 def test_lru_stack_hits_matches_a_direct_count():
     rng = np.random.default_rng(5)
     masks = rng.random((30, 2, 9)) < 0.4
-    H = mrc.lru_stack_hits(masks, 2, 9)
+    H = kernels.lru_stack_hits(masks, 2, 9)
     from simulator import caches
 
     for c in range(10):

@@ -122,6 +122,13 @@ class Trace:
             abs_to_f32(get(layer)[t0:t1], out[layer])
         return out.transpose(1, 0, 2)
 
+    def abs_layer(self, kind: str, layer: int, t0: int, t1: int) -> np.ndarray:
+        """``|x|`` or ``|h|`` of one layer for tokens ``t0:t1``, float32 ``[t1-t0, N]`` (contiguous)."""
+        src = (self.x if kind == "x" else self.h)(layer)[t0:t1]
+        out = np.empty(src.shape, dtype=np.float32)
+        abs_to_f32(src, out)
+        return out
+
     def summary(self) -> dict[str, Any]:
         keys = ("model", "architecture", "activation", "n_layers", "d_model", "d_ff", "n_tokens",
                 "weight_dtype", "bytes_per_weight", "corpus", "corpus_digest", "context", "dipsim_version")

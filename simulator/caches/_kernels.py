@@ -4,10 +4,12 @@ Each of these policies is an eviction order: every resident column has a priorit
 the victim is the column with the smallest key ``prio * N + index`` (the index breaks ties, lowest
 first). A step of one layer is one pass over its columns -- hits, priority updates, insertion of
 misses, marking the eviction candidates -- then, if the layer is over capacity, a bisection for
-the threshold priority and one eviction pass. It is a numba kernel over a range of layers rather
-than numpy array expressions: numpy's masked int64 operations cost 5-10 ns per element on the
-2-core development machines, several times these loops, which are written to vectorize. The
-kernel releases the GIL, so replay runs disjoint layer ranges in parallel threads.
+the threshold priority and one eviction pass (``keyed_row``). It is a numba kernel rather than
+numpy array expressions: numpy's masked int64 operations cost 5-10 ns per element on the 2-core
+development machines, several times these loops, which are written to vectorize. Drivers step
+all layers once (``keyed_rows``: ``cache.step``) or one layer through many steps (``keyed_layer``,
+and ``keyed_layer_select``, which also picks each step's mask: ``cache.run_layer``). They release
+the GIL, so replay runs disjoint layers in parallel threads.
 
 Priorities (``kind``):
     LRU    prio = step of last use                        (touched columns: t)
@@ -19,13 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-try:
-    import numba
-
-    njit = numba.njit(cache=True, nogil=True)
-except ImportError:  # pragma: no cover
-    def njit(f):
-        return f
+from ..kernels import njit, select_row
 
 LRU, FIFO, LFU, BELADY = 0, 1, 2, 3
 _BLOCK = 512
@@ -33,17 +29,17 @@ LFU_STEPS = 1 << 24  # S: bound on steps folded into LFU priorities (16.7 M toke
 
 
 @njit
-def _count_le(prio, sel, l, N, v):
+def _count_le(prio, sel, N, v):
     c = 0
     for n in range(N):
-        c += sel[n] & (prio[l, n] <= v)
+        c += sel[n] & (prio[n] <= v)
     return c
 
 
 @njit
-def _evict_smallest(res, prio, sel, l, N, e):
-    """Evict from row ``l`` the ``e`` columns with the smallest keys ``prio * N + index`` among those
-    with ``sel[n]``; ``0 < e < number of candidates``.
+def _evict_smallest(res, prio, sel, N, e):
+    """Evict from a layer (rows ``res``, ``prio``) the ``e`` columns with the smallest keys
+    ``prio * N + index`` among those with ``sel[n]``; ``0 < e < number of candidates``.
 
     The threshold priority is found by bisection on the priority value, each probe a branch-free
     count over the row (these loops vectorize; a per-element histogram or compaction does not and
@@ -55,15 +51,15 @@ def _evict_smallest(res, prio, sel, l, N, e):
     hi = -big
     for n in range(N):
         c = sel[n]
-        p = prio[l, n]
+        p = prio[n]
         lo = min(lo, p if c else big)
         hi = max(hi, p if c else -big)
     # smallest tau with count(prio <= tau) >= e: gallop up from the oldest priority (victims are
     # usually among the few oldest), then bisect
     step = 1
-    while lo < hi and _count_le(prio, sel, l, N, lo) < e:
+    while lo < hi and _count_le(prio, sel, N, lo) < e:
         lo_next = lo + step
-        if lo_next >= hi or _count_le(prio, sel, l, N, lo_next) >= e:
+        if lo_next >= hi or _count_le(prio, sel, N, lo_next) >= e:
             hi = min(hi, lo_next)
             lo = lo + 1
             break
@@ -71,14 +67,14 @@ def _evict_smallest(res, prio, sel, l, N, e):
         step *= 2
     while lo < hi:
         mid = lo + (hi - lo) // 2
-        if _count_le(prio, sel, l, N, mid) >= e:
+        if _count_le(prio, sel, N, mid) >= e:
             hi = mid
         else:
             lo = mid + 1
     tau = lo
-    need = e - _count_le(prio, sel, l, N, tau - 1)
+    need = e - _count_le(prio, sel, N, tau - 1)
     for n in range(N):
-        res[l, n] = res[l, n] & ((sel[n] & (prio[l, n] < tau)) ^ True)
+        res[n] = res[n] & ((sel[n] & (prio[n] < tau)) ^ True)
     # ties at tau: the lowest indices first. Count them per block (vectorized) up to the block where
     # `need` is reached, evict whole blocks before it in one pass, then walk that block alone.
     start = 0
@@ -86,98 +82,170 @@ def _evict_smallest(res, prio, sel, l, N, e):
         stop = min(start + _BLOCK, N)
         c = 0
         for n in range(start, stop):
-            c += sel[n] & (prio[l, n] == tau)
+            c += sel[n] & (prio[n] == tau)
         if c <= need:
             for n in range(start, stop):
-                res[l, n] = res[l, n] & ((sel[n] & (prio[l, n] == tau)) ^ True)
+                res[n] = res[n] & ((sel[n] & (prio[n] == tau)) ^ True)
             need -= c
         else:
             for n in range(start, stop):
                 if need == 0:
                     break
-                if sel[n] and prio[l, n] == tau:
-                    res[l, n] = False
+                if sel[n] and prio[n] == tau:
+                    res[n] = False
                     need -= 1
         start = stop
 
 
 @njit
-def keyed_rows(kind, mask, res, prio, evictable, cap, t, t1, nxt, hits, sel_count, hit_count, cand, l0, l1):
-    """One step for layers ``l0:l1``; returns evictions of previously resident columns.
+def keyed_row(kind, mask, res, prio, evictable, cap, t, t1, nxt, pos, hits, cand):
+    """One step of one layer (all arguments but the scalars are that layer's rows ``[N]``).
 
-    ``nxt`` (BELADY only): next use after ``t`` of every member of rows ``l0:l1``, row-major, and
-    ``t1`` = T + 1 (T: the number of steps of the future; "never used again" is T + 1).
-    ``cand`` (bool [N]) is scratch space.
+    ``nxt`` (BELADY only): next use after ``t`` of every column of the step, in index order from
+    ``nxt[pos]`` on; ``t1`` = T + 1 ("never used again"). ``cand`` is scratch space. Returns
+    ``(evictions of previously resident columns, columns selected, hits, next pos)``.
     """
-    N = mask.shape[1]
+    N = mask.shape[0]
+    n_evict = 0
+    occ = 0
+    ns = 0
+    nh = 0
+    # touch: hits, priorities, insertion; mark eviction candidates (resident, evictable, not in
+    # this step's set). One loop per kind, so that each loop is branch-free and vectorizes.
+    if kind == LRU:
+        for n in range(N):
+            prio[n] = t if mask[n] else prio[n]
+    elif kind == FIFO:
+        for n in range(N):
+            prio[n] = t if (mask[n] & (res[n] ^ True)) else prio[n]
+    elif kind == LFU:
+        for n in range(N):
+            if mask[n]:
+                prio[n] = ((prio[n] // LFU_STEPS + 1) if res[n] else 1) * LFU_STEPS + t
+    else:
+        for n in range(N):
+            if mask[n]:
+                prio[n] = t1 - nxt[pos]
+                pos += 1
+    k = 0
+    for n in range(N):
+        m = mask[n]
+        r = res[n]
+        h = m & r
+        hits[n] = h
+        rn = r | m
+        res[n] = rn
+        c = r & (m ^ True) & evictable[n]
+        cand[n] = c
+        occ += rn
+        ns += m
+        nh += h
+        k += c
+    e = occ - cap
+    if e <= 0:
+        return n_evict, ns, nh, pos
+    if e < k:
+        _evict_smallest(res, prio, cand, N, e)
+        return n_evict + e, ns, nh, pos
+    for n in range(N):  # every candidate goes
+        res[n] = res[n] & (cand[n] ^ True)
+    n_evict += k
+    e -= k
+    if e > 0:
+        # the set is larger than the capacity: evict among the step's own columns, same order
+        k2 = 0
+        for n in range(N):
+            c = mask[n] & evictable[n]
+            cand[n] = c
+            k2 += c
+        before = 0
+        for n in range(N):
+            before += res[n] & hits[n]
+        if e >= k2:
+            for n in range(N):
+                res[n] = res[n] & (cand[n] ^ True)
+        else:
+            _evict_smallest(res, prio, cand, N, e)
+        after = 0
+        for n in range(N):
+            after += res[n] & hits[n]
+        n_evict += before - after
+    return n_evict, ns, nh, pos
+
+
+@njit
+def keyed_rows(kind, mask, res, prio, evictable, cap, t, t1, nxt, hits, sel_count, hit_count, cand, l0, l1):
+    """One step of layers ``l0:l1`` (``[L, N]`` arrays); returns evictions of resident columns."""
     n_evict = 0
     pos = 0
     for l in range(l0, l1):
-        occ = 0
-        ns = 0
-        nh = 0
-        # touch: hits, priorities, insertion; mark eviction candidates (resident, evictable, not in
-        # this step's set). One loop per kind, so that each loop is branch-free and vectorizes.
-        if kind == LRU:
-            for n in range(N):
-                m = mask[l, n]
-                prio[l, n] = t if m else prio[l, n]
-        elif kind == FIFO:
-            for n in range(N):
-                prio[l, n] = t if (mask[l, n] & (res[l, n] ^ True)) else prio[l, n]
-        elif kind == LFU:
-            for n in range(N):
-                if mask[l, n]:
-                    prio[l, n] = ((prio[l, n] // LFU_STEPS + 1) if res[l, n] else 1) * LFU_STEPS + t
-        else:
-            for n in range(N):
-                if mask[l, n]:
-                    prio[l, n] = t1 - nxt[pos]
-                    pos += 1
-        k = 0
-        for n in range(N):
-            m = mask[l, n]
-            r = res[l, n]
-            h = m & r
-            hits[l, n] = h
-            rn = r | m
-            res[l, n] = rn
-            c = r & (m ^ True) & evictable[l, n]
-            cand[n] = c
-            occ += rn
-            ns += m
-            nh += h
-            k += c
+        e, ns, nh, pos = keyed_row(kind, mask[l], res[l], prio[l], evictable[l], cap[l], t, t1, nxt, pos,
+                                   hits[l], cand)
         sel_count[l] = ns
         hit_count[l] = nh
-        e = occ - cap[l]
-        if e <= 0:
-            continue
-        if e < k:
-            _evict_smallest(res, prio, cand, l, N, e)
-            n_evict += e
-            continue
-        for n in range(N):  # every candidate goes
-            res[l, n] = res[l, n] & (cand[n] ^ True)
-        n_evict += k
-        e -= k
-        if e > 0:
-            # the set is larger than the capacity: evict among the step's own columns, same order
-            k2 = 0
-            for n in range(N):
-                c = mask[l, n] & evictable[l, n]
-                cand[n] = c
-                k2 += c
-            before = 0
-            for n in range(N):
-                before += res[l, n] & hits[l, n]
-            if e >= k2:
-                for n in range(N):
-                    res[l, n] = res[l, n] & (cand[n] ^ True)
-            else:
-                _evict_smallest(res, prio, cand, l, N, e)
-            after = 0
-            for n in range(N):
-                after += res[l, n] & hits[l, n]
-            n_evict += before - after
+        n_evict += e
     return n_evict
+
+
+@njit
+def keyed_layer(kind, masks, res, prio, evictable, cap, t0, t1, nxt, hits, sel_count, hit_count):
+    """Steps ``t0, t0 + 1, ...`` of one layer with the masks ``[T, N]`` (rows of the layer's state);
+    fills ``hits [T, N]`` and the per-step counts; returns evictions of resident columns."""
+    T, N = masks.shape
+    cand = np.empty(N, np.bool_)
+    n_evict = 0
+    pos = 0
+    for i in range(T):
+        e, ns, nh, pos = keyed_row(kind, masks[i], res, prio, evictable, cap, t0 + i, t1, nxt, pos, hits[i], cand)
+        sel_count[i] = ns
+        hit_count[i] = nh
+        n_evict += e
+    return n_evict
+
+
+@njit
+def keyed_layer_select(kind, code, params, scores, k, res, prio, evictable, cap, t0, masks, hits, sel_count,
+                       hit_count):
+    """As :func:`keyed_layer`, choosing each step's mask from that step's ``scores`` and the cache
+    contents just before it (``kernels.select_row`` rule ``code``): a cache-aware policy and its
+    cache in one compiled pass over the tokens."""
+    T, N = scores.shape
+    cand = np.empty(N, np.bool_)
+    work = np.empty((3, N), np.float32)
+    fav = np.empty(N, np.bool_)
+    hist = np.empty(4096, np.int64)
+    nxt = np.zeros(0, np.int64)
+    n_evict = 0
+    for i in range(T):
+        select_row(code, params, scores[i], res, k, masks[i], work, fav, hist)
+        e, ns, nh, _ = keyed_row(kind, masks[i], res, prio, evictable, cap, t0 + i, 0, nxt, 0, hits[i], cand)
+        sel_count[i] = ns
+        hit_count[i] = nh
+        n_evict += e
+    return n_evict
+
+
+@njit
+def next_uses(masks, t0):
+    """For each selected entry of ``masks [T, N]`` (row-major), the step of the column's next use
+    after it (``t0 + T + 1`` if none): what Belady needs from the future, in one backward pass."""
+    T, N = masks.shape
+    total = 0
+    for i in range(T):
+        for n in range(N):
+            total += masks[i, n]
+    out = np.empty(total, np.int64)
+    nxt = np.full(N, t0 + T + 1, np.int64)
+    pos = total
+    for i in range(T - 1, -1, -1):
+        cnt = 0
+        for n in range(N):
+            cnt += masks[i, n]
+        pos -= cnt
+        j = pos
+        for n in range(N):
+            if masks[i, n]:
+                out[j] = nxt[n]
+                nxt[n] = t0 + i
+                j += 1
+    return out

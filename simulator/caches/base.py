@@ -21,6 +21,14 @@ With single-column steps (each layer accessing at most one column per step) this
 textbook per-request policy; ``simulator.caches.reference`` holds those plain definitions and the
 tests check every policy against them.
 
+Layers never interact, so a cache can also be driven one layer at a time through many steps:
+
+    hits = cache.run_layer(layer, masks)                  # masks [T, N]: the layer's next T steps
+    masks, hits = cache.run_layer_selecting(layer, sel)   # masks chosen per step from the contents
+
+which gives exactly what T calls of ``step`` give for that layer, in one compiled loop (the
+layer-wise replay and closed loop). A cache is driven either by ``step`` or by ``run_layer``.
+
 Policies whose choice needs the future (``belady``) set ``offline = True``; replay refuses them with
 cache-aware masking and closed-loop evaluation refuses them outright.
 """
@@ -33,6 +41,7 @@ import numpy as np
 
 from traces.errors import DipsimError
 
+from ..kernels import LayerSelector
 from ..registry import Registry, check_params
 from . import _kernels
 
@@ -78,7 +87,7 @@ class CachePolicy:
         self.L, self.N = int(n_layers), int(n_columns)
         self.capacity = as_capacity(capacity, self.L, self.N)
         self._resident = np.zeros((self.L, self.N), dtype=bool)
-        self.t = 0
+        self.clock = np.zeros(self.L, dtype=np.int64)   # steps taken, per layer
         self.n_req = 0
         self.n_hit = 0
         self._evictions: dict[int, int] = {}  # per worker thread, summed by n_evict
@@ -89,6 +98,11 @@ class CachePolicy:
         v = self._resident.view()
         v.flags.writeable = False
         return v
+
+    @property
+    def t(self) -> int:
+        """Steps taken (by every layer, when driven by ``step``)."""
+        return int(self.clock.max())
 
     @property
     def n_evict(self) -> int:
@@ -111,6 +125,9 @@ class CachePolicy:
     def step(self, mask: np.ndarray) -> np.ndarray:
         """Access the columns of ``mask`` ([L, N] bool) in every layer; return the hits (see module doc)."""
         mask = self.check_mask(mask)
+        if self.clock.min() != self.clock.max():
+            raise DipsimError(f"{self.name}: step() after run_layer() moved the layers apart; drive a cache "
+                              f"either by step() or layer by layer")
         hits = np.empty_like(mask)
         sel = np.empty(self.L, dtype=np.int64)
         hc = np.empty(self.L, dtype=np.int64)
@@ -136,12 +153,76 @@ class CachePolicy:
         self._step_rows(mask, hits, sel, hc, l0, l1, worker)
 
     def finish_step(self, sel: np.ndarray, hc: np.ndarray) -> None:
-        self.t += 1
+        self.clock += 1
         self.n_req += int(sel.sum())
         self.n_hit += int(hc.sum())
 
     def _step_rows(self, mask, hits, sel, hc, l0, l1, worker) -> None:
         raise NotImplementedError
+
+    # -- one layer through many steps --
+    def run_layer(self, layer: int, masks: np.ndarray) -> np.ndarray:
+        """Step ``layer`` alone through its next ``T`` steps, ``masks [T, N]`` bool; return the hits
+        ``[T, N]``. The same as ``T`` calls of :meth:`step` for that layer (the others idle)."""
+        layer = self._check_layer(layer)
+        masks = np.asarray(masks)
+        if masks.ndim != 2 or masks.shape[1] != self.N or masks.dtype != bool:
+            raise DipsimError(f"{self.name}: run_layer needs bool masks of shape [steps, {self.N}], got "
+                              f"{masks.dtype} {list(masks.shape)}")
+        masks = np.ascontiguousarray(masks)
+        hits = np.empty_like(masks)
+        self._run(layer, masks, hits, None)
+        return hits
+
+    def run_layer_selecting(self, layer: int, selector: LayerSelector) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`run_layer`, with each step's mask chosen by ``selector`` from that step's scores
+        and the layer's contents just before it (a cache-aware policy); returns ``(masks, hits)``."""
+        layer = self._check_layer(layer)
+        if self.offline:
+            raise DipsimError(f"cache policy {self.name!r} is an offline oracle: it cannot serve cache-aware masking")
+        scores = np.ascontiguousarray(selector.scores, dtype=np.float32)
+        if scores.ndim != 2 or scores.shape[1] != self.N:
+            raise DipsimError(f"{self.name}: scores must be [steps, {self.N}], got {list(scores.shape)}")
+        masks = np.empty(scores.shape, dtype=bool)
+        hits = np.empty_like(masks)
+        self._run(layer, masks, hits, selector._replace(scores=scores))
+        return masks, hits
+
+    def _check_layer(self, layer: int) -> int:
+        if not 0 <= int(layer) < self.L:
+            raise DipsimError(f"{self.name}: layer {layer} out of range 0..{self.L - 1}")
+        return int(layer)
+
+    def _run(self, layer, masks, hits, selector) -> None:
+        T = masks.shape[0]
+        sel = np.empty(T, np.int64)
+        hc = np.empty(T, np.int64)
+        self._layer_steps(layer, int(self.clock[layer]), masks, hits, sel, hc, selector)
+        self.clock[layer] += T
+        self.n_req += int(sel.sum())
+        self.n_hit += int(hc.sum())
+
+    def _layer_steps(self, layer, t0, masks, hits, sel, hc, selector) -> None:
+        """Fill ``hits`` (and with a ``selector`` the ``masks``), the per-step counts and the
+        eviction counter of ``layer`` over ``T`` steps from ``t0``. Subclasses replace this Python
+        loop with a compiled one; it remains the way for selectors without a compiled rule."""
+        full = np.zeros((self.L, self.N), dtype=bool)
+        full_hits = np.zeros_like(full)
+        s_cnt = np.zeros(self.L, np.int64)
+        h_cnt = np.zeros(self.L, np.int64)
+        saved = self.clock.copy()
+        try:
+            for i in range(masks.shape[0]):
+                if selector is not None:
+                    masks[i] = selector.select(selector.scores[i], self._resident[layer])
+                full[layer] = masks[i]
+                self.clock[:] = t0 + i        # the step's time, as step() would see it
+                self._step_rows(full, full_hits, s_cnt, h_cnt, layer, layer + 1, 0)
+                hits[i] = full_hits[layer]
+                sel[i] = s_cnt[layer]
+                hc[i] = h_cnt[layer]
+        finally:
+            self.clock[:] = saved
 
     def counters(self) -> dict[str, int]:
         return {"n_req": self.n_req, "n_hit": self.n_hit, "n_miss": self.n_miss, "n_evict": self.n_evict}
@@ -174,6 +255,23 @@ class KeyedCache(CachePolicy):
 
     def _t1(self) -> int:
         return 0
+
+    def _layer_steps(self, layer, t0, masks, hits, sel, hc, selector) -> None:
+        args = (self._resident[layer], self.prio[layer], self._evictable[layer], int(self.capacity[layer]))
+        if selector is None:
+            t1, nxt = self._layer_future(layer, t0, masks)
+            n = _kernels.keyed_layer(self.KIND, masks, *args, t0, t1, nxt, hits, sel, hc)
+        elif selector.rule is None:
+            return super()._layer_steps(layer, t0, masks, hits, sel, hc, selector)
+        else:
+            code, params = selector.rule
+            n = _kernels.keyed_layer_select(self.KIND, code, np.asarray(params, np.float64), selector.scores,
+                                            int(selector.k), *args, t0, masks, hits, sel, hc)
+        self._count_evictions(0, n)
+
+    def _layer_future(self, layer, t0, masks) -> tuple[int, np.ndarray]:
+        """``(t1, next uses)`` for the kernel (only Belady looks at them)."""
+        return 0, _EMPTY
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)

@@ -4,10 +4,11 @@
                else: miss; if full: evict the cached column whose next access is farthest in
                      the future (never again = farthest; ties: lowest index); insert x
 
-It needs the whole access sequence up front (``future``: masks ``[T, L, N]``), so it serves only
-cache-oblivious masking, whose masks do not depend on the cache. Each step must be exactly the
-next mask of ``future``; anything else is refused rather than turned into a meaningless number.
-Key = (T + 1 - next_use) * N + index.
+It needs the whole access sequence up front, so it serves only cache-oblivious masking, whose masks
+do not depend on the cache: driven by ``step``, it needs ``future`` (masks ``[T, L, N]``) and each
+step must be exactly the next mask of it; driven layer by layer, ``run_layer`` must receive the
+layer's whole sequence at once (which is then its future). Anything else is refused rather than
+turned into a meaningless number. Key = (T + 1 - next_use) * N + index.
 """
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ class Belady(KeyedCache):
 
     def __init__(self, n_layers, n_columns, capacity, future=None):
         super().__init__(n_layers, n_columns, capacity)
+        self.future = None
         if future is None:
-            raise DipsimError("cache policy 'belady' (offline OPT) needs the whole access sequence: "
-                              "future=[T, L, N] masks; it cannot serve cache-aware masking or the closed loop")
+            return
         future = np.asarray(future)
         if future.ndim != 3 or future.shape[1:] != (self.L, self.N) or future.dtype != bool:
             raise DipsimError(f"belady: future must be bool masks of shape [T, {self.L}, {self.N}], got "
@@ -47,6 +48,10 @@ class Belady(KeyedCache):
 
     def check_mask(self, mask):
         mask = super().check_mask(mask)
+        if self.future is None:
+            raise DipsimError("cache policy 'belady' (offline OPT) needs the whole access sequence: give "
+                              "future=[T, L, N] masks to step() it, or run_layer() each layer's whole sequence; "
+                              "it cannot serve cache-aware masking or the closed loop")
         if self.t >= self.T:
             raise DipsimError(f"belady: step {self.t} beyond the {self.T} steps of its future")
         if not np.array_equal(mask, self.future[self.t]):
@@ -60,6 +65,14 @@ class Belady(KeyedCache):
 
     def _t1(self):
         return self.T + 1
+
+    def _layer_future(self, layer, t0, masks):
+        T = masks.shape[0]
+        if t0 != 0:
+            raise DipsimError("belady: run_layer takes a layer's whole access sequence in one call (its future)")
+        if self.future is not None and not (T == self.T and np.array_equal(masks, self.future[:, layer])):
+            raise DipsimError(f"belady: the masks of layer {layer} differ from the future it was given")
+        return T + 1, _kernels.next_uses(masks, 0)
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)

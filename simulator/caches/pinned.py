@@ -13,7 +13,7 @@ import numpy as np
 
 from traces.errors import DipsimError
 
-from ..masking.base import topk_mask
+from ..kernels import topk_mask
 from .base import register_cache
 from .lru import LRU
 

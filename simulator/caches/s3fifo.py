@@ -34,139 +34,169 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels import njit, select_row
 from .base import CachePolicy, register_cache
 
-try:
-    import numba
-
-    _njit = numba.njit(cache=True, nogil=True)
-except ImportError:  # pragma: no cover - numba is a dependency; this keeps the module importable
-    def _njit(f):
-        return f
 
 
-@_njit
+@njit
+def _s3fifo_row(mask, hits, C, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr, ghost_of, g_valid, g_clock,
+                has_evicted, l):
+    """One step of layer ``l``: ``mask``, ``hits`` and the queue state are that layer's rows;
+    ``g_valid``, ``g_clock``, ``has_evicted`` are per-layer arrays indexed by ``l``. Returns
+    ``(evictions, columns selected, hits)``."""
+    N = mask.shape[0]
+    GR = gq.shape[0]
+    n_evict = 0
+    s_max = max(1, (C * 10) // 100)
+    m_max = C - s_max
+    g_max = (C * 90) // 100
+    pin_s = 0
+    pin_m = 0
+    ns = 0
+    # hits: counted before insertions; their columns are pinned for the whole step
+    for n in range(N):
+        hits[n] = False
+        ns += mask[n]
+        if mask[n] and loc[n] != 0:
+            hits[n] = True
+            if freq[n] < 3:
+                freq[n] += 1
+            if loc[n] == 1:
+                pin_s += 1
+            else:
+                pin_m += 1
+    for n in range(N):
+        if not mask[n] or loc[n] != 0:
+            continue
+        in_ghost = ghost_of[n] >= 0
+        if in_ghost:
+            ghost_of[n] = -1
+            g_valid[l] -= 1
+        bypass = False
+        while True:
+            s_len = s_ctr[0] - s_ctr[1]
+            m_len = m_ctr[0] - m_ctr[1]
+            if s_len + m_len < C:
+                break
+            if s_len + m_len - pin_s - pin_m <= 0:
+                bypass = True
+                break
+            # ---- evict()
+            if (m_len > m_max or s_len == 0) and m_len - pin_m > 0:
+                # evict_main
+                while True:
+                    t = mq[m_ctr[1] % N]
+                    m_ctr[1] += 1
+                    if mask[t]:
+                        mq[m_ctr[0] % N] = t
+                        m_ctr[0] += 1
+                    elif freq[t] >= 1:
+                        freq[t] -= 1
+                        mq[m_ctr[0] % N] = t
+                        m_ctr[0] += 1
+                    else:
+                        loc[t] = 0
+                        freq[t] = 0
+                        n_evict += 1
+                        has_evicted[l] = True
+                        break
+            else:
+                # evict_small
+                while s_ctr[0] - s_ctr[1] > 0:
+                    t = sq[s_ctr[1] % N]
+                    s_ctr[1] += 1
+                    if mask[t] or freq[t] >= 2:
+                        loc[t] = 2
+                        if mask[t]:
+                            pin_s -= 1
+                            pin_m += 1
+                        else:
+                            freq[t] = 0
+                        mq[m_ctr[0] % N] = t
+                        m_ctr[0] += 1
+                    else:
+                        loc[t] = 0
+                        freq[t] = 0
+                        n_evict += 1
+                        has_evicted[l] = True
+                        if g_max > 0:
+                            # push to the ghost queue, compacting its ring when full
+                            if g_ctr[0] - g_ctr[1] >= GR:
+                                w = 0
+                                for i in range(g_ctr[1], g_ctr[0]):
+                                    c = gq[i % GR]
+                                    if ghost_of[c] == gstamp[i % GR]:
+                                        gq[w] = c
+                                        gstamp[w] = gstamp[i % GR]
+                                        w += 1
+                                g_ctr[1] = 0
+                                g_ctr[0] = w
+                            g_clock[l] += 1
+                            gq[g_ctr[0] % GR] = t
+                            gstamp[g_ctr[0] % GR] = g_clock[l]
+                            g_ctr[0] += 1
+                            ghost_of[t] = g_clock[l]
+                            g_valid[l] += 1
+                            while g_valid[l] > g_max:
+                                c = gq[g_ctr[1] % GR]
+                                st = gstamp[g_ctr[1] % GR]
+                                g_ctr[1] += 1
+                                if ghost_of[c] == st:
+                                    ghost_of[c] = -1
+                                    g_valid[l] -= 1
+                        break
+        if bypass:
+            continue
+        s_len = s_ctr[0] - s_ctr[1]
+        if in_ghost or (not has_evicted[l] and s_len >= s_max):
+            loc[n] = 2
+            mq[m_ctr[0] % N] = n
+            m_ctr[0] += 1
+            pin_m += 1
+        else:
+            loc[n] = 1
+            sq[s_ctr[0] % N] = n
+            s_ctr[0] += 1
+            pin_s += 1
+        freq[n] = 0
+    return n_evict, ns, pin_s + pin_m
+
+
+@njit
 def _s3fifo_rows(mask, hits, sel, hc, cap, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr, ghost_of,
                  g_valid, g_clock, has_evicted, l0, l1):
-    N = mask.shape[1]
-    GR = gq.shape[1]
     n_evict = 0
     for l in range(l0, l1):
-        C = cap[l]
-        s_max = max(1, (C * 10) // 100)
-        m_max = C - s_max
-        g_max = (C * 90) // 100
-        pin_s = 0
-        pin_m = 0
-        ns = 0
-        # hits: counted before insertions; their columns are pinned for the whole step
-        for n in range(N):
-            hits[l, n] = False
-            ns += mask[l, n]
-            if mask[l, n] and loc[l, n] != 0:
-                hits[l, n] = True
-                if freq[l, n] < 3:
-                    freq[l, n] += 1
-                if loc[l, n] == 1:
-                    pin_s += 1
-                else:
-                    pin_m += 1
+        e, ns, nh = _s3fifo_row(mask[l], hits[l], cap[l], loc[l], freq[l], sq[l], s_ctr[l], mq[l], m_ctr[l], gq[l],
+                                gstamp[l], g_ctr[l], ghost_of[l], g_valid, g_clock, has_evicted, l)
         sel[l] = ns
-        hc[l] = pin_s + pin_m
-        for n in range(N):
-            if not mask[l, n] or loc[l, n] != 0:
-                continue
-            in_ghost = ghost_of[l, n] >= 0
-            if in_ghost:
-                ghost_of[l, n] = -1
-                g_valid[l] -= 1
-            bypass = False
-            while True:
-                s_len = s_ctr[l, 0] - s_ctr[l, 1]
-                m_len = m_ctr[l, 0] - m_ctr[l, 1]
-                if s_len + m_len < C:
-                    break
-                if s_len + m_len - pin_s - pin_m <= 0:
-                    bypass = True
-                    break
-                # ---- evict()
-                if (m_len > m_max or s_len == 0) and m_len - pin_m > 0:
-                    # evict_main
-                    while True:
-                        t = mq[l, m_ctr[l, 1] % N]
-                        m_ctr[l, 1] += 1
-                        if mask[l, t]:
-                            mq[l, m_ctr[l, 0] % N] = t
-                            m_ctr[l, 0] += 1
-                        elif freq[l, t] >= 1:
-                            freq[l, t] -= 1
-                            mq[l, m_ctr[l, 0] % N] = t
-                            m_ctr[l, 0] += 1
-                        else:
-                            loc[l, t] = 0
-                            freq[l, t] = 0
-                            n_evict += 1
-                            has_evicted[l] = True
-                            break
-                else:
-                    # evict_small
-                    while s_ctr[l, 0] - s_ctr[l, 1] > 0:
-                        t = sq[l, s_ctr[l, 1] % N]
-                        s_ctr[l, 1] += 1
-                        if mask[l, t] or freq[l, t] >= 2:
-                            loc[l, t] = 2
-                            if mask[l, t]:
-                                pin_s -= 1
-                                pin_m += 1
-                            else:
-                                freq[l, t] = 0
-                            mq[l, m_ctr[l, 0] % N] = t
-                            m_ctr[l, 0] += 1
-                        else:
-                            loc[l, t] = 0
-                            freq[l, t] = 0
-                            n_evict += 1
-                            has_evicted[l] = True
-                            if g_max > 0:
-                                # push to the ghost queue, compacting its ring when full
-                                if g_ctr[l, 0] - g_ctr[l, 1] >= GR:
-                                    w = 0
-                                    for i in range(g_ctr[l, 1], g_ctr[l, 0]):
-                                        c = gq[l, i % GR]
-                                        if ghost_of[l, c] == gstamp[l, i % GR]:
-                                            gq[l, w] = c
-                                            gstamp[l, w] = gstamp[l, i % GR]
-                                            w += 1
-                                    g_ctr[l, 1] = 0
-                                    g_ctr[l, 0] = w
-                                g_clock[l] += 1
-                                gq[l, g_ctr[l, 0] % GR] = t
-                                gstamp[l, g_ctr[l, 0] % GR] = g_clock[l]
-                                g_ctr[l, 0] += 1
-                                ghost_of[l, t] = g_clock[l]
-                                g_valid[l] += 1
-                                while g_valid[l] > g_max:
-                                    c = gq[l, g_ctr[l, 1] % GR]
-                                    st = gstamp[l, g_ctr[l, 1] % GR]
-                                    g_ctr[l, 1] += 1
-                                    if ghost_of[l, c] == st:
-                                        ghost_of[l, c] = -1
-                                        g_valid[l] -= 1
-                            break
-            if bypass:
-                continue
-            s_len = s_ctr[l, 0] - s_ctr[l, 1]
-            if in_ghost or (not has_evicted[l] and s_len >= s_max):
-                loc[l, n] = 2
-                mq[l, m_ctr[l, 0] % N] = n
-                m_ctr[l, 0] += 1
-                pin_m += 1
-            else:
-                loc[l, n] = 1
-                sq[l, s_ctr[l, 0] % N] = n
-                s_ctr[l, 0] += 1
-                pin_s += 1
-            freq[l, n] = 0
+        hc[l] = nh
+        n_evict += e
+    return n_evict
+
+
+@njit
+def _s3fifo_layer(code, params, scores, k, masks, hits, sel, hc, C, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp,
+                  g_ctr, ghost_of, g_valid, g_clock, has_evicted, l):
+    """Steps of layer ``l`` through the rows of ``masks``; with ``code >= 0`` each mask is first
+    chosen from ``scores`` and the cache contents (``kernels.select_row``)."""
+    T, N = masks.shape
+    work = np.empty((3, N), np.float32)
+    fav = np.empty(N, np.bool_)
+    hist = np.empty(4096, np.int64)
+    res = np.empty(N, np.bool_)
+    n_evict = 0
+    for i in range(T):
+        if code >= 0:
+            for n in range(N):
+                res[n] = loc[n] != 0
+            select_row(code, params, scores[i], res, k, masks[i], work, fav, hist)
+        e, ns, nh = _s3fifo_row(masks[i], hits[i], C, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr, ghost_of,
+                                g_valid, g_clock, has_evicted, l)
+        sel[i] = ns
+        hc[i] = nh
+        n_evict += e
     return n_evict
 
 
@@ -190,9 +220,24 @@ class S3FIFO(CachePolicy):
         self.g_clock = np.zeros(L, dtype=np.int64)
         self.has_evicted = np.zeros(L, dtype=np.bool_)
 
+    def _state(self, layer):
+        return (self.capacity[layer], self.loc[layer], self.freq[layer], self.sq[layer], self.s_ctr[layer],
+                self.mq[layer], self.m_ctr[layer], self.gq[layer], self.gstamp[layer], self.g_ctr[layer],
+                self.ghost_of[layer], self.g_valid, self.g_clock, self.has_evicted, layer)
+
     def _step_rows(self, mask, hits, sel, hc, l0, l1, worker):
         n = _s3fifo_rows(mask, hits, sel, hc, self.capacity, self.loc, self.freq, self.sq, self.s_ctr, self.mq,
                          self.m_ctr, self.gq, self.gstamp, self.g_ctr, self.ghost_of, self.g_valid, self.g_clock,
                          self.has_evicted, l0, l1)
         np.not_equal(self.loc[l0:l1], 0, out=self._resident[l0:l1])
         self._count_evictions(worker, n)
+
+    def _layer_steps(self, layer, t0, masks, hits, sel, hc, selector):
+        if selector is not None and selector.rule is None:
+            return super()._layer_steps(layer, t0, masks, hits, sel, hc, selector)
+        code, params, scores, k = -1, np.zeros(2), np.zeros((0, 0), np.float32), 0
+        if selector is not None:
+            (code, params), scores, k = selector.rule, selector.scores, int(selector.k)
+        n = _s3fifo_layer(code, np.asarray(params, np.float64), scores, k, masks, hits, sel, hc, *self._state(layer))
+        np.not_equal(self.loc[layer], 0, out=self._resident[layer])
+        self._count_evictions(0, n)

@@ -12,6 +12,15 @@ Policies are immutable; the base class checks the arguments once and hands clean
 ``_select`` hook of a subclass. Policies that learn from a calibration prefix (``threshold``,
 ``static``) return a calibrated copy from ``calibrate``. Ties break deterministically: among equal
 scores the lowest column index wins.
+
+The layer-wise loops (replay, the closed loop) take one layer through all tokens at once:
+
+    masks, hits = policy.run_layer(layer, scores, k, cache)   # scores [T, N]; cache steps T times
+
+A cache-oblivious policy chooses all ``T`` masks in one vectorized ``select_layer`` and the cache
+then steps through them; a cache-aware one (``dip-ca``) hands the cache a ``LayerSelector`` so that
+choice and step alternate token by token, in one compiled loop when the policy has a
+``row_rule`` (see ``simulator.kernels.select_row``).
 """
 from __future__ import annotations
 
@@ -23,6 +32,7 @@ import numpy as np
 
 from traces.errors import DipsimError
 
+from ..kernels import LayerSelector, topk_mask
 from ..registry import Registry, check_params
 
 REGISTRY = Registry("masking policy")
@@ -66,55 +76,6 @@ def as_k(k: Any, L: int, N: int) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def topk_mask(scores: np.ndarray, k: np.ndarray, prefer: np.ndarray | None = None) -> np.ndarray:
-    """Exactly ``k[l]`` largest entries of each row of ``scores [L, N]``.
-
-    Ties at the threshold go to the lowest column index; with ``prefer`` (bool [L, N]) preferred
-    columns win ties first (then lowest index).
-    """
-    L, N = scores.shape
-    out = np.zeros((L, N), dtype=bool)
-    for kv in np.unique(k):
-        rows = np.flatnonzero(k == kv) if len(k) > 1 and not (k == kv).all() else None
-        s = scores if rows is None else scores[rows]
-        kv = int(kv)
-        if kv == 0:
-            m = np.zeros(s.shape, dtype=bool)
-        elif kv >= N:
-            m = np.ones(s.shape, dtype=bool)
-        else:
-            kth = np.partition(s, N - kv, axis=1)[:, N - kv: N - kv + 1]  # the kv-th largest value per row
-            m = s >= kth
-            counts = np.count_nonzero(m, axis=1)
-            tied = np.flatnonzero(counts != kv)  # rows with several entries equal to the threshold
-            if tied.size:
-                _break_ties(s, m, kth, kv, tied, None if prefer is None else
-                            (prefer if rows is None else prefer[rows]))
-        if rows is None:
-            out = m
-        else:
-            out[rows] = m
-    return out
-
-
-def _break_ties(s, m, kth, kv, tied, prefer) -> None:
-    """Rows ``tied`` hold more entries equal to their threshold than fit: keep the lowest indices
-    (preferred columns first) among those ties, vectorized over the tied rows."""
-    sub = s[tied]
-    thr = kth[tied]
-    above = sub > thr
-    eq = sub == thr
-    need = (kv - np.count_nonzero(above, axis=1))[:, None]
-    if prefer is None:
-        rank = np.cumsum(eq, axis=1, dtype=np.int32)
-    else:
-        pref = eq & prefer[tied]
-        n_pref = np.count_nonzero(pref, axis=1)[:, None]
-        rank = np.where(pref, np.cumsum(pref, axis=1, dtype=np.int32),
-                        n_pref + np.cumsum(eq & ~pref, axis=1, dtype=np.int32))
-    m[tied] = above | (eq & (rank <= need))
-
-
 @dataclass(frozen=True)
 class MaskingPolicy:
     """Base of all masking policies (see the module docstring for the contract)."""
@@ -146,6 +107,33 @@ class MaskingPolicy:
     def calibrate(self, prefix: np.ndarray, k: Any) -> "MaskingPolicy":
         """A copy fitted to a calibration prefix ``[T, L, N]`` of scores; stateless policies return self."""
         return self
+
+    # -- one layer through all tokens (replay and the closed loop) --
+    def run_layer(self, layer: int, scores: np.ndarray, k: int, cache) -> tuple[np.ndarray, np.ndarray]:
+        """Masks ``[T, N]`` of ``layer`` for ``T`` tokens' ``scores`` and the hits of ``cache``
+        (a ``caches.CachePolicy``, stepped ``T`` times in that layer): the same as ``T`` calls of
+        ``select`` for that layer, each followed by the cache's step."""
+        if not self.cache_aware:
+            masks = self.select_layer(layer, scores, k)
+            return masks, cache.run_layer(layer, masks)
+        one = self.rows(layer, layer + 1)
+        kk = np.array([k], dtype=np.int64)
+        sel = LayerSelector(scores, int(k), self.row_rule(),
+                            lambda s, r: one._select(s[None], r[None], kk)[0])
+        return cache.run_layer_selecting(layer, sel)
+
+    def select_layer(self, layer: int, scores: np.ndarray, k: int) -> np.ndarray:
+        """Masks ``[T, N]`` of ``layer`` for ``T`` tokens, for a cache-oblivious policy. The default
+        runs ``select`` token by token; policies override it with one vectorized call."""
+        scores = np.asarray(scores)
+        one = self.rows(layer, layer + 1)
+        return np.concatenate([one.select(scores[t:t + 1], None, int(k)) for t in range(scores.shape[0])]) \
+            if scores.shape[0] else np.zeros(scores.shape, dtype=bool)
+
+    def row_rule(self) -> tuple[int, np.ndarray] | None:
+        """The compiled per-token rule ``(kernels.SELECT_* code, float64 params)`` of a cache-aware
+        policy, or None (the cache then calls the policy's Python ``select`` per token)."""
+        return None
 
     def rows(self, l0: int, l1: int) -> "MaskingPolicy":
         """The policy for layers ``l0:l1`` alone (replay runs layer ranges in parallel threads).

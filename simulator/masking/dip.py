@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import MaskingPolicy, register_masking, topk_mask
+import numpy as np
+
+from ..kernels import topk_mask, topk_rows
+from .base import MaskingPolicy, register_masking
 
 
 @register_masking("dip")
@@ -19,3 +22,9 @@ from .base import MaskingPolicy, register_masking, topk_mask
 class DIP(MaskingPolicy):
     def _select(self, scores, resident, k):
         return topk_mask(scores, k)
+
+    def select_layer(self, layer, scores, k):
+        scores = np.ascontiguousarray(scores, dtype=np.float32)
+        out = np.empty(scores.shape, dtype=bool)
+        topk_rows(scores, int(k), out)   # compiled; the same masks as topk_mask
+        return out

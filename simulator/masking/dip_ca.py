@@ -22,8 +22,8 @@ import numpy as np
 
 from traces.errors import DipsimError
 
-from ._fast import penalize
-from .base import MaskingPolicy, register_masking, topk_mask
+from ..kernels import SELECT_DIPCA, penalize, topk_mask
+from .base import MaskingPolicy, register_masking
 
 
 @register_masking("dip-ca")
@@ -44,6 +44,9 @@ class DIPCA(MaskingPolicy):
         object.__setattr__(self, "gamma", g)
         if not isinstance(self.fixed_top_n, (int, np.integer)) or self.fixed_top_n < 0:
             raise DipsimError(f"dip-ca fixed_top_n must be a non-negative integer, got {self.fixed_top_n!r}")
+
+    def row_rule(self):
+        return SELECT_DIPCA, np.array([self.gamma, float(self.fixed_top_n)])
 
     def _select(self, scores, resident, k):
         favoured = resident

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .base import MaskingPolicy, register_masking, topk_mask
+from ..kernels import topk_mask
+from .base import MaskingPolicy, register_masking
 
 
 @register_masking("random")
@@ -33,6 +34,16 @@ class Random(MaskingPolicy):
                 rng = self._rngs[layer] = np.random.default_rng([self.seed, layer])
             u[i] = rng.random(scores.shape[1], dtype=np.float32)
         return topk_mask(u, k)
+
+    def select_layer(self, layer, scores, k):
+        """All tokens' draws of the layer at once: one call for ``T`` rows of the layer's generator
+        yields the same numbers as ``T`` calls of one row each, so the masks equal ``select``'s."""
+        T, N = np.shape(scores)
+        layer = self._first_layer + layer
+        rng = self._rngs.get(layer)
+        if rng is None:
+            rng = self._rngs[layer] = np.random.default_rng([self.seed, layer])
+        return topk_mask(rng.random((T, N), dtype=np.float32), np.full(T, int(k)))
 
     def params(self):
         return {"seed": self.seed}

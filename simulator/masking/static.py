@@ -13,7 +13,8 @@ import numpy as np
 
 from traces.errors import DipsimError
 
-from .base import MaskingPolicy, as_k, calibration_prefix, register_masking, topk_mask
+from ..kernels import topk_mask
+from .base import MaskingPolicy, as_k, calibration_prefix, register_masking
 
 
 @register_masking("static")
@@ -37,6 +38,11 @@ class Static(MaskingPolicy):
         if self.hot.shape != scores.shape:
             raise DipsimError(f"static was calibrated for shape {list(self.hot.shape)}, got {list(scores.shape)}")
         return self.hot.copy()
+
+    def select_layer(self, layer, scores, k):
+        if self.hot is None:
+            raise DipsimError("masking policy 'static' must be calibrated on a trace prefix before use")
+        return np.broadcast_to(self.hot[layer], np.shape(scores)).copy()
 
     def params(self):
         return {}

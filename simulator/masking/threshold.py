@@ -44,6 +44,11 @@ class Threshold(MaskingPolicy):
     def rows(self, l0, l1):
         return self if self.thresholds is None else Threshold(thresholds=self.thresholds[l0:l1])
 
+    def select_layer(self, layer, scores, k):
+        if self.thresholds is None:
+            raise DipsimError("masking policy 'threshold' must be calibrated on a trace prefix before use")
+        return np.asarray(scores) > np.float64(self.thresholds[layer])
+
     def _select(self, scores, resident, k):
         if self.thresholds is None:
             raise DipsimError("masking policy 'threshold' must be calibrated on a trace prefix before use")

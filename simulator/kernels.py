@@ -1,0 +1,280 @@
+"""Compiled building blocks shared by the masking and cache policies (a leaf: imports only numpy/numba).
+
+* ``njit``: numba's compiler with the project's options (cached on disk, GIL released);
+* ``topk_mask``: exact top-k per row of a matrix (numpy), ties to the lowest column index;
+* ``topk_row``: the same for one row, compiled, for loops that run inside numba;
+* ``select_row``: the per-token selection rules that depend on the cache (``SELECT_*`` codes), so
+  that a cache's compiled loop can pick a token's columns and step the cache in one pass.
+
+Selection rules are passed to compiled loops as an integer code plus a float64 parameter vector,
+not as functions: numba cannot cache a compiled function that takes another function as an
+argument, and recompiling on every start costs seconds.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numba
+import numpy as np
+
+njit = numba.njit(cache=True, nogil=True)
+
+#: selection codes for :func:`select_row`
+SELECT_TOPK = 0     # top-k of the scores
+SELECT_DIPCA = 1    # dip-ca: params = (gamma, fixed_top_n)
+
+
+class LayerSelector(NamedTuple):
+    """How a cache-aware policy picks one layer's masks while the cache steps through the tokens
+    (``cache.run_layer_selecting``): the tokens' scores, the columns to keep, and the rule -- as a
+    compiled :func:`select_row` code when the policy has one, and always as a Python function."""
+
+    scores: np.ndarray                              # [T, N] float32 magnitudes
+    k: int                                          # columns per token
+    rule: tuple[int, np.ndarray] | None             # (SELECT_* code, float64 params) or None
+    select: Callable[[np.ndarray, np.ndarray], np.ndarray]   # (scores [N], resident [N]) -> mask [N]
+
+
+# ----------------------------------------------------------------------------------------- numpy
+def topk_mask(scores: np.ndarray, k: np.ndarray, prefer: np.ndarray | None = None) -> np.ndarray:
+    """Exactly ``k[l]`` largest entries of each row of ``scores [L, N]``.
+
+    Ties at the threshold go to the lowest column index; with ``prefer`` (bool [L, N]) preferred
+    columns win ties first (then lowest index).
+    """
+    L, N = scores.shape
+    out = np.zeros((L, N), dtype=bool)
+    for kv in np.unique(k):
+        rows = np.flatnonzero(k == kv) if len(k) > 1 and not (k == kv).all() else None
+        s = scores if rows is None else scores[rows]
+        kv = int(kv)
+        if kv == 0:
+            m = np.zeros(s.shape, dtype=bool)
+        elif kv >= N:
+            m = np.ones(s.shape, dtype=bool)
+        else:
+            kth = np.partition(s, N - kv, axis=1)[:, N - kv: N - kv + 1]  # the kv-th largest value per row
+            m = s >= kth
+            counts = np.count_nonzero(m, axis=1)
+            tied = np.flatnonzero(counts != kv)  # rows with several entries equal to the threshold
+            if tied.size:
+                _break_ties(s, m, kth, kv, tied, None if prefer is None else
+                            (prefer if rows is None else prefer[rows]))
+        if rows is None:
+            out = m
+        else:
+            out[rows] = m
+    return out
+
+
+def _break_ties(s, m, kth, kv, tied, prefer) -> None:
+    """Rows ``tied`` hold more entries equal to their threshold than fit: keep the lowest indices
+    (preferred columns first) among those ties, vectorized over the tied rows."""
+    sub = s[tied]
+    thr = kth[tied]
+    above = sub > thr
+    eq = sub == thr
+    need = (kv - np.count_nonzero(above, axis=1))[:, None]
+    if prefer is None:
+        rank = np.cumsum(eq, axis=1, dtype=np.int32)
+    else:
+        pref = eq & prefer[tied]
+        n_pref = np.count_nonzero(pref, axis=1)[:, None]
+        rank = np.where(pref, np.cumsum(pref, axis=1, dtype=np.int32),
+                        n_pref + np.cumsum(eq & ~pref, axis=1, dtype=np.int32))
+    m[tied] = above | (eq & (rank <= need))
+
+
+def lru_stack_hits(masks, L: int, N: int, skip: int = 0) -> np.ndarray:
+    """``hits[l, c]``: LRU hits of layer ``l`` with capacity ``c`` (0..N) over a stream of set steps.
+
+    Steps before ``skip`` warm the recency order but are not counted.
+    """
+    last = np.full((L, N), -1, dtype=np.int64)
+    idx = np.arange(N, dtype=np.int64)
+    hist = np.zeros((L, N + 2), dtype=np.int64)
+    rows = np.arange(L)[:, None]
+    for t, m in enumerate(masks):
+        if t >= skip:
+            key = np.where(last >= 0, last * N + idx, -1)
+            order = np.argsort(-key, axis=1, kind="stable")       # most recent first
+            rank = np.empty((L, N), dtype=np.int64)
+            rank[rows, order] = np.arange(1, N + 1)
+            rank = np.where(last >= 0, rank, N + 1)                 # never used: a miss at any size
+            counted = np.where(m, rank, 0)                          # bin 0 collects the non-accessed
+            flat = (counted + rows * (N + 2)).ravel()
+            hist += np.bincount(flat, minlength=L * (N + 2)).reshape(L, N + 2)
+        last[m] = t
+    hist[:, 0] = 0
+    return np.cumsum(hist[:, : N + 1], axis=1)                     # hits with capacity c = ranks 1..c
+
+
+def penalize(scores: np.ndarray, favoured: np.ndarray, gamma: float) -> np.ndarray:
+    """``scores * (c + gamma * (1 - c))`` with ``c = favoured``, in the scores' own float type.
+
+    The product is rounded to that type (float32 for traces): the compiled :func:`select_row`
+    computes exactly the same values, so both paths rank identically."""
+    s = np.asarray(scores)
+    if s.dtype not in (np.float32, np.float64):
+        s = s.astype(np.float32)
+    return np.where(favoured, s, s * s.dtype.type(gamma))
+
+
+# ----------------------------------------------------------------------------------------- compiled
+@njit
+def _kth_largest(s, k, hist, cand):
+    """``(v, above)``: the ``k``-th largest of the non-negative finite float32 ``s`` (``1 <= k <=
+    len(s)``) and how many entries are strictly larger.
+
+    Radix selection on the float's bits, which order non-negative floats as their values do: one
+    pass counts the values per bucket of the top 12 bits (sign, exponent, three mantissa bits),
+    the bucket holding the k-th largest is found from the top, and only that bucket's values are
+    partitioned. numba's ``np.partition`` over the whole row runs at a third of numpy's speed."""
+    N = s.shape[0]
+    bits = s.view(np.uint32)
+    hist[:] = 0
+    for n in range(N):
+        hist[bits[n] >> 20] += 1
+    acc = 0
+    b = hist.shape[0] - 1
+    while acc + hist[b] < k:
+        acc += hist[b]
+        b -= 1
+    m = 0
+    for n in range(N):
+        cand[m] = s[n]
+        m += (bits[n] >> 20) == b    # branch-free compaction of the bucket's values
+    r = k - acc                      # the r-th largest of the bucket's m values
+    v = np.partition(cand[:m], m - r)[m - r]
+    above = acc
+    for i in range(m):
+        above += cand[i] > v
+    return v, above
+
+
+@njit
+def _take_top(s, k, thr, above, out):
+    """Mark the entries above ``thr`` (``above`` of them) and, in index order, as many equal to it
+    as ``k`` needs."""
+    N = s.shape[0]
+    for n in range(N):
+        out[n] = s[n] > thr
+    need = k - above
+    n = 0
+    while need > 0:
+        if s[n] == thr:
+            out[n] = True
+            need -= 1
+        n += 1
+
+
+@njit
+def _take_top_among(s, allowed, k, thr, out):
+    """:func:`_take_top` restricted to the columns where ``allowed``."""
+    N = s.shape[0]
+    above = 0
+    for n in range(N):
+        above += allowed[n] and s[n] > thr
+    need = k - above
+    for n in range(N):
+        take = False
+        if allowed[n]:
+            v = s[n]
+            take = v > thr
+            if not take and v == thr and need > 0:
+                take = True
+                need -= 1
+        out[n] = take
+
+
+@njit
+def topk_row(s, k, out, cand, hist):
+    """``out[n] = True`` for exactly the ``k`` largest ``s[n]`` (ties: lowest index), as
+    :func:`topk_mask` does for one row; ``s`` holds non-negative finite float32 magnitudes. ``cand``
+    (float32, the scores' length) and ``hist`` (int64 [4096]) are scratch space."""
+    N = s.shape[0]
+    if k <= 0:
+        out[:] = False
+    elif k >= N:
+        out[:] = True
+    else:
+        thr, above = _kth_largest(s, k, hist, cand)
+        _take_top(s, k, thr, above, out)
+
+
+@njit
+def topk_rows(scores, k, out):
+    """:func:`topk_row` for every row of ``scores [T, N]`` (one layer's tokens), into ``out``."""
+    T, N = scores.shape
+    cand = np.empty(N, np.float32)
+    hist = np.empty(4096, np.int64)
+    for t in range(T):
+        topk_row(scores[t], k, out[t], cand, hist)
+
+
+@njit
+def _topk_among(s, allowed, k, out, vals, cand, hist):
+    """Top-``k`` of ``s`` among the columns where ``allowed``, the others never chosen (ties: lowest
+    index); ``k`` must not exceed the number of allowed columns. ``vals``, ``cand``: scratch rows."""
+    N = s.shape[0]
+    n_ok = 0
+    for n in range(N):
+        if allowed[n]:
+            vals[n_ok] = s[n]
+            n_ok += 1
+    if k <= 0:
+        out[:] = False
+    elif k >= n_ok:
+        out[:] = allowed
+    else:
+        _take_top_among(s, allowed, k, _kth_largest(vals[:n_ok], k, hist, cand)[0], out)
+
+
+@njit
+def select_row(code, params, s, resident, k, out, work, fav, hist):
+    """One token's mask of one layer under selection rule ``code`` (see ``SELECT_*``).
+
+    ``s``: scores [N] (non-negative float32 magnitudes); ``resident``: the layer's cache contents
+    [N] bool; ``out``: the mask [N] bool. Scratch space from :func:`scratch`.
+    dip-ca (``masking.dip_ca``): s' = s if favoured else s * gamma, favoured = resident or among
+    the ``fixed_top_n`` largest raw scores; top-k of s'; gamma = 0 takes the favoured columns
+    first (by score) and fills up with the rest (by score).
+    """
+    N = s.shape[0]
+    if code == SELECT_TOPK:
+        topk_row(s, k, out, work[2], hist)
+        return
+    gamma = params[0]
+    n_fixed = int(params[1])
+    if gamma == 1.0:
+        topk_row(s, k, out, work[2], hist)
+        return
+    if n_fixed > 0:
+        topk_row(s, min(n_fixed, N), fav, work[2], hist)
+        for n in range(N):
+            fav[n] = fav[n] or resident[n]
+    else:
+        fav[:] = resident
+    if gamma > 0.0:
+        pen = work[0]
+        g = np.float32(gamma)   # rounded to float32, as numpy's penalize does
+        for n in range(N):
+            pen[n] = s[n] if fav[n] else s[n] * g
+        topk_row(pen, k, out, work[2], hist)
+        return
+    n_fav = 0
+    for n in range(N):
+        n_fav += fav[n]
+    if n_fav >= k:
+        _topk_among(s, fav, k, out, work[1], work[2], hist)
+        return
+    for n in range(N):          # every favoured column, then the best of the rest
+        fav[n] = not fav[n]
+    _topk_among(s, fav, k - n_fav, out, work[1], work[2], hist)
+    for n in range(N):
+        out[n] = out[n] or not fav[n]
+
+
+def scratch(n_columns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scratch space of :func:`select_row` for rows of ``n_columns`` scores: ``work, fav, hist``."""
+    return np.empty((3, n_columns), np.float32), np.empty(n_columns, np.bool_), np.empty(4096, np.int64)

@@ -1,0 +1,166 @@
+"""What replay decides before the first token: matrix groups, keeps, policies, cache capacities.
+
+Matrix groups (each with its own cache per layer):
+
+* ``upgate`` -- column i of W_up and column i of W_gate, bundled (i indexes d_model; they share one
+  mask, selected by |x|): 2 * d_ff weights per column;
+* ``up`` and ``gate`` -- separately, when a gate keep different from up's is given (``keep_gate``);
+  gate's mask is then top-k_gate of the same |x|;
+* ``down`` -- column j of W_down (j indexes d_ff, selected by |GLU(x)|): d_model weights.
+
+The DRAM budget for the cache, a fraction of all MLP weights (``dram_fraction``) or bytes
+(``dram_bytes``), is split over layers and groups by an allocation scheme (``simulator.allocation``)
+and turned into columns through each group's bytes per column (trace metadata x bytes per weight,
+or ``weight_format``: int4, int8, fp16, bf16, fp32, source, or a number of bytes).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from traces.errors import DipsimError
+from traces.format import Trace
+
+from .. import allocation as alloc_mod
+from .. import caches as caches_mod
+from .. import masking as masking_mod
+from ..registry import check_params
+
+WEIGHT_FORMATS = {"int4": 0.5, "int8": 1.0, "fp8": 1.0, "fp16": 2.0, "bf16": 2.0, "fp32": 4.0}
+def bytes_per_weight(trace_meta: dict[str, Any], weight_format: str | float | None) -> float:
+    if weight_format in (None, "source"):
+        return float(trace_meta["bytes_per_weight"])
+    if isinstance(weight_format, (int, float)) and not isinstance(weight_format, bool):
+        if weight_format <= 0:
+            raise DipsimError(f"weight_format must be > 0 bytes per weight, got {weight_format}")
+        return float(weight_format)
+    try:
+        return WEIGHT_FORMATS[str(weight_format)]
+    except KeyError:
+        raise DipsimError(f"unknown weight_format {weight_format!r}; allowed: source, "
+                          f"{', '.join(WEIGHT_FORMATS)}, or bytes per weight as a number") from None
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    kind: str                 # "x" (scores |x|) or "h" (scores |GLU(x)|)
+    n_columns: int
+    bytes_per_column: float
+    keep: tuple[float, ...]   # per layer
+    pruned: bool              # False: every column every token
+
+    def k(self) -> np.ndarray:
+        return np.array([max(1, int(round(f * self.n_columns))) if f > 0 else 0 for f in self.keep], dtype=np.int64)
+
+
+def _keep_vector(value: Any, L: int, what: str) -> tuple[float, ...]:
+    arr = np.atleast_1d(np.asarray(value, dtype=float))
+    if arr.size == 1:
+        arr = np.full(L, float(arr[0]))
+    if arr.shape != (L,):
+        raise DipsimError(f"{what} must be a number or a list of {L} numbers (one per layer), got {arr.size} values")
+    if not np.all((arr > 0) & (arr <= 1)):
+        raise DipsimError(f"{what} must be in (0, 1], got {arr.tolist() if arr.size < 8 else arr.min()}")
+    return tuple(float(v) for v in arr)
+
+
+def make_groups(meta: dict[str, Any], policy: masking_mod.MaskingPolicy, *, keep: Any = 0.5,
+                keep_up: Any = None, keep_gate: Any = None, keep_down: Any = None,
+                weight_format: str | float | None = None) -> list[Group]:
+    L, dm, dff = int(meta["n_layers"]), int(meta["d_model"]), int(meta["d_ff"])
+    bpw = bytes_per_weight(meta, weight_format)
+    k_up = _keep_vector(keep if keep_up is None else keep_up, L, "keep_up" if keep_up is not None else "keep")
+    k_down = _keep_vector(keep if keep_down is None else keep_down, L, "keep_down" if keep_down is not None else "keep")
+    up_pruned = "upgate" in policy.prunes
+    dense = tuple([1.0] * L)
+    groups = []
+    if keep_gate is None:
+        groups.append(Group("upgate", "x", dm, 2 * dff * bpw, k_up if up_pruned else dense, up_pruned))
+    else:
+        k_gate = _keep_vector(keep_gate, L, "keep_gate")
+        groups.append(Group("up", "x", dm, dff * bpw, k_up if up_pruned else dense, up_pruned))
+        groups.append(Group("gate", "x", dm, dff * bpw, k_gate if up_pruned else dense, up_pruned))
+    down_pruned = "down" in policy.prunes
+    groups.append(Group("down", "h", dff, dm * bpw, k_down if down_pruned else dense, down_pruned))
+    return groups
+
+
+@dataclass(frozen=True)
+class ReplaySetup:
+    """Everything replay decided before the first token (also used by the closed loop)."""
+
+    groups: list[Group]
+    policies: dict[str, masking_mod.MaskingPolicy]
+    capacities: dict[str, np.ndarray]
+    cache_name: str
+    cache_params: dict[str, Any]
+    budget_bytes: float
+    mlp_bytes: float
+
+
+def make_policy(masking: str | masking_mod.MaskingPolicy, params: dict[str, Any]) -> masking_mod.MaskingPolicy:
+    """The masking policy object: ``masking`` itself, or the registered name built with ``params``."""
+    if isinstance(masking, masking_mod.MaskingPolicy):
+        if params:
+            raise DipsimError("give masking parameters either in the policy object or as arguments, not both")
+        return masking
+    return masking_mod.make(masking, **params)
+
+
+def prepare(meta: dict[str, Any], masking: str | masking_mod.MaskingPolicy = "dip", cache: str = "lru",
+            allocation: str = "uniform", *, keep: Any = 0.5, keep_up: Any = None, keep_gate: Any = None,
+            keep_down: Any = None, dram_fraction: float | None = None, dram_bytes: float | None = None,
+            weight_format: str | float | None = None, masking_params: dict[str, Any] | None = None,
+            cache_params: dict[str, Any] | None = None, calib: dict[str, np.ndarray] | None = None,
+            allocation_params: dict[str, Any] | None = None) -> ReplaySetup:
+    """Check every option and decide groups, keeps, calibrated policies and cache capacities."""
+    policy = make_policy(masking, dict(masking_params or {}))
+    cache_cls = caches_mod.REGISTRY.get_class(cache)
+    cache_params = dict(cache_params or {})
+    check_params("cache policy", cache, cache_params, [p for p in caches_mod.policy_params(cache) if p != "future"])
+    if cache_cls.offline and policy.cache_aware:
+        raise DipsimError(f"cache policy {cache!r} is an offline oracle: it needs the access sequence in advance, "
+                          f"but {policy.name}'s choices depend on the cache; use it with cache-oblivious masking "
+                          f"(dense, dip, glu-prune, threshold, static, random)")
+    if not meta.get("has_h", True) and "down" in policy.prunes:
+        raise DipsimError(f"masking {policy.name!r} prunes W_down by |GLU(x)|, but the trace holds no h; "
+                          f"capture it without --no-h")
+    groups = make_groups(meta, policy, keep=keep, keep_up=keep_up, keep_gate=keep_gate, keep_down=keep_down,
+                         weight_format=weight_format)
+    L = int(meta["n_layers"])
+    mlp_bytes = float(sum(g.n_columns * g.bytes_per_column for g in groups) * L)
+    if dram_fraction is not None and dram_bytes is not None:
+        raise DipsimError("give the DRAM budget as dram_fraction or dram_bytes, not both")
+    if dram_bytes is not None:
+        if not dram_bytes >= 0:
+            raise DipsimError(f"dram_bytes must be >= 0, got {dram_bytes}")
+        budget = float(dram_bytes)
+    else:
+        frac = 0.5 if dram_fraction is None else dram_fraction
+        if not 0.0 <= float(frac) <= 1.0:
+            raise DipsimError(f"dram_fraction must be in [0, 1] (share of the MLP weights cached in DRAM), got {frac}")
+        budget = float(frac) * mlp_bytes
+    if cache == "none":
+        budget = 0.0
+    capacities = alloc_mod.allocate(allocation, groups, L, budget, calib=calib, **(allocation_params or {}))
+    policies = {}
+    for g in groups:
+        if g.pruned and policy.needs_calibration:
+            if calib is None or g.name not in calib:
+                raise DipsimError(f"masking {policy.name!r} needs a calibration prefix")
+            policies[g.name] = policy.calibrate(calib[g.name], g.k())
+        else:
+            policies[g.name] = policy
+    return ReplaySetup(groups, policies, capacities, cache, cache_params, budget, mlp_bytes)
+
+
+def calibration_scores(trace: Trace, groups: list[Group], tokens: int) -> dict[str, np.ndarray]:
+    n = min(tokens, trace.n_tokens)
+    blocks = {"x": trace.abs_block("x", 0, n)}
+    if any(g.kind == "h" for g in groups) and trace.has_h:
+        blocks["h"] = trace.abs_block("h", 0, n)
+    return {g.name: blocks[g.kind] for g in groups if g.kind in blocks}
+
