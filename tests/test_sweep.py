@@ -167,7 +167,7 @@ def test_plot_command_writes_png(tmp_path, dev):
 def test_accuracy_columns_run_in_one_batch_before_the_points(tmp_path, dev, monkeypatch):
     from simulator import accuracy
 
-    monkeypatch.setattr(accuracy, "results_dir", lambda: tmp_path / "accuracy")  # a fresh result cache
+    monkeypatch.setattr(accuracy.store, "results_dir", lambda: tmp_path / "accuracy")  # a fresh result cache
     body = {"name": "acc", "trace": {"model": "smollm2-135m", "tokens": 40},
             "base": {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "warmup": 4, "calib_tokens": 8,
                      "accuracy": True, "accuracy_tokens": 24},

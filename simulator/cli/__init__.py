@@ -131,7 +131,7 @@ def _weight_format(text: str):
 
 
 def _add_policy_args(p: argparse.ArgumentParser, *, cache: bool = True) -> None:
-    from . import caches, masking
+    from .. import caches, masking
 
     g = p.add_argument_group("masking")
     g.add_argument("--masking", default="dip", help=f"masking policy: {', '.join(masking.names())} (default dip)")
@@ -196,14 +196,14 @@ def cmd_replay(a: argparse.Namespace) -> int:
 
     from traces.outputs import check_file
 
-    from .replay import replay
+    from ..replay import replay
 
     for opt, val in (("--save-log", a.save_log), ("--chrome-trace", a.chrome_trace)):
         if val:
             check_file(val, opt)
     t = load(a.trace)
     if a.profile:  # check the device (and options) before the replay's work
-        from .engine import device_models
+        from ..engine import device_models
 
         device_models(a.profile)
     log = replay(t, a.masking, progress=not a.quiet, **replay_kwargs(a))
@@ -211,7 +211,7 @@ def cmd_replay(a: argparse.Namespace) -> int:
         log.save(a.save_log)
     d = log.to_dict()
     if a.profile:
-        from .engine import simulate
+        from ..engine import simulate
 
         res = simulate(log, a.profile, layout={"reorder": a.reorder}, mode=a.engine_mode,
                        overlap_io=not a.no_overlap_io, overlap_compute=not a.no_overlap_compute,
@@ -256,7 +256,7 @@ def cmd_mrc(a: argparse.Namespace) -> int:
 
     from traces.outputs import FIGURE_SUFFIXES, atomic, check_file
 
-    from . import mrc
+    from .. import mrc
 
     if a.points < 2:
         raise DipsimError(f"--points must be >= 2 (cache sizes from 0 to 1), got {a.points}")
@@ -292,7 +292,7 @@ def _save_fig(fig, path: str | Path, option: str = "--out") -> None:
 # --------------------------------------------------------------------------- sweep / plot
 @command("sweep")
 def cmd_sweep(a: argparse.Namespace) -> int:
-    from .sweep import load_experiment, run_sweep
+    from ..sweep import load_experiment, run_sweep
 
     exp = load_experiment(a.experiment)
     out = Path(a.out) if a.out else Path("results") / exp.name
@@ -314,8 +314,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 def cmd_plot(a: argparse.Namespace) -> int:
     from traces.outputs import FIGURE_SUFFIXES, check_file
 
-    from . import plots
-    from .sweep import load_results
+    from .. import plots
+    from ..sweep import load_results
 
     if a.out:
         check_file(a.out, "--out", FIGURE_SUFFIXES)
@@ -331,7 +331,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- calibrate / validate
 def _bytes_arg(text: str) -> int:
-    from .hardware import parse_quantity
+    from ..hardware import parse_quantity
 
     try:
         return int(parse_quantity(text, "size"))
@@ -350,7 +350,7 @@ def _int_list(text: str) -> list[int]:
 def cmd_calibrate(a: argparse.Namespace) -> int:
     from traces.outputs import check_file
 
-    from .disk import calibrate
+    from ..disk import calibrate
 
     check_file(a.out, "--out", (".yaml", ".yml"))
     sizes = [_bytes_arg(x) for x in a.sizes.split(",")]
@@ -372,7 +372,7 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
 def cmd_validate(a: argparse.Namespace) -> int:
     from traces.format import load
 
-    from .disk import validate
+    from ..disk import validate
 
     t = load(a.trace)
     kw = replay_kwargs(a)
@@ -402,8 +402,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from traces.outputs import check_folder
     from traces.stats import layer_stats
 
-    from . import plots
-    from .sweep import load_experiment, load_results, run_sweep
+    from .. import plots
+    from ..sweep import load_experiment, load_results, run_sweep
 
     out = check_folder(a.out, "--out")
     trace_path = out / f"{Path(str(a.model)).stem}-{a.tokens}.safetensors"
@@ -569,13 +569,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["table", "json"], default="table")
     s.add_argument("-q", "--quiet", action="store_true")
 
-    from .accuracy import add_eval_parser, run_eval
-    from .hardware import add_profiles_parser, run_profiles
+    from .eval import add_eval_parser, run_eval
+    from ..hardware import add_profiles_parser, run_profiles
 
     add_profiles_parser(sub)
     COMMANDS["profiles"] = run_profiles
-    add_eval_parser(sub)
-    COMMANDS["eval"] = run_eval
+    add_eval_parser(sub, _add_corpus_args, _positive_int)
+    COMMANDS["eval"] = lambda a: run_eval(a, print_table)
 
     s = sub.add_parser("demo", help="the main job on the embedded default model: trace, sweep, plot",
                        description="Capture a trace of the default model (SmolLM2-135M) on the default corpus, "

@@ -1,0 +1,207 @@
+"""``evaluate``: closed-loop accuracy and cache figures of configurations on a real model.
+
+Tokens and metrics (the convention of ``traces.capture``): the sequence is BOS (when the tokenizer
+has one) followed by the first ``tokens`` text tokens of the corpus, in one context window. The
+first ``n_pre = [BOS] + prefill`` positions run densely (the prompt); the rest are masked and step
+the caches ("decode"). Scored are the next-token predictions of the text tokens after the prefill,
+each from its full prefix: ``tokens - prefill`` of them with a BOS, so with ``prefill = 0``
+perplexity is exactly the model's loss-based perplexity for the dense configuration. Metrics:
+
+* ``perplexity``: exp(mean NLL); ``kl_to_dense``: mean KL(dense || config) of the next-token
+  distributions; ``top1_agreement``: share of positions where the arg-max matches;
+* ``hit_rate`` (by bytes, across groups) and ``flash_bytes_per_token`` of the closed loop, from an
+  ``AccessLog`` built like replay's, over the decode tokens after ``warmup``;
+* ``open_loop_hit_rate`` / ``open_loop_flash_bytes_per_token``: replay of the dense trace of the
+  same tokens with the same configuration and warm-up.
+
+Calibrated policies (``threshold``, ``static``; the ``pinned`` cache; a non-uniform allocation)
+calibrate on the first ``calib_tokens`` tokens of the dense trace, as replay does.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from traces.errors import DipsimError
+
+from ..replay import calibration_scores, group_runs, make_groups, prepare, replay
+from . import store
+from .configs import check_run_args, normalize_config, replay_kwargs
+from .layerwise import ConfigRun, layerwise
+from .model import dense_pass, text_config
+
+LOOPS = ("layer", "token")
+#: metrics every result row holds (besides the configuration)
+METRICS = ("perplexity", "kl_to_dense", "top1_agreement", "hit_rate", "flash_bytes_per_token", "open_loop_hit_rate",
+           "open_loop_flash_bytes_per_token", "tokens")
+
+
+def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text: str | os.PathLike | None = None,
+             dataset: str | os.PathLike | None = None, text_column: str = "text", tokens: int = 1024,
+             prefill: int = 0, warmup: int = 16, calib_tokens: int = 64, loop: str = "layer", reuse: bool = True,
+             progress: bool = False, details: bool = False, batch_invariant: bool = True) -> list[dict[str, Any]]:
+    """Closed-loop accuracy and cache figures of each configuration.
+
+    ``model``: a name or path for :func:`traces.models.load_model`, or a ``LoadedModel``.
+    ``configs``: one configuration or a list (see :func:`normalize_config`). ``text`` /
+    ``dataset``: the corpus (default: the offline default corpus). ``tokens``: text tokens after BOS;
+    ``prefill``: leading text tokens run densely and left out of every metric; ``warmup``: decode
+    tokens left out of the hit rates (as in replay); ``calib_tokens``: dense-trace prefix for
+    calibrated policies. ``loop``: ``layer`` (default: one parallel forward per configuration,
+    ``accuracy.layerwise``) or ``token`` (the token-by-token reference, ``accuracy.tokenloop``;
+    ``batch_invariant`` applies to it). ``reuse``: read and write the on-disk result store.
+    ``details``: add ``details`` to each result (no store read then): ``logits [scored, vocab]``,
+    per-position ``nll``/``kl``/``top1``, the closed-loop ``access_log`` and ``masks`` (``[T, L, N]``
+    per group), the ``dense_trace`` and the ``closed_trace`` (the activations this configuration's
+    policy scored, so that replaying it must give the closed-loop masks and hits exactly).
+
+    Returns one dict per configuration, in order: the metrics of :data:`METRICS`, the normalized
+    ``config``, ``label`` and run facts. Bad input raises a one-line DipsimError before any model work.
+    """
+    from traces.corpus import load_corpus
+    from traces.models import LoadedModel, resolve
+
+    if isinstance(configs, dict):
+        configs = [configs]
+    if not isinstance(configs, (list, tuple)) or not configs:
+        raise DipsimError("configs must be a non-empty list of configurations")
+    if loop not in LOOPS:
+        raise DipsimError(f"unknown loop {loop!r}; allowed: {', '.join(LOOPS)}")
+    cfgs = [normalize_config(c, f"config {i + 1}" if len(configs) > 1 else "config") for i, c in enumerate(configs)]
+    tokens, prefill, warmup, calib_tokens = check_run_args(tokens, prefill, warmup, calib_tokens)
+    corpus = load_corpus(text, dataset, text_column)
+    source = model.source if isinstance(model, LoadedModel) else resolve(model)
+    run_key = {"tokens": tokens, "prefill": prefill, "warmup": warmup, "calib_tokens": calib_tokens, "loop": loop}
+    if loop == "token":
+        run_key["batch_invariant"] = bool(batch_invariant)
+    keys = [store.result_key(store.model_key(source), corpus.digest, run_key, c) for c in cfgs]
+    results: list[dict[str, Any] | None] = [None] * len(cfgs)
+    if reuse and not details:
+        for i, k in enumerate(keys):
+            hit = store.read_cached(k)
+            if hit is not None:
+                results[i] = {**hit, "label": cfgs[i]["label"], "config": cfgs[i], "from_cache": True}
+    todo = [i for i, r in enumerate(results) if r is None]
+    if not todo:
+        return results  # type: ignore[return-value]
+
+    from traces.models import load_model
+
+    lm = model if isinstance(model, LoadedModel) else load_model(model)
+    computed = _evaluate_loaded(lm, [cfgs[i] for i in todo], corpus, tokens, prefill, warmup, calib_tokens, loop,
+                                progress, details, batch_invariant)
+    for i, res in zip(todo, computed):
+        if reuse:
+            store.write_cached(keys[i], {k: v for k, v in res.items() if k not in ("config", "label", "details")})
+        results[i] = res
+    return results  # type: ignore[return-value]
+
+
+def _sequence(lm, corpus, tokens: int, prefill: int) -> tuple[list[int], int]:
+    from traces.capture import tokenize_prefix
+
+    bos = getattr(lm.tokenizer, "bos_token_id", None)
+    seq = ([bos] if bos is not None else []) + list(tokenize_prefix(lm.tokenizer, corpus, tokens))
+    max_pos = getattr(text_config(lm.model), "max_position_embeddings", None)
+    if max_pos and len(seq) > int(max_pos):
+        raise DipsimError(f"{len(seq)} positions exceed {lm.info.model}'s context of {max_pos}; ask for fewer --tokens")
+    return seq, (1 if bos is not None else 0) + prefill
+
+
+def _setups(cfgs, meta, trace, calib_tokens):
+    """Per configuration: (policy, replay kwargs, setup, calibration) decided on the dense trace."""
+    out = []
+    for c in cfgs:
+        policy, kw = replay_kwargs(c)
+        needs_calib = policy.needs_calibration or c["cache"] == "pinned" or c["allocation"] != "uniform"
+        keeps = {k: kw[k] for k in ("keep", "keep_up", "keep_gate", "keep_down")}
+        groups0 = make_groups(meta, policy, **keeps, weight_format=kw["weight_format"]) if needs_calib else []
+        calib = calibration_scores(trace, groups0, calib_tokens) if needs_calib else None
+        setup = prepare(meta, policy, c["cache"], c["allocation"], **keeps, dram_fraction=kw["dram_fraction"],
+                        dram_bytes=kw["dram_bytes"], weight_format=kw["weight_format"],
+                        cache_params=kw["cache_params"], calib=calib, allocation_params=kw["allocation_params"])
+        out.append((policy, kw, setup, calib))
+    return out
+
+
+def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, warmup, calib_tokens, loop, progress, details,
+                     batch_invariant) -> list[dict[str, Any]]:
+    from traces.format import Trace
+
+    meta = dict(lm.info.as_meta())
+    seq, n_pre = _sequence(lm, corpus, tokens, prefill)
+    meta.update(corpus=corpus.name, corpus_digest=corpus.digest, context=len(seq), bos=n_pre > prefill, has_h=True)
+    for c in cfgs:   # per-layer keep lists and the like, checked against the real dimensions first
+        policy, kw = replay_kwargs(c)
+        try:
+            make_groups(meta, policy, **{k: kw[k] for k in ("keep", "keep_up", "keep_gate", "keep_down")},
+                        weight_format=kw["weight_format"])
+        except DipsimError as e:
+            raise DipsimError(f"config {c['label']!r}: {e}") from None
+
+    t_start = time.perf_counter()
+    trace, dense_hidden = dense_pass(lm, seq, n_pre, meta, keep_hidden=True)
+    t_trace = time.perf_counter() - t_start
+    T = trace.n_tokens
+    setups = _setups(cfgs, meta, trace, calib_tokens)
+    if loop == "layer":
+        runs = [ConfigRun(c, setup, group_runs(setup, lm.info.n_layers, T, calib)) for c, (_, _, setup, calib)
+                in zip(cfgs, setups)]
+        res = layerwise(lm, seq, n_pre, runs, dense_hidden, progress=progress, details=details)
+        rows = 1 + sum(r.prunes for r in runs)
+    else:
+        from .tokenloop import TokenConfigRun, closed_loop
+
+        runs, row = [], 0
+        for c, (_, _, setup, calib) in zip(cfgs, setups):
+            r = 0 if not any(g.pruned for g in setup.groups) else (row := row + 1)
+            runs.append(TokenConfigRun(c, setup, meta, T, r, calib))
+        rows = row + 1
+        res = closed_loop(lm, seq, runs, rows, n_pre, progress=progress, details=details,
+                          batch_invariant=batch_invariant)
+    out = []
+    for c, (policy, kw, _, _), r in zip(cfgs, setups, runs):
+        closed_log = r.access_log(meta, warmup, res.seconds)
+        closed = closed_log.totals()
+        t0 = time.perf_counter()
+        opened = replay(trace, policy, c["cache"], c["allocation"],
+                        **{k: kw[k] for k in ("keep", "keep_up", "keep_gate", "keep_down", "dram_fraction",
+                                              "dram_bytes", "weight_format", "cache_params", "allocation_params")},
+                        warmup=warmup, calib_tokens=calib_tokens).totals()
+        nll, kl, top1 = res.nll[r.row], res.kl[r.row], res.top1[r.row]
+        result: dict[str, Any] = {
+            "label": c["label"],
+            "perplexity": float(np.exp(nll.mean())),
+            "kl_to_dense": float(kl.mean()),
+            "top1_agreement": float(top1.mean()),
+            "hit_rate": float(closed["hit_rate"]),
+            "flash_bytes_per_token": float(closed["flash_bytes_per_token"]),
+            "dram_bytes_per_token": float(closed["dram_bytes_per_token"]),
+            "mlp_bytes_per_token": float(closed["mlp_bytes_per_token"]),
+            "open_loop_hit_rate": float(opened["hit_rate"]),
+            "open_loop_flash_bytes_per_token": float(opened["flash_bytes_per_token"]),
+            "keep_actual": {g: float(v["keep"]) for g, v in closed["groups"].items()},
+            "dense_perplexity": float(np.exp(res.nll[0].mean())),
+            "nll": float(nll.mean()),
+            "tokens": int(nll.size),
+            "cache_tokens": int(closed["tokens"]),
+            "prefill": prefill, "warmup": warmup, "loop": loop,
+            "model": lm.info.model, "corpus": corpus.name, "corpus_digest": corpus.digest,
+            "batch_rows": rows, "row": r.row,
+            "loop_seconds": res.seconds, "select_seconds": res.extra["select_seconds"], "trace_seconds": t_trace,
+            "open_loop_seconds": time.perf_counter() - t0,
+            "from_cache": False,
+            "config": c,
+        }
+        if details:
+            xs, hs = res.extra["x"], res.extra["h"]
+            closed_trace = trace if (loop == "layer" and r.row == 0) else Trace.from_arrays(xs[r.row], hs[r.row], meta)
+            masks = r.masks if loop == "layer" else r.mask_log
+            result["details"] = {"logits": res.logits[:, r.row], "nll": nll, "kl": kl, "top1": top1,
+                                 "access_log": closed_log, "masks": masks, "closed_trace": closed_trace,
+                                 "dense_trace": trace}
+        out.append(result)
+    return out

@@ -1,0 +1,217 @@
+"""The closed loop, layer by layer: the whole text through each layer at prefill speed, exactly.
+
+The cache state of layer l at token t depends only on layer l's masks of the tokens before t, and
+those only on layer l's inputs, which causal attention computes from layer l-1's outputs of tokens
+up to t. So with teacher forcing (the text's own tokens as inputs, as in the token-by-token loop)
+one configuration's closed loop is a single parallel forward of the whole sequence in which every
+gated MLP, seeing all positions of its layer at once, does:
+
+* up/gate group(s): ``|x|`` of every decode position -> the configuration's masking policy and
+  caches stepped through the tokens in order (``replay.GroupRun.run_layer``: the same objects and
+  compiled loops replay uses) -> ``x * mask`` (with separate up and gate keeps, each projection
+  gets its own masked input; Phi-3's fused ``gate_up_proj`` is recomputed from the two);
+* down group: ``|h|`` of the GLU output computed from the masked x -> the same -> ``h * mask``.
+
+Prompt positions (BOS and ``prefill`` text tokens) run densely and step no cache, as in the token
+loop. Each configuration runs its own forward (batch 1): its figures then do not depend on which
+other configurations share the run. Configurations that prune nothing are the dense forward itself
+(their caches only need the all-ones masks). Rows are scored against the dense row afterwards, in
+chunks (``metrics.score_hidden``).
+
+With float64 weights both loops choose identical masks at every token, layer and group (a test);
+in float32 the parallel and the incremental attention round differently, and the first near-tied
+top-k choice sends the two on equally valid but different trajectories (see the README).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..replay import AccessLog, GroupRun, ReplaySetup, access_log
+from .metrics import LoopResult, score_hidden
+from .model import decoder, first_arg, replace_first
+
+
+@dataclass
+class ConfigRun:
+    """One configuration in the closed loop: its replay setup, the runs of its groups, its row."""
+
+    cfg: dict[str, Any]
+    setup: ReplaySetup
+    runs: list[GroupRun]
+    row: int = 0                        # 0: prunes nothing, so the dense forward is its forward
+    masks: dict[str, np.ndarray] = field(default_factory=dict)   # [T, L, N] per group, with details
+
+    @property
+    def prunes(self) -> bool:
+        return any(r.group.pruned for r in self.runs)
+
+    @property
+    def split(self) -> bool:
+        return any(r.group.name in ("up", "gate") for r in self.runs)
+
+    def access_log(self, meta: dict[str, Any], warmup: int, seconds: float) -> AccessLog:
+        return access_log(self.runs, dict(self.cfg), meta, warmup, seconds, self.setup.mlp_bytes)
+
+
+class _Masker:
+    """Forward hooks that mask one configuration's gated MLPs over all positions at once."""
+
+    def __init__(self, lm, n_pre: int, details: bool):
+        self.lm, self.n_pre, self.details = lm, n_pre, details
+        self.run: ConfigRun | None = None
+        self.m_up: dict[int, Any] = {}
+        self.m_gate: dict[int, Any] = {}
+        self.select_seconds = 0.0
+        self.rec_x = self.rec_h = None
+        self.on_layer = lambda: None
+
+    def start(self, run: ConfigRun) -> None:
+        self.run = run
+        if self.details:
+            info = self.lm.info
+            T = run.runs[0].selected.shape[0]
+            self.rec_x = np.zeros((info.n_layers, T, info.d_model), np.float32)
+            self.rec_h = np.zeros((info.n_layers, T, info.d_ff), np.float32)
+            run.masks = {r.group.name: np.zeros((T, info.n_layers, r.group.n_columns), bool) for r in run.runs}
+
+    def _full(self, mask: np.ndarray, like):
+        """A ``[1, positions, N]`` multiplier: ones at the prompt positions, the mask after them."""
+        import torch
+
+        full = torch.ones(like.shape, dtype=like.dtype)
+        full[0, self.n_pre:] = torch.from_numpy(mask)
+        return full
+
+    def _select(self, i: int, a, kind: str) -> dict[str, np.ndarray]:
+        """Run every group of kind ``kind`` of the current configuration through layer ``i``."""
+        acts = a[0, self.n_pre:].float()
+        if self.details:
+            (self.rec_x if kind == "x" else self.rec_h)[i] = acts.numpy()
+        scores = acts.abs().numpy()
+        t0 = time.perf_counter()
+        masks = {r.group.name: r.run_layer(i, scores) for r in self.run.runs if r.group.kind == kind}
+        self.select_seconds += time.perf_counter() - t0
+        if self.details:
+            for name, m in masks.items():
+                self.run.masks[name][:, i] = m
+        return masks
+
+    def mlp_hook(self, i: int):
+        def hook(mod, args, kwargs):
+            x = first_arg(args, kwargs)
+            masks = self._select(i, x, "x")
+            if self.run.split:   # the projections' own hooks apply the two masks
+                self.m_up[i], self.m_gate[i] = self._full(masks["up"], x), self._full(masks["gate"], x)
+                return None
+            if not any(r.group.pruned for r in self.run.runs if r.group.kind == "x"):
+                return None
+            return replace_first(args, kwargs, x * self._full(masks["upgate"], x))
+        return hook
+
+    def proj_hook(self, masks: dict[int, Any], i: int):
+        def hook(mod, args, kwargs):
+            if not self.run.split:
+                return None
+            return replace_first(args, kwargs, first_arg(args, kwargs) * masks[i])
+        return hook
+
+    def fused_hook(self, i: int):
+        """Phi-3 with separate up and gate masks: the fused projection's output recomputed from the two
+        masked inputs (its own forward ran on the unmasked x)."""
+        def hook(mod, args, kwargs, out):
+            if not self.run.split:
+                return None
+            import torch
+
+            x = first_arg(args, kwargs)
+            w, b = mod.weight, mod.bias
+            dff = w.shape[0] // 2
+            lin = torch.nn.functional.linear
+            gate = lin(x * self.m_gate[i], w[:dff], None if b is None else b[:dff])
+            up = lin(x * self.m_up[i], w[dff:], None if b is None else b[dff:])
+            return torch.cat([gate, up], dim=-1)   # Phi-3: gate first, then up (chunk(2) order)
+        return hook
+
+    def down_hook(self, i: int):
+        def hook(mod, args, kwargs):
+            h = first_arg(args, kwargs)
+            masks = self._select(i, h, "h")
+            self.on_layer()
+            if not any(r.group.pruned for r in self.run.runs if r.group.kind == "h"):
+                return None
+            return replace_first(args, kwargs, h * self._full(masks["down"], h))
+        return hook
+
+    def install(self) -> list:
+        handles = []
+        for i, mlp in enumerate(self.lm.mlps):
+            handles.append(mlp.register_forward_pre_hook(self.mlp_hook(i), with_kwargs=True))
+            handles.append(mlp.down_proj.register_forward_pre_hook(self.down_hook(i), with_kwargs=True))
+            if hasattr(mlp, "gate_up_proj"):
+                handles.append(mlp.gate_up_proj.register_forward_hook(self.fused_hook(i), with_kwargs=True))
+            else:
+                handles.append(mlp.up_proj.register_forward_pre_hook(self.proj_hook(self.m_up, i), with_kwargs=True))
+                handles.append(mlp.gate_proj.register_forward_pre_hook(self.proj_hook(self.m_gate, i),
+                                                                       with_kwargs=True))
+        return handles
+
+
+def layerwise(lm, seq: list[int], n_pre: int, runs: list[ConfigRun], dense_hidden, *, progress: bool = False,
+              details: bool = False) -> LoopResult:
+    """The closed loop of every configuration in ``runs`` over ``seq`` (see the module doc).
+
+    ``dense_hidden``: the final hidden states of the dense forward (``accuracy.model.dense_pass``),
+    row 0. Configurations that prune are numbered rows 1, 2, ... in order (``run.row``). With
+    ``details`` the result also holds the logits of the scored positions and, in ``extra``, every
+    row's scored activations (``x``, ``h``: ``[rows, L, T, N]``, before its masks).
+    """
+    import torch
+
+    from ..replay import progress_bar
+
+    L = lm.info.n_layers
+    masked = [r for r in runs if r.prunes]
+    for n, r in enumerate(masked, start=1):
+        r.row = n
+    t0 = time.perf_counter()
+    masker = _Masker(lm, n_pre, details)
+    bar = progress_bar(len(masked) * L, progress, f"eval {len(masked)} configuration{'s' * (len(masked) != 1)}",
+                       unit="layer")
+    masker.on_layer = lambda: bar.update(1)
+    hidden = [dense_hidden]
+    rec: dict[str, list] = {"x": [None], "h": [None]}   # row-indexed; row 0 is the dense trace
+    handles = masker.install()
+    try:
+        with torch.inference_mode():
+            for run in masked:
+                masker.start(run)
+                out = decoder(lm.model)(input_ids=torch.tensor([seq]), use_cache=False)
+                hidden.append(out.last_hidden_state[0])
+                if details:
+                    rec["x"].append(masker.rec_x)
+                    rec["h"].append(masker.rec_h)
+    finally:
+        for h in handles:
+            h.remove()
+        bar.close()
+    t_sel = time.perf_counter()
+    for run in runs:          # configurations that prune nothing: every column, every token
+        if not run.prunes:
+            T = run.runs[0].selected.shape[0]
+            for g in run.runs:
+                for layer in range(L):
+                    g.run_layer(layer, None)
+            if details:
+                run.masks = {g.group.name: np.ones((T, L, g.group.n_columns), bool) for g in run.runs}
+    select_seconds = masker.select_seconds + time.perf_counter() - t_sel
+    first_target = max(n_pre, 1)
+    nll, kl, top1, logits = score_hidden(lm.model, hidden, np.asarray(seq[first_target:]), first_target - 1,
+                                         keep_logits=details)
+    res = LoopResult(nll, kl, top1, time.perf_counter() - t0, logits, {"select_seconds": select_seconds})
+    if details:
+        res.extra.update(x=rec["x"], h=rec["h"])
+    return res

@@ -1,0 +1,77 @@
+"""Torch plumbing shared by the closed loops: hooks' argument handling, the decoder stack without its
+LM head, logits from final hidden states, and the dense pass that records the dense trace.
+
+torch is imported inside functions only: ``import simulator.accuracy`` must not load it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def first_arg(args, kwargs):
+    """The tensor a forward (pre-)hook sees first, passed positionally or by keyword."""
+    return args[0] if args else next(iter(kwargs.values()))
+
+
+def replace_first(args, kwargs, value):
+    """``(args, kwargs)`` with the first argument replaced (what a pre-hook returns)."""
+    if args:
+        return (value,) + tuple(args[1:]), kwargs
+    k = next(iter(kwargs))
+    kwargs = dict(kwargs)
+    kwargs[k] = value
+    return args, kwargs
+
+
+def text_config(model):
+    return getattr(model.config, "text_config", None) or model.config
+
+
+def decoder(model):
+    """The model without its LM head (``model.model`` for Llama-like classes)."""
+    return getattr(model, getattr(model, "base_model_prefix", ""), None) or model
+
+
+def head_logits(model, hidden):
+    """Next-token logits from final hidden states, as the model's own forward computes them (LM head,
+    then Gemma's final soft-capping where the configuration has it)."""
+    import torch
+
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(text_config(model), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def dense_pass(lm, seq: list[int], n_pre: int, meta: dict[str, Any], *, keep_hidden: bool = False):
+    """One parallel dense forward of ``seq``: x and h of every layer at positions ``n_pre:`` as an
+    in-memory float32 :class:`traces.Trace` (what ``traces.capture`` records, one window), and with
+    ``keep_hidden`` the final hidden states ``[len(seq), d_model]`` (the dense row of the closed loop)."""
+    import torch
+
+    from traces.format import Trace
+
+    L, T = lm.info.n_layers, len(seq) - n_pre
+    xs = np.empty((L, T, lm.info.d_model), np.float32)
+    hs = np.empty((L, T, lm.info.d_ff), np.float32)
+    handles = []
+
+    def put(buf, i):
+        def hook(mod, args, kwargs):
+            buf[i] = first_arg(args, kwargs)[0, n_pre:].float().numpy()
+        return hook
+
+    for i, mlp in enumerate(lm.mlps):
+        handles.append(mlp.register_forward_pre_hook(put(xs, i), with_kwargs=True))
+        handles.append(mlp.down_proj.register_forward_pre_hook(put(hs, i), with_kwargs=True))
+    try:
+        with torch.inference_mode():
+            out = decoder(lm.model)(input_ids=torch.tensor([seq]), use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    trace = Trace.from_arrays(xs, hs, meta)
+    return (trace, out.last_hidden_state[0]) if keep_hidden else trace

@@ -1,0 +1,70 @@
+"""The on-disk store of closed-loop results: one JSON file per (model, corpus, run options,
+configuration) under ``traces.models.cache_root() / "accuracy"``, written atomically, so that sweeps
+and reruns reuse every configuration already measured.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+#: bump when a change alters the figures stored results hold (2: the layer-wise loop)
+SCHEMA = 2
+
+
+def results_dir() -> Path:
+    from traces.models import cache_root
+
+    return cache_root() / "accuracy"
+
+
+def model_key(source) -> str:
+    from traces.models import _file_key
+
+    p = Path(source.path)
+    if p.is_file():
+        return f"{source.name}|{_file_key(p)}"
+    h = hashlib.sha256()
+    for f in sorted(p.iterdir()):
+        if f.is_file() and (f.suffix in (".json", ".safetensors", ".bin", ".model", ".gguf")):
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return f"{source.name}|{h.hexdigest()[:16]}"
+
+
+def result_key(model_key: str, corpus_digest: str, run: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    from traces import __version__
+
+    c = {k: v for k, v in cfg.items() if k != "label"}
+    return {"schema": SCHEMA, "dipsim": __version__, "model": model_key, "corpus_digest": corpus_digest, **run,
+            "config": c}
+
+
+def _key_path(key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return results_dir() / f"{digest}.json"
+
+
+def read_cached(key: dict[str, Any]) -> dict[str, Any] | None:
+    p = _key_path(key)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("key") != json.loads(json.dumps(key)):
+        return None
+    return data.get("result")
+
+
+def write_cached(key: dict[str, Any], result: dict[str, Any]) -> None:
+    p = _key_path(key)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "result": result}, indent=1, sort_keys=True))
+        os.replace(tmp, p)
+    except OSError as e:  # a cache that cannot be written only costs time
+        print(f"dipsim: warning: could not cache an accuracy result in {p.parent}: {e}", file=sys.stderr)
