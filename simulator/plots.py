@@ -27,7 +27,8 @@ def _need(df, cols: Sequence[str]) -> None:
 LABELS = {
     "m.hit_rate": "hit rate (by bytes)",
     "m.flash_bytes_per_token": "flash bytes per token",
-    "m.tokens_per_s": "tokens/s",
+    "m.tokens_per_s": "tokens/s (device model)",
+    "m.analytic_tokens_per_s": "tokens/s (the paper's bytes/bandwidth model)",
     "m.perplexity": "perplexity",
     "m.kl_to_dense": "KL to dense",
     "p.gamma": "γ (DIP-CA penalty)",
@@ -152,9 +153,115 @@ def pareto(df, x: str = "m.tokens_per_s", y: str | None = None, by: str | None =
     return fig, ax
 
 
+def point_label(row) -> str:
+    """A point's policy in a few characters: ``dense``, ``dip 0.5``, ``dip-ca γ0.2``, ``dip-ca γ0.2 k0.75``."""
+    m = str(row.get("p.masking", "dip"))
+    keep = row.get("p.keep")
+    if m == "dense":
+        return "dense"
+    if m == "dip-ca":
+        text = f"dip-ca γ{row.get('p.gamma', 0.2):g}"
+        return text if keep in (None, 0.5) or _isnan(keep) else f"{text} k{keep:g}"
+    return m if keep is None or _isnan(keep) else f"{m} {keep:g}"
+
+
+def _isnan(v) -> bool:
+    return isinstance(v, float) and v != v
+
+
+def accuracy_vs_speed(df, xs: Sequence[str] = ("m.tokens_per_s", "m.analytic_tokens_per_s"),
+                      y: str = "m.perplexity", *, collapse: float = 10.0, title: str | None = None):
+    """The trade-off the tool exists for: accuracy (``y``, lower is better) against speed, one panel
+    per speed column in ``xs`` that the results hold (by default the device model's tokens/s and,
+    beside it, the DIP paper's bytes/bandwidth model on the same access logs).
+
+    Every point is labelled with its policy (``point_label``); the Pareto front (fastest for any
+    accuracy) is drawn over the points that have not collapsed. A point whose perplexity exceeds
+    ``collapse`` x the dense model's is a collapsed model: it is drawn at the top edge with an arrow
+    and its value, visible as such without squashing the rest of the plot.
+    """
+    plt = _plt()
+    xs = [x for x in xs if x in df.columns]
+    if not xs:
+        raise DipsimError("the results have no tokens/s column; give the sweep a device")
+    _need(df, [y])
+    d = df.dropna(subset=[xs[0], y]).reset_index(drop=True)
+    if d.empty:
+        raise DipsimError(f"no row has both {xs[0]} and {y}")
+    fig, axes = plt.subplots(1, len(xs), figsize=(6.4 * len(xs), 5.0), sharey=True, squeeze=False)
+    for i, (ax, x) in enumerate(zip(axes[0], xs)):
+        _tradeoff_panel(ax, d, x, y, collapse, legend=i == len(xs) - 1)
+        if i:
+            ax.set_ylabel("")
+    fig.suptitle(title or "accuracy against speed", fontsize=10)
+    fig.tight_layout()
+    return fig, axes[0]
+
+
+def _tradeoff_panel(ax, d, x: str, y: str, collapse: float, legend: bool) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    labels = [point_label(r) for r in d.to_dict("records")]
+    ref = float(d["m.dense_perplexity"].iloc[0]) if y == "m.perplexity" and "m.dense_perplexity" in d else None
+    limit = ref * collapse if ref else np.inf
+    xv, yv = d[x].to_numpy(float), d[y].to_numpy(float)
+    ok = yv <= limit
+    ax.scatter(xv[ok], yv[ok], s=28, zorder=3, label="configuration")
+    front = np.flatnonzero(ok)[pareto_front(xv[ok], yv[ok])] if ok.any() else np.array([], int)
+    ax.plot(xv[front], yv[front], lw=1.5, color="C1", zorder=2, label="Pareto front (collapsed points left out)")
+    ax.scatter(xv[front], yv[front], s=70, facecolors="none", edgecolors="C1", zorder=4)
+    top = limit if not ok.all() else None
+    if ref:
+        ax.axhline(ref, ls=":", color="grey", lw=1, label=f"dense model ({ref:.3g})")
+    if top is not None:
+        ax.axhline(top, ls="--", color="C3", lw=0.8, label=f"collapse line ({collapse:g}x dense)")
+        ax.scatter(xv[~ok], np.full((~ok).sum(), top), marker="^", s=50, color="C3", zorder=3)
+    if (yv[ok].max() / max(yv[ok].min(), 1e-12) > 20) or top is not None:
+        ax.set_yscale("log")
+    if xv.max() / max(xv.min(), 1e-12) > 20:
+        ax.set_xscale("log")
+    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+        if scale == "log":   # plain numbers at 1, 2, 5 x 10^n rather than powers of ten
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_minor_formatter(NullFormatter())
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel(_label(x))
+    ax.set_ylabel(_label(y) + " (lower is better)")
+    ax.grid(alpha=0.3, which="both")
+    texts = [(xv[i], yv[i] if ok[i] else top, labels[i] if ok[i] else f"{labels[i]}: collapsed ({yv[i]:.3g})",
+              "k" if ok[i] else "C3") for i in range(len(labels))]
+    _place_labels(ax, texts)
+    if legend:
+        ax.legend(fontsize=7, loc="upper left")
+
+
+def _place_labels(ax, texts) -> None:
+    """Annotate points so that labels do not overlap: a label goes right of its point (left of it
+    near the right edge) and moves down, in screen space, past labels already placed."""
+    fig = ax.figure
+    fig.canvas.draw()
+    right_edge = ax.get_window_extent().x1
+    placed = []
+    for x, y, text, color in sorted(texts, key=lambda t: -t[1]):
+        px, py = ax.transData.transform((x, y))
+        w, h = 5.0 * len(text) + 4, 10
+        ox = 5 if px + 5 + w < right_edge else -5 - w
+        oy = 3
+        for _ in range(40):
+            box = (px + ox, py + oy, px + ox + w, py + oy + h)
+            if not any(b[0] < box[2] and box[0] < b[2] and b[1] < box[3] and box[1] < b[3] for b in placed):
+                break
+            oy -= h
+        placed.append((px + ox, py + oy, px + ox + w, py + oy + h))
+        ax.annotate(text, (x, y), fontsize=7, color=color, textcoords="offset pixels", xytext=(ox, oy))
+
+
 def auto(df) -> tuple[Any, Any]:
-    """The plot that fits a results table: by its varying parameters."""
+    """The plot that fits a results table: accuracy against speed when it holds both, else by its
+    varying parameters."""
     varying = [c for c in df.columns if c.startswith("p.") and df[c].astype(str).nunique() > 1]
+    if "m.perplexity" in df.columns and "m.tokens_per_s" in df.columns and "p.device" not in varying:
+        return accuracy_vs_speed(df)
     if "p.device" in varying and "m.tokens_per_s" in df.columns:
         other = next((c for c in varying if c != "p.device"), None)
         return per_device(df, by=other)

@@ -443,9 +443,9 @@ def accuracy_run(params: dict[str, Any], meta: dict[str, Any]) -> tuple[str, dic
 
 
 def precompute_accuracy(points: list[Point], say: Callable[[str], None], progress: bool) -> None:
-    """Run every point's closed-loop configuration before the sweep, batched per (model, text,
-    tokens): one forward pass holds many configurations, and the results land in the accuracy
-    cache that the points then read."""
+    """Run every point's closed-loop configuration before the sweep, grouped per (model, text,
+    tokens) so that the model loads and the dense pass runs once per group; the results land in the
+    accuracy store that the points then read."""
     from .accuracy import evaluate
 
     batches: dict[str, tuple[str, dict[str, Any], list[dict[str, Any]]]] = {}
@@ -457,7 +457,7 @@ def precompute_accuracy(points: list[Point], say: Callable[[str], None], progres
         batches.setdefault(key, (model, kw, []))[2].append(accuracy_config(p.params))
     for model, kw, cfgs in batches.values():
         unique = list({json.dumps(c, sort_keys=True): c for c in cfgs}.values())
-        say(f"accuracy in the loop: {len(unique)} configurations of {model} over {kw['tokens']} tokens, one batch")
+        say(f"accuracy in the loop: {len(unique)} configurations of {model} over {kw['tokens']} tokens")
         evaluate(model, unique, progress=progress, **kw)
 
 

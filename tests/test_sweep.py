@@ -188,3 +188,32 @@ def test_accuracy_columns_run_in_one_batch_before_the_points(tmp_path, dev, monk
     assert (df["m.perplexity"] > 1).all() and df["m.dense_perplexity"].nunique() == 1
     row = df.set_index("p.gamma")
     assert row.loc[0.2, "m.closed_loop_hit_rate"] > row.loc[1.0, "m.closed_loop_hit_rate"]
+
+
+def test_accuracy_against_speed_marks_the_front_and_collapsed_points():
+    """The demo's plot: the Pareto front runs over the points that did not collapse, a collapsed point
+    sits on the collapse line with its real value in its label, and every point is labelled."""
+    from simulator import plots
+
+    df = pd.DataFrame({
+        "p.masking": ["dense", "dip", "dip-ca", "dip-ca", "dip-ca"],
+        "p.keep": [1.0, 0.5, 0.5, 0.5, 0.5],
+        "p.gamma": [float("nan"), float("nan"), 0.5, 0.2, 0.0],
+        "m.perplexity": [12.0, 17.0, 21.0, 15.0, 6e5],
+        "m.dense_perplexity": [12.0] * 5,
+        "m.tokens_per_s": [100.0, 30.0, 40.0, 25.0, 700.0],
+        "m.analytic_tokens_per_s": [150.0, 280.0, 360.0, 500.0, 760.0],
+    })
+    fig, axes = plots.accuracy_vs_speed(df, collapse=10)
+    assert len(axes) == 2
+    texts = [t.get_text() for t in axes[0].texts]
+    assert {"dense", "dip 0.5", "dip-ca γ0.5", "dip-ca γ0.2"} <= set(texts)
+    assert any(t.startswith("dip-ca γ0: collapsed (6e+05)") for t in texts)
+    front = [ln for ln in axes[1].lines if ln.get_label().startswith("Pareto front")][0]
+    # paper's model: dense 150 (12), dip-ca 0.2 500 (15) on the front; dip 280 (17) and 0.5 360 (21) dominated
+    assert sorted(front.get_xdata().tolist()) == [150.0, 500.0]
+    front0 = [ln for ln in axes[0].lines if ln.get_label().startswith("Pareto front")][0]
+    assert front0.get_xdata().tolist() == [100.0]          # on the device model dense wins outright
+    assert axes[0].get_yscale() == "log"                    # collapsed point present: log axis
+    with pytest.raises(DipsimError, match="no tokens/s column"):
+        plots.accuracy_vs_speed(df.drop(columns=["m.tokens_per_s", "m.analytic_tokens_per_s"]))

@@ -321,7 +321,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
         check_file(a.out, "--out", FIGURE_SUFFIXES)
     df = load_results(a.results)
     kinds = {"auto": plots.auto, "gamma": plots.vs_gamma, "keep": plots.vs_keep, "device": plots.per_device,
-             "pareto": plots.pareto}
+             "pareto": plots.accuracy_vs_speed if "m.perplexity" in df.columns else plots.pareto}
     fig, _ = kinds[a.kind](df)
     out = Path(a.out) if a.out else Path(a.results) / f"{a.kind}.png"
     _save_fig(fig, out)
@@ -395,7 +395,7 @@ def cmd_validate(a: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- demo
 @command("demo")
 def cmd_demo(a: argparse.Namespace) -> int:
-    """The main job on the embedded default model: trace -> small sweep -> plot."""
+    """The main job on the embedded default model: trace -> policies in the loop on a phone -> plot."""
     import yaml
 
     from traces.format import load
@@ -424,28 +424,40 @@ def cmd_demo(a: argparse.Namespace) -> int:
           f" of their top-50% sets")
 
     exp_path = out / "demo-sweep.yaml"
-    exp = {"name": "demo", "description": "DIP-CA's gamma against the DRAM budget (the main job of dipsim demo)",
+    exp = {"name": "demo",
+           "description": "Accuracy against speed: dense, GLU pruning, TEAL-like thresholds, DIP and DIP-CA's gamma, "
+                          "each run in the loop on the real model and on a phone profile (the main job of dipsim demo)",
            "trace": str(trace_path.resolve()),
-           "base": {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "device": a.device},
-           "grid": {"gamma": [0.0, 0.2, 0.5, 1.0], "dram_fraction": [0.25, 0.5, 0.75]}}
+           "base": {"cache": "lru", "dram_fraction": 0.5, "device": a.device, "accuracy": True},
+           "zip": {"masking": [m for m, _, _ in DEMO_POINTS], "keep": [k for _, k, _ in DEMO_POINTS],
+                   "gamma": [g for _, _, g in DEMO_POINTS]}}
     exp_path.write_text(yaml.safe_dump(exp, sort_keys=False))
     e = load_experiment(exp_path)
     sweep_dir = out / "sweep"
-    print(f"[2/3] sweep: {len(e.points)} points of {exp_path} on {a.device} -> {sweep_dir}", flush=True)
+    print(f"[2/3] sweep: {len(e.points)} points of {exp_path} on {a.device}, each also run in the loop on the real "
+          f"model -> {sweep_dir}", flush=True)
     run_sweep(e, sweep_dir, jobs=a.jobs, progress=True, log=lambda s: print("      " + s))
-    df = load_results(sweep_dir)
-    cols = ["p.gamma", "p.dram_fraction", "m.hit_rate", "m.flash_bytes_per_token", "m.tokens_per_s",
-            "m.analytic_tokens_per_s", "m.latency_ms_p99"]
-    rows = df.sort_values(["p.dram_fraction", "p.gamma"])[cols].to_dict("records")
-    print_table([{k.split(".", 1)[1]: v for k, v in r.items()} for r in rows])
-
-    fig, _ = plots.vs_gamma(df)
-    png = out / "gamma.png"
+    df = load_results(sweep_dir).sort_values("m.tokens_per_s").reset_index(drop=True)
+    print_table([{"configuration": plots.point_label(r), "perplexity": r["m.perplexity"],
+                  "KL_to_dense": r["m.kl_to_dense"], "top1": r["m.top1_agreement"],
+                  "hit_rate": r["m.closed_loop_hit_rate"], "flash_MB_per_token": r["m.flash_bytes_per_token"] / 1e6,
+                  "tokens_per_s": r["m.tokens_per_s"], "paper_model_tokens_per_s": r["m.analytic_tokens_per_s"]}
+                 for r in df.to_dict("records")])
+    title = (f"{t.meta['model']} on {a.device}: LRU cache holding 50% of the MLP, {t.n_tokens} tokens\n"
+             f"perplexity measured with the policy in the loop; tokens/s from the device model")
+    fig, _ = plots.accuracy_vs_speed(df, title=title)
+    png = out / "accuracy-vs-speed.png"
     _save_fig(fig, png)
     print(f"[3/3] plot: {png}")
     print(f"\noutputs:\n  trace:      {trace_path}\n  experiment: {exp_path}\n  results:    "
           f"{sweep_dir / 'results.parquet'}\n  plot:       {png}")
     return 0
+
+
+#: the demo's configurations: (masking, keep, gamma); gamma only matters for dip-ca
+DEMO_POINTS = [("dense", 1.0, 1.0), ("glu-prune", 0.5, 1.0), ("threshold", 0.5, 1.0), ("dip", 0.75, 1.0),
+               ("dip", 0.5, 1.0), ("dip", 0.25, 1.0), ("dip-ca", 0.5, 0.7), ("dip-ca", 0.5, 0.5), ("dip-ca", 0.5, 0.3),
+               ("dip-ca", 0.5, 0.2), ("dip-ca", 0.5, 0.0), ("dip-ca", 0.75, 0.2)]
 
 
 # --------------------------------------------------------------------------- parser
@@ -578,9 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
     COMMANDS["eval"] = lambda a: run_eval(a, print_table)
 
     s = sub.add_parser("demo", help="the main job on the embedded default model: trace, sweep, plot",
-                       description="Capture a trace of the default model (SmolLM2-135M) on the default corpus, "
-                                   "sweep DIP-CA's gamma against the DRAM budget on a phone profile, and plot it. "
-                                   "Rerunning reuses the trace and the finished sweep points.")
+                       description="Capture a trace of the default model (SmolLM2-135M) on the default corpus, run "
+                                   "dense, GLU pruning, thresholds, DIP and DIP-CA (a gamma axis) with an LRU cache "
+                                   "on a phone profile -- tokens/s from the device model, perplexity from the real "
+                                   "model with each policy in the loop -- and plot accuracy against speed with the "
+                                   "Pareto front. Rerunning reuses the trace, the finished points and the measured "
+                                   "accuracies.")
     s.add_argument("--model", default="smollm2-135m", help="model to trace (default smollm2-135m)")
     s.add_argument("--tokens", type=_positive_int, default=1024, help="tokens to capture (default 1024)")
     s.add_argument("--device", default="phone-12gb-ufs40", help="device profile (default phone-12gb-ufs40)")
