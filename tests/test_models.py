@@ -222,3 +222,17 @@ def test_tasks_model_list_and_errors_with_the_bare_python():
     assert r.returncode == 1 and r.stderr.count("\n") == 1
     assert r.stderr.startswith("tasks.py: unknown model 'llama-70b'; usage: python3 tasks.py model NAME | --list; "
                                "NAME is one of: qwen2.5-0.5b, qwen2.5-coder-1.5b")
+
+
+# ------------------------------------------------------------------------------ head sharing
+def test_tied_head_is_recorded_and_counted_once(smol_trace):
+    from simulator.engine import ModelShape
+
+    assert smol_trace.meta["tied_lm_head"] is True  # SmolLM2's GGUF has no output.weight
+    meta = dict(smol_trace.meta)
+    tied = ModelShape.from_meta(meta)
+    meta["tied_lm_head"] = False  # same shapes, separate storage (as in the Qwen2.5 GGUFs)
+    untied = ModelShape.from_meta(meta)
+    assert untied.static_weight_bytes - tied.static_weight_bytes == pytest.approx(tied.head_bytes)
+    del meta["tied_lm_head"]  # traces from before the field: equal sizes are taken as tied
+    assert ModelShape.from_meta(meta).static_weight_bytes == tied.static_weight_bytes

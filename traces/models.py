@@ -78,6 +78,8 @@ class ModelInfo:
     attn_params_per_layer: int   # every non-MLP parameter of a decoder layer (attention + norms)
     embed_params: int
     lm_head_params: int          # read every token even when tied to the embedding
+    tied_lm_head: bool           # the head IS the embedding's storage; equal shapes do not imply it (the
+                                 # Qwen2.5 GGUFs store a separate output.weight in another quant type)
     n_heads: int
     n_kv_heads: int
     head_dim: int
@@ -337,6 +339,7 @@ def _finish(model, tok, source: ModelSource, weight: dict[str, Any]) -> LoadedMo
         static_bytes_per_weight=float(weight["static_bytes_per_weight"]),
         attn_params_per_layer=int(layer_params // max(n_layers, 1)),
         embed_params=int(emb.weight.numel()), lm_head_params=int(head.weight.numel()) if head is not None else 0,
+        tied_lm_head=head is not None and head.weight.data_ptr() == emb.weight.data_ptr(),
         n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, vocab_size=int(cfg_text.vocab_size), mlp_kind=kind,
     )
     return LoadedModel(model, tok, info, source, mlps)
