@@ -224,7 +224,36 @@ def test_tasks_model_list_and_errors_with_the_bare_python():
                                "NAME is one of: qwen2.5-0.5b, qwen2.5-coder-1.5b")
 
 
-# ------------------------------------------------------------------------------ head sharing
+# ------------------------------------------------------------------------------ dtype and head sharing
+def test_bfloat16_load_and_capture(smollm2, smol_trace, tmp_path):
+    import torch
+
+    from traces.models import load_model
+
+    lm = load_model("smollm2-135m", verbose=False, dtype="bfloat16")
+    assert lm.info.compute_dtype == "bfloat16" and smol_trace.meta["compute_dtype"] == "float32"
+    assert {p.dtype for p in lm.model.parameters()} == {torch.bfloat16}
+    t = traces.load(traces.capture(lm, tmp_path / "b.safetensors", tokens=24, context=96, progress=False))
+    assert t.meta["compute_dtype"] == "bfloat16"
+    # the same window as the float32 trace's first: bf16 keeps 8 bits of mantissa, close but not equal
+    x, xr = np.asarray(t.x(3), np.float32), np.asarray(smol_trace.x(3)[:24], np.float32)
+    assert 0 < np.abs(x - xr).max() < 0.1 * np.abs(xr).max()
+    with pytest.raises(DipsimError, match="^model dtype 'int8' not supported; allowed: float32, bfloat16, float16$"):
+        load_model("smollm2-135m", dtype="int8")
+
+
+@pytest.mark.slow
+def test_first_load_returns_the_cached_copy(smollm2, tmp_path, monkeypatch):
+    """A cold load dequantizes, saves, and hands back the saved copy (memory-mapped): same weights."""
+    from traces.models import load_model
+
+    monkeypatch.setenv("DIPSIM_CACHE_DIR", str(tmp_path))
+    lm = load_model("smollm2-135m", verbose=False)
+    assert len(list((tmp_path / "models").iterdir())) == 1
+    for (name, p), (_, q) in zip(lm.model.state_dict().items(), smollm2.model.state_dict().items()):
+        assert p.equal(q), name
+
+
 def test_tied_head_is_recorded_and_counted_once(smol_trace):
     from simulator.engine import ModelShape
 
