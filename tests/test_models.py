@@ -265,3 +265,49 @@ def test_tied_head_is_recorded_and_counted_once(smol_trace):
     assert untied.static_weight_bytes - tied.static_weight_bytes == pytest.approx(tied.head_bytes)
     del meta["tied_lm_head"]  # traces from before the field: equal sizes are taken as tied
     assert ModelShape.from_meta(meta).static_weight_bytes == tied.static_weight_bytes
+
+
+# ------------------------------------------------------------------------------ the real models (slow)
+QWEN = {  # from the models' GGUF headers (qwen2.block_count, embedding_length, ...)
+    "qwen2.5-0.5b": dict(n_layers=24, d_model=896, d_ff=4864, n_heads=14, n_kv_heads=2, head_dim=64),
+    "qwen2.5-coder-1.5b": dict(n_layers=28, d_model=1536, d_ff=8960, n_heads=12, n_kv_heads=2, head_dim=128),
+}
+
+
+def _installed_or_skip(name: str) -> None:
+    from traces.parts import part_paths
+
+    try:
+        part_paths(optional_models(TABLE)[name])
+    except DipsimError as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(QWEN))
+def test_real_qwen_model(name, tmp_path):
+    from simulator.engine import ModelShape
+    from test_traces import assert_h_matches_weights
+    from traces.models import load_model
+
+    _installed_or_skip(name)
+    lm = load_model(name, verbose=False)
+    info, dims = lm.info, QWEN[name]
+    for k, v in dims.items():
+        assert getattr(info, k) == v, k
+    assert (info.architecture, info.activation, info.mlp_kind) == ("qwen2", "silu", "gate_up_down")
+    assert info.vocab_size == 151936 and info.embed_params == info.lm_head_params == 151936 * info.d_model
+    assert info.tied_lm_head is False  # both GGUFs carry their own output.weight
+    dm, kv = info.d_model, info.n_kv_heads * info.head_dim
+    attn = 2 * dm * dm + 2 * dm * kv + (dm + 2 * kv) + 2 * dm  # q,o + k,v weights; q/k/v biases; two norms
+    assert info.attn_params_per_layer == attn + dm // info.n_layers  # the final norm, spread over the layers
+    assert info.weight_dtype.startswith("mixed(") and "Q6_K" in info.weight_dtype
+    assert 0.55 < info.bytes_per_weight < 0.83  # between Q4_K (4.5 bits) and Q6_K (6.5625 bits)
+
+    t = traces.load(traces.capture(lm, tmp_path / "q.safetensors", tokens=40, context=32, progress=False))
+    assert (t.n_layers, t.d_model, t.d_ff, t.n_tokens) == (dims["n_layers"], dims["d_model"], dims["d_ff"], 40)
+    last = dims["n_layers"] - 1
+    assert_h_matches_weights(lm, t, layers=[0, last // 2, last], tokens=[0, 30, 31, 39])
+    shape = ModelShape.from_meta(t.meta)
+    assert shape.static_weight_bytes == pytest.approx(
+        shape.n_layers * shape.attn_bytes + (shape.embed_params + shape.lm_head_params) * shape.static_bytes_per_weight)
