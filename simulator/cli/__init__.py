@@ -477,7 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run a real model over a corpus and record, for every layer and token, the MLP "
                                    "input x and h = act(W_gate x) * (W_up x).")
     s.add_argument("--model", default="smollm2-135m",
-                   help="smollm2-135m (default), gemma3-270m, a local Hugging Face model directory, or a .gguf file")
+                   help="smollm2-135m (default), gemma3-270m, qwen2.5-0.5b or qwen2.5-coder-1.5b (those two once "
+                        "installed with: python3 tasks.py model NAME), a local Hugging Face model directory, or a "
+                        ".gguf file")
     s.add_argument("--tokens", type=_positive_int, default=512, help="number of tokens to record (default 512)")
     s.add_argument("--out", required=True, help="trace file to write (.safetensors)")
     s.add_argument("--context", type=_positive_int, default=512,
