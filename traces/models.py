@@ -190,6 +190,11 @@ def _gguf_weight_info(path: Path) -> dict[str, Any]:
 
 
 def _quiet_transformers() -> None:
+    # OpenMP threads that spin while they wait for work make every torch op several times slower as
+    # soon as another process shares the cores (a SmolLM2 forward of 1024 tokens: 10 s instead of
+    # 3 s on a busy 2-core machine); passive waiting costs little when the machine is quiet. It only
+    # takes effect if torch is not loaded yet, and a user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -39,7 +39,7 @@ def add_eval_parser(subparsers, add_corpus_args, positive_int) -> argparse.Argum
     s = subparsers.add_parser("eval", description=EVAL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
                               help="closed-loop accuracy: perplexity, KL to dense, closed- vs open-loop hit rate")
     s.add_argument("--model", default="smollm2-135m",
-                   help="smollm2-135m (default), gemma3-270m, a local Hugging Face model directory, or a .gguf file")
+                   help="smollm2-135m (default), gemma3-270m, qwen2.5-0.5b, qwen2.5-coder-1.5b (optional: python3 tasks.py model NAME), a local Hugging Face model directory, or a .gguf file")
     s.add_argument("--tokens", type=positive_int, default=1024, help="text tokens to run (default 1024)")
     s.add_argument("--prefill", type=int, default=0,
                    help="leading text tokens run densely as a prompt and left out of every metric (default 0)")
