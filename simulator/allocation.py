@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 from .kernels import lru_stack_hits, topk_mask
 

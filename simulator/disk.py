@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 DEFAULT_SIZES = (4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB)
@@ -287,7 +287,7 @@ def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 
     over the grid in a different random order, and the median pass is kept: a shared disk's
     throughput drifts by tens of percent within seconds, and a single sweep over the grid would
     bake one slow moment into one corner of the fit."""
-    from traces.outputs import check_file
+    from common.io import check_file
 
     path = Path(file)
     check_file(out, "calibrate output")
@@ -362,7 +362,7 @@ def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 
             f"{p['size'] // KiB} KiB QD{p['depth']}: {p['bandwidth'] / 1e6:.0f}/{_model_bw(fit, p) / 1e6:.0f}"
             for p in points),
     }
-    from traces.outputs import atomic
+    from common.io import atomic
 
     from .hardware import load_device
 

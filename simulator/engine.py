@@ -34,19 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
+from common.jit import njit
 
 from .devices.flash import extents_to_requests, link_done_last, sequential_mask, size_histogram, unit_done_times
 from .layout import Layout
 from .replay import AccessLog
 
-try:
-    import numba
-
-    _njit = numba.njit(cache=True, nogil=True)
-except ImportError:  # pragma: no cover
-    def _njit(f):
-        return f
 
 
 # ----------------------------------------------------------------------------- model shape
@@ -136,7 +130,7 @@ def device_models(device: Any) -> Models:
 
 
 # ----------------------------------------------------------------------------- flash batches
-@_njit
+@njit
 def _stage_times(stage_of, size, seq, n_stages, latency, penalty, unit_bw, link_bw, P, host, Q):
     """Batch time of every stage (requests grouped by stage, in issue order): the model of
     ``devices.flash.FlashModel.schedule`` evaluated for many batches in one compiled loop."""
@@ -447,7 +441,7 @@ def _run_simpy(models, T, L, stage_time, t_hit, t_miss, t_attn, t_head, mode, fi
     env.process(token_proc())
     env.run()
     if chrome_trace:
-        from traces.outputs import atomic, check_file
+        from common.io import atomic, check_file
 
         with atomic(check_file(chrome_trace, "chrome_trace")) as tmp:
             tmp.write_text(json.dumps({"traceEvents": trace_events, "displayTimeUnit": "ms"}))

@@ -77,12 +77,13 @@ from typing import Any, Callable
 
 import yaml
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
+from common.tables import format_table
+from common.units import INF, field_error as _err, fmt_count, fmt_rate, fmt_size, fmt_time, parse_quantity
 
 KINDS = ("flash", "dram", "compute", "device")
 PART_KINDS = ("flash", "dram", "compute")
 FOLDERS = {"flash": "flash", "dram": "dram", "compute": "compute", "device": "devices"}
-INF = math.inf
 
 
 def profiles_dir() -> Path:
@@ -93,36 +94,6 @@ def profiles_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "hardware_profiles"
 
 
-# --------------------------------------------------------------------------- units
-_SIZE = {"B": 1, "byte": 1, "bytes": 1, "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
-         "KiB": 2 ** 10, "MiB": 2 ** 20, "GiB": 2 ** 30, "TiB": 2 ** 40}
-_BITS = {"b": 1 / 8, "bit": 1 / 8, "kb": 1e3 / 8, "Kb": 1e3 / 8, "kbit": 1e3 / 8, "Mb": 1e6 / 8, "Mbit": 1e6 / 8,
-         "Gb": 1e9 / 8, "Gbit": 1e9 / 8, "Tb": 1e12 / 8, "Tbit": 1e12 / 8}
-_TIME = {"s": 1, "sec": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9, "ps": 1e-12}
-_RATE = {**{f"{u}/s": f for u, f in {**_SIZE, **_BITS}.items() if u not in ("byte", "bytes", "bit")},
-         **{f"{u}ps": f for u, f in {**_SIZE, **_BITS}.items() if u not in ("byte", "bytes", "bit", "b", "B")}}
-_EJ = {"J": 1, "mJ": 1e-3, "uJ": 1e-6, "µJ": 1e-6, "nJ": 1e-9, "pJ": 1e-12, "fJ": 1e-15}
-_ENERGY = {**{f"{e}/B": f for e, f in _EJ.items()}, **{f"{e}/byte": f for e, f in _EJ.items()},
-           **{f"{e}/bit": f * 8 for e, f in _EJ.items()}, **{f"{e}/b": f * 8 for e, f in _EJ.items()}}
-_PFX = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
-_FLOPS = {}
-for _p, _f in _PFX.items():
-    for _w in ("FLOP/s", "FLOPS", "OP/s", "OPS"):
-        _FLOPS[f"{_p}{_w}"] = _f
-_FLOPS.pop("OPS", None)  # a bare "OPS" reads too much like a typo; "OP/s" is fine
-
-UNITS = {"size": _SIZE, "rate": _RATE, "time": _TIME, "energy": _ENERGY, "flops": _FLOPS, "ops": _FLOPS}
-DESCRIBE = {"size": "a size", "rate": "a rate (bytes per second)", "time": "a time", "energy": "an energy per byte",
-            "flops": "a compute rate", "ops": "an operation rate", "count": "a whole number", "number": "a number",
-            "fraction": "a fraction"}
-EXAMPLES = {"size": "B, KB, MB, GB, KiB, MiB, GiB", "rate": "MB/s, GB/s, MiB/s, GiB/s, Gb/s",
-            "time": "s, ms, us, ns", "energy": "pJ/B, nJ/B, pJ/bit", "flops": "GFLOP/s, TFLOP/s, TFLOPS, TOPS",
-            "ops": "TOPS, GOP/s, TOP/s"}
-BASE = {"size": "bytes", "rate": "bytes/s", "time": "seconds", "energy": "J/byte", "flops": "FLOP/s", "ops": "OP/s"}
-_NUM = re.compile(r"^\s*([-+]?(?:\d+(?:[_,]\d{3})*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*$")
-_UNBOUNDED = {"unbounded", "inf", "infinite", "infinity", "unlimited"}
-
-
 def _show(path: str | Path) -> str:
     p = Path(path)
     try:
@@ -130,68 +101,6 @@ def _show(path: str | Path) -> str:
     except (ValueError, OSError):
         return str(p)
 
-
-def _err(where: str, fld: str | None, msg: str) -> DipsimError:
-    text = f"{where}: field '{fld}': {msg}" if fld else f"{where}: {msg}"
-    return DipsimError(" ".join(text.split()))        # always one line
-
-
-def parse_quantity(value: Any, kind: str, *, where: str = "<value>", fld: str = "value", zero_ok: bool = False,
-                   inf_ok: bool = False, integer: bool = False) -> float:
-    """A quantity in base units from a number or a unit string; DipsimError naming ``where``/``fld``.
-
-    ``kind``: size, rate, time, energy, flops, count (whole number), number, fraction (0 < f <= 1).
-    """
-    got = repr(value)
-    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
-        raise _err(where, fld, f"expected {DESCRIBE[kind]}{_hint(kind)}, got {got}")
-    if isinstance(value, (int, float)):
-        v = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.lower() in _UNBOUNDED:
-            v = INF
-        else:
-            m = _NUM.match(text)
-            if not m:
-                raise _err(where, fld, f"expected {DESCRIBE[kind]}{_hint(kind)}, got {got}")
-            v = float(m.group(1).replace("_", "").replace(",", ""))
-            unit = m.group(2)
-            if unit:
-                table = UNITS.get(kind)
-                if table is not None and unit in table:
-                    f = table[unit]
-                    v = v * f if f >= 1 else v / round(1 / f)     # 50 us -> 50 / 1e6, exactly 5e-05
-                else:
-                    other = next((k for k, t in UNITS.items() if unit in t), None)
-                    what = f" ({DESCRIBE[other]})" if other else " (unknown unit)"
-                    if table is None:
-                        raise _err(where, fld, f"expected {DESCRIBE[kind]} without a unit, got {got}{what}")
-                    raise _err(where, fld, f"expected {DESCRIBE[kind]}, got {got}{what}; allowed units: "
-                                           f"{', '.join(table)}; or a plain number in {BASE[kind]}")
-    else:
-        raise _err(where, fld, f"expected {DESCRIBE[kind]}{_hint(kind)}, got {got}")
-    if math.isnan(v):
-        raise _err(where, fld, f"expected {DESCRIBE[kind]}, got {got}")
-    if math.isinf(v):
-        if v > 0 and inf_ok:
-            return INF
-        raise _err(where, fld, f"must be finite, got {got}" + ("" if inf_ok else " ('unbounded' is not allowed here)"))
-    if kind == "fraction":
-        if not (0 < v <= 1):
-            raise _err(where, fld, f"must be a fraction in (0, 1], got {got}")
-        return v
-    if v < 0 or (v == 0 and not zero_ok):
-        raise _err(where, fld, f"must be {'>= 0' if zero_ok else '> 0'}, got {got}")
-    if (integer or kind == "count") and v != int(v):
-        raise _err(where, fld, f"must be a whole number, got {got}")
-    return v
-
-
-def _hint(kind: str) -> str:
-    if kind in EXAMPLES:
-        return f" (units: {EXAMPLES[kind]}; or a plain number in {BASE[kind]})"
-    return ""
 
 
 # --------------------------------------------------------------------------- schema
@@ -695,35 +604,6 @@ def load_profile(kind: str, name_or_path: str | Path):
 
 
 # --------------------------------------------------------------------------- listing
-def _fmt_size(b: float) -> str:
-    if math.isinf(b):
-        return "unbounded"
-    for unit, f in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
-        if b >= f and b % f == 0:
-            return f"{int(b // f)} {unit}"
-    return f"{b:g} B"
-
-
-def _fmt_rate(r: float) -> str:
-    if math.isinf(r):
-        return "unbounded"
-    return f"{r / 1e9:.4g} GB/s" if r >= 1e9 else f"{r / 1e6:.4g} MB/s"
-
-
-def _fmt_time(t: float) -> str:
-    if t == 0:
-        return "0 s"
-    if t < 1e-6:
-        return f"{t * 1e9:.4g} ns"
-    if t < 1e-3:
-        return f"{t * 1e6:.4g} us"
-    return f"{t * 1e3:.4g} ms" if t < 1 else f"{t:.4g} s"
-
-
-def _fmt_count(v: float) -> str:
-    return "unbounded" if math.isinf(v) else f"{int(v)}"
-
-
 def _r(v: float | None, nd: int = 4) -> float | None:
     if v is None:
         return None
@@ -741,11 +621,11 @@ def _flash_row(s: FlashSpec) -> dict[str, Any]:
     return {"kind": "flash", "name": s.name,
             "seq MB/s": _r(m.bandwidth(blk, qd_s, sequential=True) / 1e6),
             "cited seq MB/s": _r(seq.value / 1e6) if seq else None,
-            "seq block": _fmt_size(blk), "seq QD": qd_s,
+            "seq block": fmt_size(blk), "seq QD": qd_s,
             "4K IOPS": _r(m.iops(4096, qd_r)), "cited 4K IOPS": _r(rand.value) if rand else None, "4K QD": qd_r,
             "4K QD1 IOPS": _r(m.iops(4096, 1)),
             "4K latency us": _r(m.unloaded_latency(4096) * 1e6),
-            "link MB/s": _r(s.link_bandwidth / 1e6), "units": _fmt_count(s.units), "queue": _fmt_count(s.queue_depth)}
+            "link MB/s": _r(s.link_bandwidth / 1e6), "units": fmt_count(s.units), "queue": fmt_count(s.queue_depth)}
 
 
 def _dram_row(s: DramSpec) -> dict[str, Any]:
@@ -794,22 +674,8 @@ def list_profiles(kind: str | None = None) -> list[dict[str, Any]]:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "(no profiles)"
-    cols = [c for c in rows[0] if c != "kind"]
-
-    def fmt(v):
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return "inf" if math.isinf(v) else f"{v:.4g}"
-        return str(v)
-
-    cells = [[fmt(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
+    return format_table([{c: v for c, v in r.items() if c != "kind"} for r in rows], missing="-",
+                        empty="(no profiles)")
 
 
 def profiles_table(kind: str | None = None) -> str:
@@ -842,7 +708,7 @@ def describe_profile(name_or_path: str | Path, kind: str | None = None) -> str:
     return "\n".join(lines)
 
 
-_FMT = {"size": _fmt_size, "rate": _fmt_rate, "time": _fmt_time, "count": _fmt_count,
+_FMT = {"size": fmt_size, "rate": fmt_rate, "time": fmt_time, "count": fmt_count,
         "fraction": lambda v: f"{v:g}", "energy": lambda v: f"{v * 1e12:.4g} pJ/B",
         "flops": lambda v: f"{v / 1e12:.4g} TFLOP/s", "ops": lambda v: f"{v / 1e12:.4g} TOPS"}
 
@@ -850,7 +716,7 @@ _FMT = {"size": _fmt_size, "rate": _fmt_rate, "time": _fmt_time, "count": _fmt_c
 def _describe_fields(obj, indent: str) -> list[str]:
     lines = []
     if isinstance(obj, Device):
-        lines.append(f"{indent}dram_capacity: {_fmt_size(obj.dram_capacity)}  [{obj.provenance.get('dram_capacity', '')}]")
+        lines.append(f"{indent}dram_capacity: {fmt_size(obj.dram_capacity)}  [{obj.provenance.get('dram_capacity', '')}]")
         lines.append(f"{indent}usable_dram_fraction: {obj.usable_dram_fraction:g}  "
                      f"[{obj.provenance.get('usable_dram_fraction', 'default')}]")
         for k in PART_KINDS:
@@ -869,8 +735,8 @@ def _describe_fields(obj, indent: str) -> list[str]:
         m = obj.model()
         for c in obj.cited:
             pred = c.predicted(m)
-            unit = (lambda v: f"{v:,.0f} IOPS") if c.metric == "iops" else _fmt_rate
-            lines.append(f"{indent}cited {c.label}, {_fmt_size(c.block)} at QD{c.queue_depth}: {unit(c.value)}, "
+            unit = (lambda v: f"{v:,.0f} IOPS") if c.metric == "iops" else fmt_rate
+            lines.append(f"{indent}cited {c.label}, {fmt_size(c.block)} at QD{c.queue_depth}: {unit(c.value)}, "
                          f"model {unit(pred)} ({(pred / c.value - 1) * 100:+.1f}%)")
     return lines
 

@@ -1,6 +1,5 @@
 """Compiled building blocks shared by the masking and cache policies (a leaf: imports only numpy/numba).
 
-* ``njit``: numba's compiler with the project's options (cached on disk, GIL released);
 * ``topk_mask``: exact top-k per row of a matrix (numpy), ties to the lowest column index;
 * ``topk_row``: the same for one row, compiled, for loops that run inside numba;
 * ``select_row``: the per-token selection rules that depend on the cache (``SELECT_*`` codes), so
@@ -14,10 +13,9 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-import numba
 import numpy as np
 
-njit = numba.njit(cache=True, nogil=True)
+from common.jit import njit
 
 #: selection codes for :func:`select_row`
 SELECT_TOPK = 0     # top-k of the scores

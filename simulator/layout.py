@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 from .devices.flash import Requests, extents_to_requests
 from .replay import AccessLog

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 from traces.format import Trace
 
 from . import masking as masking_mod

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 
 def _plt():

@@ -41,7 +41,9 @@ from typing import Any, Callable
 
 import yaml
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
+from common.io import atomic, atomic_write, cache_root
+from common.jsonio import json_default
 
 # parameter -> (type check, description). "trace" and nested keys handled separately.
 PARAMS: dict[str, str] = {
@@ -345,8 +347,6 @@ def trace_for(spec: Any, progress: bool = False):
 
 
 def captured_trace_path(spec: dict[str, Any]) -> Path:
-    from traces.models import cache_root
-
     text = spec.get("text")
     tag = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
     name = f"{spec['model']}-{int(spec.get('tokens', 1024))}{'-' + Path(text).stem if text else ''}-{tag}"
@@ -462,22 +462,11 @@ def precompute_accuracy(points: list[Point], say: Callable[[str], None], progres
 
 
 # --------------------------------------------------------------------------------- results
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _write_parquet(out: Path, rows: list[dict[str, Any]]) -> None:
     import pandas as pd
 
-    df = pd.DataFrame(rows)
-    tmp = out / f".results.{os.getpid()}.parquet.part"
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, out / "results.parquet")
+    with atomic(out / "results.parquet") as tmp:
+        pd.DataFrame(rows).to_parquet(tmp, index=False)
 
 
 def load_results(out: str | os.PathLike):
@@ -517,10 +506,10 @@ def prepare_output(exp: Experiment, out: Path) -> dict[str, dict[str, Any]]:
                               f"another --out, or delete it to start over")
     out.mkdir(parents=True, exist_ok=True)
     (out / "points").mkdir(exist_ok=True)
-    _atomic_write(meta_path, json.dumps({"name": exp.name, "experiment": str(exp.path),
+    atomic_write(meta_path, json.dumps({"name": exp.name, "experiment": str(exp.path),
                                          "experiment_digest": exp.digest, "sweep_version": SWEEP_VERSION,
                                          "points": len(exp.points), "dropped": exp.dropped}, indent=1).encode())
-    _atomic_write(out / "experiment.yaml", yaml.safe_dump({"name": exp.name, "source": str(exp.path),
+    atomic_write(out / "experiment.yaml", yaml.safe_dump({"name": exp.name, "source": str(exp.path),
                                                            "raw": exp.raw,
                                                            "points": [{"key": p.key, **p.params} for p in exp.points],
                                                            "dropped": [{"key": k, "reason": r} for k, r in exp.dropped]},
@@ -573,8 +562,8 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
 
     def finish(point: Point, metrics: dict[str, Any]) -> None:
         row = _row(point, metrics)
-        _atomic_write(out / "points" / f"{point.key.rsplit('#', 1)[1]}.json",
-                      json.dumps(row, default=_json_default).encode())
+        atomic_write(out / "points" / f"{point.key.rsplit('#', 1)[1]}.json",
+                      json.dumps(row, default=json_default).encode())
         rows.append(row)
         _write_parquet(out, rows)
         bar.update(1)
@@ -658,13 +647,3 @@ def _run_dask(tasks: list[list[Point]], jobs: int, scheduler: str | None, finish
         client.close()
         if cluster is not None:
             cluster.close()
-
-
-def _json_default(v: Any) -> Any:
-    import numpy as np
-
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    return str(v)

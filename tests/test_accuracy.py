@@ -12,7 +12,7 @@ import pytest
 import simulator
 from simulator import accuracy, cli
 from simulator.cli import eval as cli_eval
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 TOKENS = 48
 DENSE = {"masking": "dense", "cache": "lru", "dram_fraction": 0.5}

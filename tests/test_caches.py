@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from simulator import caches
 from simulator.caches import reference as ref
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 POLICIES = caches.names()
 

@@ -11,7 +11,7 @@ import traces
 from simulator import disk
 from simulator.devices.flash import FlashModel
 from simulator.hardware import load_device
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 from expected_replay import TRACE
 

@@ -15,7 +15,7 @@ from simulator import engine
 from simulator.devices.flash import FlashModel
 from simulator.devices.flash import extents_to_requests
 from simulator.layout import Layout
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 from expected_replay import TRACE
 

@@ -20,7 +20,7 @@ from simulator.devices import (ComputeModel, DramModel, FlashModel, analytic_ban
                                page_round, sequential_mask, size_histogram, token_energy, token_time,
                                token_time_breakdown)
 from simulator.hardware import load_device, load_part, parse_quantity
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 KiB, MiB = 1024, 1024 ** 2
 PROFILES = hardware.profiles_dir()

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator import masking
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 S = np.array([[3.0, 1.0, 2.0, 2.0, 0.5],
               [0.0, 4.0, 0.0, 1.0, 1.0]], dtype=np.float32)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import traces
-from traces.errors import DipsimError
+from common.errors import DipsimError
 from traces.parts import TABLE, join_parts, joined_file, optional_models
 
 ROOT = Path(__file__).resolve().parent.parent

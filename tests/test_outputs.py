@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from traces.errors import DipsimError
-from traces.outputs import atomic, check_file, check_folder
+from common.errors import DipsimError
+from common.io import atomic, check_file, check_folder
 
 from expected_replay import TRACE
 

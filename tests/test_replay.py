@@ -9,7 +9,7 @@ import pytest
 import simulator
 import traces
 from simulator import kernels, mrc
-from traces.errors import DipsimError
+from common.errors import DipsimError
 from traces.synthetic import synthetic_trace
 
 from expected_replay import CONFIGS, EXPECTED, TRACE, compute, key

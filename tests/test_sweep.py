@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from simulator import sweep
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 from expected_replay import TRACE
 from test_engine import device

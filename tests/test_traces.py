@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import traces
-from traces.errors import DipsimError
+from common.errors import DipsimError
 from traces.format import TraceWriter
 
 

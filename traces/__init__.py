@@ -8,7 +8,7 @@
     t.meta       # model, architecture, activation, dims, weight dtype, corpus digest, ...
 """
 from ._version import __version__
-from .errors import DipsimError
+from common.errors import DipsimError
 from .format import Trace, TraceWriter, load, save
 from .capture import capture  # noqa: E402  (the function shadows its module's name on purpose; torch loads lazily)
 

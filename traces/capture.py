@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .corpus import Corpus, load_corpus
-from .errors import DipsimError
+from common.errors import DipsimError
 from .format import TraceWriter
 from .models import LoadedModel, load_model
 

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DipsimError
+from common.errors import DipsimError
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import numpy as np
 
 from ._fast import abs_to_f32
 from ._version import __version__
-from .errors import DipsimError
+from common.errors import DipsimError
 
 # Metadata every trace carries, with the Python type each value must have.
 REQUIRED_META: dict[str, type | tuple[type, ...]] = {

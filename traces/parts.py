@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import DipsimError
+from common.errors import DipsimError
 
 TABLE = Path(__file__).with_name("models.toml")
 INSTALL = "python3 tasks.py model {name}"  # the command that installs a model (see tasks.py)

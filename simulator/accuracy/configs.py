@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
+from common.jsonio import jsonable
 
 from .. import allocation as alloc_mod
 from .. import caches as caches_mod
 from .. import masking as masking_mod
 from ..masking.base import policy_params
-from ..registry import check_params
+from common.registry import check_params
 from ..replay import bytes_per_weight
 
 #: configuration keys besides the masking policy's own parameters (gamma, fixed_top_n, seed, ...)
@@ -27,18 +28,6 @@ CONFIG_KEYS = ("masking", "keep", "keep_up", "keep_gate", "keep_down", "cache", 
                "allocation_params", "dram_fraction", "dram_bytes", "weight_format", "label")
 DEFAULT_CONFIG = {"masking": "dip-ca", "gamma": 0.2, "keep": 0.5, "cache": "lru", "dram_fraction": 0.5,
                   "allocation": "uniform"}
-
-
-def jsonable(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        return [jsonable(x) for x in v.tolist()]
-    if isinstance(v, (list, tuple)):
-        return [jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 def _check_keep(value: Any, what: str, where: str) -> Any:

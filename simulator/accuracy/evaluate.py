@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 from ..replay import calibration_scores, group_runs, make_groups, prepare, replay
 from . import store

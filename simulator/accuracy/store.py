@@ -1,12 +1,13 @@
 """The on-disk store of closed-loop results: one JSON file per (model, corpus, run options,
-configuration) under ``traces.models.cache_root() / "accuracy"``, written atomically, so that sweeps
+configuration) under ``common.io.cache_root() / "accuracy"``, written atomically, so that sweeps
 and reruns reuse every configuration already measured.
 """
 from __future__ import annotations
 
+from common.io import atomic_write, cache_root
+
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,6 @@ SCHEMA = 2
 
 
 def results_dir() -> Path:
-    from traces.models import cache_root
-
     return cache_root() / "accuracy"
 
 
@@ -63,8 +62,6 @@ def write_cached(key: dict[str, Any], result: dict[str, Any]) -> None:
     p = _key_path(key)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "result": result}, indent=1, sort_keys=True))
-        os.replace(tmp, p)
+        atomic_write(p, json.dumps({"key": key, "result": result}, indent=1, sort_keys=True).encode(), sync=False)
     except OSError as e:  # a cache that cannot be written only costs time
         print(f"dipsim: warning: could not cache an accuracy result in {p.parent}: {e}", file=sys.stderr)

@@ -39,10 +39,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 from ..kernels import LayerSelector
-from ..registry import Registry, check_params
+from common.registry import Registry, check_params
 from . import _kernels
 
 REGISTRY = Registry("cache policy")

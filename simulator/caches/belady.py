@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 from . import _kernels
 from .base import KeyedCache, register_cache

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 from ..kernels import topk_mask
 from .base import register_cache

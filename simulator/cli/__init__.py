@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
+from common.jsonio import json_default
+from common.tables import print_table
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
 
@@ -34,28 +36,6 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def print_table(rows: list[dict[str, Any]], file=None, floatfmt: str = "{:.4g}") -> None:
-    """A plain aligned text table of dict rows."""
-    file = file or sys.stdout
-    if not rows:
-        print("(no rows)", file=file)
-        return
-    cols = list(rows[0].keys())
-    for r in rows[1:]:
-        cols += [c for c in r if c not in cols]
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return floatfmt.format(v)
-        return "" if v is None else str(v)
-
-    cells = [[fmt(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)), file=file)
-    for row in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(row, widths)), file=file)
-
-
 # --------------------------------------------------------------------------- trace
 def _add_corpus_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("corpus (default: CPython's pydoc topics, offline English text)")
@@ -69,7 +49,7 @@ def _add_corpus_args(p: argparse.ArgumentParser) -> None:
 def cmd_trace(a: argparse.Namespace) -> int:
     from traces.capture import CaptureInterrupted, capture
     from traces.format import load
-    from traces.outputs import check_file
+    from common.io import check_file
 
     check_file(a.out, "--out")
     try:
@@ -194,7 +174,7 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def cmd_replay(a: argparse.Namespace) -> int:
     from traces.format import load
 
-    from traces.outputs import check_file
+    from common.io import check_file
 
     from ..replay import replay
 
@@ -218,7 +198,7 @@ def cmd_replay(a: argparse.Namespace) -> int:
                        chrome_trace=a.chrome_trace)
         d.update(res.summary())
     if a.format == "json":
-        print(json.dumps(d, indent=2, default=_jsonable))
+        print(json.dumps(d, indent=2, default=json_default))
         return 0
     print(f"{t.meta['model']}: {a.masking}({', '.join(f'{k}={v}' for k, v in masking_params(a).items())}) + "
           f"{a.cache}, {d['tokens']} tokens after {log.warmup} warm-up, replayed in {log.seconds:.2f} s")
@@ -238,23 +218,13 @@ def cmd_replay(a: argparse.Namespace) -> int:
     return 0
 
 
-def _jsonable(v: Any) -> Any:
-    import numpy as np
-
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
-
-
 @command("mrc")
 def cmd_mrc(a: argparse.Namespace) -> int:
     import csv
 
     from traces.format import load
 
-    from traces.outputs import FIGURE_SUFFIXES, atomic, check_file
+    from common.io import FIGURE_SUFFIXES, atomic, check_file
 
     from .. import mrc
 
@@ -282,7 +252,7 @@ def cmd_mrc(a: argparse.Namespace) -> int:
 
 
 def _save_fig(fig, path: str | Path, option: str = "--out") -> None:
-    from traces.outputs import FIGURE_SUFFIXES, atomic, check_file
+    from common.io import FIGURE_SUFFIXES, atomic, check_file
 
     path = check_file(path, option, FIGURE_SUFFIXES)
     with atomic(path) as tmp:
@@ -312,7 +282,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
 @command("plot")
 def cmd_plot(a: argparse.Namespace) -> int:
-    from traces.outputs import FIGURE_SUFFIXES, check_file
+    from common.io import FIGURE_SUFFIXES, check_file
 
     from .. import plots
     from ..sweep import load_results
@@ -348,7 +318,7 @@ def _int_list(text: str) -> list[int]:
 
 @command("calibrate")
 def cmd_calibrate(a: argparse.Namespace) -> int:
-    from traces.outputs import check_file
+    from common.io import check_file
 
     from ..disk import calibrate
 
@@ -380,7 +350,7 @@ def cmd_validate(a: argparse.Namespace) -> int:
     res = validate(t, a.profile, file=a.file, rounds=a.rounds, tokens=a.tokens or 32, progress=not a.quiet,
                    layout_opts={"reorder": a.reorder}, masking=a.masking, io=a.io, **kw)
     if a.format == "json":
-        print(json.dumps(res, indent=2, default=_jsonable))
+        print(json.dumps(res, indent=2, default=json_default))
         return 0
     print(f"{res['tokens']} tokens x {res['rounds']} rounds, {res['requests_per_token']:.0f} requests per token, "
           f"up to {res['parallelism']} reads outstanding ({res['io']})")
@@ -399,7 +369,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     import yaml
 
     from traces.format import load
-    from traces.outputs import check_folder
+    from common.io import check_folder
     from traces.stats import layer_stats
 
     from .. import plots
@@ -589,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_profiles_parser(sub)
     COMMANDS["profiles"] = run_profiles
     add_eval_parser(sub, _add_corpus_args, _positive_int)
-    COMMANDS["eval"] = lambda a: run_eval(a, print_table)
+    COMMANDS["eval"] = run_eval
 
     s = sub.add_parser("demo", help="the main job on the embedded default model: trace, sweep, plot",
                        description="Capture a trace of the default model (SmolLM2-135M) on the default corpus, run "

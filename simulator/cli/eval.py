@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
+from common.tables import print_table
 
 from ..accuracy import DEFAULT_CONFIG, LOOPS, evaluate
 
@@ -141,7 +142,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "open_flash_MB/tok": r["open_loop_flash_bytes_per_token"] / 1e6} for r in results]
 
 
-def run_eval(a: argparse.Namespace, print_table) -> int:
+def run_eval(a: argparse.Namespace) -> int:
     """The ``eval`` subcommand: evaluate the configurations and print a table or JSON."""
     configs = configs_from_args(a)
     results = evaluate(a.model, configs, text=a.text, dataset=a.dataset, text_column=a.text_column,

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 from .flash import FlashModel
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 DTYPES = ("fp16", "int8")
 

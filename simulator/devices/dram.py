@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 
 @dataclass(frozen=True)

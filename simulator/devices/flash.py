@@ -48,20 +48,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
+from common.jit import njit
 
 INF = math.inf
 
-try:
-    import numba
-
-    _njit = numba.njit(cache=True, nogil=True)
-except ImportError:  # pragma: no cover
-    def _njit(f):
-        return f
 
 
-@_njit
+@njit
 def unit_done_times(t, P, h=0.0, Q=1 << 30):
     """Completion time of each request on the units. The host submits requests one by one, ``h``
     seconds each, while fewer than ``Q`` are outstanding (a slot frees when a request leaves its
@@ -92,7 +86,7 @@ def unit_done_times(t, P, h=0.0, Q=1 << 30):
     return done
 
 
-@_njit
+@njit
 def link_done_last(done, x):
     """Completion of the last link transfer: FIFO in order of unit completion (ties: issue order)."""
     order = np.argsort(done, kind="mergesort")

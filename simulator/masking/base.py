@@ -30,10 +30,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 from ..kernels import LayerSelector, topk_mask
-from ..registry import Registry, check_params
+from common.registry import Registry, check_params
 
 REGISTRY = Registry("masking policy")
 register_masking = REGISTRY.register

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 from ..kernels import SELECT_DIPCA, penalize, topk_mask
 from .base import MaskingPolicy, register_masking

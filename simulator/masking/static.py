@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 from ..kernels import topk_mask
 from .base import MaskingPolicy, as_k, calibration_prefix, register_masking

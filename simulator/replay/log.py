@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 
 
 @dataclass
@@ -113,7 +113,7 @@ class AccessLog:
         header = {"config": self.config, "trace_meta": self.trace_meta, "warmup": self.warmup, "seconds": self.seconds,
                   "groups": {n: {"n_columns": g.n_columns, "bytes_per_column": g.bytes_per_column}
                              for n, g in self.groups.items()}, "extra": self.extra}
-        from traces.outputs import atomic
+        from common.io import atomic
 
         with atomic(path) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, __header__=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 from traces.format import Trace
 
 from .. import caches as caches_mod

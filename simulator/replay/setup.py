@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import DipsimError
+from common.errors import DipsimError
 from traces.format import Trace
 
 from .. import allocation as alloc_mod
 from .. import caches as caches_mod
 from .. import masking as masking_mod
-from ..registry import check_params
+from common.registry import check_params
 
 WEIGHT_FORMATS = {"int4": 0.5, "int8": 1.0, "fp8": 1.0, "fp16": 2.0, "bf16": 2.0, "fp32": 4.0}
 def bytes_per_weight(trace_meta: dict[str, Any], weight_format: str | float | None) -> float:

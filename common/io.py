@@ -1,4 +1,5 @@
-"""Output paths: checked before any work, written atomically, never left half-written.
+"""Output paths: checked before any work, written atomically, never left half-written; and where
+dipsim keeps derived data (``cache_root``).
 
 Every command that writes a file checks its path first (:func:`check_file`: not a directory, the
 folder exists or can be made and is writable, an allowed suffix) so that a bad path fails in one
@@ -71,6 +72,26 @@ def atomic(path: str | os.PathLike) -> Iterator[Path]:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write(path: str | os.PathLike, data: bytes, *, sync: bool = True) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic`; ``sync`` flushes it to the disk before the
+    rename, so that a machine crash cannot leave an empty file under the final name."""
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def cache_root() -> Path:
+    """Where dipsim keeps dequantized models, captured traces, accuracy results and compiled
+    kernels: ``$DIPSIM_CACHE_DIR``, else ``$XDG_CACHE_HOME/dipsim``, else ``~/.cache/dipsim``."""
+    env = os.environ.get("DIPSIM_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "dipsim"
 
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp", ".eps", ".ps", ".tif", ".tiff")

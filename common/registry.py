@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from traces.errors import DipsimError
+from .errors import DipsimError
 
 
 class Registry(dict):
