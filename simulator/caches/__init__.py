@@ -9,7 +9,7 @@
 See ``caches.base`` for the step semantics shared by all policies (sets larger than the capacity
 included) and ``caches.reference`` for the plain per-request definitions they are tested against.
 """
-from . import belady, fifo, lfu, lru, none, pinned, s3fifo  # noqa: F401  (registration)
+from . import arc, belady, fifo, lfu, lru, none, pinned, s3fifo  # noqa: F401  (registration)
 from .base import REGISTRY, CachePolicy, KeyedCache, as_capacity, make, names, policy_params, register_cache
 
 __all__ = ["REGISTRY", "CachePolicy", "KeyedCache", "as_capacity", "make", "names", "policy_params", "register_cache"]
