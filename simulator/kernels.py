@@ -153,24 +153,9 @@ def _kth_largest(s, k, hist, cand):
 
 
 @njit
-def _take_top(s, k, thr, above, out):
-    """Mark the entries above ``thr`` (``above`` of them) and, in index order, as many equal to it
-    as ``k`` needs."""
-    N = s.shape[0]
-    for n in range(N):
-        out[n] = s[n] > thr
-    need = k - above
-    n = 0
-    while need > 0:
-        if s[n] == thr:
-            out[n] = True
-            need -= 1
-        n += 1
-
-
-@njit
 def _take_top_among(s, allowed, k, thr, out):
-    """:func:`_take_top` restricted to the columns where ``allowed``."""
+    """Mark the ``allowed`` entries above ``thr`` and, in index order, as many equal to it as ``k``
+    needs."""
     N = s.shape[0]
     above = 0
     for n in range(N):
@@ -188,18 +173,83 @@ def _take_top_among(s, allowed, k, thr, out):
 
 
 @njit
+def _radix_level(bits, idx, m, r, shift, width, hist, out):
+    """One radix level of :func:`topk_row` over the candidates ``idx[:m]`` (ascending indices):
+    the digit ``(bits >> shift) & width`` holding the ``r``-th largest is found from a histogram;
+    candidates with larger digits are marked in ``out``, those with equal digits kept (in order) in
+    ``idx``. Returns ``(kept, how many of them are still needed)``."""
+    hist[:width + 1] = 0
+    hi = 0
+    w = np.uint32(width)
+    for j in range(m):
+        d = np.int64((bits[idx[j]] >> shift) & w)
+        hist[d] += 1
+        hi = max(hi, d)
+    acc = 0
+    while acc + hist[hi] < r:
+        acc += hist[hi]
+        hi -= 1
+    ud = np.uint32(hi)
+    kept = 0
+    for j in range(m):
+        c = idx[j]
+        d = (bits[c] >> shift) & w
+        if d > ud:
+            out[c] = True
+        elif d == ud:
+            idx[kept] = c
+            kept += 1
+    return kept, r - acc
+
+
+@njit
 def topk_row(s, k, out, cand, hist):
     """``out[n] = True`` for exactly the ``k`` largest ``s[n]`` (ties: lowest index), as
     :func:`topk_mask` does for one row; ``s`` holds non-negative finite float32 magnitudes. ``cand``
-    (float32, the scores' length) and ``hist`` (int64 [4096]) are scratch space."""
+    (float32, the scores' length) and ``hist`` (int64 [4096]) are scratch space.
+
+    Radix selection on the floats' bits, which order non-negative floats as their values do. One
+    pass histograms the top 12 bits (sign, exponent, three mantissa bits) and finds the bucket of
+    the k-th largest; a second marks every entry above that bucket (a compare that vectorizes) and
+    lists the bucket's indices, in index order, in ``cand``'s memory. Two more radix levels (bits
+    8-19, then 0-7) run over that short list only, so the entries left share the threshold value
+    and the lowest indices among them are taken. This is a third faster than partitioning the
+    bucket's values (numba's ``np.partition``) and scanning the row again for the threshold's ties.
+    """
     N = s.shape[0]
     if k <= 0:
         out[:] = False
-    elif k >= N:
+        return
+    if k >= N:
         out[:] = True
-    else:
-        thr, above = _kth_largest(s, k, hist, cand)
-        _take_top(s, k, thr, above, out)
+        return
+    bits = s.view(np.uint32)
+    idx = cand.view(np.int32)
+    hist[:] = 0
+    hi = 0
+    for n in range(N):
+        b = np.int64(bits[n] >> 20)
+        hist[b] += 1
+        hi = max(hi, b)
+    acc = 0
+    while acc + hist[hi] < k:
+        acc += hist[hi]
+        hi -= 1
+    ub = np.uint32(hi)
+    m = 0
+    for n in range(N):
+        d = bits[n] >> 20
+        out[n] = d > ub
+        if d == ub:
+            idx[m] = n
+            m += 1
+    r = k - acc                 # the r largest of the bucket's m entries
+    if r < m:
+        m, r = _radix_level(bits, idx, m, r, 8, 0xFFF, hist, out)
+    if r < m:
+        m, r = _radix_level(bits, idx, m, r, 0, 0xFF, hist, out)
+    for j in range(r):          # entries left are equal: the lowest indices
+        out[idx[j]] = True
 
 
 @njit
