@@ -219,18 +219,25 @@ def topk_row(s, k, out, cand, hist):
     N = s.shape[0]
     if k <= 0:
         out[:] = False
-        return
-    if k >= N:
+    elif k >= N:
         out[:] = True
-        return
-    bits = s.view(np.uint32)
+    else:
+        hist[:] = 0
+        bits = s.view(np.uint32)
+        hi = 0
+        for n in range(N):
+            b = np.int64(bits[n] >> 20)
+            hist[b] += 1
+            hi = max(hi, b)
+        _topk_from_hist(bits, k, hi, out, cand, hist)
+
+
+@njit
+def _topk_from_hist(bits, k, hi, out, cand, hist):
+    """The rest of :func:`topk_row` once ``hist`` holds the counts of the top 12 bits of ``bits``
+    (the scores' float32 bits) and ``hi`` is the highest bucket used; ``0 < k < len(bits)``."""
+    N = bits.shape[0]
     idx = cand.view(np.int32)
-    hist[:] = 0
-    hi = 0
-    for n in range(N):
-        b = np.int64(bits[n] >> 20)
-        hist[b] += 1
-        hi = max(hi, b)
     acc = 0
     while acc + hist[hi] < k:
         acc += hist[hi]
@@ -303,15 +310,18 @@ def select_row(code, params, s, resident, k, out, work, fav, hist):
         topk_row(s, min(n_fixed, N), fav, work[2], hist)
         for n in range(N):
             fav[n] = fav[n] or resident[n]
+        favoured = fav
     else:
-        fav[:] = resident
+        favoured = resident
     if gamma > 0.0:
         pen = work[0]
         g = np.float32(gamma)   # rounded to float32, as numpy's penalize does
         for n in range(N):
-            pen[n] = s[n] if fav[n] else s[n] * g
+            pen[n] = s[n] if favoured[n] else s[n] * g
         topk_row(pen, k, out, work[2], hist)
         return
+    if n_fixed == 0:
+        fav[:] = resident
     n_fav = 0
     for n in range(N):
         n_fav += fav[n]
