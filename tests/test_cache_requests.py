@@ -174,3 +174,20 @@ def test_bad_step_model_and_requests_are_refused():
     with pytest.raises(DipsimError, match="whole sequence at once"):
         seq.step(np.ones((1, 4), bool))
     assert "step_model" in caches.policy_params("arc") and "step_model" in caches.policy_params("belady")
+
+
+@pytest.mark.parametrize("cache_name", ["lru", "s3fifo", "arc"])
+def test_replay_takes_the_step_model_as_a_cache_parameter(cache_name):
+    """Replay (and so sweeps, ``--cache-param step_model=sequential`` and the closed loop) reach the
+    step model through the cache's parameters; with the whole layer cached both models agree."""
+    import simulator
+    import traces
+    from expected_replay import TRACE
+
+    t = traces.load(TRACE)
+    kw = dict(keep=0.5, gamma=0.3, warmup=4)
+    full = [simulator.replay(t, "dip-ca", cache_name, dram_fraction=1.0, cache_params={"step_model": m}, **kw)
+            for m in ("set", "sequential")]
+    assert full[0].totals() == full[1].totals()
+    seq = simulator.replay(t, "dip-ca", cache_name, dram_fraction=0.4, cache_params={"step_model": "sequential"}, **kw)
+    assert seq.config["cache.step_model"] == "sequential"
