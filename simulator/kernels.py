@@ -9,6 +9,11 @@
 Selection rules are passed to compiled loops as an integer code plus a float64 parameter vector,
 not as functions: numba cannot cache a compiled function that takes another function as an
 argument, and recompiling on every start costs seconds.
+
+Numba's on-disk cache of a function is checked against its own source file only: a compiled loop
+in another module that calls these kernels (``caches/_kernels.py``, ``_requests.py``,
+``s3fifo.py``, ``arc.py``) keeps the old code inlined after a change here. When changing a
+kernel, touch those files too (or delete their ``__pycache__/*.nbi``/``*.nbc``).
 """
 from __future__ import annotations
 
