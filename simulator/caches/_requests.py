@@ -7,7 +7,7 @@ evictable resident columns that orders them by the same key ``prio * N + index``
 
     LRU, FIFO   a doubly linked list, least key first (an access appends; FIFO moves nothing on a hit)
     LFU         one such list per frequency, the frequencies themselves a linked list of nodes
-                (the O(1) LFU of Shah, Mitra and Matani, 2010): within a frequency, least recent first
+                (``caches._lfu``): within a frequency, least recent first
     BELADY      an indexed binary min-heap on the key
 
 The structure is built at the start of every call from the cache's own state (``res``, ``prio``,
@@ -27,9 +27,10 @@ import numpy as np
 import numba
 
 from ..kernels import njit, select_row
+from ._kernels import FIFO, LFU, LRU
+from ._lfu import lfu_build, lfu_segment
 
-_inline = numba.njit(cache=True, nogil=True, inline="always")
-from ._kernels import BELADY, FIFO, LFU, LFU_STEPS, LRU
+_inline = numba.njit(cache=True, nogil=True, inline="always")   # small list operations
 
 
 @njit
@@ -123,164 +124,6 @@ def _list_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, prv, nxt,
     return occ, n_evict
 
 
-# ------------------------------------------------------------------------ LFU: lists per frequency
-@njit
-def _lfu_build(order, prio, N):
-    """Item lists ``iprv/inxt`` (slot N unused) per frequency node; nodes ``0..N-1`` from a free
-    stack, node ``N`` the sentinel of the ascending node list. ``node[c]``: the node of column c."""
-    iprv = np.empty(N + 1, np.int64)
-    inxt = np.empty(N + 1, np.int64)
-    node = np.full(N, -1, np.int64)
-    nfreq = np.zeros(N + 1, np.int64)
-    nprv = np.empty(N + 1, np.int64)
-    nnxt = np.empty(N + 1, np.int64)
-    head = np.empty(N + 1, np.int64)
-    tail = np.empty(N + 1, np.int64)
-    free = np.empty(N + 1, np.int64)   # free[0]: count; free[1:]: node ids
-    free[0] = N
-    for j in range(N):
-        free[1 + j] = N - 1 - j
-    nprv[N] = N
-    nnxt[N] = N
-    nfreq[N] = -1
-    for j in range(order.shape[0]):
-        c = order[j]
-        f = prio[c] // LFU_STEPS
-        last = nprv[N]
-        if last == N or nfreq[last] != f:
-            last = _lfu_new_node(nfreq, nprv, nnxt, head, tail, free, last, f)
-        _lfu_push(iprv, inxt, head, tail, node, last, c)
-    return iprv, inxt, node, nfreq, nprv, nnxt, head, tail, free
-
-
-@njit
-def _lfu_new_node(nfreq, nprv, nnxt, head, tail, free, after, f):
-    j = free[free[0]]
-    free[0] -= 1
-    nfreq[j] = f
-    head[j] = -1
-    tail[j] = -1
-    q = nnxt[after]
-    nnxt[after] = j
-    nprv[j] = after
-    nnxt[j] = q
-    nprv[q] = j
-    return j
-
-
-@njit
-def _lfu_push(iprv, inxt, head, tail, node, j, c):
-    node[c] = j
-    inxt[c] = -1
-    iprv[c] = tail[j]
-    if tail[j] >= 0:
-        inxt[tail[j]] = c
-    else:
-        head[j] = c
-    tail[j] = c
-
-
-@njit
-def _lfu_segment(ids, rows, t0, res, prio, cap, occ, st, hits):
-    """Requests ``ids`` of LFU; returns ``(occupancy, evictions)``. The list operations are written
-    out: as calls (even inlined ones) they cost three times as much per request."""
-    iprv, inxt, node, nfreq, nprv, nnxt, head, tail, free = st
-    N = res.shape[0]
-    per_row = rows.shape[0] > 0
-    n_evict = 0
-    for i in range(ids.shape[0]):
-        x = ids[i]
-        t = t0 + (rows[i] if per_row else i)
-        if res[x]:
-            hits[i] = True
-            f = prio[x] // LFU_STEPS + 1
-            prio[x] = f * LFU_STEPS + t
-            j = node[x]
-            if j < 0:                       # not evictable
-                continue
-            # out of node j (freed when left empty); then into node f, after j (or j's predecessor)
-            p = iprv[x]
-            q = inxt[x]
-            if p >= 0:
-                inxt[p] = q
-            else:
-                head[j] = q
-            if q >= 0:
-                iprv[q] = p
-            else:
-                tail[j] = p
-            at = j
-            if head[j] < 0:
-                a = nprv[j]
-                b = nnxt[j]
-                nnxt[a] = b
-                nprv[b] = a
-                free[0] += 1
-                free[free[0]] = j
-                at = a
-            nj = nnxt[at]
-            if nj == N or nfreq[nj] != f:
-                nj = free[free[0]]
-                free[0] -= 1
-                nfreq[nj] = f
-                head[nj] = -1
-                tail[nj] = -1
-                b = nnxt[at]
-                nnxt[at] = nj
-                nprv[nj] = at
-                nnxt[nj] = b
-                nprv[b] = nj
-        else:
-            hits[i] = False
-            prio[x] = LFU_STEPS + t
-            if occ >= cap:
-                j = nnxt[N]
-                if j == N:                  # nothing evictable: x passes through uncached
-                    continue
-                v = head[j]                 # least frequent, least recent
-                q = inxt[v]
-                head[j] = q
-                if q >= 0:
-                    iprv[q] = -1
-                else:
-                    tail[j] = -1
-                    a = nprv[j]
-                    b = nnxt[j]
-                    nnxt[a] = b
-                    nprv[b] = a
-                    free[0] += 1
-                    free[free[0]] = j
-                node[v] = -1
-                res[v] = False
-                occ -= 1
-                n_evict += 1
-            res[x] = True
-            occ += 1
-            nj = nnxt[N]
-            if nj == N or nfreq[nj] != 1:
-                j = free[free[0]]
-                free[0] -= 1
-                nfreq[j] = 1
-                head[j] = -1
-                tail[j] = -1
-                nnxt[N] = j
-                nprv[j] = N
-                nnxt[j] = nj
-                nprv[nj] = j
-                nj = j
-        # x at the tail (most recent) of node nj
-        node[x] = nj
-        inxt[x] = -1
-        last = tail[nj]
-        iprv[x] = last
-        if last >= 0:
-            inxt[last] = x
-        else:
-            head[nj] = x
-        tail[nj] = x
-    return occ, n_evict
-
-
 # ------------------------------------------------------------------------ Belady: indexed heap
 @_inline
 def _key(prio, c, N):
@@ -361,7 +204,7 @@ def keyed_requests(kind, ids, rows, t0, t1, nu, res, prio, evictable, cap, hits)
         prv, nxt = _list_build(order, N)
         return _list_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, prv, nxt, hits)[1]
     if kind == LFU:
-        return _lfu_segment(ids, rows, t0, res, prio, cap, occ, _lfu_build(order, prio, N), hits)[1]
+        return lfu_segment(ids, rows, t0, res, prio, cap, occ, lfu_build(order, prio, N), hits)[1]
     heap = np.empty(N, np.int64)
     pos = np.full(N, -1, np.int64)
     m = order.shape[0]
@@ -385,7 +228,7 @@ def keyed_requests_select(kind, code, params, scores, k, res, prio, evictable, c
     h = np.empty(N, np.bool_)
     same_step = np.zeros(N, np.int64)    # every request of a token at the token's step
     order, occ = _sorted_candidates(res, prio, evictable)
-    st = _lfu_build(order if kind == LFU else order[:0], prio, N)
+    st = lfu_build(order if kind == LFU else order[:0], prio, N)
     prv, nxt = _list_build(order[:0] if kind == LFU else order, N)
     n_evict = 0
     for i in range(T):
@@ -395,7 +238,7 @@ def keyed_requests_select(kind, code, params, scores, k, res, prio, evictable, c
             ids[m] = x
             m += masks[i, x]
         if kind == LFU:
-            occ, e = _lfu_segment(ids[:m], same_step[:m], t0 + i, res, prio, cap, occ, st, h)
+            occ, e = lfu_segment(ids[:m], same_step[:m], t0 + i, res, prio, cap, occ, st, h)
         else:
             occ, e = _list_segment(kind, ids[:m], same_step[:m], t0 + i, res, prio, evictable, cap, occ, prv, nxt, h)
         n_evict += e
@@ -422,5 +265,3 @@ def next_use_positions(ids, N, never):
         last[c] = i
     return out
 
-
-__all__ = ["BELADY", "keyed_requests", "keyed_requests_select", "next_use_positions"]
