@@ -191,3 +191,13 @@ def test_replay_takes_the_step_model_as_a_cache_parameter(cache_name):
     assert full[0].totals() == full[1].totals()
     seq = simulator.replay(t, "dip-ca", cache_name, dram_fraction=0.4, cache_params={"step_model": "sequential"}, **kw)
     assert seq.config["cache.step_model"] == "sequential"
+
+
+def test_replay_refuses_a_bad_step_model_before_work():
+    import simulator
+    import traces
+    from expected_replay import TRACE
+
+    with pytest.raises(DipsimError, match="step_model must be one of set, sequential") as e:
+        simulator.replay(traces.load(TRACE), "dip", "arc", cache_params={"step_model": "batch"})
+    assert "\n" not in str(e.value)
