@@ -316,7 +316,8 @@ class KeyedCache(CachePolicy):
 
     def _requests(self, layer, t0, ids, hits):
         if self.KIND == _kernels.LFU and t0 + ids.shape[0] >= _kernels.LFU_STEPS:
-            raise DipsimError(f"lfu: at most {_kernels.LFU_STEPS - 1} steps per layer (its priorities fold the step in)")
+            raise DipsimError(f"lfu: at most {_kernels.LFU_STEPS - 1} steps per layer (its priorities fold the "
+                              f"step in)")
         t1, nu = self._request_future(layer, t0, ids, None)
         return _requests.keyed_requests(self.KIND, ids, _EMPTY, t0, t1, nu, *self._state(layer), hits)
 

@@ -45,10 +45,11 @@ from typing import ClassVar
 import numpy as np
 
 from ..kernels import njit, select_row
+from ._requests import _inline
 from .base import CachePolicy, register_cache
 
 
-@njit
+@_inline
 def _s3fifo_miss(n, inuse, pins, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr, ghost_of, g_valid,
                  g_clock, has_evicted, l):
     """Miss of column ``n`` in layer ``l``: evict until there is room (passing over columns with
@@ -151,17 +152,17 @@ def _s3fifo_miss(n, inuse, pins, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gs
 
 @njit
 def _s3fifo_row(mask, hits, C, lcs, sequential, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr, ghost_of,
-                g_valid, g_clock, has_evicted, l):
+                g_valid, g_clock, has_evicted, l, pins, idle):
     """One step of layer ``l``: ``mask``, ``hits`` and the queue state are that layer's rows;
     ``g_valid``, ``g_clock``, ``has_evicted`` are per-layer arrays indexed by ``l``. Returns
-    ``(evictions, columns selected, hits)``. ``sequential``: the columns one request at a time."""
+    ``(evictions, columns selected, hits)``. ``sequential``: the columns one request at a time.
+    Scratch: ``pins`` (int64 [2]: the step's columns in S and M), ``idle`` (bool [N], all False)."""
     N = mask.shape[0]
     n_evict = 0
-    pins = np.zeros(2, np.int64)   # the step's columns in S and M
+    pins[:] = 0
     ns = 0
     nh = 0
     if sequential:
-        idle = np.zeros(N, np.bool_)
         for n in range(N):
             h = False
             if mask[n]:
@@ -217,12 +218,15 @@ def _s3fifo_requests(ids, hits, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gst
 
 
 @njit
-def _s3fifo_rows(mask, hits, sel, hc, cap, lcs, sequential, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr, ghost_of,
-                 g_valid, g_clock, has_evicted, l0, l1):
+def _s3fifo_rows(mask, hits, sel, hc, cap, lcs, sequential, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr,
+                 ghost_of, g_valid, g_clock, has_evicted, l0, l1):
     n_evict = 0
+    pins = np.zeros(2, np.int64)
+    idle = np.zeros(mask.shape[1], np.bool_)
     for l in range(l0, l1):
-        e, ns, nh = _s3fifo_row(mask[l], hits[l], cap[l], lcs, sequential, loc[l], freq[l], sq[l], s_ctr[l], mq[l], m_ctr[l], gq[l],
-                                gstamp[l], g_ctr[l], ghost_of[l], g_valid, g_clock, has_evicted, l)
+        e, ns, nh = _s3fifo_row(mask[l], hits[l], cap[l], lcs, sequential, loc[l], freq[l], sq[l], s_ctr[l], mq[l],
+                                m_ctr[l], gq[l], gstamp[l], g_ctr[l], ghost_of[l], g_valid, g_clock, has_evicted, l,
+                                pins, idle)
         sel[l] = ns
         hc[l] = nh
         n_evict += e
@@ -230,8 +234,8 @@ def _s3fifo_rows(mask, hits, sel, hc, cap, lcs, sequential, loc, freq, sq, s_ctr
 
 
 @njit
-def _s3fifo_layer(code, params, scores, k, masks, hits, sel, hc, C, lcs, sequential, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp,
-                  g_ctr, ghost_of, g_valid, g_clock, has_evicted, l):
+def _s3fifo_layer(code, params, scores, k, masks, hits, sel, hc, C, lcs, sequential, loc, freq, sq, s_ctr, mq,
+                  m_ctr, gq, gstamp, g_ctr, ghost_of, g_valid, g_clock, has_evicted, l):
     """Steps of layer ``l`` through the rows of ``masks``; with ``code >= 0`` each mask is first
     chosen from ``scores`` and the cache contents (``kernels.select_row``)."""
     T, N = masks.shape
@@ -239,14 +243,16 @@ def _s3fifo_layer(code, params, scores, k, masks, hits, sel, hc, C, lcs, sequent
     fav = np.empty(N, np.bool_)
     hist = np.empty(4096, np.int64)
     res = np.empty(N, np.bool_)
+    pins = np.zeros(2, np.int64)
+    idle = np.zeros(N, np.bool_)
     n_evict = 0
     for i in range(T):
         if code >= 0:
             for n in range(N):
                 res[n] = loc[n] != 0
             select_row(code, params, scores[i], res, k, masks[i], work, fav, hist)
-        e, ns, nh = _s3fifo_row(masks[i], hits[i], C, lcs, sequential, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr, ghost_of,
-                                g_valid, g_clock, has_evicted, l)
+        e, ns, nh = _s3fifo_row(masks[i], hits[i], C, lcs, sequential, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp,
+                                g_ctr, ghost_of, g_valid, g_clock, has_evicted, l, pins, idle)
         sel[i] = ns
         hc[i] = nh
         n_evict += e
