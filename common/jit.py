@@ -58,3 +58,6 @@ if CACHE_DIR is not None:
 
 #: the decorator for every compiled kernel of dipsim
 njit = numba.njit(cache=CACHE_DIR is not None, nogil=True)
+
+#: the same, inlined into its callers at numba's IR level (small helpers of hot request loops)
+njit_inline = numba.njit(cache=CACHE_DIR is not None, nogil=True, inline="always")

@@ -8,6 +8,11 @@
 Selection rules are passed to compiled loops as an integer code plus a float64 parameter vector,
 not as functions: numba cannot cache a compiled function that takes another function as an
 argument, and recompiling on every start costs seconds.
+
+Numba's on-disk cache of a function is checked against its own source file only: a compiled loop
+in another module that calls these kernels (``caches/_kernels.py``, ``_requests.py``,
+``s3fifo.py``, ``arc.py``) keeps the old code inlined after a change here. When changing a
+kernel, touch those files too (or delete their ``__pycache__/*.nbi``/``*.nbc``).
 """
 from __future__ import annotations
 
@@ -151,24 +156,9 @@ def _kth_largest(s, k, hist, cand):
 
 
 @njit
-def _take_top(s, k, thr, above, out):
-    """Mark the entries above ``thr`` (``above`` of them) and, in index order, as many equal to it
-    as ``k`` needs."""
-    N = s.shape[0]
-    for n in range(N):
-        out[n] = s[n] > thr
-    need = k - above
-    n = 0
-    while need > 0:
-        if s[n] == thr:
-            out[n] = True
-            need -= 1
-        n += 1
-
-
-@njit
 def _take_top_among(s, allowed, k, thr, out):
-    """:func:`_take_top` restricted to the columns where ``allowed``."""
+    """Mark the ``allowed`` entries above ``thr`` and, in index order, as many equal to it as ``k``
+    needs."""
     N = s.shape[0]
     above = 0
     for n in range(N):
@@ -186,18 +176,84 @@ def _take_top_among(s, allowed, k, thr, out):
 
 
 @njit
+def _radix_level(bits, idx, m, r, shift, width, hist, out):
+    """One radix level of :func:`topk_row` over the candidates ``idx[:m]`` (ascending indices):
+    the digit ``(bits >> shift) & width`` holding the ``r``-th largest is found from a histogram;
+    candidates with larger digits are marked in ``out``, those with equal digits kept (in order) in
+    ``idx``. Returns ``(kept, how many of them are still needed)``."""
+    hist[:width + 1] = 0
+    hi = 0
+    w = np.uint32(width)
+    for j in range(m):
+        d = np.int64((bits[idx[j]] >> shift) & w)
+        hist[d] += 1
+        hi = max(hi, d)
+    acc = 0
+    while acc + hist[hi] < r:
+        acc += hist[hi]
+        hi -= 1
+    ud = np.uint32(hi)
+    kept = 0
+    for j in range(m):          # branch-free: kept <= j, so idx[j] is read before it is overwritten
+        c = idx[j]
+        d = (bits[c] >> shift) & w
+        out[c] = out[c] | (d > ud)
+        idx[kept] = c
+        kept += d == ud
+    return kept, r - acc
+
+
+@njit
 def topk_row(s, k, out, cand, hist):
     """``out[n] = True`` for exactly the ``k`` largest ``s[n]`` (ties: lowest index), as
     :func:`topk_mask` does for one row; ``s`` holds non-negative finite float32 magnitudes. ``cand``
-    (float32, the scores' length) and ``hist`` (int64 [4096]) are scratch space."""
+    (float32, the scores' length) and ``hist`` (int64 [4096]) are scratch space.
+
+    Radix selection on the floats' bits, which order non-negative floats as their values do (the
+    sign bit is ignored, so -0.0 counts as 0.0). The first pass histograms the leading 11 bits
+    (exponent and three mantissa bits) and finds the digit of the k-th largest; a second marks
+    every entry above it and lists the entries with that digit, in index order, in ``cand``'s
+    memory (a few percent of the row: an exponent-only digit leaves a third of a short row there,
+    and the list costs more than it saves). Radix levels of 8 bits then run over that short list
+    until the entries left share the threshold value; the lowest indices among them are taken.
+    Against partitioning the bucket's values (numba's ``np.partition``) and rescanning the row for
+    the threshold's ties, which it replaced: 1.6x faster on 14,336 columns, 2.6x on 576.
+    """
     N = s.shape[0]
     if k <= 0:
         out[:] = False
-    elif k >= N:
+        return
+    if k >= N:
         out[:] = True
-    else:
-        thr, above = _kth_largest(s, k, hist, cand)
-        _take_top(s, k, thr, above, out)
+        return
+    shift = 20
+    width = np.uint32(0x7FF)
+    bits = s.view(np.uint32)
+    idx = cand.view(np.int32)
+    hist[:width + 1] = 0
+    hi = 0
+    for n in range(N):
+        b = np.int64((bits[n] >> shift) & width)
+        hist[b] += 1
+        hi = max(hi, b)
+    acc = 0
+    while acc + hist[hi] < k:
+        acc += hist[hi]
+        hi -= 1
+    ub = np.uint32(hi)
+    m = 0
+    for n in range(N):          # branch-free: a branch mispredicts on every few entries here
+        d = (bits[n] >> shift) & width
+        out[n] = d > ub
+        idx[m] = n
+        m += d == ub
+    r = k - acc                 # the r largest of the digit's m entries
+    while shift > 0 and r < m:
+        nxt = max(0, shift - 8)
+        m, r = _radix_level(bits, idx, m, r, nxt, (1 << (shift - nxt)) - 1, hist, out)
+        shift = nxt
+    for j in range(r):          # entries left are equal: the lowest indices
+        out[idx[j]] = True
 
 
 @njit
@@ -251,15 +307,18 @@ def select_row(code, params, s, resident, k, out, work, fav, hist):
         topk_row(s, min(n_fixed, N), fav, work[2], hist)
         for n in range(N):
             fav[n] = fav[n] or resident[n]
+        favoured = fav
     else:
-        fav[:] = resident
+        favoured = resident
     if gamma > 0.0:
         pen = work[0]
         g = np.float32(gamma)   # rounded to float32, as numpy's penalize does
         for n in range(N):
-            pen[n] = s[n] if fav[n] else s[n] * g
+            pen[n] = s[n] if favoured[n] else s[n] * g
         topk_row(pen, k, out, work[2], hist)
         return
+    if n_fixed == 0:
+        fav[:] = resident
     n_fav = 0
     for n in range(N):
         n_fav += fav[n]
@@ -276,3 +335,33 @@ def select_row(code, params, s, resident, k, out, work, fav, hist):
 def scratch(n_columns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scratch space of :func:`select_row` for rows of ``n_columns`` scores: ``work, fav, hist``."""
     return np.empty((3, n_columns), np.float32), np.empty(n_columns, np.bool_), np.empty(4096, np.int64)
+
+
+@njit
+def step_outcomes(masks, hits, selected, hit_count, missed_bits):
+    """Per step (row) of ``masks, hits [T, N]`` (bool, hits within masks): columns selected, hits,
+    and the missed columns packed as ``np.packbits`` packs them (first column in the high bit), in
+    one pass -- what replay records of each layer, at a fraction of numpy's three passes."""
+    T, N = masks.shape
+    full = N // 8
+    for t in range(T):
+        m = masks[t]
+        h = hits[t]
+        ns = 0
+        nh = 0
+        for n in range(N):
+            ns += m[n]
+            nh += h[n]
+        selected[t] = ns
+        hit_count[t] = nh
+        for j in range(full):
+            byte = 0
+            for i in range(8):
+                byte = (byte << 1) | (m[8 * j + i] & (h[8 * j + i] ^ True))
+            missed_bits[t, j] = byte
+        if full * 8 < N:
+            byte = 0
+            for i in range(8):
+                n = full * 8 + i
+                byte = (byte << 1) | ((m[n] & (h[n] ^ True)) if n < N else 0)
+            missed_bits[t, full] = byte

@@ -84,18 +84,25 @@ def test_set_steps_equal_reference(name, data):
     _check_against_reference(name, masks, cap)
 
 
-def _check_against_reference(name, masks, cap):
-    T, L, N = masks.shape
-    capv = caches.as_capacity(cap, L, N)
-    makers = {
+def ref_maker(name, capv, masks):
+    """``layer -> reference cache`` for policy ``name`` (Belady's future: the steps of ``masks``)."""
+    T = masks.shape[0]
+    return {
         "lru": lambda l: ref.LRURef(capv[l]),
         "fifo": lambda l: ref.FIFORef(capv[l]),
         "lfu": lambda l: ref.LFURef(capv[l]),
         "none": lambda l: ref.LRURef(0),
         "s3fifo": lambda l: ref.S3FIFORef(capv[l]),
+        "s3fifo-lcs": lambda l: ref.S3FIFORef(capv[l], lcs=True),
+        "arc": lambda l: ref.ARCRef(capv[l]),
         "belady": lambda l: ref.BeladyRef(capv[l], [set(np.flatnonzero(masks[t, l])) for t in range(T)]),
-    }
-    expected = ref.run_reference(makers[name], masks)
+    }[name]
+
+
+def _check_against_reference(name, masks, cap):
+    T, L, N = masks.shape
+    capv = caches.as_capacity(cap, L, N)
+    expected = ref.run_reference(ref_maker(name, capv, masks), masks)
     c = build(name, masks, cap)
     for t in range(T):
         hits = c.step(masks[t])
@@ -189,7 +196,7 @@ def test_belady_refuses_other_masks_and_missing_future():
 
 
 def test_bad_names_and_parameters():
-    with pytest.raises(DipsimError, match="unknown cache policy 'lru2'; allowed: belady, fifo, lfu, lru"):
+    with pytest.raises(DipsimError, match="unknown cache policy 'lru2'; allowed: arc, belady, fifo, lfu, lru"):
         caches.make("lru2", n_layers=1, n_columns=4, capacity=1)
     with pytest.raises(DipsimError, match="has no parameter 'size'"):
         caches.make("lru", n_layers=1, n_columns=4, capacity=1, size=3)

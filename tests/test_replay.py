@@ -76,7 +76,7 @@ def test_access_log_roundtrip(small, tmp_path):
     (dict(masking="dip", keep=[0.5, 0.5]), "list of 6 numbers"),
     (dict(masking="dip", dram_fraction=1.2), r"dram_fraction must be in \[0, 1\]"),
     (dict(masking="dip-ca", gamma=-0.1), r"gamma must be in \[0, 1\]"),
-    (dict(masking="dip", cache="lru2"), "unknown cache policy 'lru2'; allowed: belady, fifo"),
+    (dict(masking="dip", cache="lru2"), "unknown cache policy 'lru2'; allowed: arc, belady, fifo"),
     (dict(masking="nope"), "unknown masking policy 'nope'; allowed:"),
     (dict(masking="dip", allocation="greedy"), "unknown allocation 'greedy'; allowed: uniform, benefit"),
     (dict(masking="dip", weight_format="int3"), "unknown weight_format 'int3'"),

@@ -5,11 +5,14 @@
     hits = cache.step(mask)        # [L, N] bool; hits counted before this step's insertions
     cache.resident                 # [L, N] bool view
     opt = caches.make("belady", n_layers=L, n_columns=N, capacity=C, future=masks)  # [T, L, N]
+    hits = cache.run(ids, layer=0)  # single-column requests, one compiled loop (O(1) per request)
+    seq = caches.make("lru", n_layers=L, n_columns=N, capacity=C, step_model="sequential")
 
 See ``caches.base`` for the step semantics shared by all policies (sets larger than the capacity
-included) and ``caches.reference`` for the plain per-request definitions they are tested against.
+included, and the ``sequential`` step model) and ``caches.reference`` for the plain per-request
+definitions they are tested against.
 """
-from . import belady, fifo, lfu, lru, none, pinned, s3fifo  # noqa: F401  (registration)
+from . import arc, belady, fifo, lfu, lru, none, pinned, s3fifo  # noqa: F401  (registration)
 from .base import REGISTRY, CachePolicy, KeyedCache, as_capacity, make, names, policy_params, register_cache
 
 __all__ = ["REGISTRY", "CachePolicy", "KeyedCache", "as_capacity", "make", "names", "policy_params", "register_cache"]

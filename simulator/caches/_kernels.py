@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import njit, select_row
+from common.jit import njit
+
+from ..kernels import select_row
 
 LRU, FIFO, LFU, BELADY = 0, 1, 2, 3
 _BLOCK = 512
@@ -113,8 +115,7 @@ def keyed_row(kind, mask, res, prio, evictable, cap, t, t1, nxt, pos, hits, cand
     # touch: hits, priorities, insertion; mark eviction candidates (resident, evictable, not in
     # this step's set). One loop per kind, so that each loop is branch-free and vectorizes.
     if kind == LRU:
-        for n in range(N):
-            prio[n] = t if mask[n] else prio[n]
+        pass                # fused into the pass below
     elif kind == FIFO:
         for n in range(N):
             prio[n] = t if (mask[n] & (res[n] ^ True)) else prio[n]
@@ -128,6 +129,7 @@ def keyed_row(kind, mask, res, prio, evictable, cap, t, t1, nxt, pos, hits, cand
                 prio[n] = t1 - nxt[pos]
                 pos += 1
     k = 0
+    lru = kind == LRU
     for n in range(N):
         m = mask[n]
         r = res[n]
@@ -141,6 +143,7 @@ def keyed_row(kind, mask, res, prio, evictable, cap, t, t1, nxt, pos, hits, cand
         ns += m
         nh += h
         k += c
+        prio[n] = t if (m & lru) else prio[n]
     e = occ - cap
     if e <= 0:
         return n_evict, ns, nh, pos

@@ -29,6 +29,17 @@ Layers never interact, so a cache can also be driven one layer at a time through
 which gives exactly what T calls of ``step`` give for that layer, in one compiled loop (the
 layer-wise replay and closed loop). A cache is driven either by ``step`` or by ``run_layer``.
 
+**Requests.** ``hits = cache.run(ids, layer=0)`` takes one layer through a stream of single-column
+requests (``ids``: column indices), one step each, in one compiled loop of O(1) (O(log C) for
+Belady) per request: the textbook per-request policy, exactly what one-column steps give. It works
+on the cache's own state, so it may follow or precede steps and ``run_layer`` of the same layer.
+
+**Step models.** ``step_model="set"`` (default) is the set semantics above. ``"sequential"``
+requests each step's columns one by one in ascending index order instead, with per-request hits:
+a column resident when the token starts can then be evicted by an earlier miss of the same token
+and miss itself. Both models agree wherever no step's misses evict one of the step's own columns,
+e.g. when the capacity holds every column.
+
 Policies whose choice needs the future (``belady``) set ``offline = True``; replay refuses them with
 cache-aware masking and closed-loop evaluation refuses them outright.
 """
@@ -43,11 +54,12 @@ from common.errors import DipsimError
 
 from ..kernels import LayerSelector
 from common.registry import Registry, check_params
-from . import _kernels
+from . import _kernels, _requests
 
 REGISTRY = Registry("cache policy")
 register_cache = REGISTRY.register
 names = REGISTRY.names
+STEP_MODELS = ("set", "sequential")
 
 
 def policy_params(name: str) -> list[str]:
@@ -81,9 +93,13 @@ class CachePolicy:
     name: ClassVar[str] = "?"
     offline: ClassVar[bool] = False
 
-    def __init__(self, n_layers: int, n_columns: int, capacity: Any):
+    def __init__(self, n_layers: int, n_columns: int, capacity: Any, step_model: str = "set"):
         if int(n_layers) <= 0 or int(n_columns) <= 0:
             raise DipsimError(f"a cache needs n_layers > 0 and n_columns > 0, got {n_layers} and {n_columns}")
+        if step_model not in STEP_MODELS:
+            raise DipsimError(f"{self.name}: step_model must be one of {', '.join(STEP_MODELS)}, got {step_model!r}")
+        self.step_model = step_model
+        self.sequential = step_model == "sequential"
         self.L, self.N = int(n_layers), int(n_columns)
         self.capacity = as_capacity(capacity, self.L, self.N)
         self._resident = np.zeros((self.L, self.N), dtype=bool)
@@ -224,6 +240,30 @@ class CachePolicy:
         finally:
             self.clock[:] = saved
 
+    # -- one request at a time --
+    def run(self, ids: Any, layer: int = 0) -> np.ndarray:
+        """Request the columns ``ids`` ([R] ints) of ``layer`` one by one, one step each; return
+        the hit flags [R]. The same as ``R`` one-column steps of that layer, in one compiled loop."""
+        layer = self._check_layer(layer)
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
+            raise DipsimError(f"{self.name}: run needs a 1-d array of column indices, got {ids.dtype} "
+                              f"{list(ids.shape)}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.N):
+            raise DipsimError(f"{self.name}: run: column indices must be in 0..{self.N - 1}, got "
+                              f"{int(ids.min() if ids.min() < 0 else ids.max())}")
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        hits = np.empty(ids.shape[0], dtype=bool)
+        self._count_evictions(0, self._requests(layer, int(self.clock[layer]), ids, hits))
+        self.clock[layer] += ids.shape[0]
+        self.n_req += ids.shape[0]
+        self.n_hit += int(np.count_nonzero(hits))
+        return hits
+
+    def _requests(self, layer: int, t0: int, ids: np.ndarray, hits: np.ndarray) -> int:
+        """Fill ``hits`` for the requests ``ids`` of ``layer`` from step ``t0``; return evictions."""
+        raise NotImplementedError
+
     def counters(self) -> dict[str, int]:
         return {"n_req": self.n_req, "n_hit": self.n_hit, "n_miss": self.n_miss, "n_evict": self.n_evict}
 
@@ -236,8 +276,8 @@ class KeyedCache(CachePolicy):
 
     KIND: ClassVar[int] = -1
 
-    def __init__(self, n_layers, n_columns, capacity):
-        super().__init__(n_layers, n_columns, capacity)
+    def __init__(self, n_layers, n_columns, capacity, step_model="set"):
+        super().__init__(n_layers, n_columns, capacity, step_model)
         self.prio = np.full((self.L, self.N), -1, dtype=np.int64)
         self._evictable = np.ones((self.L, self.N), dtype=bool)
         self._scratch: dict[int, np.ndarray] = {}
@@ -246,6 +286,8 @@ class KeyedCache(CachePolicy):
         return _EMPTY
 
     def _step_rows(self, mask, hits, sel, hc, l0, l1, worker):
+        if self.sequential:
+            return self._sequential_rows(mask, hits, sel, hc, l0, l1, worker)
         cand = self._scratch.get(worker)
         if cand is None:  # per worker thread: the candidate flags of one row
             cand = self._scratch[worker] = np.empty(self.N, np.bool_)
@@ -256,13 +298,54 @@ class KeyedCache(CachePolicy):
     def _t1(self) -> int:
         return 0
 
+    def _state(self, layer):
+        return self._resident[layer], self.prio[layer], self._evictable[layer], int(self.capacity[layer])
+
+    def _sequential_rows(self, mask, hits, sel, hc, l0, l1, worker):
+        n = 0
+        for layer in range(l0, l1):
+            ids = np.flatnonzero(mask[layer])
+            h = np.empty(ids.shape[0], dtype=bool)
+            n += _requests.keyed_requests(self.KIND, ids, np.zeros(ids.shape[0], np.int64), self.t, 0, _EMPTY,
+                                          *self._state(layer), h)
+            hits[layer] = False
+            hits[layer, ids] = h
+            sel[layer] = ids.shape[0]
+            hc[layer] = int(np.count_nonzero(h))
+        self._count_evictions(worker, n)
+
+    def _requests(self, layer, t0, ids, hits):
+        if self.KIND == _kernels.LFU and t0 + ids.shape[0] >= _kernels.LFU_STEPS:
+            raise DipsimError(f"lfu: at most {_kernels.LFU_STEPS - 1} steps per layer (its priorities fold the "
+                              f"step in)")
+        t1, nu = self._request_future(layer, t0, ids, None)
+        return _requests.keyed_requests(self.KIND, ids, _EMPTY, t0, t1, nu, *self._state(layer), hits)
+
+    def _request_future(self, layer, t0, ids, masks) -> tuple[int, np.ndarray]:
+        """``(t1, next-use position of every request)`` for the per-request kernel (Belady only;
+        ``masks``: the steps the requests come from, None for ``run``)."""
+        return 0, _EMPTY
+
     def _layer_steps(self, layer, t0, masks, hits, sel, hc, selector) -> None:
-        args = (self._resident[layer], self.prio[layer], self._evictable[layer], int(self.capacity[layer]))
-        if selector is None:
+        args = self._state(layer)
+        if self.sequential and selector is None:
+            rows, ids = np.nonzero(masks)
+            h = np.empty(ids.shape[0], dtype=bool)
+            t1, nu = self._request_future(layer, t0, ids, masks)
+            n = _requests.keyed_requests(self.KIND, ids, rows, t0, t1, nu, *args, h)
+            hits[:] = False
+            hits[rows, ids] = h
+            sel[:] = np.count_nonzero(masks, axis=1)
+            hc[:] = np.count_nonzero(hits, axis=1)
+        elif selector is None:
             t1, nxt = self._layer_future(layer, t0, masks)
             n = _kernels.keyed_layer(self.KIND, masks, *args, t0, t1, nxt, hits, sel, hc)
         elif selector.rule is None:
             return super()._layer_steps(layer, t0, masks, hits, sel, hc, selector)
+        elif self.sequential:
+            code, params = selector.rule
+            n = _requests.keyed_requests_select(self.KIND, code, np.asarray(params, np.float64), selector.scores,
+                                                int(selector.k), *args, t0, masks, hits, sel, hc)
         else:
             code, params = selector.rule
             n = _kernels.keyed_layer_select(self.KIND, code, np.asarray(params, np.float64), selector.scores,

@@ -8,7 +8,8 @@ It needs the whole access sequence up front, so it serves only cache-oblivious m
 do not depend on the cache: driven by ``step``, it needs ``future`` (masks ``[T, L, N]``) and each
 step must be exactly the next mask of it; driven layer by layer, ``run_layer`` must receive the
 layer's whole sequence at once (which is then its future). Anything else is refused rather than
-turned into a meaningless number. Key = (T + 1 - next_use) * N + index.
+turned into a meaningless number; ``run(ids)`` takes a layer's whole request stream the same way.
+Key = (T + 1 - next_use) * N + index (per request: positions in the stream instead of steps).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from common.errors import DipsimError
 
-from . import _kernels
+from . import _kernels, _requests
 from .base import KeyedCache, register_cache
 
 
@@ -25,8 +26,8 @@ class Belady(KeyedCache):
     KIND = _kernels.BELADY
     offline = True
 
-    def __init__(self, n_layers, n_columns, capacity, future=None):
-        super().__init__(n_layers, n_columns, capacity)
+    def __init__(self, n_layers, n_columns, capacity, future=None, step_model="set"):
+        super().__init__(n_layers, n_columns, capacity, step_model)
         self.future = None
         if future is None:
             return
@@ -48,6 +49,9 @@ class Belady(KeyedCache):
 
     def check_mask(self, mask):
         mask = super().check_mask(mask)
+        if self.sequential:
+            raise DipsimError("belady: with step_model 'sequential' it runs a layer's whole sequence at once "
+                              "(run_layer or run), not step by step")
         if self.future is None:
             raise DipsimError("cache policy 'belady' (offline OPT) needs the whole access sequence: give "
                               "future=[T, L, N] masks to step() it, or run_layer() each layer's whole sequence; "
@@ -73,6 +77,16 @@ class Belady(KeyedCache):
         if self.future is not None and not (T == self.T and np.array_equal(masks, self.future[:, layer])):
             raise DipsimError(f"belady: the masks of layer {layer} differ from the future it was given")
         return T + 1, _kernels.next_uses(masks, 0)
+
+    def _request_future(self, layer, t0, ids, masks):
+        # the requests are the whole future: positions in the stream replace steps
+        if masks is not None:
+            self._layer_future(layer, t0, masks)
+        elif t0 != 0 or self.future is not None:
+            raise DipsimError("belady: run() takes a layer's whole request stream in one call (its future), on "
+                              "a cache made without future=")
+        R = ids.shape[0]
+        return R + 1, _requests.next_use_positions(ids, self.N, R + 1)
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)

@@ -13,5 +13,5 @@ from .lru import LRU
 
 @register_cache("none")
 class NoCache(LRU):
-    def __init__(self, n_layers, n_columns, capacity=0):
-        super().__init__(n_layers, n_columns, 0)
+    def __init__(self, n_layers, n_columns, capacity=0, step_model="set"):
+        super().__init__(n_layers, n_columns, 0, step_model)

@@ -20,8 +20,8 @@ from .lru import LRU
 
 @register_cache("pinned")
 class Pinned(LRU):
-    def __init__(self, n_layers, n_columns, capacity, hot_fraction: float = 0.5):
-        super().__init__(n_layers, n_columns, capacity)
+    def __init__(self, n_layers, n_columns, capacity, hot_fraction: float = 0.5, step_model="set"):
+        super().__init__(n_layers, n_columns, capacity, step_model)
         if not 0.0 <= float(hot_fraction) <= 1.0:
             raise DipsimError(f"pinned hot_fraction must be in [0, 1], got {hot_fraction}")
         self.hot_fraction = float(hot_fraction)

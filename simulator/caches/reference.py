@@ -133,9 +133,11 @@ class BeladyRef(RefCache):
 
 
 class S3FIFORef:
-    """S3-FIFO, one request at a time, with the pinning rule for set steps (see caches/s3fifo.py)."""
+    """S3-FIFO, one request at a time, with the pinning rule for set steps (see caches/s3fifo.py);
+    ``lcs``: libCacheSim's later rule (a miss finding S full before any eviction goes to M)."""
 
-    def __init__(self, capacity):
+    def __init__(self, capacity, lcs=False):
+        self.lcs = lcs
         self.C = C = int(capacity)
         self.s_max = max(1, (C * 10) // 100)
         self.m_max = C - self.s_max
@@ -169,7 +171,7 @@ class S3FIFORef:
             if not any(c not in pinned for c in self.contents()):
                 return  # only this step's columns are left: x is not cached
             self._evict(pinned)
-        if in_ghost or (not self.has_evicted and len(self.S) >= self.s_max):
+        if in_ghost or (self.lcs and not self.has_evicted and len(self.S) >= self.s_max):
             self.M.appendleft(x)
         else:
             self.S.appendleft(x)
@@ -206,6 +208,86 @@ class S3FIFORef:
                 return
 
 
+class ARCRef:
+    """ARC as in the paper's Fig. 4 (Megiddo and Modha, FAST 2003), one request at a time, with the
+    set-step rules of caches/arc.py (columns in use are passed over; a miss finding every cached
+    column in use changes nothing)."""
+
+    def __init__(self, capacity):
+        self.c = int(capacity)
+        self.p = 0.0
+        # LRU first, MRU last
+        self.T1: OrderedDict[int, None] = OrderedDict()
+        self.T2: OrderedDict[int, None] = OrderedDict()
+        self.B1: OrderedDict[int, None] = OrderedDict()
+        self.B2: OrderedDict[int, None] = OrderedDict()
+
+    def contents(self):
+        return set(self.T1) | set(self.T2)
+
+    def step(self, cols):
+        cols = sorted(set(cols))
+        hits = [x for x in cols if x in self.T1 or x in self.T2]
+        for x in hits:                                   # Case I
+            self.T1.pop(x, None)
+            self.T2.pop(x, None)
+            self.T2[x] = None
+        in_use = set(cols)
+        for x in cols:
+            if x not in hits:
+                self._miss(x, in_use)
+        return set(hits)
+
+    def _lru(self, lst, in_use):
+        x = next(iter(lst), None)
+        return None if x is None or x in in_use else x
+
+    def _replace(self, x, in_use):
+        t1 = len(self.T1)
+        take_t1 = (t1 > 0 and (t1 > self.p or (x in self.B2 and t1 == self.p))) or not self.T2
+        if take_t1 and self._lru(self.T1, in_use) is None:
+            take_t1 = False
+        elif not take_t1 and self._lru(self.T2, in_use) is None:
+            take_t1 = True
+        src, ghost = (self.T1, self.B1) if take_t1 else (self.T2, self.B2)
+        v = self._lru(src, in_use)
+        del src[v]
+        ghost[v] = None
+
+    def _miss(self, x, in_use):
+        c = self.c
+        if c == 0:
+            return
+        full = len(self.T1) + len(self.T2) >= c
+        if full and self._lru(self.T1, in_use) is None and self._lru(self.T2, in_use) is None:
+            return                                       # everything cached is in use
+        if x in self.B1:                                 # Case II
+            self.p = min(float(c), self.p + max(len(self.B2) / len(self.B1), 1.0))
+            if full:
+                self._replace(x, in_use)
+            del self.B1[x]
+            self.T2[x] = None
+        elif x in self.B2:                               # Case III
+            self.p = max(0.0, self.p - max(len(self.B1) / len(self.B2), 1.0))
+            if full:
+                self._replace(x, in_use)
+            del self.B2[x]
+            self.T2[x] = None
+        else:                                            # Case IV
+            if full:
+                if len(self.T1) + len(self.B1) >= c:     # A
+                    if len(self.T1) < c:
+                        self.B1.popitem(last=False)
+                        self._replace(x, in_use)
+                    else:
+                        self.T1.popitem(last=False)
+                else:                                    # B
+                    if len(self.T1) + len(self.T2) + len(self.B1) + len(self.B2) >= 2 * c and self.B2:
+                        self.B2.popitem(last=False)
+                    self._replace(x, in_use)
+            self.T1[x] = None
+
+
 def run_reference(make_ref, masks) -> list[list[set[int]]]:
     """Replay ``masks [T, L, N]`` through one reference cache per layer; hits per step and layer."""
     import numpy as np
@@ -214,3 +296,15 @@ def run_reference(make_ref, masks) -> list[list[set[int]]]:
     T, L, _ = masks.shape
     caches = [make_ref(layer) for layer in range(L)]
     return [[caches[layer].step(np.flatnonzero(masks[t, layer]).tolist()) for layer in range(L)] for t in range(T)]
+
+
+def run_sequential_reference(make_ref, masks) -> list[list[set[int]]]:
+    """The ``sequential`` step model: every step's columns requested one at a time, in ascending
+    index order, through one reference cache per layer; the per-request hits of each step."""
+    import numpy as np
+
+    masks = np.asarray(masks)
+    T, L, _ = masks.shape
+    caches = [make_ref(layer) for layer in range(L)]
+    return [[{c for c in np.flatnonzero(masks[t, layer]).tolist() if caches[layer].step([c])} for layer in range(L)]
+            for t in range(T)]

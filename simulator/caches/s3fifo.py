@@ -1,4 +1,5 @@
-"""s3fifo: S3-FIFO (Yang et al., SOSP 2023), after libCacheSim's S3FIFO.c by the same authors.
+"""s3fifo, s3fifo-lcs: S3-FIFO (Yang et al., "FIFO queues are all you need for cache eviction",
+SOSP 2023), in the two versions of libCacheSim by the same authors.
 
 Three FIFO queues: a small queue S (10% of the capacity), a main queue M (the rest) and a ghost
 queue G remembering up to 90% of the capacity of recently evicted ids (no data).
@@ -6,7 +7,8 @@ queue G remembering up to 90% of the capacity of recently evicted ids (no data).
     hit(x):    freq[x] = min(freq[x] + 1, 3)
     miss(x):   in_ghost = x in G; remove x from G
                while |S| + |M| >= C: evict()
-               if in_ghost, or (nothing evicted yet and |S| >= |S|max): push x to M's head
+               if in_ghost: push x to M's head
+               [s3fifo-lcs only] elif nothing evicted yet and |S| >= |S|max: push x to M's head
                else: push x to S's head
                freq[x] = 0
     evict():   if |M| > |M|max or |S| == 0: evict_main() else: evict_small()
@@ -17,6 +19,11 @@ queue G remembering up to 90% of the capacity of recently evicted ids (no data).
                      if freq[t] >= 1: move t to M's head, freq[t] -= 1    (2-bit clock)
                      else: remove t; done
 
+``s3fifo`` is the paper's algorithm, as in the paper's artifact (libCacheSim's S3FIFO.c up to
+2024, kept upstream as S3FIFOv0.c): while the cache fills, S simply grows. ``s3fifo-lcs`` is
+libCacheSim's later S3FIFO.c, which sends new columns to M once S is full and nothing has been
+evicted yet, so that the first evictions find a full M rather than an oversized S.
+
 |S|max = max(1, floor(0.1 C)) -- libCacheSim uses floor(0.1 C) and refuses objects as large as S,
 which for unit-size columns would cache nothing below C = 20; |M|max = C - |S|max;
 |G|max = floor(0.9 C).
@@ -24,152 +31,204 @@ which for unit-size columns would cache nothing below C = 20; |M|max = C - |S|ma
 Set steps (see ``caches.base``): hits are applied first, then the misses in ascending index
 order. The step's columns are in use, so eviction passes over them (a used column at S's tail is
 promoted to M; at M's tail it is moved to the head unchanged). When only the step's own columns
-are left, the remaining misses are not cached. With single-column steps this is exactly the
-algorithm above; ``reference.S3FIFORef`` is a plain per-request version checked against this one.
+are left, the remaining misses are not cached. With single-column steps (and ``cache.run``) this
+is exactly the algorithm above; ``reference.S3FIFORef`` is a plain per-request version checked
+against this one.
 
 The per-request queue logic is inherently sequential, so it runs as one compiled (numba) loop per
 step over the layers' accessed columns, not as numpy array operations.
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
-from ..kernels import njit, select_row
+from common.jit import njit
+
+from ..kernels import select_row
+from ._requests import _inline
 from .base import CachePolicy, register_cache
 
 
-
-@njit
-def _s3fifo_row(mask, hits, C, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr, ghost_of, g_valid, g_clock,
-                has_evicted, l):
-    """One step of layer ``l``: ``mask``, ``hits`` and the queue state are that layer's rows;
-    ``g_valid``, ``g_clock``, ``has_evicted`` are per-layer arrays indexed by ``l``. Returns
-    ``(evictions, columns selected, hits)``."""
-    N = mask.shape[0]
+@_inline
+def _s3fifo_miss(n, inuse, pins, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr, ghost_of, g_valid,
+                 g_clock, has_evicted, l):
+    """Miss of column ``n`` in layer ``l``: evict until there is room (passing over columns with
+    ``inuse``: the step's own, ``pins`` counts them in S and M), then insert. Returns evictions."""
+    N = loc.shape[0]
     GR = gq.shape[0]
     n_evict = 0
     s_max = max(1, (C * 10) // 100)
     m_max = C - s_max
     g_max = (C * 90) // 100
-    pin_s = 0
-    pin_m = 0
+    in_ghost = ghost_of[n] >= 0
+    if in_ghost:
+        ghost_of[n] = -1
+        g_valid[l] -= 1
+    while True:
+        s_len = s_ctr[0] - s_ctr[1]
+        m_len = m_ctr[0] - m_ctr[1]
+        if s_len + m_len < C:
+            break
+        if s_len + m_len - pins[0] - pins[1] <= 0:
+            return n_evict          # only the step's own columns are left: n is not cached
+        # ---- evict()
+        if (m_len > m_max or s_len == 0) and m_len - pins[1] > 0:
+            # evict_main
+            while True:
+                t = mq[m_ctr[1] % N]
+                m_ctr[1] += 1
+                if inuse[t]:
+                    mq[m_ctr[0] % N] = t
+                    m_ctr[0] += 1
+                elif freq[t] >= 1:
+                    freq[t] -= 1
+                    mq[m_ctr[0] % N] = t
+                    m_ctr[0] += 1
+                else:
+                    loc[t] = 0
+                    freq[t] = 0
+                    n_evict += 1
+                    has_evicted[l] = True
+                    break
+        else:
+            # evict_small
+            while s_ctr[0] - s_ctr[1] > 0:
+                t = sq[s_ctr[1] % N]
+                s_ctr[1] += 1
+                if inuse[t] or freq[t] >= 2:
+                    loc[t] = 2
+                    if inuse[t]:
+                        pins[0] -= 1
+                        pins[1] += 1
+                    else:
+                        freq[t] = 0
+                    mq[m_ctr[0] % N] = t
+                    m_ctr[0] += 1
+                else:
+                    loc[t] = 0
+                    freq[t] = 0
+                    n_evict += 1
+                    has_evicted[l] = True
+                    if g_max > 0:
+                        # push to the ghost queue, compacting its ring when full
+                        if g_ctr[0] - g_ctr[1] >= GR:
+                            w = 0
+                            for i in range(g_ctr[1], g_ctr[0]):
+                                c = gq[i % GR]
+                                if ghost_of[c] == gstamp[i % GR]:
+                                    gq[w] = c
+                                    gstamp[w] = gstamp[i % GR]
+                                    w += 1
+                            g_ctr[1] = 0
+                            g_ctr[0] = w
+                        g_clock[l] += 1
+                        gq[g_ctr[0] % GR] = t
+                        gstamp[g_ctr[0] % GR] = g_clock[l]
+                        g_ctr[0] += 1
+                        ghost_of[t] = g_clock[l]
+                        g_valid[l] += 1
+                        while g_valid[l] > g_max:
+                            c = gq[g_ctr[1] % GR]
+                            st = gstamp[g_ctr[1] % GR]
+                            g_ctr[1] += 1
+                            if ghost_of[c] == st:
+                                ghost_of[c] = -1
+                                g_valid[l] -= 1
+                    break
+    s_len = s_ctr[0] - s_ctr[1]
+    if in_ghost or (lcs and not has_evicted[l] and s_len >= s_max):
+        loc[n] = 2
+        mq[m_ctr[0] % N] = n
+        m_ctr[0] += 1
+        pins[1] += 1
+    else:
+        loc[n] = 1
+        sq[s_ctr[0] % N] = n
+        s_ctr[0] += 1
+        pins[0] += 1
+    freq[n] = 0
+    return n_evict
+
+
+@njit
+def _s3fifo_row(mask, hits, C, lcs, sequential, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr, ghost_of,
+                g_valid, g_clock, has_evicted, l, pins, idle):
+    """One step of layer ``l``: ``mask``, ``hits`` and the queue state are that layer's rows;
+    ``g_valid``, ``g_clock``, ``has_evicted`` are per-layer arrays indexed by ``l``. Returns
+    ``(evictions, columns selected, hits)``. ``sequential``: the columns one request at a time.
+    Scratch: ``pins`` (int64 [2]: the step's columns in S and M), ``idle`` (bool [N], all False)."""
+    N = mask.shape[0]
+    n_evict = 0
+    pins[:] = 0
     ns = 0
+    nh = 0
+    if sequential:
+        for n in range(N):
+            h = False
+            if mask[n]:
+                ns += 1
+                if loc[n] != 0:
+                    h = True
+                    nh += 1
+                    if freq[n] < 3:
+                        freq[n] += 1
+                else:
+                    pins[:] = 0
+                    n_evict += _s3fifo_miss(n, idle, pins, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp,
+                                            g_ctr, ghost_of, g_valid, g_clock, has_evicted, l)
+            hits[n] = h
+        return n_evict, ns, nh
     # hits: counted before insertions; their columns are pinned for the whole step
     for n in range(N):
         hits[n] = False
         ns += mask[n]
         if mask[n] and loc[n] != 0:
             hits[n] = True
+            nh += 1
             if freq[n] < 3:
                 freq[n] += 1
-            if loc[n] == 1:
-                pin_s += 1
-            else:
-                pin_m += 1
+            pins[loc[n] - 1] += 1
     for n in range(N):
-        if not mask[n] or loc[n] != 0:
-            continue
-        in_ghost = ghost_of[n] >= 0
-        if in_ghost:
-            ghost_of[n] = -1
-            g_valid[l] -= 1
-        bypass = False
-        while True:
-            s_len = s_ctr[0] - s_ctr[1]
-            m_len = m_ctr[0] - m_ctr[1]
-            if s_len + m_len < C:
-                break
-            if s_len + m_len - pin_s - pin_m <= 0:
-                bypass = True
-                break
-            # ---- evict()
-            if (m_len > m_max or s_len == 0) and m_len - pin_m > 0:
-                # evict_main
-                while True:
-                    t = mq[m_ctr[1] % N]
-                    m_ctr[1] += 1
-                    if mask[t]:
-                        mq[m_ctr[0] % N] = t
-                        m_ctr[0] += 1
-                    elif freq[t] >= 1:
-                        freq[t] -= 1
-                        mq[m_ctr[0] % N] = t
-                        m_ctr[0] += 1
-                    else:
-                        loc[t] = 0
-                        freq[t] = 0
-                        n_evict += 1
-                        has_evicted[l] = True
-                        break
-            else:
-                # evict_small
-                while s_ctr[0] - s_ctr[1] > 0:
-                    t = sq[s_ctr[1] % N]
-                    s_ctr[1] += 1
-                    if mask[t] or freq[t] >= 2:
-                        loc[t] = 2
-                        if mask[t]:
-                            pin_s -= 1
-                            pin_m += 1
-                        else:
-                            freq[t] = 0
-                        mq[m_ctr[0] % N] = t
-                        m_ctr[0] += 1
-                    else:
-                        loc[t] = 0
-                        freq[t] = 0
-                        n_evict += 1
-                        has_evicted[l] = True
-                        if g_max > 0:
-                            # push to the ghost queue, compacting its ring when full
-                            if g_ctr[0] - g_ctr[1] >= GR:
-                                w = 0
-                                for i in range(g_ctr[1], g_ctr[0]):
-                                    c = gq[i % GR]
-                                    if ghost_of[c] == gstamp[i % GR]:
-                                        gq[w] = c
-                                        gstamp[w] = gstamp[i % GR]
-                                        w += 1
-                                g_ctr[1] = 0
-                                g_ctr[0] = w
-                            g_clock[l] += 1
-                            gq[g_ctr[0] % GR] = t
-                            gstamp[g_ctr[0] % GR] = g_clock[l]
-                            g_ctr[0] += 1
-                            ghost_of[t] = g_clock[l]
-                            g_valid[l] += 1
-                            while g_valid[l] > g_max:
-                                c = gq[g_ctr[1] % GR]
-                                st = gstamp[g_ctr[1] % GR]
-                                g_ctr[1] += 1
-                                if ghost_of[c] == st:
-                                    ghost_of[c] = -1
-                                    g_valid[l] -= 1
-                        break
-        if bypass:
-            continue
-        s_len = s_ctr[0] - s_ctr[1]
-        if in_ghost or (not has_evicted[l] and s_len >= s_max):
-            loc[n] = 2
-            mq[m_ctr[0] % N] = n
-            m_ctr[0] += 1
-            pin_m += 1
-        else:
-            loc[n] = 1
-            sq[s_ctr[0] % N] = n
-            s_ctr[0] += 1
-            pin_s += 1
-        freq[n] = 0
-    return n_evict, ns, pin_s + pin_m
+        if mask[n] and not hits[n]:
+            n_evict += _s3fifo_miss(n, mask, pins, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr,
+                                    ghost_of, g_valid, g_clock, has_evicted, l)
+    return n_evict, ns, nh
 
 
 @njit
-def _s3fifo_rows(mask, hits, sel, hc, cap, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr, ghost_of,
-                 g_valid, g_clock, has_evicted, l0, l1):
+def _s3fifo_requests(ids, hits, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr, ghost_of, g_valid,
+                     g_clock, has_evicted, l):
+    """A stream of single-column requests to layer ``l`` (``cache.run``); returns evictions."""
+    idle = np.zeros(loc.shape[0], np.bool_)
+    pins = np.zeros(2, np.int64)
     n_evict = 0
+    for i in range(ids.shape[0]):
+        x = ids[i]
+        if loc[x] != 0:
+            hits[i] = True
+            if freq[x] < 3:
+                freq[x] += 1
+            continue
+        hits[i] = False
+        pins[0] = 0
+        pins[1] = 0
+        n_evict += _s3fifo_miss(x, idle, pins, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr, ghost_of,
+                                g_valid, g_clock, has_evicted, l)
+    return n_evict
+
+
+@njit
+def _s3fifo_rows(mask, hits, sel, hc, cap, lcs, sequential, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr,
+                 ghost_of, g_valid, g_clock, has_evicted, l0, l1):
+    n_evict = 0
+    pins = np.zeros(2, np.int64)
+    idle = np.zeros(mask.shape[1], np.bool_)
     for l in range(l0, l1):
-        e, ns, nh = _s3fifo_row(mask[l], hits[l], cap[l], loc[l], freq[l], sq[l], s_ctr[l], mq[l], m_ctr[l], gq[l],
-                                gstamp[l], g_ctr[l], ghost_of[l], g_valid, g_clock, has_evicted, l)
+        e, ns, nh = _s3fifo_row(mask[l], hits[l], cap[l], lcs, sequential, loc[l], freq[l], sq[l], s_ctr[l], mq[l],
+                                m_ctr[l], gq[l], gstamp[l], g_ctr[l], ghost_of[l], g_valid, g_clock, has_evicted, l,
+                                pins, idle)
         sel[l] = ns
         hc[l] = nh
         n_evict += e
@@ -177,8 +236,8 @@ def _s3fifo_rows(mask, hits, sel, hc, cap, loc, freq, sq, s_ctr, mq, m_ctr, gq, 
 
 
 @njit
-def _s3fifo_layer(code, params, scores, k, masks, hits, sel, hc, C, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp,
-                  g_ctr, ghost_of, g_valid, g_clock, has_evicted, l):
+def _s3fifo_layer(code, params, scores, k, masks, hits, sel, hc, C, lcs, sequential, loc, freq, sq, s_ctr, mq,
+                  m_ctr, gq, gstamp, g_ctr, ghost_of, g_valid, g_clock, has_evicted, l):
     """Steps of layer ``l`` through the rows of ``masks``; with ``code >= 0`` each mask is first
     chosen from ``scores`` and the cache contents (``kernels.select_row``)."""
     T, N = masks.shape
@@ -186,14 +245,16 @@ def _s3fifo_layer(code, params, scores, k, masks, hits, sel, hc, C, loc, freq, s
     fav = np.empty(N, np.bool_)
     hist = np.empty(4096, np.int64)
     res = np.empty(N, np.bool_)
+    pins = np.zeros(2, np.int64)
+    idle = np.zeros(N, np.bool_)
     n_evict = 0
     for i in range(T):
         if code >= 0:
             for n in range(N):
                 res[n] = loc[n] != 0
             select_row(code, params, scores[i], res, k, masks[i], work, fav, hist)
-        e, ns, nh = _s3fifo_row(masks[i], hits[i], C, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr, ghost_of,
-                                g_valid, g_clock, has_evicted, l)
+        e, ns, nh = _s3fifo_row(masks[i], hits[i], C, lcs, sequential, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp,
+                                g_ctr, ghost_of, g_valid, g_clock, has_evicted, l, pins, idle)
         sel[i] = ns
         hc[i] = nh
         n_evict += e
@@ -202,8 +263,12 @@ def _s3fifo_layer(code, params, scores, k, masks, hits, sel, hc, C, loc, freq, s
 
 @register_cache("s3fifo")
 class S3FIFO(CachePolicy):
-    def __init__(self, n_layers, n_columns, capacity):
-        super().__init__(n_layers, n_columns, capacity)
+    """The SOSP 2023 paper's S3-FIFO (libCacheSim's S3FIFOv0.c): new columns always enter S."""
+
+    LCS: ClassVar[bool] = False
+
+    def __init__(self, n_layers, n_columns, capacity, step_model="set"):
+        super().__init__(n_layers, n_columns, capacity, step_model)
         L, N = self.L, self.N
         self.loc = np.zeros((L, N), dtype=np.int8)       # 0 absent, 1 in S, 2 in M
         self.freq = np.zeros((L, N), dtype=np.int8)
@@ -221,14 +286,14 @@ class S3FIFO(CachePolicy):
         self.has_evicted = np.zeros(L, dtype=np.bool_)
 
     def _state(self, layer):
-        return (self.capacity[layer], self.loc[layer], self.freq[layer], self.sq[layer], self.s_ctr[layer],
-                self.mq[layer], self.m_ctr[layer], self.gq[layer], self.gstamp[layer], self.g_ctr[layer],
-                self.ghost_of[layer], self.g_valid, self.g_clock, self.has_evicted, layer)
+        return (self.loc[layer], self.freq[layer], self.sq[layer], self.s_ctr[layer], self.mq[layer],
+                self.m_ctr[layer], self.gq[layer], self.gstamp[layer], self.g_ctr[layer], self.ghost_of[layer],
+                self.g_valid, self.g_clock, self.has_evicted, layer)
 
     def _step_rows(self, mask, hits, sel, hc, l0, l1, worker):
-        n = _s3fifo_rows(mask, hits, sel, hc, self.capacity, self.loc, self.freq, self.sq, self.s_ctr, self.mq,
-                         self.m_ctr, self.gq, self.gstamp, self.g_ctr, self.ghost_of, self.g_valid, self.g_clock,
-                         self.has_evicted, l0, l1)
+        n = _s3fifo_rows(mask, hits, sel, hc, self.capacity, self.LCS, self.sequential, self.loc, self.freq,
+                         self.sq, self.s_ctr, self.mq, self.m_ctr, self.gq, self.gstamp, self.g_ctr, self.ghost_of,
+                         self.g_valid, self.g_clock, self.has_evicted, l0, l1)
         np.not_equal(self.loc[l0:l1], 0, out=self._resident[l0:l1])
         self._count_evictions(worker, n)
 
@@ -238,6 +303,19 @@ class S3FIFO(CachePolicy):
         code, params, scores, k = -1, np.zeros(2), np.zeros((0, 0), np.float32), 0
         if selector is not None:
             (code, params), scores, k = selector.rule, selector.scores, int(selector.k)
-        n = _s3fifo_layer(code, np.asarray(params, np.float64), scores, k, masks, hits, sel, hc, *self._state(layer))
+        n = _s3fifo_layer(code, np.asarray(params, np.float64), scores, k, masks, hits, sel, hc,
+                          int(self.capacity[layer]), self.LCS, self.sequential, *self._state(layer))
         np.not_equal(self.loc[layer], 0, out=self._resident[layer])
         self._count_evictions(0, n)
+
+    def _requests(self, layer, t0, ids, hits):
+        n = _s3fifo_requests(ids, hits, int(self.capacity[layer]), self.LCS, *self._state(layer))
+        np.not_equal(self.loc[layer], 0, out=self._resident[layer])
+        return n
+
+
+@register_cache("s3fifo-lcs")
+class S3FIFOLCS(S3FIFO):
+    """libCacheSim's later S3FIFO.c: until the first eviction, a miss that finds S full goes to M."""
+
+    LCS = True

@@ -23,6 +23,7 @@ from common.errors import DipsimError
 from traces.format import Trace
 
 from .. import caches as caches_mod
+from ..kernels import step_outcomes
 from .. import masking as masking_mod
 from .log import AccessLog, GroupLog
 from .setup import Group, ReplaySetup, bytes_per_weight, calibration_scores, make_groups, make_policy, prepare
@@ -50,9 +51,7 @@ class GroupRun:
         else:
             masks = np.ones((T, N), dtype=bool)
             hits = self.cache.run_layer(layer, masks)
-        self.selected[:, layer] = np.count_nonzero(masks, axis=1)
-        self.hits[:, layer] = np.count_nonzero(hits, axis=1)
-        self.missed_bits[:, layer] = np.packbits(masks & ~hits, axis=1)
+        step_outcomes(masks, hits, self.selected[:, layer], self.hits[:, layer], self.missed_bits[:, layer])
         return masks
 
     def log(self) -> GroupLog:

@@ -121,6 +121,7 @@ def prepare(meta: dict[str, Any], masking: str | masking_mod.MaskingPolicy = "di
     cache_cls = caches_mod.REGISTRY.get_class(cache)
     cache_params = dict(cache_params or {})
     check_params("cache policy", cache, cache_params, [p for p in caches_mod.policy_params(cache) if p != "future"])
+    caches_mod.make(cache, n_layers=1, n_columns=1, capacity=0, **cache_params)   # their values, before any work
     if cache_cls.offline and policy.cache_aware:
         raise DipsimError(f"cache policy {cache!r} is an offline oracle: it needs the access sequence in advance, "
                           f"but {policy.name}'s choices depend on the cache; use it with cache-oblivious masking "

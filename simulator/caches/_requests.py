@@ -1,0 +1,266 @@
+"""Compiled per-request path of the priority-ordered policies (lru, fifo, lfu, belady, pinned).
+
+The set-step kernels (``caches._kernels``) find victims by scanning a layer's priorities, which
+costs O(N) per step: right for a token's thousands of columns, wasteful for one request. Here each
+request costs O(1) (LRU, FIFO, LFU) or O(log C) (Belady), on an index structure over the layer's
+evictable resident columns that orders them by the same key ``prio * N + index``:
+
+    LRU, FIFO   a doubly linked list, least key first (an access appends; FIFO moves nothing on a hit)
+    LFU         one such list per frequency, the frequencies themselves a linked list of nodes
+                (``caches._lfu``): within a frequency, least recent first
+    BELADY      an indexed binary min-heap on the key
+
+The structure is built at the start of every call from the cache's own state (``res``, ``prio``,
+``evictable``: a sort of the resident keys, which for the heap is already a valid heap), and every
+request updates that state as the set-step kernel would. So requests and set steps share one
+state: ``cache.run(ids)`` continues from whatever steps left, and steps continue after it.
+
+Time: request ``i`` happens at step ``t0 + i`` (``cache.run``) or at its token's step (the
+``sequential`` step model, where a token's columns are requests in ascending index order: equal
+steps tie on the index, which is the order of access, so the keys order exactly as per-request
+times would). Belady's priorities come from the next-use positions of the stream itself.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from common.jit import njit, njit_inline as _inline
+
+from ..kernels import select_row
+from ._kernels import FIFO, LFU, LRU
+from ._lfu import lfu_build, lfu_segment
+
+
+
+@njit
+def _sorted_candidates(res, prio, evictable):
+    """Evictable resident columns in ascending key order, and the layer's occupancy."""
+    N = res.shape[0]
+    occ = 0
+    m = 0
+    for n in range(N):
+        occ += res[n]
+        m += res[n] & evictable[n]
+    keys = np.empty(m, np.int64)
+    j = 0
+    for n in range(N):
+        if res[n] and evictable[n]:
+            keys[j] = prio[n] * N + n
+            j += 1
+    keys.sort()
+    out = np.empty(m, np.int64)
+    for j in range(m):
+        out[j] = keys[j] % N
+    return out, occ
+
+
+# ------------------------------------------------------------------------ LRU / FIFO: one list
+@njit
+def _list_build(order, N):
+    """Doubly linked list over ``order``; slot ``N`` is the sentinel (next = head, prev = tail)."""
+    prv = np.empty(N + 1, np.int64)
+    nxt = np.empty(N + 1, np.int64)
+    last = N
+    for j in range(order.shape[0]):
+        c = order[j]
+        nxt[last] = c
+        prv[c] = last
+        last = c
+    nxt[last] = N
+    prv[N] = last
+    return prv, nxt
+
+
+@_inline
+def _unlink(prv, nxt, c):
+    p = prv[c]
+    q = nxt[c]
+    nxt[p] = q
+    prv[q] = p
+
+
+@_inline
+def _append(prv, nxt, c, N):
+    last = prv[N]
+    nxt[last] = c
+    prv[c] = last
+    nxt[c] = N
+    prv[N] = c
+
+
+@njit
+def _list_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, prv, nxt, hits):
+    """Requests ``ids`` of LRU or FIFO (see :func:`keyed_requests`); returns ``(occupancy, evictions)``.
+
+    Each policy's request loop is one function with its body written out: numba's inlined helpers
+    that return tuples cost five times as much per request here."""
+    N = res.shape[0]
+    per_row = rows.shape[0] > 0
+    n_evict = 0
+    for i in range(ids.shape[0]):
+        x = ids[i]
+        t = t0 + (rows[i] if per_row else i)
+        if res[x]:
+            hits[i] = True
+            if kind == LRU and evictable[x]:
+                prio[x] = t
+                _unlink(prv, nxt, x)
+                _append(prv, nxt, x, N)
+            continue
+        hits[i] = False
+        prio[x] = t
+        if occ >= cap:
+            v = nxt[N]
+            if v == N:              # nothing evictable: x passes through uncached
+                continue
+            _unlink(prv, nxt, v)
+            res[v] = False
+            occ -= 1
+            n_evict += 1
+        res[x] = True
+        _append(prv, nxt, x, N)
+        occ += 1
+    return occ, n_evict
+
+
+# ------------------------------------------------------------------------ Belady: indexed heap
+@_inline
+def _key(prio, c, N):
+    return prio[c] * N + c
+
+
+@_inline
+def _sift(heap, pos, prio, i, m, N):
+    """Restore the heap property around slot ``i`` (up, then down) for a heap of ``m`` entries."""
+    c = heap[i]
+    k = _key(prio, c, N)
+    while i > 0:
+        p = (i - 1) // 2
+        if _key(prio, heap[p], N) <= k:
+            break
+        heap[i] = heap[p]
+        pos[heap[i]] = i
+        i = p
+    while True:
+        a = 2 * i + 1
+        if a >= m:
+            break
+        b = a + 1
+        if b < m and _key(prio, heap[b], N) < _key(prio, heap[a], N):
+            a = b
+        if _key(prio, heap[a], N) >= k:
+            break
+        heap[i] = heap[a]
+        pos[heap[i]] = i
+        i = a
+    heap[i] = c
+    pos[c] = i
+
+
+@njit
+def _belady_segment(ids, nu, t1, res, prio, cap, occ, heap, pos, m, hits):
+    """Requests ``ids`` of Belady, ``nu`` their next uses; returns ``(occupancy, evictions)``."""
+    N = res.shape[0]
+    n_evict = 0
+    for i in range(ids.shape[0]):
+        x = ids[i]
+        prio[x] = t1 - nu[i]
+        if res[x]:
+            hits[i] = True
+            if pos[x] >= 0:
+                _sift(heap, pos, prio, pos[x], m, N)
+            continue
+        hits[i] = False
+        if occ >= cap:
+            if m == 0:
+                continue
+            v = heap[0]
+            pos[v] = -1
+            res[v] = False
+            occ -= 1
+            n_evict += 1
+            m -= 1
+            if m > 0:
+                heap[0] = heap[m]
+                _sift(heap, pos, prio, 0, m, N)
+        res[x] = True
+        heap[m] = x
+        _sift(heap, pos, prio, m, m + 1, N)
+        m += 1
+        occ += 1
+    return occ, n_evict
+
+
+# ------------------------------------------------------------------------ drivers
+@njit
+def keyed_requests(kind, ids, rows, t0, t1, nu, res, prio, evictable, cap, hits):
+    """Requests ``ids`` to one layer (rows of its state), request ``i`` at step ``t0 + rows[i]``
+    (``t0 + i`` when ``rows`` is empty); ``nu`` (Belady): each request's next-use position, ``t1``
+    meaning never. Fills ``hits``; returns evictions of resident columns."""
+    N = res.shape[0]
+    order, occ = _sorted_candidates(res, prio, evictable)
+    if kind == LRU or kind == FIFO:
+        prv, nxt = _list_build(order, N)
+        return _list_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, prv, nxt, hits)[1]
+    if kind == LFU:
+        return lfu_segment(ids, rows, t0, res, prio, cap, occ, lfu_build(order, prio, N), hits)[1]
+    heap = np.empty(N, np.int64)
+    pos = np.full(N, -1, np.int64)
+    m = order.shape[0]
+    for j in range(m):
+        heap[j] = order[j]
+        pos[order[j]] = j
+    return _belady_segment(ids, nu, t1, res, prio, cap, occ, heap, pos, m, hits)[1]
+
+
+@njit
+def keyed_requests_select(kind, code, params, scores, k, res, prio, evictable, cap, t0, masks, hits, sel_count,
+                          hit_count):
+    """The ``sequential`` step model with cache-aware selection: per token, the mask is chosen from
+    the scores and the contents (``kernels.select_row``), then its columns are requested in
+    ascending index order (LRU, FIFO, LFU)."""
+    T, N = scores.shape
+    work = np.empty((3, N), np.float32)
+    fav = np.empty(N, np.bool_)
+    hist = np.empty(4096, np.int64)
+    ids = np.empty(N, np.int64)
+    h = np.empty(N, np.bool_)
+    same_step = np.zeros(N, np.int64)    # every request of a token at the token's step
+    order, occ = _sorted_candidates(res, prio, evictable)
+    st = lfu_build(order if kind == LFU else order[:0], prio, N)
+    prv, nxt = _list_build(order[:0] if kind == LFU else order, N)
+    n_evict = 0
+    for i in range(T):
+        select_row(code, params, scores[i], res, k, masks[i], work, fav, hist)
+        m = 0
+        for x in range(N):
+            ids[m] = x
+            m += masks[i, x]
+        if kind == LFU:
+            occ, e = lfu_segment(ids[:m], same_step[:m], t0 + i, res, prio, cap, occ, st, h)
+        else:
+            occ, e = _list_segment(kind, ids[:m], same_step[:m], t0 + i, res, prio, evictable, cap, occ, prv, nxt, h)
+        n_evict += e
+        hits[i] = False
+        nh = 0
+        for j in range(m):
+            hits[i, ids[j]] = h[j]
+            nh += h[j]
+        sel_count[i] = m
+        hit_count[i] = nh
+    return n_evict
+
+
+@njit
+def next_use_positions(ids, N, never):
+    """For each request of ``ids`` (columns ``0..N-1``), the position of the next request of the
+    same column (``never`` if none): Belady's view of the future, in one backward pass."""
+    R = ids.shape[0]
+    out = np.empty(R, np.int64)
+    last = np.full(N, never, np.int64)
+    for i in range(R - 1, -1, -1):
+        c = ids[i]
+        out[i] = last[c]
+        last[c] = i
+    return out
+
