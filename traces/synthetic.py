@@ -13,7 +13,7 @@ import numpy as np
 from .format import Trace
 
 GEOMETRIES = {
-    "7b": (32, 4096, 14336),          # Llama-3-8B / Mistral-7B (REFERENCES.md)
+    "7b": (32, 4096, 14336),          # Llama-3-8B / Mistral-7B (the DIP paper, arXiv 2412.01380)
     "phi3-mini": (32, 3072, 8192),
     "phi3-medium": (40, 5120, 17920),
     "smollm2-135m": (30, 576, 1536),

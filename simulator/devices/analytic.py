@@ -1,6 +1,6 @@
 """The DIP paper's analytic throughput model (bytes / bandwidth), for comparison with the engine.
 
-Per token (arXiv 2412.01380, as in REFERENCES.md)::
+Per token (Federici et al., MLSys 2025, arXiv 2412.01380, section on the throughput model)::
 
     T       = T_fixed + T_dyn
     T_fixed = static DRAM bytes / DRAM bw  +  streamed static bytes / flash bw
