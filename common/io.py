@@ -95,3 +95,26 @@ def cache_root() -> Path:
 
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp", ".eps", ".ps", ".tif", ".tiff")
+
+
+def check_outputs(outputs: list[tuple[str, str | os.PathLike | None]],
+                  inputs: list[tuple[str, str | os.PathLike | None]]) -> None:
+    """Refuse an output path that is one of the command's inputs (or another of its outputs): a
+    replay's ``--save-log`` naming its own trace would overwrite it. Names are compared after
+    resolving links, and by file identity where both exist."""
+    def same(a: Path, b: Path) -> bool:
+        try:
+            if a.exists() and b.exists():
+                return os.path.samefile(a, b)
+        except OSError:
+            pass
+        return a.resolve() == b.resolve()
+
+    seen: list[tuple[str, Path]] = [(opt, Path(p)) for opt, p in inputs if p is not None]
+    for opt, p in outputs:
+        if p is None:
+            continue
+        for other, q in seen:
+            if same(Path(p), q):
+                raise DipsimError(f"{opt} {p}: is the same file as {other}; choose another output path")
+        seen.append((opt, Path(p)))

@@ -229,7 +229,7 @@ has its own front. A results directory without `m.perplexity` skips this cell.""
 
 GAMMA_ACC = '''if "m.perplexity" in df.columns and df["m.perplexity"].notna().any():
     acc = df[df["m.perplexity"].notna()]
-    fig, ax = plots.pareto(acc, x="m.tokens_per_s", y="m.perplexity", by="p.device", label="p.gamma")
+    fig, ax = plots.pareto(acc, x="m.tokens_per_s", y="m.perplexity", by="p.device", annotate="p.gamma")
     logx(ax)
     ax.set_yscale("log")
     render(fig)
@@ -334,10 +334,10 @@ render(fig)'''
 
 HARDWARE_TABLE = '''t = df.assign(**{"m.analytic_over_model": df["m.analytic_tokens_per_s"] / df["m.tokens_per_s"]})
 show(t, ["p.device", "p.masking", "m.hit_rate", "m.flash_bytes_per_token", "m.tokens_per_s", "m.analytic_tokens_per_s",
-         "m.analytic_over_model", "m.latency_ms_p99", "m.time_stall_ms", "m.mean_request_bytes"],
+         "m.analytic_over_model", "m.latency_ms_p99", "m.stall_ms_per_token", "m.mean_request_bytes"],
      sort=["p.device", "p.masking"],
      formatter={"flash_bytes_per_token": "{:,.0f}", "tokens_per_s": "{:.1f}", "analytic_tokens_per_s": "{:.1f}",
-                "analytic_over_model": "{:.2f}×", "latency_ms_p99": "{:.1f}", "time_stall_ms": "{:.1f}",
+                "analytic_over_model": "{:.2f}×", "latency_ms_p99": "{:.1f}", "stall_ms_per_token": "{:.1f}",
                 "mean_request_bytes": "{:,.0f}", "hit_rate": "{:.3f}"})'''
 
 HARDWARE_RATIO_MD = """## How far the analytic model is from the device model

@@ -13,7 +13,6 @@ Both return ``{group: capacity [L] ints}``; budgets are in bytes.
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
@@ -22,6 +21,8 @@ from common.errors import DipsimError
 from .kernels import lru_stack_hits, topk_mask
 
 SCHEMES = ("uniform", "benefit")
+#: parameters of the benefit scheme (its grid of cache sizes per layer)
+PARAMS = ("steps",)
 
 
 def allocate(name: str, groups, L: int, budget: float, *, calib: dict[str, np.ndarray] | None = None,

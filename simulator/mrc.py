@@ -14,6 +14,7 @@ layer and group); the hit rate is by bytes across groups, over the tokens after 
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterable
 
 import numpy as np
@@ -21,68 +22,73 @@ import numpy as np
 from common.errors import DipsimError
 from traces.format import Trace
 
-from . import masking as masking_mod
 from .kernels import lru_stack_hits
-from .replay import calibration_scores, make_groups, make_policy, prepare, progress_bar, replay
+from .replay import calibration_scores, make_groups, needs_calibration, prepare, progress_bar, replay, replay_config
 
 
-def curve(trace: Trace, masking: str | masking_mod.MaskingPolicy = "dip", *, keep: Any = 0.5,
-          keep_up: Any = None, keep_gate: Any = None, keep_down: Any = None, weight_format=None,
-          fractions: Iterable[float] | None = None, opt: bool = True, cache: str = "lru", warmup: int = 16,
-          calib_tokens: int = 64, tokens: int | None = None, progress: bool = False,
-          **masking_params: Any) -> list[dict[str, Any]]:
-    """Rows ``{fraction, capacity_<group>, hit_rate_<policy>, ...}`` for the given DRAM fractions."""
-    policy = make_policy(masking, masking_params)
+def curve(trace: Trace, config: Any = "dip", *, fractions: Iterable[float] | None = None, opt: bool = True,
+          progress: bool = False, **params: Any) -> list[dict[str, Any]]:
+    """One row per DRAM fraction: ``dram_fraction``, ``<group>.capacity_columns_per_layer``,
+    ``<cache>.hit_rate`` (by bytes, all groups) and ``<cache>.<group>.hit_rate``, plus
+    ``belady.hit_rate`` (OPT) when ``opt`` and the masking is cache-oblivious. ``config``: a
+    ``ReplayConfig`` or a masking policy name with the replay parameters as keyword arguments; its
+    own budget is replaced by each fraction."""
+    cfg = replay_config(config, **params)
+    policy = cfg.policy()
     fr = np.round(np.linspace(0, 1, 21), 4) if fractions is None else np.asarray(list(fractions), dtype=float)
     if ((fr < 0) | (fr > 1)).any():
         raise DipsimError(f"fractions must be in [0, 1], got {fr.tolist()}")
-    T = trace.n_tokens if tokens is None else int(tokens)
-    common = dict(keep=keep, keep_up=keep_up, keep_gate=keep_gate, keep_down=keep_down, weight_format=weight_format,
-                  warmup=warmup, calib_tokens=calib_tokens, tokens=T)
-    rows: list[dict[str, Any]] = [{"fraction": float(f)} for f in fr]
+    T = trace.n_tokens if cfg.tokens is None else cfg.tokens
+    rows: list[dict[str, Any]] = [{"dram_fraction": float(f)} for f in fr]
 
-    if policy.cache_aware or cache != "lru":
-        # rerun per size
-        for row, f in zip(rows, _bar(fr, progress, f"mrc {policy.name}+{cache}")):
-            tot = replay(trace, policy, cache, dram_fraction=float(f), progress=False, **common).totals()
-            row[f"hit_rate_{cache}"] = tot["hit_rate"]
+    def at(f: float, cache: str):
+        return dataclasses.replace(cfg, cache=cache, dram_fraction=float(f), dram_bytes=None, tokens=T)
+
+    if policy.cache_aware or cfg.cache != "lru":
+        for row, f in zip(rows, _bar(fr, progress, f"mrc {policy.name}+{cfg.cache}")):
+            tot = replay(trace, at(f, cfg.cache)).totals()
+            row[f"{cfg.cache}.hit_rate"] = tot["hit_rate"]
             for gname, g in tot["groups"].items():
-                row[f"capacity_{gname}"] = g["capacity_columns"]
-                row[f"hit_rate_{cache}_{gname}"] = g["hit_rate"]
+                row[f"{gname}.capacity_columns_per_layer"] = g["capacity_columns_per_layer"]
+                row[f"{cfg.cache}.{gname}.hit_rate"] = g["hit_rate"]
     else:
-        groups = make_groups(trace.meta, policy, keep=keep, keep_up=keep_up, keep_gate=keep_gate, keep_down=keep_down,
-                             weight_format=weight_format)
-        calib = calibration_scores(trace, groups, calib_tokens) if policy.needs_calibration else None
-        setup = prepare(trace.meta, policy, "none", keep=keep, keep_up=keep_up, keep_gate=keep_gate,
-                        keep_down=keep_down, weight_format=weight_format, calib=calib)
-        L = trace.n_layers
-        hits_b = np.zeros(len(fr))
-        sel_b = 0.0
-        bar = progress_bar(L * len(setup.groups), progress, f"mrc {policy.name}+lru (one pass)", unit="layer")
-        for g in setup.groups:
-            H = np.zeros(g.n_columns + 1, dtype=np.int64)
-            sel = 0
-            k = g.k()
-            for layer in range(L):  # layer by layer: a layer's LRU depends on its own masks only
-                masks = (setup.policies[g.name].select_layer(layer, trace.abs_layer(g.kind, layer, 0, T), int(k[layer]))
-                         if g.pruned else np.ones((T, g.n_columns), dtype=bool))
-                H += lru_stack_hits(masks[:, None, :], 1, g.n_columns, skip=warmup)[0]
-                sel += int(masks[warmup:].sum())
-                bar.update(1)
-            caps = np.floor(fr * g.n_columns + 1e-9).astype(int)
-            for row, c in zip(rows, caps):
-                row[f"capacity_{g.name}"] = float(c)
-                row[f"hit_rate_lru_{g.name}"] = H[c] / sel if sel else 0.0
-            hits_b += H[caps] * g.bytes_per_column
-            sel_b += sel * g.bytes_per_column
-        bar.close()
-        for row, hb in zip(rows, hits_b):
-            row["hit_rate_lru"] = hb / sel_b if sel_b else 0.0
+        _one_pass_lru(trace, at(0.0, "none"), fr, rows, progress)
     if opt and not policy.cache_aware:
         for row, f in zip(rows, _bar(fr, progress, f"mrc {policy.name}+belady")):
-            tot = replay(trace, policy, "belady", dram_fraction=float(f), **common).totals()
-            row["hit_rate_belady"] = tot["hit_rate"]
+            row["belady.hit_rate"] = replay(trace, at(f, "belady")).totals()["hit_rate"]
     return rows
+
+
+def _one_pass_lru(trace: Trace, cfg, fr: np.ndarray, rows: list[dict[str, Any]], progress: bool) -> None:
+    """LRU's hit rate at every fraction from one pass of stack distances, layer by layer (a layer's
+    LRU depends on its own masks only)."""
+    T = cfg.tokens
+    calib = calibration_scores(trace, make_groups(trace.meta, cfg), cfg.calib_tokens) if needs_calibration(cfg) \
+        else None
+    setup = prepare(trace.meta, cfg, calib)
+    L = trace.n_layers
+    hits_b = np.zeros(len(fr))
+    sel_b = 0.0
+    bar = progress_bar(L * len(setup.groups), progress, f"mrc {cfg.masking}+lru (one pass)", unit="layer")
+    for g in setup.groups:
+        H = np.zeros(g.n_columns + 1, dtype=np.int64)
+        sel = 0
+        k = g.k()
+        for layer in range(L):
+            masks = (setup.policies[g.name].select_layer(layer, trace.abs_layer(g.kind, layer, 0, T), int(k[layer]))
+                     if g.pruned else np.ones((T, g.n_columns), dtype=bool))
+            H += lru_stack_hits(masks[:, None, :], 1, g.n_columns, skip=cfg.warmup)[0]
+            sel += int(masks[cfg.warmup:].sum())
+            bar.update(1)
+        caps = np.floor(fr * g.n_columns + 1e-9).astype(int)
+        for row, c in zip(rows, caps):
+            row[f"{g.name}.capacity_columns_per_layer"] = float(c)
+            row[f"lru.{g.name}.hit_rate"] = H[c] / sel if sel else 0.0
+        hits_b += H[caps] * g.bytes_per_column
+        sel_b += sel * g.bytes_per_column
+    bar.close()
+    for row, hb in zip(rows, hits_b):
+        row["lru.hit_rate"] = hb / sel_b if sel_b else 0.0
 
 
 def _bar(items, enabled: bool, desc: str):
@@ -102,9 +108,9 @@ def plot_curve(rows: list[dict[str, Any]], title: str = ""):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    x = [r["fraction"] for r in rows]
-    for key in sorted(k for k in rows[0] if k.startswith("hit_rate_") and k.count("_") == 2):
-        ax.plot(x, [r[key] for r in rows], marker="o", ms=3, label=key.removeprefix("hit_rate_"))
+    x = [r["dram_fraction"] for r in rows]
+    for key in sorted(k for k in rows[0] if k.endswith(".hit_rate") and k.count(".") == 1):
+        ax.plot(x, [r[key] for r in rows], marker="o", ms=3, label=key.split(".")[0])
     ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1, label="hit rate = size")
     ax.set_xlabel("DRAM cache size (fraction of MLP weights)")
     ax.set_ylabel("hit rate (by bytes)")

@@ -52,7 +52,7 @@ def compute() -> dict[str, dict[str, float]]:
             "hit_rate": round(tot["hit_rate"], 6),
             "flash_bytes_per_token": round(tot["flash_bytes_per_token"], 3),
             "dram_bytes_per_token": round(tot["dram_bytes_per_token"], 3),
-            **{f"{g}.selected_per_token": round(v["selected_per_token"], 4) for g, v in tot["groups"].items()},
+            **{f"{g}.selected_columns_per_token": round(v["selected_columns_per_token"], 4) for g, v in tot["groups"].items()},
         }
     return out
 

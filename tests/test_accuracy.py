@@ -67,7 +67,7 @@ def model_token_losses(lm, ids):
 def test_dense_perplexity_is_the_models_loss_perplexity(smollm2, batch):
     loss, _ = model_token_losses(smollm2, text_ids(smollm2, TOKENS))
     r = get(batch, DENSE)
-    assert r["tokens"] == TOKENS
+    assert r["scored_tokens"] == TOKENS
     assert r["perplexity"] == pytest.approx(math.exp(loss), rel=5e-3)
     assert r["dense_perplexity"] == r["perplexity"]
     assert r["kl_to_dense"] == 0.0 and r["top1_agreement"] == 1.0
@@ -77,7 +77,7 @@ def test_prefill_tokens_are_left_out_of_the_metrics(smollm2):
     ids = text_ids(smollm2, 32)
     _, per_token = model_token_losses(smollm2, ids)
     r = accuracy.evaluate(smollm2, DENSE, tokens=32, prefill=8, warmup=2, reuse=False)[0]
-    assert r["tokens"] == 32 - 8 and r["cache_tokens"] == 32 - 8 - 2
+    assert r["scored_tokens"] == 32 - 8 and r["measured_tokens"] == 32 - 8 - 2
     assert r["perplexity"] == pytest.approx(math.exp(per_token[8:].mean()), rel=5e-3)
     assert r["perplexity"] != pytest.approx(math.exp(per_token.mean()), rel=5e-3)
 
@@ -106,24 +106,24 @@ def test_pruning_changes_the_output(batch):
 def test_dip_ca_with_gamma_one_is_dip(batch):
     dip, ca1, ca = get(batch, DIP), get(batch, CA_ONE), get(batch, CA)
     np.testing.assert_array_equal(ca1["details"]["logits"], dip["details"]["logits"])
-    for k in ("perplexity", "kl_to_dense", "top1_agreement", "hit_rate", "flash_bytes_per_token", "open_loop_hit_rate"):
+    for k in ("perplexity", "kl_to_dense", "top1_agreement", "closed_loop_hit_rate", "closed_loop_flash_bytes_per_token", "open_loop_hit_rate"):
         assert ca1[k] == dip[k], k
     a, b = ca1["details"]["access_log"], dip["details"]["access_log"]
     for g in a.groups:
         np.testing.assert_array_equal(a.groups[g].missed_bits, b.groups[g].missed_bits)
     # a smaller gamma favours cached columns: more hits, and a different model output
-    assert ca["hit_rate"] > dip["hit_rate"] + 0.1
+    assert ca["closed_loop_hit_rate"] > dip["closed_loop_hit_rate"] + 0.1
     assert ca["perplexity"] != dip["perplexity"]
 
 
 # ------------------------------------------------------------------------------------------- (d)
 def test_dense_closed_loop_hit_rate_is_the_open_loop_one(batch):
     r = get(batch, DENSE_FULL)
-    assert r["hit_rate"] == r["open_loop_hit_rate"] == 1.0    # everything cached after token 0 (warm-up)
-    assert r["flash_bytes_per_token"] == r["open_loop_flash_bytes_per_token"] == 0.0
+    assert r["closed_loop_hit_rate"] == r["open_loop_hit_rate"] == 1.0    # everything cached after token 0 (warm-up)
+    assert r["closed_loop_flash_bytes_per_token"] == r["open_loop_flash_bytes_per_token"] == 0.0
     d = get(batch, DENSE)
-    assert d["hit_rate"] == d["open_loop_hit_rate"]
-    assert d["flash_bytes_per_token"] == d["open_loop_flash_bytes_per_token"] > 0
+    assert d["closed_loop_hit_rate"] == d["open_loop_hit_rate"]
+    assert d["closed_loop_flash_bytes_per_token"] == d["open_loop_flash_bytes_per_token"] > 0
 
 
 @pytest.mark.parametrize("cfg", [STATIC, RANDOM], ids=["static", "random"])
@@ -133,15 +133,15 @@ def test_activation_independent_masks_give_the_open_loop_figures(batch, cfg):
     and the once-per-token cache step all agree with replay)."""
     r = get(batch, cfg)
     assert r["kl_to_dense"] > 0.01
-    assert r["hit_rate"] == r["open_loop_hit_rate"]
-    assert r["flash_bytes_per_token"] == r["open_loop_flash_bytes_per_token"]
+    assert r["closed_loop_hit_rate"] == r["open_loop_hit_rate"]
+    assert r["closed_loop_flash_bytes_per_token"] == r["open_loop_flash_bytes_per_token"]
 
 
 def test_activation_dependent_masks_differ_from_the_open_loop(batch):
     for cfg in (DIP, CA):
         r = get(batch, cfg)
-        assert r["hit_rate"] != r["open_loop_hit_rate"]
-        assert abs(r["hit_rate"] - r["open_loop_hit_rate"]) < 0.1
+        assert r["closed_loop_hit_rate"] != r["open_loop_hit_rate"]
+        assert abs(r["closed_loop_hit_rate"] - r["open_loop_hit_rate"]) < 0.1
 
 
 @pytest.mark.parametrize("cfg", [DIP, CA, RANDOM], ids=["dip", "dip-ca", "random"])
@@ -159,7 +159,7 @@ def test_replaying_the_closed_loops_own_activations_reproduces_it(batch, cfg):
         np.testing.assert_array_equal(log.groups[g].selected, closed.groups[g].selected)
         np.testing.assert_array_equal(log.groups[g].hits, closed.groups[g].hits)
         np.testing.assert_array_equal(log.groups[g].missed_bits, closed.groups[g].missed_bits)
-    assert log.totals()["hit_rate"] == r["hit_rate"]
+    assert log.totals()["hit_rate"] == r["closed_loop_hit_rate"]
 
 
 # ------------------------------------------------------------------------------------------- (e)
@@ -175,13 +175,13 @@ def no_model(monkeypatch):
 
 @pytest.mark.parametrize("cfg, message", [
     ({"masking": "dip", "cache": "belady"}, "belady needs the future; it cannot run in the closed loop"),
-    ({"masking": "dip-ca", "gamma": 1.5}, "gamma must be in [0, 1]"),
-    ({"masking": "dip-ca", "gamma": -0.1}, "gamma must be in [0, 1]"),
+    ({"masking": "dip-ca", "gamma": 1.5}, "dip-ca gamma: must be a number in [0, 1], got 1.5"),
+    ({"masking": "dip-ca", "gamma": -0.1}, "dip-ca gamma: must be a number in [0, 1]"),
     ({"masking": "dipp"}, "unknown masking policy 'dipp'"),
-    ({"masking": "dip", "gamma": 0.2}, "unknown key 'gamma' for masking 'dip'"),
+    ({"masking": "dip", "gamma": 0.2}, "config 2: gamma: masking policy 'dip' has no parameter 'gamma'"),
     ({"masking": "dip", "cache": "lru2"}, "unknown cache policy 'lru2'"),
-    ({"masking": "dip", "keep": 0}, "keep must be in (0, 1]"),
-    ({"masking": "dip", "dram_fraction": 2}, "dram_fraction must be in [0, 1]"),
+    ({"masking": "dip", "keep": 0}, "config 2: keep: must be a number in (0, 1], got 0"),
+    ({"masking": "dip", "dram_fraction": 2}, "config 2: dram_fraction: must be a number in [0, 1], got 2"),
     ({"masking": "dip", "allocation": "best"}, "unknown allocation 'best'"),
 ])
 def test_bad_configurations_are_refused_before_model_work(no_model, cfg, message):
@@ -212,14 +212,14 @@ def test_a_configuration_gives_the_same_figures_alone_or_with_others(smollm2, ba
     alone = accuracy.evaluate(smollm2, cfg, tokens=TOKENS, reuse=False, details=True)[0]
     assert alone["batch_rows"] == 2 and together["batch_rows"] == 7
     np.testing.assert_array_equal(alone["details"]["logits"], together["details"]["logits"])
-    for k in ("perplexity", "kl_to_dense", "top1_agreement", "hit_rate", "flash_bytes_per_token",
+    for k in ("perplexity", "kl_to_dense", "top1_agreement", "closed_loop_hit_rate", "closed_loop_flash_bytes_per_token",
               "open_loop_hit_rate", "dense_perplexity"):
         assert alone[k] == together[k], k
     # the token loop, row by row, is batch-invariant as well
     tok_alone = accuracy.evaluate(smollm2, cfg, tokens=TOKENS, reuse=False, details=True, loop="token")[0]
     tok = get(token_batch, cfg)
     assert tok_alone["batch_rows"] == 2 and tok["batch_rows"] == 7
-    for k in ("perplexity", "kl_to_dense", "hit_rate"):
+    for k in ("perplexity", "kl_to_dense", "closed_loop_hit_rate"):
         assert tok_alone[k] == pytest.approx(tok[k], rel=1e-9, abs=1e-12), k
 
 
@@ -242,7 +242,7 @@ def test_float32_loops_part_only_at_a_near_tie(batch, token_batch, cfg):
     ma, mb = a["details"]["masks"], b["details"]["masks"]
     first = _first_divergence(ma, mb)
     if first is None:
-        assert a["hit_rate"] == b["hit_rate"]
+        assert a["closed_loop_hit_rate"] == b["closed_loop_hit_rate"]
         return
     t, layer, _, g = first
     kind = "x" if g != "down" else "h"
@@ -258,13 +258,13 @@ def test_float32_loops_part_only_at_a_near_tie(batch, token_batch, cfg):
     differ = ma[g][t, layer] != mb[g][t, layer]
     assert np.abs(pa[differ] - thr).max() <= 2 * eps + 1e-6 * thr, (first, eps)
     assert eps < 1e-3 * sa.max()                   # float noise, not a different computation
-    assert abs(a["hit_rate"] - b["hit_rate"]) < 0.05
+    assert abs(a["closed_loop_hit_rate"] - b["closed_loop_hit_rate"]) < 0.05
 
 
 def test_loops_agree_where_masks_do_not_depend_on_activations(batch, token_batch):
     for cfg in (DENSE, DENSE_FULL, STATIC, RANDOM, DIP_FULL):
         a, b = get(batch, cfg), get(token_batch, cfg)
-        assert a["hit_rate"] == b["hit_rate"] and a["open_loop_hit_rate"] == b["open_loop_hit_rate"]
+        assert a["closed_loop_hit_rate"] == b["closed_loop_hit_rate"] and a["open_loop_hit_rate"] == b["open_loop_hit_rate"]
         assert a["perplexity"] == pytest.approx(b["perplexity"], rel=0.02)
 
 
@@ -285,7 +285,7 @@ def test_layer_and_token_loops_choose_identical_masks_in_float64():
         for g, m in a["details"]["masks"].items():
             assert m.shape == (128, 30, 576 if g == "upgate" else 1536)
             np.testing.assert_array_equal(m, b["details"]["masks"][g], err_msg=f"{a['label']} {g}")
-        assert a["hit_rate"] == b["hit_rate"]
+        assert a["closed_loop_hit_rate"] == b["closed_loop_hit_rate"]
         assert a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-9)
 
 
@@ -311,7 +311,7 @@ def test_results_are_cached_on_disk(smollm2, tmp_path, monkeypatch):
     other = {**cfgs[0], "dram_fraction": 0.25}
     monkeypatch.setattr(traces.models, "load_model", lambda *a, **k: smollm2)
     r = accuracy.evaluate("smollm2-135m", other, tokens=12, warmup=2)[0]
-    assert not r["from_cache"] and r["hit_rate"] != first[0]["hit_rate"]
+    assert not r["from_cache"] and r["closed_loop_hit_rate"] != first[0]["closed_loop_hit_rate"]
 
 
 def test_cli_eval_prints_json_for_several_configurations(smollm2, monkeypatch, capsys, tmp_path):
@@ -325,9 +325,9 @@ def test_cli_eval_prints_json_for_several_configurations(smollm2, monkeypatch, c
     rows = json.loads(capsys.readouterr().out)
     assert [r["config"]["gamma"] for r in rows] == [1.0, 0.0]
     for r in rows:
-        assert {"perplexity", "kl_to_dense", "top1_agreement", "hit_rate", "open_loop_hit_rate"} <= set(r)
-        assert r["tokens"] == 12
-    assert rows[1]["hit_rate"] > rows[0]["hit_rate"]
+        assert {"perplexity", "kl_to_dense", "top1_agreement", "closed_loop_hit_rate", "open_loop_hit_rate"} <= set(r)
+        assert r["scored_tokens"] == 12
+    assert rows[1]["closed_loop_hit_rate"] > rows[0]["closed_loop_hit_rate"]
     monkeypatch.setattr(traces.models, "load_model", lambda *a, **k: pytest.fail("the results are cached"))
     assert cli.main(argv[:-2]) == 0     # the table, from the cached results
     out = capsys.readouterr().out
@@ -335,26 +335,28 @@ def test_cli_eval_prints_json_for_several_configurations(smollm2, monkeypatch, c
 
 
 def test_cli_configurations(tmp_path):
+    """eval's repeatable options run as a product; a masking parameter joins only the policies that
+    take it; --config entries follow; a parameter no chosen policy takes is refused."""
     import argparse
 
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command")
-    cli_eval.add_eval_parser(sub, cli._add_corpus_args, cli._positive_int)
+    cli_eval.add_parser(sub)
     a = p.parse_args(["eval", "--masking", "dip", "--masking", "dip-ca", "--gamma", "0.2", "--gamma", "0.5",
                       "--keep", "0.5"])
-    assert cli_eval.configs_from_args(a) == [
-        {"masking": "dip", "keep": 0.5, "cache": "lru", "dram_fraction": 0.5},
-        {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "dram_fraction": 0.5, "gamma": 0.2},
-        {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "dram_fraction": 0.5, "gamma": 0.5}]
+    got = cli_eval.configs_from_args(a)
+    assert [(c["masking"], c.get("gamma")) for c in got] == [("dip", None), ("dip-ca", "0.2"), ("dip-ca", "0.5")]
+    assert all(c["keep"] == "0.5" for c in got)
     f = tmp_path / "sweep.yaml"
     f.write_text("- {masking: dip, keep: 0.75}\n- masking: dense\n")
     a = p.parse_args(["eval", "--config", str(f), "--config", '{"masking": "glu-prune"}'])
     assert cli_eval.configs_from_args(a) == [{"masking": "dip", "keep": 0.75}, {"masking": "dense"},
                                              {"masking": "glu-prune"}]
-    assert cli_eval.configs_from_args(p.parse_args(["eval"])) == [
-        {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "dram_fraction": 0.5, "gamma": 0.2}]
+    assert cli_eval.configs_from_args(p.parse_args(["eval"])) == [{"masking": "dip"}]
     with pytest.raises(DipsimError, match="expected a mapping"):
         cli_eval.configs_from_args(p.parse_args(["eval", "--config", "[1, 2]"]))
+    with pytest.raises(DipsimError, match="--gamma: none of the masking policies asked for"):
+        cli_eval.configs_from_args(p.parse_args(["eval", "--masking", "dip", "--gamma", "0.3"]))
 
 
 def test_module_imports_without_torch():
@@ -413,7 +415,7 @@ def test_fused_gate_up_projection_matches_separate_projections(smollm2, tmp_path
     b = accuracy.evaluate(phi3, cfgs, tokens=24, warmup=2, reuse=False)
     assert a[0]["dense_perplexity"] == pytest.approx(b[0]["dense_perplexity"], rel=1e-5)
     for ra, rb in zip(a, b):
-        for k in ("perplexity", "kl_to_dense", "hit_rate", "open_loop_hit_rate"):
+        for k in ("perplexity", "kl_to_dense", "closed_loop_hit_rate", "open_loop_hit_rate"):
             assert ra[k] == pytest.approx(rb[k], rel=1e-5), (ra["label"], k)
     assert a[1]["perplexity"] == pytest.approx(a[0]["perplexity"], rel=1e-6)   # same masks, split or not
     assert set(a[2]["keep_actual"]) == {"up", "gate", "down"}
@@ -434,9 +436,9 @@ def test_gemma3_runs_in_the_closed_loop():
     loss, _ = model_token_losses(lm, text_ids(lm, 8))
     assert res[0]["perplexity"] == pytest.approx(math.exp(loss), rel=5e-3)
     r = res[1]
-    assert r["tokens"] == 8 and r["config"]["masking"] == "dip-ca"
+    assert r["scored_tokens"] == 8 and r["config"]["masking"] == "dip-ca"
     assert math.isfinite(r["perplexity"]) and r["kl_to_dense"] > 0
-    assert 0.0 < r["hit_rate"] <= 1.0 and 0.0 < r["open_loop_hit_rate"] <= 1.0
+    assert 0.0 < r["closed_loop_hit_rate"] <= 1.0 and 0.0 < r["open_loop_hit_rate"] <= 1.0
     assert r["keep_actual"] == {"upgate": 0.5, "down": 0.5}
 
 

@@ -190,7 +190,7 @@ def test_replay_takes_the_step_model_as_a_cache_parameter(cache_name):
             for m in ("set", "sequential")]
     assert full[0].totals() == full[1].totals()
     seq = simulator.replay(t, "dip-ca", cache_name, dram_fraction=0.4, cache_params={"step_model": "sequential"}, **kw)
-    assert seq.config["cache.step_model"] == "sequential"
+    assert seq.config["cache_params"]["step_model"] == "sequential"
 
 
 def test_replay_refuses_a_bad_step_model_before_work():

@@ -94,7 +94,7 @@ def _pattern_file(path, n_bytes=1 << 20):
 
 @pytest.mark.parametrize("backend", ["aio", "threads"])
 def test_host_reads_every_request_and_stops_at_the_deadline(work_dir, backend):
-    from simulator import _aio
+    from simulator.disk import aio as _aio
 
     if backend == "aio" and _aio.available():
         pytest.skip(f"native AIO unavailable: {_aio.available()}")
@@ -120,7 +120,7 @@ def test_host_reads_every_request_and_stops_at_the_deadline(work_dir, backend):
 @pytest.fixture
 def aio_file(work_dir):
     """(the AIO module, an O_DIRECT descriptor of a 1 MiB pattern file, the file's bytes)."""
-    from simulator import _aio
+    from simulator.disk import aio as _aio
 
     if _aio.available():
         pytest.skip(f"native AIO unavailable: {_aio.available()}")

@@ -2,7 +2,6 @@
 request building, the analytic model, validation messages, the listing."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -78,9 +77,9 @@ def test_flash_profile_throughput_stays_under_the_link(name):
 def test_every_shipped_number_has_a_source_or_an_assumption(kind):
     for n in hardware.names(kind):
         spec = load_part(kind, n)
-        raw = yaml.safe_load((PROFILES / hardware.FOLDERS[kind] / f"{n}.yaml").read_text())
+        raw = yaml.safe_load((PROFILES / hardware.schema.FOLDERS[kind] / f"{n}.yaml").read_text())
         assert spec.name == n
-        for f in hardware.NUMERIC_FIELDS[kind]:
+        for f in hardware.schema.NUMERIC_FIELDS[kind]:
             if f in raw:
                 assert spec.provenance[f].startswith(("source:", "assumed:")), (n, f)
 
@@ -484,24 +483,24 @@ def test_listing_and_cli(capsys):
         for n in hardware.names(k):
             assert (k, n) in by
     ufs = next(r for r in rows if r["name"] == "ufs-4.0")
-    assert ufs["cited 4K IOPS"] == pytest.approx(ufs["4K IOPS"], rel=0.15)
-    assert ufs["cited seq MB/s"] == pytest.approx(ufs["seq MB/s"], rel=0.15)
+    assert ufs["cited_rand_4k_iops"] == pytest.approx(ufs["rand_4k_iops"], rel=0.15)
+    assert ufs["cited_seq_read_mb_per_s"] == pytest.approx(ufs["seq_read_mb_per_s"], rel=0.15)
+    assert all(" " not in k and "/" not in k for r in rows for k in r)   # JSON keys without spaces or units
     text = hardware.profiles_table()
     assert "ufs-4.0" in text and "paper-a18" in text and "lpddr5x-9600" in text and "phone-npu" in text
 
-    parser = argparse.ArgumentParser(prog="dipsim")
-    sub = parser.add_subparsers(dest="command")
-    hardware.add_profiles_parser(sub)
-    assert hardware.run_profiles(parser.parse_args(["profiles", "--kind", "flash"])) == 0
+    from simulator import cli
+
+    assert cli.main(["profiles", "--kind", "flash"]) == 0
     out = capsys.readouterr().out
     assert "nvme-gen5" in out and "lpddr5x" not in out
-    assert hardware.run_profiles(parser.parse_args(["profiles", "--format", "json"])) == 0
+    assert cli.main(["profiles", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert any(r["name"] == "paper-a18" for r in data)
-    assert hardware.run_profiles(parser.parse_args(["profiles", "nvme-gen3"])) == 0
+    assert cli.main(["profiles", "nvme-gen3"]) == 0
     out = capsys.readouterr().out
     assert "19,000 IOPS" in out and "assumed:" in out
-    assert hardware.run_profiles(parser.parse_args(["profiles", "ufs-4.0"])) == 0
+    assert cli.main(["profiles", "ufs-4.0"]) == 0
     assert "source: UFS has a single command queue" in capsys.readouterr().out
     with pytest.raises(DipsimError, match="allowed"):
         hardware.describe_profile("no-such-part")

@@ -125,7 +125,7 @@ def test_dip_ca_keeps_k_and_prefers_cached(case, gamma):
 def test_bad_input():
     with pytest.raises(DipsimError, match="unknown masking policy 'dipca'; allowed: dense, dip, dip-ca, glu-prune"):
         masking.make("dipca")
-    with pytest.raises(DipsimError, match=r"gamma must be in \[0, 1\], got 1.5"):
+    with pytest.raises(DipsimError, match=r"dip-ca gamma: must be a number in \[0, 1\], got 1.5"):
         masking.make("dip-ca", gamma=1.5)
     with pytest.raises(DipsimError, match="has no parameter 'gama'; its parameters: fixed_top_n, gamma"):
         masking.make("dip-ca", gama=0.1)

@@ -39,8 +39,8 @@ def test_totals_are_consistent(small):
         assert misses == int(g.misses[4:].sum())
         per = tot["groups"][name]
         assert per["flash_bytes_per_token"] == pytest.approx(misses * g.bytes_per_column / (small.n_tokens - 4))
-    assert tot["tokens"] == small.n_tokens - 4
-    assert log.totals("warmup")["tokens"] == 4
+    assert tot["measured_tokens"] == small.n_tokens - 4
+    assert log.totals("warmup")["measured_tokens"] == 4
     bpw = small.meta["bytes_per_weight"]
     assert log.groups["upgate"].bytes_per_column == 2 * small.d_ff * bpw
     assert log.groups["down"].bytes_per_column == small.d_model * bpw
@@ -71,15 +71,15 @@ def test_access_log_roundtrip(small, tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(masking="dip-ca", cache="belady"), "offline oracle"),
-    (dict(masking="dip", keep=1.5), r"keep must be in \(0, 1\]"),
-    (dict(masking="dip", keep=0.0), r"keep must be in \(0, 1\]"),
+    (dict(masking="dip", keep=1.5), r"replay: keep: must be a number in \(0, 1\], got 1.5"),
+    (dict(masking="dip", keep=0.0), r"replay: keep: must be a number in \(0, 1\], got 0.0"),
     (dict(masking="dip", keep=[0.5, 0.5]), "list of 6 numbers"),
-    (dict(masking="dip", dram_fraction=1.2), r"dram_fraction must be in \[0, 1\]"),
-    (dict(masking="dip-ca", gamma=-0.1), r"gamma must be in \[0, 1\]"),
+    (dict(masking="dip", dram_fraction=1.2), r"replay: dram_fraction: must be a number in \[0, 1\], got 1.2"),
+    (dict(masking="dip-ca", gamma=-0.1), r"dip-ca gamma: must be a number in \[0, 1\]"),
     (dict(masking="dip", cache="lru2"), "unknown cache policy 'lru2'; allowed: arc, belady, fifo"),
     (dict(masking="nope"), "unknown masking policy 'nope'; allowed:"),
     (dict(masking="dip", allocation="greedy"), "unknown allocation 'greedy'; allowed: uniform, benefit"),
-    (dict(masking="dip", weight_format="int3"), "unknown weight_format 'int3'"),
+    (dict(masking="dip", weight_format="int3"), "replay: weight_format: unknown weight format 'int3'; allowed"),
     (dict(masking="dip", tokens=1000), r"tokens must be in 1..48"),
     (dict(masking="dip", cache_params={"size": 3}), "cache policy 'lru' has no parameter 'size'"),
 ])
@@ -109,19 +109,19 @@ def test_one_pass_lru_curve_equals_replay_at_every_size(small, masking):
     rows = mrc.curve(small, masking, keep=0.5, fractions=[0, 0.1, 0.3, 0.5, 0.7, 1.0], opt=False,
                      warmup=8, calib_tokens=16)
     for row in rows:
-        tot = simulator.replay(small, masking, "lru", keep=0.5, dram_fraction=row["fraction"], warmup=8,
+        tot = simulator.replay(small, masking, "lru", keep=0.5, dram_fraction=row["dram_fraction"], warmup=8,
                                calib_tokens=16).totals()
-        assert row["hit_rate_lru"] == pytest.approx(tot["hit_rate"], abs=1e-12)
+        assert row["lru.hit_rate"] == pytest.approx(tot["hit_rate"], abs=1e-12)
         for g, v in tot["groups"].items():
-            assert row[f"hit_rate_lru_{g}"] == pytest.approx(v["hit_rate"], abs=1e-12)
+            assert row[f"lru.{g}.hit_rate"] == pytest.approx(v["hit_rate"], abs=1e-12)
 
 
 def test_curve_with_opt_and_cache_aware_masking(small):
     rows = mrc.curve(small, "dip", keep=0.5, fractions=[0.25, 0.75], opt=True, warmup=8)
     for r in rows:
-        assert r["hit_rate_belady"] >= r["hit_rate_lru"] - 1e-12
+        assert r["belady.hit_rate"] >= r["lru.hit_rate"] - 1e-12
     ca = mrc.curve(small, "dip-ca", keep=0.5, fractions=[0.25, 0.75], gamma=0.2, warmup=8)
-    assert "hit_rate_belady" not in ca[0] and ca[1]["hit_rate_lru"] > ca[0]["hit_rate_lru"]
+    assert "belady.hit_rate" not in ca[0] and ca[1]["lru.hit_rate"] > ca[0]["lru.hit_rate"]
 
 
 def test_lru_stack_hits_matches_a_direct_count():

@@ -52,7 +52,7 @@ def test_expansion_grid_zip_drops_and_keys(tmp_path, dev):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda b: b["base"].update(gama=0.1), "unknown key 'gama' in base; allowed: trace, masking"),
+    (lambda b: b["base"].update(gama=0.1), "unknown key 'gama' in base; allowed: trace, device, engine"),
     (lambda b: b["grid"].update(gamma=[]), "grid.gamma is an empty axis"),
     (lambda b: b.update(grid={}), "'grid' has no axes"),
     (lambda b: b["base"].update(masking="dipca"), "unknown masking policy 'dipca'; allowed"),
@@ -61,7 +61,7 @@ def test_expansion_grid_zip_drops_and_keys(tmp_path, dev):
     (lambda b: b.update(zip={"keep": [0.1, 0.2], "warmup": [1]}), "zip axes must have the same length"),
     (lambda b: b.update(extra=1), "unknown top-level key 'extra'"),
     (lambda b: b["base"].update(device="phone-99"), "phone-99"),
-    (lambda b: b["grid"].update(keep=["half"]), "'keep' must be a number"),
+    (lambda b: b["grid"].update(keep=["half"]), "point gamma=0,dram_fraction=0.25,keep=half: keep: expected a number in \\(0, 1], got 'half'"),
 ])
 def test_bad_experiments_name_file_and_key(tmp_path, dev, edit, message):
     body = base_exp(dev)
@@ -86,20 +86,27 @@ def test_run_resume_and_different_sweep(tmp_path, dev, monkeypatch):
     assert sub["m.hit_rate"].is_monotonic_decreasing
     # resume: nothing recomputed
     calls = []
-    monkeypatch.setattr(sweep, "run_point", lambda *a, **k: calls.append(1) or {})
+    real = sweep.run.run_point
+    monkeypatch.setattr(sweep.run, "run_point", lambda *a, **k: calls.append(1) or {})
     sweep.run_sweep(exp, out, progress=False)
     assert calls == []
     assert pd.read_parquet(out / "results.parquet").equals(df)
-    # a different experiment into the same directory is refused
-    other = sweep.load_experiment(write_exp(tmp_path, base_exp(dev, grid={"gamma": [0.3]}), "other.yaml"))
-    with pytest.raises(DipsimError, match="holds the results of a different experiment"):
-        sweep.run_sweep(other, out, progress=False)
+    # an edited experiment in the same folder: unchanged points are reused, the new ones run
+    edited = sweep.load_experiment(write_exp(tmp_path, base_exp(dev, grid={"gamma": [0.0, 0.3],
+                                                                            "dram_fraction": [0.25, 0.75]}), "e.yaml"))
+    monkeypatch.setattr(sweep.run, "run_point", lambda *a, **k: calls.append(1) or real(*a, **k))
+    sweep.run_sweep(edited, out, progress=False)
+    assert len(calls) == 2                                   # gamma 0.3 at both budgets
+    again = pd.read_parquet(out / "results.parquet")
+    assert len(again) == 4 and set(again["p.gamma"]) == {0.0, 0.3}
+    kept = again[again["p.gamma"] == 0.0].set_index("key")["m.hit_rate"]
+    assert kept.equals(df[df["p.gamma"] == 0.0].set_index("key")["m.hit_rate"].loc[kept.index])
 
 
 def test_crash_keeps_finished_points_and_rerun_completes(tmp_path, dev, monkeypatch):
     exp = sweep.load_experiment(write_exp(tmp_path, base_exp(dev)))
     out = tmp_path / "out"
-    real = sweep.run_point
+    real = sweep.run.run_point
     n = []
 
     def flaky(params, threads=None):
@@ -108,11 +115,11 @@ def test_crash_keeps_finished_points_and_rerun_completes(tmp_path, dev, monkeypa
             raise RuntimeError("worker died")
         return real(params, threads)
 
-    monkeypatch.setattr(sweep, "run_point", flaky)
+    monkeypatch.setattr(sweep.run, "run_point", flaky)
     with pytest.raises(RuntimeError):
         sweep.run_sweep(exp, out, progress=False)
     assert len(pd.read_parquet(out / "results.parquet")) == 2
-    monkeypatch.setattr(sweep, "run_point", real)
+    monkeypatch.setattr(sweep.run, "run_point", real)
     sweep.run_sweep(exp, out, progress=False)
     assert len(pd.read_parquet(out / "results.parquet")) == 6
 

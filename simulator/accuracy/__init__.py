@@ -20,9 +20,9 @@ policies and cache capacities exactly as replay does).
 
 torch is imported only inside functions.
 """
-from .configs import CONFIG_KEYS, DEFAULT_CONFIG, config_label, normalize_config
+from .configs import config_label, normalize_config
 from .evaluate import LOOPS, METRICS, evaluate
 from .store import results_dir
 
-__all__ = ["CONFIG_KEYS", "DEFAULT_CONFIG", "LOOPS", "METRICS", "config_label", "evaluate", "normalize_config",
+__all__ = ["LOOPS", "METRICS", "config_label", "evaluate", "normalize_config",
            "results_dir"]

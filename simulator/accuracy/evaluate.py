@@ -9,7 +9,7 @@ perplexity is exactly the model's loss-based perplexity for the dense configurat
 
 * ``perplexity``: exp(mean NLL); ``kl_to_dense``: mean KL(dense || config) of the next-token
   distributions; ``top1_agreement``: share of positions where the arg-max matches;
-* ``hit_rate`` (by bytes, across groups) and ``flash_bytes_per_token`` of the closed loop, from an
+* ``closed_loop_hit_rate`` (by bytes, across groups) and ``closed_loop_flash_bytes_per_token``, from an
   ``AccessLog`` built like replay's, over the decode tokens after ``warmup``;
 * ``open_loop_hit_rate`` / ``open_loop_flash_bytes_per_token``: replay of the dense trace of the
   same tokens with the same configuration and warm-up.
@@ -19,6 +19,7 @@ calibrate on the first ``calib_tokens`` tokens of the dense trace, as replay doe
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any
@@ -27,16 +28,16 @@ import numpy as np
 
 from common.errors import DipsimError
 
-from ..replay import calibration_scores, group_runs, make_groups, prepare, replay
+from ..replay import calibration_scores, group_runs, make_groups, needs_calibration, prepare, replay
 from . import store
-from .configs import check_run_args, normalize_config, replay_kwargs
+from .configs import check_run_args, normalize_config, replay_config
 from .layerwise import ConfigRun, layerwise
 from .model import dense_pass, text_config
 
-LOOPS = ("layer", "token")
+from ..config import LOOPS
 #: metrics every result row holds (besides the configuration)
-METRICS = ("perplexity", "kl_to_dense", "top1_agreement", "hit_rate", "flash_bytes_per_token", "open_loop_hit_rate",
-           "open_loop_flash_bytes_per_token", "tokens")
+METRICS = ("perplexity", "kl_to_dense", "top1_agreement", "closed_loop_hit_rate", "closed_loop_flash_bytes_per_token",
+           "open_loop_hit_rate", "open_loop_flash_bytes_per_token", "scored_tokens")
 
 
 def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text: str | os.PathLike | None = None,
@@ -112,18 +113,12 @@ def _sequence(lm, corpus, tokens: int, prefill: int) -> tuple[list[int], int]:
 
 
 def _setups(cfgs, meta, trace, calib_tokens):
-    """Per configuration: (policy, replay kwargs, setup, calibration) decided on the dense trace."""
+    """Per configuration: (replay configuration, setup, calibration) decided on the dense trace."""
     out = []
     for c in cfgs:
-        policy, kw = replay_kwargs(c)
-        needs_calib = policy.needs_calibration or c["cache"] == "pinned" or c["allocation"] != "uniform"
-        keeps = {k: kw[k] for k in ("keep", "keep_up", "keep_gate", "keep_down")}
-        groups0 = make_groups(meta, policy, **keeps, weight_format=kw["weight_format"]) if needs_calib else []
-        calib = calibration_scores(trace, groups0, calib_tokens) if needs_calib else None
-        setup = prepare(meta, policy, c["cache"], c["allocation"], **keeps, dram_fraction=kw["dram_fraction"],
-                        dram_bytes=kw["dram_bytes"], weight_format=kw["weight_format"],
-                        cache_params=kw["cache_params"], calib=calib, allocation_params=kw["allocation_params"])
-        out.append((policy, kw, setup, calib))
+        rc = dataclasses.replace(replay_config(c), calib_tokens=calib_tokens)
+        calib = calibration_scores(trace, make_groups(meta, rc), calib_tokens) if needs_calibration(rc) else None
+        out.append((rc, prepare(meta, rc, calib), calib))
     return out
 
 
@@ -135,10 +130,8 @@ def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, warmup, calib_tokens, lo
     seq, n_pre = _sequence(lm, corpus, tokens, prefill)
     meta.update(corpus=corpus.name, corpus_digest=corpus.digest, context=len(seq), bos=n_pre > prefill, has_h=True)
     for c in cfgs:   # per-layer keep lists and the like, checked against the real dimensions first
-        policy, kw = replay_kwargs(c)
         try:
-            make_groups(meta, policy, **{k: kw[k] for k in ("keep", "keep_up", "keep_gate", "keep_down")},
-                        weight_format=kw["weight_format"])
+            make_groups(meta, replay_config(c))
         except DipsimError as e:
             raise DipsimError(f"config {c['label']!r}: {e}") from None
 
@@ -148,7 +141,7 @@ def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, warmup, calib_tokens, lo
     T = trace.n_tokens
     setups = _setups(cfgs, meta, trace, calib_tokens)
     if loop == "layer":
-        runs = [ConfigRun(c, setup, group_runs(setup, lm.info.n_layers, T, calib)) for c, (_, _, setup, calib)
+        runs = [ConfigRun(c, setup, group_runs(setup, lm.info.n_layers, T, calib)) for c, (_, setup, calib)
                 in zip(cfgs, setups)]
         res = layerwise(lm, seq, n_pre, runs, dense_hidden, progress=progress, details=details)
         rows = 1 + sum(r.prunes for r in runs)
@@ -156,38 +149,35 @@ def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, warmup, calib_tokens, lo
         from .tokenloop import TokenConfigRun, closed_loop
 
         runs, row = [], 0
-        for c, (_, _, setup, calib) in zip(cfgs, setups):
+        for c, (_, setup, calib) in zip(cfgs, setups):
             r = 0 if not any(g.pruned for g in setup.groups) else (row := row + 1)
             runs.append(TokenConfigRun(c, setup, meta, T, r, calib))
         rows = row + 1
         res = closed_loop(lm, seq, runs, rows, n_pre, progress=progress, details=details,
                           batch_invariant=batch_invariant)
     out = []
-    for c, (policy, kw, _, _), r in zip(cfgs, setups, runs):
+    for c, (rc, _, _), r in zip(cfgs, setups, runs):
         closed_log = r.access_log(meta, warmup, res.seconds)
         closed = closed_log.totals()
         t0 = time.perf_counter()
-        opened = replay(trace, policy, c["cache"], c["allocation"],
-                        **{k: kw[k] for k in ("keep", "keep_up", "keep_gate", "keep_down", "dram_fraction",
-                                              "dram_bytes", "weight_format", "cache_params", "allocation_params")},
-                        warmup=warmup, calib_tokens=calib_tokens).totals()
+        opened = replay(trace, dataclasses.replace(rc, warmup=warmup)).totals()
         nll, kl, top1 = res.nll[r.row], res.kl[r.row], res.top1[r.row]
         result: dict[str, Any] = {
             "label": c["label"],
             "perplexity": float(np.exp(nll.mean())),
             "kl_to_dense": float(kl.mean()),
             "top1_agreement": float(top1.mean()),
-            "hit_rate": float(closed["hit_rate"]),
-            "flash_bytes_per_token": float(closed["flash_bytes_per_token"]),
-            "dram_bytes_per_token": float(closed["dram_bytes_per_token"]),
+            "closed_loop_hit_rate": float(closed["hit_rate"]),
+            "closed_loop_flash_bytes_per_token": float(closed["flash_bytes_per_token"]),
+            "closed_loop_dram_bytes_per_token": float(closed["dram_bytes_per_token"]),
             "mlp_bytes_per_token": float(closed["mlp_bytes_per_token"]),
             "open_loop_hit_rate": float(opened["hit_rate"]),
             "open_loop_flash_bytes_per_token": float(opened["flash_bytes_per_token"]),
             "keep_actual": {g: float(v["keep"]) for g, v in closed["groups"].items()},
             "dense_perplexity": float(np.exp(res.nll[0].mean())),
-            "nll": float(nll.mean()),
-            "tokens": int(nll.size),
-            "cache_tokens": int(closed["tokens"]),
+            "mean_nll": float(nll.mean()),
+            "scored_tokens": int(nll.size),
+            "measured_tokens": int(closed["measured_tokens"]),
             "prefill": prefill, "warmup": warmup, "loop": loop,
             "model": lm.info.model, "corpus": corpus.name, "corpus_digest": corpus.digest,
             "batch_rows": rows, "row": r.row,

@@ -24,7 +24,6 @@ choice and step alternate token by token, in one compiled loop when the policy h
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -32,7 +31,8 @@ import numpy as np
 
 from common.errors import DipsimError
 
-from ..kernels import LayerSelector, topk_mask
+from ..kernels import LayerSelector
+from common.params import params_of
 from common.registry import Registry, check_params
 
 REGISTRY = Registry("masking policy")
@@ -41,7 +41,9 @@ names = REGISTRY.names
 
 
 def policy_params(cls: type) -> list[str]:
-    return sorted(f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_"))
+    """The parameters a user gives a policy (declared with ``common.params.param``); calibrated state
+    such as threshold's thresholds is not one."""
+    return sorted(f.name for f in params_of(cls))
 
 
 def make(name: str, **params: Any) -> "MaskingPolicy":
@@ -87,6 +89,10 @@ class MaskingPolicy:
     prunes: ClassVar[tuple[str, ...]] = ("upgate", "down")
     #: needs calibrate() on a trace prefix before select()
     needs_calibration: ClassVar[bool] = False
+
+    def __post_init__(self):
+        for f in params_of(type(self)):     # every parameter checked by its own declaration
+            object.__setattr__(self, f.name, f.metadata["check"](getattr(self, f.name), f"{self.name} {f.name}"))
 
     def select(self, scores: np.ndarray, resident: np.ndarray | None, k: Any) -> np.ndarray:
         scores = np.asarray(scores)
@@ -143,7 +149,3 @@ class MaskingPolicy:
 
     def params(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in policy_params(type(self))}
-
-    def describe(self) -> str:
-        p = ", ".join(f"{k}={v}" for k, v in self.params().items())
-        return f"{self.name}({p})" if p else self.name

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.errors import DipsimError
+from common.params import number, param
 
 from ..kernels import SELECT_DIPCA, penalize, topk_mask
 from .base import MaskingPolicy, register_masking
@@ -29,21 +29,12 @@ from .base import MaskingPolicy, register_masking
 @register_masking("dip-ca")
 @dataclass(frozen=True)
 class DIPCA(MaskingPolicy):
-    gamma: float = 0.2
-    fixed_top_n: int = 0
+    gamma: float = param(0.2, number(0, 1), "dip-ca: the score factor of uncached columns, in [0, 1] (1 = dip; 0: "
+                                              "cached columns first)", metavar="G")
+    fixed_top_n: int = param(0, number(0, None, integer=True), "dip-ca: the N columns with the largest raw score are "
+                                                                "exempt from the penalty", metavar="N")
 
     cache_aware = True
-
-    def __post_init__(self):
-        try:
-            g = float(self.gamma)
-        except (TypeError, ValueError):
-            raise DipsimError(f"dip-ca gamma must be a number in [0, 1], got {self.gamma!r}") from None
-        if not 0.0 <= g <= 1.0:
-            raise DipsimError(f"dip-ca gamma must be in [0, 1], got {g}")
-        object.__setattr__(self, "gamma", g)
-        if not isinstance(self.fixed_top_n, (int, np.integer)) or self.fixed_top_n < 0:
-            raise DipsimError(f"dip-ca fixed_top_n must be a non-negative integer, got {self.fixed_top_n!r}")
 
     def row_rule(self):
         return SELECT_DIPCA, np.array([self.gamma, float(self.fixed_top_n)])

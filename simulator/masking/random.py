@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from common.params import number, param
+
 from ..kernels import topk_mask
 from .base import MaskingPolicy, register_masking
 
@@ -18,7 +20,7 @@ from .base import MaskingPolicy, register_masking
 @register_masking("random")
 @dataclass(frozen=True)
 class Random(MaskingPolicy):
-    seed: int = 0
+    seed: int = param(0, number(0, None, integer=True), "random: the seed of the per-layer generators", metavar="S")
     _first_layer: int = field(default=0, repr=False, compare=False)
     _rngs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -44,6 +46,3 @@ class Random(MaskingPolicy):
         if rng is None:
             rng = self._rngs[layer] = np.random.default_rng([self.seed, layer])
         return topk_mask(rng.random((T, N), dtype=np.float32), np.full(T, int(k)))
-
-    def params(self):
-        return {"seed": self.seed}

@@ -43,6 +43,3 @@ class Static(MaskingPolicy):
         if self.hot is None:
             raise DipsimError("masking policy 'static' must be calibrated on a trace prefix before use")
         return np.broadcast_to(self.hot[layer], np.shape(scores)).copy()
-
-    def params(self):
-        return {}

@@ -60,10 +60,12 @@ class AccessLog:
         return {"measured": slice(self.warmup, None), "warmup": slice(0, self.warmup), "all": slice(None)}[part]
 
     def totals(self, part: str = "measured") -> dict[str, Any]:
-        """Figures per token over the measured tokens (after warm-up), or ``part="warmup"`` / ``"all"``."""
+        """Figures per token over the measured tokens (after warm-up), or ``part="warmup"`` / ``"all"``,
+        in the names of the metric table (``simulator.metrics``): bytes per token are whole-model
+        sums over layers, ``*_per_layer`` figures are means over layers."""
         sl = self._span(part)
         n = max(len(range(*sl.indices(self.n_tokens))), 0)
-        out: dict[str, Any] = {"tokens": n}
+        out: dict[str, Any] = {"measured_tokens": n}
         sel_b = hit_b = miss_b = 0.0
         sel_c = hit_c = 0
         per = {}
@@ -72,11 +74,11 @@ class AccessLog:
             hit = g.hits[sl].astype(np.int64)
             s, h = int(sel.sum()), int(hit.sum())
             per[g.name] = {
-                "columns": g.n_columns,
+                "columns_per_layer": g.n_columns,
                 "bytes_per_column": g.bytes_per_column,
                 "keep": float(sel.sum() / max(n * self.n_layers * g.n_columns, 1)),
-                "capacity_columns": float(g.capacity.mean()),
-                "selected_per_token": s / max(n, 1),
+                "capacity_columns_per_layer": float(g.capacity.mean()),
+                "selected_columns_per_token": s / max(n, 1),
                 "hit_rate": h / s if s else 0.0,
                 "flash_bytes_per_token": (s - h) * g.bytes_per_column / max(n, 1),
                 "dram_bytes_per_token": h * g.bytes_per_column / max(n, 1),

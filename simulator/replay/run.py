@@ -26,7 +26,8 @@ from .. import caches as caches_mod
 from ..kernels import step_outcomes
 from .. import masking as masking_mod
 from .log import AccessLog, GroupLog
-from .setup import Group, ReplaySetup, bytes_per_weight, calibration_scores, make_groups, make_policy, prepare
+from ..config import ReplayConfig
+from .setup import Group, ReplaySetup, bytes_per_weight, calibration_scores, make_groups, needs_calibration, prepare
 
 
 @dataclass
@@ -83,40 +84,48 @@ def access_log(runs: list[GroupRun], config: dict[str, Any], meta: dict[str, Any
                      {"mlp_bytes": mlp_bytes})
 
 
-def replay(trace: Trace, masking: str | masking_mod.MaskingPolicy = "dip", cache: str = "lru",
-           allocation: str = "uniform", *, keep: Any = 0.5, keep_up: Any = None, keep_gate: Any = None,
-           keep_down: Any = None, dram_fraction: float | None = None, dram_bytes: float | None = None,
-           weight_format: str | float | None = None, warmup: int = 16, calib_tokens: int = 64,
-           tokens: int | None = None, cache_params: dict[str, Any] | None = None,
-           allocation_params: dict[str, Any] | None = None, progress: bool = False,
-           threads: int | None = None, **masking_params: Any) -> AccessLog:
-    """Replay ``masking`` with a ``cache`` per layer and group over ``trace``; see the module docstring.
+def replay_config(masking: Any = "dip", cache: str | None = None, allocation: str | None = None,
+                  **params: Any) -> ReplayConfig:
+    """The checked configuration of a ``replay`` call: ``masking`` is a policy name, a policy object
+    (its parameters come along) or a whole ``ReplayConfig`` (then nothing else may be given)."""
+    if isinstance(masking, ReplayConfig):
+        if cache is not None or allocation is not None or params:
+            raise DipsimError("give either a ReplayConfig or the parameters, not both")
+        return masking.check("replay")
+    flat = dict(params)
+    if isinstance(masking, masking_mod.MaskingPolicy):
+        overlap = sorted(set(flat) & set(masking.params()))
+        if overlap:
+            raise DipsimError(f"give {overlap[0]} either in the policy object or as an argument, not both")
+        flat.update(masking.params())
+        masking = masking.name
+    flat.update(masking=masking, **{k: v for k, v in (("cache", cache), ("allocation", allocation)) if v is not None})
+    return ReplayConfig.from_flat(flat, "replay").check("replay")
 
-    Extra keyword arguments are the masking policy's parameters (``gamma=0.2``, ``fixed_top_n=8``,
-    ``seed=1``). Every option is checked before any work; errors are one line. ``threads`` spreads
-    the layers over that many threads (default: 2 for models whose columns per token make it pay,
-    else 1); results do not depend on it.
+
+def replay(trace: Trace, masking: Any = "dip", cache: str | None = None, allocation: str | None = None, *,
+           progress: bool = False, threads: int | None = None, **params: Any) -> AccessLog:
+    """Replay a masking policy with a cache per layer and group over ``trace``; see the module doc.
+
+    The configuration is ``simulator.config.ReplayConfig``: a ``ReplayConfig``, or its fields as
+    keyword arguments with the masking policy's own parameters beside them (``gamma=0.2``). Every
+    value is checked before any work; errors are one line. ``threads`` spreads the layers over
+    that many threads (default: 2 for models whose columns per token make it pay, else 1); results
+    do not depend on it.
     """
     t_start = time.perf_counter()
-    T = trace.n_tokens if tokens is None else int(tokens)
-    if not 0 < T <= trace.n_tokens:
-        raise DipsimError(f"tokens must be in 1..{trace.n_tokens} (the trace's length), got {tokens}")
-    if not 0 <= int(warmup) < T:
-        raise DipsimError(f"warmup (--warmup) must be in 0..{T - 1} tokens for a {T}-token replay, got {warmup}; "
-                          f"lower --warmup or replay more tokens")
-    if int(calib_tokens) <= 0:
-        raise DipsimError(f"calib_tokens must be > 0, got {calib_tokens}")
-    policy = make_policy(masking, masking_params)
-    needs_calib = policy.needs_calibration or cache == "pinned" or allocation != "uniform"
+    cfg = replay_config(masking, cache, allocation, **params)
+    T = trace.n_tokens if cfg.tokens is None else cfg.tokens
+    if not T <= trace.n_tokens:
+        raise DipsimError(f"tokens must be in 1..{trace.n_tokens} (the trace's length), got {cfg.tokens}")
+    if not cfg.warmup < T:
+        raise DipsimError(f"warmup must be in 0..{T - 1} tokens for a {T}-token replay, got {cfg.warmup}; lower "
+                          f"warmup or replay more tokens")
     meta = dict(trace.meta)
+    needs_calib = needs_calibration(cfg)
     # groups first (cheap) so that calibration reads only what is needed
-    groups0 = make_groups(meta, policy, keep=keep, keep_up=keep_up, keep_gate=keep_gate, keep_down=keep_down,
-                          weight_format=weight_format) if needs_calib else []
-    calib = calibration_scores(trace, groups0, calib_tokens) if needs_calib else None
-    setup = prepare(meta, policy, cache, allocation, keep=keep, keep_up=keep_up, keep_gate=keep_gate,
-                    keep_down=keep_down, dram_fraction=dram_fraction, dram_bytes=dram_bytes,
-                    weight_format=weight_format, cache_params=cache_params, calib=calib,
-                    allocation_params=allocation_params)
+    calib = calibration_scores(trace, make_groups(meta, cfg), cfg.calib_tokens) if needs_calib else None
+    setup = prepare(meta, cfg, calib)
     L = trace.n_layers
     runs = group_runs(setup, L, T, calib)
     kinds = sorted({r.group.kind for r in runs if r.group.pruned})
@@ -127,7 +136,7 @@ def replay(trace: Trace, masking: str | masking_mod.MaskingPolicy = "dip", cache
             r.run_layer(layer, scores.get(r.group.kind))
 
     n_threads = _threads(L, threads, sum(g.n_columns for g in setup.groups) * L)
-    bar = progress_bar(L, progress, f"replay {policy.name}+{cache}", unit="layer")
+    bar = progress_bar(L, progress, f"replay {cfg.masking}+{cfg.cache}", unit="layer")
     try:
         if n_threads == 1:
             for layer in range(L):
@@ -139,14 +148,11 @@ def replay(trace: Trace, masking: str | masking_mod.MaskingPolicy = "dip", cache
                     bar.update(1)
     finally:
         bar.close()
-    config = {"masking": policy.name, **{f"masking.{k}": v for k, v in policy.params().items()},
-              "cache": cache, **{f"cache.{k}": v for k, v in setup.cache_params.items()},
-              "allocation": allocation, "keep": keep, "keep_up": keep_up, "keep_gate": keep_gate,
-              "keep_down": keep_down, "dram_fraction": dram_fraction if dram_bytes is None else None,
-              "dram_bytes": setup.budget_bytes, "weight_format": weight_format or "source",
-              "bytes_per_weight": bytes_per_weight(meta, weight_format), "warmup": warmup,
-              "calib_tokens": calib_tokens if needs_calib else None, "tokens": T}
-    return access_log(runs, config, meta, warmup, time.perf_counter() - t_start, setup.mlp_bytes)
+    config = {**cfg.flat(), "dram_bytes": setup.budget_bytes, "bytes_per_weight": bytes_per_weight(meta, cfg.weight_format),
+              "tokens": T}
+    if not needs_calib:
+        config["calib_tokens"] = None
+    return access_log(runs, config, meta, cfg.warmup, time.perf_counter() - t_start, setup.mlp_bytes)
 
 
 def _threads(L: int, threads: int | None, columns_per_token: int) -> int:

@@ -24,23 +24,17 @@ from common.errors import DipsimError
 from traces.format import Trace
 
 from .. import allocation as alloc_mod
-from .. import caches as caches_mod
 from .. import masking as masking_mod
-from common.registry import check_params
+from ..config import WEIGHT_FORMATS, ReplayConfig
 
-WEIGHT_FORMATS = {"int4": 0.5, "int8": 1.0, "fp8": 1.0, "fp16": 2.0, "bf16": 2.0, "fp32": 4.0}
 def bytes_per_weight(trace_meta: dict[str, Any], weight_format: str | float | None) -> float:
+    """Bytes per MLP weight: the trace's own (``source``), a named format, or a number (checked by
+    ``config.ReplayConfig``)."""
     if weight_format in (None, "source"):
         return float(trace_meta["bytes_per_weight"])
-    if isinstance(weight_format, (int, float)) and not isinstance(weight_format, bool):
-        if weight_format <= 0:
-            raise DipsimError(f"weight_format must be > 0 bytes per weight, got {weight_format}")
-        return float(weight_format)
-    try:
-        return WEIGHT_FORMATS[str(weight_format)]
-    except KeyError:
-        raise DipsimError(f"unknown weight_format {weight_format!r}; allowed: source, "
-                          f"{', '.join(WEIGHT_FORMATS)}, or bytes per weight as a number") from None
+    if isinstance(weight_format, str):
+        return WEIGHT_FORMATS[weight_format]
+    return float(weight_format)
 
 
 @dataclass(frozen=True)
@@ -67,11 +61,13 @@ def _keep_vector(value: Any, L: int, what: str) -> tuple[float, ...]:
     return tuple(float(v) for v in arr)
 
 
-def make_groups(meta: dict[str, Any], policy: masking_mod.MaskingPolicy, *, keep: Any = 0.5,
-                keep_up: Any = None, keep_gate: Any = None, keep_down: Any = None,
-                weight_format: str | float | None = None) -> list[Group]:
+def make_groups(meta: dict[str, Any], cfg: ReplayConfig) -> list[Group]:
+    """The matrix groups of a trace's model under a configuration (keeps per layer checked against
+    the model's depth)."""
+    policy = masking_mod.REGISTRY.get_class(cfg.masking)
+    keep, keep_up, keep_gate, keep_down = cfg.keep, cfg.keep_up, cfg.keep_gate, cfg.keep_down
     L, dm, dff = int(meta["n_layers"]), int(meta["d_model"]), int(meta["d_ff"])
-    bpw = bytes_per_weight(meta, weight_format)
+    bpw = bytes_per_weight(meta, cfg.weight_format)
     k_up = _keep_vector(keep if keep_up is None else keep_up, L, "keep_up" if keep_up is not None else "keep")
     k_down = _keep_vector(keep if keep_down is None else keep_down, L, "keep_down" if keep_down is not None else "keep")
     up_pruned = "upgate" in policy.prunes
@@ -101,52 +97,27 @@ class ReplaySetup:
     mlp_bytes: float
 
 
-def make_policy(masking: str | masking_mod.MaskingPolicy, params: dict[str, Any]) -> masking_mod.MaskingPolicy:
-    """The masking policy object: ``masking`` itself, or the registered name built with ``params``."""
-    if isinstance(masking, masking_mod.MaskingPolicy):
-        if params:
-            raise DipsimError("give masking parameters either in the policy object or as arguments, not both")
-        return masking
-    return masking_mod.make(masking, **params)
-
-
-def prepare(meta: dict[str, Any], masking: str | masking_mod.MaskingPolicy = "dip", cache: str = "lru",
-            allocation: str = "uniform", *, keep: Any = 0.5, keep_up: Any = None, keep_gate: Any = None,
-            keep_down: Any = None, dram_fraction: float | None = None, dram_bytes: float | None = None,
-            weight_format: str | float | None = None, masking_params: dict[str, Any] | None = None,
-            cache_params: dict[str, Any] | None = None, calib: dict[str, np.ndarray] | None = None,
-            allocation_params: dict[str, Any] | None = None) -> ReplaySetup:
-    """Check every option and decide groups, keeps, calibrated policies and cache capacities."""
-    policy = make_policy(masking, dict(masking_params or {}))
-    cache_cls = caches_mod.REGISTRY.get_class(cache)
-    cache_params = dict(cache_params or {})
-    check_params("cache policy", cache, cache_params, [p for p in caches_mod.policy_params(cache) if p != "future"])
-    caches_mod.make(cache, n_layers=1, n_columns=1, capacity=0, **cache_params)   # their values, before any work
-    if cache_cls.offline and policy.cache_aware:
-        raise DipsimError(f"cache policy {cache!r} is an offline oracle: it needs the access sequence in advance, "
+def prepare(meta: dict[str, Any], cfg: ReplayConfig, calib: dict[str, np.ndarray] | None = None) -> ReplaySetup:
+    """Decide groups, keeps, calibrated policies and cache capacities (``cfg`` holds checked values;
+    the checks that need the trace's model happen here)."""
+    policy = cfg.policy()
+    if cfg.offline_cache and policy.cache_aware:
+        raise DipsimError(f"cache policy {cfg.cache!r} is an offline oracle: it needs the access sequence in advance, "
                           f"but {policy.name}'s choices depend on the cache; use it with cache-oblivious masking "
                           f"(dense, dip, glu-prune, threshold, static, random)")
     if not meta.get("has_h", True) and "down" in policy.prunes:
         raise DipsimError(f"masking {policy.name!r} prunes W_down by |GLU(x)|, but the trace holds no h; "
                           f"capture it without --no-h")
-    groups = make_groups(meta, policy, keep=keep, keep_up=keep_up, keep_gate=keep_gate, keep_down=keep_down,
-                         weight_format=weight_format)
+    groups = make_groups(meta, cfg)
     L = int(meta["n_layers"])
     mlp_bytes = float(sum(g.n_columns * g.bytes_per_column for g in groups) * L)
-    if dram_fraction is not None and dram_bytes is not None:
-        raise DipsimError("give the DRAM budget as dram_fraction or dram_bytes, not both")
-    if dram_bytes is not None:
-        if not dram_bytes >= 0:
-            raise DipsimError(f"dram_bytes must be >= 0, got {dram_bytes}")
-        budget = float(dram_bytes)
+    if cfg.dram_bytes is not None:
+        budget = float(cfg.dram_bytes)
     else:
-        frac = 0.5 if dram_fraction is None else dram_fraction
-        if not 0.0 <= float(frac) <= 1.0:
-            raise DipsimError(f"dram_fraction must be in [0, 1] (share of the MLP weights cached in DRAM), got {frac}")
-        budget = float(frac) * mlp_bytes
-    if cache == "none":
+        budget = (0.5 if cfg.dram_fraction is None else float(cfg.dram_fraction)) * mlp_bytes
+    if cfg.cache == "none":
         budget = 0.0
-    capacities = alloc_mod.allocate(allocation, groups, L, budget, calib=calib, **(allocation_params or {}))
+    capacities = alloc_mod.allocate(cfg.allocation, groups, L, budget, calib=calib, **cfg.allocation_params)
     policies = {}
     for g in groups:
         if g.pruned and policy.needs_calibration:
@@ -155,7 +126,13 @@ def prepare(meta: dict[str, Any], masking: str | masking_mod.MaskingPolicy = "di
             policies[g.name] = policy.calibrate(calib[g.name], g.k())
         else:
             policies[g.name] = policy
-    return ReplaySetup(groups, policies, capacities, cache, cache_params, budget, mlp_bytes)
+    return ReplaySetup(groups, policies, capacities, cfg.cache, dict(cfg.cache_params), budget, mlp_bytes)
+
+
+def needs_calibration(cfg: ReplayConfig) -> bool:
+    """Whether replay must read a calibration prefix of the trace for this configuration."""
+    return (masking_mod.REGISTRY.get_class(cfg.masking).needs_calibration or cfg.cache == "pinned"
+            or cfg.allocation != "uniform")
 
 
 def calibration_scores(trace: Trace, groups: list[Group], tokens: int) -> dict[str, np.ndarray]:

@@ -1,106 +1,13 @@
-"""Plots of sweep results. Every function takes a results DataFrame (``sweep.load_results``) and
-returns ``(fig, ax)``; none calls ``show()``. Columns: ``p.<parameter>`` and ``m.<metric>``.
-"""
+"""Accuracy against speed: the Pareto front of the configurations a sweep measured."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from common.errors import DipsimError
 
-
-def _plt():
-    # The backend is the caller's: inline in a notebook, Agg on a headless machine (matplotlib's
-    # own fallback), whatever MPLBACKEND says otherwise.
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _need(df, cols: Sequence[str]) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise DipsimError(f"the results have no column {missing[0]!r}; columns: {', '.join(df.columns)}")
-
-
-LABELS = {
-    "m.hit_rate": "hit rate (by bytes)",
-    "m.flash_bytes_per_token": "flash bytes per token",
-    "m.tokens_per_s": "tokens/s (device model)",
-    "m.analytic_tokens_per_s": "tokens/s (the paper's bytes/bandwidth model)",
-    "m.perplexity": "perplexity",
-    "m.kl_to_dense": "KL to dense",
-    "p.gamma": "γ (DIP-CA penalty)",
-    "p.keep": "keep (fraction of columns)",
-    "p.dram_fraction": "DRAM cache (fraction of MLP weights)",
-}
-
-
-def _label(c: str) -> str:
-    return LABELS.get(c, c.split(".", 1)[-1].replace("_", " "))
-
-
-def lines(df, x: str, ys: Sequence[str], by: str | None = None, *, title: str = "", logy: Sequence[str] = ()):
-    """One panel per metric in ``ys``, x against metric, one line per value of ``by``."""
-    plt = _plt()
-    _need(df, [x, *ys] + ([by] if by else []))
-    fig, axes = plt.subplots(1, len(ys), figsize=(4.6 * len(ys), 3.6), squeeze=False)
-    groups = [(None, df)] if by is None else list(df.groupby(by, dropna=False, sort=True))
-    for ax, y in zip(axes[0], ys):
-        for val, sub in groups:
-            sub = sub.sort_values(x)
-            ax.plot(sub[x], sub[y], marker="o", ms=3, label=None if by is None else f"{_label(by)} {val}")
-        ax.set_xlabel(_label(x))
-        ax.set_ylabel(_label(y))
-        if y in logy:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    if by is not None:
-        axes[0][-1].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig, axes[0]
-
-
-def vs_gamma(df, by: str = "p.dram_fraction"):
-    """Hit rate, flash bytes and (when present) tokens/s against γ, one line per DRAM budget."""
-    ys = [c for c in ("m.hit_rate", "m.flash_bytes_per_token", "m.tokens_per_s") if c in df.columns]
-    return lines(df, "p.gamma", ys, by if by in df.columns else None, title="DIP-CA: the γ trade-off")
-
-
-def vs_keep(df, by: str = "p.masking"):
-    """Hit rate, flash bytes and (when present) tokens/s against keep, one line per masking policy."""
-    ys = [c for c in ("m.hit_rate", "m.flash_bytes_per_token", "m.tokens_per_s") if c in df.columns]
-    return lines(df, "p.keep", ys, by if by in df.columns else None, title="Sparsity trade-off")
-
-
-def per_device(df, metric: str = "m.tokens_per_s", by: str | None = None):
-    """A bar per device (grouped by ``by`` when given), with the analytic model as a marker."""
-    plt = _plt()
-    _need(df, ["p.device", metric])
-    devices = list(dict.fromkeys(df["p.device"]))
-    cats = [None] if by is None or by not in df.columns else list(dict.fromkeys(df[by]))
-    fig, ax = plt.subplots(figsize=(min(12, max(6, 0.9 * len(devices) * max(len(cats), 1))), 4.4))
-    width = 0.8 / len(cats)
-    x = np.arange(len(devices))
-    for i, c in enumerate(cats):
-        sub = df if c is None else df[df[by] == c]
-        vals = [sub[sub["p.device"] == d][metric].mean() for d in devices]
-        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=None if c is None else f"{c}")
-        if metric == "m.tokens_per_s" and "m.analytic_tokens_per_s" in sub.columns:
-            an = [sub[sub["p.device"] == d]["m.analytic_tokens_per_s"].mean() for d in devices]
-            ax.scatter(x + i * width - 0.4 + width / 2, an, marker="_", s=300, color="k",
-                       label="analytic (paper's model)" if i == 0 else None, zorder=3)
-    ax.set_xticks(x)
-    ax.set_xticklabels([str(d) for d in devices], rotation=20, ha="right")
-    ax.set_ylabel(_label(metric))
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig, ax
+from .base import context, label, need, plt, spans_decades
 
 
 def pareto_front(xs: np.ndarray, ys: np.ndarray, *, maximize_x: bool = True, minimize_y: bool = True) -> np.ndarray:
@@ -121,34 +28,36 @@ def pareto_front(xs: np.ndarray, ys: np.ndarray, *, maximize_x: bool = True, min
 HIGHER_IS_BETTER = ("p.keep", "p.gamma", "m.top1_agreement")  # closer to dense = more accurate
 
 
-def pareto(df, x: str = "m.tokens_per_s", y: str | None = None, by: str | None = None, *, label: str | None = None,
+def pareto(df, x: str = "m.tokens_per_s", y: str | None = None, by: str | None = None, *, annotate: str | None = None,
            minimize: bool | None = None):
     """Tokens/s against accuracy (``m.perplexity`` when present, else keep), with the Pareto front.
 
     ``minimize``: whether lower ``y`` is better; by default lower is better except for keep, gamma
     and top-1 agreement, where higher means closer to the dense model."""
-    plt = _plt()
+    pyplot = plt()
     if y is None:
         y = "m.perplexity" if "m.perplexity" in df.columns else "p.keep"
-    _need(df, [x, y])
+    need(df, [x, y])
     if minimize is None:
         minimize = y not in HIGHER_IS_BETTER
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = pyplot.subplots(figsize=(6, 4.2))
     groups = [(None, df)] if by is None or by not in df.columns else list(df.groupby(by, sort=True))
     for val, sub in groups:
-        ax.scatter(sub[x], sub[y], s=18, alpha=0.7, label=None if val is None else f"{_label(by)} {val}")
+        ax.scatter(sub[x], sub[y], s=18, alpha=0.7, label=None if val is None else f"{label(by)} {val}")
         idx = pareto_front(sub[x].to_numpy(), sub[y].to_numpy(), minimize_y=minimize)
         ax.plot(sub[x].to_numpy()[idx], sub[y].to_numpy()[idx], lw=1)
-        if label and label in sub.columns:
+        if annotate and annotate in sub.columns:
             for i in idx:
-                ax.annotate(str(sub[label].iloc[i]), (sub[x].iloc[i], sub[y].iloc[i]), fontsize=7,
+                ax.annotate(str(sub[annotate].iloc[i]), (sub[x].iloc[i], sub[y].iloc[i]), fontsize=7,
                             textcoords="offset points", xytext=(3, 3))
-    ax.set_xlabel(_label(x))
-    ax.set_ylabel(_label(y) + (" (lower is better)" if minimize else " (higher is better)"))
+    ax.set_xlabel(label(x))
+    ax.set_ylabel(label(y) + (" (lower is better)" if minimize else " (higher is better)"))
+    if spans_decades(df[x]):
+        ax.set_xscale("log")
     ax.grid(alpha=0.3)
     if by is not None:
         ax.legend(fontsize=8)
-    ax.set_title("Pareto front")
+    ax.set_title(f"Speed against {label(y).split(' (')[0]} -- {context(df)}", fontsize=10)
     fig.tight_layout()
     return fig, ax
 
@@ -180,15 +89,15 @@ def accuracy_vs_speed(df, xs: Sequence[str] = ("m.tokens_per_s", "m.analytic_tok
     ``collapse`` x the dense model's is a collapsed model: it is drawn at the top edge with an arrow
     and its value, visible as such without squashing the rest of the plot.
     """
-    plt = _plt()
+    pyplot = plt()
     xs = [x for x in xs if x in df.columns]
     if not xs:
         raise DipsimError("the results have no tokens/s column; give the sweep a device")
-    _need(df, [y])
+    need(df, [y])
     d = df.dropna(subset=[xs[0], y]).reset_index(drop=True)
     if d.empty:
         raise DipsimError(f"no row has both {xs[0]} and {y}")
-    fig, axes = plt.subplots(1, len(xs), figsize=(6.4 * len(xs), 5.0), sharey=True, squeeze=False)
+    fig, axes = pyplot.subplots(1, len(xs), figsize=(6.4 * len(xs), 5.0), sharey=True, squeeze=False)
     for i, (ax, x) in enumerate(zip(axes[0], xs)):
         _tradeoff_panel(ax, d, x, y, collapse, legend=i == len(xs) - 1)
         if i:
@@ -225,8 +134,8 @@ def _tradeoff_panel(ax, d, x: str, y: str, collapse: float, legend: bool) -> Non
             axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             axis.set_minor_formatter(NullFormatter())
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.set_xlabel(_label(x))
-    ax.set_ylabel(_label(y) + " (lower is better)")
+    ax.set_xlabel(label(x))
+    ax.set_ylabel(label(y) + " (lower is better)")
     ax.grid(alpha=0.3, which="both")
     texts = [(xv[i], yv[i] if ok[i] else top, labels[i] if ok[i] else f"{labels[i]}: collapsed ({yv[i]:.3g})",
               "k" if ok[i] else "C3") for i in range(len(labels))]
@@ -256,21 +165,3 @@ def _place_labels(ax, texts) -> None:
         ax.annotate(text, (x, y), fontsize=7, color=color, textcoords="offset pixels", xytext=(ox, oy))
 
 
-def auto(df) -> tuple[Any, Any]:
-    """The plot that fits a results table: accuracy against speed when it holds both, else by its
-    varying parameters."""
-    varying = [c for c in df.columns if c.startswith("p.") and df[c].astype(str).nunique() > 1]
-    if "m.perplexity" in df.columns and "m.tokens_per_s" in df.columns and "p.device" not in varying:
-        return accuracy_vs_speed(df)
-    if "p.device" in varying and "m.tokens_per_s" in df.columns:
-        other = next((c for c in varying if c != "p.device"), None)
-        return per_device(df, by=other)
-    if "p.gamma" in varying:
-        return vs_gamma(df)
-    if "p.keep" in varying:
-        return vs_keep(df)
-    if "p.dram_fraction" in varying:
-        return lines(df, "p.dram_fraction", [c for c in ("m.hit_rate", "m.tokens_per_s") if c in df.columns],
-                     next((c for c in varying if c != "p.dram_fraction"), None))
-    raise DipsimError(f"no plot for these results: nothing varies among gamma, keep, dram_fraction, device "
-                      f"(varying: {', '.join(varying) or 'nothing'})")

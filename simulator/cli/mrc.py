@@ -1,0 +1,56 @@
+"""``dipsim mrc``: hit rate against the DRAM cache size."""
+from __future__ import annotations
+
+import argparse
+
+from common.errors import DipsimError
+from common.tables import print_table
+
+from .options import positive_int, replay_config, save_figure
+from .replay import add_replay_options
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("mrc", help="miss-ratio curve: hit rate against DRAM cache size",
+                       description="Hit rate against cache size (fraction of MLP weights, uniform allocation). "
+                                   "Cache-oblivious masking with LRU: every size from one pass (stack distances) plus "
+                                   "OPT (belady) per size; otherwise a replay per size.")
+    s.add_argument("--trace", required=True, help="trace file")
+    add_replay_options(s, skip=("dram_fraction", "dram_bytes", "allocation", "allocation_params"))
+    s.add_argument("--points", type=positive_int, default=21, help="sizes from 0 to 1 (default 21)")
+    s.add_argument("--no-opt", action="store_true", help="skip the OPT (belady) curve")
+    s.add_argument("--out", default="mrc.csv", help="table to write (CSV, default mrc.csv)")
+    s.add_argument("--plot", metavar="PNG", help="also write a plot")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(run=run)
+
+
+def run(a: argparse.Namespace) -> int:
+    import csv
+
+    from common.io import FIGURE_SUFFIXES, atomic, check_file, check_outputs
+    from traces.format import load
+
+    from .. import mrc
+
+    if a.points < 2:
+        raise DipsimError(f"--points must be >= 2 (cache sizes from 0 to 1), got {a.points}")
+    cfg = replay_config(a)
+    check_outputs([("--out", a.out), ("--plot", a.plot)], [("--trace", a.trace)])
+    out = check_file(a.out, "--out", (".csv",))
+    if a.plot:
+        check_file(a.plot, "--plot", FIGURE_SUFFIXES)
+    t = load(a.trace)
+    fractions = [round(i / (a.points - 1), 6) for i in range(a.points)]
+    rows = mrc.curve(t, cfg, fractions=fractions, opt=not a.no_opt, progress=not a.quiet)
+    with atomic(out) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print_table(rows)
+    print(f"\nwrote {out}")
+    if a.plot:
+        fig, _ = mrc.plot_curve(rows, title=f"{t.meta['model']}: {cfg.masking}, keep {cfg.keep}, {t.n_tokens} tokens")
+        save_figure(fig, a.plot, "--plot")
+        print(f"wrote {a.plot}")
+    return 0

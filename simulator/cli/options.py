@@ -1,0 +1,130 @@
+"""Command-line options generated from the run parameters of ``simulator.config`` (one spelling, one
+default, one help text for every verb), and the small argument types the verbs share.
+
+Options take the raw text and leave the checking to the parameter's own check, so that a bad value
+fails with the same one-line message (naming the option) whatever the verb. An option not given
+stays None and the configuration's default applies.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Sequence
+
+import yaml
+
+from common.params import boolean, params_of
+
+from .. import masking
+from ..config import ReplayConfig, masking_parameter_names
+from ..masking.base import policy_params
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _help(f: dataclasses.Field, default: Any) -> str:
+    text = f.metadata["help"]
+    choices = f.metadata.get("choices")
+    if choices is not None:
+        text += f"; one of: {', '.join(choices())}"
+    if default not in (None, {}, ()):
+        text += f" (default {list(default) if isinstance(default, tuple) else default})"
+    return text
+
+
+def add_config_options(parser, cls, *, title: str, skip: Sequence[str] = (), repeat: Sequence[str] = (),
+                       defaults: dict[str, Any] | None = None, prefix: str = ""):
+    """One option per parameter of the config dataclass ``cls`` (except ``skip`` and the ones not
+    meant for a command line); ``repeat``: options that may be given several times (a product);
+    ``prefix``: for a nested group (``engine``: ``--engine-mode``, read back as ``engine.mode``)."""
+    g = parser.add_argument_group(title)
+    for f in params_of(cls):
+        if f.name in skip or not f.metadata.get("cli", True):
+            continue
+        default = (defaults or {}).get(f.name, f.default)
+        name = f"{prefix}.{f.name}" if prefix else f.name
+        kw: dict[str, Any] = {"dest": name, "default": None, "metavar": f.metadata.get("metavar") or "VALUE",
+                              "help": _help(f, default)}
+        if f.metadata["check"] is boolean:
+            kw["metavar"] = "true|false"
+        if f.name.endswith("_params"):
+            kw.update(action="append", type=_key_value, metavar="KEY=VALUE", help=kw["help"] + " (repeatable)")
+        elif f.name in repeat:
+            kw.update(action="append", help=kw["help"] + " (repeatable)")
+        g.add_argument(flag(name.replace(".", "_")), **kw)
+    return g
+
+
+def add_masking_parameter_options(parser, *, repeat: Sequence[str] = ()) -> None:
+    """``--gamma``, ``--fixed-top-n``, ``--seed``: every parameter some masking policy declares."""
+    g = parser.add_argument_group("masking policy parameters (each refused by a policy that does not take it)")
+    for name in masking_parameter_names():
+        owners = [n for n in masking.names() if name in policy_params(masking.REGISTRY.get_class(n))]
+        f = next(x for x in dataclasses.fields(masking.REGISTRY.get_class(owners[0])) if x.name == name)
+        kw: dict[str, Any] = {"dest": name, "default": None, "metavar": f.metadata.get("metavar") or "VALUE",
+                              "help": _help(f, f.default)}
+        if name in repeat:
+            kw.update(action="append", help=kw["help"] + " (repeatable)")
+        g.add_argument(flag(name), **kw)
+
+
+def given(args: argparse.Namespace, cls, *, names: Sequence[str] | None = None, prefix: str = "") -> dict[str, Any]:
+    """The options of ``cls`` given on the command line, as a mapping (``*_params`` joined into dicts)."""
+    out = {}
+    fields = [f.name for f in params_of(cls)] if names is None else list(names)
+    for name in fields:
+        v = getattr(args, f"{prefix}.{name}" if prefix else name, None)
+        if v is None:
+            continue
+        out[name] = dict(v) if name.endswith("_params") else v
+    return out
+
+
+def replay_config(args: argparse.Namespace) -> ReplayConfig:
+    """The replay configuration a command line asks for, every value checked."""
+    flat = given(args, ReplayConfig)
+    flat.update(given(args, ReplayConfig, names=masking_parameter_names()))
+    return ReplayConfig.from_flat(flat, "command line").check("command line")
+
+
+# ----------------------------------------------------------------------------------------- types
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    try:
+        val: Any = yaml.safe_load(v) if v.strip() else v
+    except yaml.YAMLError:
+        val = v
+    if isinstance(val, (dict, list)):
+        raise argparse.ArgumentTypeError(f"{k.strip()}: expected a plain value, got {v!r}")
+    return k.strip(), val
+
+
+def add_corpus_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("corpus (default: CPython's pydoc topics, offline English text)")
+    g.add_argument("--text", metavar="FILE", help="a UTF-8 text file to run the model on")
+    g.add_argument("--dataset", metavar="DIR", help="a local dataset directory (datasets.save_to_disk, or "
+                   ".parquet/.jsonl/.txt files)")
+    g.add_argument("--text-column", default="text", help="column holding the text in --dataset (default: text)")
+
+
+def save_figure(fig, path, option: str = "--out") -> None:
+    from common.io import FIGURE_SUFFIXES, atomic, check_file
+
+    path = check_file(path, option, FIGURE_SUFFIXES)
+    with atomic(path) as tmp:
+        fig.savefig(tmp, dpi=130)
+

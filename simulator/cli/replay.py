@@ -1,0 +1,106 @@
+"""``dipsim replay``: a masking policy and a DRAM cache over a trace; with ``--profile``, the device."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from common.jsonio import json_default
+from common.tables import print_table
+
+from ..config import EngineConfig, LayoutConfig, ReplayConfig
+from .options import add_config_options, add_masking_parameter_options, given, positive_int, replay_config
+
+#: the engine's figures the table shows (the JSON output holds all of them)
+SHOWN = ("tokens_per_s", "analytic_tokens_per_s", "latency_ms_p50", "latency_ms_p99", "flash_requests_per_token",
+         "mean_request_bytes", "flash_read_bytes_per_token", "flash_ms_per_token", "dram_ms_per_token",
+         "compute_ms_per_token", "stall_ms_per_token", "energy_mj_per_token", "dram_footprint_bytes",
+         "memory_saved_fraction", "speedup_vs_dense_stream", "fits_in_dram")
+
+
+def add_replay_options(s, *, skip=()) -> None:
+    """The replay configuration's options, grouped as users think of them."""
+    add_config_options(s, ReplayConfig, title="masking", skip=("cache", "cache_params", "dram_fraction",
+                                                              "dram_bytes", "allocation", "allocation_params",
+                                                              "weight_format", "warmup", "calib_tokens", "tokens",
+                                                              *skip))
+    add_masking_parameter_options(s)
+    add_config_options(s, ReplayConfig, title="DRAM cache",
+                       skip=[f for f in ("masking", "keep", "keep_up", "keep_gate", "keep_down", "weight_format",
+                                         "warmup", "calib_tokens", "tokens")] + list(skip))
+    add_config_options(s, ReplayConfig, title="replay",
+                       skip=[f for f in ("masking", "keep", "keep_up", "keep_gate", "keep_down", "cache",
+                                         "cache_params", "dram_fraction", "dram_bytes", "allocation",
+                                         "allocation_params")] + list(skip))
+
+
+def add_device_options(s) -> None:
+    add_config_options(s, EngineConfig, title="device simulation (with --profile)", prefix="engine")
+    add_config_options(s, LayoutConfig, title="layout of the weights on flash (with --profile)", prefix="layout")
+
+
+def device_options(a: argparse.Namespace) -> tuple[EngineConfig, LayoutConfig]:
+    return (EngineConfig.from_mapping(given(a, EngineConfig, prefix="engine"), "command line: engine"),
+            LayoutConfig.from_mapping(given(a, LayoutConfig, prefix="layout"), "command line: layout"))
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("replay", help="replay a masking policy and a DRAM cache over a trace",
+                       description="Replay a masking policy with a DRAM cache of weight columns per layer over a "
+                                   "trace: hit rate, flash and DRAM bytes per token, per matrix group; with "
+                                   "--profile, tokens/s and latency on a device.")
+    s.add_argument("--trace", required=True, help="trace file (from dipsim trace)")
+    add_replay_options(s)
+    s.add_argument("--threads", type=positive_int, help="threads over layers (default: 2 for large models)")
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.add_argument("--save-log", metavar="FILE", help="also save the full access log (.npz)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--profile", help="device profile name or YAML path (see dipsim profiles): adds tokens/s, latency, "
+                                     "flash requests, the paper's analytic model, ...")
+    s.add_argument("--chrome-trace", metavar="JSON", help="with --profile: write a chrome://tracing timeline of the "
+                                                          "first tokens")
+    add_device_options(s)
+    s.set_defaults(run=run)
+
+
+def run(a: argparse.Namespace) -> int:
+    from common.io import check_file, check_outputs
+    from traces.format import load
+
+    from ..replay import replay
+
+    cfg = replay_config(a)
+    engine, layout = device_options(a)
+    check_outputs([("--save-log", a.save_log), ("--chrome-trace", a.chrome_trace)], [("--trace", a.trace)])
+    for opt, val in (("--save-log", a.save_log), ("--chrome-trace", a.chrome_trace)):
+        if val:
+            check_file(val, opt)
+    t = load(a.trace)
+    if a.profile:  # check the device before the replay's work
+        from ..engine import device_models
+
+        device_models(a.profile)
+    log = replay(t, cfg, progress=not a.quiet, threads=a.threads)
+    if a.save_log:
+        log.save(a.save_log)
+    d = log.to_dict()
+    if a.profile:
+        from ..engine import simulate
+
+        d.update(simulate(log, a.profile, layout=layout, engine=engine, chrome_trace=a.chrome_trace).summary())
+    if a.format == "json":
+        print(json.dumps(d, indent=2, default=json_default))
+        return 0
+    params = ", ".join(f"{k}={v}" for k, v in cfg.masking_params.items())
+    print(f"{t.meta['model']}: {cfg.masking}({params}) + {cfg.cache}, {d['measured_tokens']} tokens after "
+          f"{log.warmup} warm-up, replayed in {log.seconds:.2f} s")
+    for k in ("hit_rate", "column_hit_rate", "flash_bytes_per_token", "dram_bytes_per_token", "mlp_bytes_per_token"):
+        print(f"{k:>22}: {d[k]:.4g}")
+    print_table([{"group": g, **v} for g, v in d["groups"].items()])
+    if a.profile:
+        print(f"\non {d['device']} ({d['engine_mode']} mode):")
+        for k in SHOWN:
+            v = d.get(k)
+            print(f"{k:>28}: {v:.4g}" if isinstance(v, float) else f"{k:>28}: {v}")
+        if a.chrome_trace:
+            print(f"chrome trace: {a.chrome_trace} (open in chrome://tracing or ui.perfetto.dev)")
+    return 0

@@ -1,0 +1,76 @@
+"""``dipsim sweep`` and ``dipsim plot``: run a YAML experiment (resumable); plot its results."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from common.errors import DipsimError
+
+from .options import positive_int, save_figure
+
+PLOT_KINDS = ("auto", "gamma", "keep", "device", "pareto")
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("sweep", help="run a YAML sweep experiment (resumable)",
+                       description="Run every point of an experiment file (grid and zip axes over any parameter) "
+                                   "and keep OUT/results.parquet current, one row per point. Every point is checked "
+                                   "before any work. Rerunning resumes: finished points are reused, also after the "
+                                   "file was edited (points whose parameters did not change).")
+    s.add_argument("experiment", help="experiment YAML (see experiments/)")
+    s.add_argument("--out", help="results folder (default results/<experiment name>)")
+    s.add_argument("--jobs", type=positive_int, default=1, help="worker processes (default 1)")
+    s.add_argument("--executor", choices=["local", "dask"], default="local",
+                   help="local process pool (default) or Dask distributed")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: a LocalCluster)")
+    s.add_argument("--dry-run", action="store_true", help="list the points (and the dropped ones) and stop")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(run=run_sweep)
+
+    s = sub.add_parser("plot", help="plot a sweep's results",
+                       description="Plot a results folder: by default the plot that fits its columns (accuracy "
+                                   "against speed when the sweep measured both, else against gamma, keep, device or "
+                                   "DRAM budget, whichever varies).")
+    s.add_argument("results", help="sweep results folder")
+    s.add_argument("--kind", choices=PLOT_KINDS, default="auto",
+                   help="gamma, keep, device, pareto (accuracy against speed, or keep against tokens/s without "
+                        "accuracy), or auto: from the columns and the parameters that vary (default)")
+    s.add_argument("--out", help="image to write (default RESULTS/<kind>.png)")
+    s.set_defaults(run=run_plot)
+
+
+def run_sweep(a: argparse.Namespace) -> int:
+    from ..sweep import load_experiment, run_sweep as sweep
+
+    exp = load_experiment(a.experiment)
+    out = Path(a.out) if a.out else Path("results") / exp.name
+    if out.exists() and not out.is_dir():
+        raise DipsimError(f"--out {out}: exists and is not a folder; give the sweep's results folder")
+    print(f"sweep {exp.name}: {len(exp.points)} points ({len(exp.dropped)} dropped) -> {out}", file=sys.stderr)
+    if a.dry_run:
+        for p in exp.points:
+            print(p.key)
+        for k, why in exp.dropped:
+            print(f"dropped {k}: {why}")
+        return 0
+    from common.io import check_folder
+
+    check_folder(out, "--out")
+    path = sweep(exp, out, jobs=a.jobs, executor=a.executor, scheduler=a.scheduler, progress=not a.quiet)
+    print(f"results: {path}")
+    return 0
+
+
+def run_plot(a: argparse.Namespace) -> int:
+    from common.io import FIGURE_SUFFIXES, check_file
+
+    from .. import plots
+    from ..sweep import load_results
+
+    out = Path(a.out) if a.out else Path(a.results) / f"{a.kind}.png"
+    check_file(out, "--out", FIGURE_SUFFIXES)
+    fig, _ = plots.plot(load_results(a.results), a.kind)
+    save_figure(fig, out)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,69 @@
+"""``dipsim trace`` and ``dipsim trace-info``: capture a real model's MLP activations; describe a trace."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from common.tables import print_table
+
+from ..config import TraceSpec
+from .options import add_config_options, add_corpus_options, given
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("trace", help="capture MLP activations of a real model into a trace file",
+                       description="Run a real model over a corpus and record, for every layer and token, the MLP "
+                                   "input x and h = act(W_gate x) * (W_up x).")
+    add_config_options(s, TraceSpec, title="what to capture", skip=("text",))
+    s.add_argument("--out", required=True, help="trace file to write (.safetensors)")
+    s.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="storage dtype (default float16)")
+    s.add_argument("--no-h", action="store_true", help="record only x (no down-projection masking possible then)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_corpus_options(s)
+    s.set_defaults(run=run_trace)
+
+    s = sub.add_parser("trace-info", help="print a trace's dimensions and per-layer activation statistics")
+    s.add_argument("trace", help="trace file")
+    s.add_argument("--top", type=float, default=0.5, help="fraction of columns for the top-set statistics (default 0.5)")
+    s.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
+    s.set_defaults(run=run_trace_info)
+
+
+def run_trace(a: argparse.Namespace) -> int:
+    from common.io import check_file
+    from traces.capture import CaptureInterrupted, capture
+    from traces.format import load
+
+    spec = TraceSpec.from_mapping(given(a, TraceSpec), "command line")
+    check_file(a.out, "--out")
+    try:
+        path = capture(spec.model, a.out, tokens=spec.tokens, text=a.text, dataset=a.dataset,
+                       text_column=a.text_column, context=spec.context, dtype=a.dtype, with_h=not a.no_h,
+                       progress=not a.quiet)
+    except CaptureInterrupted as e:
+        from . import Terminated
+
+        print(f"dipsim: {e}", file=sys.stderr)
+        return 143 if isinstance(e.__context__, Terminated) else 130
+    t = load(path)
+    print(f"wrote {path}: {t.n_layers} layers, d_model {t.d_model}, d_ff {t.d_ff}, {t.n_tokens} tokens "
+          f"({t.meta['model']}, {t.meta['weight_dtype']})")
+    return 0
+
+
+def run_trace_info(a: argparse.Namespace) -> int:
+    from traces.format import load
+    from traces.stats import layer_stats
+
+    t = load(a.trace)
+    rows = layer_stats(t, frac=a.top)
+    if a.format == "json":
+        print(json.dumps({"summary": t.summary(), "layers": rows}, indent=2))
+        return 0
+    for k, v in t.summary().items():
+        print(f"{k:>16}: {v}")
+    print(f"\nper layer: mean |a|, share of |a| mass in the top {a.top:.0%} columns, and mean overlap of "
+          f"consecutive tokens' top-{a.top:.0%} sets")
+    print_table(rows)
+    return 0

@@ -1,0 +1,245 @@
+"""Every run parameter, once: its name, default, range and help (``common.params``).
+
+    ReplayConfig    what replay decides: masking and its parameters, keeps, cache, budget, ...
+    EngineConfig    the device simulation's options
+    LayoutConfig    where columns lie on flash
+    AccuracyRun     a closed-loop run: tokens, prompt, which loop
+    TraceSpec       a trace to capture (model, tokens, text, context)
+    PointConfig     one sweep point: a trace, a replay configuration, a device, engine and layout
+                    options, and whether to measure accuracy
+
+The command-line options of replay, mrc, validate, eval and sweep, the keys of experiment files and
+the keyword arguments of ``simulator.replay`` all come from these classes, so they share one
+spelling and one default. A masking policy's own parameters (``gamma``, ``fixed_top_n``, ``seed``)
+are declared on the policy class (``simulator.masking``) and checked by building it, so a
+parameter the policy does not take is refused; the same goes for ``cache_params`` and the cache.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from common.errors import DipsimError
+from common.params import (ConfigBase, boolean, child, choice, fraction_or_list, mapping, name_in, number, param,
+                           params_of, size, text)
+
+from . import allocation, caches, masking
+from .masking.base import policy_params
+
+WEIGHT_FORMATS = {"int4": 0.5, "int8": 1.0, "fp8": 1.0, "fp16": 2.0, "bf16": 2.0, "fp32": 4.0}
+REORDERS = ("none", "frequency", "coactivation")
+ENGINE_MODES = ("batch", "fine")
+LOOPS = ("layer", "token")
+
+
+def _weight_format(v: Any, where: str) -> Any:
+    if v is None or v == "source":
+        return "source"
+    if isinstance(v, str) and v in WEIGHT_FORMATS:
+        return v
+    try:
+        return number(0, None, lo_open=True)(v, where)
+    except DipsimError:
+        raise DipsimError(f"{where}: unknown weight format {v!r}; allowed: source, {', '.join(WEIGHT_FORMATS)}, or "
+                          f"bytes per weight as a number > 0") from None
+
+
+def masking_parameter_names() -> list[str]:
+    """Every parameter some masking policy takes (gamma, fixed_top_n, seed, ...)."""
+    return sorted({p for name in masking.names() for p in policy_params(masking.REGISTRY.get_class(name))})
+
+
+@dataclass(frozen=True)
+class ReplayConfig(ConfigBase):
+    masking: str = param("dip", name_in("masking policy", masking.names),
+                         "masking policy: which columns each token uses", choices=masking.names, metavar="NAME")
+    keep: Any = param(0.5, fraction_or_list, "fraction of columns kept per token, in every group (a number in (0, 1], "
+                                             "or one per layer)", metavar="F")
+    keep_up: Any = param(None, fraction_or_list, "keep of the up/gate group (default: keep)", metavar="F")
+    keep_gate: Any = param(None, fraction_or_list, "a separate keep for W_gate: up and gate then get their own "
+                                                   "masks and caches", metavar="F")
+    keep_down: Any = param(None, fraction_or_list, "keep of the down group (default: keep)", metavar="F")
+    cache: str = param("lru", name_in("cache policy", caches.names), "DRAM cache policy, one cache per layer and "
+                                                                     "matrix group", choices=caches.names, metavar="NAME")
+    cache_params: dict = param(None, mapping, "parameters of the cache policy, e.g. hot_fraction for pinned, "
+                                              "step_model (set | sequential) for any", metavar="KEY=VALUE")
+    dram_fraction: Any = param(None, number(0, 1, optional=True),
+                               "DRAM cache budget as a fraction of the MLP weights (default 0.5)", metavar="F")
+    dram_bytes: Any = param(None, size(), "DRAM cache budget in bytes (a number, or with a unit: 512MB, 2GiB)",
+                            metavar="BYTES")
+    allocation: str = param("uniform", choice(*allocation.SCHEMES, kind="allocation"),
+                            "split of the budget over layers and groups: uniform (the paper's) or benefit",
+                            choices=lambda: allocation.SCHEMES, metavar="NAME")
+    allocation_params: dict = param(None, mapping, "parameters of the allocation scheme (benefit: steps)",
+                                    metavar="KEY=VALUE")
+    weight_format: Any = param("source", _weight_format, "bytes per weight: source (the trace's), int4, int8, fp8, "
+                                                         "fp16, bf16, fp32, or a number", metavar="FMT")
+    warmup: int = param(16, number(0, None, integer=True), "tokens reported apart as warm-up", metavar="N")
+    calib_tokens: int = param(64, number(1, None, integer=True),
+                              "trace prefix for calibrated policies (threshold, static, pinned) and the benefit "
+                              "allocation", metavar="N")
+    tokens: Any = param(None, number(1, None, integer=True, optional=True), "replay only the first N tokens",
+                        metavar="N")
+    masking_params: dict = param(None, mapping, "the masking policy's own parameters", cli=False)
+
+    def __post_init__(self):
+        for name in ("cache_params", "allocation_params", "masking_params"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, {})
+
+    @classmethod
+    def from_flat(cls, data: Any, where: str = "config") -> "ReplayConfig":
+        """From a flat mapping in which the masking policy's parameters sit beside the rest
+        (``{"masking": "dip-ca", "gamma": 0.2, ...}``, as in experiment files and on the command line).
+        Every value is checked; a parameter the chosen policy does not take is refused."""
+        data = dict(data or {})
+        mparams = {k: data.pop(k) for k in masking_parameter_names() if k in data}
+        cfg = cls.from_mapping(data, where)
+        return dataclasses.replace(cfg, masking_params=cfg.checked_masking_params(mparams, where))
+
+    def checked_masking_params(self, mparams: dict[str, Any], where: str) -> dict[str, Any]:
+        cls = masking.REGISTRY.get_class(self.masking)
+        takes = policy_params(cls)
+        for k in mparams:
+            if k not in takes:
+                raise DipsimError(f"{child(where, k)}: masking policy {self.masking!r} has no parameter {k!r}; "
+                                  f"its parameters: {', '.join(takes) or 'none'}")
+        try:
+            return masking.make(self.masking, **mparams).params()
+        except DipsimError as e:
+            raise DipsimError(f"{where}: {e}") from None
+
+    def check(self, where: str = "config") -> "ReplayConfig":
+        """The checks that involve several fields; returns self."""
+        if self.dram_fraction is not None and self.dram_bytes is not None:
+            raise DipsimError(f"{where}: give the DRAM budget as dram_fraction or dram_bytes, not both")
+        takes = [p for p in caches.policy_params(self.cache) if p != "future"]
+        for k in self.cache_params:
+            if k not in takes:
+                raise DipsimError(f"{child(where, 'cache_params')}: cache policy {self.cache!r} has no parameter "
+                                  f"{k!r}; its parameters: {', '.join(takes) or 'none'}")
+        try:
+            caches.make(self.cache, n_layers=1, n_columns=1, capacity=0, **self.cache_params)
+        except DipsimError as e:
+            raise DipsimError(f"{child(where, 'cache_params')}: {e}") from None
+        for k in self.allocation_params:
+            if k not in allocation.PARAMS:
+                raise DipsimError(f"{child(where, 'allocation_params')}: allocation has no parameter {k!r}; its "
+                                  f"parameters: {', '.join(allocation.PARAMS)}")
+        return self
+
+    def policy(self) -> masking.MaskingPolicy:
+        return masking.make(self.masking, **self.masking_params)
+
+    def flat(self) -> dict[str, Any]:
+        """The flat mapping (policy parameters beside the rest) that ``from_flat`` reads back."""
+        out = self.to_mapping()
+        out.pop("masking_params")
+        out.update(self.masking_params)
+        return out
+
+    @property
+    def offline_cache(self) -> bool:
+        return bool(caches.REGISTRY.get_class(self.cache).offline)
+
+
+@dataclass(frozen=True)
+class EngineConfig(ConfigBase):
+    mode: str = param("batch", choice(*ENGINE_MODES, kind="engine mode"), "flash time per request batch (a vectorized queue model) or "
+                                                      "per request (one SimPy event each)", choices=lambda: ENGINE_MODES)
+    overlap_io: bool = param(True, boolean, "cached columns are read while flash reads are in flight (else after them)")
+    overlap_compute: bool = param(True, boolean, "compute overlaps its weights' memory time (roofline; else adds)")
+    miss_via_dram: bool = param(True, boolean, "columns read from flash pass through DRAM to the compute (unified "
+                                               "memory, as on a phone)")
+    prefetch: bool = param(True, boolean, "stages whose columns do not depend on the token are read ahead")
+    compute_dtype: str = param("fp16", choice("fp16", "int8", kind="compute dtype"), "arithmetic the compute unit runs at",
+                               choices=lambda: ("fp16", "int8"))
+
+
+@dataclass(frozen=True)
+class LayoutConfig(ConfigBase):
+    reorder: str = param("none", choice(*REORDERS, kind="reordering"), "column placement on flash: index order, or reordered by miss "
+                                                    "frequency or co-activation", choices=lambda: REORDERS)
+    calib_tokens: int = param(64, number(1, None, integer=True), "tokens the reordering learns from", metavar="N")
+
+
+@dataclass(frozen=True)
+class AccuracyRun(ConfigBase):
+    tokens: int = param(1024, number(2, None, integer=True), "text tokens to run", metavar="N")
+    prefill: int = param(0, number(0, None, integer=True),
+                         "leading text tokens run densely as a prompt and left out of every metric", metavar="N")
+    loop: str = param("layer", choice(*LOOPS, kind="loop"), "layer: one parallel forward per configuration, policies and caches "
+                                               "stepped through the tokens layer by layer (exact, at prefill "
+                                               "speed); token: the token-by-token reference", choices=lambda: LOOPS)
+    batch_invariant: bool = param(True, boolean, "token loop: linear layers row by row, so that a configuration's "
+                                                 "figures do not depend on the batch", cli=False)
+
+
+@dataclass(frozen=True)
+class TraceSpec(ConfigBase):
+    model: str = param("smollm2-135m", text(optional=False),
+                       "smollm2-135m, gemma3-270m, qwen2.5-0.5b, qwen2.5-coder-1.5b (optional: python3 tasks.py "
+                       "model NAME), a local Hugging Face model directory, or a .gguf file", metavar="MODEL")
+    tokens: int = param(1024, number(1, None, integer=True), "tokens to record", metavar="N")
+    text: Any = param(None, text(), "a UTF-8 text file to run the model on (default: the offline default corpus)",
+                      metavar="FILE")
+    context: int = param(512, number(2, None, integer=True), "context window: the corpus runs in windows of this "
+                                                              "many positions", metavar="N")
+
+
+# ----------------------------------------------------------------------------------------- a sweep point
+POINT_KEYS = ("trace", "device", "engine", "layout", "accuracy", "accuracy_tokens")
+
+
+def point_keys() -> list[str]:
+    """Every key a sweep point (an experiment's ``base``, ``grid`` or ``zip``) may hold."""
+    replay = [f.name for f in params_of(ReplayConfig) if f.name != "masking_params"]
+    return list(POINT_KEYS) + replay + masking_parameter_names()
+
+
+def _trace(v: Any, where: str) -> Any:
+    if isinstance(v, dict):
+        return TraceSpec.from_mapping(v, where)
+    if isinstance(v, str) and v.strip():
+        return v
+    raise DipsimError(f"{where}: expected a trace file path or a mapping {{model, tokens[, text, context]}}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class PointConfig:
+    """One sweep point: a trace (a path, or a ``TraceSpec`` to capture), what replay does, and what
+    the point adds: a device for the engine (with engine and layout options) and accuracy in the loop
+    (over ``accuracy_tokens`` tokens, default the trace's)."""
+
+    trace: Any
+    replay: ReplayConfig
+    device: str | None = None
+    engine: EngineConfig = EngineConfig()
+    layout: LayoutConfig = LayoutConfig()
+    accuracy: bool = False
+    accuracy_tokens: int | None = None
+
+    @classmethod
+    def from_flat(cls, params: dict[str, Any], where: str) -> "PointConfig":
+        p = dict(params)
+        if "trace" not in p:
+            raise DipsimError(f"{where}: a point has no trace; give 'trace: PATH' or 'trace: {{model: smollm2-135m, "
+                              f"tokens: 1024}}'")
+        trace = _trace(p.pop("trace"), child(where, "trace"))
+        device = text()(p.pop("device", None), child(where, "device"))
+        engine = EngineConfig.from_mapping(p.pop("engine", None), child(where, "engine"))
+        layout = LayoutConfig.from_mapping(p.pop("layout", None), child(where, "layout"))
+        accuracy = boolean(p.pop("accuracy", False), child(where, "accuracy"))
+        acc_tokens = number(2, None, integer=True, optional=True)(p.pop("accuracy_tokens", None),
+                                                                  child(where, "accuracy_tokens"))
+        replay = ReplayConfig.from_flat(p, where).check(where)
+        return cls(trace, replay, device, engine, layout, accuracy, acc_tokens)
+
+    def drop_reason(self) -> str | None:
+        """Why the point cannot run although every value is valid (None: it can)."""
+        if self.replay.offline_cache and masking.REGISTRY.get_class(self.replay.masking).cache_aware:
+            return f"{self.replay.cache} is an offline oracle and {self.replay.masking} is cache-aware"
+        if self.replay.offline_cache and self.accuracy:
+            return f"{self.replay.cache} needs the future and cannot run in the closed loop (accuracy: true)"
+        return None

@@ -1,0 +1,197 @@
+"""Measure this machine's storage with direct reads and fit the flash model to it."""
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from common.errors import DipsimError
+
+from .reads import ALIGN, DEFAULT_DEPTHS, DEFAULT_SIZES, GiB, KiB, MiB, Host, ensure_file, measure_point
+
+
+def _nelder_mead(f, x0: np.ndarray, step: float = 0.5, iters: int = 400) -> tuple[np.ndarray, float]:
+    """Minimise ``f`` from ``x0`` (a small, dependency-free Nelder-Mead)."""
+    n = len(x0)
+    pts = [x0] + [x0 + step * np.eye(n)[i] for i in range(n)]
+    vals = [f(p) for p in pts]
+    for _ in range(iters):
+        order = np.argsort(vals)
+        pts = [pts[i] for i in order]
+        vals = [vals[i] for i in order]
+        c = np.mean(pts[:-1], axis=0)
+        xr = c + (c - pts[-1])
+        fr = f(xr)
+        if fr < vals[0]:
+            xe = c + 2 * (c - pts[-1])
+            fe = f(xe)
+            pts[-1], vals[-1] = (xe, fe) if fe < fr else (xr, fr)
+        elif fr < vals[-2]:
+            pts[-1], vals[-1] = xr, fr
+        else:
+            xc = c + 0.5 * (pts[-1] - c)
+            fc = f(xc)
+            if fc < vals[-1]:
+                pts[-1], vals[-1] = xc, fc
+            else:
+                pts = [pts[0]] + [pts[0] + 0.5 * (p - pts[0]) for p in pts[1:]]
+                vals = [vals[0]] + [f(p) for p in pts[1:]]
+        if max(vals) - min(vals) < 1e-10:
+            break
+    i = int(np.argmin(vals))
+    return pts[i], vals[i]
+
+
+def fit_flash(points: list[dict[str, float]], max_units: int = 32) -> dict[str, float]:
+    """Flash model parameters that best reproduce measured (size, depth) throughputs.
+
+    For every unit count 1..max_units, latency, unit bandwidth, link bandwidth and the host's
+    per-request submission time are fitted (Nelder-Mead on their logarithms) to minimise the mean
+    squared log error of the predicted throughput (``FlashModel.bandwidth``) over all points; the
+    best unit count wins. Queue depth 1 gives the start values.
+    """
+    qd1 = [p for p in points if p["depth"] == 1]
+    if len(qd1) < 2:
+        raise DipsimError("calibration needs queue depth 1 at two request sizes at least")
+    size = np.array([p["size"] for p in points], dtype=float)
+    depth = np.array([p["depth"] for p in points], dtype=float)
+    meas = np.log(np.array([p["bandwidth"] for p in points]))
+    s1 = np.array([p["size"] for p in qd1], dtype=float)
+    t1 = np.array([1.0 / p["iops"] for p in qd1])
+    (lat0, inv0), *_ = np.linalg.lstsq(np.stack([np.ones_like(s1), s1], 1), t1, rcond=None)
+    lat0 = max(float(lat0), 5e-6)
+    ub0, lb0 = 1.0 / max(float(inv0), 1e-10), max(p["bandwidth"] for p in points)
+    # several starts: the error surface has local minima (host-bound against unit-bound fits)
+    starts = [np.log([lat0 * a, ub0, lb0, lat0 * b]) for a in (1.0, 0.5) for b in (0.1, 0.5, 1.0)]
+
+    def model_bw(x, units):
+        lat, ub, lb, h = np.exp(x)
+        P = np.minimum(units, depth)
+        u = lat + size / ub
+        rate = np.minimum(np.minimum(P / u, lb / size), np.minimum(1.0 / h, depth / (h + u)))
+        return np.log(rate * size)
+
+    best = None
+    for units in range(1, max_units + 1):
+        for x0 in starts:
+            x, score = _nelder_mead(lambda x: float(np.mean((model_bw(x, units) - meas) ** 2)), x0)
+            if best is None or score < best[0] - 1e-12:
+                best = (score, units, x)
+    score, units, x = best
+    lat, ub, lb, h = (float(v) for v in np.exp(x))
+    errs = np.exp(model_bw(x, units) - meas) - 1
+    return {"latency": lat, "unit_bandwidth": ub, "units": units, "queue_depth": int(depth.max()),
+            "link_bandwidth": lb, "host_overhead": h, "rms_log_error": math.sqrt(score),
+            "median_abs_error": float(np.median(np.abs(errs))), "max_abs_error": float(np.max(np.abs(errs)))}
+
+
+def _model_bw(fit: dict[str, float], p: dict[str, float]) -> float:
+    from ..devices.flash import FlashModel
+
+    fm = FlashModel(latency=fit["latency"], unit_bandwidth=fit["unit_bandwidth"], units=fit["units"],
+                    queue_depth=fit["queue_depth"], link_bandwidth=fit["link_bandwidth"],
+                    host_overhead=fit["host_overhead"])
+    return fm.bandwidth(p["size"], p["depth"])
+
+
+def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 * GiB, sizes=DEFAULT_SIZES,
+              depths=DEFAULT_DEPTHS, seconds: float = 0.25, passes: int = 3, name: str | None = None,
+              progress: bool = True, dram: str = "ddr5-6400", compute: str | None = "laptop-gpu",
+              io: str = "auto") -> dict[str, Any]:
+    """Measure, fit, and write a device profile whose flash part is this machine's storage.
+
+    Every (size, depth) point is measured ``passes`` times for ``seconds`` each, the passes going
+    over the grid in a different random order, and the median pass is kept: a shared disk's
+    throughput drifts by tens of percent within seconds, and a single sweep over the grid would
+    bake one slow moment into one corner of the fit."""
+    from common.io import check_file
+
+    path = Path(file)
+    check_file(out, "calibrate output")
+    if size < 64 * MiB:
+        raise DipsimError(f"--size must be at least 64 MiB so that random reads leave the device's cache, got {size}")
+    bad = [s for s in sizes if s % ALIGN or s <= 0]
+    if bad:
+        raise DipsimError(f"request sizes must be positive multiples of 4 KiB, got {bad[0]}")
+    if any(d < 1 for d in depths):
+        raise DipsimError(f"queue depths must be >= 1, got {list(depths)}")
+    if 1 not in depths or len(set(sizes)) < 2:
+        raise DipsimError(f"calibration needs queue depth 1 and two request sizes at least (the fit's latency and "
+                          f"bandwidth come from them), got sizes {list(sizes)} and depths {list(depths)}")
+    if passes < 1 or seconds <= 0:
+        raise DipsimError(f"--passes must be >= 1 and --seconds > 0, got {passes} and {seconds:g}")
+    ensure_file(path, size, progress)
+    host = Host(path, max(sizes), max(depths), io)
+    points = []
+    try:
+        grid = [(s, d) for s in sizes for d in depths]
+        runs: dict[tuple[int, int], list[dict[str, float]]] = {g: [] for g in grid}
+        order = random.Random(0)
+        for k in range(passes):
+            todo = list(grid)
+            if k:
+                order.shuffle(todo)
+            for i, (s, d) in enumerate(todo):
+                runs[(s, d)].append(measure_point(host, size, s, d, seconds, seed=k * len(grid) + i))
+                if progress:
+                    print(f"\r  pass {k + 1}/{passes}: {i + 1}/{len(grid)} points", end="", file=sys.stderr, flush=True)
+        if progress:
+            print(file=sys.stderr)
+        for g in grid:
+            rs = sorted(runs[g], key=lambda p: p["bandwidth"])
+            p = dict(rs[len(rs) // 2])
+            p["spread"] = (rs[-1]["bandwidth"] - rs[0]["bandwidth"]) / p["bandwidth"]
+            points.append(p)
+            if progress:
+                print(f"  {g[0] // KiB:5d} KiB  QD{g[1]:<3d} {p['iops']:10.0f} IOPS  {p['bandwidth'] / 1e6:8.1f} MB/s  "
+                      f"(spread over passes {p['spread']:.0%})", file=sys.stderr, flush=True)
+    finally:
+        host.close()
+    fit = fit_flash(points)
+    prof_name = name or Path(out).stem
+    src = (f"dipsim calibrate on {os.uname().nodename} at {time.strftime('%Y-%m-%d %H:%M')}: O_DIRECT random "
+           f"reads of {path} ({size / GiB:.2f} GiB), sizes {', '.join(f'{s // KiB} KiB' for s in sizes)}, queue "
+           f"depths {', '.join(map(str, depths))}, {passes} passes of {seconds:g} s each, median pass; I/O: "
+           f"{host.kind}")
+    doc = {
+        "name": prof_name,
+        "kind": "device",
+        "description": f"this machine's storage, measured by dipsim calibrate (fit: median |error| "
+                       f"{fit['median_abs_error']:.0%}, max {fit['max_abs_error']:.0%} over the grid)",
+        "source": src,
+        "flash": {
+            "name": f"{prof_name}-flash",
+            "kind": "flash",
+            "source": src,
+            "latency": f"{fit['latency'] * 1e6:.2f} us",
+            "unit_bandwidth": f"{fit['unit_bandwidth'] / 1e6:.2f} MB/s",
+            "units": int(fit["units"]),
+            "queue_depth": int(fit["queue_depth"]),
+            "link_bandwidth": f"{fit['link_bandwidth'] / 1e6:.2f} MB/s",
+            "host_overhead": f"{fit['host_overhead'] * 1e6:.3f} us",
+            "page_bytes": "4 KiB",
+            "max_request_bytes": f"{max(sizes) // KiB} KiB",
+        },
+        "dram": dram,
+        "compute": compute,
+        "dram_capacity": {"value": "16 GiB", "assumed": "not measured; only the flash part is calibrated"},
+        "notes": "measured (size, queue depth: MB/s measured / model): " + "; ".join(
+            f"{p['size'] // KiB} KiB QD{p['depth']}: {p['bandwidth'] / 1e6:.0f}/{_model_bw(fit, p) / 1e6:.0f}"
+            for p in points),
+    }
+    from common.io import atomic
+
+    from ..hardware import load_device
+
+    out = Path(out)
+    with atomic(out) as tmp:
+        tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
+        load_device(tmp)  # the profile must load before it replaces anything
+    return {"profile": str(out), "fit": fit, "points": points, "io": host.kind}

@@ -1,0 +1,177 @@
+"""The profile schema: field kinds and ranges, the spec of each part kind and of a device."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+KINDS = ("flash", "dram", "compute", "device")
+PART_KINDS = ("flash", "dram", "compute")
+FOLDERS = {"flash": "flash", "dram": "dram", "compute": "compute", "device": "devices"}
+
+
+
+
+# --------------------------------------------------------------------------- schema
+@dataclass(frozen=True)
+class Field:
+    kind: str                 # size | rate | time | energy | flops | count | fraction | number
+    required: bool = True
+    default: Any = None
+    zero_ok: bool = False
+    inf_ok: bool = False
+    integer: bool = False
+    help: str = ""
+
+
+FLASH_FIELDS: dict[str, Field] = {
+    "latency": Field("time", zero_ok=True, help="per-request time before data flows (command overhead + NAND tR)"),
+    "unit_bandwidth": Field("rate", inf_ok=True, help="bytes/s one internal parallel unit streams at"),
+    "units": Field("count", inf_ok=True, help="internal parallel units (channels x dies)"),
+    "queue_depth": Field("count", inf_ok=True, help="host queue depth (requests outstanding at most)"),
+    "link_bandwidth": Field("rate", inf_ok=True, help="host interface bytes/s, shared by all units"),
+    "page_bytes": Field("size", integer=True, help="read granularity: requests are aligned to pages"),
+    "max_request_bytes": Field("size", inf_ok=True, integer=True, help="longer reads are split"),
+    "random_penalty": Field("time", required=False, default=0.0, zero_ok=True,
+                            help="extra latency of a request that does not continue the previous one"),
+    "host_overhead": Field("time", required=False, default=0.0, zero_ok=True,
+                           help="host time to submit one request (driver, syscall), serial over requests"),
+    "read_energy_per_byte": Field("energy", required=False, zero_ok=True, help="J per byte read"),
+}
+DRAM_FIELDS: dict[str, Field] = {
+    "bandwidth": Field("rate", help="peak bytes/s (bus width x transfer rate)"),
+    "latency": Field("time", zero_ok=True, help="access latency"),
+    "efficiency": Field("fraction", required=False, default=1.0, help="sustained share of the peak"),
+    "read_energy_per_byte": Field("energy", required=False, zero_ok=True, help="J per byte read"),
+}
+COMPUTE_FIELDS: dict[str, Field] = {
+    "fp16_flops": Field("flops", help="dense fp16 peak FLOP/s"),
+    "int8_ops": Field("ops", required=False, help="dense int8 peak OP/s"),
+    "efficiency": Field("fraction", required=False, default=1.0, help="achieved share of the peak"),
+}
+NUMERIC_FIELDS = {"flash": FLASH_FIELDS, "dram": DRAM_FIELDS, "compute": COMPUTE_FIELDS}
+META_FIELDS = ("name", "kind", "description", "source", "notes")
+DEVICE_FIELDS = ("name", "kind", "description", "source", "notes", "flash", "dram", "compute", "dram_capacity",
+                 "usable_dram_fraction", "overrides")
+VALUE_KEYS = ("value", "source", "assumed", "note")
+CITED_FIELDS = ("source", "assumed", "note", "rand_4k_iops", "rand_4k_qd", "seq_read", "seq_block", "seq_qd", "also")
+ALSO_FIELDS = ("iops", "bandwidth", "block", "qd", "pattern", "source", "assumed", "note")
+
+
+@dataclass(frozen=True)
+class CitedFigure:
+    """One figure a flash profile cites: ``iops`` (requests/s) or ``bandwidth`` (bytes/s) at a
+    request size and queue depth, for a random or sequential pattern."""
+
+    metric: str
+    block: int
+    queue_depth: float
+    value: float
+    sequential: bool
+    source: str
+    label: str = ""
+
+    def predicted(self, model) -> float:
+        if self.metric == "iops":
+            return model.iops(self.block, self.queue_depth, sequential=self.sequential)
+        return model.bandwidth(self.block, self.queue_depth, sequential=self.sequential)
+
+
+@dataclass(frozen=True)
+class FlashSpec:
+    name: str
+    latency: float
+    unit_bandwidth: float
+    units: float
+    queue_depth: float
+    link_bandwidth: float
+    page_bytes: int
+    max_request_bytes: float
+    random_penalty: float = 0.0
+    host_overhead: float = 0.0
+    read_energy_per_byte: float | None = None
+    cited: tuple[CitedFigure, ...] = ()
+    description: str = ""
+    path: str = ""
+    provenance: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    kind = "flash"
+
+    def model(self):
+        from ..devices.flash import FlashModel
+
+        return FlashModel.from_spec(self)
+
+
+@dataclass(frozen=True)
+class DramSpec:
+    name: str
+    bandwidth: float
+    latency: float
+    efficiency: float = 1.0
+    read_energy_per_byte: float | None = None
+    description: str = ""
+    path: str = ""
+    provenance: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    kind = "dram"
+
+    @property
+    def effective_bandwidth(self) -> float:
+        return self.bandwidth * self.efficiency
+
+    def model(self):
+        from ..devices.dram import DramModel
+
+        return DramModel.from_spec(self)
+
+
+@dataclass(frozen=True)
+class ComputeSpec:
+    name: str
+    fp16_flops: float
+    int8_ops: float | None = None
+    efficiency: float = 1.0
+    description: str = ""
+    path: str = ""
+    provenance: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    kind = "compute"
+
+    def model(self):
+        from ..devices.compute import ComputeModel
+
+        return ComputeModel.from_spec(self)
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    flash: FlashSpec
+    dram: DramSpec
+    dram_capacity: int
+    usable_dram_fraction: float = 1.0
+    compute: ComputeSpec | None = None
+    description: str = ""
+    path: str = ""
+    provenance: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    kind = "device"
+
+    @property
+    def usable_dram_bytes(self) -> int:
+        """DRAM the model may use: capacity x usable_dram_fraction (floored to bytes)."""
+        return int(math.floor(self.dram_capacity * self.usable_dram_fraction))
+
+    def flash_model(self):
+        return self.flash.model()
+
+    def dram_model(self):
+        return self.dram.model()
+
+    def compute_model(self):
+        return None if self.compute is None else self.compute.model()
+
+
+SPEC_CLASSES = {"flash": FlashSpec, "dram": DramSpec, "compute": ComputeSpec}

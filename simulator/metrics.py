@@ -1,0 +1,71 @@
+"""Every metric dipsim reports, once: its name, unit and meaning. Replay, the engine, accuracy in the
+loop, mrc, sweeps and every JSON output use these names (sweep rows prefix them with ``m.``;
+per-group figures are ``<group>.<name>``, e.g. ``m.down.hit_rate``).
+
+Conventions: bytes and seconds in base units unless the name carries another (``_ms``, ``_mb``);
+``per_token`` figures are whole-model sums over layers; ``per_layer`` figures are means over layers;
+counts are whole numbers; rates by bytes unless named otherwise.
+"""
+from __future__ import annotations
+
+#: name -> (unit, meaning)
+METRICS: dict[str, tuple[str, str]] = {
+    # replay (open loop over a trace)
+    "measured_tokens": ("tokens", "tokens after the warm-up that the figures average over"),
+    "hit_rate": ("fraction", "bytes of the selected columns found in the DRAM cache / bytes selected (all groups)"),
+    "column_hit_rate": ("fraction", "the same by columns rather than bytes"),
+    "flash_bytes_per_token": ("B/token", "bytes of the missed weight columns, read from flash (whole model)"),
+    "dram_bytes_per_token": ("B/token", "bytes of the cached weight columns read from DRAM (whole model)"),
+    "mlp_bytes_per_token": ("B/token", "bytes of all selected MLP columns (whole model)"),
+    "columns_per_layer": ("columns", "columns of a matrix group in one layer (d_model for up/gate, d_ff for down)"),
+    "bytes_per_column": ("B", "bytes of one column of the group (its weights at the weight format)"),
+    "keep": ("fraction", "columns selected / columns available, over tokens and layers"),
+    "capacity_columns_per_layer": ("columns", "DRAM cache capacity of the group, mean over layers"),
+    "selected_columns_per_token": ("columns/token", "columns of the group selected per token (whole model)"),
+    # engine (a device)
+    "tokens_per_s": ("tokens/s", "decode throughput on the device model (after warm-up)"),
+    "latency_ms_mean": ("ms", "mean time per token"),
+    "latency_ms_p50": ("ms", "median time per token"),
+    "latency_ms_p99": ("ms", "99th percentile of the time per token"),
+    "flash_read_bytes_per_token": ("B/token", "bytes the flash device reads: whole pages, merged requests (>= "
+                                              "flash_bytes_per_token, the weights' own bytes)"),
+    "flash_requests_per_token": ("requests/token", "read requests issued to flash, mean per token"),
+    "mean_request_bytes": ("B", "mean size of a flash read request"),
+    "dram_read_bytes_per_token": ("B/token", "everything read from DRAM: cached columns, landed misses (when they "
+                                             "pass through DRAM), attention weights, KV cache, LM head"),
+    "flash_ms_per_token": ("ms/token", "time the flash device is busy per token"),
+    "dram_ms_per_token": ("ms/token", "time DRAM reads take per token"),
+    "compute_ms_per_token": ("ms/token", "arithmetic time per token"),
+    "stall_ms_per_token": ("ms/token", "time per token waiting on flash while DRAM and compute are idle"),
+    "energy_mj_per_token": ("mJ/token", "flash + DRAM read energy per token (profiles with energy figures)"),
+    "dram_footprint_bytes": ("B", "static weights + the DRAM cache + the KV cache at its longest"),
+    "dram_cache_bytes": ("B", "bytes of the DRAM cache of MLP columns"),
+    "static_dram_bytes": ("B", "static weights (attention, embedding, LM head) + the longest KV cache"),
+    "fits_in_dram": ("bool", "the footprint fits the device's usable DRAM"),
+    "memory_saved_bytes": ("B", "DRAM footprint saved against holding the whole dense model in DRAM"),
+    "memory_saved_fraction": ("fraction", "the same as a share of the dense model's footprint"),
+    "dense_stream_tokens_per_s": ("tokens/s", "streaming the whole dense MLP from flash every token, read ahead"),
+    "speedup_vs_dense_stream": ("x", "tokens_per_s / dense_stream_tokens_per_s"),
+    "analytic_tokens_per_s": ("tokens/s", "the DIP paper's bytes/bandwidth model on the same access log"),
+    "engine_events": ("events", "SimPy events the run took"),
+    "engine_seconds": ("s", "wall time of the engine run"),
+    # accuracy in the loop
+    "perplexity": ("", "exp(mean next-token NLL) of the scored tokens with the policy in the loop"),
+    "dense_perplexity": ("", "the same for the dense model"),
+    "kl_to_dense": ("nats", "mean KL(dense || configuration) of the next-token distributions"),
+    "top1_agreement": ("fraction", "share of positions where the arg-max token equals the dense model's"),
+    "closed_loop_hit_rate": ("fraction", "hit_rate of the closed loop (the masked model's own activations)"),
+    "closed_loop_flash_bytes_per_token": ("B/token", "flash_bytes_per_token of the closed loop"),
+    "closed_loop_dram_bytes_per_token": ("B/token", "dram_bytes_per_token of the closed loop"),
+    "open_loop_hit_rate": ("fraction", "hit_rate of replaying the dense trace of the same tokens"),
+    "open_loop_flash_bytes_per_token": ("B/token", "flash_bytes_per_token of that replay"),
+    "scored_tokens": ("tokens", "next-token predictions the accuracy figures average over"),
+    "mean_nll": ("nats", "mean next-token negative log-likelihood"),
+    # sweeps
+    "point_seconds": ("s", "wall time of a sweep point (replay, engine, reading the accuracy store)"),
+}
+
+
+def table() -> list[dict[str, str]]:
+    """The metric table as rows (for the README and ``--help``)."""
+    return [{"metric": k, "unit": u, "meaning": m} for k, (u, m) in METRICS.items()]

@@ -1,0 +1,99 @@
+"""What every plot shares: column checks, labels with units, the run's context for a title, one
+legend for a figure, and when an axis is logarithmic (only where the data spans decades)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from common.errors import DipsimError
+
+
+def plt():
+    # The backend is the caller's: inline in a notebook, Agg on a headless machine (matplotlib's
+    # own fallback), whatever MPLBACKEND says otherwise.
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
+
+
+def need(df, cols: Sequence[str], kind: str = "this plot") -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise DipsimError(f"{kind} needs the column {missing[0]!r}, which these results do not have "
+                          f"(columns: {', '.join(c for c in df.columns if c.startswith(('p.', 'm.')))})")
+
+
+def need_varying(df, col: str, kind: str) -> None:
+    """Refuse a plot against ``col`` when the results hold one value of it (a vertical line)."""
+    need(df, [col], kind)
+    if df[col].astype(str).nunique() < 2:
+        raise DipsimError(f"{kind} plots against {col.split('.', 1)[1]}, but every result has the same value "
+                          f"({df[col].iloc[0]}); sweep it (grid: {{{col.split('.', 1)[1]}: [...]}}) or choose "
+                          f"another --kind")
+
+
+#: (label, scale) of the columns plots show: values are divided by the scale
+UNITS = {
+    "m.hit_rate": ("hit rate (by bytes)", 1.0),
+    "m.closed_loop_hit_rate": ("hit rate, closed loop (by bytes)", 1.0),
+    "m.flash_bytes_per_token": ("flash reads (MB per token)", 1e6),
+    "m.flash_read_bytes_per_token": ("flash reads incl. page rounding (MB per token)", 1e6),
+    "m.dram_bytes_per_token": ("DRAM reads of cached columns (MB per token)", 1e6),
+    "m.tokens_per_s": ("tokens/s (device model)", 1.0),
+    "m.analytic_tokens_per_s": ("tokens/s (the paper's bytes/bandwidth model)", 1.0),
+    "m.latency_ms_p99": ("p99 latency (ms per token)", 1.0),
+    "m.perplexity": ("perplexity", 1.0),
+    "m.kl_to_dense": ("KL to dense (nats)", 1.0),
+    "m.top1_agreement": ("top-1 agreement with dense", 1.0),
+    "p.gamma": ("γ (DIP-CA's factor for uncached columns)", 1.0),
+    "p.keep": ("keep (fraction of columns per token)", 1.0),
+    "p.dram_fraction": ("DRAM cache (fraction of the MLP weights)", 1.0),
+}
+
+
+def label(c: str) -> str:
+    return UNITS.get(c, (c.split(".", 1)[-1].replace("_", " "), 1.0))[0]
+
+
+def values(df, c: str) -> np.ndarray:
+    return df[c].to_numpy(dtype=float) / UNITS.get(c, ("", 1.0))[1]
+
+
+def spans_decades(v) -> bool:
+    v = np.asarray(v, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    return v.size > 1 and v.max() / v.min() > 20
+
+
+def context(df, skip: Sequence[str] = ()) -> str:
+    """What every row shares, for a title: model, device, keep, cache and budget, tokens."""
+    def one(col):
+        if col in skip or col not in df.columns:
+            return None
+        vals = df[col].dropna().astype(str).unique()
+        return vals[0] if len(vals) == 1 else None
+
+    model = one("p.trace")
+    parts = []
+    if model is not None:
+        parts.append(model.rsplit("/", 1)[-1].split(".safetensors")[0])
+    for col, fmt in (("p.device", "{}"), ("p.masking", "{}"), ("p.keep", "keep {}"), ("p.gamma", "γ {}"),
+                     ("p.cache", "{} cache"), ("p.dram_fraction", "{} of the MLP in DRAM")):
+        v = one(col)
+        if v is not None:
+            parts.append(fmt.format(v))
+    return ", ".join(parts)
+
+
+def shared_legend(fig, axes) -> None:
+    """One legend for the whole figure, below the panels (the same lines in every panel)."""
+    handles, labels = [], []
+    for ax in np.ravel(axes):
+        for h, t in zip(*ax.get_legend_handles_labels()):
+            if t not in labels:
+                handles.append(h)
+                labels.append(t)
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(labels) - 1) // 4), 1, 1))

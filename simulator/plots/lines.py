@@ -1,0 +1,98 @@
+"""Metrics against a swept parameter (gamma, keep, DRAM budget), and a bar per device."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from common.errors import DipsimError
+
+from .base import context, label, need, need_varying, plt, shared_legend, spans_decades, values
+
+SPEED = ("m.hit_rate", "m.flash_bytes_per_token", "m.tokens_per_s")
+
+
+def lines(df, x: str, ys: Sequence[str], by: str | None = None, *, title: str = ""):
+    """One panel per metric in ``ys``, x against metric, one line per value of ``by``; one legend."""
+    need(df, [x, *ys] + ([by] if by else []))
+    fig, axes = plt().subplots(1, len(ys), figsize=(4.6 * len(ys), 3.9), squeeze=False)
+    groups = [(None, df)] if by is None else list(df.groupby(by, dropna=False, sort=True))
+    for ax, y in zip(axes[0], ys):
+        for val, sub in groups:
+            sub = sub.sort_values(x)
+            ax.plot(values(sub, x), values(sub, y), marker="o", ms=3,
+                    label=None if by is None else f"{label(by).split(' (')[0]} = {val}")
+        ax.set_xlabel(label(x))
+        ax.set_ylabel(label(y))
+        if spans_decades(values(df, y)):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    shared_legend(fig, axes[0])
+    return fig, axes[0]
+
+
+def _by(df, candidates: Sequence[str], x: str) -> str | None:
+    return next((c for c in candidates if c != x and c in df.columns and df[c].astype(str).nunique() > 1), None)
+
+
+def vs_gamma(df, by: str | None = None):
+    """Hit rate, flash MB and (when present) tokens/s against γ, one line per DRAM budget (or the
+    other swept parameter)."""
+    need_varying(df, "p.gamma", "--kind gamma")
+    by = by or _by(df, ("p.dram_fraction", "p.keep", "p.device", "p.cache"), "p.gamma")
+    ys = [c for c in SPEED if c in df.columns]
+    return lines(df, "p.gamma", ys, by, title=f"DIP-CA's γ trade-off -- {context(df, skip=('p.gamma',))}")
+
+
+def vs_keep(df, by: str | None = None):
+    """Hit rate, flash MB and (when present) tokens/s against keep, one line per masking policy."""
+    need_varying(df, "p.keep", "--kind keep")
+    by = by or _by(df, ("p.masking", "p.dram_fraction", "p.device"), "p.keep")
+    ys = [c for c in SPEED if c in df.columns]
+    return lines(df, "p.keep", ys, by, title=f"Sparsity trade-off -- {context(df, skip=('p.keep',))}")
+
+
+def vs_budget(df, by: str | None = None):
+    need_varying(df, "p.dram_fraction", "--kind auto")
+    by = by or _by(df, ("p.masking", "p.cache", "p.keep"), "p.dram_fraction")
+    ys = [c for c in ("m.hit_rate", "m.tokens_per_s") if c in df.columns]
+    return lines(df, "p.dram_fraction", ys, by, title=f"DRAM budget -- {context(df, skip=('p.dram_fraction',))}")
+
+
+def per_device(df, metric: str = "m.tokens_per_s", by: str | None = None):
+    """A bar per device (grouped by ``by``), with the paper's analytic model as a marker. Bars on a
+    linear axis: a bar's length is its value."""
+    need_varying(df, "p.device", "--kind device")
+    need(df, [metric], "--kind device")
+    by = by or _by(df, ("p.masking", "p.gamma", "p.keep"), "p.device")
+    devices = list(dict.fromkeys(df["p.device"]))
+    cats = [None] if by is None else list(dict.fromkeys(df[by]))
+    fig, ax = plt().subplots(figsize=(min(12, max(6, 0.9 * len(devices) * max(len(cats), 1))), 4.6))
+    width = 0.8 / len(cats)
+    x = np.arange(len(devices))
+    for i, c in enumerate(cats):
+        sub = df if c is None else df[df[by] == c]
+        vals = [values(sub[sub["p.device"] == d], metric).mean() for d in devices]
+        ax.bar(x + i * width - 0.4 + width / 2, vals, width,
+               label=None if c is None else f"{label(by).split(' (')[0]} = {c}")
+        if metric == "m.tokens_per_s" and "m.analytic_tokens_per_s" in sub.columns:
+            an = [sub[sub["p.device"] == d]["m.analytic_tokens_per_s"].mean() for d in devices]
+            ax.scatter(x + i * width - 0.4 + width / 2, an, marker="_", s=300, color="k",
+                       label="the paper's bytes/bandwidth model" if i == 0 else None, zorder=3)
+    ax.set_xticks(x)
+    ax.set_xticklabels([str(d) for d in devices], rotation=20, ha="right")
+    ax.set_ylabel(label(metric))
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title(f"By device -- {context(df, skip=('p.device',))}", fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, ax
+
+
+def check_no_bars_on_log(ax) -> None:
+    """Used by tests: a bar chart must not have a log value axis."""
+    if ax.get_yscale() == "log" and ax.patches:
+        raise DipsimError("bars on a log axis")

@@ -1,0 +1,147 @@
+"""Running one sweep point: its trace (captured once and cached), replay (shared by points that differ
+only in device, engine or layout), the engine on its device, and its accuracy columns (measured in
+the loop before the points, read here from the accuracy store).
+
+Every row holds the point's metrics as ``m.<name>`` in the vocabulary of ``simulator.metrics``:
+replay's totals, ``m.<group>.<metric>`` per matrix group, the engine's summary, and with
+``accuracy: true`` the closed-loop figures.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from common.errors import DipsimError
+from common.io import cache_root
+
+from ..config import PointConfig, TraceSpec
+from .experiment import Point
+
+_TRACES: dict[str, Any] = {}
+_LOGS: dict[str, Any] = {}
+#: the accuracy figures a row carries, under the names of the metric table
+ACCURACY_METRICS = ("perplexity", "kl_to_dense", "top1_agreement", "closed_loop_hit_rate",
+                    "closed_loop_flash_bytes_per_token", "dense_perplexity")
+
+
+def captured_trace_path(spec: TraceSpec) -> Path:
+    """Where the capture of a {model, tokens[, text, context]} trace is cached."""
+    d = spec.to_mapping(skip_defaults=False)
+    tag = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+    name = f"{spec.model}-{spec.tokens}{'-' + Path(spec.text).stem if spec.text else ''}-{tag}"
+    return cache_root() / "traces" / f"{name.replace('/', '_')}.safetensors"
+
+
+def trace_path(trace: Any) -> Path:
+    return captured_trace_path(trace) if isinstance(trace, TraceSpec) else Path(str(trace))
+
+
+def trace_for(trace: Any, progress: bool = False):
+    """The point's trace, memory-mapped and cached per process; a {model, tokens} trace is captured
+    first when its cached capture does not exist yet."""
+    import traces
+
+    path = trace_path(trace)
+    if isinstance(trace, TraceSpec) and not path.exists():
+        traces.capture(trace.model, path, tokens=trace.tokens, text=trace.text, context=trace.context,
+                       progress=progress)
+    key = str(path)
+    if key not in _TRACES:
+        if len(_TRACES) > 4:
+            _TRACES.clear()
+        _TRACES[key] = traces.load(path)
+    return _TRACES[key]
+
+
+def replay_key(cfg: PointConfig) -> str:
+    """Points with the same replay key share one replay (they differ only in device, engine, ...)."""
+    return json.dumps([str(trace_path(cfg.trace)), cfg.replay.to_mapping()], sort_keys=True, default=str)
+
+
+def _replayed(cfg: PointConfig, threads: int | None):
+    from ..replay import replay
+
+    key = replay_key(cfg)
+    if key not in _LOGS:
+        if len(_LOGS) >= 2:
+            _LOGS.pop(next(iter(_LOGS)))
+        _LOGS[key] = replay(trace_for(cfg.trace), cfg.replay, threads=threads)
+    return _LOGS[key]
+
+
+def run_points(group: list[PointConfig], threads: int | None = 1) -> list[dict[str, Any]]:
+    """Evaluate points that share a replay (see :func:`replay_key`), in order."""
+    return [run_point(p, threads) for p in group]
+
+
+def run_point(cfg: PointConfig, threads: int | None = 1) -> dict[str, Any]:
+    """One point's metrics: replay, then the engine if a device is given, then accuracy if asked."""
+    t0 = time.perf_counter()
+    log = _replayed(cfg, threads)
+    tot = log.totals()
+    row: dict[str, Any] = {f"m.{k}": v for k, v in tot.items() if not isinstance(v, dict)}
+    for g, v in tot["groups"].items():
+        for k, x in v.items():
+            row[f"m.{g}.{k}"] = x
+    if cfg.device is not None:
+        from ..engine import simulate
+
+        res = simulate(log, cfg.device, layout=cfg.layout, engine=cfg.engine)
+        for k, v in res.summary().items():
+            if not isinstance(v, (dict, list)):
+                row[f"m.{k}"] = v
+    if cfg.accuracy:
+        from .. import accuracy
+
+        model, kw = accuracy_run(cfg)
+        acc = accuracy.evaluate(model, [accuracy_config(cfg)], **kw)[0]
+        for k in ACCURACY_METRICS:
+            row[f"m.{k}"] = acc.get(k)
+    row["m.point_seconds"] = time.perf_counter() - t0
+    return row
+
+
+def accuracy_config(cfg: PointConfig) -> dict[str, Any]:
+    """The closed-loop configuration of a point (what ``accuracy.evaluate`` takes)."""
+    out = cfg.replay.flat()
+    for k in ("warmup", "calib_tokens", "tokens"):
+        out.pop(k)
+    return out
+
+
+def accuracy_run(cfg: PointConfig) -> tuple[str, dict[str, Any]]:
+    """Model and run options of a point's accuracy columns: the trace's model and text, the point's
+    warm-up and calibration prefix, ``accuracy_tokens`` tokens (default: the trace's)."""
+    meta = trace_for(cfg.trace).meta
+    if isinstance(cfg.trace, TraceSpec):
+        model, text = cfg.trace.model, cfg.trace.text
+    elif meta.get("corpus") == "pydoc-topics":
+        model, text = str(meta["model"]), None
+    else:
+        raise DipsimError(f"accuracy columns need the trace's text: give the trace as {{model, tokens, text}} "
+                          f"(this trace's corpus is {meta.get('corpus')!r})")
+    kw = {"text": text, "tokens": int(cfg.accuracy_tokens or meta["n_tokens"]), "warmup": cfg.replay.warmup,
+          "calib_tokens": cfg.replay.calib_tokens}
+    return model, kw
+
+
+def precompute_accuracy(points: list[Point], say: Callable[[str], None], progress: bool) -> None:
+    """Run every point's closed-loop configuration before the sweep, grouped per (model, text,
+    tokens) so that the model loads and the dense pass runs once per group; the results land in the
+    accuracy store that the points then read."""
+    from .. import accuracy
+
+    batches: dict[str, tuple[str, dict[str, Any], list[dict[str, Any]]]] = {}
+    for p in points:
+        if not p.config.accuracy:
+            continue
+        model, kw = accuracy_run(p.config)
+        key = json.dumps([model, kw], sort_keys=True, default=str)
+        batches.setdefault(key, (model, kw, []))[2].append(accuracy_config(p.config))
+    for model, kw, cfgs in batches.values():
+        unique = list({json.dumps(c, sort_keys=True, default=str): c for c in cfgs}.values())
+        say(f"accuracy in the loop: {len(unique)} configurations of {model} over {kw['tokens']} tokens")
+        accuracy.evaluate(model, unique, progress=progress, **kw)

@@ -1,0 +1,316 @@
+"""Experiment files: read strictly, expanded into points, every point checked before any work.
+
+An experiment file::
+
+    name: gamma
+    trace: {model: smollm2-135m, tokens: 1024}   # or a path; or a list under `traces:`
+    base:                                        # every point starts from this
+      masking: dip-ca
+      keep: 0.5
+      cache: lru
+      device: phone-12gb-ufs40
+    grid:                                        # cartesian product
+      gamma: [0, 0.2, 0.5, 1.0]
+      dram_fraction: [0.25, 0.5, 0.75]
+    zip:                                         # lockstep (all lists the same length)
+      masking: [dip, glu-prune]
+      keep: [0.5, 0.5]
+
+Keys are the run parameters of ``simulator.config`` (nested ones with a dot: ``engine.overlap_io``,
+``layout.reorder``, ``cache_params.hot_fraction``); ``trace`` may itself be an axis. A masking
+policy's own parameter in ``base`` (``gamma``) applies to the points whose policy takes it. Every
+point's values are checked when the experiment loads (``config.PointConfig``), with errors naming
+the file, the point and the key; points that make no sense (belady with dip-ca) are dropped with
+the reason logged. The YAML is plain data: tags beyond strings, numbers, booleans, null, lists and
+mappings are refused, as are aliases that recurse and nesting deeper than an experiment needs.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from common.errors import DipsimError
+
+from ..config import PointConfig, point_keys
+from ..engine import device_models
+
+TOP_KEYS = ("name", "description", "trace", "traces", "base", "grid", "zip")
+MAX_DEPTH = 12            # an experiment nests mappings 3-4 deep; deeper is a mistake or an attack
+MAX_BYTES = 8 << 20       # experiment files are a few kilobytes
+
+
+@dataclass(frozen=True)
+class Point:
+    key: str                 # readable axis values + "#" + hash
+    params: dict[str, Any]   # the resolved point (base + axes), nested mappings kept
+    config: PointConfig      # the same, checked
+
+    @property
+    def hash(self) -> str:
+        return self.key.rsplit("#", 1)[1]
+
+
+@dataclass
+class Experiment:
+    path: Path
+    name: str
+    raw: dict[str, Any]
+    points: list[Point]
+    dropped: list[tuple[str, str]]   # (readable key, reason)
+
+    @property
+    def digest(self) -> str:
+        return point_hash({"raw": self.raw})
+
+
+def point_hash(params: dict[str, Any]) -> str:
+    blob = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+# ----------------------------------------------------------------------------------------- reading
+class _PlainLoader(yaml.SafeLoader):
+    """YAML as plain data: no timestamps (``2001-12-14`` stays text and then fails its own check)."""
+
+
+_PlainLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
+
+
+def _refuse(loader, node):
+    raise DipsimError(f"line {node.start_mark.line + 1}: the YAML tag {node.tag} is not plain data; use strings, "
+                      f"numbers, true/false, lists and mappings")
+
+
+for _tag in ("binary", "set", "omap", "pairs", "timestamp"):
+    _PlainLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse)
+_PlainLoader.add_constructor(None, _refuse)
+
+
+def read_yaml(p: Path) -> Any:
+    """The file's data, or a one-line error: not found, too large, not UTF-8, not YAML, not plain
+    data, too deeply nested, a recursive alias."""
+    if not p.is_file():
+        raise DipsimError(f"experiment file not found: {p}" if not p.exists() else f"{p}: not a regular file")
+    if p.stat().st_size > MAX_BYTES:
+        raise DipsimError(f"{p}: {p.stat().st_size} bytes; an experiment file is a few kilobytes (limit {MAX_BYTES})")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DipsimError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        data = yaml.load(text, Loader=_PlainLoader)   # noqa: S506 - a SafeLoader subclass
+    except DipsimError as e:
+        raise DipsimError(f"{p}: {e}") from None
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        raise DipsimError(f"{p}: not valid YAML ({first})") from None
+    except RecursionError:
+        raise DipsimError(f"{p}: nested deeper than an experiment can be (limit {MAX_DEPTH} levels)") from None
+    _check_depth(p, data, 0, set())
+    return data
+
+
+def _check_depth(p: Path, v: Any, depth: int, seen: set[int]) -> None:
+    if isinstance(v, (dict, list)):
+        if id(v) in seen:
+            raise DipsimError(f"{p}: a YAML alias refers to a mapping or list that contains it (recursive data)")
+        if depth >= MAX_DEPTH:
+            raise DipsimError(f"{p}: nested deeper than an experiment can be (limit {MAX_DEPTH} levels)")
+        seen = seen | {id(v)}
+        for x in (v.values() if isinstance(v, dict) else v):
+            _check_depth(p, x, depth + 1, seen)
+
+
+# ----------------------------------------------------------------------------------------- expansion
+def _fail(path: Path, msg: str) -> DipsimError:
+    return DipsimError(f"{path}: {msg}")
+
+
+def _check_key(path: Path, where: str, k: Any, keys: list[str]) -> None:
+    if not isinstance(k, str) or k.split(".", 1)[0] not in keys:
+        raise _fail(path, f"unknown key {k!r} in {where}; allowed: {', '.join(keys)}")
+
+
+def _set(d: dict[str, Any], key: str, value: Any) -> None:
+    if "." in key:
+        head, rest = key.split(".", 1)
+        sub = d.get(head)
+        sub = dict(sub) if isinstance(sub, dict) else {}
+        _set(sub, rest, value)
+        d[head] = sub
+    else:
+        d[key] = value
+
+
+def _get(params: dict[str, Any], key: str) -> Any:
+    cur: Any = params
+    for part in key.split("."):
+        cur = cur.get(part) if isinstance(cur, dict) else None
+    return cur
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "trace":
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}={_short(x)}" for k, x in sorted(v.items())) + "}"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_short(x) for x in v) + "]"
+    s = str(v)
+    return Path(s).name if ("/" in s and len(s) > 24) else s
+
+
+def _axes(p: Path, raw: dict[str, Any], keys: list[str]) -> tuple[dict[str, list], dict[str, list]]:
+    axes: dict[str, dict[str, list]] = {"grid": {}, "zip": {}}
+    for section, store in axes.items():
+        sec = raw.get(section)
+        if sec is None:
+            continue
+        if not isinstance(sec, dict):
+            raise _fail(p, f"'{section}' must be a mapping of parameter -> list of values")
+        if not sec:
+            raise _fail(p, f"'{section}' has no axes; give parameter: [values, ...] or leave '{section}' out "
+                           f"(no grid and no zip is a single point: the base)")
+        for k, vals in sec.items():
+            _check_key(p, section, k, keys)
+            if not isinstance(vals, list):
+                raise _fail(p, f"{section}.{k} must be a list of values, got {type(vals).__name__}")
+            if not vals:
+                raise _fail(p, f"{section}.{k} is an empty axis")
+            store[k] = vals
+    if axes["zip"] and len({len(v) for v in axes["zip"].values()}) != 1:
+        lens = ", ".join(f"{k}: {len(v)}" for k, v in axes["zip"].items())
+        raise _fail(p, f"zip axes must have the same length ({lens})")
+    both = sorted(set(axes["grid"]) & set(axes["zip"]))
+    if both:
+        raise _fail(p, f"key '{both[0]}' is both a grid and a zip axis")
+    return axes["grid"], axes["zip"]
+
+
+def _traces(p: Path, raw: dict[str, Any], base: dict[str, Any], axis_keys: set[str]) -> list[Any]:
+    if "trace" in raw and "traces" in raw:
+        raise _fail(p, "give either 'trace' or 'traces', not both")
+    if "trace" in axis_keys:
+        return [None]
+    if "traces" in raw:
+        if not isinstance(raw["traces"], list) or not raw["traces"]:
+            raise _fail(p, "'traces' must be a non-empty list of trace paths or {model, tokens} mappings")
+        return list(raw["traces"])
+    if "trace" in raw:
+        return [raw["trace"]]
+    if "trace" in base:
+        return [base["trace"]]
+    raise _fail(p, "no trace: give 'trace: PATH' or 'trace: {model: smollm2-135m, tokens: 1024}'")
+
+
+def load_experiment(path: str | os.PathLike, *, check_traces: bool = True) -> Experiment:
+    """Read, check and expand an experiment file: every point's values, its trace (the file exists,
+    or a {model, tokens} mapping) and its device, before any model or trace work."""
+    p = Path(path)
+    raw = read_yaml(p)
+    if not isinstance(raw, dict):
+        raise _fail(p, "an experiment is a mapping with keys name, trace(s), base, grid, zip")
+    unknown = [k for k in raw if k not in TOP_KEYS]
+    if unknown:
+        raise _fail(p, f"unknown top-level key {unknown[0]!r}; allowed: {', '.join(TOP_KEYS)}")
+    for k in ("name", "description"):
+        if k in raw and not isinstance(raw[k], str):
+            raise _fail(p, f"'{k}' must be text, got {raw[k]!r}")
+    keys = point_keys()
+    base = raw.get("base") or {}
+    if not isinstance(base, dict):
+        raise _fail(p, "'base' must be a mapping of parameters")
+    for k in flatten(base):
+        _check_key(p, "base", k, keys)
+    grid, zipped = _axes(p, raw, keys)
+    traces = _traces(p, raw, base, set(grid) | set(zipped))
+    exp = Experiment(p, str(raw.get("name") or p.stem), raw, [], [])
+    _expand(exp, base, grid, zipped, traces, check_traces)
+    if not exp.points:
+        why = f" (dropped: {exp.dropped[0][1]})" if exp.dropped else ""
+        raise _fail(p, f"the experiment has no valid points{why}")
+    return exp
+
+
+def _expand(exp: Experiment, base, grid, zipped, traces, check_traces: bool) -> None:
+    from .. import masking
+    from ..masking.base import policy_params
+
+    p = exp.path
+    axis_names = list(grid) + list(zipped)
+    grid_combos = list(itertools.product(*grid.values())) if grid else [()]
+    zip_combos = list(zip(*zipped.values())) if zipped else [()]
+    base_json = json.dumps(base)
+    seen: set[str] = set()
+    takes = {n: set(policy_params(masking.REGISTRY.get_class(n))) for n in masking.names()}
+    policy_keys = set().union(*takes.values())
+    for tr in traces:
+        for gvals in grid_combos:
+            for zvals in zip_combos:
+                params = json.loads(base_json)
+                if tr is not None:
+                    params["trace"] = tr
+                for k, v in list(zip(grid, gvals)) + list(zip(zipped, zvals)):
+                    _set(params, k, v)
+                _resolve_trace_path(p, params)
+                m = params.get("masking", "dip")
+                for k in policy_keys & set(params) - takes.get(m, policy_keys):   # gamma of a dip point
+                    del params[k]
+                shown = {k: _get(params, k) for k in axis_names if _get(params, k) is not None}
+                if len(traces) > 1:
+                    shown = {"trace": params["trace"], **shown}
+                readable = ",".join(f"{k}={_short(v)}" for k, v in shown.items()) or "base"
+                h = point_hash(params)
+                if h in seen:
+                    continue
+                seen.add(h)
+                cfg = _check_point(p, readable, params, check_traces)
+                reason = cfg.drop_reason()
+                if reason:
+                    exp.dropped.append((readable, reason))
+                else:
+                    exp.points.append(Point(f"{readable}#{h}", params, cfg))
+
+
+def _resolve_trace_path(exp_path: Path, params: dict[str, Any]) -> None:
+    tr = params.get("trace")
+    if isinstance(tr, str) and not os.path.isabs(tr):
+        cand = exp_path.parent / tr
+        if not Path(tr).exists() and cand.exists():
+            params["trace"] = str(cand)
+
+
+def _check_point(p: Path, readable: str, params: dict[str, Any], check_traces: bool) -> PointConfig:
+    """The point's checked configuration; its device and trace file must exist."""
+    where = f"{p}: point {readable}"
+    cfg = PointConfig.from_flat(params, where)
+    if cfg.device is not None:
+        try:
+            device_models(cfg.device)
+        except DipsimError as e:
+            raise DipsimError(f"{where}: device: {e}") from None
+    if check_traces and isinstance(cfg.trace, str):
+        tp = Path(cfg.trace)
+        if not tp.is_file():
+            raise DipsimError(f"{where}: trace file not found: {tp}")
+    return cfg

@@ -1,0 +1,99 @@
+"""A sweep's results folder: ``results.parquet`` (one row per finished point, rewritten atomically
+as points finish), ``points/<hash>.json`` (each finished point, written atomically), ``sweep.json``
+and ``experiment.yaml`` (what was run). A rerun reuses every finished point whose resolved
+parameters are unchanged -- also after the experiment file was edited -- and runs the rest.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from common.errors import DipsimError
+from common.io import atomic, atomic_write
+from common.jsonio import json_default
+
+from .experiment import Experiment, Point, flatten
+
+SWEEP_VERSION = 2
+
+
+def write_parquet(out: Path, rows: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    with atomic(out / "results.parquet") as tmp:
+        pd.DataFrame(rows).to_parquet(tmp, index=False)
+
+
+def load_results(out: str | os.PathLike):
+    """The results of a sweep folder as a DataFrame (finished points only)."""
+    import pandas as pd
+
+    out = Path(out)
+    if not out.is_dir():
+        raise DipsimError(f"{out}: not a sweep results folder" if out.exists() else f"results folder not found: {out}")
+    p = out / "results.parquet"
+    if p.exists():
+        try:
+            return pd.read_parquet(p)
+        except Exception as e:   # pyarrow raises several types for a damaged file
+            raise DipsimError(f"{p}: not a readable parquet file ({type(e).__name__}); rerun the sweep to "
+                              f"rewrite it from points/") from None
+    rows = read_point_files(out)
+    if not rows:
+        raise DipsimError(f"{out}: no results (neither results.parquet nor points/*.json)")
+    return pd.DataFrame(rows)
+
+
+def read_point_files(out: Path) -> list[dict[str, Any]]:
+    rows = []
+    for f in sorted((out / "points").glob("*.json")):
+        try:
+            row = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue  # a damaged file: that point reruns
+        if isinstance(row, dict) and isinstance(row.get("key"), str):
+            rows.append(row)
+    return rows
+
+
+def prepare_output(exp: Experiment, out: Path) -> tuple[dict[str, dict[str, Any]], bool]:
+    """Create or reopen ``out`` and return (the finished rows by point key, whether the experiment
+    changed since the folder's last run). A folder that is not a sweep's is refused."""
+    meta_path = out / "sweep.json"
+    changed = False
+    if out.exists() and any(out.iterdir()):
+        if not meta_path.exists():
+            raise DipsimError(f"{out}: exists and is not a dipsim sweep folder (no sweep.json); choose another --out")
+        try:
+            changed = json.loads(meta_path.read_text()).get("experiment_digest") != exp.digest
+        except (OSError, ValueError):
+            changed = True
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "points").mkdir(exist_ok=True)
+    atomic_write(meta_path, json.dumps({"name": exp.name, "experiment": str(exp.path),
+                                        "experiment_digest": exp.digest, "sweep_version": SWEEP_VERSION,
+                                        "points": len(exp.points), "dropped": exp.dropped}, indent=1).encode())
+    atomic_write(out / "experiment.yaml", yaml.safe_dump(
+        {"name": exp.name, "source": str(exp.path), "raw": exp.raw,
+         "points": [{"key": p.key, **p.params} for p in exp.points],
+         "dropped": [{"key": k, "reason": r} for k, r in exp.dropped]}, sort_keys=False).encode())
+    wanted = {p.key for p in exp.points}
+    done = {row["key"]: row for row in read_point_files(out) if row["key"] in wanted}
+    return done, changed
+
+
+def row_of(point: Point, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A results row: the point's key, every parameter as ``p.<name>`` and the metrics."""
+    row: dict[str, Any] = {"key": point.key}
+    for k, v in flatten(point.params).items():
+        row[f"p.{k}"] = v if not isinstance(v, (dict, list)) else json.dumps(v, sort_keys=True)
+    row.update(metrics)
+    return row
+
+
+def save_point(out: Path, point: Point, row: dict[str, Any]) -> None:
+    atomic_write(out / "points" / f"{point.hash}.json", json.dumps(row, default=json_default).encode())

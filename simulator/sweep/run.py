@@ -1,0 +1,161 @@
+"""Running a sweep: every unfinished point, on a local process pool or Dask, results kept current.
+
+Points are grouped by their replay (points that differ only in device, engine or layout share
+one), groups cut so that every worker gets work. Traces are captured and accuracy measured once,
+here, before the workers start. Workers die with their parent: on Linux each asks the kernel for
+SIGKILL when the parent dies (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the sweep leaves no
+orphan holding memory and the terminal.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from common.errors import DipsimError
+
+from .execute import captured_trace_path, precompute_accuracy, replay_key, run_point, run_points, trace_for
+from .experiment import Experiment, Point
+from .results import prepare_output, row_of, save_point, write_parquet
+
+EXECUTORS = ("local", "dask")
+
+
+def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executor: str = "local",
+              scheduler: str | None = None, progress: bool = True,
+              log: Callable[[str], None] | None = None) -> Path:
+    """Run every unfinished point of ``exp`` and keep ``out/results.parquet`` current."""
+    from ..config import TraceSpec
+
+    out = Path(out)
+    say = log or (lambda s: print(s, file=sys.stderr))
+    if executor not in EXECUTORS:
+        raise DipsimError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
+    if jobs < 1:
+        raise DipsimError(f"--jobs must be >= 1, got {jobs}")
+    done, changed = prepare_output(exp, out)
+    for k, reason in exp.dropped:
+        say(f"dropped {k}: {reason}")
+    todo = [p for p in exp.points if p.key not in done]
+    rows = [done[p.key] for p in exp.points if p.key in done]
+    if done:
+        say(f"resuming: {len(done)} of {len(exp.points)} points already finished"
+            + (" (the experiment changed since; unchanged points are reused)" if changed else ""))
+    specs = {p.config.trace for p in todo if isinstance(p.config.trace, TraceSpec)}
+    for spec in specs:          # captured once, here, not by every worker
+        if not captured_trace_path(spec).exists():
+            say(f"capturing trace {spec.to_mapping(skip_defaults=True)} (once; cached in {captured_trace_path(spec)})")
+            trace_for(spec, progress=progress)
+    if any(p.config.accuracy for p in todo):
+        precompute_accuracy(todo, say, progress)
+    if rows:
+        write_parquet(out, rows)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(exp.points), initial=len(done), unit="pt", desc=f"sweep {exp.name}", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+
+    def finish(point: Point, metrics: dict[str, Any]) -> None:
+        row = row_of(point, metrics)
+        save_point(out, point, row)
+        rows.append(row)
+        write_parquet(out, rows)
+        bar.update(1)
+
+    try:
+        if todo:
+            _execute(_tasks(todo, jobs), jobs, executor, scheduler, finish)
+    finally:
+        bar.close()
+    write_parquet(out, [r for p in exp.points for r in rows if r["key"] == p.key])
+    return out / "results.parquet"
+
+
+def _execute(tasks: list[list[Point]], jobs: int, executor: str, scheduler: str | None, finish) -> None:
+    if executor == "dask":
+        _run_dask(tasks, jobs, scheduler, finish)
+    elif jobs == 1:
+        for task in tasks:
+            for p in task:
+                finish(p, run_point(p.config, threads=None))
+    else:
+        _run_pool(tasks, jobs, finish)
+
+
+def _run_pool(tasks: list[list[Point]], jobs: int, finish) -> None:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    pool = ProcessPoolExecutor(jobs, initializer=worker_setup)
+    try:
+        futs = {pool.submit(run_points, [p.config for p in task], 1): task for task in tasks}
+        for f in as_completed(futs):
+            for p, row in zip(futs[f], f.result()):
+                finish(p, row)
+    except BaseException:
+        # interrupted or failed: drop the queued tasks and stop the workers now (finished points
+        # are already on disk), rather than waiting for the rest of the sweep
+        procs = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            proc.terminate()
+        raise
+    pool.shutdown()
+
+
+def worker_setup() -> None:
+    """In a worker: die with the parent (Linux), die on SIGTERM (the parent turns it into a clean
+    stop) and leave Ctrl-C to the parent, which stops the workers."""
+    import signal
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() == 1:       # the parent died before the request took effect
+            os._exit(1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _tasks(todo: list[Point], jobs: int) -> list[list[Point]]:
+    """Points grouped by replay key (one replay per task), groups cut so that there are at least
+    two tasks per worker when the sweep allows it."""
+    groups: dict[str, list[Point]] = {}
+    for p in todo:
+        groups.setdefault(replay_key(p.config), []).append(p)
+    want = 2 * jobs if jobs > 1 else 1
+    size = max(1, -(-len(todo) // want))
+    tasks = []
+    for g in groups.values():
+        tasks.extend(g[i:i + size] for i in range(0, len(g), size))
+    return tasks
+
+
+def _run_dask(tasks: list[list[Point]], jobs: int, scheduler: str | None, finish) -> None:
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise DipsimError("the dask executor needs dask[distributed]: pip install 'dask[distributed]'") from None
+    cluster = None
+    try:
+        if scheduler:
+            client = Client(scheduler, timeout="10s")
+        else:
+            cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None)
+            client = Client(cluster)
+    except (OSError, TimeoutError) as e:
+        raise DipsimError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({type(e).__name__})") from None
+    try:
+        futs = {client.submit(run_points, [p.config for p in task], 1,
+                              key=f"dipsim-{task[0].hash}-{len(task)}", pure=False): task for task in tasks}
+        for f in as_completed(list(futs)):
+            for p, row in zip(futs[f], f.result()):
+                finish(p, row)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
