@@ -101,9 +101,10 @@ def main() -> None:
 
     import traces
     from simulator import caches
+    from simulator.config import TraceSpec
     from simulator.sweep import trace_for
 
-    trace = traces.load(a.trace) if a.trace else trace_for({"model": "smollm2-135m", "tokens": 1024}, progress=True)
+    trace = traces.load(a.trace) if a.trace else trace_for(TraceSpec(model="smollm2-135m", tokens=1024), progress=True)
     print(f"machine: {os.cpu_count()} cores; numpy {np.__version__}; trace {trace.meta.get('model')} "
           f"{trace.n_tokens} tokens, {trace.n_layers} layers x ({trace.d_model} + {trace.d_ff}) columns")
     for name in POLICIES:   # compile (or load) every kernel before timing

@@ -70,52 +70,20 @@ def timed_replays(trace, label, threads, runs=2):
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokens", type=int, default=1024)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--trace", default=None, help="SmolLM2 trace (default: the sweeps' 1024-token capture)")
-    ap.add_argument("--libcachesim", default=None, help="libcachesim_bench binary (see the docstring)")
-    ap.add_argument("--single", type=int, default=200_000, help="requests in the single-column stream")
-    a = ap.parse_args()
-
-    import simulator
-    import traces
+def single_column_requests(n_requests: int) -> None:
+    """One column of one layer per request: step() (its per-step overhead), run() and an OrderedDict."""
     from simulator import caches
-    from simulator.sweep import trace_for
-    from traces.synthetic import synthetic_like
 
-    print(f"machine: {os.cpu_count()} cores; numpy {np.__version__}")
-    t0 = time.perf_counter()
-    big = synthetic_like("7b", a.tokens, seed=0, rho=0.9)
-    print(f"7B-class synthetic trace: {big.n_layers} layers, d_model {big.d_model}, d_ff {big.d_ff}, "
-          f"{big.n_tokens} tokens (generated in {time.perf_counter() - t0:.1f} s, not timed below)")
-    smol = traces.load(a.trace) if a.trace else trace_for({"model": "smollm2-135m", "tokens": 1024}, progress=True)
-    print(f"SmolLM2 trace: {smol.n_layers} layers, d_model {smol.d_model}, d_ff {smol.d_ff}, {smol.n_tokens} tokens")
-    for t in (big, smol):   # compile (or load) the kernels
-        simulator.replay(t, "dip-ca", "lru", keep=0.5, dram_fraction=0.5, gamma=0.2, tokens=8, warmup=0)
-        simulator.replay(t, "dip", "lru", keep=0.5, dram_fraction=0.5, tokens=8, warmup=0)
-
-    res_big = timed_replays(big, "7B", a.threads)
-    dt = res_big["dip-ca(gamma=0.2) + lru"][0]
-    print(f"  7B dip-ca + lru: {dt:.2f} s (target <= 2 s: {'met' if dt <= 2 else 'MISSED'})")
-    res_smol = timed_replays(smol, "SmolLM2", a.threads, runs=3)
-    if a.threads is None:
-        res_smol2 = timed_replays(smol, "SmolLM2", 2, runs=3)
-    else:
-        res_smol2 = res_smol
-
-    # single-column requests: one column of one layer per request
     rng = np.random.default_rng(0)
     N, C = 4096, 1024
-    stream = (rng.zipf(1.2, size=a.single) % N).astype(np.int64)
+    stream = (rng.zipf(1.2, size=n_requests) % N).astype(np.int64)
     t0 = time.perf_counter()
     ref_hits = python_lru(stream.tolist(), C)
     t_py = time.perf_counter() - t0
     cache = caches.make("lru", n_layers=1, n_columns=N, capacity=C)
     mask = np.zeros((1, N), dtype=bool)
     hits = 0
-    n_vec = min(a.single, 50_000)
+    n_vec = min(n_requests, 50_000)
     t0 = time.perf_counter()
     for x in stream[:n_vec]:
         mask[0, x] = True
@@ -130,8 +98,46 @@ def main() -> None:
     t_run = time.perf_counter() - t0
     assert run_hits == ref_hits, "per-request LRU disagrees with the reference"
     print(f"single-column requests (zipf 1.2 over {N} ids, capacity {C}): plain Python OrderedDict LRU "
-          f"{a.single / t_py / 1e6:6.2f} M req/s; dipsim step() {n_vec / t_vec / 1e6:6.3f} M req/s; dipsim run() "
-          f"{a.single / t_run / 1e6:6.1f} M req/s ({t_py / t_run:.0f}x OrderedDict)")
+          f"{n_requests / t_py / 1e6:6.2f} M req/s; dipsim step() {n_vec / t_vec / 1e6:6.3f} M req/s; dipsim run() "
+          f"{n_requests / t_run / 1e6:6.1f} M req/s ({t_py / t_run:.0f}x OrderedDict)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, default=1024)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--trace", default=None, help="SmolLM2 trace (default: the sweeps' 1024-token capture)")
+    ap.add_argument("--libcachesim", default=None, help="libcachesim_bench binary (see the docstring)")
+    ap.add_argument("--single", type=int, default=200_000, help="requests in the single-column stream")
+    a = ap.parse_args()
+
+    import simulator
+    import traces
+    from simulator.config import TraceSpec
+    from simulator.sweep import trace_for
+    from traces.synthetic import synthetic_like
+
+    print(f"machine: {os.cpu_count()} cores; numpy {np.__version__}")
+    t0 = time.perf_counter()
+    big = synthetic_like("7b", a.tokens, seed=0, rho=0.9)
+    print(f"7B-class synthetic trace: {big.n_layers} layers, d_model {big.d_model}, d_ff {big.d_ff}, "
+          f"{big.n_tokens} tokens (generated in {time.perf_counter() - t0:.1f} s, not timed below)")
+    smol = traces.load(a.trace) if a.trace else trace_for(TraceSpec(model="smollm2-135m", tokens=1024), progress=True)
+    print(f"SmolLM2 trace: {smol.n_layers} layers, d_model {smol.d_model}, d_ff {smol.d_ff}, {smol.n_tokens} tokens")
+    for t in (big, smol):   # compile (or load) the kernels
+        simulator.replay(t, "dip-ca", "lru", keep=0.5, dram_fraction=0.5, gamma=0.2, tokens=8, warmup=0)
+        simulator.replay(t, "dip", "lru", keep=0.5, dram_fraction=0.5, tokens=8, warmup=0)
+
+    res_big = timed_replays(big, "7B", a.threads)
+    dt = res_big["dip-ca(gamma=0.2) + lru"][0]
+    print(f"  7B dip-ca + lru: {dt:.2f} s (target <= 2 s: {'met' if dt <= 2 else 'MISSED'})")
+    res_smol = timed_replays(smol, "SmolLM2", a.threads, runs=3)
+    if a.threads is None:
+        res_smol2 = timed_replays(smol, "SmolLM2", 2, runs=3)
+    else:
+        res_smol2 = res_smol
+
+    single_column_requests(a.single)
 
     best1 = max(r[1] for r in res_smol.values())
     best2 = max(r[1] for r in res_smol2.values())

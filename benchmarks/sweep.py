@@ -41,9 +41,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subset", type=int, default=12, help="points for the 1- vs 2-worker comparison")
     a = ap.parse_args()
+    from simulator.config import TraceSpec
     from simulator.sweep import trace_for
 
-    trace_for({"model": "smollm2-135m", "tokens": 1024})  # captured once (cached), not timed
+    trace_for(TraceSpec(model="smollm2-135m", tokens=1024))  # captured once (cached), not timed
     with tempfile.TemporaryDirectory(prefix="dipsim-sweep-bench-") as tmp:
         tmp = Path(tmp)
         gammas = [round(0.1 * i, 1) for i in range(10)]

@@ -36,11 +36,12 @@ def main() -> None:
     a = ap.parse_args()
 
     from simulator.disk import calibrate, validate
+    from simulator.config import TraceSpec
     from simulator.sweep import trace_for
 
     work = Path(a.file).parent
     prof = work / "calibrated-disk.yaml"
-    trace = trace_for({"model": "smollm2-135m", "tokens": 1024})
+    trace = trace_for(TraceSpec(model="smollm2-135m", tokens=1024))
     errors = {name: [] for name, _, _ in CONFIGS}
     measured = {name: [] for name, _, _ in CONFIGS}
     simulated = {name: [] for name, _, _ in CONFIGS}

@@ -23,7 +23,7 @@ import numpy as np
 
 from common.errors import DipsimError
 
-from .devices.flash import Requests, extents_to_requests
+from .devices.requests import Requests, extents_to_requests
 from .replay import AccessLog
 
 REORDERS = ("none", "frequency", "coactivation")

@@ -373,7 +373,7 @@ def _tiny_llama_and_phi3(tokenizer, tmp_path):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM
 
-    from traces.models import ModelSource, _finish
+    from traces.models import ModelSource, wrap_model
 
     torch.manual_seed(0)
     kw = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -400,7 +400,7 @@ def _tiny_llama_and_phi3(tokenizer, tmp_path):
     for name, m in (("tiny-llama", llama), ("tiny-phi3", phi3)):
         d = tmp_path / name
         d.mkdir()
-        out.append(_finish(m, tokenizer, ModelSource(name, "hf", d), weight))
+        out.append(wrap_model(m, tokenizer, ModelSource(name, "hf", d), weight))
     return out
 
 

@@ -116,9 +116,9 @@ def test_stage_kernel_equals_flash_model(sizes, units, qd, seq_bits, penalty, ho
     s = np.array(sizes, dtype=float)
     seq = np.array([(seq_bits >> i) & 1 for i in range(len(s))], dtype=bool)
     stage = np.zeros(len(s), dtype=np.int64)
-    from simulator.engine.flash_stages import _stage_times
+    from simulator.engine.flash_stages import stage_times
 
-    got = _stage_times(stage, s, seq, 1, fm.latency, fm.random_penalty, fm.unit_bandwidth,
+    got = stage_times(stage, s, seq, 1, fm.latency, fm.random_penalty, fm.unit_bandwidth,
                               fm.link_bandwidth, int(fm.parallelism()), fm.host_overhead, qd)[0]
     assert got == pytest.approx(fm.batch_time(s, seq), rel=1e-12)
     assert got == pytest.approx(fm.fine_time(s, seq), rel=0.02)

@@ -1,7 +1,6 @@
 """Output paths: bad ones fail in one line before any work, and nothing half-written is left behind."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

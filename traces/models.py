@@ -144,7 +144,7 @@ def _assemble_gemma3() -> Path:
     return target
 
 
-def _file_key(p: Path) -> str:
+def file_key(p: Path) -> str:
     h = hashlib.sha256()
     st = p.stat()
     h.update(str(st.st_size).encode())
@@ -223,9 +223,9 @@ def load_model(spec: str | os.PathLike, *, use_cache: bool = True, verbose: bool
             model = AutoModelForCausalLM.from_pretrained(source.path, dtype=tdtype)
         except (OSError, ValueError, KeyError) as e:
             raise DipsimError(f"{source.path}: cannot load as a causal LM ({str(e).splitlines()[0]})") from None
-        return _finish(model, tok, source, weight)
+        return wrap_model(model, tok, source, weight)
 
-    cached = cache_root() / "models" / _file_key(source.path)
+    cached = cache_root() / "models" / file_key(source.path)
     if use_cache and (cached / "dipsim_source.json").exists():
         return _load_cached(cached, source, tdtype)
 
@@ -251,7 +251,7 @@ def load_model(spec: str | os.PathLike, *, use_cache: bool = True, verbose: bool
         return _load_cached(cached, source, tdtype)
     if tdtype != torch.float32:
         model = model.to(tdtype)  # parameter by parameter: the float32 copy is freed as it goes
-    return _finish(model, tok, source, weight)
+    return wrap_model(model, tok, source, weight)
 
 
 def _load_cached(cached: Path, source: ModelSource, tdtype) -> LoadedModel:
@@ -265,7 +265,7 @@ def _load_cached(cached: Path, source: ModelSource, tdtype) -> LoadedModel:
         model = AutoModelForCausalLM.from_pretrained(cached, dtype=tdtype)
     finally:
         transformers.utils.logging.enable_progress_bar()
-    return _finish(model, tok, source, weight)
+    return wrap_model(model, tok, source, weight)
 
 
 def _save_cache(model, tok, cached: Path, weight: dict[str, Any]) -> bool:
@@ -338,7 +338,7 @@ def find_gated_mlps(model) -> tuple[list, str]:
     return [m for _, m in gated], kinds.pop()
 
 
-def _finish(model, tok, source: ModelSource, weight: dict[str, Any]) -> LoadedModel:
+def wrap_model(model, tok, source: ModelSource, weight: dict[str, Any]) -> LoadedModel:
     model.eval()
     mlps, kind = find_gated_mlps(model)
     cfg = model.config

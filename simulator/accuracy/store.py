@@ -21,11 +21,11 @@ def results_dir() -> Path:
 
 
 def model_key(source) -> str:
-    from traces.models import _file_key
+    from traces.models import file_key
 
     p = Path(source.path)
     if p.is_file():
-        return f"{source.name}|{_file_key(p)}"
+        return f"{source.name}|{file_key(p)}"
     h = hashlib.sha256()
     for f in sorted(p.iterdir()):
         if f.is_file() and (f.suffix in (".json", ".safetensors", ".bin", ".model", ".gguf")):

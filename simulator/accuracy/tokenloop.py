@@ -161,6 +161,120 @@ def _out_cache(out):
     return c if c is not None else getattr(out, "past_key_values", None)
 
 
+class _TokenHooks:
+    """Forward hooks that mask every batch row by its configuration, at the last position (the
+    token being decoded); ``state`` says whether decoding is on and which token it is."""
+
+    def __init__(self, lm, runs: list[TokenConfigRun], n_rows: int, T: int, details: bool, batch_invariant: bool):
+        L, dm, dff = lm.info.n_layers, lm.info.d_model, lm.info.d_ff
+        self.lm, self.batch_invariant, self.dff = lm, batch_invariant, dff
+        masked = [r for r in runs if r.row > 0]
+        self.split = any(r.split for r in masked)
+        self.state = {"active": False, "t": 0}
+        self.rec_x = np.zeros((n_rows, L, T, dm), np.float32) if details else None
+        self.rec_h = np.zeros((n_rows, L, T, dff), np.float32) if details else None
+        # float masks per layer; rows of unmasked configurations stay 1.0
+        self.m_up = [np.ones((n_rows, dm), np.float32) for _ in range(L)]
+        self.m_gate = [np.ones((n_rows, dm), np.float32) for _ in range(L)] if self.split else self.m_up
+        self.m_down = [np.ones((n_rows, dff), np.float32) for _ in range(L)]
+        self.x_runs = [r for r in masked if r.x_groups]
+        self.h_runs = [r for r in masked if r.h_groups]
+        self.select_seconds = 0.0
+
+    def _select(self, i, a, rec, runs, assign) -> bool:
+        """Record the last position's activations ``a`` (when asked) and let every masked row
+        choose its columns from their magnitudes; False when no row masks here."""
+        if rec is not None:
+            rec[:, i, self.state["t"]] = a[:, -1, :].numpy()
+        if not runs:
+            return False
+        t0 = time.perf_counter()
+        scores = a[:, -1, :].abs().float().numpy()   # float32, as in the layer-wise loop
+        for r in runs:
+            assign(r, scores[r.row])
+        self.select_seconds += time.perf_counter() - t0
+        return True
+
+    def mlp_hook(self, i):
+        import torch
+
+        def assign(r, scores):
+            for g in r.x_groups:
+                m = r.select(g, i, scores)
+                if g.name in ("upgate", "up"):
+                    self.m_up[i][r.row] = m
+                if g.name in ("upgate", "gate"):
+                    self.m_gate[i][r.row] = m
+
+        def hook(mod, args, kwargs):
+            if not self.state["active"]:
+                return None
+            x = first_arg(args, kwargs)
+            if not self._select(i, x, self.rec_x, self.x_runs, assign) or self.split:
+                return None  # nothing masked here, or the projection hooks apply the two masks
+            return replace_first(args, kwargs, x * torch.from_numpy(self.m_up[i])[:, None, :])
+        return hook
+
+    def proj_hook(self, i, masks):
+        import torch
+
+        def hook(mod, args, kwargs):
+            if not self.state["active"]:
+                return None
+            x = first_arg(args, kwargs)
+            return replace_first(args, kwargs, x * torch.from_numpy(masks[i])[:, None, :])
+        return hook
+
+    def fused_hook(self, i):
+        """Phi-3 with separate up and gate masks: the fused projection's output is recomputed from
+        the two masked inputs (its own forward ran on the unmasked x; simple, at twice the cost)."""
+        import torch
+
+        dff = self.dff
+
+        def hook(mod, args, kwargs, out):
+            if not self.state["active"]:
+                return None
+            x = first_arg(args, kwargs)
+            w, b = mod.weight, mod.bias
+            lin = _rowwise_linear if self.batch_invariant else torch.nn.functional.linear
+            gate = lin(x * torch.from_numpy(self.m_gate[i])[:, None, :], w[:dff], None if b is None else b[:dff])
+            up = lin(x * torch.from_numpy(self.m_up[i])[:, None, :], w[dff:], None if b is None else b[dff:])
+            return torch.cat([gate, up], dim=-1)   # Phi-3: gate first, then up (chunk(2) order)
+        return hook
+
+    def down_hook(self, i):
+        import torch
+
+        def assign(r, scores):
+            for g in r.h_groups:
+                self.m_down[i][r.row] = r.select(g, i, scores)
+
+        def hook(mod, args, kwargs):
+            if not self.state["active"]:
+                return None
+            h = first_arg(args, kwargs)
+            if not self._select(i, h, self.rec_h, self.h_runs, assign):
+                return None
+            return replace_first(args, kwargs, h * torch.from_numpy(self.m_down[i])[:, None, :])
+        return hook
+
+    def install(self) -> list:
+        handles = []
+        for i, mlp in enumerate(self.lm.mlps):
+            handles.append(mlp.register_forward_pre_hook(self.mlp_hook(i), with_kwargs=True))
+            handles.append(mlp.down_proj.register_forward_pre_hook(self.down_hook(i), with_kwargs=True))
+            if not self.split:
+                continue
+            if hasattr(mlp, "gate_up_proj"):
+                handles.append(mlp.gate_up_proj.register_forward_hook(self.fused_hook(i), with_kwargs=True))
+            else:
+                handles.append(mlp.up_proj.register_forward_pre_hook(self.proj_hook(i, self.m_up), with_kwargs=True))
+                handles.append(mlp.gate_proj.register_forward_pre_hook(self.proj_hook(i, self.m_gate),
+                                                                       with_kwargs=True))
+        return handles
+
+
 def closed_loop(lm, seq: list[int], runs: list[TokenConfigRun], n_rows: int, n_pre: int, *, progress: bool = False,
                 details: bool = False, batch_invariant: bool = True) -> LoopResult:
     """Run ``seq`` through the model with ``n_rows`` batch rows (row 0 dense), masking each row by the
@@ -173,117 +287,23 @@ def closed_loop(lm, seq: list[int], runs: list[TokenConfigRun], n_rows: int, n_p
     :func:`_rowwise_linear`); False uses the batched GEMMs (faster, but a configuration's result
     then depends on the other rows at the level of float rounding, amplified by top-k choices).
     """
-    import torch
-
-    L, dm, dff = lm.info.n_layers, lm.info.d_model, lm.info.d_ff
-    B = n_rows
-    masked_rows = [r for r in runs if r.row > 0]
-    split = any(r.split for r in masked_rows)
-    state = {"active": False, "t": 0}
-    T = len(seq) - n_pre
-    rec_x = np.zeros((B, L, T, dm), np.float32) if details else None
     if details:
         for r in runs:
             r.keep_masks()
-    rec_h = np.zeros((B, L, T, dff), np.float32) if details else None
-    # float masks per layer, rows of unmasked configurations stay 1.0
-    m_up = [np.ones((B, dm), np.float32) for _ in range(L)]
-    m_gate = [np.ones((B, dm), np.float32) for _ in range(L)] if split else m_up
-    m_down = [np.ones((B, dff), np.float32) for _ in range(L)]
-    x_runs = [r for r in masked_rows if r.x_groups]
-    h_runs = [r for r in masked_rows if r.h_groups]
-    t_select = [0.0]
-
-    def record_and_select(i, a, rec, runs, assign) -> bool:
-        """Record the last position's activations ``a`` (when asked) and let every masked row
-        choose its columns from their magnitudes; False when no row masks here."""
-        if rec is not None:
-            rec[:, i, state["t"]] = a[:, -1, :].numpy()
-        if not runs:
-            return False
-        t0 = time.perf_counter()
-        scores = a[:, -1, :].abs().float().numpy()   # float32, as in the layer-wise loop
-        for r in runs:
-            assign(r, scores[r.row])
-        t_select[0] += time.perf_counter() - t0
-        return True
-
-    def mlp_hook(i):
-        def assign(r, scores):
-            for g in r.x_groups:
-                m = r.select(g, i, scores)
-                if g.name in ("upgate", "up"):
-                    m_up[i][r.row] = m
-                if g.name in ("upgate", "gate"):
-                    m_gate[i][r.row] = m
-
-        def hook(mod, args, kwargs):
-            if not state["active"]:
-                return None
-            x = first_arg(args, kwargs)
-            if not record_and_select(i, x, rec_x, x_runs, assign) or split:
-                return None  # nothing masked here, or the projection hooks apply the two masks
-            return replace_first(args, kwargs, x * torch.from_numpy(m_up[i])[:, None, :])
-        return hook
-
-    def proj_pre_hook(i, masks):
-        def hook(mod, args, kwargs):
-            if not state["active"]:
-                return None
-            x = first_arg(args, kwargs)
-            return replace_first(args, kwargs, x * torch.from_numpy(masks[i])[:, None, :])
-        return hook
-
-    def fused_hook(i):
-        # Phi-3 with separate up and gate masks: the fused projection's output is recomputed from
-        # the two masked inputs (its own forward ran on the unmasked x; simple, at twice the cost)
-        def hook(mod, args, kwargs, out):
-            if not state["active"]:
-                return None
-            x = first_arg(args, kwargs)
-            w, b = mod.weight, mod.bias
-            lin = _rowwise_linear if batch_invariant else torch.nn.functional.linear
-            gate = lin(x * torch.from_numpy(m_gate[i])[:, None, :], w[:dff], None if b is None else b[:dff])
-            up = lin(x * torch.from_numpy(m_up[i])[:, None, :], w[dff:], None if b is None else b[dff:])
-            return torch.cat([gate, up], dim=-1)   # Phi-3: gate first, then up (chunk(2) order)
-        return hook
-
-    def down_hook(i):
-        def assign(r, scores):
-            for g in r.h_groups:
-                m_down[i][r.row] = r.select(g, i, scores)
-
-        def hook(mod, args, kwargs):
-            if not state["active"]:
-                return None
-            h = first_arg(args, kwargs)
-            if not record_and_select(i, h, rec_h, h_runs, assign):
-                return None
-            return replace_first(args, kwargs, h * torch.from_numpy(m_down[i])[:, None, :])
-        return hook
-
-    handles = []
+    hooks = _TokenHooks(lm, runs, n_rows, len(seq) - n_pre, details, batch_invariant)
+    handles = hooks.install()
     try:
-        for i, mlp in enumerate(lm.mlps):
-            handles.append(mlp.register_forward_pre_hook(mlp_hook(i), with_kwargs=True))
-            handles.append(mlp.down_proj.register_forward_pre_hook(down_hook(i), with_kwargs=True))
-            if split:
-                if hasattr(mlp, "gate_up_proj"):
-                    handles.append(mlp.gate_up_proj.register_forward_hook(fused_hook(i), with_kwargs=True))
-                else:
-                    handles.append(mlp.up_proj.register_forward_pre_hook(proj_pre_hook(i, m_up), with_kwargs=True))
-                    handles.append(mlp.gate_proj.register_forward_pre_hook(proj_pre_hook(i, m_gate),
-                                                                           with_kwargs=True))
-        res = _run(lm, seq, runs, B, n_pre, state, t_select, progress, details, batch_invariant)
+        res = _run(lm, seq, runs, n_rows, n_pre, hooks.state, progress, details, batch_invariant)
     finally:
         for h in handles:
             h.remove()
+    res.extra["select_seconds"] = hooks.select_seconds
     if details:
-        res.extra.update(x=rec_x, h=rec_h)
+        res.extra.update(x=hooks.rec_x, h=hooks.rec_h)
     return res
 
 
-def _run(lm, seq, runs, B, n_pre, state, t_select, progress, details, batch_invariant) -> LoopResult:
+def _run(lm, seq, runs, B, n_pre, state, progress, details, batch_invariant) -> LoopResult:
     import torch
 
     from ..replay import progress_bar as _bar
@@ -341,4 +361,4 @@ def _run(lm, seq, runs, B, n_pre, state, t_select, progress, details, batch_inva
     finally:
         state["active"] = False
         bar.close()
-    return LoopResult(nll, kl, top1, time.perf_counter() - t0, logits_keep, {"select_seconds": t_select[0]})
+    return LoopResult(nll, kl, top1, time.perf_counter() - t0, logits_keep)

@@ -47,7 +47,7 @@ import numpy as np
 from common.jit import njit
 
 from ..kernels import select_row
-from ._requests import _inline
+from common.jit import njit_inline as _inline
 from .base import CachePolicy, register_cache
 
 

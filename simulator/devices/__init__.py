@@ -10,7 +10,8 @@ and the DIP paper's analytic bytes/bandwidth model.
 from .analytic import analytic_bandwidths, token_energy, token_time, token_time_breakdown
 from .compute import ComputeModel
 from .dram import DramModel
-from .flash import FlashModel, Requests, extents_to_requests, page_round, sequential_mask, size_histogram
+from .flash import FlashModel
+from .requests import Requests, extents_to_requests, page_round, sequential_mask, size_histogram
 
 __all__ = ["FlashModel", "DramModel", "ComputeModel", "Requests", "extents_to_requests", "page_round",
            "sequential_mask", "size_histogram", "analytic_bandwidths", "token_time", "token_time_breakdown",

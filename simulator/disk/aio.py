@@ -127,8 +127,6 @@ class Context:
         q = min(self.depth if depth is None else int(depth), self.depth, n)
         if n == 0:
             return 0
-        iocbs, ptrs, events, libc = self.iocbs, self.ptrs, self.events, _libc
-        ctx = self.ctx.value
         offsets = offsets.tolist() if hasattr(offsets, "tolist") else list(offsets)
         sizes = sizes.tolist() if hasattr(sizes, "tolist") else list(sizes)
         if max(sizes) > self.buf_bytes:   # the kernel would write past the slot's buffer

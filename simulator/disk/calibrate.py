@@ -101,20 +101,7 @@ def _model_bw(fit: dict[str, float], p: dict[str, float]) -> float:
     return fm.bandwidth(p["size"], p["depth"])
 
 
-def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 * GiB, sizes=DEFAULT_SIZES,
-              depths=DEFAULT_DEPTHS, seconds: float = 0.25, passes: int = 3, name: str | None = None,
-              progress: bool = True, dram: str = "ddr5-6400", compute: str | None = "laptop-gpu",
-              io: str = "auto") -> dict[str, Any]:
-    """Measure, fit, and write a device profile whose flash part is this machine's storage.
-
-    Every (size, depth) point is measured ``passes`` times for ``seconds`` each, the passes going
-    over the grid in a different random order, and the median pass is kept: a shared disk's
-    throughput drifts by tens of percent within seconds, and a single sweep over the grid would
-    bake one slow moment into one corner of the fit."""
-    from common.io import check_file
-
-    path = Path(file)
-    check_file(out, "calibrate output")
+def _check(size: int, sizes, depths, seconds: float, passes: int) -> None:
     if size < 64 * MiB:
         raise DipsimError(f"--size must be at least 64 MiB so that random reads leave the device's cache, got {size}")
     bad = [s for s in sizes if s % ALIGN or s <= 0]
@@ -125,49 +112,47 @@ def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 
     if 1 not in depths or len(set(sizes)) < 2:
         raise DipsimError(f"calibration needs queue depth 1 and two request sizes at least (the fit's latency and "
                           f"bandwidth come from them), got sizes {list(sizes)} and depths {list(depths)}")
-    if passes < 1 or seconds <= 0:
+    if passes < 1 or not seconds > 0:
         raise DipsimError(f"--passes must be >= 1 and --seconds > 0, got {passes} and {seconds:g}")
-    ensure_file(path, size, progress)
-    host = Host(path, max(sizes), max(depths), io)
-    points = []
-    try:
-        grid = [(s, d) for s in sizes for d in depths]
-        runs: dict[tuple[int, int], list[dict[str, float]]] = {g: [] for g in grid}
-        order = random.Random(0)
-        for k in range(passes):
-            todo = list(grid)
-            if k:
-                order.shuffle(todo)
-            for i, (s, d) in enumerate(todo):
-                runs[(s, d)].append(measure_point(host, size, s, d, seconds, seed=k * len(grid) + i))
-                if progress:
-                    print(f"\r  pass {k + 1}/{passes}: {i + 1}/{len(grid)} points", end="", file=sys.stderr, flush=True)
-        if progress:
-            print(file=sys.stderr)
-        for g in grid:
-            rs = sorted(runs[g], key=lambda p: p["bandwidth"])
-            p = dict(rs[len(rs) // 2])
-            p["spread"] = (rs[-1]["bandwidth"] - rs[0]["bandwidth"]) / p["bandwidth"]
-            points.append(p)
+
+
+def _measure(host: Host, size: int, sizes, depths, seconds: float, passes: int, progress: bool) -> list[dict]:
+    """Every (size, depth) point, ``passes`` times in shuffled orders; each keeps its median pass."""
+    grid = [(s, d) for s in sizes for d in depths]
+    runs: dict[tuple[int, int], list[dict[str, float]]] = {g: [] for g in grid}
+    order = random.Random(0)
+    for k in range(passes):
+        todo = list(grid)
+        if k:
+            order.shuffle(todo)
+        for i, (s, d) in enumerate(todo):
+            runs[(s, d)].append(measure_point(host, size, s, d, seconds, seed=k * len(grid) + i))
             if progress:
-                print(f"  {g[0] // KiB:5d} KiB  QD{g[1]:<3d} {p['iops']:10.0f} IOPS  {p['bandwidth'] / 1e6:8.1f} MB/s  "
-                      f"(spread over passes {p['spread']:.0%})", file=sys.stderr, flush=True)
-    finally:
-        host.close()
-    fit = fit_flash(points)
-    prof_name = name or Path(out).stem
-    src = (f"dipsim calibrate on {os.uname().nodename} at {time.strftime('%Y-%m-%d %H:%M')}: O_DIRECT random "
-           f"reads of {path} ({size / GiB:.2f} GiB), sizes {', '.join(f'{s // KiB} KiB' for s in sizes)}, queue "
-           f"depths {', '.join(map(str, depths))}, {passes} passes of {seconds:g} s each, median pass; I/O: "
-           f"{host.kind}")
-    doc = {
-        "name": prof_name,
+                print(f"\r  pass {k + 1}/{passes}: {i + 1}/{len(grid)} points", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    points = []
+    for g in grid:
+        rs = sorted(runs[g], key=lambda p: p["bandwidth"])
+        p = dict(rs[len(rs) // 2])
+        p["spread"] = (rs[-1]["bandwidth"] - rs[0]["bandwidth"]) / p["bandwidth"]
+        points.append(p)
+        if progress:
+            print(f"  {g[0] // KiB:5d} KiB  QD{g[1]:<3d} {p['iops']:10.0f} IOPS  {p['bandwidth'] / 1e6:8.1f} MB/s  "
+                  f"(spread over passes {p['spread']:.0%})", file=sys.stderr, flush=True)
+    return points
+
+
+def _profile(fit, points, name: str, src: str, sizes, dram: str, compute: str | None) -> dict[str, Any]:
+    """The device profile: a flash part with the fitted figures, stock DRAM and compute parts."""
+    return {
+        "name": name,
         "kind": "device",
         "description": f"this machine's storage, measured by dipsim calibrate (fit: median |error| "
                        f"{fit['median_abs_error']:.0%}, max {fit['max_abs_error']:.0%} over the grid)",
         "source": src,
         "flash": {
-            "name": f"{prof_name}-flash",
+            "name": f"{name}-flash",
             "kind": "flash",
             "source": src,
             "latency": f"{fit['latency'] * 1e6:.2f} us",
@@ -186,10 +171,39 @@ def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 
             f"{p['size'] // KiB} KiB QD{p['depth']}: {p['bandwidth'] / 1e6:.0f}/{_model_bw(fit, p) / 1e6:.0f}"
             for p in points),
     }
-    from common.io import atomic
+
+
+def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 * GiB, sizes=DEFAULT_SIZES,
+              depths=DEFAULT_DEPTHS, seconds: float = 0.25, passes: int = 3, name: str | None = None,
+              progress: bool = True, dram: str = "ddr5-6400", compute: str | None = "laptop-gpu",
+              io: str = "auto") -> dict[str, Any]:
+    """Measure, fit, and write a device profile whose flash part is this machine's storage.
+
+    Every (size, depth) point is measured ``passes`` times for ``seconds`` each, the passes going
+    over the grid in a different random order, and the median pass is kept: a shared disk's
+    throughput drifts by tens of percent within seconds, and a single sweep over the grid would
+    bake one slow moment into one corner of the fit."""
+    from common.io import atomic, check_file
 
     from ..hardware import load_device
 
+    path = Path(file)
+    check_file(out, "calibrate output")
+    _check(size, sizes, depths, seconds, passes)
+    if path.exists() and not path.is_file():
+        raise DipsimError(f"--file {path}: not a regular file; give a file on the storage to measure")
+    ensure_file(path, size, progress)
+    host = Host(path, max(sizes), max(depths), io)
+    try:
+        points = _measure(host, size, sizes, depths, seconds, passes, progress)
+    finally:
+        host.close()
+    fit = fit_flash(points)
+    src = (f"dipsim calibrate on {os.uname().nodename} at {time.strftime('%Y-%m-%d %H:%M')}: O_DIRECT random "
+           f"reads of {path} ({size / GiB:.2f} GiB), sizes {', '.join(f'{s // KiB} KiB' for s in sizes)}, queue "
+           f"depths {', '.join(map(str, depths))}, {passes} passes of {seconds:g} s each, median pass; I/O: "
+           f"{host.kind}")
+    doc = _profile(fit, points, name or Path(out).stem, src, sizes, dram, compute)
     out = Path(out)
     with atomic(out) as tmp:
         tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))

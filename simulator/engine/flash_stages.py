@@ -15,13 +15,14 @@ import numpy as np
 
 from common.jit import njit
 
-from ..devices.flash import extents_to_requests, link_done_last, sequential_mask, size_histogram, unit_done_times
+from ..devices.flash import link_done_last, unit_done_times
+from ..devices.requests import extents_to_requests, sequential_mask, size_histogram
 from ..layout import Layout
 from ..replay import AccessLog
 
 
 @njit
-def _stage_times(stage_of, size, seq, n_stages, latency, penalty, unit_bw, link_bw, P, host, Q):
+def stage_times(stage_of, size, seq, n_stages, latency, penalty, unit_bw, link_bw, P, host, Q):
     """Batch time of every stage (requests grouped by stage, in issue order): the model of
     ``devices.flash.FlashModel.schedule`` evaluated for many batches in one compiled loop."""
     out = np.zeros(n_stages)
@@ -99,11 +100,11 @@ def flash_stages(log: AccessLog, lay: Layout, fl, *, prefetch: bool, keep_reques
             prev_end = int(req.offsets[-1] + req.sizes[-1])
         n_st = (t1 - t0) * L * 2
         sizes = req.sizes.astype(np.float64)
-        out.time[t0:t1] = _stage_times(req.segments, sizes, seq, n_st, *kernel).reshape(t1 - t0, L, 2)
+        out.time[t0:t1] = stage_times(req.segments, sizes, seq, n_st, *kernel).reshape(t1 - t0, L, 2)
         tok_of = req.segments // (2 * L)
         if any(early):
             e = np.array(early)[req.segments % 2]
-            out.background[t0:t1] = _stage_times(tok_of[e], sizes[e], seq[e], t1 - t0, *kernel)
+            out.background[t0:t1] = stage_times(tok_of[e], sizes[e], seq[e], t1 - t0, *kernel)
             for s_i, is_early in enumerate(early):
                 if is_early:
                     out.time[t0:t1, :, s_i] = 0.0
