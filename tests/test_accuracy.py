@@ -206,6 +206,7 @@ def test_cli_refuses_belady_in_one_line(no_model, capsys):
 
 
 # ------------------------------------------------------------------------------------------- (f)
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", [CA, RANDOM], ids=["dip-ca", "random"])
 def test_a_configuration_gives_the_same_figures_alone_or_with_others(smollm2, batch, token_batch, cfg):
     together = get(batch, cfg)
@@ -231,6 +232,7 @@ def _first_divergence(ma, mb):
     return min(found) if found else None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", [DIP, CA_ONE, CA], ids=["dip", "dip-ca-1", "dip-ca-0.2"])
 def test_float32_loops_part_only_at_a_near_tie(batch, token_batch, cfg):
     """float32 rounds the parallel and the incremental attention differently. Until their masks
@@ -261,6 +263,7 @@ def test_float32_loops_part_only_at_a_near_tie(batch, token_batch, cfg):
     assert abs(a["closed_loop_hit_rate"] - b["closed_loop_hit_rate"]) < 0.05
 
 
+@pytest.mark.slow
 def test_loops_agree_where_masks_do_not_depend_on_activations(batch, token_batch):
     for cfg in (DENSE, DENSE_FULL, STATIC, RANDOM, DIP_FULL):
         a, b = get(batch, cfg), get(token_batch, cfg)
@@ -442,6 +445,7 @@ def test_gemma3_runs_in_the_closed_loop():
     assert r["keep_actual"] == {"upgate": 0.5, "down": 0.5}
 
 
+@pytest.mark.slow
 def test_batched_gemm_mode_agrees_to_float_rounding(smollm2, batch):
     """The token loop with batch_invariant=False decodes with batched GEMMs: the dense model is the
     same to float rounding, and a full-keep dip still equals dense inside its batch."""

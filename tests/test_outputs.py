@@ -79,6 +79,7 @@ def test_plot_with_a_bad_suffix_fails_before_reading_results(tmp_path):
     assert r.returncode == 2 and "unsupported file type" in r.stderr and r.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_sigterm_during_capture_keeps_a_valid_trace_and_no_temporary_file(tmp_path, smollm2):
     import traces
 
