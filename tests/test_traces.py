@@ -12,7 +12,7 @@ import pytest
 
 import traces
 from common.errors import DipsimError
-from traces.format import TraceWriter
+from traces.writer import TraceWriter
 
 
 def recompute_h(mlp, x: np.ndarray) -> np.ndarray:

@@ -9,7 +9,8 @@
 """
 from ._version import __version__
 from common.errors import DipsimError
-from .format import Trace, TraceWriter, load, save
+from .format import Trace, load
+from .writer import TraceWriter, save
 from .capture import capture  # noqa: E402  (the function shadows its module's name on purpose; torch loads lazily)
 
 __all__ = ["__version__", "DipsimError", "Trace", "TraceWriter", "load", "save", "capture"]

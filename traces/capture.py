@@ -23,7 +23,7 @@ import numpy as np
 
 from .corpus import Corpus, load_corpus
 from common.errors import DipsimError
-from .format import TraceWriter
+from .writer import TraceWriter
 from .models import LoadedModel, load_model
 
 FP16_MAX = 65504.0

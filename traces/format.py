@@ -22,7 +22,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +45,12 @@ REQUIRED_META: dict[str, type | tuple[type, ...]] = {
     "dipsim_version": str,
     "has_h": bool,
 }
+
+#: upper bounds of the size fields (required ones and, when present, the optional ones): far above any
+#: real model, low enough that a corrupt header cannot make the loader loop or allocate without end
+SIZE_LIMITS = {"n_layers": 4096, "d_model": 1 << 17, "d_ff": 1 << 20, "n_tokens": 1 << 26, "n_heads": 4096,
+               "n_kv_heads": 4096, "head_dim": 1 << 14, "vocab_size": 1 << 24, "context": 1 << 26,
+               "attn_params_per_layer": 1 << 40, "embed_params": 1 << 40, "lm_head_params": 1 << 40}
 
 _DTYPES = {"F16": np.dtype("<f2"), "F32": np.dtype("<f4")}
 _DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
@@ -155,137 +161,6 @@ class Trace:
         return cls(full, list(xs), list(hs) if hs is not None else None)
 
 
-class TraceWriter:
-    """Writes a trace in token chunks; the file appears at ``path`` only on :meth:`commit`.
-
-    ``write(t0, xs, hs)`` stores rows ``t0 : t0 + n`` of every layer (``xs [L, n, d_model]``,
-    ``hs [L, n, d_ff]``). ``commit(n_done)`` finishes the file; when fewer tokens than planned were
-    written (an interrupted capture), the file is rewritten with exactly ``n_done`` tokens, so what
-    was captured is kept and the file stays valid. Used as a context manager, an exception before
-    commit removes the temporary file.
-    """
-
-    def __init__(self, path: str | os.PathLike, meta: dict[str, Any], *, n_layers: int, d_model: int,
-                 d_ff: int, n_tokens: int, dtype: str = "float16", with_h: bool = True):
-        self.path = Path(path)
-        self.dtype = np.dtype(dtype).newbyteorder("<")
-        if self.dtype not in _DTYPE_NAMES:
-            raise DipsimError(f"trace dtype {dtype!r} not supported; allowed: float16, float32")
-        self.n_layers, self.d_model, self.d_ff, self.n_tokens = n_layers, d_model, d_ff, n_tokens
-        self.with_h = with_h
-        self.meta = dict(meta)
-        self.meta.update(n_layers=n_layers, d_model=d_model, d_ff=d_ff, n_tokens=n_tokens, has_h=with_h,
-                         dipsim_version=__version__)
-        self.meta.setdefault("trace_dtype", _DTYPE_NAMES[self.dtype])
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.part-{os.getpid()}")
-        self._offsets, header = self._header(n_tokens)
-        self._data_start = 8 + len(header)
-        self._fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.write(self._fd, struct.pack("<Q", len(header)) + header)
-        total = self._data_start + max(end for _, end in self._offsets.values())
-        os.ftruncate(self._fd, total)
-        self._done = False
-
-    def _header(self, n_tokens: int) -> tuple[dict[str, tuple[int, int]], bytes]:
-        offsets: dict[str, tuple[int, int]] = {}
-        entries: dict[str, Any] = {}
-        pos = 0
-        for name in _tensor_names(self.n_layers, self.with_h):
-            width = self.d_model if name.startswith("x.") else self.d_ff
-            size = n_tokens * width * self.dtype.itemsize
-            offsets[name] = (pos, pos + size)
-            entries[name] = {"dtype": _DTYPE_NAMES[self.dtype], "shape": [n_tokens, width],
-                             "data_offsets": [pos, pos + size]}
-            pos += size
-        meta = dict(self.meta, n_tokens=n_tokens)
-        header = {"__metadata__": {"dipsim": json.dumps(meta, sort_keys=True)}, **entries}
-        raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * (-len(raw) % 8)
-        return offsets, raw
-
-    def write(self, t0: int, xs: Iterable[np.ndarray], hs: Iterable[np.ndarray] | None = None) -> None:
-        xs = list(xs)
-        hs = list(hs) if hs is not None else None
-        if len(xs) != self.n_layers or (self.with_h and (hs is None or len(hs) != self.n_layers)):
-            raise ValueError("write() needs one x (and one h) array per layer")
-        for layer in range(self.n_layers):
-            self._put(f"x.{layer}", t0, xs[layer], self.d_model)
-            if self.with_h:
-                assert hs is not None
-                self._put(f"h.{layer}", t0, hs[layer], self.d_ff)
-
-    def _put(self, name: str, t0: int, rows: np.ndarray, width: int) -> None:
-        rows = np.ascontiguousarray(rows, dtype=self.dtype)
-        if rows.ndim != 2 or rows.shape[1] != width or t0 < 0 or t0 + rows.shape[0] > self.n_tokens:
-            raise ValueError(f"{name}: rows of shape {rows.shape} at token {t0} do not fit [{self.n_tokens}, {width}]")
-        begin = self._data_start + self._offsets[name][0] + t0 * width * self.dtype.itemsize
-        os.pwrite(self._fd, rows.tobytes(), begin)
-
-    def commit(self, n_done: int | None = None) -> Path:
-        """Finish the file with ``n_done`` tokens (default: all planned) and move it into place."""
-        n_done = self.n_tokens if n_done is None else n_done
-        if not 0 < n_done <= self.n_tokens:
-            self.abort()
-            raise DipsimError(f"{self.path}: nothing to save ({n_done} tokens captured)")
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._done = True
-        if n_done < self.n_tokens:
-            self._shrink(n_done)
-        os.replace(self.tmp, self.path)
-        return self.path
-
-    def _shrink(self, n_done: int) -> None:
-        old = np.memmap(self.tmp, dtype=np.uint8, mode="r")
-        offsets, header = self._header(n_done)
-        data_start = 8 + len(header)
-        small = self.tmp.with_name(self.tmp.name + ".small")
-        with open(small, "wb") as f:
-            f.write(struct.pack("<Q", len(header)) + header)
-            for name, (begin, _) in self._offsets.items():
-                width = self.d_model if name.startswith("x.") else self.d_ff
-                nbytes = n_done * width * self.dtype.itemsize
-                src = self._data_start + begin
-                f.write(old[src: src + nbytes].tobytes())
-                assert f.tell() == data_start + offsets[name][1]
-            f.flush()
-            os.fsync(f.fileno())
-        del old
-        os.replace(small, self.tmp)
-
-    def abort(self) -> None:
-        if not self._done:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._done = True
-        self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> "TraceWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None or not self._done:
-            self.abort()
-
-
-def save(path: str | os.PathLike, trace: Trace, chunk: int = 256) -> Path:
-    """Write an (e.g. in-memory) trace to ``path``."""
-    dtype = "float32" if trace.x(0).dtype == np.float32 else "float16"
-    meta = {k: v for k, v in trace.meta.items() if k != "trace_dtype"}
-    with TraceWriter(path, meta, n_layers=trace.n_layers, d_model=trace.d_model, d_ff=trace.d_ff,
-                     n_tokens=trace.n_tokens, dtype=dtype,
-                     with_h=trace.has_h) as w:
-        for t0 in range(0, trace.n_tokens, chunk):
-            t1 = min(t0 + chunk, trace.n_tokens)
-            xs = [trace.x(layer)[t0:t1] for layer in range(trace.n_layers)]
-            hs = [trace.h(layer)[t0:t1] for layer in range(trace.n_layers)] if trace.has_h else None
-            w.write(t0, xs, hs)
-        return w.commit()
-
-
 def load(path: str | os.PathLike, *, check_finite: bool = True) -> Trace:
     """Open a trace file, check it, and memory-map its tensors.
 
@@ -297,6 +172,8 @@ def load(path: str | os.PathLike, *, check_finite: bool = True) -> Trace:
         raise DipsimError(f"trace file not found: {p}")
     if p.is_dir():
         raise DipsimError(f"{p}: is a directory, not a trace file")
+    if not p.is_file():
+        raise DipsimError(f"{p}: not a regular file (a pipe or a device cannot be a trace)")
     size = p.stat().st_size
     with open(p, "rb") as f:
         head = f.read(8)
@@ -324,6 +201,7 @@ def load(path: str | os.PathLike, *, check_finite: bool = True) -> Trace:
     data_start = 8 + hlen
     data_size = size - data_start
     arrays: dict[str, np.ndarray] = {}
+    spans: list[tuple[int, int, str]] = []
     expected = _tensor_names(L, has_h)
     extra = sorted(set(header) - set(expected) - {"__metadata__"})
     if extra:
@@ -351,6 +229,11 @@ def load(path: str | os.PathLike, *, check_finite: bool = True) -> Trace:
             raise DipsimError(f"{p}: truncated: tensor '{name}' needs bytes up to {data_start + end}, "
                               f"the file has {size}")
         arrays[name] = np.memmap(p, dtype=dt, mode="r", offset=data_start + begin, shape=(T, width))
+        spans.append((begin, end, name))
+    spans.sort()
+    for (_, e0, n0), (b1, _, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise DipsimError(f"{p}: tensors '{n0}' and '{n1}' overlap in the file (corrupt data_offsets)")
     if check_finite:
         for name, arr in arrays.items():
             _check_finite(p, name, arr)
@@ -369,11 +252,23 @@ def _check_meta(p: Path, meta: Any) -> None:
         ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
         if not ok:
             raise DipsimError(f"{p}: metadata field '{key}' is {value!r}, expected {_typename(typ)}")
-    for key in ("n_layers", "d_model", "d_ff", "n_tokens"):
-        if meta[key] <= 0:
-            raise DipsimError(f"{p}: metadata field '{key}' is {meta[key]}, expected a positive integer")
-    if not meta["bytes_per_weight"] > 0:
-        raise DipsimError(f"{p}: metadata field 'bytes_per_weight' is {meta['bytes_per_weight']}, expected > 0")
+    for key, hi in SIZE_LIMITS.items():
+        v = meta.get(key)
+        if key not in REQUIRED_META and v is None:
+            continue
+        lo = 0 if key in ("attn_params_per_layer", "lm_head_params") else 1
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise DipsimError(f"{p}: metadata field '{key}' is {v!r}, expected a whole number in {lo}..{hi}")
+    for key in ("bytes_per_weight", "static_bytes_per_weight"):
+        v = meta.get(key)
+        if key not in REQUIRED_META and v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 8:
+            raise DipsimError(f"{p}: metadata field '{key}' is {v!r}, expected bytes per weight in (0, 8]")
+    if meta.get("n_kv_heads") and meta.get("n_heads") and meta["n_kv_heads"] > meta["n_heads"]:
+        raise DipsimError(f"{p}: metadata says {meta['n_kv_heads']} KV heads for {meta['n_heads']} attention heads")
+    if meta.get("tied_lm_head") is not None and not isinstance(meta["tied_lm_head"], bool):
+        raise DipsimError(f"{p}: metadata field 'tied_lm_head' is {meta['tied_lm_head']!r}, expected true or false")
 
 
 def _typename(typ: type | tuple[type, ...]) -> str:
