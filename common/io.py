@@ -9,6 +9,7 @@ target, renamed over it when complete, removed on any failure or interruption).
 from __future__ import annotations
 
 import os
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -16,39 +17,81 @@ from typing import Iterator
 from .errors import DipsimError
 
 
+def _writable_folder(folder: Path, option: str, p: Path) -> None:
+    """The folder exists and a file can be created in it, or it does not exist yet and its nearest
+    existing ancestor is a writable folder (it is created when the output is written, so a run that
+    fails leaves no empty folder behind)."""
+    anc = folder
+    while not anc.exists():
+        if anc.parent == anc:
+            break
+        anc = anc.parent
+    if not anc.is_dir():
+        raise DipsimError(f"{option} {p}: {anc} is not a folder")
+    try:   # a real probe: os.access is fooled by /proc, read-only mounts and immutable folders
+        fd, probe = tempfile.mkstemp(prefix=".dipsim-probe-", dir=anc)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise DipsimError(f"{option} {p}: cannot write in {anc} ({e.strerror or e})") from None
+
+
 def check_file(path: str | os.PathLike, option: str, suffixes: tuple[str, ...] | None = None) -> Path:
     """``path`` as a Path, after checking that a file can be written there (``option`` names the
-    command-line option or field in the error)."""
+    command-line option or field in the error). Nothing is created."""
     p = Path(path)
     if p.is_dir():
         raise DipsimError(f"{option} {p}: is a directory; give a file name")
+    if p.exists() and not p.is_file():
+        raise DipsimError(f"{option} {p}: exists and is not a regular file")
     if suffixes is not None and p.suffix.lower() not in suffixes:
         raise DipsimError(f"{option} {p}: unsupported file type {p.suffix or '(none)'!r}; allowed: "
                           f"{', '.join(suffixes)}")
-    folder = p.parent if str(p.parent) else Path(".")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DipsimError(f"{option} {p}: cannot create the folder {folder}: {e.strerror or e}") from None
-    if not folder.is_dir():
-        raise DipsimError(f"{option} {p}: {folder} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise DipsimError(f"{option} {p}: the folder {folder} is not writable")
+    _writable_folder(p.parent if str(p.parent) else Path("."), option, p)
     return p
 
 
-def check_folder(path: str | os.PathLike, option: str) -> Path:
-    """``path`` as a Path, after checking that it is (or can become) a writable folder."""
+def check_folder(path: str | os.PathLike, option: str, *, create: bool = True) -> Path:
+    """``path`` as a Path, after checking that it is (or can become) a writable folder; created
+    unless ``create`` is False."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise DipsimError(f"{option} {p}: exists and is not a folder")
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DipsimError(f"{option} {p}: cannot create the folder: {e.strerror or e}") from None
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise DipsimError(f"{option} {p}: the folder is not writable")
+    _writable_folder(p, option, p)
+    if create:
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DipsimError(f"{option} {p}: cannot create the folder: {e.strerror or e}") from None
     return p
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the hidden temporary files that writers of ``path`` left beside it when they were killed
+    (``.<name>.part-<pid>...`` whose process is gone); the ones of live processes stay. Returns the
+    files removed."""
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{path.stem}.part-*")) + list(path.parent.glob(f".{path.name}.part-*"))
+    except OSError:
+        return removed
+    for f in candidates:
+        pid = f.name.rsplit(".part-", 1)[1].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue          # still running: maybe writing it right now
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        try:
+            f.unlink()
+            removed.append(f)
+        except OSError:
+            pass
+    return removed
 
 
 def temp_beside(path: Path) -> Path:
@@ -63,14 +106,18 @@ def atomic(path: str | os.PathLike) -> Iterator[Path]:
     interruption (including KeyboardInterrupt) it is removed."""
     path = Path(path)
     tmp = temp_beside(path)
+    remove_stale_temporaries(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             tmp.unlink()
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and not isinstance(e, (BrokenPipeError, InterruptedError)):
+            raise DipsimError(f"{path}: cannot write ({e.strerror or e})") from None
         raise
 
 

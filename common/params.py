@@ -75,12 +75,18 @@ def to_number(v: Any, where: str) -> float:
 
 def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
            integer: bool = False, optional: bool = False) -> Check:
-    """A number in [lo, hi] (``lo_open``/``hi_open``: excluded ends); ``integer``: whole numbers."""
+    """A number in [lo, hi] (``lo_open``/``hi_open``: excluded ends); ``integer``: whole numbers, at
+    most 2^31 unless ``hi`` says otherwise (counts of tokens, layers, columns)."""
+    shown_hi = hi
+    if integer and hi is None:
+        hi = float(1 << 31)
     lo_t = "" if lo is None else ("(" if lo_open else "[") + f"{lo:g}"
-    hi_t = "" if hi is None else f"{hi:g}" + (")" if hi_open else "]")
-    what = ("a whole number" if integer else "a number") + (f" in {lo_t}, {hi_t}" if lo is not None and hi is not None
-                                                          else f" >= {lo:g}" if lo is not None and not lo_open
-                                                          else f" > {lo:g}" if lo is not None else "")
+    hi_t = "" if shown_hi is None else f"{shown_hi:g}" + (")" if hi_open else "]")
+    what = ("a whole number" if integer else "a number") + (
+        f" in {lo_t}, {hi_t}" if lo is not None and shown_hi is not None
+        else f" >= {lo:g}" if lo is not None and not lo_open else f" > {lo:g}" if lo is not None else "")
+    if integer and shown_hi is None:
+        what += " (below 2^31)"
 
     def check(v: Any, where: str) -> Any:
         if v is None and optional:

@@ -144,3 +144,10 @@ def fmt_time(t: float) -> str:
 
 def fmt_count(v: float) -> str:
     return "unbounded" if math.isinf(v) else f"{int(v)}"
+
+
+def fmt_quantity(v: float, kind: str) -> str:
+    """``v`` (base units) for a person, by kind."""
+    if math.isinf(v):
+        return "unbounded"
+    return {"size": fmt_size, "rate": fmt_rate, "time": fmt_time, "count": fmt_count}.get(kind, lambda x: f"{x:g}")(v)

@@ -10,6 +10,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from common.errors import DipsimError
+from common.io import remove_stale_temporaries
 
 from ._version import __version__
 from .format import _DTYPE_NAMES, Trace, _tensor_names
@@ -39,6 +40,7 @@ class TraceWriter:
         self.meta.setdefault("trace_dtype", _DTYPE_NAMES[self.dtype])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.name}.part-{os.getpid()}")
+        remove_stale_temporaries(self.path)     # what a killed capture of the same file left behind
         self._offsets, header = self._header(n_tokens)
         self._data_start = 8 + len(header)
         self._fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)

@@ -9,6 +9,7 @@ with 143. Heavy modules (torch, simpy, pandas) are imported only by the verbs th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from common.errors import DipsimError
@@ -18,10 +19,19 @@ from . import demo, disk, eval, mrc, profiles, replay, sweep, trace
 VERBS = (trace, replay, mrc, sweep, profiles, disk, eval, demo)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors in dipsim's one-line form (``dipsim: error: ...``, exit 2) rather
+    than a usage block and a second line."""
+
+    def error(self, message: str):
+        cmd = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        self.exit(2, f"dipsim: error: {cmd}{' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from traces import __version__
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="dipsim",
         description="Memory-hierarchy simulator for on-device LLM inference with dynamic activation sparsity: "
                     "capture activation traces from real models, replay masking (DIP, DIP-CA, baselines) and "
@@ -61,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
-    a = parser.parse_args(argv)
+    try:
+        a = parser.parse_args(argv)
+    except SystemExit as e:      # --help, --version, or a bad option already reported in one line
+        return int(e.code or 0)
     if not a.command:
         parser.print_help()
         return 0
@@ -75,6 +88,12 @@ def _main(argv: list[str] | None) -> int:
         return 143 if isinstance(e, Terminated) or isinstance(e.__context__, Terminated) else 130
     except BrokenPipeError:
         return 0
+    except Exception as e:   # a bug, not bad input: still one line, with the way to the traceback
+        if os.environ.get("DIPSIM_DEBUG"):
+            raise
+        print(f"dipsim: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]} (a bug in dipsim; "
+              f"rerun with DIPSIM_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
     return int(rc or 0)
 
 

@@ -31,12 +31,13 @@ def add_parser(sub) -> None:
 
 
 def run_trace(a: argparse.Namespace) -> int:
-    from common.io import check_file
+    from common.io import check_file, check_outputs
     from traces.capture import CaptureInterrupted, capture
     from traces.format import load
 
     spec = TraceSpec.from_mapping(given(a, TraceSpec), "command line")
-    check_file(a.out, "--out")
+    check_outputs([("--out", a.out)], [("--text", a.text), ("--dataset", a.dataset)])
+    check_file(a.out, "--out", (".safetensors",))
     try:
         path = capture(spec.model, a.out, tokens=spec.tokens, text=a.text, dataset=a.dataset,
                        text_column=a.text_column, context=spec.context, dtype=a.dtype, with_h=not a.no_h,

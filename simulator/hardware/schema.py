@@ -23,31 +23,37 @@ class Field:
     inf_ok: bool = False
     integer: bool = False
     help: str = ""
+    lo: float = 0.0             # plausible range in base units (beyond it: a typo or a missing unit)
+    hi: float = math.inf
 
 
+KB, GB, TB = 1e3, 1e9, 1e12
 FLASH_FIELDS: dict[str, Field] = {
-    "latency": Field("time", zero_ok=True, help="per-request time before data flows (command overhead + NAND tR)"),
-    "unit_bandwidth": Field("rate", inf_ok=True, help="bytes/s one internal parallel unit streams at"),
-    "units": Field("count", inf_ok=True, help="internal parallel units (channels x dies)"),
-    "queue_depth": Field("count", inf_ok=True, help="host queue depth (requests outstanding at most)"),
-    "link_bandwidth": Field("rate", inf_ok=True, help="host interface bytes/s, shared by all units"),
-    "page_bytes": Field("size", integer=True, help="read granularity: requests are aligned to pages"),
-    "max_request_bytes": Field("size", inf_ok=True, integer=True, help="longer reads are split"),
+    "latency": Field("time", zero_ok=True, help="per-request time before data flows (command overhead + NAND tR)",
+                     hi=0.1),
+    "unit_bandwidth": Field("rate", inf_ok=True, help="bytes/s one internal parallel unit streams at", lo=KB, hi=TB),
+    "units": Field("count", inf_ok=True, help="internal parallel units (channels x dies)", lo=1, hi=1 << 20),
+    "queue_depth": Field("count", inf_ok=True, help="host queue depth (requests outstanding at most)", lo=1,
+                         hi=1 << 20),
+    "link_bandwidth": Field("rate", inf_ok=True, help="host interface bytes/s, shared by all units", lo=KB, hi=TB),
+    "page_bytes": Field("size", integer=True, help="read granularity: requests are aligned to pages", lo=1,
+                        hi=1 << 24),
+    "max_request_bytes": Field("size", inf_ok=True, integer=True, help="longer reads are split", lo=1, hi=1 << 34),
     "random_penalty": Field("time", required=False, default=0.0, zero_ok=True,
-                            help="extra latency of a request that does not continue the previous one"),
+                            help="extra latency of a request that does not continue the previous one", hi=0.1),
     "host_overhead": Field("time", required=False, default=0.0, zero_ok=True,
-                           help="host time to submit one request (driver, syscall), serial over requests"),
-    "read_energy_per_byte": Field("energy", required=False, zero_ok=True, help="J per byte read"),
+                           help="host time to submit one request (driver, syscall), serial over requests", hi=0.1),
+    "read_energy_per_byte": Field("energy", required=False, zero_ok=True, help="J per byte read", hi=1e-6),
 }
 DRAM_FIELDS: dict[str, Field] = {
-    "bandwidth": Field("rate", help="peak bytes/s (bus width x transfer rate)"),
-    "latency": Field("time", zero_ok=True, help="access latency"),
+    "bandwidth": Field("rate", help="peak bytes/s (bus width x transfer rate)", lo=1e6, hi=100 * TB),
+    "latency": Field("time", zero_ok=True, help="access latency", hi=1e-3),
     "efficiency": Field("fraction", required=False, default=1.0, help="sustained share of the peak"),
-    "read_energy_per_byte": Field("energy", required=False, zero_ok=True, help="J per byte read"),
+    "read_energy_per_byte": Field("energy", required=False, zero_ok=True, help="J per byte read", hi=1e-6),
 }
 COMPUTE_FIELDS: dict[str, Field] = {
-    "fp16_flops": Field("flops", help="dense fp16 peak FLOP/s"),
-    "int8_ops": Field("ops", required=False, help="dense int8 peak OP/s"),
+    "fp16_flops": Field("flops", help="dense fp16 peak FLOP/s", lo=1e6, hi=1e19),
+    "int8_ops": Field("ops", required=False, help="dense int8 peak OP/s", lo=1e6, hi=1e19),
     "efficiency": Field("fraction", required=False, default=1.0, help="achieved share of the peak"),
 }
 NUMERIC_FIELDS = {"flash": FLASH_FIELDS, "dram": DRAM_FIELDS, "compute": COMPUTE_FIELDS}

@@ -31,6 +31,7 @@ import itertools
 import json
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +275,7 @@ def _expand(exp: Experiment, base, grid, zipped, traces, check_traces: bool) -> 
                     _set(params, k, v)
                 _resolve_trace_path(p, params)
                 m = params.get("masking", "dip")
+                m = m if isinstance(m, str) else ""          # a bad value: PointConfig names it below
                 for k in policy_keys & set(params) - takes.get(m, policy_keys):   # gamma of a dip point
                     del params[k]
                 shown = {k: _get(params, k) for k in axis_names if _get(params, k) is not None}
@@ -313,4 +315,32 @@ def _check_point(p: Path, readable: str, params: dict[str, Any], check_traces: b
         tp = Path(cfg.trace)
         if not tp.is_file():
             raise DipsimError(f"{where}: trace file not found: {tp}")
+        _check_against_trace(where, cfg, _trace_meta(str(tp.resolve()), tp.stat().st_mtime_ns))
+    elif not isinstance(cfg.trace, str):
+        _check_against_trace(where, cfg, {"n_tokens": cfg.trace.tokens})
     return cfg
+
+
+@lru_cache(maxsize=32)
+def _trace_meta(path: str, version: int) -> dict[str, Any]:
+    """A trace's header, checked (the data is read by the points)."""
+    from traces.format import load
+
+    return dict(load(path, check_finite=False).meta)
+
+
+def _check_against_trace(where: str, cfg: PointConfig, meta: dict[str, Any]) -> None:
+    """What only the trace can tell: token counts, and per-layer keeps against its depth."""
+    from ..replay import make_groups
+
+    rc, n = cfg.replay, int(meta["n_tokens"])
+    if rc.tokens is not None and rc.tokens > n:
+        raise DipsimError(f"{where}: tokens: {rc.tokens} exceeds the trace's {n} tokens")
+    T = rc.tokens or n
+    if rc.warmup >= T:
+        raise DipsimError(f"{where}: warmup: must be below the {T} tokens replayed, got {rc.warmup}")
+    if "n_layers" in meta:
+        try:
+            make_groups(meta, rc)
+        except DipsimError as e:
+            raise DipsimError(f"{where}: {e}") from None
