@@ -16,6 +16,7 @@ NaN and infinities, dates, binary data and nested structures where a scalar belo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from typing import Any, Callable, Sequence
@@ -36,7 +37,12 @@ def param(default: Any, check: Check, help: str, *, metavar: str | None = None, 
 
 def params_of(cls) -> list[dataclasses.Field]:
     """The declared parameters of a config dataclass, in order."""
-    return [f for f in dataclasses.fields(cls) if "check" in f.metadata]
+    return list(_params_of(cls))
+
+
+@functools.lru_cache(maxsize=None)
+def _params_of(cls) -> tuple[dataclasses.Field, ...]:
+    return tuple(f for f in dataclasses.fields(cls) if "check" in f.metadata)
 
 
 _KEY_PATH = re.compile(r"[A-Za-z_][\w.]*(\[\d+\])*")

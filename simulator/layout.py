@@ -47,6 +47,8 @@ class Layout:
         self.L = log.n_layers
         self.reorder = reorder
         self.regions: dict[str, Region] = {}
+        self._order: dict[str, np.ndarray] = {}
+        self._pages: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         pos = 0.0
         bases = {g: np.zeros(self.L) for g in log.groups}
         for layer in range(self.L):
@@ -57,6 +59,30 @@ class Layout:
         for name, g in log.groups.items():
             slot = None if reorder == "none" else _permutation(log, name, reorder, calib_tokens)
             self.regions[name] = Region(name, g.n_columns, g.bytes_per_column, bases[name], slot)
+
+    def slot_order(self, group: str) -> np.ndarray:
+        """``[L, N]`` int64: the column in each slot (the inverse of the region's permutation); a
+        ``[1, 1]`` placeholder when slots are in column order."""
+        r = self.regions[group]
+        if r.slot is None:
+            return np.zeros((1, 1), dtype=np.int64)
+        if group not in self._order:
+            order = np.empty_like(r.slot, dtype=np.int64)
+            np.put_along_axis(order, r.slot.astype(np.int64), np.arange(r.n_columns)[None, :], axis=1)
+            self._order[group] = order
+        return self._order[group]
+
+    def slot_pages(self, group: str, page: int) -> tuple[np.ndarray, np.ndarray]:
+        """``[L, N]`` int64 page-aligned start and end of every slot's bytes (what a read of the column
+        in that slot covers), kept per group and page size."""
+        key = (group, page)
+        if key not in self._pages:
+            r = self.regions[group]
+            x = np.asarray(r.base, dtype=np.float64)[:, None] + np.arange(r.n_columns)[None, :] * r.bytes_per_column
+            a = np.floor(x).astype(np.int64)
+            e = np.ceil(x + r.bytes_per_column).astype(np.int64)
+            self._pages[key] = ((a // page) * page, -((-e) // page) * page)
+        return self._pages[key]
 
     def extents(self, group: str, missed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Byte extents ``(layer, start, end)`` of the columns in ``missed [L, N]``, sorted by offset."""

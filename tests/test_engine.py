@@ -154,6 +154,17 @@ def test_fine_and_batch_modes_agree(tmp_path, small):
     assert f["engine_events"] > b["engine_events"]
 
 
+@pytest.mark.parametrize("masking, overlap_io", [("dip", True), ("static", True), ("dense", False)])
+def test_batch_closed_form_equals_the_event_simulation(tmp_path, small, masking, overlap_io):
+    """Plain batch mode sums each token's layers directly; with a timeline requested it runs event by
+    event in SimPy. Both give the same latencies (read-ahead batches included for static masking)."""
+    log = simulator.replay(small, masking, "lru", keep=0.5, dram_fraction=0.5, tokens=16, warmup=2)
+    dev = device(tmp_path)
+    direct = engine.simulate(log, dev, overlap_io=overlap_io)
+    events = engine.simulate(log, dev, overlap_io=overlap_io, chrome_trace=tmp_path / "t.json", chrome_tokens=1)
+    np.testing.assert_allclose(direct.latency, events.latency, rtol=1e-12, atol=0)
+
+
 def test_time_is_monotone_in_bytes_and_overlap_helps(tmp_path, small):
     dev = device(tmp_path)
     fast = []
@@ -189,3 +200,60 @@ def test_bad_engine_options(tmp_path, log):
         engine.simulate(log, device(tmp_path), mode="exact")
     with pytest.raises(DipsimError, match="layout: reorder: unknown reordering 'random'; allowed: none"):
         engine.simulate(log, device(tmp_path), layout={"reorder": "random"})
+
+
+@st.composite
+def random_logs(draw):
+    """An access log with random misses: one up/gate group or separate up and gate, then down,
+    with column sizes that straddle pages, and optionally a random slot permutation per layer."""
+    from simulator.replay import AccessLog, GroupLog
+
+    T, L = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    split = draw(st.booleans())
+    names = ["up", "gate", "down"] if split else ["upgate", "down"]
+    groups = {}
+    for name in names:
+        N = draw(st.integers(1, 40))
+        bpc = draw(st.sampled_from([1.0, 96.5, 1152.0, 3000.25, 9000.0]))
+        p = draw(st.sampled_from([0.0, 0.1, 0.5, 0.95, 1.0]))
+        seed = draw(st.integers(0, 2**16))
+        miss = np.random.default_rng(seed).random((T, L, N)) < p
+        z = np.zeros((T, L), np.int32)
+        groups[name] = GroupLog(name, N, bpc, np.zeros(L), np.full(L, N), z, z, np.packbits(miss, axis=2))
+    return AccessLog({}, {}, 0, groups), draw(st.integers(0, 2**16))
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=random_logs(), page=st.sampled_from([1, 512, 4096, 16384]),
+       max_req=st.sampled_from([float("inf"), 16384.0, 131072.0]), permute=st.booleans())
+def test_compiled_requests_equal_the_reference_extents(case, page, max_req, permute):
+    """The engine's one-pass request builder gives exactly the requests of the readable path
+    (Layout.block_extents, then extents_to_requests), page rules, merges and cuts included."""
+    from simulator.engine.flash_stages import stage_groups
+    from simulator.engine.stage_requests import block_requests
+    from simulator.layout import Region
+
+    log, seed = case
+    max_req = max(max_req, float(page))
+    lay = Layout(log)
+    if permute:
+        rng = np.random.default_rng(seed)
+        for name, r in lay.regions.items():
+            slot = np.stack([rng.permutation(r.n_columns) for _ in range(log.n_layers)])
+            lay.regions[name] = Region(r.group, r.n_columns, r.bytes_per_column, r.base, slot)
+    stages = stage_groups(log)
+    L = log.n_layers
+    segs, starts, ends = [], [], []
+    for s_i, names in enumerate(stages):
+        for g in names:
+            missed = np.unpackbits(log.groups[g].missed_bits, axis=2, count=log.groups[g].n_columns).view(bool)
+            tok, layer, a, b = lay.block_extents(g, missed)
+            segs.append((tok * L + layer) * 2 + s_i)
+            starts.append(a)
+            ends.append(b)
+    ref = extents_to_requests(np.concatenate(starts), np.concatenate(ends), page_bytes=page,
+                              max_request_bytes=max_req, segments=np.concatenate(segs))
+    got = block_requests(log, lay, stages, 0, log.n_tokens, page_bytes=page, max_request_bytes=max_req)
+    assert got.segments.tolist() == ref.segments.tolist()
+    assert got.offsets.tolist() == ref.offsets.tolist()
+    assert got.sizes.tolist() == ref.sizes.tolist()

@@ -45,6 +45,7 @@ cache-aware masking and closed-loop evaluation refuses them outright.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, ClassVar
 
@@ -63,8 +64,13 @@ STEP_MODELS = ("set", "sequential")
 
 
 def policy_params(name: str) -> list[str]:
-    sig = inspect.signature(REGISTRY.get_class(name).__init__)
-    return [p for p in sig.parameters if p not in ("self", "n_layers", "n_columns", "capacity")]
+    return list(_init_params(REGISTRY.get_class(name)))
+
+
+@functools.lru_cache(maxsize=None)
+def _init_params(cls: type) -> tuple[str, ...]:
+    sig = inspect.signature(cls.__init__)
+    return tuple(p for p in sig.parameters if p not in ("self", "n_layers", "n_columns", "capacity"))
 
 
 def make(name: str, *, n_layers: int, n_columns: int, capacity: Any, **params: Any) -> "CachePolicy":

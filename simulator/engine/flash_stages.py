@@ -3,7 +3,7 @@
 A stage is one matrix group's reads in one layer of one token: per layer the up/gate stage (the
 ``upgate`` group, or ``up`` and ``gate``) then the down stage. A stage's misses become read
 requests through the layout (page-aligned, merged when they touch, split at the device's maximum
-request size); its batch time comes from the flash model's queue (``devices.flash``), evaluated for
+request size; built in one compiled pass by ``stage_requests``); its batch time comes from the flash model's queue (``devices.flash``), evaluated for
 many batches in one compiled loop. A stage whose columns do not depend on the token (dense groups,
 static masking) is read ahead: its requests join one background batch per token (``prefetch``).
 """
@@ -16,9 +16,10 @@ import numpy as np
 from common.jit import njit
 
 from ..devices.flash import link_done_last, unit_done_times
-from ..devices.requests import extents_to_requests, sequential_mask, size_histogram
+from ..devices.requests import sequential_mask, size_histogram
 from ..layout import Layout
 from ..replay import AccessLog
+from .stage_requests import block_requests
 
 
 @njit
@@ -84,17 +85,8 @@ def flash_stages(log: AccessLog, lay: Layout, fl, *, prefetch: bool, keep_reques
     block = max(1, min(T, 4_000_000 // max(sum(g.n_columns for g in log.groups.values()) * L, 1)))
     for t0 in range(0, T, block):
         t1 = min(t0 + block, T)
-        segs, starts, ends = [], [], []
-        for s_i, names in enumerate(stages):
-            for g in names:
-                gl = log.groups[g]
-                missed = np.unpackbits(gl.missed_bits[t0:t1], axis=2, count=gl.n_columns).view(bool)
-                tok, layer, a, b = lay.block_extents(g, missed)
-                segs.append((tok * L + layer) * 2 + s_i)
-                starts.append(a)
-                ends.append(b)
-        req = extents_to_requests(np.concatenate(starts), np.concatenate(ends), page_bytes=int(fl.page_bytes),
-                                  max_request_bytes=fl.max_request_bytes, segments=np.concatenate(segs))
+        req = block_requests(log, lay, stages, t0, t1, page_bytes=int(fl.page_bytes),
+                             max_request_bytes=fl.max_request_bytes)
         seq = sequential_mask(req.offsets, req.sizes, prev_end)
         if len(req.sizes):
             prev_end = int(req.offsets[-1] + req.sizes[-1])

@@ -308,7 +308,7 @@ def _check_point(p: Path, readable: str, params: dict[str, Any], check_traces: b
     cfg = PointConfig.from_flat(params, where)
     if cfg.device is not None:
         try:
-            device_models(cfg.device)
+            _check_device(cfg.device, _file_version(cfg.device))
         except DipsimError as e:
             raise DipsimError(f"{where}: device: {e}") from None
     if check_traces and isinstance(cfg.trace, str):
@@ -319,6 +319,20 @@ def _check_point(p: Path, readable: str, params: dict[str, Any], check_traces: b
     elif not isinstance(cfg.trace, str):
         _check_against_trace(where, cfg, {"n_tokens": cfg.trace.tokens})
     return cfg
+
+
+@lru_cache(maxsize=64)
+def _check_device(device: str, version: tuple) -> None:
+    """A device profile loads and builds its models (checked once per name and file version)."""
+    device_models(device)
+
+
+def _file_version(name: str) -> tuple:
+    try:
+        st = os.stat(name)
+    except OSError:
+        return ()
+    return (st.st_mtime_ns, st.st_size)
 
 
 @lru_cache(maxsize=32)
