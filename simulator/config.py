@@ -39,10 +39,10 @@ def _weight_format(v: Any, where: str) -> Any:
     if isinstance(v, str) and v in WEIGHT_FORMATS:
         return v
     try:
-        return number(0, None, lo_open=True)(v, where)
+        return number(0, 8, lo_open=True)(v, where)
     except DipsimError:
         raise DipsimError(f"{where}: unknown weight format {v!r}; allowed: source, {', '.join(WEIGHT_FORMATS)}, or "
-                          f"bytes per weight as a number > 0") from None
+                          f"bytes per weight as a number in (0, 8]") from None
 
 
 def masking_parameter_names() -> list[str]:

@@ -242,7 +242,10 @@ def test_named_regressions(tmp_path, capsys):
         (["calibrate", "--file", str(d / "f"), "--out", str(d / "p.yaml"), "--sizes", "abc"], "expected a size"),
         (["calibrate", "--file", str(d / "f"), "--out", str(d / "p.yaml"), "--seconds", "nan"], "seconds > 0"),
         (["plot", str(d / "nowhere")], "results folder not found"),
+        (["profiles", str(d / "long.yaml")], "unknown flash part"),           # a name longer than NAME_MAX
+        (["replay", "--trace", str(t), "--weight-format", "1e9"], "a number in (0, 8]"),
     ]
+    (d / "long.yaml").write_text("kind: device\nname: x\nflash: " + "a" * 400 + "\ndram: lpddr5x-8533\n")
     for argv, message in cases:
         rc, err = run_cli(capsys, argv, d)
         assert rc == 2 and message in err, (argv, err)

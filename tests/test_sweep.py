@@ -224,3 +224,15 @@ def test_accuracy_against_speed_marks_the_front_and_collapsed_points():
     assert axes[0].get_yscale() == "log"                    # collapsed point present: log axis
     with pytest.raises(DipsimError, match="no tokens/s column"):
         plots.accuracy_vs_speed(df.drop(columns=["m.tokens_per_s", "m.analytic_tokens_per_s"]))
+
+
+def test_axes_mixing_names_numbers_and_lists_are_written(tmp_path, dev):
+    """A grid whose values differ in type (a format name beside bytes per weight, one keep beside a
+    per-layer list) still makes a results file, with those columns as text."""
+    body = base_exp(dev, grid={"weight_format": ["int4", 0.75], "keep": [0.5, [0.5, 0.4, 0.5, 0.4, 0.5, 0.4]]})
+    out = tmp_path / "out"
+    sweep.run_sweep(sweep.load_experiment(write_exp(tmp_path, body)), out, jobs=1, progress=False, log=lambda s: None)
+    df = sweep.load_results(out)
+    assert len(df) == 4
+    assert sorted(set(df["p.weight_format"])) == ["0.75", "int4"]
+    assert df["m.flash_read_bytes_per_token"].notna().all()

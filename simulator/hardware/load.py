@@ -39,9 +39,9 @@ MAX_PROFILE_BYTES = 1 << 20     # a profile is a few kilobytes
 def read_yaml(path: Path) -> dict:
     where = _show(path)
     try:
-        if path.exists() and not path.is_file():
+        if os.path.exists(path) and not path.is_file():
             raise _err(where, None, "not a regular file (a pipe or a device cannot be a profile)")
-        if path.exists() and path.stat().st_size > MAX_PROFILE_BYTES:
+        if os.path.exists(path) and path.stat().st_size > MAX_PROFILE_BYTES:
             raise _err(where, None, f"{path.stat().st_size} bytes; a profile is a few kilobytes")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -108,14 +108,14 @@ def locate(kind: str, ref: str | Path, *, base: Path | None = None, where: str |
         raise _err(where or "hardware profile", fld, f"empty {kind} name")
     if looks_like_path(ref):
         p = Path(ref)
-        if not p.is_absolute() and base is not None and not p.exists():
+        if not p.is_absolute() and base is not None and not os.path.exists(p):
             p = base / p
-        if not p.exists():
+        if not os.path.exists(p):
             raise _err(where or _show(p), fld, f"no such file: {_show(p)}")
         return p
     folder = profiles_dir() / FOLDERS[kind]
     p = folder / f"{ref}.yaml"
-    if not p.exists():
+    if not os.path.exists(p):
         what = "device" if kind == "device" else f"{kind} part"
         other = next((k for k in KINDS if k != kind and ref in names(k)), None)
         hint = ""

@@ -24,8 +24,13 @@ SWEEP_VERSION = 2
 def write_parquet(out: Path, rows: list[dict[str, Any]]) -> None:
     import pandas as pd
 
+    df = pd.DataFrame(rows)
+    for col in df.columns[df.dtypes == object]:
+        kinds = {type(v) for v in df[col] if v is not None}
+        if len(kinds) > 1:      # e.g. weight_format "int4" beside 0.5, or keep 0.5 beside a per-layer list
+            df[col] = [None if v is None else str(v) for v in df[col]]
     with atomic(out / "results.parquet") as tmp:
-        pd.DataFrame(rows).to_parquet(tmp, index=False)
+        df.to_parquet(tmp, index=False)
 
 
 def load_results(out: str | os.PathLike):
