@@ -65,7 +65,8 @@ class ReplayConfig(ConfigBase):
     cache_params: dict = param(None, mapping, "parameters of the cache policy, e.g. hot_fraction for pinned, "
                                               "step_model (set | sequential) for any", metavar="KEY=VALUE")
     dram_fraction: Any = param(None, number(0, 1, optional=True),
-                               "DRAM cache budget as a fraction of the MLP weights (default 0.5)", metavar="F")
+                               "DRAM cache budget as a fraction of the MLP weights (default: what the device "
+                               "leaves when one is named, else 0.5)", metavar="F")
     dram_bytes: Any = param(None, size(), "DRAM cache budget in bytes (a number, or with a unit: 512MB, 2GiB)",
                             metavar="BYTES")
     allocation: str = param("uniform", choice(*allocation.SCHEMES, kind="allocation"),

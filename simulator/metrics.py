@@ -21,6 +21,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "bytes_per_column": ("B", "bytes of one column of the group (its weights at the weight format)"),
     "keep": ("fraction", "columns selected / columns available, over tokens and layers"),
     "capacity_columns_per_layer": ("columns", "DRAM cache capacity of the group, mean over layers"),
+    "cache_budget_bytes": ("B", "DRAM budget of the column cache, over all layers and groups"),
+    "cache_budget_from": ("text", "what decided it: dram_fraction (of the MLP weights), dram_bytes, device (usable "
+                                  "DRAM - static weights - KV cache - runtime reserve; engine.budget) or default "
+                                  "(half the MLP weights)"),
     "selected_columns_per_token": ("columns/token", "columns of the group selected per token (whole model)"),
     # engine (a device)
     "tokens_per_s": ("tokens/s", "decode throughput on the device model (after warm-up)"),

@@ -257,3 +257,25 @@ def test_compiled_requests_equal_the_reference_extents(case, page, max_req, perm
     assert got.segments.tolist() == ref.segments.tolist()
     assert got.offsets.tolist() == ref.offsets.tolist()
     assert got.sizes.tolist() == ref.sizes.tolist()
+
+
+def test_device_budget_by_hand(tmp_path):
+    """usable DRAM - static weights - KV cache at the context length - runtime reserve, worked by hand."""
+    from simulator.engine.budget import device_budget
+
+    meta = {"n_layers": 2, "d_model": 4, "d_ff": 8, "attn_params_per_layer": 100, "embed_params": 1000,
+            "lm_head_params": 1000, "tied_lm_head": True, "static_bytes_per_weight": 2.0, "bytes_per_weight": 0.5,
+            "n_heads": 2, "n_kv_heads": 1, "head_dim": 2, "vocab_size": 250, "context": 10}
+    dev = device(tmp_path).read_text().replace("dram_capacity: 12 GiB",
+                                               "dram_capacity: 1 MiB\nusable_dram_fraction: 0.5\nruntime_reserve: 4 KiB")
+    (tmp_path / "d.yaml").write_text(dev)
+    b = device_budget(tmp_path / "d.yaml", meta)
+    # usable 524288; static 2 layers x 100 x 2 B + tied embedding 1000 x 2 B = 2400;
+    # KV 2 (k, v) x 1 head x 2 dims x 2 B x 10 positions x 2 layers = 160; reserve 4096
+    assert (b.usable_bytes, b.static_weight_bytes, b.kv_cache_bytes, b.runtime_reserve) == (524288, 2400, 160, 4096)
+    assert b.cache_bytes == 524288 - 2400 - 160 - 4096
+    meta["tied_lm_head"] = False          # an untied head adds its own 2000 B
+    assert device_budget(tmp_path / "d.yaml", meta).cache_bytes == 524288 - 4400 - 160 - 4096
+    tiny = dev.replace("dram_capacity: 1 MiB", "dram_capacity: 8 KiB")
+    (tmp_path / "tiny.yaml").write_text(tiny)
+    assert device_budget(tmp_path / "tiny.yaml", meta).cache_bytes == 0      # nothing left: every column streams

@@ -236,3 +236,35 @@ def test_axes_mixing_names_numbers_and_lists_are_written(tmp_path, dev):
     assert len(df) == 4
     assert sorted(set(df["p.weight_format"])) == ["0.75", "int4"]
     assert df["m.flash_read_bytes_per_token"].notna().all()
+
+
+def test_the_device_decides_the_budget_when_the_experiment_does_not(tmp_path):
+    """Two phones that differ only in DRAM capacity give different rows when no dram_fraction or
+    dram_bytes is given (the budget is what each leaves after static weights, KV cache and reserve),
+    and the same rows when the experiment fixes the fraction."""
+    from simulator.engine.budget import device_budget
+    import traces
+
+    devs = []
+    for name, cap in (("small", "64 MiB"), ("large", "72 MiB")):
+        text = device(tmp_path, f"{name}.yaml").read_text().replace(
+            "dram_capacity: 12 GiB", f"dram_capacity: {cap}\nusable_dram_fraction: 0.5\nruntime_reserve: 0 B")
+        (tmp_path / f"{name}.yaml").write_text(text)
+        devs.append(str(tmp_path / f"{name}.yaml"))
+    body = {"name": "budget", "trace": str(TRACE), "base": {"masking": "dip", "keep": 0.5, "cache": "lru", "warmup": 4},
+            "grid": {"device": devs}}
+    out = tmp_path / "out"
+    sweep.run_sweep(sweep.load_experiment(write_exp(tmp_path, body)), out, jobs=1, progress=False, log=lambda s: None)
+    df = sweep.load_results(out).set_index("p.device").loc[devs]
+    meta = traces.load(TRACE).meta
+    assert (df["m.cache_budget_from"] == "device").all()
+    assert df["m.cache_budget_bytes"].tolist() == [device_budget(d, meta).cache_bytes for d in devs]
+    assert 0 < df["m.cache_budget_bytes"].iloc[0] < df["m.cache_budget_bytes"].iloc[1]
+    assert df["m.hit_rate"].iloc[0] < df["m.hit_rate"].iloc[1]
+    assert df["m.tokens_per_s"].iloc[0] < df["m.tokens_per_s"].iloc[1]
+    body["base"]["dram_fraction"] = 0.5
+    out2 = tmp_path / "out2"
+    sweep.run_sweep(sweep.load_experiment(write_exp(tmp_path, body, "fixed.yaml")), out2, jobs=1, progress=False,
+                    log=lambda s: None)
+    fixed = sweep.load_results(out2)
+    assert (fixed["m.cache_budget_from"] == "dram_fraction").all() and fixed["m.hit_rate"].nunique() == 1

@@ -75,10 +75,15 @@ def run(a: argparse.Namespace) -> int:
         if val:
             check_file(val, opt)
     t = load(a.trace)
+    budget_note = None
     if a.profile:  # check the device before the replay's work
         from ..engine import device_models
+        from ..engine.budget import budget_source, device_budget, with_device_budget
 
         device_models(a.profile)
+        if budget_source(cfg, a.profile) == "device":
+            budget_note = f"cache budget from the device: {device_budget(a.profile, t.meta).explain()}"
+            cfg = with_device_budget(cfg, a.profile, t.meta)
     log = replay(t, cfg, progress=not a.quiet, threads=a.threads)
     if a.save_log:
         log.save(a.save_log)
@@ -93,6 +98,8 @@ def run(a: argparse.Namespace) -> int:
     params = ", ".join(f"{k}={v}" for k, v in cfg.masking_params.items())
     print(f"{t.meta['model']}: {cfg.masking}({params}) + {cfg.cache}, {d['measured_tokens']} tokens after "
           f"{log.warmup} warm-up, replayed in {log.seconds:.2f} s")
+    if budget_note:
+        print(budget_note)
     for k in ("hit_rate", "column_hit_rate", "flash_bytes_per_token", "dram_bytes_per_token", "mlp_bytes_per_token"):
         print(f"{k:>22}: {d[k]:.4g}")
     print_table([{"group": g, **v} for g, v in d["groups"].items()])

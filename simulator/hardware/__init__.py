@@ -60,6 +60,7 @@ Device (``hardware_profiles/devices/<name>.yaml``)::
     compute: phone-npu                    # optional; null for no compute term
     dram_capacity: 8 GiB
     usable_dram_fraction: {value: 0.5, assumed: "..."}   # share of DRAM the model may use; default 1
+    runtime_reserve: {value: 512 MiB, assumed: "..."}     # the runtime's own buffers; default 0
     overrides:                            # optional: replace a few fields of the named parts
       dram: {bandwidth: {value: 59.6 GB/s, source: "..."}}
 

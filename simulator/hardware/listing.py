@@ -129,6 +129,8 @@ def _describe_fields(obj, indent: str) -> list[str]:
         lines.append(f"{indent}dram_capacity: {fmt_size(obj.dram_capacity)}  [{obj.provenance.get('dram_capacity', '')}]")
         lines.append(f"{indent}usable_dram_fraction: {obj.usable_dram_fraction:g}  "
                      f"[{obj.provenance.get('usable_dram_fraction', 'default')}]")
+        lines.append(f"{indent}runtime_reserve: {fmt_size(obj.runtime_reserve)}  "
+                     f"[{obj.provenance.get('runtime_reserve', 'default')}]")
         for k in PART_KINDS:
             part = getattr(obj, k)
             if part is None:

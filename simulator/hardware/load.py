@@ -13,15 +13,13 @@ import yaml
 from common.errors import DipsimError
 from common.units import field_error as _err, fmt_quantity, parse_quantity
 
-from .schema import (ALSO_FIELDS, CITED_FIELDS, CitedFigure, DEVICE_FIELDS, Device, FOLDERS, Field, KINDS, META_FIELDS, NUMERIC_FIELDS, PART_KINDS, SPEC_CLASSES, VALUE_KEYS)
+from .schema import (ALSO_FIELDS, CITED_FIELDS, CitedFigure, DEVICE_BUDGET_FIELDS, DEVICE_FIELDS, Device, FOLDERS, Field, KINDS, META_FIELDS, NUMERIC_FIELDS, PART_KINDS, SPEC_CLASSES, VALUE_KEYS)
 
 
 def profiles_dir() -> Path:
     """Where the shipped profiles live (``$DIPSIM_HARDWARE_PROFILES`` overrides)."""
     env = os.environ.get("DIPSIM_HARDWARE_PROFILES")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "hardware_profiles"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "hardware_profiles"
 
 
 def _show(path: str | Path) -> str:
@@ -118,9 +116,7 @@ def locate(kind: str, ref: str | Path, *, base: Path | None = None, where: str |
     if not os.path.exists(p):
         what = "device" if kind == "device" else f"{kind} part"
         other = next((k for k in KINDS if k != kind and ref in names(k)), None)
-        hint = ""
-        if other:
-            hint = f" ({ref!r} is {'a device' if other == 'device' else f'a {other} part'}, not a {what})"
+        hint = f" ({ref!r} is {'a device' if other == 'device' else f'a {other} part'}, not a {what})" if other else ""
         raise _err(where or _show(folder), fld, f"unknown {what} {ref!r}{hint}; allowed: "
                                                f"{', '.join(names(kind)) or '(none)'}, or a path to a .yaml file")
     return p
@@ -384,15 +380,16 @@ def load_device(name_or_path: str | Path) -> Device:
         raise _err(where, "dram_capacity", "missing: DRAM capacity in bytes or with a unit, e.g. '8 GiB'")
     cap, dev_prov["dram_capacity"] = _parse_field(Field("size", integer=True), data["dram_capacity"], where,
                                                   "dram_capacity", src)
-    frac = 1.0
-    if data.get("usable_dram_fraction") is not None:
-        frac, dev_prov["usable_dram_fraction"] = _parse_field(Field("fraction"), data["usable_dram_fraction"], where,
-                                                              "usable_dram_fraction", src)
+    budget = {k: f.default for k, f in DEVICE_BUDGET_FIELDS.items()}
+    for key, fld in DEVICE_BUDGET_FIELDS.items():
+        if data.get(key) is not None:
+            budget[key], dev_prov[key] = _parse_field(fld, data[key], where, key, src)
     raw_name = data.get("name", path.stem)
     if not isinstance(raw_name, str) or not raw_name.strip():
         raise _err(where, "name", f"must be a non-empty text, got {raw_name!r}")
     return Device(name=raw_name.strip(), flash=parts["flash"], dram=parts["dram"], compute=parts["compute"],
-                  dram_capacity=int(cap), usable_dram_fraction=float(frac),
+                  dram_capacity=int(cap), usable_dram_fraction=float(budget["usable_dram_fraction"]),
+                  runtime_reserve=int(budget["runtime_reserve"]),
                   description=_text(data, "description", where), path=str(path), provenance=dev_prov)
 
 

@@ -28,6 +28,12 @@ class Field:
 
 
 KB, GB, TB = 1e3, 1e9, 1e12
+#: the device fields that decide the DRAM left for the cache (with dram_capacity; see engine.budget)
+DEVICE_BUDGET_FIELDS: dict[str, Field] = {
+    "usable_dram_fraction": Field("fraction", default=1.0, help="share of the DRAM the model may use"),
+    "runtime_reserve": Field("size", default=0, zero_ok=True, integer=True, hi=1 << 42,
+                             help="bytes the inference runtime keeps for itself (buffers, code)"),
+}
 FLASH_FIELDS: dict[str, Field] = {
     "latency": Field("time", zero_ok=True, help="per-request time before data flows (command overhead + NAND tR)",
                      hi=0.1),
@@ -59,7 +65,7 @@ COMPUTE_FIELDS: dict[str, Field] = {
 NUMERIC_FIELDS = {"flash": FLASH_FIELDS, "dram": DRAM_FIELDS, "compute": COMPUTE_FIELDS}
 META_FIELDS = ("name", "kind", "description", "source", "notes")
 DEVICE_FIELDS = ("name", "kind", "description", "source", "notes", "flash", "dram", "compute", "dram_capacity",
-                 "usable_dram_fraction", "overrides")
+                 "usable_dram_fraction", "runtime_reserve", "overrides")
 VALUE_KEYS = ("value", "source", "assumed", "note")
 CITED_FIELDS = ("source", "assumed", "note", "rand_4k_iops", "rand_4k_qd", "seq_read", "seq_block", "seq_qd", "also")
 ALSO_FIELDS = ("iops", "bandwidth", "block", "qd", "pattern", "source", "assumed", "note")
@@ -158,6 +164,7 @@ class Device:
     dram: DramSpec
     dram_capacity: int
     usable_dram_fraction: float = 1.0
+    runtime_reserve: int = 0             # bytes the inference runtime keeps for itself (buffers, code)
     compute: ComputeSpec | None = None
     description: str = ""
     path: str = ""

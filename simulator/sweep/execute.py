@@ -8,6 +8,7 @@ replay's totals, ``m.<group>.<metric>`` per matrix group, the engine's summary, 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -77,12 +78,28 @@ def run_points(group: list[PointConfig], threads: int | None = 1) -> list[dict[s
     return [run_point(p, threads) for p in group]
 
 
+def resolved(cfg: PointConfig) -> PointConfig:
+    """The point with its cache budget decided: a point naming a device but neither dram_fraction
+    nor dram_bytes gets what the device leaves (``engine.budget``)."""
+    from ..engine.budget import budget_source, with_device_budget
+
+    if budget_source(cfg.replay, cfg.device) != "device":
+        return cfg
+    return dataclasses.replace(cfg, replay=with_device_budget(cfg.replay, cfg.device, trace_for(cfg.trace).meta))
+
+
 def run_point(cfg: PointConfig, threads: int | None = 1) -> dict[str, Any]:
     """One point's metrics: replay, then the engine if a device is given, then accuracy if asked."""
+    from ..engine.budget import budget_source
+
     t0 = time.perf_counter()
+    source = budget_source(cfg.replay, cfg.device)
+    cfg = resolved(cfg)
     log = _replayed(cfg, threads)
     tot = log.totals()
     row: dict[str, Any] = {f"m.{k}": v for k, v in tot.items() if not isinstance(v, dict)}
+    row["m.cache_budget_from"] = source
+    row["m.cache_budget_bytes"] = int(round(float(log.config["dram_bytes"])))
     for g, v in tot["groups"].items():
         for k, x in v.items():
             row[f"m.{g}.{k}"] = x
@@ -138,9 +155,10 @@ def precompute_accuracy(points: list[Point], say: Callable[[str], None], progres
     for p in points:
         if not p.config.accuracy:
             continue
-        model, kw = accuracy_run(p.config)
+        cfg = resolved(p.config)
+        model, kw = accuracy_run(cfg)
         key = json.dumps([model, kw], sort_keys=True, default=str)
-        batches.setdefault(key, (model, kw, []))[2].append(accuracy_config(p.config))
+        batches.setdefault(key, (model, kw, []))[2].append(accuracy_config(cfg))
     for model, kw, cfgs in batches.values():
         unique = list({json.dumps(c, sort_keys=True, default=str): c for c in cfgs}.values())
         say(f"accuracy in the loop: {len(unique)} configurations of {model} over {kw['tokens']} tokens")
