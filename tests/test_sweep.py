@@ -143,6 +143,53 @@ def test_sigkill_leaves_a_readable_file(tmp_path, dev):
     assert len(pd.read_parquet(out / "results.parquet")) == 6
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_parallel_sweep_leaves_no_worker(tmp_path, dev):
+    """SIGKILL of the sweep process alone (not its group): its pool workers die with it."""
+    body = base_exp(dev, grid={"gamma": [round(0.05 * i, 2) for i in range(20)], "dram_fraction": [0.25, 0.75]})
+    exp = write_exp(tmp_path, body)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "simulator.cli", "sweep", str(exp), "--out", str(out), "-q", "--jobs", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    workers: list[int] = []
+    while time.time() < deadline and proc.poll() is None:
+        workers = [c for c in _children(proc.pid) if _alive(c)]
+        if len(workers) >= 2 and (out / "points").exists() and any((out / "points").glob("*.json")):
+            break
+        time.sleep(0.02)
+    assert len(workers) >= 2, "the sweep finished or never started its workers"
+    proc.kill()
+    proc.wait()
+    gone = time.time() + 2.0
+    while time.time() < gone and any(_alive(w) for w in workers):
+        time.sleep(0.05)
+    left = [w for w in workers if _alive(w)]
+    for w in left:
+        os.kill(w, signal.SIGKILL)
+    assert not left, f"workers {left} outlived the sweep"
+
+
 @pytest.mark.slow
 def test_dask_local_cluster_rows_equal_local_executor(tmp_path, dev):
     exp = sweep.load_experiment(write_exp(tmp_path, base_exp(dev, grid={"gamma": [0.0, 1.0]})))
