@@ -51,7 +51,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "dense_stream_tokens_per_s": ("tokens/s", "streaming the whole dense MLP from flash every token, read ahead"),
     "speedup_vs_dense_stream": ("x", "tokens_per_s / dense_stream_tokens_per_s"),
     "analytic_tokens_per_s": ("tokens/s", "the DIP paper's bytes/bandwidth model on the same access log"),
-    "engine_events": ("events", "SimPy events the run took"),
+    "engine_events": ("events", "events of the timeline: a layer per token in plain batch mode, every stage and "
+                                "request in fine mode or with a chrome trace"),
     "engine_seconds": ("s", "wall time of the engine run"),
     # accuracy in the loop
     "perplexity": ("", "exp(mean next-token NLL) of the scored tokens with the policy in the loop"),
@@ -73,3 +74,14 @@ METRICS: dict[str, tuple[str, str]] = {
 def table() -> list[dict[str, str]]:
     """The metric table as rows (for the README and ``--help``)."""
     return [{"metric": k, "unit": u, "meaning": m} for k, (u, m) in METRICS.items()]
+
+
+def markdown() -> str:
+    """The metric table in Markdown, as the README shows it (``python -m simulator.metrics``)."""
+    lines = ["| metric | unit | meaning |", "|---|---|---|"]
+    lines += [f"| `{k}` | {u or '-'} | {m} |" for k, (u, m) in METRICS.items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown())

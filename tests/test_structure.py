@@ -157,3 +157,10 @@ def test_modules_and_functions_are_readable_sizes():
                     long_functions.append(f"{m}.{node.name} ({n} lines)")
     assert not long_modules, long_modules
     assert not long_functions, long_functions
+
+
+def test_readme_metric_table_is_the_metric_table():
+    """The README shows simulator.metrics' table as it is (regenerate: python -m simulator.metrics)."""
+    from simulator.metrics import markdown
+
+    assert markdown() in (ROOT / "README.md").read_text(encoding="utf-8")
