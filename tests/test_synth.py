@@ -16,7 +16,7 @@ from traces.format import Trace
 from traces.synth import Fit, ModelStats, fit_traces, generate_trace, like, like_meta, presets, write_trace
 from traces.synth import stats as S
 from traces.synth import validate as V
-from traces.synth._kernel import to_f16
+from traces.synth._kernel import MANTISSA, advance, to_f16
 from traces.synth.generate import process_coefficients
 from traces.synth.model import fit_ar_mixture
 
@@ -113,6 +113,36 @@ def test_float16_bits_match_numpy(values):
     with np.errstate(over="ignore"):
         ref = np.minimum(v.astype(np.float16).view(np.uint16), 0x7BFF)   # beyond float16: its largest value
     assert out.tolist() == ref.tolist()
+
+
+def test_kernel_matches_a_numpy_reference_within_one_float16_step():
+    """The compiled loop = the ARMA + slow AR recursion, the shape table (linear beyond its ends), the
+    clip and exp, written as float16 within one unit in the last place (its exp is a table)."""
+    rng = np.random.default_rng(0)
+    w, n = 40, 200
+    noise = rng.standard_normal((w, 2, n), dtype=np.float32)
+    state = rng.standard_normal((3, n)).astype(np.float32)
+    mu = rng.normal(0, 4, n).astype(np.float32)          # reaches both clip limits
+    sig = np.exp(rng.normal(0, 0.5, n)).astype(np.float32)
+    knots = np.sort(rng.normal(0, 1, len(S.Z_LEVELS))).astype(np.float32)
+    coef = np.array([0.4, 0.8, -0.2, 0.97, np.sqrt(1 - 0.97 ** 2), 0.3], dtype=np.float32)
+    ref_state = state.astype(np.float64)
+    out = np.empty((w, n), dtype=np.uint16)
+    advance(noise, state, mu, sig, knots, -3.0, 0.25, coef, -16.0, 11.0, MANTISSA, out)
+    ref = np.empty((w, n))
+    for t in range(w):
+        e = noise[t, 0]
+        f = coef[0] * ref_state[0] + coef[1] * (e + coef[2] * ref_state[1])
+        g = coef[3] * ref_state[2] + coef[4] * noise[t, 1]
+        ref_state[:] = f, e, g
+        pos = (f + coef[5] * g + 3.0) / 0.25
+        i = np.clip(np.floor(pos), 0, len(knots) - 2).astype(int)
+        ref[t] = np.exp(np.clip(mu + sig * (knots[i] + (knots[i + 1] - knots[i]) * (pos - i)), -16, 11))
+    np.testing.assert_allclose(state, ref_state, rtol=1e-4, atol=1e-5)
+    with np.errstate(over="ignore"):
+        want = np.minimum(ref.astype(np.float16).view(np.uint16), 0x7BFF).astype(int)
+    assert np.abs(out.astype(int) - want).max() <= 1
+    assert (out.astype(int) == want).mean() > 0.9
 
 
 def _known_fit(n_layers=2, phi=(0.5, 0.97), w=(0.3, 0.1)) -> Fit:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import DipsimError
 from ..format import Trace, TraceWriter
-from ._kernel import advance
+from ._kernel import MANTISSA, advance
 from .model import Fit, GroupParams
 from .stats import N_SIG_BINS, Z_LEVELS, normal_scores
 
@@ -93,7 +93,7 @@ class _Stream:
         eps = noise[: w * 2 * self.n].reshape(w, 2, self.n)
         self.rng.standard_normal(out=eps, dtype=np.float32)
         advance(eps, self.state, self.mu, self.sig, self.knots, float(Z_LEVELS[0]),
-                float(Z_LEVELS[1] - Z_LEVELS[0]), self.coef, LOG_RANGE[0], LOG_RANGE[1], out.view(np.uint16))
+                float(Z_LEVELS[1] - Z_LEVELS[0]), self.coef, LOG_RANGE[0], LOG_RANGE[1], MANTISSA, out.view(np.uint16))
 
 
 class Generator:
