@@ -17,6 +17,7 @@ from traces.synth import Fit, ModelStats, fit_traces, generate_trace, like, like
 from traces.synth import stats as S
 from traces.synth import validate as V
 from traces.synth._kernel import MANTISSA, advance, to_f16
+from traces.synth.copula import fold_corr, fold_z, unfold_acf
 from traces.synth.generate import process_coefficients
 from traces.synth.model import fit_ar_mixture
 
@@ -116,8 +117,9 @@ def test_float16_bits_match_numpy(values):
 
 
 def test_kernel_matches_a_numpy_reference_within_one_float16_step():
-    """The compiled loop = the ARMA + slow AR recursion, the shape table (linear beyond its ends), the
-    clip and exp, written as float16 within one unit in the last place (its exp is a table)."""
+    """The compiled loop = the ARMA + slow AR recursion, the shape table indexed by sqrt|y| (the folded
+    copula; linear beyond its ends), the clip and exp, written as float16 within one unit in the
+    last place (its exp is a table)."""
     rng = np.random.default_rng(0)
     w, n = 40, 200
     noise = rng.standard_normal((w, 2, n), dtype=np.float32)
@@ -128,14 +130,14 @@ def test_kernel_matches_a_numpy_reference_within_one_float16_step():
     coef = np.array([0.4, 0.8, -0.2, 0.97, np.sqrt(1 - 0.97 ** 2), 0.3], dtype=np.float32)
     ref_state = state.astype(np.float64)
     out = np.empty((w, n), dtype=np.uint16)
-    advance(noise, state, mu, sig, knots, -3.0, 0.25, coef, -16.0, 11.0, MANTISSA, out)
+    advance(noise, state, mu, sig, knots, 0.0, 0.2, coef, -16.0, 11.0, MANTISSA, out)
     ref = np.empty((w, n))
     for t in range(w):
         e = noise[t, 0]
         f = coef[0] * ref_state[0] + coef[1] * (e + coef[2] * ref_state[1])
         g = coef[3] * ref_state[2] + coef[4] * noise[t, 1]
         ref_state[:] = f, e, g
-        pos = (f + coef[5] * g + 3.0) / 0.25
+        pos = np.sqrt(np.abs(f + coef[5] * g)) / 0.2
         i = np.clip(np.floor(pos), 0, len(knots) - 2).astype(int)
         ref[t] = np.exp(np.clip(mu + sig * (knots[i] + (knots[i + 1] - knots[i]) * (pos - i)), -16, 11))
     np.testing.assert_allclose(state, ref_state, rtol=1e-4, atol=1e-5)
@@ -143,6 +145,21 @@ def test_kernel_matches_a_numpy_reference_within_one_float16_step():
         want = np.minimum(ref.astype(np.float16).view(np.uint16), 0x7BFF).astype(int)
     assert np.abs(out.astype(int) - want).max() <= 1
     assert (out.astype(int) == want).mean() > 0.9
+
+
+def test_folded_copula_correlation_matches_simulation():
+    """z = Phi^-1(2 Phi(|y|) - 1) is standard normal; corr(z1, z2) = fold_corr(corr(y1, y2)), and
+    unfold_acf inverts it."""
+    rng = np.random.default_rng(0)
+    y1 = rng.standard_normal(20000)
+    z1 = fold_z(y1)
+    assert abs(z1.mean()) < 0.03 and abs(z1.std() - 1) < 0.03
+    for rho in (0.3, 0.8, 0.95):
+        z2 = fold_z(rho * y1 + np.sqrt(1 - rho * rho) * rng.standard_normal(20000))
+        assert np.corrcoef(z1, z2)[0, 1] == pytest.approx(fold_corr(rho), abs=0.02)
+        assert unfold_acf(fold_corr(rho)) == pytest.approx(rho, abs=1e-3)
+    assert fold_corr(0.0) == 0.0 and fold_corr(1.0) == 1.0
+    assert unfold_acf(np.array([-0.1, 0.0])).tolist() == [0.0, 0.0]     # no negative persistence
 
 
 def _known_fit(n_layers=2, phi=(0.5, 0.97), w=(0.3, 0.1)) -> Fit:

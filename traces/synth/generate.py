@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import DipsimError
 from ..format import Trace, TraceWriter
 from ._kernel import MANTISSA, advance
+from .copula import FOLD_STEP, fold_knots
 from .model import Fit, GroupParams
 from .stats import N_SIG_BINS, Z_LEVELS, normal_scores
 
@@ -83,7 +84,7 @@ class _Stream:
         prng = np.random.Generator(np.random.SFC64(np.random.SeedSequence([seed, layer, gid, 1])))
         self.mu, self.sig = column_params(gp, layer, n, prng)
         self.coef, init = process_coefficients(*(float(v) for v in gp.ar[layer]))
-        self.knots = gp.shape[layer].astype(np.float32)
+        self.knots = fold_knots(Z_LEVELS, gp.shape[layer])
         e0 = self.rng.standard_normal((3, n), dtype=np.float32)     # a stationary start
         self.state = np.stack([init[0] * e0[0] + init[1] * e0[1], e0[0], e0[2]]).astype(np.float32)
 
@@ -92,8 +93,8 @@ class _Stream:
         w = out.shape[0]
         eps = noise[: w * 2 * self.n].reshape(w, 2, self.n)
         self.rng.standard_normal(out=eps, dtype=np.float32)
-        advance(eps, self.state, self.mu, self.sig, self.knots, float(Z_LEVELS[0]),
-                float(Z_LEVELS[1] - Z_LEVELS[0]), self.coef, LOG_RANGE[0], LOG_RANGE[1], MANTISSA, out.view(np.uint16))
+        advance(eps, self.state, self.mu, self.sig, self.knots, 0.0, FOLD_STEP, self.coef, LOG_RANGE[0],
+                LOG_RANGE[1], MANTISSA, out.view(np.uint16))
 
 
 class Generator:

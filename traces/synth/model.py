@@ -3,18 +3,20 @@
 Generative form, per layer l and group (x: d_model columns, h: d_ff columns), every column n
 independent of the others::
 
-    log|a[t, n]| = mu[n] + sig[n] * shape(z[t, n])
-    z[t, n]      = sqrt(w1) y1[t, n] + sqrt(w2) y2[t, n] + sqrt(1 - w1 - w2) e[t, n]
+    log|a[t, n]| = mu[n] + sig[n] * shape(z[t, n]),      z = Phi^-1(2 Phi(|y|) - 1)
+    y[t, n]      = sqrt(w1) y1[t, n] + sqrt(w2) y2[t, n] + sqrt(1 - w1 - w2) e[t, n]
     y_i[t, n]    = phi_i y_i[t-1, n] + sqrt(1 - phi_i^2) e_i[t, n]        (e, e_i iid N(0, 1))
 
 * ``mu[n]`` is drawn from the layer's quantile function of column medians (the heavy tail of
   column importance), ``log sig[n]`` from a normal whose mean and sd depend on the column's rank in
   ``mu`` (16 bins);
 * ``shape`` maps a standard normal to the standardized per-token log-magnitude (a table at 25
-  normal-score levels, linear in between and beyond): a Gaussian copula with the real marginal;
-* ``z`` is a sum of a fast and a slow AR(1) and white noise, so its autocorrelation is
-  ``w1 phi1^lag + w2 phi2^lag``: fitted to the measured autocorrelation at lags 1..64 (the fast
-  part decides the next token's overlap, the slow part the larger caches).
+  normal-score levels, linear in between and beyond), so every column has the real marginal;
+* ``y`` is a signed Gaussian process, a sum of a fast and a slow AR(1) and white noise (its
+  autocorrelation ``w1 phi1^lag + w2 phi2^lag``), and a column ranks by ``|y|``: the folded
+  Gaussian copula of ``copula.py``, persistent in the upper tail only, as the real traces are.
+  The measured autocorrelation of ``z`` (lags 1..64) is unfolded into y's and the mixture fitted
+  to it (the fast part decides the next token's overlap, the slow part the larger caches).
 
 A :class:`Fit` holds the statistics of each real model layer by layer (``stats.layer_stats``);
 :meth:`Fit.layer_params` evaluates them at the relative depths ``l / (L - 1)`` of the layers to
@@ -33,6 +35,7 @@ import numpy as np
 
 from ..errors import DipsimError
 from ..outputs import atomic
+from .copula import unfold_acf
 from .stats import MAX_LAG, N_SIG_BINS, Z_LEVELS
 
 FIT_VERSION = 1
@@ -108,7 +111,7 @@ class Fit:
         out = {}
         for kind in kinds:
             avg = {key: np.mean([m.at_depth(kind, key, r) for m in self.models], axis=0) for key in STAT_KEYS}
-            ar = np.array([fit_ar_mixture(row) for row in avg["acf"]])
+            ar = np.array([fit_ar_mixture(unfold_acf(row)) for row in avg["acf"]])
             out[kind] = GroupParams(avg["mu"], avg["lsig_mean"], avg["lsig_sd"], avg["shape"], ar)
         return out
 
