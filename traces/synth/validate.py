@@ -155,9 +155,9 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     for m in result["models"]:
         mine = [r for r in result["rows"] if r["model"] == m["model"]]
         cells = {f"{r['policy']} @{r['dram_fraction']:.0%}": f"{r['real']:.3f}/{r['synth']:.3f}" for r in mine}
-        out.append({"held_out": m["model"], **cells, "max|err|": round(m["hit_rate_abs_error_max"], 4),
-                    "MRC max|err|": round(m["mrc_abs_error_max"], 4),
-                    "flash max|rel err|": f"{m['flash_rel_error_max']:.1%}"})
+        out.append({"held_out": m["model"], **cells, "max abs err": round(m["hit_rate_abs_error_max"], 4),
+                    "MRC max abs err": round(m["mrc_abs_error_max"], 4),
+                    "flash max abs rel err": f"{m['flash_rel_error_max']:.1%}"})
     return out
 
 
