@@ -358,7 +358,8 @@ def test_cli_generate_and_errors(tmp_path, capsys):
                        (["synth", "--like", "phi3-mini", "--out", str(tmp_path)], "is a directory"),
                        (["synth", "--like", "phi3-mini", "--out", str(out), "--fit", str(tmp_path / "no.json")],
                         "file not found"),
-                       (["synth", "--like", "phi3-mini", "--out", str(out), "--weight-format", "Q9"], "--weight-format"),
+                       (["synth", "--like", "phi3-mini", "--out", str(out), "--weight-format", "Q9"],
+                        "--weight-format"),
                        (["synth", "validate", "--fit", str(fit_path), "--trace-dir", str(tmp_path)], "at least two")):
         rc, o, e = _cli(argv, capsys)
         assert rc == 2 and e.startswith("dipsim: error: ") and what in e and e.count("\n") == 1, (argv, e)

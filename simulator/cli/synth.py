@@ -22,7 +22,8 @@ HELP = """\
 Generate a synthetic trace of a model too large to trace on this machine, from a statistical model
 fitted to real traces (traces/synth/NOTES.md): per layer and group, columns with a heavy-tailed
 importance, a per-token distribution around it and a temporal persistence (a fast and a slow
-autoregressive part), all as functions of relative depth, averaged over the fitted models.
+autoregressive part; large values persist, small ones do not), all as functions of relative depth,
+averaged over the fitted models.
 
 The trace's metadata records the fit (models, digest) and its leave-one-model-out validation
 error (meta["synth"]["validation"]): how far LRU hit rates of a trace generated without a real
@@ -72,27 +73,29 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=HELP.format(presets=", ".join(PRESETS), formats=", ".join(WEIGHT_FORMATS)),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--like", metavar="NAME", help=f"model geometry to generate: {', '.join(PRESETS)}")
-    s.add_argument("--tokens", type=_positive_int, default=1024, help="tokens to generate (default 1024)")
+    s.add_argument("--tokens", type=_positive_int, default=1024, metavar="N", help="tokens to generate (default 1024)")
     s.add_argument("--out", metavar="FILE", help="trace file to write (.safetensors)")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same trace")
+    s.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0); same seed, same trace")
     s.add_argument("--weight-format", metavar="F",
                    help="bytes per weight for MLP and static weights: a format name or a number (default: the "
                         "preset's, Q4_K = 0.5625 B)")
     s.add_argument("--fit", metavar="FILE", help="fit to generate from (default: the one shipped with dipsim)")
-    s.add_argument("--threads", type=_positive_int, default=2, help="generation threads (default 2)")
+    s.add_argument("--threads", type=_positive_int, default=2, metavar="N", help="generation threads (default 2)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sub = s.add_subparsers(dest="synth_command", metavar="{fit,validate}")
 
     v = sub.add_parser("validate", help="leave-one-model-out validation table on real traces",
                        description=VALIDATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    v.add_argument("--fit", dest="fit_file", metavar="FILE", help="fit holding the models' statistics (default: shipped)")
+    v.add_argument("--fit", dest="fit_file", metavar="FILE",
+                   help="fit holding the models' statistics (default: the shipped one)")
     v.add_argument("--traces", nargs="+", metavar="FILE", help="real traces, one per model of the fit")
     v.add_argument("--trace-dir", metavar="DIR", help="folder of MODEL-TOKENS.safetensors real traces "
                                                       "(default $DIPSIM_REAL_TRACES or ./traces-real)")
-    v.add_argument("--tokens", dest="val_tokens", type=_positive_int, default=1024,
+    v.add_argument("--tokens", dest="val_tokens", type=_positive_int, default=1024, metavar="N",
                    help="tokens replayed per trace (default 1024; at most the real traces' length)")
-    v.add_argument("--seed", dest="val_seed", type=int, default=0, help="seed of the synthetic traces (default 0)")
-    v.add_argument("--warmup", type=int, default=16, help="tokens left out of the hit rates (default 16)")
+    v.add_argument("--seed", dest="val_seed", type=int, default=0, metavar="S",
+                   help="seed of the synthetic traces (default 0)")
+    v.add_argument("--warmup", type=int, default=16, metavar="N", help="tokens left out of the hit rates (default 16)")
     v.add_argument("--format", choices=["table", "json", "markdown"], default="table", help="output (default table)")
     v.add_argument("--save-fit", metavar="FILE", help="also write the fit with this validation stored in it (.json)")
     v.add_argument("-q", "--quiet", dest="val_quiet", action="store_true", help="no progress lines")
@@ -101,9 +104,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("--traces", nargs="+", required=True, metavar="FILE", help="real traces (with h), one per model")
     f.add_argument("--out", dest="fit_out", required=True, metavar="FILE", help="fit to write (.json)")
-    f.add_argument("--tokens", dest="fit_tokens", type=_positive_int, help="measure the first N tokens (default all)")
+    f.add_argument("--tokens", dest="fit_tokens", type=_positive_int, metavar="N",
+                   help="measure the first N tokens (default all)")
     f.add_argument("--no-validate", action="store_true", help="skip the leave-one-model-out validation")
-    f.add_argument("--validate-tokens", type=_positive_int, default=1024,
+    f.add_argument("--validate-tokens", type=_positive_int, default=1024, metavar="N",
                    help="tokens replayed by the validation (default 1024)")
     f.add_argument("-q", "--quiet", dest="fit_quiet", action="store_true", help="no progress lines")
     return s

@@ -57,7 +57,8 @@ def advance(noise, state, mu, sig, knots, z0, dz, coef, lo, hi, mantissa, out):
 
     ``noise [w, 2, N]`` standard normals; ``state [3, N]``: the fast ARMA(1,1) part, its last
     innovation and the slow AR(1) part (updated in place); ``mu, sig [N]``; ``knots [K]`` the
-    shape at sqrt|y| = z0, z0 + dz, ... (``copula.fold_knots``); ``coef`` = (phi1, c, theta, phi2, sqrt(1 - phi2^2), sqrt(w2));
+    shape at sqrt|y| = z0, z0 + dz, ... (``copula.fold_knots``); ``coef`` = (phi1, c, theta,
+    phi2, sqrt(1 - phi2^2), sqrt(w2));
     log values clipped to [lo, hi]; ``mantissa`` is :data:`MANTISSA`; ``out [w, N]`` uint16
     receives float16 bits of exp(mu + sig * shape(z)).
     """

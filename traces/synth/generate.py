@@ -41,7 +41,8 @@ def column_params(gp: GroupParams, layer: int, n: int, rng: np.random.Generator)
     mu = _interp_extrap(z, Z_LEVELS, gp.mu[layer])
     centres = (np.arange(N_SIG_BINS) + 0.5) / N_SIG_BINS
     u = (perm + 0.5) / n
-    lsig = np.interp(u, centres, gp.lsig_mean[layer]) + np.interp(u, centres, gp.lsig_sd[layer]) * rng.standard_normal(n)
+    spread = np.interp(u, centres, gp.lsig_sd[layer])
+    lsig = np.interp(u, centres, gp.lsig_mean[layer]) + spread * rng.standard_normal(n)
     return mu.astype(np.float32), np.exp(lsig).astype(np.float32)
 
 

@@ -80,7 +80,8 @@ def validate(fit: Fit, real: dict[str, Trace], *, tokens: int = 1024, warmup: in
                        "mrc_abs_error_max": float(mrc_err.max()),
                        "mrc_real": real_fig["mrc"], "mrc_synth": syn_fig["mrc"],
                        "flash_rel_error_max": max(abs(r["flash_rel_error"]) for r in mine),
-                       "stats": stats, "seconds": {"replay_real": t1 - t0, "generate": t2 - t1, "replay_synth": t3 - t2}})
+                       "stats": stats,
+                       "seconds": {"replay_real": t1 - t0, "generate": t2 - t1, "replay_synth": t3 - t2}})
         say(f"{name}: max |hit-rate error| {models[-1]['hit_rate_abs_error_max']:.4f}, MRC {mrc_err.max():.4f} "
             f"({t3 - t0:.0f} s)")
     return {"method": "leave-one-model-out", "tokens": tokens, "warmup": warmup, "seed": seed, "keep": KEEP,
@@ -145,7 +146,8 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The full table: one row per held-out model x policy x budget."""
     return [{"held_out": r["model"], "policy": r["policy"], "budget": f"{r['dram_fraction']:.0%}",
              "real": round(r["real"], 4), "synth": round(r["synth"], 4), "error": round(r["error"], 4),
-             "flash_KB/tok_real": round(r["flash_real"] / 1e3, 1), "flash_KB/tok_synth": round(r["flash_synth"] / 1e3, 1),
+             "flash_KB/tok_real": round(r["flash_real"] / 1e3, 1),
+             "flash_KB/tok_synth": round(r["flash_synth"] / 1e3, 1),
              "flash_rel_err": f"{r['flash_rel_error']:+.1%}"} for r in result["rows"]]
 
 
