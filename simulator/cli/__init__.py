@@ -14,9 +14,9 @@ import sys
 
 from common.errors import DipsimError
 
-from . import demo, disk, eval, mrc, profiles, replay, sweep, trace
+from . import demo, disk, eval, mrc, profiles, replay, sweep, synth, trace
 
-VERBS = (trace, replay, mrc, sweep, profiles, disk, eval, demo)
+VERBS = (trace, synth, replay, mrc, sweep, profiles, disk, eval, demo)
 
 
 class Parser(argparse.ArgumentParser):
