@@ -146,6 +146,11 @@ def boolean(v: Any, where: str) -> bool:
     raise _fail(where, f"expected true or false, got {_show(v)}")
 
 
+def boolean_or_device(v: Any, where: str) -> bool | None:
+    """True, False, or None: left to the device profile's own assumption."""
+    return None if v is None or v == "device" else boolean(v, where)
+
+
 def choice(*values: str, kind: str = "value", optional: bool = False) -> Check:
     """One of ``values`` (``kind`` names what they are in the error)."""
     def check(v: Any, where: str) -> Any:

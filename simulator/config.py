@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.errors import DipsimError
-from common.params import (ConfigBase, boolean, child, choice, fraction_or_list, mapping, name_in, number, param,
+from common.params import (ConfigBase, boolean, boolean_or_device, child, choice, fraction_or_list, mapping, name_in, number, param,
                            params_of, size, text)
 
 from . import allocation, caches, masking
@@ -151,9 +151,12 @@ class EngineConfig(ConfigBase):
                                                       "per request (one SimPy event each)", choices=lambda: ENGINE_MODES)
     overlap_io: bool = param(True, boolean, "cached columns are read while flash reads are in flight (else after them)")
     overlap_compute: bool = param(True, boolean, "compute overlaps its weights' memory time (roofline; else adds)")
-    miss_via_dram: bool = param(True, boolean, "columns read from flash pass through DRAM to the compute (unified "
-                                               "memory, as on a phone)")
-    prefetch: bool = param(True, boolean, "stages whose columns do not depend on the token are read ahead")
+    miss_via_dram: Any = param(None, boolean_or_device, "columns read from flash pass through DRAM to the compute "
+                                                        "(unified memory, as on a phone); default: the device "
+                                                        "profile's assumption (true unless it says otherwise)")
+    prefetch: Any = param(None, boolean_or_device, "stages whose columns do not depend on the token are read "
+                                                   "ahead; default: the device profile's assumption (true unless it "
+                                                   "says otherwise)")
     compute_dtype: str = param("fp16", choice("fp16", "int8", kind="compute dtype"), "arithmetic the compute unit runs at",
                                choices=lambda: ("fp16", "int8"))
 

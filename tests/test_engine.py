@@ -279,3 +279,16 @@ def test_device_budget_by_hand(tmp_path):
     tiny = dev.replace("dram_capacity: 1 MiB", "dram_capacity: 8 KiB")
     (tmp_path / "tiny.yaml").write_text(tiny)
     assert device_budget(tmp_path / "tiny.yaml", meta).cache_bytes == 0      # nothing left: every column streams
+
+
+@pytest.mark.parametrize("masking", ["dip", "dip-ca", "dense"])
+def test_paper_a18_is_the_papers_formula(log, small, masking):
+    """The paper-a18 profile stands for the paper's bytes/bandwidth model, and says so: its missed
+    columns do not pass through DRAM (miss_via_dram: false in the profile), so the engine's
+    tokens/s equals the analytic model's on every access log. Set explicitly, the run's choice wins."""
+    lg = simulator.replay(small, masking, "lru", keep=0.5, dram_fraction=0.5, warmup=4)
+    s = engine.simulate(lg, "paper-a18").summary()
+    assert s["tokens_per_s"] == pytest.approx(s["analytic_tokens_per_s"], rel=1e-12)
+    t = engine.simulate(lg, "paper-a18", miss_via_dram=True).summary()
+    if masking != "dense" or t["flash_read_bytes_per_token"] > 0:
+        assert t["tokens_per_s"] < s["tokens_per_s"]

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from common.params import boolean, params_of
+from common.params import boolean, boolean_or_device, params_of
 
 from .. import masking
 from ..config import ReplayConfig, masking_parameter_names
@@ -49,6 +49,8 @@ def add_config_options(parser, cls, *, title: str, skip: Sequence[str] = (), rep
                               "help": _help(f, default)}
         if f.metadata["check"] is boolean:
             kw["metavar"] = "true|false"
+        elif f.metadata["check"] is boolean_or_device:
+            kw["metavar"] = "true|false|device"
         if f.name.endswith("_params"):
             kw.update(action="append", type=_key_value, metavar="KEY=VALUE", help=kw["help"] + " (repeatable)")
         elif f.name in repeat:

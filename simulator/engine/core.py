@@ -34,12 +34,15 @@ class Engine:
     def __init__(self, log: AccessLog, models: Models, shape: ModelShape, layout: Layout, cfg: EngineConfig, *,
                  chrome_trace=None, chrome_tokens: int = 3):
         self.log, self.models, self.shape, self.layout, self.cfg = log, models, shape, layout, cfg
+        # the run's choice, else the device profile's assumption (true when it says nothing)
+        self.miss_via_dram, self.prefetch = (bool(getattr(cfg, k) if getattr(cfg, k) is not None
+                                                  else getattr(models.spec, k, True)) for k in ("miss_via_dram", "prefetch"))
         self.chrome_trace, self.chrome_tokens = chrome_trace, chrome_tokens
         self.T, self.L = log.n_tokens, log.n_layers
         self.events: list[dict[str, Any]] | None = [] if chrome_trace else None
 
     def run(self) -> EngineResult:
-        self.fs: FlashStages = flash_stages(self.log, self.layout, self.models.flash, prefetch=self.cfg.prefetch,
+        self.fs: FlashStages = flash_stages(self.log, self.layout, self.models.flash, prefetch=self.prefetch,
                                             keep_requests=self.cfg.mode == "fine")
         self._memory_and_compute()
         latency, busy_flash, busy_dc, n_events = self._simulate()
@@ -72,7 +75,7 @@ class Engine:
         both = np.maximum if cfg.overlap_compute else np.add   # roofline, or memory then arithmetic
         share = _share(self.hit_b, self.miss_b)
         self.t_hit = both(self._rt(self.hit_b), self._ct(self.flops * share))
-        self.t_miss = both(self._rt(self.miss_b) if cfg.miss_via_dram else 0.0, self._ct(self.flops * (1 - share)))
+        self.t_miss = both(self._rt(self.miss_b) if self.miss_via_dram else 0.0, self._ct(self.flops * (1 - share)))
         self.t_attn = both(self._rt(self.attn_b), self._ct(self.attn_f))
         self.t_head = float(both(self._rt(self.head_b), self._ct(self.head_f)))
         # a stage in batch mode: the cached path beside the flash reads (after them without
@@ -178,7 +181,7 @@ class Engine:
     def _result(self, latency, busy_flash, busy_dc, n_events) -> EngineResult:
         T, L = self.T, self.L
         dram = self.models.dram
-        dram_bytes = self.hit_b.sum(axis=(1, 2)) + (self.miss_b.sum(axis=(1, 2)) if self.cfg.miss_via_dram else 0.0) \
+        dram_bytes = self.hit_b.sum(axis=(1, 2)) + (self.miss_b.sum(axis=(1, 2)) if self.miss_via_dram else 0.0) \
             + L * self.attn_b + self.head_b
         energy = None
         if self.models.flash_energy is not None and dram.read_energy_per_byte is not None:
@@ -191,5 +194,5 @@ class Engine:
                               self.fs.bytes, self.fs.requests, dram_bytes, energy, self.log.warmup, self.fs.histogram,
                               events=n_events)
         result.extra.update(footprint_and_baselines(self.log, self.layout, self.models, self.shape, self.t_attn,
-                                                    self.t_head, self.positions, self.cfg.miss_via_dram, result))
+                                                    self.t_head, self.positions, self.miss_via_dram, result))
         return result

@@ -11,7 +11,7 @@ from common.tables import format_table
 from common.units import fmt_count, fmt_rate, fmt_size, fmt_time
 
 from .load import file_kind, load_profile, locate, looks_like_path, names, read_yaml
-from .schema import ComputeSpec, Device, DramSpec, FlashSpec, KINDS, NUMERIC_FIELDS, PART_KINDS
+from .schema import ComputeSpec, DEVICE_VALUE_FIELDS, Device, DramSpec, FlashSpec, KINDS, NUMERIC_FIELDS, PART_KINDS
 
 
 def _r(v: float | None, nd: int = 4) -> float | None:
@@ -127,10 +127,10 @@ def _describe_fields(obj, indent: str) -> list[str]:
     lines = []
     if isinstance(obj, Device):
         lines.append(f"{indent}dram_capacity: {fmt_size(obj.dram_capacity)}  [{obj.provenance.get('dram_capacity', '')}]")
-        lines.append(f"{indent}usable_dram_fraction: {obj.usable_dram_fraction:g}  "
-                     f"[{obj.provenance.get('usable_dram_fraction', 'default')}]")
-        lines.append(f"{indent}runtime_reserve: {fmt_size(obj.runtime_reserve)}  "
-                     f"[{obj.provenance.get('runtime_reserve', 'default')}]")
+        for k, f in DEVICE_VALUE_FIELDS.items():
+            v = getattr(obj, k)
+            shown = str(v).lower() if f.kind == "bool" else _FMT[f.kind](v)
+            lines.append(f"{indent}{k}: {shown}  [{obj.provenance.get(k, 'default')}]")
         for k in PART_KINDS:
             part = getattr(obj, k)
             if part is None:

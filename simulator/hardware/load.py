@@ -13,7 +13,7 @@ import yaml
 from common.errors import DipsimError
 from common.units import field_error as _err, fmt_quantity, parse_quantity
 
-from .schema import (ALSO_FIELDS, CITED_FIELDS, CitedFigure, DEVICE_BUDGET_FIELDS, DEVICE_FIELDS, Device, FOLDERS, Field, KINDS, META_FIELDS, NUMERIC_FIELDS, PART_KINDS, SPEC_CLASSES, VALUE_KEYS)
+from .schema import (ALSO_FIELDS, CITED_FIELDS, CitedFigure, DEVICE_VALUE_FIELDS, DEVICE_FIELDS, Device, FOLDERS, Field, KINDS, META_FIELDS, NUMERIC_FIELDS, PART_KINDS, SPEC_CLASSES, VALUE_KEYS)
 
 
 def profiles_dir() -> Path:
@@ -23,11 +23,10 @@ def profiles_dir() -> Path:
 
 
 def _show(path: str | Path) -> str:
-    p = Path(path)
     try:
-        return str(p.resolve().relative_to(Path.cwd().resolve()))
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except (ValueError, OSError):
-        return str(p)
+        return str(path)
 
 
 # --------------------------------------------------------------------------- reading files
@@ -145,11 +144,9 @@ def _split_value(raw: Any, where: str, fld: str) -> tuple[Any, str | None]:
 
 def _text(data: dict, key: str, where: str) -> str:
     v = data.get(key, "")
-    if v is None:
-        return ""
-    if not isinstance(v, str):
+    if v is not None and not isinstance(v, str):
         raise _err(where, key, f"must be a text, got {v!r}")
-    return v.strip()
+    return (v or "").strip()
 
 
 def _parse_field(spec: Field, raw: Any, where: str, fld: str, file_source: str | None) -> tuple[Any, str]:
@@ -159,6 +156,10 @@ def _parse_field(spec: Field, raw: Any, where: str, fld: str, file_source: str |
             raise _err(where, fld, "has no source: write {value: ..., source: \"...\"} or {value: ..., assumed: "
                                    "\"why\"}, or give the file a top-level 'source:'")
         prov = f"source: {file_source}"
+    if spec.kind == "bool" and not isinstance(value, bool):
+        raise _err(where, fld, f"expected true or false, got {value!r}")
+    if spec.kind == "bool":
+        return value, prov
     v = parse_quantity(value, spec.kind, where=where, fld=fld, zero_ok=spec.zero_ok, inf_ok=spec.inf_ok,
                        integer=spec.integer)
     if not math.isinf(v) and not (v == 0 and spec.zero_ok) and not spec.lo <= v <= spec.hi:
@@ -380,8 +381,8 @@ def load_device(name_or_path: str | Path) -> Device:
         raise _err(where, "dram_capacity", "missing: DRAM capacity in bytes or with a unit, e.g. '8 GiB'")
     cap, dev_prov["dram_capacity"] = _parse_field(Field("size", integer=True), data["dram_capacity"], where,
                                                   "dram_capacity", src)
-    budget = {k: f.default for k, f in DEVICE_BUDGET_FIELDS.items()}
-    for key, fld in DEVICE_BUDGET_FIELDS.items():
+    budget = {k: f.default for k, f in DEVICE_VALUE_FIELDS.items()}
+    for key, fld in DEVICE_VALUE_FIELDS.items():
         if data.get(key) is not None:
             budget[key], dev_prov[key] = _parse_field(fld, data[key], where, key, src)
     raw_name = data.get("name", path.stem)
@@ -389,7 +390,7 @@ def load_device(name_or_path: str | Path) -> Device:
         raise _err(where, "name", f"must be a non-empty text, got {raw_name!r}")
     return Device(name=raw_name.strip(), flash=parts["flash"], dram=parts["dram"], compute=parts["compute"],
                   dram_capacity=int(cap), usable_dram_fraction=float(budget["usable_dram_fraction"]),
-                  runtime_reserve=int(budget["runtime_reserve"]),
+                  runtime_reserve=int(budget["runtime_reserve"]), miss_via_dram=budget["miss_via_dram"], prefetch=budget["prefetch"],
                   description=_text(data, "description", where), path=str(path), provenance=dev_prov)
 
 

@@ -28,11 +28,16 @@ class Field:
 
 
 KB, GB, TB = 1e3, 1e9, 1e12
-#: the device fields that decide the DRAM left for the cache (with dram_capacity; see engine.budget)
-DEVICE_BUDGET_FIELDS: dict[str, Field] = {
+#: a device's own values beside its parts: what decides the DRAM left for the cache (with
+#: dram_capacity; see engine.budget), and the engine assumption the device stands for
+DEVICE_VALUE_FIELDS: dict[str, Field] = {
     "usable_dram_fraction": Field("fraction", default=1.0, help="share of the DRAM the model may use"),
     "runtime_reserve": Field("size", default=0, zero_ok=True, integer=True, hi=1 << 42,
                              help="bytes the inference runtime keeps for itself (buffers, code)"),
+    "miss_via_dram": Field("bool", default=True, help="columns read from flash pass through DRAM to the compute "
+                                                      "(the engine's default for runs on this device)"),
+    "prefetch": Field("bool", default=True, help="columns that do not depend on the token are read ahead (the "
+                                                 "engine's default for runs on this device)"),
 }
 FLASH_FIELDS: dict[str, Field] = {
     "latency": Field("time", zero_ok=True, help="per-request time before data flows (command overhead + NAND tR)",
@@ -65,7 +70,8 @@ COMPUTE_FIELDS: dict[str, Field] = {
 NUMERIC_FIELDS = {"flash": FLASH_FIELDS, "dram": DRAM_FIELDS, "compute": COMPUTE_FIELDS}
 META_FIELDS = ("name", "kind", "description", "source", "notes")
 DEVICE_FIELDS = ("name", "kind", "description", "source", "notes", "flash", "dram", "compute", "dram_capacity",
-                 "usable_dram_fraction", "runtime_reserve", "overrides")
+                 "usable_dram_fraction", "runtime_reserve", "miss_via_dram", "prefetch",
+                 "overrides")
 VALUE_KEYS = ("value", "source", "assumed", "note")
 CITED_FIELDS = ("source", "assumed", "note", "rand_4k_iops", "rand_4k_qd", "seq_read", "seq_block", "seq_qd", "also")
 ALSO_FIELDS = ("iops", "bandwidth", "block", "qd", "pattern", "source", "assumed", "note")
@@ -165,6 +171,8 @@ class Device:
     dram_capacity: int
     usable_dram_fraction: float = 1.0
     runtime_reserve: int = 0             # bytes the inference runtime keeps for itself (buffers, code)
+    miss_via_dram: bool = True           # the engine's default: landed misses pass through DRAM
+    prefetch: bool = True                # the engine's default: token-independent columns are read ahead
     compute: ComputeSpec | None = None
     description: str = ""
     path: str = ""
