@@ -2,8 +2,12 @@
 """Write the plotting notebooks of notebooks/ (without outputs).
 
     .venv/bin/python notebooks/_make.py            # (re)write the three .ipynb files, outputs cleared
-    .venv/bin/python notebooks/_make.py --execute  # ... then run them in place, full size (minutes)
+    .venv/bin/python notebooks/_make.py --execute  # ... then run them in place, full size (about 15 minutes)
+    .venv/bin/python notebooks/_make.py --execute gamma_tradeoff   # rewrite and run only the named ones
     DIPSIM_NB_SMALL=1 .venv/bin/python notebooks/_make.py --execute   # ... the tiny configuration
+
+Naming notebooks rewrites only those, so they can be run one after another without clearing the
+outputs of the others. The full-size sweeps run with DIPSIM_NB_JOBS (default 2) worker processes.
 
 The notebooks are the source of truth once written; this script only keeps them regenerable and
 consistent (the same parameter cell and set-up in all three). tests/test_notebooks.py executes them.
@@ -633,38 +637,44 @@ The analytic model is therefore a ceiling for large, queue-filling reads, not a 
 sparse reads of a small model on a phone."""
 
 
-def notebook(name: str, intro: str, full: str, small: str, body: list, helpers: bool = False) -> Path:
-    """A notebook of the common shape: intro, parameters, set-up (and the trade-off figure's helpers), the
-    sweep (full or small), the notebook's own cells, then the paragraph saying what the figures show."""
-    return write(name, [
+def notebook(name: str, intro: str, full: str, small: str, body: list, helpers: bool = False) -> list:
+    """The cells of a notebook of the common shape: intro, parameters, set-up (and the trade-off figure's
+    helpers), the sweep (full or small), the notebook's own cells, then what the figures show."""
+    return [
         new_markdown_cell(intro),
         params_cell(name),
         new_code_cell(SETUP + ("\n\n\n" + TRADEOFF if helpers else "")),
         new_code_cell(run_cell(full, small)),
         *body,
         new_markdown_cell(PROSE[name]),
-    ])
+    ]
 
 
-def build() -> list[Path]:
+def build(only: list[str] | None = None) -> list[Path]:
+    """Write the notebooks (those named in ``only``, else all three) without outputs."""
     md, code = new_markdown_cell, new_code_cell
-    return [
-        notebook("gamma_tradeoff", GAMMA_INTRO, GAMMA_FULL, GAMMA_SMALL,
+    cells = {
+        "gamma_tradeoff": lambda: notebook("gamma_tradeoff", GAMMA_INTRO, GAMMA_FULL, GAMMA_SMALL,
                  [md(GAMMA_TABLE_MD), code(GAMMA_TABLE), md(GAMMA_VS_MD), code(GAMMA_VS), md(GAMMA_ACC_MD),
                   code(GAMMA_ACC), md(GAMMA_TRADE_MD), code(GAMMA_TRADE)], helpers=True),
-        notebook("sparsity_tradeoff", SPARSITY_INTRO, SPARSITY_FULL, SPARSITY_SMALL,
+        "sparsity_tradeoff": lambda: notebook("sparsity_tradeoff", SPARSITY_INTRO, SPARSITY_FULL, SPARSITY_SMALL,
                  [code(SPARSITY_TABLE), md(SPARSITY_VS_MD), code(SPARSITY_VS), md(SPARSITY_ACC_MD), code(SPARSITY_ACC),
                   md(SPARSITY_TRADE_MD), code(SPARSITY_TRADE)], helpers=True),
-        notebook("hardware_comparison", HARDWARE_INTRO, HARDWARE_FULL, HARDWARE_SMALL,
+        "hardware_comparison": lambda: notebook("hardware_comparison", HARDWARE_INTRO, HARDWARE_FULL, HARDWARE_SMALL,
                  [code(HARDWARE_PLOT), md(HARDWARE_SPEED_MD), code(HARDWARE_SPEED), md(HARDWARE_ACC_MD),
                   code(HARDWARE_ACC), md(HARDWARE_TABLE_MD), code(HARDWARE_TABLE)]),
-    ]
+    }
+    unknown = sorted(set(only or ()) - set(cells))
+    if unknown:
+        raise SystemExit(f"_make.py: no notebook {', '.join(unknown)}; the notebooks are {', '.join(cells)}")
+    return [write(name, make()) for name, make in cells.items() if not only or name in only]
 
 
 def execute(paths: list[Path]) -> None:
     """Run each notebook in place from the repository root with this Python (a kernel spec made for it)."""
     import json
     import tempfile
+    import time
 
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
@@ -678,17 +688,17 @@ def execute(paths: list[Path]) -> None:
             "display_name": "dipsim venv", "language": "python"}))
         for p in paths:
             nb = nbformat.read(p, as_version=4)
+            t0 = time.perf_counter()
             km = AsyncKernelManager(kernel_name="dipsim-venv", kernel_spec_manager=KernelSpecManager(kernel_dirs=[tmp]))
             NotebookClient(nb, km=km, timeout=3600, resources={"metadata": {"path": str(HERE.parent)}}).execute()
             nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
             nbformat.write(nb, p)
-            print(f"executed {p} ({p.stat().st_size / 1024:.0f} KiB)")
+            print(f"executed {p} in {time.perf_counter() - t0:.0f} s ({p.stat().st_size / 1024:.0f} KiB)")
 
 
 if __name__ == "__main__":
-    written = build()
+    written = build([a for a in sys.argv[1:] if not a.startswith("--")])
     for p in written:
         print(f"wrote {p}")
     if "--execute" in sys.argv[1:]:
-        only = [a for a in sys.argv[1:] if not a.startswith("--")]
-        execute([p for p in written if not only or p.stem in only])
+        execute(written)
