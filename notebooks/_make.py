@@ -99,8 +99,9 @@ COLUMNS = {
     "p.dram_fraction": ("DRAM cache (share of MLP)", 1, "{:g}"),
     "m.hit_rate": ("hit rate", 1, "{:.3f}"),
     "m.closed_loop_hit_rate": ("hit rate, closed loop", 1, "{:.3f}"),
-    "m.flash_bytes_per_token": ("flash MB/token", 1e6, "{:.2f}"),
-    "m.flash_read_bytes_per_token": ("flash reads incl. page rounding, MB/token", 1e6, "{:.2f}"),
+    "m.flash_bytes_per_token": ("flash, MB/token (weights)", 1e6, "{:.2f}"),
+    "m.flash_read_bytes_per_token": ("flash, MB/token (pages read)", 1e6, "{:.2f}"),
+    "m.flash_ms_per_token": ("flash busy, ms/token", 1, "{:.1f}"),
     "m.flash_requests_per_token": ("flash requests/token", 1, "{:,.0f}"),
     "m.mean_request_bytes": ("mean request, KB", 1e3, "{:.1f}"),
     "m.stall_ms_per_token": ("stall, ms/token", 1, "{:.1f}"),
@@ -202,7 +203,7 @@ def place_labels(ax, items, fontsize=7):
         bb = probe.get_window_extent(renderer)
         probe.remove()
         w, h = bb.width, bb.height
-        spots = [(r, dx, dy) for r in (1, 2, 3.5, 5) for dx, dy in (
+        spots = [(r, dx, dy) for r in (1, 2, 3.5, 5, 7, 9, 12, 15) for dx, dy in (
             (7 * r, -h / 2), (7 * r, 3 * r), (7 * r, -h - 3 * r), (-w - 7 * r, -h / 2), (-w - 7 * r, 3 * r),
             (-w - 7 * r, -h - 3 * r), (-w / 2, 7 * r), (-w / 2, -h - 7 * r))]
         fits = [s for s in spots if frame.contains(px + s[1], py + s[2]) and frame.contains(px + s[1] + w, py + s[2] + h)]
@@ -234,7 +235,7 @@ def tradeoff(d, *, colour: str, text, panel: str | None = None, title: str = "",
     axes = axes[0]
     ref = float(d["m.dense_perplexity"].iloc[0])
     limit = collapse * ref
-    kinds = list(dict.fromkeys(d[colour]))
+    kinds = sorted(set(d[colour]))   # in the order (and colours) of plots.lines
     name = plots.label(colour).split(" (")[0]
     collapsed = (d["m.perplexity"] > limit).any()
     labels, fronts = [], []
@@ -249,7 +250,12 @@ def tradeoff(d, *, colour: str, text, panel: str | None = None, title: str = "",
         front = np.flatnonzero(ok)[plots.pareto_front(x[ok], y[ok])] if ok.any() else np.array([], int)
         ax.plot(x[front], y[front], color="k", lw=1, zorder=2, label="Pareto front")
         ax.scatter(x[front], y[front], s=90, facecolors="none", edgecolors="k", lw=0.8, zorder=4)
-        fronts.append(sub.iloc[front])
+        rows = sub.iloc[front].copy()
+        for j, i in enumerate(front):    # a front point that several rows share names them all
+            same = sub[(x == x[i]) & (shown == shown[i])]
+            if len(same) > 1:
+                rows.iloc[j, rows.columns.get_loc(colour)] = ", ".join(map(str, dict.fromkeys(same[colour])))
+        fronts.append(rows)
         ax.axhline(ref, ls=":", color="grey", lw=1, label=f"dense model ({ref:.3g})")
         if collapsed:
             ax.axhline(limit, ls="--", color="C3", lw=0.8,
@@ -264,7 +270,7 @@ def tradeoff(d, *, colour: str, text, panel: str | None = None, title: str = "",
             ax.set_title(str(key), fontsize=9)
         pts = {}
         for i, row in enumerate(sub.to_dict("records")):   # coincident points share one label
-            t = text(row) if ok[i] else f"{text(row)}: {y[i]:,.0f}"
+            t = text(row) if ok[i] else f"{text(row)}: {y[i]:,.0f}" if y[i] < 1e5 else f"{text(row)}: {y[i]:.2g}".replace("e+0", "e").replace("e+", "e")
             pts.setdefault((x[i], shown[i]), []).append((t, row[colour]))
         labels.append([(px, py, merged(v, name, kinds)) for (px, py), v in pts.items()])
     axes[0].set_ylabel(plots.label("m.perplexity") + " (lower is better)")
@@ -324,8 +330,8 @@ Speed comes from dipsim's device model: flash requests and their queueing, DRAM,
 layer. Accuracy is measured, not inferred from γ: every configuration also runs inside the real model
 with the same masking and cache objects in its forward pass (`accuracy: true`), which gives perplexity,
 KL to the dense model and top-1 agreement. The closed loop runs layer by layer, one parallel forward per
-configuration (a few seconds each), and the results are kept in the accuracy store, so a rerun measures
-nothing twice. The access log and the accuracy do not depend on the device; tokens/s does.
+configuration (seconds per configuration, not a second per token), and the results are kept in the
+accuracy store, so a rerun measures nothing twice. The access log and the accuracy do not depend on the device; tokens/s does.
 
 Set `RESULTS` to read an existing sweep instead of running one; `SMALL = True` (or `DIPSIM_NB_SMALL=1`)
 runs a tiny configuration (128 tokens, a few points) in seconds."""
@@ -351,9 +357,10 @@ GAMMA_SMALL = '''EXPERIMENT = {
 
 GAMMA_TABLE_MD = """## The sweep
 
-One row per configuration (DRAM budget, γ): the hit rate and flash traffic of replaying the trace, the
-hit rate of the closed loop (the masked model's own activations), the accuracy, and tokens/s on each
-phone -- and, for the first phone, by the DIP paper's bytes/bandwidth model on the same access log."""
+One row per configuration (DRAM budget, γ): the hit rate and flash traffic (the missed weights' bytes) of
+replaying the trace, the hit rate of the closed loop (the masked model's own activations), the accuracy,
+and tokens/s on each phone. For the first phone also the pages its flash reads for those weights (whole
+pages, merged requests) and the tokens/s of the DIP paper's bytes/bandwidth model on the same access log."""
 
 GAMMA_TABLE = '''if "m.dense_perplexity" in df.columns:
     print(f"dense model over the same tokens: perplexity {df['m.dense_perplexity'].iloc[0]:.2f}")
@@ -362,7 +369,9 @@ one = df[df["p.device"] == DEVICES[0]]   # the device-independent columns, once
 idx = ["p.dram_fraction", "p.gamma"]
 t = one.set_index(idx).join(spread(df, idx, "m.tokens_per_s", "p.device"))
 t[f"m.analytic_tokens_per_s@{DEVICES[0]}"] = t["m.analytic_tokens_per_s"]
-table(t.reset_index(), [*idx, "m.hit_rate", "m.closed_loop_hit_rate", "m.flash_bytes_per_token", "m.perplexity",
+t[f"m.flash_read_bytes_per_token@{DEVICES[0]}"] = t["m.flash_read_bytes_per_token"]
+table(t.reset_index(), [*idx, "m.hit_rate", "m.closed_loop_hit_rate", "m.flash_bytes_per_token",
+                        f"m.flash_read_bytes_per_token@{DEVICES[0]}", "m.perplexity",
                         "m.kl_to_dense", "m.top1_agreement", *[f"m.tokens_per_s@{d}" for d in DEVICES],
                         f"m.analytic_tokens_per_s@{DEVICES[0]}"], sort=idx)'''
 
@@ -417,8 +426,8 @@ SmolLM2-135M (1024 tokens of the default corpus) with an LRU cache holding half 
 Keep says how many columns a policy reads, not which: two policies at the same keep can differ widely in
 accuracy. So every configuration also runs inside the real model with the same masking and cache objects
 in its forward pass (`accuracy: true`): perplexity, KL to the dense model, top-1 agreement. The closed loop
-runs layer by layer, one parallel forward per configuration (a few seconds each); the accuracy store keeps
-the results for reruns.
+runs layer by layer, one parallel forward per configuration (seconds per configuration); the accuracy
+store keeps the results for reruns.
 
 Set `RESULTS` to read an existing sweep instead of running one; `SMALL = True` (or `DIPSIM_NB_SMALL=1`)
 runs a tiny configuration (128 tokens, a few points) in seconds."""
@@ -538,7 +547,7 @@ HARDWARE_ACC_MD = """## Accuracy and traffic per configuration
 
 The same on every device (one trace, one cache, one model): one column per configuration. The flash
 traffic here is the weights' own bytes; what each device reads for them (whole pages, merged requests)
-follows below."""
+and how long its flash is busy follow below."""
 
 HARDWARE_ACC = '''one = df[df["p.device"] == df["p.device"].iloc[0]].set_index("p.masking")
 rows = [c for c in ("m.perplexity", "m.kl_to_dense", "m.top1_agreement", "m.hit_rate", "m.closed_loop_hit_rate",
@@ -549,92 +558,94 @@ pd.DataFrame({m: [cell(c, one.at[m, c]) for c in rows] for m in one.index},
 HARDWARE_TABLE_MD = """## What each device does with the misses"""
 
 HARDWARE_TABLE = '''table(df, ["p.device", "p.masking", "m.flash_read_bytes_per_token", "m.flash_requests_per_token",
-           "m.mean_request_bytes", "m.stall_ms_per_token", "m.latency_ms_p99", "m.tokens_per_s"])'''
+           "m.mean_request_bytes", "m.flash_ms_per_token", "m.stall_ms_per_token", "m.latency_ms_p99", "m.tokens_per_s"])'''
 
 
-PROSE = {}  # what the full-size runs showed (numbers quoted from the runs of 2026-11-28, see the text)
+# What the full-size runs show. Every number below appears in the executed notebook's own outputs
+# (tables and printed lines); ratios in the text are of two such numbers.
+PROSE = {}
 PROSE["gamma_tradeoff"] = """## What this shows
 
-**γ trades mask accuracy for DRAM hits.** Lowering γ makes DIP-CA prefer columns that are already in the
-DRAM cache: the hit rate rises, flash bytes per token fall and tokens/s rises, while the masks move away
-from plain DIP's (γ = 1) and perplexity rises (cell below). What γ can buy depends on the budget: when the
-cache holds less than the kept fraction (budget < keep) even γ = 0 reads the rest from flash and γ changes
-little; when it can hold the kept set, a small γ removes most flash reads. The plots come from whichever
-sweep this notebook ran or read (the tiny `SMALL` one shows the same directions with fewer points); the
-numbers here are from the full-size run (SmolLM2-135M, 1024 tokens of the default corpus, keep 0.5, LRU,
-accuracy over the first 256 tokens; 42 points in 248 s with 2 worker processes on the shared 2-vCPU
-development machine, the closed-loop accuracy of all 21 configurations in one batched pass included):
+The numbers are from the full-size sweep above; the `SMALL` run shows the same shapes on 128 tokens. On
+these 1024 tokens the dense model's perplexity is 12.89, and plain DIP at keep 0.5 (γ = 1) gives 17.76 at
+every budget.
 
-* **Half the MLP cached, 12 GB UFS 4.0 phone:** plain DIP hits 55.4 % of the MLP bytes and reads
-  11.1 MB/token from flash → 26.2 tokens/s at perplexity 25.8. γ = 0.5: 68.2 %, 38.0 tokens/s, perplexity
-  30.9; γ = 0.2: 81.4 %, 56.8 tokens/s, perplexity 92.6; γ = 0 never misses, runs DRAM-bound at 763 tokens/s
-  and the model collapses (perplexity 2·10⁵: with keep 0.5 the cache holds exactly the kept set, so the
-  masks freeze).
-* **A quarter cached:** γ hardly moves speed (16.8 → 18.0 tokens/s from γ = 1 to γ = 0) but still costs
-  accuracy (perplexity 25.8 → 58.9).
-* **Three quarters cached:** plain DIP already hits 78.7 % (55.6 tokens/s); γ = 0.5 → 89.3 %, 79.6 tokens/s at
-  perplexity 30.9; γ = 0.2 → 98.6 %, 158 tokens/s at 131.
-* **The older phone** (UFS 3.1, LPDDR4X) has the same hit rates, flash bytes and perplexities (the access
-  log does not depend on the device) but less speed: half cached, 18.8 tokens/s for DIP, 31.9 at γ = 0.2.
-* **Perplexity against tokens/s** (last plot): each device's front is made of the largest budget's points
-  (more DRAM is always faster at equal γ); on SmolLM2 every step down from γ = 1 costs perplexity fast, so
-  the front is steep — a 135M-parameter model has little slack in its MLP (the DIP paper's < 0.1
-  perplexity loss is for Phi-3-Medium).
-* **The paper's analytic model** (`analytic_tokens_per_s`) is about 9× more optimistic whenever flash is
-  read (503.6 vs 56.8 tokens/s at γ = 0.2, half cached, 12 GB phone): it charges missed bytes at the flash's
-  sequential bandwidth. The two agree only when nothing comes from flash (768 vs 763).
-  `hardware_comparison.ipynb` takes that gap apart."""
+* **γ buys speed only when the cache can hold most of what a token keeps.** With a quarter of the MLP
+  cached, every γ runs at 16.8-18.3 tokens/s on the 12 GB phone: the weights read from flash fall from
+  18.02 to 12.44 MB/token, but the pages the flash reads for them only from 39.78 to 30.20 MB -- while
+  perplexity rises to 40.98 at γ = 0. With half cached, γ = 0.5 takes DIP from 26.2 to 38.0 tokens/s at
+  perplexity 21.76; with three quarters, from 55.6 to 79.6 tokens/s at 22.73.
+* **Below γ = 0.3 accuracy goes fast, and γ ≤ 0.1 collapses the model** once the cache can hold the
+  kept set. Half cached: γ = 0.3 gives 48.5 tokens/s at perplexity 37.12, γ = 0.2 56.8 at 76.34, γ = 0.1
+  71.7 at 349. γ = 0 then takes only cached columns, so it never reads flash (hit rate 1.000, 762.9
+  tokens/s) and the cache never changes again: the model is held to the columns cached in its first
+  tokens, perplexity 641,969.
+* **The Pareto front is the largest budget's γ = 1, 0.7, 0.5, 0.3, 0.2 on both phones**: at every
+  perplexity the fastest configuration caches three quarters of the MLP. The budget is the cheap lever:
+  at γ = 1, going from half to three quarters cached takes the 12 GB phone from 26.2 to 55.6 tokens/s at
+  no cost in accuracy; γ then trades on from there (γ = 0.7: 66.1 tokens/s at perplexity 18.91).
+* **The older phone** (UFS 3.1, LPDDR4X) has the same hit rates, traffic and accuracy -- the access log
+  and the model do not depend on the device -- and less speed: with three quarters cached 30.8 tokens/s
+  for DIP, 41.6 at γ = 0.5, 94.1 at γ = 0.2.
+* **The closed loop hits a little more than the replay of the dense trace** (half cached: 0.826 against
+  0.814 at γ = 0.2, 0.903 against 0.881 at γ = 0.1): DIP-CA's masks steer later activations toward the
+  cache.
+* **The paper's bytes/bandwidth model** is far more optimistic whenever flash is read: half cached,
+  284.1 against 26.2 tokens/s for DIP and 503.6 against 56.8 at γ = 0.2; it agrees only when nothing
+  comes from flash (768.2 against 762.9 at γ = 0). `hardware_comparison.ipynb` takes the gap apart."""
+
 PROSE["sparsity_tradeoff"] = """## What this shows
 
-**Keep sets how many MLP columns a token reads; the cache serves part of them and flash the rest.** The
-per-token policies (dip, threshold) cut flash bytes about in proportion to keep, so tokens/s rises as
-keep falls. glu-prune prunes only W_down, so W_up/W_gate stay dense — and, since no mask is needed for
-them, they are read ahead while the token runs. static keeps one fixed set: once that set fits in the
-cache (keep ≤ DRAM budget) it never touches flash. Keep is not accuracy (use `accuracy: true` sweeps for
-that). The plots come from whichever sweep this notebook ran or read; the numbers here are from the
-full-size run (SmolLM2-135M, 1024 tokens, LRU holding half the MLP, 12 GB UFS 4.0 phone; 36 points in
-70 s with 2 worker processes on the shared 2-vCPU development machine):
+The numbers are from the full-size sweep above (the `SMALL` run has two policies on 128 tokens); the
+dense model's perplexity on these tokens is 12.89.
 
-* **keep 1.0** is dense for every policy: no mask to wait for, so the whole uncached half of the MLP
-  (24.9 MB) is read ahead as 90 requests of 277 KB at full queue depth → 136.9 tokens/s. That is why every
-  curve jumps at keep 1.0.
-* **dip:** keep 0.9 → 11.1 tokens/s (22.3 MB of flash per token in 1,131 dependent reads of 29 KB), keep 0.5 →
-  26.2 tokens/s (11.1 MB, 55.4 % hits), keep 0.2 → 69.4 tokens/s (3.5 MB, 64.4 % hits). **threshold** tracks
-  dip within about 5 % (27.8 and 72.6 tokens/s at keep 0.5 and 0.2).
-* **glu-prune:** 32.7 tokens/s at keep 0.5 and 79.5 at keep 0.2 — faster than dip at equal keep here,
-  because its dense half is prefetched and only W_down's 360-byte columns wait for a mask.
-* **static:** 100 % hits for keep ≤ 0.5 (763–943 tokens/s, DRAM-bound); past the budget it reads its
-  overflow as a few large prefetched requests (keep 0.6: 130 requests of 62 KB per token, 391 tokens/s).
-* **Against the sparse per-token policies, prefetched dense reading wins on this model** until keep drops
-  to about 0.2: SmolLM2's Q4_1 columns are 360 B (down) and 1.9 KB (up/gate), each miss costs a whole 4 KiB
-  page, and a layer's reads can start only when its mask is known. The paper's analytic model, which knows
-  none of this, is 8–15× above the device model for dip and threshold."""
+* **At keep 1.0 every policy is the dense model**: no mask to wait for, so the uncached half of the MLP
+  is read ahead in 90 requests of 277.2 KB per token, 136.9 tokens/s. Every per-token policy below keep
+  1.0 is slower than that on this phone, which is why the speed curves jump at keep 1.0.
+* **dip and threshold** cut the weights read from flash about in proportion to keep (dip: 22.31 MB/token
+  at keep 0.9, 3.54 at 0.2), but a token then issues 1,131-2,001 requests of 8.7-29.1 KB, a layer's
+  only once its mask is known: dip runs at 11.1 tokens/s at keep 0.9, 26.2 at 0.5, 69.4 at 0.2. Its
+  perplexity is 13.63 at keep 0.7 (top-1 agreement 0.896), 17.76 at 0.5, 34.79 at 0.4, then collapses
+  (212 at 0.3, 6,168 at 0.2). threshold tracks dip in speed and accuracy (27.8 tokens/s, perplexity
+  18.20 at keep 0.5).
+* **glu-prune is the most accurate at every keep** -- it prunes only W_down -- at perplexity 13.08 for
+  keep 0.5 and 19.95 for keep 0.2, and faster than dip at equal keep (32.7 and 79.5 tokens/s): W_up and
+  W_gate are dense, need no mask and are read ahead, and only W_down waits for its mask.
+* **static** is DRAM-bound where its fixed set fits the cache (keep ≤ 0.5: hit rate 1.000,
+  762.9-943.3 tokens/s) but the model collapses there (perplexity 72,860 at keep 0.5, 233,900,690 at
+  0.2). Past the budget it reads its overflow in a few large prefetched requests (keep 0.9: 62 requests
+  of 358.2 KB, 150.5 tokens/s at perplexity 21.73).
+* **Perplexity against tokens/s**: the front is glu-prune at keep 0.9 (27.3 tokens/s, perplexity
+  12.88, level with dense), the dense model (136.9 at 12.89) and static at keep 0.9 (150.5 at 21.73), the
+  only configuration faster than dense that has not collapsed. No per-token policy is on it: on this
+  model and phone, reading the dense MLP ahead beats reading fewer columns on demand.
+* **The paper's bytes/bandwidth model ranks them the other way**: it puts dip at keep 0.5 at 284.1
+  tokens/s, above dense at 147.2, because it charges bytes at the flash's full bandwidth and knows
+  neither pages nor the wait for a mask."""
+
 PROSE["hardware_comparison"] = """## What this shows
 
-**The same access log, timed on different hardware, and how far the paper's bytes/bandwidth model is from
-dipsim's device model.** Hit rates and flash bytes do not depend on the device (one trace, one cache);
-tokens/s does. The plots come from whichever sweep this notebook ran or read (the tiny `SMALL` one has two
-devices); the numbers here are from the full-size run (SmolLM2-135M, 1024 tokens, keep 0.5, LRU holding
-half the MLP; 18 points in 31 s with 2 worker processes on the shared 2-vCPU development machine):
+The numbers are from the full-size sweep above (the `SMALL` run has two devices and 128 tokens).
 
-* **DIP-CA (γ 0.2)** hits 81.4 % of the MLP bytes (4.6 MB/token from flash) on every device and runs at
-  56.8 tokens/s on both UFS 4.0 phones (8 and 12 GB are identical: SmolLM2-135M fits in either), 31.9 on the
-  old UFS 3.1 phone, 182.5 on the DDR5 + NVMe Gen4 laptop, 84.6 on the M2 and 178.8 on paper-a18 — 1.7–2.3×
-  plain DIP (55.4 % hits, 11.1 MB/token).
-* **Dense with the same cache is faster still on every real device** (136.9 tokens/s on the UFS 4.0 phones,
-  74.8 on the old phone, 273.8 on the laptop, 219.4 on the M2): with no mask to wait for, its 24.9 MB of
-  misses are read ahead in 90 requests of 277 KB at full queue depth. Only on paper-a18, where flash is a
-  pure bandwidth, does DIP-CA win (178.8 vs 40.2 tokens/s), as in the paper.
-* **Analytic / device model for DIP-CA:** 8.9× on the UFS 4.0 phones (503.6 vs 56.8 tokens/s), 8.3× on the
-  old phone, 9.5× on the M2, 4.8× on the laptop, 1.01× on paper-a18 (built from the paper's own assumptions,
-  where the two models agree by construction); for dense reading they agree within 10 %.
-* **Where the gap comes from:** reads cover whole 4 KiB pages, so DIP-CA's 4.6 MB of missed columns cost
-  20.3 MB of reads (plain DIP: 11.1 MB → 33.7 MB); and they come as ~1,800 requests of ~11 KB per token in
-  60 dependent batches (a layer's mask is known only when its input is), so the phone's UFS 4.0 spends
-  16.6 ms per token on them — about 1.2 GB/s of its 4.2 GB/s.
+* **Accuracy is the same on every device**: dense 12.89, DIP 17.76 (KL 0.370, top-1 agreement 0.724),
+  DIP-CA at γ 0.2 76.34 (KL 1.770, top-1 0.412). So are the hit rates (0.500, 0.554, 0.814; in the closed
+  loop 0.500, 0.557, 0.826) and the weights read from flash (24.88, 11.10, 4.64 MB/token).
+* **Dense with the same cache is the fastest on every real device**: 136.9 tokens/s on both UFS 4.0
+  phones (8 and 12 GB give identical results), 74.8 on the old UFS 3.1 phone, 273.8 on the DDR5 + NVMe
+  Gen4 laptop, 219.4 on the M2. DIP-CA reaches 56.8, 31.9, 182.5 and 84.6 there, 1.7-2.3x plain DIP
+  (26.2, 18.8, 77.8, 39.0). Only on paper-a18, where flash is a pure bandwidth, does DIP-CA beat dense
+  (178.8 against 40.2 tokens/s), as in the paper -- at perplexity 76.34 instead of 12.89.
+* **The paper's model against the device model**: for dense reading they agree within 0.95-1.08x; for
+  DIP-CA the paper's model is 8.87x more optimistic on the UFS 4.0 phones, 8.33x on the old phone, 9.48x
+  on the M2, 4.82x on the laptop and 1.01x on paper-a18, built from the paper's own assumptions.
+* **Where the gap comes from**: a missed column costs whole pages, so DIP-CA's 4.64 MB of missed weights
+  are 20.34 MB of reads (DIP: 11.10 MB are 33.66 MB), issued as 1,812 requests of 11.2 KB per token, and
+  a layer's reads can start only once its mask is known. The UFS 4.0 phone's flash is busy 16.6 ms per
+  token for them (about 1.2 GB/s), against 7.3 ms for dense's 24.94 MB in 90 read-ahead requests of
+  277.2 KB.
 
-The analytic model is therefore a ceiling for large, queue-filling reads, not a prediction for per-column
-sparse reads of a small model on a phone."""
+The paper's model is thus a ceiling for large, queue-filling reads, not a prediction for per-column
+reads of a small model's weights."""
 
 
 def notebook(name: str, intro: str, full: str, small: str, body: list, helpers: bool = False) -> list:
