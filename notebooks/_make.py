@@ -216,6 +216,11 @@ def place_labels(ax, items, fontsize=7):
                     arrowprops=dict(arrowstyle="-", lw=0.5, color=colour, shrinkA=0, shrinkB=3) if r > 1 else None)
 
 
+def compact(v: float) -> str:
+    """A collapsed perplexity in a few characters: 1,120 or 6.4e5."""
+    return f"{v:,.0f}" if v < 1e5 else f"{v:.2g}".replace("e+0", "e").replace("e+", "e")
+
+
 def merged(points, name, kinds):
     """One label for coincident points: their texts, and the values of the colour column when they differ."""
     texts = ", ".join(dict.fromkeys(t for t, _ in points))
@@ -250,7 +255,7 @@ def tradeoff(d, *, colour: str, text, panel: str | None = None, title: str = "",
         front = np.flatnonzero(ok)[plots.pareto_front(x[ok], y[ok])] if ok.any() else np.array([], int)
         ax.plot(x[front], y[front], color="k", lw=1, zorder=2, label="Pareto front")
         ax.scatter(x[front], y[front], s=90, facecolors="none", edgecolors="k", lw=0.8, zorder=4)
-        rows = sub.iloc[front].copy()
+        rows = sub.iloc[front].astype({colour: object})
         for j, i in enumerate(front):    # a front point that several rows share names them all
             same = sub[(x == x[i]) & (shown == shown[i])]
             if len(same) > 1:
@@ -270,7 +275,7 @@ def tradeoff(d, *, colour: str, text, panel: str | None = None, title: str = "",
             ax.set_title(str(key), fontsize=9)
         pts = {}
         for i, row in enumerate(sub.to_dict("records")):   # coincident points share one label
-            t = text(row) if ok[i] else f"{text(row)}: {y[i]:,.0f}" if y[i] < 1e5 else f"{text(row)}: {y[i]:.2g}".replace("e+0", "e").replace("e+", "e")
+            t = text(row) if ok[i] else f"{text(row)}: {compact(y[i])}"
             pts.setdefault((x[i], shown[i]), []).append((t, row[colour]))
         labels.append([(px, py, merged(v, name, kinds)) for (px, py), v in pts.items()])
     axes[0].set_ylabel(plots.label("m.perplexity") + " (lower is better)")
