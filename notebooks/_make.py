@@ -2,8 +2,12 @@
 """Write the plotting notebooks of notebooks/ (without outputs).
 
     .venv/bin/python notebooks/_make.py            # (re)write the three .ipynb files, outputs cleared
-    .venv/bin/python notebooks/_make.py --execute  # ... then run them in place, full size (minutes)
+    .venv/bin/python notebooks/_make.py --execute  # ... then run them in place, full size (about 15 minutes)
+    .venv/bin/python notebooks/_make.py --execute gamma_tradeoff   # rewrite and run only the named ones
     DIPSIM_NB_SMALL=1 .venv/bin/python notebooks/_make.py --execute   # ... the tiny configuration
+
+Naming notebooks rewrites only those, so they can be run one after another without clearing the
+outputs of the others. The full-size sweeps run with DIPSIM_NB_JOBS (default 2) worker processes.
 
 The notebooks are the source of truth once written; this script only keeps them regenerable and
 consistent (the same parameter cell and set-up in all three). tests/test_notebooks.py executes them.
@@ -36,9 +40,8 @@ JOBS = int(os.environ.get("DIPSIM_NB_JOBS", "2"))       # worker processes for t
 SETUP = '''%matplotlib inline
 import platform
 import time
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -46,6 +49,7 @@ import pandas as pd
 import yaml
 
 from simulator import plots
+from simulator.plots.base import shared_legend
 from simulator.sweep import load_experiment, load_results, run_sweep
 
 
@@ -65,6 +69,11 @@ def in_root(p) -> Path:
     return p if p.is_absolute() else ROOT / p
 
 
+def shown(p: Path):
+    """A path as printed: relative to the checkout when inside it."""
+    return p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
+
+
 def sweep(experiment: dict) -> Path:
     """Write ``experiment`` as YAML under OUT, run it (resuming finished points) and return the results directory."""
     out = in_root(OUT)
@@ -76,44 +85,213 @@ def sweep(experiment: dict) -> Path:
     results = out / f"{experiment['name']}{tag}"  # the name keeps notebooks that share an OUT apart
     t0 = time.perf_counter()
     run_sweep(exp, results, jobs=1 if SMALL else JOBS, progress=False, log=print)
-    print(f"{len(exp.points)} points of {exp_path.name} -> {results} in {time.perf_counter() - t0:.0f} s "
+    print(f"{len(exp.points)} points of {exp_path.name} -> {shown(results)} in {time.perf_counter() - t0:.0f} s "
           f"({platform.machine()}, {os.cpu_count()} CPUs)")
     return results
 
 
-def show(df, cols, sort, **fmt):
-    """A compact table: the columns that exist, parameter/metric prefixes dropped."""
+#: table columns: header with its unit, scale (values are divided by it), format
+COLUMNS = {
+    "p.device": ("device", 1, "{}"),
+    "p.masking": ("masking", 1, "{}"),
+    "p.keep": ("keep", 1, "{:g}"),
+    "p.gamma": ("γ", 1, "{:g}"),
+    "p.dram_fraction": ("DRAM cache (share of MLP)", 1, "{:g}"),
+    "m.hit_rate": ("hit rate", 1, "{:.3f}"),
+    "m.closed_loop_hit_rate": ("hit rate, closed loop", 1, "{:.3f}"),
+    "m.flash_bytes_per_token": ("flash, MB/token (weights)", 1e6, "{:.2f}"),
+    "m.flash_read_bytes_per_token": ("flash, MB/token (pages read)", 1e6, "{:.2f}"),
+    "m.flash_ms_per_token": ("flash busy, ms/token", 1, "{:.1f}"),
+    "m.flash_requests_per_token": ("flash requests/token", 1, "{:,.0f}"),
+    "m.mean_request_bytes": ("mean request, KB", 1e3, "{:.1f}"),
+    "m.stall_ms_per_token": ("stall, ms/token", 1, "{:.1f}"),
+    "m.latency_ms_p99": ("p99 latency, ms/token", 1, "{:.1f}"),
+    "m.tokens_per_s": ("tokens/s", 1, "{:.1f}"),
+    "m.analytic_tokens_per_s": ("tokens/s, paper's model", 1, "{:.1f}"),
+    "m.analytic_over_model": ("paper's model / device model", 1, "{:.2f}×"),
+    "m.perplexity": ("perplexity", 1, lambda v: f"{v:.2f}" if v < 100 else f"{v:,.0f}"),
+    "m.kl_to_dense": ("KL to dense, nats", 1, "{:.3f}"),
+    "m.top1_agreement": ("top-1 agreement", 1, "{:.3f}"),
+}
+
+
+def header(c: str) -> str:
+    """A column's table header; ``metric@value`` (from ``spread``) is the metric for one value, e.g. a device."""
+    base, _, of = c.partition("@")
+    h = COLUMNS.get(base, (base.split(".", 1)[-1].replace("_", " "),))[0]
+    return f"{h}, {of}" if of else h
+
+
+def spread(df, index: list, metric: str, by: str) -> pd.DataFrame:
+    """``metric`` with one column per value of ``by`` (``metric@value``), one row per ``index``."""
+    w = df.pivot_table(index=index, columns=by, values=metric, sort=False)
+    w.columns = [f"{metric}@{v}" for v in w.columns]
+    return w
+
+
+def cell(c: str, v) -> str:
+    """One value of column ``c`` as the tables show it."""
+    _, scale, f = COLUMNS.get(c.partition("@")[0], ("", 1, "{}"))
+    return "–" if pd.isna(v) else f(v / scale) if callable(f) else f.format(v / scale)
+
+
+def table(df, cols, sort=()):
+    """The columns ``cols`` that exist, with units in the headers, sorted by ``sort``."""
     cols = [c for c in cols if c in df.columns]
     t = df.sort_values([c for c in sort if c in df.columns])[cols].reset_index(drop=True)
-    t.columns = [c.split(".", 1)[1] for c in cols]
-    return t.style.format(precision=3, **fmt).hide(axis="index")
+    fmt = {}
+    for c in cols:
+        _, scale, f = COLUMNS.get(c.partition("@")[0], ("", 1, "{}"))
+        if scale != 1:
+            t[c] = t[c] / scale
+        fmt[header(c)] = f
+    t.columns = [header(c) for c in cols]
+    return t.style.format(fmt, na_rep="–").hide(axis="index")
 
 
-def logx(ax):
-    """Log x axis with plain tick labels (1, 2, 5 x 10^k)."""
+def plain_log(axis):
+    """A log axis labelled with plain numbers: at 1, 2, 5 x 10^k over a few decades, at 10^k over more."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def log_tokens_axis(axes):
-    """The tokens/s panel of a plots.lines figure on a log scale (γ = 0 or a cached static set is ~10-100x faster)."""
-    for ax in np.ravel(axes):
-        if ax.get_ylabel() == "tokens/s":
-            ax.set_yscale("log")
+    lo, hi = sorted(axis.get_view_interval())
+    few = hi / max(lo, 1e-300) < 1e3
+    if not few:   # ticks at 10^k only: start the axis at one, so that the lowest values have a tick below them
+        (axis.axes.set_ylim if axis is axis.axes.yaxis else axis.axes.set_xlim)(10 ** np.floor(np.log10(lo)), hi)
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if few else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}" if v < 1e4 else f"{v:.0e}".replace("e+0", "e")))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def render(fig):
-    """Show a figure once and close it (no second copy from the inline backend at the end of the cell)."""
+    """Show a figure once and close it (no second copy from the inline backend at the end of the cell).
+    Log axes get plain tick labels (20, 50, 100 rather than 2x10^1); a log axis whose lines reach zero,
+    which it cannot show, goes back to linear."""
+    for ax in fig.axes:
+        if ax.get_yscale() == "log" and any((np.asarray(l.get_ydata(), float) <= 0).any() for l in ax.get_lines()):
+            ax.set_yscale("linear")
+        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+            if scale == "log":
+                plain_log(axis)
     display(fig)
     plt.close(fig)
 
 
+NO_ACCURACY = "no m.perplexity column: these results were swept without accuracy: true"
 pd.set_option("display.width", 160)
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by the model loader'''
+
+TRADEOFF = '''# The accuracy-against-speed figure: plots.accuracy_vs_speed labels a point by its policy alone; here points
+# also differ in a second parameter (the DRAM budget, the policy), so they are coloured by it and labelled by
+# the swept value, with the same conventions: every point labelled, the Pareto front over the points that have
+# not collapsed, collapsed points on a dashed line at 10x the dense perplexity with their value.
+from matplotlib.transforms import Bbox
+
+from simulator.plots.base import spans_decades
+
+
+def place_labels(ax, items, fontsize=7):
+    """Write each ``(x, y, text, colour)`` beside its point so that no label covers another label or a
+    point: a label tries the spots around its point, nearest first, then further out with a leader line."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    pts = [ax.transData.transform((x, y)) for x, y, *_ in items]
+    taken = [Bbox.from_bounds(px - 6, py - 6, 12, 12) for px, py in pts]
+    for (x, y, text, colour), (px, py) in sorted(zip(items, pts), key=lambda t: (-t[1][1], t[1][0])):
+        probe = ax.annotate(text, (x, y), fontsize=fontsize, textcoords="offset points", xytext=(0, 0),
+                            ha="left", va="bottom")
+        bb = probe.get_window_extent(renderer)
+        probe.remove()
+        w, h = bb.width, bb.height
+        spots = [(r, dx, dy) for r in (1, 2, 3.5, 5, 7, 9, 12, 15) for dx, dy in (
+            (7 * r, -h / 2), (7 * r, 3 * r), (7 * r, -h - 3 * r), (-w - 7 * r, -h / 2), (-w - 7 * r, 3 * r),
+            (-w - 7 * r, -h - 3 * r), (-w / 2, 7 * r), (-w / 2, -h - 7 * r))]
+        fits = [s for s in spots if frame.contains(px + s[1], py + s[2]) and frame.contains(px + s[1] + w, py + s[2] + h)]
+        free = [s for s in fits if not any(Bbox.from_bounds(px + s[1], py + s[2], w, h).overlaps(b) for b in taken)]
+        r, dx, dy = (free or fits or spots)[0]
+        taken.append(Bbox.from_bounds(px + dx, py + dy, w, h))
+        k = 72 / fig.dpi  # pixels -> points
+        ax.annotate(text, (x, y), fontsize=fontsize, color=colour, textcoords="offset points", xytext=(dx * k, dy * k),
+                    ha="left", va="bottom", zorder=5,
+                    arrowprops=dict(arrowstyle="-", lw=0.5, color=colour, shrinkA=0, shrinkB=3) if r > 1 else None)
+
+
+def compact(v: float) -> str:
+    """A collapsed perplexity in a few characters: 1,120 or 6.4e5."""
+    return f"{v:,.0f}" if v < 1e5 else f"{v:.2g}".replace("e+0", "e").replace("e+", "e")
+
+
+def merged(points, name, kinds):
+    """One label for coincident points: their texts, and the values of the colour column when they differ."""
+    texts = ", ".join(dict.fromkeys(t for t, _ in points))
+    values = list(dict.fromkeys(v for _, v in points))
+    if len(values) == 1:
+        return texts, f"C{kinds.index(values[0])}"
+    return f"{texts} ({name} {', '.join(map(str, values))})", "k"
+
+
+def tradeoff(d, *, colour: str, text, panel: str | None = None, title: str = "", collapse: float = 10.0):
+    """Perplexity against tokens/s (device model): one panel per value of ``panel``, points coloured by
+    ``colour`` and labelled ``text(row)``. Returns the figure, its axes and the rows on each Pareto front."""
+    d = d.dropna(subset=["m.tokens_per_s", "m.perplexity"])
+    groups = [(None, d)] if panel is None else list(d.groupby(panel, sort=False))
+    fig, axes = plt.subplots(1, len(groups), figsize=(max(8.0, 5.6 * len(groups) + 0.8), 5.2), sharey=True,
+                             squeeze=False)
+    axes = axes[0]
+    ref = float(d["m.dense_perplexity"].iloc[0])
+    limit = collapse * ref
+    kinds = sorted(set(d[colour]))   # in the order (and colours) of plots.lines
+    name = plots.label(colour).split(" (")[0]
+    collapsed = (d["m.perplexity"] > limit).any()
+    labels, fronts = [], []
+    for ax, (key, sub) in zip(axes, groups):
+        x, y = sub["m.tokens_per_s"].to_numpy(float), sub["m.perplexity"].to_numpy(float)
+        ok = y <= limit
+        shown = np.where(ok, y, limit)
+        for i, v in enumerate(kinds):
+            m = (sub[colour] == v).to_numpy()
+            ax.scatter(x[m & ok], y[m & ok], s=30, color=f"C{i}", zorder=3, label=f"{name} = {v}")
+            ax.scatter(x[m & ~ok], shown[m & ~ok], marker="^", s=55, color=f"C{i}", zorder=3)
+        front = np.flatnonzero(ok)[plots.pareto_front(x[ok], y[ok])] if ok.any() else np.array([], int)
+        ax.plot(x[front], y[front], color="k", lw=1, zorder=2, label="Pareto front")
+        ax.scatter(x[front], y[front], s=90, facecolors="none", edgecolors="k", lw=0.8, zorder=4)
+        rows = sub.iloc[front].astype({colour: object})
+        for j, i in enumerate(front):    # a front point that several rows share names them all
+            same = sub[(x == x[i]) & (shown == shown[i])]
+            if len(same) > 1:
+                rows.iloc[j, rows.columns.get_loc(colour)] = ", ".join(map(str, dict.fromkeys(same[colour])))
+        fronts.append(rows)
+        ax.axhline(ref, ls=":", color="grey", lw=1, label=f"dense model ({ref:.3g})")
+        if collapsed:
+            ax.axhline(limit, ls="--", color="C3", lw=0.8,
+                       label=f"collapsed (> {collapse:g}x dense): ▲ on this line")
+        if collapsed or spans_decades(np.r_[shown, ref]):
+            ax.set_yscale("log")
+        if spans_decades(x):
+            ax.set_xscale("log")
+        ax.set_xlabel(plots.label("m.tokens_per_s"))
+        ax.grid(alpha=0.3, which="both")
+        if key is not None:
+            ax.set_title(str(key), fontsize=9)
+        pts = {}
+        for i, row in enumerate(sub.to_dict("records")):   # coincident points share one label
+            t = text(row) if ok[i] else f"{text(row)}: {compact(y[i])}"
+            pts.setdefault((x[i], shown[i]), []).append((t, row[colour]))
+        labels.append([(px, py, merged(v, name, kinds)) for (px, py), v in pts.items()])
+    axes[0].set_ylabel(plots.label("m.perplexity") + " (lower is better)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    shared_legend(fig, axes)
+    for ax in axes:
+        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+            if scale == "log":
+                plain_log(axis)
+    fig.canvas.draw()
+    for ax, items in zip(axes, labels):
+        place_labels(ax, [(px, py, t, c) for px, py, (t, c) in items])
+    return fig, axes, pd.concat(fronts)'''
+
+
 
 
 def run_cell(full: str, small: str) -> str:
@@ -126,7 +304,7 @@ def run_cell(full: str, small: str) -> str:
 else:
     results_dir = in_root(RESULTS)
 df = load_results(results_dir)
-print(f"{{len(df)}} points from {{results_dir}}")'''
+print(f"{{len(df)}} points from {{shown(results_dir)}}")'''
 
 
 def _indent(s: str, n: int) -> str:
@@ -146,22 +324,28 @@ def write(name: str, cells) -> Path:
 # ------------------------------------------------------------------------------------- gamma_tradeoff
 GAMMA_INTRO = """# DIP-CA: the γ trade-off
 
-DIP-CA (cache-aware DIP) scores every MLP column by |activation| and multiplies the score of a column
-that is **not** in the DRAM cache by γ before picking the top `keep` fraction. γ = 1 is plain DIP
-(the most accurate masks: no bias toward the cache); γ = 0 takes the cached columns first and reads
-flash only when fewer than `keep` columns are cached. This notebook sweeps γ ∈ [0, 1] against the
-DRAM budget (fraction of the MLP weights the LRU cache holds) at keep 0.5 on SmolLM2-135M and turns
-the flash/DRAM traffic into tokens/s on two phone profiles with dipsim's device model.
+DIP-CA (cache-aware DIP) scores every MLP column by |activation| and multiplies the score of a column that
+is **not** in the DRAM cache by γ before taking the top `keep` fraction. γ = 1 is plain DIP; γ = 0 takes
+the cached columns first and reads flash only when fewer than `keep` of them are cached. Lowering γ buys
+DRAM hits -- less flash traffic, more tokens/s -- with masks further from DIP's.
 
-Set `RESULTS` to read an existing sweep (e.g. `results/gamma` from
-`dipsim sweep experiments/gamma.yaml --out results/gamma`) instead of running one; `SMALL = True`
-(or `DIPSIM_NB_SMALL=1`) runs a tiny configuration in seconds."""
+This notebook sweeps γ against the DRAM budget (the share of the MLP weights the LRU cache holds) at
+keep 0.5 on SmolLM2-135M, 1024 tokens of the default corpus (`experiments/gamma.yaml`, on two phones).
+Speed comes from dipsim's device model: flash requests and their queueing, DRAM, compute, per token and
+layer. Accuracy is measured, not inferred from γ: every configuration also runs inside the real model
+with the same masking and cache objects in its forward pass (`accuracy: true`), which gives perplexity,
+KL to the dense model and top-1 agreement. The closed loop runs layer by layer, one parallel forward per
+configuration (seconds per configuration, not a second per token), and the results are kept in the
+accuracy store, so a rerun measures nothing twice. The access log and the accuracy do not depend on the device; tokens/s does.
+
+Set `RESULTS` to read an existing sweep instead of running one; `SMALL = True` (or `DIPSIM_NB_SMALL=1`)
+runs a tiny configuration (128 tokens, a few points) in seconds."""
 
 GAMMA_FULL = '''EXPERIMENT = {
     "name": "gamma_tradeoff",
-    "description": "experiments/gamma.yaml on two phones: DIP-CA gamma x DRAM budget, keep 0.5, LRU",
+    "description": "experiments/gamma.yaml on two phones: DIP-CA gamma x DRAM budget, keep 0.5, LRU, accuracy in the loop",
     "trace": {"model": "smollm2-135m", "tokens": 1024},
-    "base": {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "accuracy": True, "accuracy_tokens": 256},
+    "base": {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "accuracy": True},
     "grid": {"gamma": [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0],
              "dram_fraction": [0.25, 0.5, 0.75],
              "device": ["phone-12gb-ufs40", "phone-old-ufs31"]},
@@ -169,150 +353,168 @@ GAMMA_FULL = '''EXPERIMENT = {
 
 GAMMA_SMALL = '''EXPERIMENT = {
     "name": "gamma_tradeoff",
-    "description": "tiny: three gammas, half the MLP cached, two phones, 128 tokens",
+    "description": "tiny: three gammas, two budgets, two phones, 128 tokens (accuracy over 32)",
     "trace": {"model": "smollm2-135m", "tokens": 128},
-    "base": {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "dram_fraction": 0.5, "warmup": 8,
-             "calib_tokens": 16, "accuracy": True, "accuracy_tokens": 24},
-    "grid": {"gamma": [0.0, 0.5, 1.0], "device": ["phone-12gb-ufs40", "phone-old-ufs31"]},
+    "base": {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "warmup": 8, "calib_tokens": 16,
+             "accuracy": True, "accuracy_tokens": 32},
+    "grid": {"gamma": [0.0, 0.5, 1.0], "dram_fraction": [0.25, 0.5], "device": ["phone-12gb-ufs40", "phone-old-ufs31"]},
 }'''
 
-GAMMA_VS = '''# one device for the curves (the first one, the 12 GB UFS 4.0 phone in the full sweep): one line per DRAM budget
-devices = list(dict.fromkeys(df["p.device"])) if "p.device" in df.columns else [None]
-DEVICE = devices[0]
-one = df if DEVICE is None else df[df["p.device"] == DEVICE]
-fig, ax = plots.vs_gamma(one)
-log_tokens_axis(ax)
-if DEVICE is not None:
-    fig.suptitle(f"DIP-CA: the γ trade-off on {DEVICE}")
+GAMMA_TABLE_MD = """## The sweep
+
+One row per configuration (DRAM budget, γ): the hit rate and flash traffic (the missed weights' bytes) of
+replaying the trace, the hit rate of the closed loop (the masked model's own activations), the accuracy,
+and tokens/s on each phone. For the first phone also the pages its flash reads for those weights (whole
+pages, merged requests) and the tokens/s of the DIP paper's bytes/bandwidth model on the same access log."""
+
+GAMMA_TABLE = '''if "m.dense_perplexity" in df.columns:
+    print(f"dense model over the same tokens: perplexity {df['m.dense_perplexity'].iloc[0]:.2f}")
+DEVICES = list(dict.fromkeys(df["p.device"]))
+one = df[df["p.device"] == DEVICES[0]]   # the device-independent columns, once
+idx = ["p.dram_fraction", "p.gamma"]
+t = one.set_index(idx).join(spread(df, idx, "m.tokens_per_s", "p.device"))
+t[f"m.analytic_tokens_per_s@{DEVICES[0]}"] = t["m.analytic_tokens_per_s"]
+t[f"m.flash_read_bytes_per_token@{DEVICES[0]}"] = t["m.flash_read_bytes_per_token"]
+table(t.reset_index(), [*idx, "m.hit_rate", "m.closed_loop_hit_rate", "m.flash_bytes_per_token",
+                        f"m.flash_read_bytes_per_token@{DEVICES[0]}", "m.perplexity",
+                        "m.kl_to_dense", "m.top1_agreement", *[f"m.tokens_per_s@{d}" for d in DEVICES],
+                        f"m.analytic_tokens_per_s@{DEVICES[0]}"], sort=idx)'''
+
+GAMMA_VS_MD = """## γ against hit rate, flash traffic and speed
+
+On the first phone (the 12 GB UFS 4.0 one in the full sweep), one line per DRAM budget."""
+
+GAMMA_VS = '''fig, ax = plots.vs_gamma(one)
 render(fig)'''
 
-GAMMA_TABLE = '''show(df, ["p.device", "p.dram_fraction", "p.gamma", "m.hit_rate", "m.flash_bytes_per_token", "m.tokens_per_s",
-          "m.analytic_tokens_per_s", "m.latency_ms_p99", "m.speedup_vs_dense_stream"],
-     sort=["p.device", "p.dram_fraction", "p.gamma"],
-     formatter={"flash_bytes_per_token": "{:,.0f}", "tokens_per_s": "{:.1f}", "analytic_tokens_per_s": "{:.1f}",
-                "latency_ms_p99": "{:.1f}", "speedup_vs_dense_stream": "{:.1f}", "hit_rate": "{:.3f}"})'''
+GAMMA_ACC_MD = """## γ against accuracy
 
-GAMMA_PARETO_MD = """## Speed against accuracy proxy, on two devices
+Measured with the policy and its cache in the loop; the same on every device."""
 
-Without an accuracy measurement γ itself is the proxy: the higher γ, the closer the masks are to plain
-DIP's. Each point is one (γ, DRAM budget); the line joins the points that no other point of the same
-device beats on both tokens/s and γ (labels: γ / DRAM fraction); the measured accuracy follows below."""
-
-GAMMA_PARETO = '''if "p.device" in df.columns and "m.tokens_per_s" in df.columns:
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for dev, sub in df.groupby("p.device", sort=False):
-        x, y = sub["m.tokens_per_s"].to_numpy(), sub["p.gamma"].to_numpy()
-        pts = ax.scatter(x, y, s=14 + 40 * sub["p.dram_fraction"].to_numpy(), alpha=0.6, label=dev)
-        idx = plots.pareto_front(x, y, maximize_x=True, minimize_y=False)
-        ax.plot(x[idx], y[idx], lw=1, color=pts.get_facecolor()[0])
-        for i in idx:
-            ax.annotate(f"{y[i]:g}/{sub['p.dram_fraction'].iloc[i]:g}", (x[i], y[i]), fontsize=7,
-                        textcoords="offset points", xytext=(3, 3))
-    logx(ax)
-    ax.set_xlabel("tokens/s (device model)")
-    ax.set_ylabel("γ (higher = closer to plain DIP = more accurate)")
-    ax.set_title("Pareto front: tokens/s against γ (marker size: DRAM budget)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+GAMMA_ACC = '''if "m.perplexity" in df.columns:
+    fig, ax = plots.lines(one, "p.gamma", ["m.perplexity", "m.kl_to_dense", "m.top1_agreement"], "p.dram_fraction",
+                          title=f"Accuracy against γ -- {plots.context(one, skip=('p.gamma', 'p.device'))}")
+    ax[2].set_yscale("linear")   # a share of positions: 0 to 1
     render(fig)
 else:
-    print("no device in these results: no tokens/s to plot")'''
+    print(NO_ACCURACY)'''
 
-GAMMA_ACC_MD = """## Accuracy
+GAMMA_TRADE_MD = """## Perplexity against tokens/s, on both phones
 
-**Perplexity against tokens/s, on both devices.** The sweep's points carry `accuracy: true`, so every
-(γ, DRAM budget) configuration also ran inside the real model (`simulator/accuracy.py`: the same masking
-and cache objects in the forward pass, token by token, all configurations batched in one pass, over the
-first `accuracy_tokens` tokens). Perplexity does not depend on the device; tokens/s does, so each device
-has its own front. A results directory without `m.perplexity` skips this cell."""
+Every configuration is a point, coloured by its DRAM budget and labelled with its γ. The black line is
+the Pareto front: the configurations that no other one beats on both speed and perplexity. A
+configuration whose perplexity exceeds 10x the dense model's has collapsed: it sits on the dashed line,
+labelled with its perplexity, instead of stretching the axis. The table lists each phone's front."""
 
-GAMMA_ACC = '''if "m.perplexity" in df.columns and df["m.perplexity"].notna().any():
-    acc = df[df["m.perplexity"].notna()]
-    fig, ax = plots.pareto(acc, x="m.tokens_per_s", y="m.perplexity", by="p.device", annotate="p.gamma")
-    logx(ax)
-    ax.set_yscale("log")
+GAMMA_TRADE = '''if "m.perplexity" in df.columns:
+    fig, axes, front = tradeoff(df, colour="p.dram_fraction", text=lambda r: f"γ{r['p.gamma']:g}", panel="p.device",
+                                title=f"Perplexity against tokens/s -- {plots.context(df, skip=('p.device',))}")
     render(fig)
-    display(show(acc, ["p.device", "p.dram_fraction", "p.gamma", "m.perplexity", "m.kl_to_dense", "m.top1_agreement",
-                       "m.tokens_per_s"], sort=["p.device", "p.dram_fraction", "p.gamma"]))
+    display(table(front, ["p.device", "p.dram_fraction", "p.gamma", "m.tokens_per_s", "m.perplexity",
+                          "m.kl_to_dense"]))
 else:
-    print("no m.perplexity column: add 'accuracy': True to EXPERIMENT['base'] (sweep points with accuracy: true) to plot perplexity against tokens/s")'''
+    print(NO_ACCURACY)'''
 
 # ------------------------------------------------------------------------------------- sparsity_tradeoff
-SPARSITY_INTRO = """# Sparsity: keep against traffic and speed
+SPARSITY_INTRO = """# Sparsity: keep against traffic, speed and accuracy
 
-How much of the MLP each policy keeps per token (`keep`, the fraction of columns of every matrix, from
-0.2 to 1.0) against the flash traffic and tokens/s it causes, for four maskings on SmolLM2-135M with an
-LRU cache holding half the MLP weights on the 12 GB UFS 4.0 phone (as `experiments/sparsity.yaml`):
+How much of the MLP each policy keeps per token (`keep`, the fraction of the columns of every matrix,
+0.2 to 1.0) against the flash traffic, the tokens/s and the accuracy it gives, for four maskings on
+SmolLM2-135M (1024 tokens of the default corpus) with an LRU cache holding half the MLP weights on the
+12 GB UFS 4.0 phone (`experiments/sparsity.yaml`):
 
-* **dip** — per token, the top-|x| columns of W_up/W_gate and the top-|h| columns of W_down;
-* **glu-prune** — only W_down pruned (top-|h|), W_up/W_gate read in full;
-* **threshold** — TEAL-like magnitude thresholds calibrated to the keep fraction;
-* **static** — a fixed set of hot columns chosen on calibration tokens (no per-token choice).
+* **dip** -- per token, the top-|x| columns of W_up/W_gate and the top-|h| columns of W_down;
+* **glu-prune** -- only W_down pruned (top-|h|), W_up/W_gate read in full;
+* **threshold** -- TEAL-like magnitude thresholds calibrated to the keep fraction;
+* **static** -- one fixed set of hot columns chosen on calibration tokens (no per-token choice).
 
-Set `RESULTS` to read an existing sweep (e.g. `results/sparsity`); `SMALL = True` (or `DIPSIM_NB_SMALL=1`)
-runs a tiny configuration in seconds."""
+Keep says how many columns a policy reads, not which: two policies at the same keep can differ widely in
+accuracy. So every configuration also runs inside the real model with the same masking and cache objects
+in its forward pass (`accuracy: true`): perplexity, KL to the dense model, top-1 agreement. The closed loop
+runs layer by layer, one parallel forward per configuration (seconds per configuration); the accuracy
+store keeps the results for reruns.
+
+Set `RESULTS` to read an existing sweep instead of running one; `SMALL = True` (or `DIPSIM_NB_SMALL=1`)
+runs a tiny configuration (128 tokens, a few points) in seconds."""
 
 SPARSITY_FULL = '''EXPERIMENT = {
     "name": "sparsity_tradeoff",
-    "description": "experiments/sparsity.yaml: keep 0.2..1.0 for dip, glu-prune, threshold, static",
+    "description": "experiments/sparsity.yaml: keep 0.2..1.0 for dip, glu-prune, threshold, static, accuracy in the loop",
     "trace": {"model": "smollm2-135m", "tokens": 1024},
-    "base": {"cache": "lru", "dram_fraction": 0.5, "device": "phone-12gb-ufs40"},
+    "base": {"cache": "lru", "dram_fraction": 0.5, "device": "phone-12gb-ufs40", "accuracy": True},
     "grid": {"masking": ["dip", "glu-prune", "threshold", "static"],
              "keep": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]},
 }'''
 
 SPARSITY_SMALL = '''EXPERIMENT = {
     "name": "sparsity_tradeoff",
-    "description": "tiny: two maskings, two keeps, 128 tokens",
+    "description": "tiny: two maskings, three keeps, 128 tokens (accuracy over 32)",
     "trace": {"model": "smollm2-135m", "tokens": 128},
-    "base": {"cache": "lru", "dram_fraction": 0.5, "device": "phone-12gb-ufs40", "warmup": 8},
-    "grid": {"masking": ["dip", "static"], "keep": [0.3, 0.7]},
+    "base": {"cache": "lru", "dram_fraction": 0.5, "device": "phone-12gb-ufs40", "warmup": 8, "calib_tokens": 16,
+             "accuracy": True, "accuracy_tokens": 32},
+    "grid": {"masking": ["dip", "static"], "keep": [0.3, 0.7, 1.0]},
 }'''
 
+SPARSITY_TABLE = '''if "m.dense_perplexity" in df.columns:
+    print(f"dense model over the same tokens: perplexity {df['m.dense_perplexity'].iloc[0]:.2f}")
+table(df, ["p.masking", "p.keep", "m.hit_rate", "m.flash_bytes_per_token", "m.flash_requests_per_token",
+           "m.mean_request_bytes", "m.tokens_per_s", "m.analytic_tokens_per_s", "m.perplexity", "m.kl_to_dense",
+           "m.top1_agreement"], sort=["p.masking", "p.keep"])'''
+
+SPARSITY_VS_MD = """## Keep against hit rate, flash traffic and speed"""
+
 SPARSITY_VS = '''fig, ax = plots.vs_keep(df)
-log_tokens_axis(ax)
 render(fig)'''
 
-SPARSITY_TABLE = '''show(df, ["p.masking", "p.keep", "m.hit_rate", "m.flash_bytes_per_token", "m.mlp_bytes_per_token", "m.tokens_per_s",
-          "m.analytic_tokens_per_s", "m.flash_requests_per_token", "m.mean_request_bytes"],
-     sort=["p.masking", "p.keep"],
-     formatter={"flash_bytes_per_token": "{:,.0f}", "mlp_bytes_per_token": "{:,.0f}", "tokens_per_s": "{:.1f}",
-                "analytic_tokens_per_s": "{:.1f}", "flash_requests_per_token": "{:.0f}",
-                "mean_request_bytes": "{:,.0f}", "hit_rate": "{:.3f}"})'''
+SPARSITY_ACC_MD = """## Keep against accuracy
 
-SPARSITY_PARETO_MD = """## Speed against keep
+Measured with each policy and its cache in the loop."""
 
-Keep is the accuracy proxy here (higher keep = closer to the dense model); the line is each policy's
-Pareto front of tokens/s against keep. Keep says nothing about *which* columns a policy drops — at the
-same keep a static set loses more accuracy than per-token DIP — so compare policies at equal keep only
-for speed, and use `accuracy: true` sweeps (perplexity) for the accuracy side."""
-
-SPARSITY_PARETO = '''if "m.tokens_per_s" in df.columns:
-    fig, ax = plots.pareto(df, x="m.tokens_per_s", y="p.keep", by="p.masking")
-    logx(ax)
+SPARSITY_ACC = '''if "m.perplexity" in df.columns:
+    fig, ax = plots.lines(df, "p.keep", ["m.perplexity", "m.kl_to_dense", "m.top1_agreement"], "p.masking",
+                          title=f"Accuracy against keep -- {plots.context(df, skip=('p.keep',))}")
+    ax[2].set_yscale("linear")   # a share of positions: 0 to 1
     render(fig)
 else:
-    print("no device in these results: no tokens/s to plot")'''
+    print(NO_ACCURACY)'''
+
+SPARSITY_TRADE_MD = """## Perplexity against tokens/s
+
+Every configuration is a point, coloured by its policy and labelled with its keep; the black line is the
+Pareto front over all policies, and a configuration above 10x the dense perplexity (collapsed) sits on the
+dashed line, labelled with its perplexity. The table lists the front."""
+
+SPARSITY_TRADE = '''if "m.perplexity" in df.columns:
+    fig, axes, front = tradeoff(df, colour="p.masking", text=lambda r: f"{r['p.keep']:g}",
+                                title=f"Perplexity against tokens/s (labels: keep) -- {plots.context(df)}")
+    render(fig)
+    display(table(front, ["p.masking", "p.keep", "m.tokens_per_s", "m.perplexity", "m.kl_to_dense"]))
+else:
+    print(NO_ACCURACY)'''
 
 # ------------------------------------------------------------------------------------- hardware_comparison
-HARDWARE_INTRO = """# Hardware: one policy on every device, and the paper's analytic model
+HARDWARE_INTRO = """# Hardware: one access log on every device, and the paper's analytic model
 
-DIP-CA (γ 0.2, keep 0.5) beside plain DIP (keep 0.5) and dense streaming, all with an LRU cache holding
-half the MLP weights, on every shipped device profile (as `experiments/hardware.yaml`). Bars are dipsim's
-device model (flash request sizes and queueing, DRAM, compute, their overlap, per token and layer); the
-black marks are the DIP paper's analytic model for the *same* access log (missed bytes / flash bandwidth
-vs hit bytes / DRAM bandwidth per layer, no compute, no request-size effects). `paper-a18` is the paper's
-own assumption (60 GB/s DRAM, 1 GB/s flash).
+Dense, plain DIP (keep 0.5) and DIP-CA (γ 0.2, keep 0.5), all with an LRU cache holding half the MLP
+weights of SmolLM2-135M (1024 tokens of the default corpus), timed on every shipped device profile
+(`experiments/hardware.yaml`). Bars are dipsim's device model (flash request sizes and queueing, DRAM,
+compute, their overlap, per token and layer); the black marks are the DIP paper's bytes/bandwidth model
+on the *same* access log (missed bytes / flash bandwidth + hit bytes / DRAM bandwidth per layer, no
+compute, no request-size effects). `paper-a18` is the paper's own assumption (60 GB/s DRAM, 1 GB/s flash,
+bandwidths only).
 
-Set `RESULTS` to read an existing sweep (e.g. `results/hardware`); `SMALL = True` (or `DIPSIM_NB_SMALL=1`)
-runs a tiny configuration in seconds."""
+The access log and the accuracy do not depend on the device: each configuration runs once inside the real
+model (`accuracy: true`; perplexity, KL to the dense model, top-1 agreement), and its figures appear once,
+in one column per configuration.
+
+Set `RESULTS` to read an existing sweep instead of running one; `SMALL = True` (or `DIPSIM_NB_SMALL=1`)
+runs a tiny configuration (128 tokens, two devices) in seconds."""
 
 HARDWARE_FULL = '''EXPERIMENT = {
     "name": "hardware_comparison",
     "description": "experiments/hardware.yaml: dense, dip, dip-ca (gamma 0.2) at keep 0.5, half the MLP cached",
     "trace": {"model": "smollm2-135m", "tokens": 1024},
-    "base": {"keep": 0.5, "gamma": 0.2, "cache": "lru", "dram_fraction": 0.5},
+    "base": {"keep": 0.5, "gamma": 0.2, "cache": "lru", "dram_fraction": 0.5, "accuracy": True},
     "grid": {"device": ["phone-8gb-ufs40", "phone-12gb-ufs40", "phone-old-ufs31", "laptop-ddr5-nvme4",
                         "apple-m2", "paper-a18"],
              "masking": ["dense", "dip", "dip-ca"]},
@@ -320,154 +522,175 @@ HARDWARE_FULL = '''EXPERIMENT = {
 
 HARDWARE_SMALL = '''EXPERIMENT = {
     "name": "hardware_comparison",
-    "description": "tiny: dense and dip-ca on two devices, 128 tokens",
+    "description": "tiny: the three configurations on two devices, 128 tokens (accuracy over 32)",
     "trace": {"model": "smollm2-135m", "tokens": 128},
-    "base": {"keep": 0.5, "gamma": 0.2, "cache": "lru", "dram_fraction": 0.5, "warmup": 8},
-    "grid": {"device": ["phone-12gb-ufs40", "paper-a18"], "masking": ["dense", "dip-ca"]},
+    "base": {"keep": 0.5, "gamma": 0.2, "cache": "lru", "dram_fraction": 0.5, "warmup": 8, "accuracy": True,
+             "accuracy_tokens": 32},
+    "grid": {"device": ["phone-12gb-ufs40", "paper-a18"], "masking": ["dense", "dip", "dip-ca"]},
 }'''
 
 HARDWARE_PLOT = '''fig, ax = plots.per_device(df, "m.tokens_per_s", by="p.masking")
-ax.set_title("tokens/s per device (bars: device model; black marks: paper's analytic model)")
-fig.set_size_inches(min(fig.get_size_inches()[0], 11), 4.4)
-fig.tight_layout()
+gamma = df.loc[df["p.masking"] == "dip-ca", "p.gamma"].dropna().unique()
+ax.set_title(f"tokens/s by device -- {plots.context(df, skip=('p.device', 'p.gamma'))}"
+             + (f"; dip-ca at γ {gamma[0]:g}" if len(gamma) == 1 else ""), fontsize=10)
+ax.get_legend().remove()
+shared_legend(fig, [ax])    # below the bars, clear of the paper-model marks
 render(fig)'''
 
-HARDWARE_TABLE = '''t = df.assign(**{"m.analytic_over_model": df["m.analytic_tokens_per_s"] / df["m.tokens_per_s"]})
-show(t, ["p.device", "p.masking", "m.hit_rate", "m.flash_bytes_per_token", "m.tokens_per_s", "m.analytic_tokens_per_s",
-         "m.analytic_over_model", "m.latency_ms_p99", "m.stall_ms_per_token", "m.mean_request_bytes"],
-     sort=["p.device", "p.masking"],
-     formatter={"flash_bytes_per_token": "{:,.0f}", "tokens_per_s": "{:.1f}", "analytic_tokens_per_s": "{:.1f}",
-                "analytic_over_model": "{:.2f}×", "latency_ms_p99": "{:.1f}", "stall_ms_per_token": "{:.1f}",
-                "mean_request_bytes": "{:,.0f}", "hit_rate": "{:.3f}"})'''
+HARDWARE_SPEED_MD = """## Tokens/s per device
 
-HARDWARE_RATIO_MD = """## How far the analytic model is from the device model
+One column per configuration: the device model, the paper's model, and their ratio (> 1: the paper's
+model is optimistic)."""
 
-Tokens/s of DIP-CA per device from both models, side by side (ratio > 1: the analytic model is optimistic)."""
+HARDWARE_SPEED = '''r = df.assign(**{"m.analytic_over_model": df["m.analytic_tokens_per_s"] / df["m.tokens_per_s"]})
+parts = {m: r.pivot_table(index="p.device", columns="p.masking", values=m, sort=False)
+         for m in ("m.tokens_per_s", "m.analytic_tokens_per_s", "m.analytic_over_model")}
+w = pd.concat({header(m): v for m, v in parts.items()}, axis=1).rename_axis(index="device", columns=[None, None])
+w.style.format({(header(m), c): COLUMNS[m][2] for m, v in parts.items() for c in v.columns})'''
 
-HARDWARE_RATIO = '''pol = "dip-ca" if "dip-ca" in set(df["p.masking"]) else df["p.masking"].iloc[0]
-r = df[df["p.masking"] == pol].set_index("p.device")[["m.tokens_per_s", "m.analytic_tokens_per_s"]]
-r = r.assign(ratio=r["m.analytic_tokens_per_s"] / r["m.tokens_per_s"])
-r.columns = ["device model tok/s", "analytic tok/s", "analytic / device model"]
-print(f"masking {pol}")
-r.style.format("{:.2f}")'''
+HARDWARE_ACC_MD = """## Accuracy and traffic per configuration
+
+The same on every device (one trace, one cache, one model): one column per configuration. The flash
+traffic here is the weights' own bytes; what each device reads for them (whole pages, merged requests)
+and how long its flash is busy follow below."""
+
+HARDWARE_ACC = '''one = df[df["p.device"] == df["p.device"].iloc[0]].set_index("p.masking")
+rows = [c for c in ("m.perplexity", "m.kl_to_dense", "m.top1_agreement", "m.hit_rate", "m.closed_loop_hit_rate",
+                    "m.flash_bytes_per_token") if c in one.columns]
+pd.DataFrame({m: [cell(c, one.at[m, c]) for c in rows] for m in one.index},
+             index=[header(c) for c in rows])'''
+
+HARDWARE_TABLE_MD = """## What each device does with the misses"""
+
+HARDWARE_TABLE = '''table(df, ["p.device", "p.masking", "m.flash_read_bytes_per_token", "m.flash_requests_per_token",
+           "m.mean_request_bytes", "m.flash_ms_per_token", "m.stall_ms_per_token", "m.latency_ms_p99", "m.tokens_per_s"])'''
 
 
-PROSE = {}  # what the full-size runs showed (numbers quoted from the runs of 2026-11-28, see the text)
+# What the full-size runs show. Every number below appears in the executed notebook's own outputs
+# (tables and printed lines); ratios in the text are of two such numbers.
+PROSE = {}
 PROSE["gamma_tradeoff"] = """## What this shows
 
-**γ trades mask accuracy for DRAM hits.** Lowering γ makes DIP-CA prefer columns that are already in the
-DRAM cache: the hit rate rises, flash bytes per token fall and tokens/s rises, while the masks move away
-from plain DIP's (γ = 1) and perplexity rises (cell below). What γ can buy depends on the budget: when the
-cache holds less than the kept fraction (budget < keep) even γ = 0 reads the rest from flash and γ changes
-little; when it can hold the kept set, a small γ removes most flash reads. The plots come from whichever
-sweep this notebook ran or read (the tiny `SMALL` one shows the same directions with fewer points); the
-numbers here are from the full-size run (SmolLM2-135M, 1024 tokens of the default corpus, keep 0.5, LRU,
-accuracy over the first 256 tokens; 42 points in 248 s with 2 worker processes on the shared 2-vCPU
-development machine, the closed-loop accuracy of all 21 configurations in one batched pass included):
+The numbers are from the full-size sweep above; the `SMALL` run shows the same shapes on 128 tokens. On
+these 1024 tokens the dense model's perplexity is 12.89, and plain DIP at keep 0.5 (γ = 1) gives 17.76 at
+every budget.
 
-* **Half the MLP cached, 12 GB UFS 4.0 phone:** plain DIP hits 55.4 % of the MLP bytes and reads
-  11.1 MB/token from flash → 26.2 tokens/s at perplexity 25.8. γ = 0.5: 68.2 %, 38.0 tokens/s, perplexity
-  30.9; γ = 0.2: 81.4 %, 56.8 tokens/s, perplexity 92.6; γ = 0 never misses, runs DRAM-bound at 763 tokens/s
-  and the model collapses (perplexity 2·10⁵: with keep 0.5 the cache holds exactly the kept set, so the
-  masks freeze).
-* **A quarter cached:** γ hardly moves speed (16.8 → 18.0 tokens/s from γ = 1 to γ = 0) but still costs
-  accuracy (perplexity 25.8 → 58.9).
-* **Three quarters cached:** plain DIP already hits 78.7 % (55.6 tokens/s); γ = 0.5 → 89.3 %, 79.6 tokens/s at
-  perplexity 30.9; γ = 0.2 → 98.6 %, 158 tokens/s at 131.
-* **The older phone** (UFS 3.1, LPDDR4X) has the same hit rates, flash bytes and perplexities (the access
-  log does not depend on the device) but less speed: half cached, 18.8 tokens/s for DIP, 31.9 at γ = 0.2.
-* **Perplexity against tokens/s** (last plot): each device's front is made of the largest budget's points
-  (more DRAM is always faster at equal γ); on SmolLM2 every step down from γ = 1 costs perplexity fast, so
-  the front is steep — a 135M-parameter model has little slack in its MLP (the DIP paper's < 0.1
-  perplexity loss is for Phi-3-Medium).
-* **The paper's analytic model** (`analytic_tokens_per_s`) is about 9× more optimistic whenever flash is
-  read (503.6 vs 56.8 tokens/s at γ = 0.2, half cached, 12 GB phone): it charges missed bytes at the flash's
-  sequential bandwidth. The two agree only when nothing comes from flash (768 vs 763).
-  `hardware_comparison.ipynb` takes that gap apart."""
+* **γ buys speed only when the cache can hold most of what a token keeps.** With a quarter of the MLP
+  cached, every γ runs at 16.8-18.3 tokens/s on the 12 GB phone: the weights read from flash fall from
+  18.02 to 12.44 MB/token, but the pages the flash reads for them only from 39.78 to 30.20 MB -- while
+  perplexity rises to 40.98 at γ = 0. With half cached, γ = 0.5 takes DIP from 26.2 to 38.0 tokens/s at
+  perplexity 21.76; with three quarters, from 55.6 to 79.6 tokens/s at 22.73.
+* **Below γ = 0.3 accuracy goes fast, and γ ≤ 0.1 collapses the model** once the cache can hold the
+  kept set. Half cached: γ = 0.3 gives 48.5 tokens/s at perplexity 37.12, γ = 0.2 56.8 at 76.34, γ = 0.1
+  71.7 at 349. γ = 0 then takes only cached columns, so it never reads flash (hit rate 1.000, 762.9
+  tokens/s) and the cache never changes again: the model is held to the columns cached in its first
+  tokens, perplexity 641,969.
+* **The Pareto front is the largest budget's γ = 1, 0.7, 0.5, 0.3, 0.2 on both phones**: at every
+  perplexity the fastest configuration caches three quarters of the MLP. The budget is the cheap lever:
+  at γ = 1, going from half to three quarters cached takes the 12 GB phone from 26.2 to 55.6 tokens/s at
+  no cost in accuracy; γ then trades on from there (γ = 0.7: 66.1 tokens/s at perplexity 18.91).
+* **The older phone** (UFS 3.1, LPDDR4X) has the same hit rates, traffic and accuracy -- the access log
+  and the model do not depend on the device -- and less speed: with three quarters cached 30.8 tokens/s
+  for DIP, 41.6 at γ = 0.5, 94.1 at γ = 0.2.
+* **The closed loop hits a little more than the replay of the dense trace** (half cached: 0.826 against
+  0.814 at γ = 0.2, 0.903 against 0.881 at γ = 0.1): DIP-CA's masks steer later activations toward the
+  cache.
+* **The paper's bytes/bandwidth model** is far more optimistic whenever flash is read: half cached,
+  284.1 against 26.2 tokens/s for DIP and 503.6 against 56.8 at γ = 0.2; it agrees only when nothing
+  comes from flash (768.2 against 762.9 at γ = 0). `hardware_comparison.ipynb` takes the gap apart."""
+
 PROSE["sparsity_tradeoff"] = """## What this shows
 
-**Keep sets how many MLP columns a token reads; the cache serves part of them and flash the rest.** The
-per-token policies (dip, threshold) cut flash bytes about in proportion to keep, so tokens/s rises as
-keep falls. glu-prune prunes only W_down, so W_up/W_gate stay dense — and, since no mask is needed for
-them, they are read ahead while the token runs. static keeps one fixed set: once that set fits in the
-cache (keep ≤ DRAM budget) it never touches flash. Keep is not accuracy (use `accuracy: true` sweeps for
-that). The plots come from whichever sweep this notebook ran or read; the numbers here are from the
-full-size run (SmolLM2-135M, 1024 tokens, LRU holding half the MLP, 12 GB UFS 4.0 phone; 36 points in
-70 s with 2 worker processes on the shared 2-vCPU development machine):
+The numbers are from the full-size sweep above (the `SMALL` run has two policies on 128 tokens); the
+dense model's perplexity on these tokens is 12.89.
 
-* **keep 1.0** is dense for every policy: no mask to wait for, so the whole uncached half of the MLP
-  (24.9 MB) is read ahead as 90 requests of 277 KB at full queue depth → 136.9 tokens/s. That is why every
-  curve jumps at keep 1.0.
-* **dip:** keep 0.9 → 11.1 tokens/s (22.3 MB of flash per token in 1,131 dependent reads of 29 KB), keep 0.5 →
-  26.2 tokens/s (11.1 MB, 55.4 % hits), keep 0.2 → 69.4 tokens/s (3.5 MB, 64.4 % hits). **threshold** tracks
-  dip within about 5 % (27.8 and 72.6 tokens/s at keep 0.5 and 0.2).
-* **glu-prune:** 32.7 tokens/s at keep 0.5 and 79.5 at keep 0.2 — faster than dip at equal keep here,
-  because its dense half is prefetched and only W_down's 360-byte columns wait for a mask.
-* **static:** 100 % hits for keep ≤ 0.5 (763–943 tokens/s, DRAM-bound); past the budget it reads its
-  overflow as a few large prefetched requests (keep 0.6: 130 requests of 62 KB per token, 391 tokens/s).
-* **Against the sparse per-token policies, prefetched dense reading wins on this model** until keep drops
-  to about 0.2: SmolLM2's Q4_1 columns are 360 B (down) and 1.9 KB (up/gate), each miss costs a whole 4 KiB
-  page, and a layer's reads can start only when its mask is known. The paper's analytic model, which knows
-  none of this, is 8–15× above the device model for dip and threshold."""
+* **At keep 1.0 every policy is the dense model**: no mask to wait for, so the uncached half of the MLP
+  is read ahead in 90 requests of 277.2 KB per token, 136.9 tokens/s. Every per-token policy below keep
+  1.0 is slower than that on this phone, which is why the speed curves jump at keep 1.0.
+* **dip and threshold** cut the weights read from flash about in proportion to keep (dip: 22.31 MB/token
+  at keep 0.9, 3.54 at 0.2), but a token then issues 1,131-2,001 requests of 8.7-29.1 KB, a layer's
+  only once its mask is known: dip runs at 11.1 tokens/s at keep 0.9, 26.2 at 0.5, 69.4 at 0.2. Its
+  perplexity is 13.63 at keep 0.7 (top-1 agreement 0.896), 17.76 at 0.5, 34.79 at 0.4, then collapses
+  (212 at 0.3, 6,168 at 0.2). threshold tracks dip in speed and accuracy (27.8 tokens/s, perplexity
+  18.20 at keep 0.5).
+* **glu-prune is the most accurate at every keep** -- it prunes only W_down -- at perplexity 13.08 for
+  keep 0.5 and 19.95 for keep 0.2, and faster than dip at equal keep (32.7 and 79.5 tokens/s): W_up and
+  W_gate are dense, need no mask and are read ahead, and only W_down waits for its mask.
+* **static** is DRAM-bound where its fixed set fits the cache (keep ≤ 0.5: hit rate 1.000,
+  762.9-943.3 tokens/s) but the model collapses there (perplexity 72,860 at keep 0.5, 233,900,690 at
+  0.2). Past the budget it reads its overflow in a few large prefetched requests (keep 0.9: 62 requests
+  of 358.2 KB, 150.5 tokens/s at perplexity 21.73).
+* **Perplexity against tokens/s**: the front is glu-prune at keep 0.9 (27.3 tokens/s, perplexity
+  12.88, level with dense), the dense model (136.9 at 12.89) and static at keep 0.9 (150.5 at 21.73), the
+  only configuration faster than dense that has not collapsed. No per-token policy is on it: on this
+  model and phone, reading the dense MLP ahead beats reading fewer columns on demand.
+* **The paper's bytes/bandwidth model ranks them the other way**: it puts dip at keep 0.5 at 284.1
+  tokens/s, above dense at 147.2, because it charges bytes at the flash's full bandwidth and knows
+  neither pages nor the wait for a mask."""
+
 PROSE["hardware_comparison"] = """## What this shows
 
-**The same access log, timed on different hardware, and how far the paper's bytes/bandwidth model is from
-dipsim's device model.** Hit rates and flash bytes do not depend on the device (one trace, one cache);
-tokens/s does. The plots come from whichever sweep this notebook ran or read (the tiny `SMALL` one has two
-devices); the numbers here are from the full-size run (SmolLM2-135M, 1024 tokens, keep 0.5, LRU holding
-half the MLP; 18 points in 31 s with 2 worker processes on the shared 2-vCPU development machine):
+The numbers are from the full-size sweep above (the `SMALL` run has two devices and 128 tokens).
 
-* **DIP-CA (γ 0.2)** hits 81.4 % of the MLP bytes (4.6 MB/token from flash) on every device and runs at
-  56.8 tokens/s on both UFS 4.0 phones (8 and 12 GB are identical: SmolLM2-135M fits in either), 31.9 on the
-  old UFS 3.1 phone, 182.5 on the DDR5 + NVMe Gen4 laptop, 84.6 on the M2 and 178.8 on paper-a18 — 1.7–2.3×
-  plain DIP (55.4 % hits, 11.1 MB/token).
-* **Dense with the same cache is faster still on every real device** (136.9 tokens/s on the UFS 4.0 phones,
-  74.8 on the old phone, 273.8 on the laptop, 219.4 on the M2): with no mask to wait for, its 24.9 MB of
-  misses are read ahead in 90 requests of 277 KB at full queue depth. Only on paper-a18, where flash is a
-  pure bandwidth, does DIP-CA win (178.8 vs 40.2 tokens/s), as in the paper.
-* **Analytic / device model for DIP-CA:** 8.9× on the UFS 4.0 phones (503.6 vs 56.8 tokens/s), 8.3× on the
-  old phone, 9.5× on the M2, 4.8× on the laptop, 1.01× on paper-a18 (built from the paper's own assumptions,
-  where the two models agree by construction); for dense reading they agree within 10 %.
-* **Where the gap comes from:** reads cover whole 4 KiB pages, so DIP-CA's 4.6 MB of missed columns cost
-  20.3 MB of reads (plain DIP: 11.1 MB → 33.7 MB); and they come as ~1,800 requests of ~11 KB per token in
-  60 dependent batches (a layer's mask is known only when its input is), so the phone's UFS 4.0 spends
-  16.6 ms per token on them — about 1.2 GB/s of its 4.2 GB/s.
+* **Accuracy is the same on every device**: dense 12.89, DIP 17.76 (KL 0.370, top-1 agreement 0.724),
+  DIP-CA at γ 0.2 76.34 (KL 1.770, top-1 0.412). So are the hit rates (0.500, 0.554, 0.814; in the closed
+  loop 0.500, 0.557, 0.826) and the weights read from flash (24.88, 11.10, 4.64 MB/token).
+* **Dense with the same cache is the fastest on every real device**: 136.9 tokens/s on both UFS 4.0
+  phones (8 and 12 GB give identical results), 74.8 on the old UFS 3.1 phone, 273.8 on the DDR5 + NVMe
+  Gen4 laptop, 219.4 on the M2. DIP-CA reaches 56.8, 31.9, 182.5 and 84.6 there, 1.7-2.3x plain DIP
+  (26.2, 18.8, 77.8, 39.0). Only on paper-a18, where flash is a pure bandwidth, does DIP-CA beat dense
+  (178.8 against 40.2 tokens/s), as in the paper -- at perplexity 76.34 instead of 12.89.
+* **The paper's model against the device model**: for dense reading they agree within 0.95-1.08x; for
+  DIP-CA the paper's model is 8.87x more optimistic on the UFS 4.0 phones, 8.33x on the old phone, 9.48x
+  on the M2, 4.82x on the laptop and 1.01x on paper-a18, built from the paper's own assumptions.
+* **Where the gap comes from**: a missed column costs whole pages, so DIP-CA's 4.64 MB of missed weights
+  are 20.34 MB of reads (DIP: 11.10 MB are 33.66 MB), issued as 1,812 requests of 11.2 KB per token, and
+  a layer's reads can start only once its mask is known. The UFS 4.0 phone's flash is busy 16.6 ms per
+  token for them (about 1.2 GB/s), against 7.3 ms for dense's 24.94 MB in 90 read-ahead requests of
+  277.2 KB.
 
-The analytic model is therefore a ceiling for large, queue-filling reads, not a prediction for per-column
-sparse reads of a small model on a phone."""
+The paper's model is thus a ceiling for large, queue-filling reads, not a prediction for per-column
+reads of a small model's weights."""
 
 
-def trade_off(name: str, intro: str, full: str, small: str, body: list, after: list = ()) -> Path:
-    """A notebook of the common shape: intro, parameters, set-up, the sweep (full or small), the
-    notebook's own cells, the paragraph saying what the plots show, then any closing cells."""
-    return write(name, [
+def notebook(name: str, intro: str, full: str, small: str, body: list, helpers: bool = False) -> list:
+    """The cells of a notebook of the common shape: intro, parameters, set-up (and the trade-off figure's
+    helpers), the sweep (full or small), the notebook's own cells, then what the figures show."""
+    return [
         new_markdown_cell(intro),
         params_cell(name),
-        new_code_cell(SETUP),
+        new_code_cell(SETUP + ("\n\n\n" + TRADEOFF if helpers else "")),
         new_code_cell(run_cell(full, small)),
         *body,
         new_markdown_cell(PROSE[name]),
-        *after,
-    ])
-
-
-def build() -> list[Path]:
-    md, code = new_markdown_cell, new_code_cell
-    return [
-        trade_off("gamma_tradeoff", GAMMA_INTRO, GAMMA_FULL, GAMMA_SMALL,
-                  [code(GAMMA_TABLE), code(GAMMA_VS), md(GAMMA_PARETO_MD), code(GAMMA_PARETO)],
-                  [md(GAMMA_ACC_MD), code(GAMMA_ACC)]),
-        trade_off("sparsity_tradeoff", SPARSITY_INTRO, SPARSITY_FULL, SPARSITY_SMALL,
-                  [code(SPARSITY_TABLE), code(SPARSITY_VS), md(SPARSITY_PARETO_MD), code(SPARSITY_PARETO)]),
-        trade_off("hardware_comparison", HARDWARE_INTRO, HARDWARE_FULL, HARDWARE_SMALL,
-                  [code(HARDWARE_PLOT), code(HARDWARE_TABLE), md(HARDWARE_RATIO_MD), code(HARDWARE_RATIO)]),
     ]
+
+
+def build(only: list[str] | None = None) -> list[Path]:
+    """Write the notebooks (those named in ``only``, else all three) without outputs."""
+    md, code = new_markdown_cell, new_code_cell
+    cells = {
+        "gamma_tradeoff": lambda: notebook("gamma_tradeoff", GAMMA_INTRO, GAMMA_FULL, GAMMA_SMALL,
+                 [md(GAMMA_TABLE_MD), code(GAMMA_TABLE), md(GAMMA_VS_MD), code(GAMMA_VS), md(GAMMA_ACC_MD),
+                  code(GAMMA_ACC), md(GAMMA_TRADE_MD), code(GAMMA_TRADE)], helpers=True),
+        "sparsity_tradeoff": lambda: notebook("sparsity_tradeoff", SPARSITY_INTRO, SPARSITY_FULL, SPARSITY_SMALL,
+                 [code(SPARSITY_TABLE), md(SPARSITY_VS_MD), code(SPARSITY_VS), md(SPARSITY_ACC_MD), code(SPARSITY_ACC),
+                  md(SPARSITY_TRADE_MD), code(SPARSITY_TRADE)], helpers=True),
+        "hardware_comparison": lambda: notebook("hardware_comparison", HARDWARE_INTRO, HARDWARE_FULL, HARDWARE_SMALL,
+                 [code(HARDWARE_PLOT), md(HARDWARE_SPEED_MD), code(HARDWARE_SPEED), md(HARDWARE_ACC_MD),
+                  code(HARDWARE_ACC), md(HARDWARE_TABLE_MD), code(HARDWARE_TABLE)]),
+    }
+    unknown = sorted(set(only or ()) - set(cells))
+    if unknown:
+        raise SystemExit(f"_make.py: no notebook {', '.join(unknown)}; the notebooks are {', '.join(cells)}")
+    return [write(name, make()) for name, make in cells.items() if not only or name in only]
 
 
 def execute(paths: list[Path]) -> None:
     """Run each notebook in place from the repository root with this Python (a kernel spec made for it)."""
     import json
     import tempfile
+    import time
 
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
@@ -481,17 +704,17 @@ def execute(paths: list[Path]) -> None:
             "display_name": "dipsim venv", "language": "python"}))
         for p in paths:
             nb = nbformat.read(p, as_version=4)
+            t0 = time.perf_counter()
             km = AsyncKernelManager(kernel_name="dipsim-venv", kernel_spec_manager=KernelSpecManager(kernel_dirs=[tmp]))
             NotebookClient(nb, km=km, timeout=3600, resources={"metadata": {"path": str(HERE.parent)}}).execute()
             nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
             nbformat.write(nb, p)
-            print(f"executed {p} ({p.stat().st_size / 1024:.0f} KiB)")
+            print(f"executed {p} in {time.perf_counter() - t0:.0f} s ({p.stat().st_size / 1024:.0f} KiB)")
 
 
 if __name__ == "__main__":
-    written = build()
+    written = build([a for a in sys.argv[1:] if not a.startswith("--")])
     for p in written:
         print(f"wrote {p}")
     if "--execute" in sys.argv[1:]:
-        only = [a for a in sys.argv[1:] if not a.startswith("--")]
-        execute([p for p in written if not only or p.stem in only])
+        execute(written)

@@ -2,6 +2,7 @@
 legend for a figure, and when an axis is logarithmic (only where the data spans decades)."""
 from __future__ import annotations
 
+import json
 from typing import Sequence
 
 import numpy as np
@@ -77,13 +78,25 @@ def context(df, skip: Sequence[str] = ()) -> str:
     model = one("p.trace")
     parts = []
     if model is not None:
-        parts.append(model.rsplit("/", 1)[-1].split(".safetensors")[0])
+        parts.append(trace_name(model))
     for col, fmt in (("p.device", "{}"), ("p.masking", "{}"), ("p.keep", "keep {}"), ("p.gamma", "γ {}"),
                      ("p.cache", "{} cache"), ("p.dram_fraction", "{} of the MLP in DRAM")):
         v = one(col)
         if v is not None:
             parts.append(fmt.format(v))
     return ", ".join(parts)
+
+
+def trace_name(trace: str) -> str:
+    """A trace for a title: ``model, N tokens`` for a captured {model, tokens} trace (which results hold
+    as JSON), else the file's stem."""
+    if trace.startswith("{"):
+        try:
+            spec = json.loads(trace)
+            return f"{spec['model']}, {spec['tokens']} tokens" if "tokens" in spec else str(spec["model"])
+        except (ValueError, KeyError, TypeError):
+            return trace
+    return trace.rsplit("/", 1)[-1].split(".safetensors")[0]
 
 
 def shared_legend(fig, axes) -> None:
