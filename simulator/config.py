@@ -184,12 +184,19 @@ class AccuracyRun(ConfigBase):
 class TraceSpec(ConfigBase):
     model: str = param("smollm2-135m", text(optional=False),
                        "smollm2-135m, gemma3-270m, qwen2.5-0.5b, qwen2.5-coder-1.5b (optional: python3 tasks.py "
-                       "model NAME), a local Hugging Face model directory, or a .gguf file", metavar="MODEL")
+                       "model NAME), a local Hugging Face model directory, a .gguf file, or synth:NAME for a "
+                       "synthetic trace of a 7B-14B geometry (dipsim synth; e.g. synth:phi3-medium)", metavar="MODEL")
     tokens: int = param(1024, number(1, None, integer=True), "tokens to record", metavar="N")
     text: Any = param(None, text(), "a UTF-8 text file to run the model on (default: the offline default corpus)",
                       metavar="FILE")
     context: int = param(512, number(2, None, integer=True), "context window: the corpus runs in windows of this "
                                                               "many positions", metavar="N")
+    seed: int = param(0, number(0, None, integer=True), "seed of a synthetic (synth:NAME) trace", metavar="S")
+
+    @property
+    def synthetic(self) -> str | None:
+        """The preset of a synth:NAME trace (None for a captured one)."""
+        return self.model.split(":", 1)[1] if self.model.startswith("synth:") else None
 
 
 # ----------------------------------------------------------------------------------------- a sweep point
@@ -204,7 +211,14 @@ def point_keys() -> list[str]:
 
 def _trace(v: Any, where: str) -> Any:
     if isinstance(v, dict):
-        return TraceSpec.from_mapping(v, where)
+        spec = TraceSpec.from_mapping(v, where)
+        if spec.synthetic is not None:
+            from traces.synth.presets import PRESETS
+
+            if spec.synthetic not in PRESETS:
+                raise DipsimError(f"{child(where, 'model')}: unknown synthetic model {spec.synthetic!r}; allowed: "
+                                  f"{', '.join('synth:' + p for p in PRESETS)}")
+        return spec
     if isinstance(v, str) and v.strip():
         return v
     raise DipsimError(f"{where}: expected a trace file path or a mapping {{model, tokens[, text, context]}}, got {v!r}")
@@ -238,6 +252,9 @@ class PointConfig:
         acc_tokens = number(2, None, integer=True, optional=True)(p.pop("accuracy_tokens", None),
                                                                   child(where, "accuracy_tokens"))
         replay = ReplayConfig.from_flat(p, where).check(where)
+        if accuracy and isinstance(trace, TraceSpec) and trace.synthetic is not None:
+            raise DipsimError(f"{child(where, 'accuracy')}: a synthetic trace ({trace.model}) has no model to run "
+                              f"in the loop; accuracy needs a captured trace")
         return cls(trace, replay, device, engine, layout, accuracy, acc_tokens)
 
     def drop_reason(self) -> str | None:

@@ -66,6 +66,14 @@ METRICS: dict[str, tuple[str, str]] = {
     "open_loop_flash_bytes_per_token": ("B/token", "flash_bytes_per_token of that replay"),
     "scored_tokens": ("tokens", "next-token predictions the accuracy figures average over"),
     "mean_nll": ("nats", "mean next-token negative log-likelihood"),
+    # synthetic (extrapolated) traces: the fit's leave-one-model-out error, carried into the row
+    "synth_hit_rate_error": ("fraction", "absolute hit-rate error of the trace model on held-out real models, "
+                                         "for this configuration (simulator.synth_validation.point_error)"),
+    "synth_error_from": ("text", "which validated rows that error comes from"),
+    "hit_rate_low": ("fraction", "hit_rate - synth_hit_rate_error (clipped at 0)"),
+    "hit_rate_high": ("fraction", "hit_rate + synth_hit_rate_error (clipped at 1)"),
+    "tokens_per_s_low": ("tokens/s", "tokens_per_s with the flash time grown by the error's share of the misses"),
+    "tokens_per_s_high": ("tokens/s", "tokens_per_s with the flash time shrunk by the same"),
     # sweeps
     "point_seconds": ("s", "wall time of a sweep point (replay, engine, reading the accuracy store)"),
 }

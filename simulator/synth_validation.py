@@ -168,3 +168,53 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the error an extrapolated point carries
+def point_error(validation: dict[str, Any] | None, masking: str, gamma: float | None, keep: Any, cache: str,
+                dram_fraction: float) -> tuple[float | None, str]:
+    """The hit-rate error to read a synthetic trace's point with: ``(abs error, where it comes from)``.
+
+    The validation measured (masking, gamma) x budget at keep 0.5 with LRU. A point of a validated
+    configuration takes the larger error of the two validated budgets around its own (the nearest
+    one at the ends); any other point takes the largest error of the whole validation. ``None``
+    when the fit was not validated."""
+    if not validation:
+        return None, "not validated"
+    def same_gamma(g: float | None) -> bool:
+        return g is None and gamma is None or g is not None and gamma is not None and abs(g - gamma) < 1e-9
+
+    rows = [r for r in validation.get("by_config", []) if r["masking"] == masking and r["cache"] == cache
+            and r["keep"] == keep and same_gamma(r["gamma"])]
+    if not rows:
+        return float(validation["hit_rate_abs_error_max"]), "largest validated error (configuration not validated)"
+    rows.sort(key=lambda r: r["dram_fraction"])
+    below = [r for r in rows if r["dram_fraction"] <= dram_fraction + 1e-9]
+    above = [r for r in rows if r["dram_fraction"] >= dram_fraction - 1e-9]
+    around = [x for x in (below[-1] if below else None, above[0] if above else None) if x is not None]
+    exact = any(abs(r["dram_fraction"] - dram_fraction) < 1e-9 for r in around)
+    return (max(float(r["hit_rate_abs_error_max"]) for r in around),
+            "validated configuration" if exact else "validated configuration, nearest budgets")
+
+
+def error_columns(validation: dict[str, Any] | None, config: dict[str, Any], fraction: float,
+                  totals: dict[str, Any], engine: dict[str, Any] | None) -> dict[str, Any]:
+    """The columns a sweep row over a synthetic trace carries: the hit-rate error, the hit rate and
+    (with a device) tokens/s it bounds. Flash bytes are ``(1 - hit rate)`` of the selected bytes, so
+    a hit-rate error e moves them by ``e / (1 - h)`` relative; the time per token moves by at most
+    that share of its flash time."""
+    gamma = config.get("gamma") if config.get("masking") == "dip-ca" else None
+    err, source = point_error(validation, str(config.get("masking")), gamma, config.get("keep"),
+                              str(config.get("cache")), fraction)
+    out: dict[str, Any] = {"synth_hit_rate_error": err, "synth_error_from": source}
+    if err is None:
+        return out
+    h = float(totals["hit_rate"])
+    out["hit_rate_low"], out["hit_rate_high"] = max(h - err, 0.0), min(h + err, 1.0)
+    if engine and engine.get("tokens_per_s"):
+        rel = err / max(1.0 - h, 1e-12)
+        lat = 1000.0 / float(engine["tokens_per_s"])
+        flash = rel * float(engine.get("flash_ms_per_token") or 0.0)
+        out["tokens_per_s_low"] = 1000.0 / (lat + flash)
+        out["tokens_per_s_high"] = 1000.0 / max(lat - flash, 1e-9)
+    return out

@@ -273,6 +273,36 @@ def test_accuracy_against_speed_marks_the_front_and_collapsed_points():
         plots.accuracy_vs_speed(df.drop(columns=["m.tokens_per_s", "m.analytic_tokens_per_s"]))
 
 
+def test_plots_label_budgets_draw_error_bands_and_keep_shares_linear():
+    """Points of one policy at two budgets get different labels; a synthetic trace's error bounds
+    become a band (lines) and error bars (trade-off); hit rates and top-1 stay on a linear axis,
+    and a metric reaching 0 is not put on a log axis."""
+    from matplotlib.collections import PolyCollection
+
+    from simulator import plots
+
+    df = pd.DataFrame({
+        "p.masking": ["dip-ca"] * 4, "p.keep": [0.5] * 4, "p.gamma": [0.0, 0.5, 0.0, 0.5],
+        "p.dram_fraction": [0.25, 0.25, 0.75, 0.75],
+        "m.perplexity": [40.0, 14.0, 30.0, 13.0], "m.dense_perplexity": [12.0] * 4,
+        "m.hit_rate": [0.4, 0.3, 0.9, 0.8], "m.hit_rate_low": [0.38, 0.28, 0.88, 0.78],
+        "m.hit_rate_high": [0.42, 0.32, 0.92, 0.82],
+        "m.flash_bytes_per_token": [0.0, 5e6, 0.0, 2e5],
+        "m.tokens_per_s": [50.0, 20.0, 90.0, 60.0], "m.tokens_per_s_low": [45.0, 18.0, 80.0, 55.0],
+        "m.tokens_per_s_high": [55.0, 22.0, 99.0, 66.0],
+    })
+    _, axes = plots.accuracy_vs_speed(df, xs=("m.tokens_per_s",))
+    texts = {t.get_text() for t in axes[0].texts}
+    assert {"dip-ca γ0, 0.25 DRAM", "dip-ca γ0, 0.75 DRAM"} <= texts
+    assert any(c.get_label() == "validation error of the trace model" for c in axes[0].containers)
+    _, axes = plots.vs_gamma(df)
+    by_name = {ax.get_ylabel(): ax for ax in axes}
+    hit = by_name["hit rate (by bytes)"]
+    assert hit.get_yscale() == "linear" and any(isinstance(c, PolyCollection) for c in hit.collections)
+    assert by_name["flash reads (MB per token)"].get_yscale() == "linear"      # reaches 0: not log
+    assert by_name["tokens/s (device model)"].get_yscale() == "linear"
+
+
 def test_axes_mixing_names_numbers_and_lists_are_written(tmp_path, dev):
     """A grid whose values differ in type (a format name beside bytes per weight, one keep beside a
     per-layer list) still makes a results file, with those columns as text."""

@@ -402,3 +402,61 @@ def test_leave_one_model_out_on_real_traces():
     name = "gemma3-270m"          # the quickest to replay; the CLI runs all four
     result = V.validate(fit, {name: traces.load(real[name])}, tokens=512)
     assert result["summary"]["hit_rate_abs_error_max"] < 0.03
+
+
+# ------------------------------------------------------------------ the error in sweeps
+VALIDATION = {"hit_rate_abs_error_max": 0.03, "by_config": [
+    {"masking": "dip", "gamma": None, "keep": 0.5, "cache": "lru", "dram_fraction": f, "hit_rate_abs_error_max": e}
+    for f, e in ((0.25, 0.01), (0.5, 0.02), (0.75, 0.005))] + [
+    {"masking": "dip-ca", "gamma": 0.2, "keep": 0.5, "cache": "lru", "dram_fraction": 0.5,
+     "hit_rate_abs_error_max": 0.004}]}
+
+
+def test_point_error_picks_the_validated_rows_around_the_budget():
+    from simulator.synth_validation import point_error
+
+    assert point_error(VALIDATION, "dip", None, 0.5, "lru", 0.5) == (0.02, "validated configuration")
+    assert point_error(VALIDATION, "dip", None, 0.5, "lru", 0.6)[0] == 0.02        # max of 0.5 and 0.75
+    assert point_error(VALIDATION, "dip", None, 0.5, "lru", 0.9)[0] == 0.005       # past the last: the nearest
+    assert point_error(VALIDATION, "dip", None, 0.5, "lru", 0.1)[0] == 0.01
+    assert point_error(VALIDATION, "dip-ca", 0.2, 0.5, "lru", 0.5)[0] == 0.004
+    for other in (("dip-ca", 0.5, 0.5, "lru"), ("dip", None, 0.25, "lru"), ("dip", None, 0.5, "lfu")):
+        err, why = point_error(VALIDATION, *other, 0.5)
+        assert err == 0.03 and "not validated" in why
+    assert point_error(None, "dip", None, 0.5, "lru", 0.5) == (None, "not validated")
+
+
+def test_error_columns_bound_hit_rate_and_tokens_per_s():
+    from simulator.synth_validation import error_columns
+
+    cfg = {"masking": "dip", "keep": 0.5, "cache": "lru"}
+    cols = error_columns(VALIDATION, cfg, 0.5, {"hit_rate": 0.6}, {"tokens_per_s": 10.0, "flash_ms_per_token": 40.0})
+    assert cols["hit_rate_low"] == pytest.approx(0.58) and cols["hit_rate_high"] == pytest.approx(0.62)
+    # misses 0.4 of the selected bytes; +-0.02 hit rate is +-5% flash: 100 ms +- 2 ms
+    assert cols["tokens_per_s_low"] == pytest.approx(1000 / 102) and cols["tokens_per_s_high"] == pytest.approx(1000 / 98)
+
+
+def test_a_sweep_over_a_synthetic_model_carries_its_error(tmp_path, monkeypatch):
+    """trace: {model: synth:NAME} generates the trace once (cached); every row holds the fit's error."""
+    import yaml
+
+    from simulator import sweep
+
+    monkeypatch.setenv("DIPSIM_CACHE_DIR", str(tmp_path / "cache"))
+    exp = tmp_path / "e.yaml"
+    exp.write_text(yaml.safe_dump({"name": "x", "trace": {"model": "synth:phi3-mini", "tokens": 6},
+                                   "base": {"masking": "dip", "keep": 0.5, "cache": "lru", "warmup": 2,
+                                            "device": "phone-12gb-ufs40"},
+                                   "grid": {"dram_fraction": [0.5, 0.6]}}))
+    out = tmp_path / "out"
+    sweep.run_sweep(sweep.load_experiment(exp), out, jobs=1, progress=False, log=lambda s: None)
+    df = sweep.load_results(out).sort_values("p.dram_fraction")
+    shipped = Fit.load().validation
+    assert (df["m.synth_hit_rate_error"] > 0).all() and (df["m.synth_hit_rate_error"] <= shipped["hit_rate_abs_error_max"]).all()
+    assert (df["m.hit_rate_low"] <= df["m.hit_rate"]).all() and (df["m.hit_rate"] <= df["m.hit_rate_high"]).all()
+    assert (df["m.tokens_per_s_low"] < df["m.tokens_per_s"]).all() and (df["m.tokens_per_s"] < df["m.tokens_per_s_high"]).all()
+    assert df["m.synth_error_from"].tolist()[0] == "validated configuration"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(exp.read_text().replace("synth:phi3-mini", "synth:gpt-9"))
+    with pytest.raises(DipsimError, match="unknown synthetic model 'gpt-9'; allowed: synth:phi3-medium"):
+        sweep.load_experiment(bad)

@@ -57,14 +57,37 @@ def label(c: str) -> str:
     return UNITS.get(c, (c.split(".", 1)[-1].replace("_", " "), 1.0))[0]
 
 
-def values(df, c: str) -> np.ndarray:
-    return df[c].to_numpy(dtype=float) / UNITS.get(c, ("", 1.0))[1]
+def values(df, c: str, like: str | None = None) -> np.ndarray:
+    """Column ``c`` in the unit plots show it in (that of column ``like``, for its bounds)."""
+    return df[c].to_numpy(dtype=float) / UNITS.get(like or c, ("", 1.0))[1]
+
+
+#: shares of a whole: always on a linear axis from 0 to 1
+FRACTIONS = ("m.hit_rate", "m.closed_loop_hit_rate", "m.top1_agreement", "m.column_hit_rate", "m.keep")
 
 
 def spans_decades(v) -> bool:
     v = np.asarray(v, dtype=float)
     v = v[np.isfinite(v) & (v > 0)]
     return v.size > 1 and v.max() / v.min() > 20
+
+
+def wants_log(col: str, v) -> bool:
+    """A log axis for ``col``: only where its values span decades, none is zero or negative (a line
+    reaching 0 would vanish), and it is not a share of a whole."""
+    v = np.asarray(v, dtype=float)
+    v = v[np.isfinite(v)]
+    return col not in FRACTIONS and v.size > 1 and bool((v > 0).all()) and spans_decades(v)
+
+
+def plain_log_ticks(ax, which: str = "y") -> None:
+    """Log-axis ticks as plain numbers at 1, 2, 5 x 10^n (20, 50, 100 rather than 2x10^1)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_minor_formatter(NullFormatter())
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
 def context(df, skip: Sequence[str] = ()) -> str:

@@ -7,25 +7,31 @@ import numpy as np
 
 from common.errors import DipsimError
 
-from .base import context, label, need, need_varying, plt, shared_legend, spans_decades, values
+from .base import context, label, need, need_varying, plain_log_ticks, plt, shared_legend, values, wants_log
 
 SPEED = ("m.hit_rate", "m.flash_bytes_per_token", "m.tokens_per_s")
 
 
 def lines(df, x: str, ys: Sequence[str], by: str | None = None, *, title: str = ""):
-    """One panel per metric in ``ys``, x against metric, one line per value of ``by``; one legend."""
+    """One panel per metric in ``ys``, x against metric, one line per value of ``by``; one legend. A
+    metric with ``<name>_low`` / ``<name>_high`` columns (a synthetic trace's validation error) gets
+    a band between them."""
     need(df, [x, *ys] + ([by] if by else []))
     fig, axes = plt().subplots(1, len(ys), figsize=(4.6 * len(ys), 3.9), squeeze=False)
     groups = [(None, df)] if by is None else list(df.groupby(by, dropna=False, sort=True))
     for ax, y in zip(axes[0], ys):
         for val, sub in groups:
             sub = sub.sort_values(x)
-            ax.plot(values(sub, x), values(sub, y), marker="o", ms=3,
-                    label=None if by is None else f"{label(by).split(' (')[0]} = {val}")
+            (line,) = ax.plot(values(sub, x), values(sub, y), marker="o", ms=3,
+                              label=None if by is None else f"{label(by).split(' (')[0]} = {val}")
+            if f"{y}_low" in sub.columns and sub[f"{y}_low"].notna().any():
+                ax.fill_between(values(sub, x), values(sub, f"{y}_low", like=y), values(sub, f"{y}_high", like=y),
+                                color=line.get_color(), alpha=0.18, lw=0, label="validation error of the trace model")
         ax.set_xlabel(label(x))
         ax.set_ylabel(label(y))
-        if spans_decades(values(df, y)):
+        if wants_log(y, values(df, y)):
             ax.set_yscale("log")
+            plain_log_ticks(ax)
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -86,9 +92,8 @@ def per_device(df, metric: str = "m.tokens_per_s", by: str | None = None):
     ax.set_ylabel(label(metric))
     ax.grid(alpha=0.3, axis="y")
     ax.set_title(f"By device -- {context(df, skip=('p.device',))}", fontsize=10)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
     fig.tight_layout()
+    shared_legend(fig, [ax])        # below the axes: inside, it can cover a bar or a marker
     return fig, ax
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from common.errors import DipsimError
 
-from .base import context, label, need, plt, spans_decades
+from .base import context, label, need, plain_log_ticks, plt, spans_decades
 
 
 def pareto_front(xs: np.ndarray, ys: np.ndarray, *, maximize_x: bool = True, minimize_y: bool = True) -> np.ndarray:
@@ -62,16 +62,29 @@ def pareto(df, x: str = "m.tokens_per_s", y: str | None = None, by: str | None =
     return fig, ax
 
 
-def point_label(row) -> str:
-    """A point's policy in a few characters: ``dense``, ``dip 0.5``, ``dip-ca γ0.2``, ``dip-ca γ0.2 k0.75``."""
+#: columns that, when they vary across the plotted rows, a point's label names (short form)
+LABEL_EXTRAS = {"p.dram_fraction": "{:g} DRAM", "p.cache": "{}", "p.device": "{}", "p.weight_format": "{}"}
+
+
+def varying(d) -> list[str]:
+    """The ``LABEL_EXTRAS`` columns that take more than one value in ``d``."""
+    return [c for c in LABEL_EXTRAS if c in d.columns and d[c].astype(str).nunique() > 1]
+
+
+def point_label(row, extras: Sequence[str] = ()) -> str:
+    """A point's policy in a few characters: ``dense``, ``dip 0.5``, ``dip-ca γ0.2``, ``dip-ca γ0.2 k0.75``,
+    followed by the ``extras`` columns that tell apart points of the same policy (``0.5 DRAM``)."""
     m = str(row.get("p.masking", "dip"))
     keep = row.get("p.keep")
     if m == "dense":
-        return "dense"
-    if m == "dip-ca":
+        text = "dense"
+    elif m == "dip-ca":
         text = f"dip-ca γ{row.get('p.gamma', 0.2):g}"
-        return text if keep in (None, 0.5) or _isnan(keep) else f"{text} k{keep:g}"
-    return m if keep is None or _isnan(keep) else f"{m} {keep:g}"
+        text = text if keep in (None, 0.5) or _isnan(keep) else f"{text} k{keep:g}"
+    else:
+        text = m if keep is None or _isnan(keep) else f"{m} {keep:g}"
+    more = [LABEL_EXTRAS[c].format(row[c]) for c in extras if row.get(c) is not None and not _isnan(row.get(c))]
+    return ", ".join([text, *more])
 
 
 def _isnan(v) -> bool:
@@ -108,14 +121,16 @@ def accuracy_vs_speed(df, xs: Sequence[str] = ("m.tokens_per_s", "m.analytic_tok
 
 
 def _tradeoff_panel(ax, d, x: str, y: str, collapse: float, legend: bool) -> None:
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    labels = [point_label(r) for r in d.to_dict("records")]
+    labels = [point_label(r, varying(d)) for r in d.to_dict("records")]
     ref = float(d["m.dense_perplexity"].iloc[0]) if y == "m.perplexity" and "m.dense_perplexity" in d else None
     limit = ref * collapse if ref else np.inf
     xv, yv = d[x].to_numpy(float), d[y].to_numpy(float)
     ok = yv <= limit
     ax.scatter(xv[ok], yv[ok], s=28, zorder=3, label="configuration")
+    if f"{x}_low" in d.columns and d[f"{x}_low"].notna().any():   # a synthetic trace's validation error
+        lo, hi = d[f"{x}_low"].to_numpy(float), d[f"{x}_high"].to_numpy(float)
+        ax.errorbar(xv[ok], yv[ok], xerr=[(xv - lo)[ok], (hi - xv)[ok]], fmt="none", ecolor="C0", alpha=0.5,
+                    lw=1, zorder=2, label="validation error of the trace model")
     front = np.flatnonzero(ok)[pareto_front(xv[ok], yv[ok])] if ok.any() else np.array([], int)
     ax.plot(xv[front], yv[front], lw=1.5, color="C1", zorder=2, label="Pareto front (collapsed points left out)")
     ax.scatter(xv[front], yv[front], s=70, facecolors="none", edgecolors="C1", zorder=4)
@@ -129,11 +144,9 @@ def _tradeoff_panel(ax, d, x: str, y: str, collapse: float, legend: bool) -> Non
         ax.set_yscale("log")
     if xv.max() / max(xv.min(), 1e-12) > 20:
         ax.set_xscale("log")
-    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+    for which, scale in (("x", ax.get_xscale()), ("y", ax.get_yscale())):
         if scale == "log":   # plain numbers at 1, 2, 5 x 10^n rather than powers of ten
-            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            axis.set_minor_formatter(NullFormatter())
-        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            plain_log_ticks(ax, which)
     ax.set_xlabel(label(x))
     ax.set_ylabel(label(y) + " (lower is better)")
     ax.grid(alpha=0.3, which="both")

@@ -29,11 +29,18 @@ ACCURACY_METRICS = ("perplexity", "kl_to_dense", "top1_agreement", "closed_loop_
 
 
 def captured_trace_path(spec: TraceSpec) -> Path:
-    """Where the capture of a {model, tokens[, text, context]} trace is cached."""
+    """Where the capture of a {model, tokens[, text, context]} trace is cached (a synth:NAME trace:
+    where its generation is, keyed also on the shipped fit's bytes)."""
     d = spec.to_mapping(skip_defaults=False)
+    if d.get("seed") == 0:
+        d.pop("seed")                 # captures cached before the field existed keep their names
+    if spec.synthetic is not None:
+        from traces.synth.model import DEFAULT_FIT
+
+        d["fit"] = hashlib.sha1(DEFAULT_FIT.read_bytes()).hexdigest()
     tag = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
     name = f"{spec.model}-{spec.tokens}{'-' + Path(spec.text).stem if spec.text else ''}-{tag}"
-    return cache_root() / "traces" / f"{name.replace('/', '_')}.safetensors"
+    return cache_root() / "traces" / f"{name.replace('/', '_').replace(':', '_')}.safetensors"
 
 
 def trace_path(trace: Any) -> Path:
@@ -46,7 +53,11 @@ def trace_for(trace: Any, progress: bool = False):
     import traces
 
     path = trace_path(trace)
-    if isinstance(trace, TraceSpec) and not path.exists():
+    if isinstance(trace, TraceSpec) and not path.exists() and trace.synthetic is not None:
+        from traces import synth
+
+        synth.like(trace.synthetic, trace.tokens, path, seed=trace.seed, progress=progress)
+    elif isinstance(trace, TraceSpec) and not path.exists():
         traces.capture(trace.model, path, tokens=trace.tokens, text=trace.text, context=trace.context,
                        progress=progress)
     key = str(path)
@@ -110,6 +121,15 @@ def run_point(cfg: PointConfig, threads: int | None = 1) -> dict[str, Any]:
         for k, v in res.summary().items():
             if not isinstance(v, (dict, list)):
                 row[f"m.{k}"] = v
+    synth = trace_for(cfg.trace).meta.get("synth")
+    if isinstance(synth, dict):   # an extrapolated trace: its validation error travels with the row
+        from ..synth_validation import error_columns
+
+        mlp = sum(g.n_columns * g.bytes_per_column for g in log.groups.values()) * log.n_layers
+        engine = {k[2:]: v for k, v in row.items() if k in ("m.tokens_per_s", "m.flash_ms_per_token")}
+        cols = error_columns(synth.get("validation"), log.config, float(log.config["dram_bytes"]) / mlp, tot,
+                             engine or None)
+        row.update({f"m.{k}": v for k, v in cols.items()})
     if cfg.accuracy:
         from .. import accuracy
 
