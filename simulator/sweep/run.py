@@ -45,7 +45,8 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
     specs = {p.config.trace for p in todo if isinstance(p.config.trace, TraceSpec)}
     for spec in specs:          # captured once, here, not by every worker
         if not captured_trace_path(spec).exists():
-            say(f"capturing {spec.tokens} tokens of {spec.model} (once; cached in {captured_trace_path(spec)})")
+            verb = "generating" if spec.synthetic else "capturing"
+            say(f"{verb} {spec.tokens} tokens of {spec.model} (once; cached in {captured_trace_path(spec)})")
             trace_for(spec, progress=progress)
     if any(p.config.accuracy for p in todo):
         precompute_accuracy(todo, say, progress)
