@@ -1,0 +1,195 @@
+"""simulator.methods: SparseGPT and magnitude pruning into stored variants, LoRA trained with DIP masks,
+look-ahead predictors and the ``predictor`` masking policy, and the split between the evaluation text
+and the text these methods learn from. Exact cases on tiny random layers and a tiny random Llama;
+the real model only in the slow tests, on 64 tokens."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from simulator.methods import data
+from simulator.methods.magnitude import magnitude_prune
+from simulator.methods.sparsegpt import sparsegpt_prune
+from simulator.methods.variants import Variant, load_variant, matrix_bytes
+from traces.errors import DipsimError
+
+
+# ------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def tiny(smollm2, tmp_path_factory):
+    """A random 2-layer Llama (d_model 64, d_ff 128) with SmolLM2's tokenizer, as a LoadedModel."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from traces.models import ModelSource, _finish
+
+    torch.manual_seed(0)
+    tok = smollm2.tokenizer
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      tie_word_embeddings=False, rms_norm_eps=1e-5, hidden_act="silu", bos_token_id=tok.bos_token_id)
+    model = LlamaForCausalLM(cfg).eval()
+    d = tmp_path_factory.mktemp("tiny-llama")
+    weight = {"weight_dtype": "float32", "bytes_per_weight": 0.625, "static_bytes_per_weight": 4.0}
+    return _finish(model, tok, ModelSource("tiny-llama", "hf", d), weight)
+
+
+def state(lm):
+    return {k: v.detach().clone() for k, v in lm.model.state_dict().items()}
+
+
+def same_state(a, b):
+    return a.keys() == b.keys() and all(torch_equal(a[k], b[k]) for k in a)
+
+
+def torch_equal(a, b):
+    import torch
+
+    return a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a, b))
+
+
+def logits(lm, ids):
+    import torch
+
+    with torch.inference_mode():
+        return lm.model(input_ids=ids, use_cache=False).logits.clone()
+
+
+def correlated_layer(rows=24, cols=80, n=1500, seed=0):
+    """A random linear layer and calibration inputs with correlated, unequally scaled features."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(cols, cols, generator=g) / math.sqrt(cols) + 0.5 * torch.eye(cols)
+    X = (mix @ torch.randn(cols, n, generator=g)) * (0.2 + 3 * torch.rand(cols, 1, generator=g))
+    return torch.randn(rows, cols, generator=g), X
+
+
+# ------------------------------------------------------------------------------------------- SparseGPT
+@pytest.mark.parametrize("sparsity,blocksize", [(0.5, 16), (0.5, 128), (0.3, 7), (0.75, 32)])
+def test_sparsegpt_beats_magnitude_and_prunes_exactly(sparsity, blocksize):
+    W, X = correlated_layer()
+    Ws, ps = sparsegpt_prune(W, X @ X.T, sparsity, blocksize=blocksize)
+    Wm, pm = magnitude_prune(W, sparsity)
+    n_zero = round(sparsity * W.numel())
+    assert int(ps.sum()) == int(pm.sum()) == n_zero
+    assert bool((Ws[ps] == 0).all()) and int((Ws == 0).sum()) == n_zero   # kept weights are nonzero here
+    err = lambda V: float((W @ X - V @ X).norm())
+    assert err(Ws) < 0.8 * err(Wm)
+    # the OBS updates matter: the same mask without them is worse than with them
+    assert err(Ws) < err(W.masked_fill(ps, 0.0))
+
+
+def test_sparsegpt_with_identity_hessian_is_magnitude_pruning():
+    """H = I: every OBS saliency is w^2 / const and no error propagates, so one block = magnitude."""
+    import torch
+
+    W, _ = correlated_layer()
+    Ws, ps = sparsegpt_prune(W, torch.eye(W.shape[1]), 0.5, blocksize=W.shape[1])
+    Wm, pm = magnitude_prune(W, 0.5)
+    assert torch.equal(ps, pm) and torch.equal(Ws, Wm)
+
+
+def test_sparsegpt_zero_sparsity_keeps_the_weights_and_dead_inputs_go_first():
+    import torch
+
+    W, X = correlated_layer(cols=32)
+    X[5] = 0.0                                   # an input that never fires
+    Ws, ps = sparsegpt_prune(W, X @ X.T, 0.0)
+    assert int(ps.sum()) == 0 and torch.allclose(Ws[:, torch.arange(32) != 5], W[:, torch.arange(32) != 5])
+    _, ps = sparsegpt_prune(W, X @ X.T, 0.1, blocksize=32)
+    assert bool(ps[:, 5].all())                  # its weights carry nothing: pruned first
+
+
+@pytest.mark.parametrize("bad", [{"sparsity": 1.0}, {"sparsity": -0.1}, {"sparsity": "half"}, {"blocksize": 0}])
+def test_sparsegpt_refuses_bad_arguments(bad):
+    import torch
+
+    args = {"sparsity": 0.5, "blocksize": 8, **bad}
+    with pytest.raises(DipsimError, match="sparsity|blocksize"):
+        sparsegpt_prune(torch.ones(4, 8), torch.eye(8), args.pop("sparsity"), **args)
+
+
+def test_stored_bytes_formula_by_hand():
+    # 100 weights, 40 kept, 0.625 B each: values 25 B + bitmask ceil(100/8) = 13 B; 16-bit index: 40 * 2.625
+    assert matrix_bytes(100, 40, 0.625) == {"dense": 62.5, "bitmask": 38.0, "index16": 105.0}
+    import torch
+
+    pruned = {"a": torch.tensor([[True, False, True, False]] * 4), "b": torch.zeros(2, 8, dtype=torch.bool)}
+    v = Variant({k: torch.zeros(m.shape) for k, m in pruned.items()}, pruned, {"bytes_per_weight": 0.5})
+    b = v.stored_bytes()
+    assert b["bitmask"] == (8 * 0.5 + 2) + (16 * 0.5 + 2) and b["index16"] == 8 * 2.5 + 16 * 2.5
+    assert b["dense"] == 32 * 0.5 and b["weights"] == 32 and v.sparsity() == 0.25
+
+
+def test_variant_of_a_model_prunes_every_mlp_matrix_and_round_trips(tiny, tmp_path):
+    from simulator.methods.prune import prune_model
+
+    before = state(tiny)
+    for method in ("sparsegpt", "magnitude"):
+        v = prune_model(tiny, method, 0.5, n_seqs=4, seq_len=32, batch=2)
+        assert same_state(before, state(tiny))                       # the model itself is left as it was
+        assert sorted(v.weights) == sorted(f"layers.{i}.mlp.{p}" for i in range(2)
+                                           for p in ("gate_proj", "up_proj", "down_proj"))
+        for name, w in v.weights.items():
+            assert int(v.pruned[name].sum()) == w.numel() // 2 and bool((w[v.pruned[name]] == 0).all())
+        path = v.save(tmp_path / f"{method}.safetensors")
+        back = load_variant(path)
+        assert all(torch_equal(back.weights[k], v.weights[k]) for k in v.weights)
+        assert back.meta["method"] == method and back.meta["bytes"]["bitmask_per_weight"] == pytest.approx(
+            0.5 * 0.625 + 1 / 8)
+        ids = data.training_sequences(tiny.tokenizer, 1, 16)
+        dense = logits(tiny, ids)
+        with back.apply(tiny):
+            assert tiny.variant_tag.startswith(method)
+            assert not torch_equal(logits(tiny, ids), dense)
+        assert same_state(before, state(tiny)) and not hasattr(tiny, "variant_tag")
+
+
+def test_sparsegpt_calibrates_sequentially_on_pruned_earlier_layers(tiny, monkeypatch):
+    """Layer 1's Hessians must come from inputs that went through the *pruned* layer 0."""
+    from simulator.methods import prune
+
+    seen = []
+    real = prune.sparsegpt_prune
+    monkeypatch.setattr(prune, "sparsegpt_prune", lambda W, H, *a, **k: (seen.append(H.clone()), real(W, H, *a, **k))[1])
+    prune.prune_model(tiny, "sparsegpt", 0.5, n_seqs=2, seq_len=32, batch=2)
+    dense_h = []
+    monkeypatch.setattr(prune, "sparsegpt_prune", lambda W, H, *a, **k: (dense_h.append(H.clone()), (W.clone(),
+                        __import__("torch").zeros(W.shape, dtype=__import__("torch").bool)))[1])
+    prune.prune_model(tiny, "sparsegpt", 0.5, n_seqs=2, seq_len=32, batch=2)   # "pruning" that changes nothing
+    import torch
+
+    assert torch.allclose(seen[0], dense_h[0])          # layer 0's x: nothing pruned before it
+    assert not torch.allclose(seen[3], dense_h[3], rtol=1e-3)   # layer 1's x: after the pruned layer 0
+
+
+def test_unknown_pruning_method_is_refused(tiny):
+    from simulator.methods.prune import prune_model
+
+    with pytest.raises(DipsimError, match="allowed: sparsegpt, magnitude"):
+        prune_model(tiny, "wanda")
+
+
+# ------------------------------------------------------------------------------------------- text split
+def test_learning_text_is_disjoint_from_the_evaluation_text(smollm2):
+    from traces.capture import tokenize_prefix
+    from traces.corpus import default_corpus
+
+    corpus = default_corpus()
+    start = data.check_disjoint(smollm2.tokenizer, corpus)       # the longest evaluation (4096 tokens)
+    end = data.eval_end_char(smollm2.tokenizer, corpus, data.MAX_EVAL_TOKENS)
+    assert end <= data.TRAIN_OFFSET <= start
+    ev = smollm2.tokenizer.decode(tokenize_prefix(smollm2.tokenizer, corpus, 1024))
+    assert corpus.text.startswith(ev) and len(ev) < start
+    seqs = data.training_sequences(smollm2.tokenizer, 3, 64)
+    assert (seqs[:, 0] == smollm2.tokenizer.bos_token_id).all()
+    body = smollm2.tokenizer.decode(seqs[0, 1:].tolist())
+    assert corpus.text[start:].startswith(body)                   # the first window lies after the offset
+    # positions apart is not content apart in a corpus that repeats itself; for 1024 tokens it is both
+    assert data.shared_windows(smollm2.tokenizer, corpus, 1024) == 0.0
+    with pytest.raises(DipsimError, match="offset 2000: the first 4096 evaluation tokens"):
+        data.check_disjoint(smollm2.tokenizer, corpus, offset=2000)
+    with pytest.raises(DipsimError, match="ask for fewer"):
+        data.training_sequences(smollm2.tokenizer, 10_000, 512)
