@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from simulator import masking, replay
 from simulator.methods import data
 from simulator.methods.magnitude import magnitude_prune
 from simulator.methods.sparsegpt import sparsegpt_prune
@@ -270,3 +271,57 @@ def test_lora_refuses_bad_arguments(tiny, bad, match):
 
     with pytest.raises(DipsimError, match=match):
         train_lora(tiny, **{"steps": 1, "batch": 1, "seq_len": 8, **bad})
+
+
+# ------------------------------------------------------------------------------------------- predictor
+def linked_trace(L=3, d=16, N=40, T=600, seed=0):
+    """h[l] of each token is a fixed function of x[l-1] (layer 0: of x[0]) plus a little noise."""
+    from traces.format import Trace
+
+    rng = np.random.default_rng(seed)
+    xs = rng.standard_normal((L, T, d)).astype(np.float32)
+    hs = np.empty((L, T, N), np.float32)
+    for layer in range(L):
+        M = rng.standard_normal((d, N)).astype(np.float32)
+        hs[layer] = np.exp(0.7 * xs[max(layer - 1, 0)] @ M / 4) + 0.01 * rng.random((T, N))
+    return Trace.from_arrays(xs, hs, {"model": "linked", "bytes_per_weight": 1.0})
+
+
+def test_predictor_learns_a_look_ahead_relation(tmp_path):
+    from simulator.methods.predictor import load_predictor, train_predictor
+
+    t = linked_trace()
+    pred = train_predictor(t, rank=16, keep=0.25, epochs=60, lr=3e-3, batch=64)
+    held = pred.meta["held_out"]["down"]
+    assert held["chance"] == 0.25 and held["mean_recall"] > 0.6           # well above chance
+    assert all(r > 0.5 for r in held["recall"])
+    back = load_predictor(pred.save(tmp_path / "p.safetensors"))
+    x = np.asarray(t.x(1)[:5], np.float32)
+    assert np.array_equal(back.logits(2, "down", x), pred.logits(2, "down", x))
+
+
+def test_predictor_policy_in_replay_and_the_oracle(tmp_path):
+    from simulator.methods.predictor import train_predictor
+
+    t = linked_trace(T=300)
+    path = train_predictor(t, rank=8, keep=0.5, epochs=5, heads=("down", "upgate")).save(tmp_path / "p.safetensors")
+    dip = replay(t, "dip", "lru", keep=0.5, warmup=0).totals()
+    oracle = replay(t, "predictor", "lru", keep=0.5, warmup=0, oracle=True).totals()
+    assert oracle == dip                                               # the oracle "predicts" the true top-k
+    pol = masking.make("predictor", path=str(path))
+    assert pol.score_source("h") == "prev_x" and pol.score_source("x") == "own"
+    assert pol.available_at("h", 3) == (2, "mlp_input") and pol.available_at("x", 3) == (3, "mlp_input")
+    assert pol.available_at("h", 0) == (0, "mlp_input")
+    got = replay(t, pol, "lru", keep=0.5, warmup=0).totals()
+    assert got["groups"]["upgate"] == dip["groups"]["upgate"] and got["groups"]["down"]["keep"] == 0.5
+    thr = replay(t, "predictor", "lru", keep=0.5, warmup=0, path=str(path), upgate="predict", threshold=0.5)
+    assert 0 < thr.totals()["groups"]["down"]["keep"] < 1
+
+
+@pytest.mark.parametrize("params,match", [({}, "needs path"), ({"oracle": True, "threshold": 0.5}, "threshold"),
+                                          ({"oracle": True, "upgate": "both"}, "upgate must be one of"),
+                                          ({"path": "/nonexistent.safetensors"}, "not found"),
+                                          ({"oracle": True, "threshold": 1.0, "upgate": "predict"}, "probability")])
+def test_predictor_policy_refuses_bad_parameters(params, match):
+    with pytest.raises(DipsimError, match=match):
+        masking.make("predictor", **params)

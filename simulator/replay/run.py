@@ -125,7 +125,10 @@ def replay(trace: Trace, masking: str | masking_mod.MaskingPolicy = "dip", cache
     def one_layer(layer: int) -> None:
         scores = {kind: trace.abs_layer(kind, layer, 0, T) for kind in kinds}
         for r in runs:
-            r.run_layer(layer, scores.get(r.group.kind))
+            s = scores.get(r.group.kind)
+            if r.group.pruned and r.policy.score_source(r.group.kind) == "prev_x":   # a look-ahead predictor
+                s = r.policy.scores_from(layer, r.group.kind, np.asarray(trace.x(max(layer - 1, 0))[:T], np.float32))
+            r.run_layer(layer, s)
 
     n_threads = _threads(L, threads, sum(g.n_columns for g in setup.groups) * L)
     bar = progress_bar(L, progress, f"replay {policy.name}+{cache}", unit="layer")
