@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from simulator import masking, replay
+from simulator import accuracy, masking, replay
 from simulator.methods import data
 from simulator.methods.magnitude import magnitude_prune
 from simulator.methods.sparsegpt import sparsegpt_prune
@@ -325,3 +325,62 @@ def test_predictor_policy_in_replay_and_the_oracle(tmp_path):
 def test_predictor_policy_refuses_bad_parameters(params, match):
     with pytest.raises(DipsimError, match=match):
         masking.make("predictor", **params)
+
+
+# ------------------------------------------------------------------------------------------- in the loop
+def test_configurations_name_variants_adapters_and_predictors_in_the_closed_loop(tiny, tmp_path):
+    from simulator.methods.lora import init_adapter
+    from simulator.methods.prune import prune_model
+
+    var = prune_model(tiny, "magnitude", 0.5).save(tmp_path / "mag.safetensors")
+    ad = init_adapter(tiny, rank=2)                                   # B = 0: the adapter changes nothing
+    adp = ad.save(tmp_path / "ad.safetensors")
+    before = state(tiny)
+    cfgs = [{"masking": "dense"}, {"masking": "dense", "variant": str(var)}, {"masking": "dip", "keep": 0.5},
+            {"masking": "dip", "keep": 0.5, "adapter": str(adp)},
+            {"masking": "dip-ca", "gamma": 0.2, "keep": 0.5, "adapter": str(adp)},
+            {"masking": "predictor", "oracle": True, "keep": 0.5}]
+    rows = accuracy.evaluate(tiny, cfgs, tokens=24, warmup=2, reuse=False)
+    assert same_state(before, state(tiny))
+    assert rows[1]["perplexity"] != rows[0]["perplexity"] and rows[1]["kl_to_dense"] > 0   # KL to the base model
+    assert rows[1]["label"].endswith("+magnitude0.5") and rows[1]["config"]["variant_id"]
+    assert rows[3]["perplexity"] == pytest.approx(rows[2]["perplexity"], rel=1e-6)        # zero B
+    assert rows[5]["perplexity"] == pytest.approx(rows[2]["perplexity"], rel=1e-6)        # oracle = dip
+    with pytest.raises(DipsimError, match="layer-wise loop only"):
+        accuracy.evaluate(tiny, cfgs[1], tokens=24, loop="token", reuse=False)
+    with pytest.raises(DipsimError, match="a 'variant' file, expected a 'adapter' file"):
+        accuracy.normalize_config({"masking": "dip", "adapter": str(var)})
+    with pytest.raises(DipsimError, match="the file changed"):
+        accuracy.normalize_config({"masking": "dip", "adapter": str(adp), "adapter_id": "0" * 16})
+
+
+def test_closed_loop_predictor_sees_the_previous_layers_live_input(tiny, tmp_path):
+    """In the loop the predictor's input is x[l-1] of the masked model itself, and replaying that
+    closed trace with the same predictor gives the same masks."""
+    from simulator.methods.predictor import train_predictor
+
+    res = accuracy.evaluate(tiny, {"masking": "dense"}, tokens=64, reuse=False, details=True)[0]
+    trace = res["details"]["dense_trace"]
+    path = train_predictor(trace, rank=8, epochs=3, train_fraction=0.5).save(tmp_path / "p.safetensors")
+    cfg = {"masking": "predictor", "path": str(path), "keep": 0.5, "cache": "none"}
+    row = accuracy.evaluate(tiny, cfg, tokens=64, warmup=0, reuse=False, details=True)[0]
+    closed = row["details"]["closed_trace"]
+    again = replay(closed, "predictor", "none", keep=0.5, warmup=0, path=str(path))
+    assert np.array_equal(again.groups["down"].selected, row["details"]["access_log"].groups["down"].selected)
+    for t in (0, 20, 40):
+        assert np.array_equal(again.groups["down"].missed_mask(t), row["details"]["masks"]["down"][t])
+
+
+# ------------------------------------------------------------------------------------------- real model
+@pytest.mark.slow
+def test_sparsegpt_and_lora_run_on_smollm2(smollm2, tmp_path):
+    from simulator.methods.lora import train_lora
+    from simulator.methods.prune import prune_model
+
+    v = prune_model(smollm2, "sparsegpt", 0.5, n_seqs=2, seq_len=64, batch=2)
+    path = v.save(tmp_path / "sg.safetensors")
+    assert abs(v.sparsity() - 0.5) < 1e-9 and v.stored_bytes()["bitmask_per_weight"] == pytest.approx(0.4375)
+    ad = train_lora(smollm2, rank=2, steps=1, batch=1, seq_len=32).save(tmp_path / "ad.safetensors")
+    rows = accuracy.evaluate(smollm2, [{"masking": "dense", "variant": str(path)},
+                                       {"masking": "dip", "keep": 0.5, "adapter": str(ad)}], tokens=64, reuse=False)
+    assert all(np.isfinite(r["perplexity"]) for r in rows) and rows[0]["kl_to_dense"] > 0

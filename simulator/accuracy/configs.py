@@ -19,12 +19,15 @@ from .. import allocation as alloc_mod
 from .. import caches as caches_mod
 from .. import masking as masking_mod
 from ..masking.base import policy_params
+from ..methods.apply import check as method_files
+from ..methods.apply import label_suffix
 from ..registry import check_params
 from ..replay import bytes_per_weight
 
 #: configuration keys besides the masking policy's own parameters (gamma, fixed_top_n, seed, ...)
 CONFIG_KEYS = ("masking", "keep", "keep_up", "keep_gate", "keep_down", "cache", "cache_params", "allocation",
-               "allocation_params", "dram_fraction", "dram_bytes", "weight_format", "label")
+               "allocation_params", "dram_fraction", "dram_bytes", "weight_format", "label",
+               "variant", "variant_id", "adapter", "adapter_id")   # the last four: simulator.methods files
 DEFAULT_CONFIG = {"masking": "dip-ca", "gamma": 0.2, "keep": 0.5, "cache": "lru", "dram_fraction": 0.5,
                   "allocation": "uniform"}
 
@@ -125,6 +128,7 @@ def normalize_config(cfg: Any, where: str = "config") -> dict[str, Any]:
     out.update(cache=cache, cache_params=jsonable(cache_params), allocation=allocation,
                allocation_params=jsonable(dict(cfg.get("allocation_params") or {})),
                dram_fraction=frac, dram_bytes=nbytes, weight_format=wf if wf is not None else "source")
+    out.update(method_files(cfg, where))   # pruned-weight variant / LoRA adapter files, with their ids
     out["label"] = str(cfg["label"]) if cfg.get("label") is not None else config_label(out)
     return out
 
@@ -146,7 +150,7 @@ def config_label(cfg: dict[str, Any]) -> str:
         text += f" {cfg['allocation']}"
     if cfg.get("weight_format", "source") != "source":
         text += f" {cfg['weight_format']}"
-    return text
+    return text + label_suffix(cfg)
 
 
 def replay_kwargs(cfg: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
