@@ -99,7 +99,8 @@ class _Masker:
             self.prev_x = {i: acts.numpy().copy(), **{j: v for j, v in self.prev_x.items() if j == i - 1}}
         scores = acts.abs().numpy()
         t0 = time.perf_counter()
-        masks = {r.group.name: r.run_layer(i, self._scores(r, i, scores)) for r in self.run.runs if r.group.kind == kind}
+        masks = {r.group.name: r.run_layer(i, self._scores(r, i, scores))
+                 for r in self.run.runs if r.group.kind == kind}
         self.select_seconds += time.perf_counter() - t0
         if self.details:
             for name, m in masks.items():
