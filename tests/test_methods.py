@@ -271,8 +271,17 @@ def test_a_few_lora_steps_with_dip_masks_reduce_the_loss(tiny, tmp_path):
     assert back.nbytes() == 2 * sum(4 * (64 + 128) for _ in range(6))
 
 
+def test_lora_schedule_warms_up_then_decays_to_a_tenth():
+    from simulator.methods.lora import _lr_at
+
+    assert [_lr_at(s, 0.0, 1.0, 4) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert _lr_at(10, 0.0, 1.0, 4) == 1.0 and _lr_at(10, 0.5, 1.0, 4) == pytest.approx(0.55)
+    assert _lr_at(10, 1.0, 1.0, 4) == pytest.approx(0.1) and _lr_at(10, 3.0, 1.0, 4) == pytest.approx(0.1)
+
+
 @pytest.mark.parametrize("bad,match", [({"loss": "mse"}, "allowed: kl, nll"), ({"rank": 0}, "rank"),
-                                       ({"steps": 0}, "steps"), ({"keep": 1.5}, "keep_up")])
+                                       ({"steps": 0}, "steps"), ({"keep": 1.5}, "keep_up"),
+                                       ({"autocast": "fp8"}, "autocast")])
 def test_lora_refuses_bad_arguments(tiny, bad, match):
     from simulator.methods.lora import train_lora
 

@@ -152,34 +152,43 @@ class LoRAHooks:
         self.handles = []
 
 
-def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 10% of ``lr``."""
+def _lr_at(step: int, frac: float, lr: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 10% of ``lr`` as the run's progress
+    ``frac`` (0..1; steps or time, whichever is further) goes on."""
     if step < warmup:
         return lr * (step + 1) / warmup
-    t = (step - warmup) / max(steps - warmup, 1)
-    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(max(frac, 0.0), 1.0))))
 
 
-def _loss(lm, ids, loss: str, masks: DIPMasks, hooks: LoRAHooks):
+def _loss(lm, ids, loss: str, masks: DIPMasks, hooks: LoRAHooks, autocast: str | None = None):
     import torch
     import torch.nn.functional as F
 
-    logits = lm.model(input_ids=ids, use_cache=False).logits[:, :-1].float()
+    def forward():
+        with torch.autocast("cpu", dtype=getattr(torch, autocast or "bfloat16"), enabled=autocast is not None):
+            return lm.model(input_ids=ids, use_cache=False).logits[:, :-1].float()
+
+    logits = forward()
     if loss == "nll":
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
     with torch.no_grad(), masks.off():
         hooks.enabled = False
         try:
-            teacher = torch.log_softmax(lm.model(input_ids=ids, use_cache=False).logits[:, :-1].float(), dim=-1)
+            teacher = torch.log_softmax(forward(), dim=-1)
         finally:
             hooks.enabled = True
     student = torch.log_softmax(logits, dim=-1)
     return (teacher.exp() * (teacher - student)).sum(-1).mean()
 
 
-def _check_train_args(loss: str, steps: int, batch: int, seq_len: int, lr: float) -> None:
+AUTOCASTS = (None, "bfloat16")
+
+
+def _check_train_args(loss: str, steps: int, batch: int, seq_len: int, lr: float, autocast) -> None:
     if loss not in LOSSES:
         raise DipsimError(f"unknown LoRA loss {loss!r}; allowed: {', '.join(LOSSES)}")
+    if autocast not in AUTOCASTS:
+        raise DipsimError(f"autocast must be None (float32) or 'bfloat16', got {autocast!r}")
     for name, v, lo in (("steps", steps, 1), ("batch", batch, 1), ("seq_len", seq_len, 2)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise DipsimError(f"{name} must be an integer >= {lo}, got {v!r}")
@@ -191,16 +200,19 @@ def train_lora(lm, *, rank: int = 16, alpha: float | None = None, targets=("mlp"
                keep_up: float | None = None, keep_down: float | None = None, loss: str = "kl", steps: int = 60,
                batch: int = 4, seq_len: int = 256, lr: float = 2e-3, warmup: int = 5, seed: int = 0,
                offset: int = data.TRAIN_OFFSET, corpus=None, max_seconds: float | None = None,
-               log_every: int = 1, progress: bool = False) -> Adapter:
+               autocast: str | None = None, log_every: int = 1, progress: bool = False) -> Adapter:
     """Train a LoRA adapter on ``lm`` with DIP masks at ``keep`` (or ``keep_up`` / ``keep_down``) in the
     forward; AdamW on A and B only, ``steps`` steps of ``batch`` sequences of ``seq_len`` tokens of the
     learning text (windows in a seeded random order, reused if the text runs out), learning rate with
-    warm-up and cosine decay. ``max_seconds`` stops early (the metadata says so). ``lm`` is unchanged."""
+    warm-up and cosine decay. ``max_seconds``: a time budget -- the decay follows the elapsed share of it
+    when that is ahead of the steps' share, and training stops when it is spent (the metadata says so).
+    ``autocast="bfloat16"`` runs the forwards in bfloat16 autocast (1.4-1.7x faster on this AVX-512-BF16
+    CPU; the adapter's factors and the optimizer stay float32). ``lm`` is unchanged."""
     import torch
 
     from traces.corpus import default_corpus
 
-    _check_train_args(loss, steps, batch, seq_len, lr)
+    _check_train_args(loss, steps, batch, seq_len, lr, autocast)
     corpus = corpus or default_corpus()
     adapter = init_adapter(lm, rank, alpha, targets, seed)
     ku, kd = keep if keep_up is None else keep_up, keep if keep_down is None else keep_down
@@ -221,12 +233,15 @@ def train_lora(lm, *, rank: int = 16, alpha: float | None = None, targets=("mlp"
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         with torch.enable_grad(), DIPMasks(lm, ku, kd) as masks, LoRAHooks(lm, adapter) as hooks:
             for step in range(steps):
-                if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
-                    break
+                frac = step / steps
+                if max_seconds is not None:   # a time budget: the schedule runs on time, and ends with it
+                    frac = max(frac, (time.perf_counter() - t0) / max(max_seconds, 1e-9))
+                    if frac >= 1.0:
+                        break
                 for g in opt.param_groups:
-                    g["lr"] = _lr_at(step, steps, lr, warmup)
+                    g["lr"] = _lr_at(step, frac, lr, warmup)
                 pick = order[torch.arange(step * batch, (step + 1) * batch) % n_windows]
-                value = _loss(lm, seqs[pick], loss, masks, hooks)
+                value = _loss(lm, seqs[pick], loss, masks, hooks, autocast)
                 opt.zero_grad(set_to_none=True)
                 value.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -243,8 +258,9 @@ def train_lora(lm, *, rank: int = 16, alpha: float | None = None, targets=("mlp"
             p.requires_grad_(False)
     adapter.meta.update(masking={"masking": "dip", "keep_up": float(ku), "keep_down": float(kd)}, loss=loss,
                         steps=steps, steps_done=done, stopped_early=done < steps, batch=batch, seq_len=seq_len,
-                        lr=lr, warmup=warmup, schedule="linear warm-up, cosine to 0.1 lr", optimizer="AdamW",
-                        seed=seed, tokens_seen=done * batch * seq_len, loss_curve=curve,
+                        lr=lr, warmup=warmup, autocast=autocast, optimizer="AdamW",
+                        schedule="linear warm-up, cosine to 0.1 lr over max(step, time) progress", seed=seed,
+                        tokens_seen=done * batch * seq_len, loss_curve=curve,
                         seconds=time.perf_counter() - t0, torch_threads=torch.get_num_threads(),
                         training_text={"offset": offset, "corpus": corpus.name, "corpus_digest": corpus.digest,
                                        "windows": n_windows, "window_tokens": seq_len})

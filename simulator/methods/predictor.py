@@ -76,6 +76,23 @@ def default_path(trace_path: str | os.PathLike, rank: int, heads) -> Path:
     return p.with_name(f"{p.stem}.predictor-r{rank}{'-upgate' if 'upgate' in heads else ''}.safetensors")
 
 
+def capture_training_trace(lm, out: str | os.PathLike, tokens: int = 8192, *, offset: int | None = None,
+                           corpus=None, context: int = 512, progress: bool = False) -> Path:
+    """Capture a trace of the learning text (``methods.data``: after ``offset``, checked disjoint from the
+    evaluation text) to ``out``: what a predictor trains on, so it never sees the evaluated tokens."""
+    import tempfile
+
+    from traces.capture import capture
+
+    from . import data
+
+    learn = data.training_corpus(corpus, data.TRAIN_OFFSET if offset is None else offset, tokenizer=lm.tokenizer)
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "learning-text.txt"
+        f.write_text(learn.text, encoding="utf-8")
+        return capture(lm, out, tokens=tokens, text=f, context=context, progress=progress)
+
+
 def _targets(acts: np.ndarray, k: int, absolute: bool = True) -> np.ndarray:
     """Top-k membership of ``|acts|`` (or of the signed values) per row (float32 0/1)."""
     a = np.asarray(acts, np.float32)
