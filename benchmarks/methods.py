@@ -91,18 +91,23 @@ def step_predictor(lm, out: Path, force: bool, tokens: int) -> Path:
         print(f"train predictors (load {_load()}) ...", flush=True)
         train_predictor(traces.load(tp), rank=64, keep=0.5, heads=("down", "upgate")).save(p)
     pred = load_predictor(p)
+    learn = traces.load(tp)
+    n_tr = pred.meta["train_tokens"][1]
     ev = evaluate(lm, {"masking": "dense"}, tokens=tokens, reuse=False, details=True)[0]["details"]["dense_trace"]
-    on_eval = evaluate_predictor(pred, ev, 0, ev.n_tokens, 0.5)
     print(f"  predictor: trained {pred.meta['seconds']:.0f} s on tokens {pred.meta['train_tokens']} of the learning "
-          f"trace", flush=True)
-    for head in pred.heads:
-        h, e = pred.meta["held_out"][head], on_eval[head]
-        print(f"  {head}: recall of the true top-50% (= precision at equal size; chance {h['chance']:.2f}): held-out "
-              f"learning tokens {h['mean_recall']:.3f} (layers {min(h['recall']):.2f}..{max(h['recall']):.2f}), "
-              f"evaluation text {e['mean_recall']:.3f} (layers {min(e['recall']):.2f}..{max(e['recall']):.2f})",
-              flush=True)
-    (out / "predictor-recall.json").write_text(json.dumps({"held_out": pred.meta["held_out"], "eval_text": on_eval},
-                                                          indent=1))
+          f"trace; recall of the true top-50% (chance 0.50), activation mass kept vs the true top-50%:", flush=True)
+    report = {}
+    for name, (t, a, b) in {"held-out learning tokens": (learn, n_tr, learn.n_tokens),
+                            "evaluation text": (ev, 0, ev.n_tokens)}.items():
+        for thr in (None, 0.5, 0.3):
+            r = report[f"{name}, threshold {thr}"] = evaluate_predictor(pred, t, a, b, 0.5, thr)
+            for head in pred.heads:
+                h = r[head]
+                print(f"    {name:24s} {head:6s} {'top-50%' if thr is None else f'p > {thr}':8s} set "
+                      f"{h['mean_set_fraction']:.2f} of the columns: recall {h['mean_recall']:.3f} (layers "
+                      f"{min(h['recall']):.2f}..{max(h['recall']):.2f}), precision {h['mean_precision']:.3f}, "
+                      f"mass {h['mean_mass']:.3f}", flush=True)
+    (out / "predictor-recall.json").write_text(json.dumps(report, indent=1))
     return p
 
 
@@ -111,6 +116,8 @@ def table_configs(files: dict) -> list[dict]:
 
     base = {"cache": "lru", "dram_fraction": 0.5}
     rows = [{"masking": "dense", "label": "dense"}]
+    rows += [{"masking": "dense", "adapter": str(files[f"lora-{loss}"]), "label": f"dense + lora ({loss})"}
+             for loss in ("kl", "nll") if f"lora-{loss}" in files]
     for method in ("magnitude", "sparsegpt"):
         if method in files:
             rows.append({"masking": "dense", "variant": str(files[method]), "label": f"{method} 50%",
@@ -123,11 +130,21 @@ def table_configs(files: dict) -> list[dict]:
                   "label": "predictor (down + up/gate) 0.5"}]
     rows += [{"masking": "dip", "keep": 0.5, "label": "dip 0.5"},
              {"masking": "dip-ca", "gamma": 0.2, "keep": 0.5, "label": "dip-ca g0.2 0.5"}]
-    if "lora" in files:
-        rows += [{"masking": "dip", "keep": 0.5, "adapter": str(files["lora"]), "label": "dip 0.5 + lora"},
-                 {"masking": "dip-ca", "gamma": 0.2, "keep": 0.5, "adapter": str(files["lora"]),
-                  "label": "dip-ca g0.2 0.5 + lora"}]
+    for loss in ("kl", "nll"):
+        ad = files.get(f"lora-{loss}")
+        if ad is not None:
+            rows += [{"masking": "dip", "keep": 0.5, "adapter": str(ad), "label": f"dip 0.5 + lora ({loss})"},
+                     {"masking": "dip-ca", "gamma": 0.2, "keep": 0.5, "adapter": str(ad),
+                      "label": f"dip-ca g0.2 0.5 + lora ({loss})"}]
     return [{**base, **r} for r in rows]
+
+
+def existing_files(out: Path) -> dict:
+    """The method files earlier steps left in ``out`` (so ``--steps table`` alone finds them)."""
+    names = {"magnitude": f"{MODEL}-magnitude-0.5.safetensors", "sparsegpt": f"{MODEL}-sparsegpt-0.5.safetensors",
+             "lora-kl": f"{MODEL}-lora-kl-r16.safetensors", "lora-nll": f"{MODEL}-lora-nll-r16.safetensors",
+             "predictor": f"{MODEL}-learning-8192.predictor-r64-upgate.safetensors"}
+    return {k: out / n for k, n in names.items() if (out / n).exists()}
 
 
 def step_table(lm, out: Path, files: dict, tokens: int) -> list[dict]:
@@ -137,7 +154,7 @@ def step_table(lm, out: Path, files: dict, tokens: int) -> list[dict]:
     cfgs = table_configs(files)
     print(f"table: {len(cfgs)} configurations x {tokens} tokens in the loop (load {_load()}) ...", flush=True)
     t0 = time.perf_counter()
-    res = evaluate(lm, cfgs, tokens=tokens, reuse=True, progress=True)
+    res = evaluate(lm, cfgs, tokens=tokens, reuse=False, progress=True)
     print(f"  {time.perf_counter() - t0:.0f} s (load {_load()})", flush=True)
     info = lm.info
     n_mlp = 3 * info.n_layers * info.d_model * info.d_ff
@@ -179,15 +196,14 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     steps = a.steps.split(",")
     lm = load_model(MODEL, verbose=False)
-    files: dict = {}
     if "prune" in steps:
-        files.update(step_prune(lm, out, a.force))
+        step_prune(lm, out, a.force)
     if "lora" in steps:
-        files["lora"] = step_lora(lm, out, a.force, a.lora_loss, a.lora_minutes)
+        step_lora(lm, out, a.force, a.lora_loss, a.lora_minutes)
     if "predictor" in steps:
-        files["predictor"] = step_predictor(lm, out, a.force, a.tokens)
+        step_predictor(lm, out, a.force, a.tokens)
     if "table" in steps:
-        step_table(lm, out, files, a.tokens)
+        step_table(lm, out, existing_files(out), a.tokens)
 
 
 if __name__ == "__main__":

@@ -311,6 +311,13 @@ def test_predictor_learns_a_look_ahead_relation(tmp_path):
     held = pred.meta["held_out"]["down"]
     assert held["chance"] == 0.25 and held["mean_recall"] > 0.6           # well above chance
     assert all(r > 0.5 for r in held["recall"])
+    assert 0.6 < held["mean_mass"] <= 1.0 and held["mean_set_fraction"] == 0.25   # top-k: exactly k columns
+    from simulator.methods.predictor import evaluate_predictor, predict_sets
+
+    loose = evaluate_predictor(pred, t, 420, 600, 0.25, threshold=0.1)["down"]     # a larger set: more recall
+    assert loose["mean_set_fraction"] > 0.25 and loose["mean_recall"] > held["mean_recall"]
+    with pytest.raises(DipsimError, match="threshold must be a probability"):
+        predict_sets(pred, 1, "down", np.asarray(t.x(0)[:3]), 10, threshold=2.0)
     back = load_predictor(pred.save(tmp_path / "p.safetensors"))
     x = np.asarray(t.x(1)[:5], np.float32)
     assert np.array_equal(back.logits(2, "down", x), pred.logits(2, "down", x))

@@ -197,24 +197,38 @@ def evaluate_predictor(pred: Predictor, trace, t0: int, t1: int, keep: float = 0
     """Recall and precision of the predicted sets against the true top-``keep`` sets on tokens ``t0:t1``,
     per head and layer (and the mean). At equal size (top-k, the default) recall equals precision;
     with ``threshold`` (a probability) the predicted set is ``sigmoid(logit) > threshold`` and its
-    size varies. ``chance``: the recall of k random columns (= keep)."""
+    size varies. ``chance``: the recall of k random columns (= keep). ``mass``: activation mass (sum of
+    |a|) of the predicted set over that of the true top-k -- how much of what DIP keeps the prediction
+    keeps (1 for the oracle, below 1 for any other set of k columns, above 1 possible for larger sets)."""
     out: dict[str, Any] = {"tokens": [int(t0), int(t1)], "keep": float(keep), "threshold": threshold}
     for head in pred.heads:
         n_cols = trace.d_ff if head == "down" else trace.d_model
         k = max(1, int(round(float(keep) * n_cols)))
-        rec, prec, size = [], [], []
+        rec, prec, size, mass = [], [], [], []
         for layer in range(trace.n_layers):
             prev, own = _layer_data(trace, layer, head, t0, t1)
+            guess = predict_sets(pred, layer, head, prev, k, threshold)
             truth = _targets(own, k).astype(bool)
-            logit = pred.logits(layer, head, prev)
-            if threshold is None:
-                guess = _targets(logit, k, absolute=False).astype(bool)
-            else:
-                guess = logit > np.log(threshold / (1.0 - threshold))
             hit = np.count_nonzero(guess & truth, axis=1)
             rec.append(float(np.mean(hit / k)))
             prec.append(float(np.mean(hit / np.maximum(np.count_nonzero(guess, axis=1), 1))))
             size.append(float(np.mean(np.count_nonzero(guess, axis=1)) / n_cols))
-        out[head] = {"recall": rec, "precision": prec, "set_fraction": size, "mean_recall": float(np.mean(rec)),
-                     "mean_precision": float(np.mean(prec)), "chance": float(k / n_cols)}
+            a = np.abs(own)
+            mass.append(float(np.mean((a * guess).sum(1) / np.maximum((a * truth).sum(1), 1e-30))))
+        out[head] = {"recall": rec, "precision": prec, "set_fraction": size, "mass": mass,
+                     "mean_recall": float(np.mean(rec)), "mean_precision": float(np.mean(prec)),
+                     "mean_set_fraction": float(np.mean(size)), "mean_mass": float(np.mean(mass)),
+                     "chance": float(k / n_cols)}
     return out
+
+
+def predict_sets(pred: Predictor, layer: int, head: str, prev_x: np.ndarray, k: int,
+                 threshold: float | None = None) -> np.ndarray:
+    """``[T, N]`` bool: the predicted columns of ``layer`` per token -- the top-``k`` logits, or those with
+    ``sigmoid(logit) > threshold`` -- from the previous layer's MLP input. What an engine prefetches."""
+    logit = pred.logits(layer, head, prev_x)
+    if threshold is None:
+        return _targets(logit, k, absolute=False).astype(bool)
+    if not 0.0 < float(threshold) < 1.0:
+        raise DipsimError(f"threshold must be a probability in (0, 1), got {threshold!r}")
+    return logit > np.log(threshold / (1.0 - threshold))
