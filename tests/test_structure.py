@@ -21,7 +21,8 @@ RANKS = {
     "simulator.replay": 5,
     "simulator.layout": 6, "simulator.mrc": 6,
     "simulator.engine": 7, "simulator.accuracy": 7, "simulator.synth_validation": 7,
-    "simulator.disk": 8, "simulator.sweep": 8, "simulator.methods": 8,
+    "simulator.methods": 6,   # pruning, LoRA, predictor training: below the loops that apply them
+    "simulator.disk": 8, "simulator.sweep": 8,
     "simulator.cli": 9,
     "simulator": 10,     # the package's own __init__ re-exports
 }

@@ -370,3 +370,8 @@ def wrap_model(model, tok, source: ModelSource, weight: dict[str, Any]) -> Loade
         n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, vocab_size=int(cfg_text.vocab_size), mlp_kind=kind,
     )
     return LoadedModel(model, tok, info, source, mlps)
+
+
+def decoder(model):
+    """The model without its LM head (``model.model`` for Llama-like classes)."""
+    return getattr(model, getattr(model, "base_model_prefix", ""), None) or model

@@ -19,6 +19,12 @@ from common.jsonio import jsonable
 from .. import masking as masking_mod
 from ..config import ReplayConfig
 from ..masking.base import policy_params
+from ..methods.apply import FILE_KEYS
+from ..methods.apply import check as method_files
+from ..methods.apply import label_suffix
+
+#: the keys naming simulator.methods files (a pruned-weight variant, a LoRA adapter) and their ids
+METHOD_KEYS = tuple(k for key in FILE_KEYS for k in (key, f"{key}_id"))
 
 
 def normalize_config(cfg: Any, where: str = "config") -> dict[str, Any]:
@@ -34,6 +40,7 @@ def normalize_config(cfg: Any, where: str = "config") -> dict[str, Any]:
                           f"got {type(cfg).__name__}")
     cfg = dict(cfg)
     label = cfg.pop("label", None)
+    files = {k: cfg.pop(k) for k in METHOD_KEYS if k in cfg}
     if cfg.get("masking", "dip") == "dense" and "keep" not in cfg:
         cfg["keep"] = 1.0
     rc = ReplayConfig.from_flat(cfg, where).check(where)
@@ -43,13 +50,14 @@ def normalize_config(cfg: Any, where: str = "config") -> dict[str, Any]:
     if rc.dram_fraction is None and rc.dram_bytes is None:
         rc = dataclasses.replace(rc, dram_fraction=0.5)
     out = jsonable(rc.flat())
+    out.update(method_files(files, where))   # pruned-weight variant / LoRA adapter files, with their ids
     out["label"] = str(label) if label is not None else config_label(out)
     return out
 
 
 def replay_config(cfg: dict[str, Any]) -> ReplayConfig:
     """The replay configuration of a normalized configuration."""
-    return ReplayConfig.from_flat({k: v for k, v in cfg.items() if k != "label"})
+    return ReplayConfig.from_flat({k: v for k, v in cfg.items() if k != "label" and k not in METHOD_KEYS})
 
 
 def config_label(cfg: dict[str, Any]) -> str:
@@ -69,7 +77,7 @@ def config_label(cfg: dict[str, Any]) -> str:
         text += f" {cfg['allocation']}"
     if cfg.get("weight_format", "source") != "source":
         text += f" {cfg['weight_format']}"
-    return text
+    return text + label_suffix(cfg)
 
 
 def check_run_args(tokens: Any, prefill: Any, warmup: Any, calib_tokens: Any) -> tuple[int, int, int, int]:

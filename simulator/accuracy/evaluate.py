@@ -72,6 +72,12 @@ def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text
     if loop not in LOOPS:
         raise DipsimError(f"unknown loop {loop!r}; allowed: {', '.join(LOOPS)}")
     cfgs = [normalize_config(c, f"config {i + 1}" if len(configs) > 1 else "config") for i, c in enumerate(configs)]
+    if loop == "token":   # simulator.methods' files and look-ahead policies run in the layer-wise loop only
+        for c in cfgs:
+            p = replay_config(c).policy()
+            if c.get("variant") or c.get("adapter") or "prev_x" in (p.score_source("x"), p.score_source("h")):
+                raise DipsimError(f"config {c['label']!r}: variants, adapters and look-ahead predictors run in the "
+                                  f"layer-wise loop only (loop='layer')")
     tokens, prefill, warmup, calib_tokens = check_run_args(tokens, prefill, warmup, calib_tokens)
     corpus = load_corpus(text, dataset, text_column)
     source = model.source if isinstance(model, LoadedModel) else resolve(model)

@@ -46,8 +46,8 @@ class ConfigRun:
     masks: dict[str, np.ndarray] = field(default_factory=dict)   # [T, L, N] per group, with details
 
     @property
-    def prunes(self) -> bool:
-        return any(r.group.pruned for r in self.runs)
+    def prunes(self) -> bool:   # or runs other weights (simulator.methods): needs its own forward
+        return any(r.group.pruned for r in self.runs) or bool(self.cfg.get("variant") or self.cfg.get("adapter"))
 
     @property
     def split(self) -> bool:
@@ -68,9 +68,13 @@ class _Masker:
         self.select_seconds = 0.0
         self.rec_x = self.rec_h = None
         self.on_layer = lambda: None
+        self.prev_x: dict[int, np.ndarray] = {}   # MLP inputs for look-ahead policies (score_source "prev_x")
+        self.look_ahead = False
 
     def start(self, run: ConfigRun) -> None:
         self.run = run
+        self.prev_x = {}
+        self.look_ahead = any(r.group.pruned and r.policy.score_source(r.group.kind) == "prev_x" for r in run.runs)
         if self.details:
             info = self.lm.info
             T = run.runs[0].selected.shape[0]
@@ -91,14 +95,22 @@ class _Masker:
         acts = a[0, self.n_pre:].float()
         if self.details:
             (self.rec_x if kind == "x" else self.rec_h)[i] = acts.numpy()
+        if self.look_ahead and kind == "x":
+            self.prev_x = {i: acts.numpy().copy(), **{j: v for j, v in self.prev_x.items() if j == i - 1}}
         scores = acts.abs().numpy()
         t0 = time.perf_counter()
-        masks = {r.group.name: r.run_layer(i, scores) for r in self.run.runs if r.group.kind == kind}
+        masks = {r.group.name: r.run_layer(i, self._scores(r, i, scores))
+                 for r in self.run.runs if r.group.kind == kind}
         self.select_seconds += time.perf_counter() - t0
         if self.details:
             for name, m in masks.items():
                 self.run.masks[name][:, i] = m
         return masks
+
+    def _scores(self, r, i: int, own: np.ndarray) -> np.ndarray:
+        if r.group.pruned and r.policy.score_source(r.group.kind) == "prev_x":
+            return r.policy.scores_from(i, r.group.kind, self.prev_x[max(i - 1, 0)])
+        return own
 
     def mlp_hook(self, i: int):
         def hook(mod, args, kwargs):
@@ -171,7 +183,8 @@ def layerwise(lm, seq: list[int], n_pre: int, runs: list[ConfigRun], dense_hidde
     """
     import torch
 
-    from ..replay import progress_bar
+    from ..methods.apply import applied
+    from common.progress import progress_bar
 
     L = lm.info.n_layers
     masked = [r for r in runs if r.prunes]
@@ -189,7 +202,8 @@ def layerwise(lm, seq: list[int], n_pre: int, runs: list[ConfigRun], dense_hidde
         with torch.inference_mode():
             for run in masked:
                 masker.start(run)
-                out = decoder(lm.model)(input_ids=torch.tensor([seq]), use_cache=False)
+                with applied(lm, run.cfg):   # the configuration's variant / adapter, if it names one
+                    out = decoder(lm.model)(input_ids=torch.tensor([seq]), use_cache=False)
                 hidden.append(out.last_hidden_state[0])
                 if details:
                     rec["x"].append(masker.rec_x)

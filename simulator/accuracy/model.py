@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from traces.models import decoder  # noqa: F401  (re-exported: the loops find the decoder here)
+
 
 def first_arg(args, kwargs):
     """The tensor a forward (pre-)hook sees first, passed positionally or by keyword."""
@@ -27,11 +29,6 @@ def replace_first(args, kwargs, value):
 
 def text_config(model):
     return getattr(model.config, "text_config", None) or model.config
-
-
-def decoder(model):
-    """The model without its LM head (``model.model`` for Llama-like classes)."""
-    return getattr(model, getattr(model, "base_model_prefix", ""), None) or model
 
 
 def head_logits(model, hidden):

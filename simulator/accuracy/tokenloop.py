@@ -306,7 +306,7 @@ def closed_loop(lm, seq: list[int], runs: list[TokenConfigRun], n_rows: int, n_p
 def _run(lm, seq, runs, B, n_pre, state, progress, details, batch_invariant) -> LoopResult:
     import torch
 
-    from ..replay import progress_bar as _bar
+    from common.progress import progress_bar as _bar
 
     n = len(seq)
     model = lm.model

@@ -136,6 +136,17 @@ class MaskingPolicy:
         return np.concatenate([one.select(scores[t:t + 1], None, int(k)) for t in range(scores.shape[0])]) \
             if scores.shape[0] else np.zeros(scores.shape, dtype=bool)
 
+    def score_source(self, kind: str) -> str:
+        """Which activations the loops score a group of ``kind`` (``"x"``: up/gate, ``"h"``: down) by:
+        ``"own"`` -- ``|x|`` / ``|h|`` of the layer itself (every policy but a look-ahead predictor);
+        ``"prev_x"`` -- the raw MLP input of the previous layer (layer 0: its own), turned into scores by
+        :meth:`scores_from` (``masking/predictor.py``). Replay and the layer-wise closed loop honour it."""
+        return "own"
+
+    def scores_from(self, layer: int, kind: str, prev_x: np.ndarray) -> np.ndarray:
+        """Scores ``[T, N]`` of a ``"prev_x"`` group from ``prev_x [T, d_model]`` (see :meth:`score_source`)."""
+        raise NotImplementedError
+
     def row_rule(self) -> tuple[int, np.ndarray] | None:
         """The compiled per-token rule ``(kernels.SELECT_* code, float64 params)`` of a cache-aware
         policy, or None (the cache then calls the policy's Python ``select`` per token)."""

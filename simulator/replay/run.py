@@ -11,7 +11,6 @@ drives the same :class:`GroupRun` objects with the live model's activations.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import DipsimError
+from common.progress import progress_bar
 from traces.format import Trace
 
 from .. import caches as caches_mod
@@ -133,7 +133,10 @@ def replay(trace: Trace, masking: Any = "dip", cache: str | None = None, allocat
     def one_layer(layer: int) -> None:
         scores = {kind: trace.abs_layer(kind, layer, 0, T) for kind in kinds}
         for r in runs:
-            r.run_layer(layer, scores.get(r.group.kind))
+            s = scores.get(r.group.kind)
+            if r.group.pruned and r.policy.score_source(r.group.kind) == "prev_x":   # a look-ahead predictor
+                s = r.policy.scores_from(layer, r.group.kind, np.asarray(trace.x(max(layer - 1, 0))[:T], np.float32))
+            r.run_layer(layer, s)
 
     n_threads = _threads(L, threads, sum(g.n_columns for g in setup.groups) * L)
     bar = progress_bar(L, progress, f"replay {cfg.masking}+{cfg.cache}", unit="layer")
@@ -159,11 +162,3 @@ def _threads(L: int, threads: int | None, columns_per_token: int) -> int:
     if threads is None:
         threads = min(2, os.cpu_count() or 1) if columns_per_token >= 200_000 else 1
     return max(1, min(int(threads), L))
-
-
-def progress_bar(total: int, enabled: bool, desc: str, unit: str = "tok"):
-    """A tqdm bar on stderr (disabled: a no-op with the same interface)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit=unit, desc=desc, disable=not enabled, file=sys.stderr, dynamic_ncols=True,
-                leave=False)
