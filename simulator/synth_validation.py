@@ -211,10 +211,11 @@ def error_columns(validation: dict[str, Any] | None, config: dict[str, Any], fra
         return out
     h = float(totals["hit_rate"])
     out["hit_rate_low"], out["hit_rate_high"] = max(h - err, 0.0), min(h + err, 1.0)
-    if engine and engine.get("tokens_per_s"):
-        rel = err / max(1.0 - h, 1e-12)
+    if engine and engine.get("tokens_per_s") and h < 1.0:
         lat = 1000.0 / float(engine["tokens_per_s"])
-        flash = rel * float(engine.get("flash_ms_per_token") or 0.0)
-        out["tokens_per_s_low"] = 1000.0 / (lat + flash)
-        out["tokens_per_s_high"] = 1000.0 / max(lat - flash, 1e-9)
+        flash = float(engine.get("flash_ms_per_token") or 0.0)
+        # misses are (1 - h) of the selected bytes; the hit rate stays within [0, 1]
+        more, fewer = (h - out["hit_rate_low"]) / (1.0 - h), (out["hit_rate_high"] - h) / (1.0 - h)
+        out["tokens_per_s_low"] = 1000.0 / (lat + more * flash)
+        out["tokens_per_s_high"] = 1000.0 / max(lat - fewer * flash, 1e-9)
     return out

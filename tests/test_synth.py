@@ -434,6 +434,10 @@ def test_error_columns_bound_hit_rate_and_tokens_per_s():
     assert cols["hit_rate_low"] == pytest.approx(0.58) and cols["hit_rate_high"] == pytest.approx(0.62)
     # misses 0.4 of the selected bytes; +-0.02 hit rate is +-5% flash: 100 ms +- 2 ms
     assert cols["tokens_per_s_low"] == pytest.approx(1000 / 102) and cols["tokens_per_s_high"] == pytest.approx(1000 / 98)
+    # near 1 the hit rate cannot pass 1: at most every miss goes (100 ms, 40 of them flash -> 60 ms)
+    cols = error_columns(VALIDATION, cfg, 0.5, {"hit_rate": 0.99}, {"tokens_per_s": 10.0, "flash_ms_per_token": 40.0})
+    assert cols["hit_rate_high"] == 1.0 and cols["tokens_per_s_high"] == pytest.approx(1000 / 60)
+    assert cols["tokens_per_s_low"] == pytest.approx(1000 / (100 + 2 * 40))      # 0.01 -> 0.03 misses: 3x
 
 
 def test_a_sweep_over_a_synthetic_model_carries_its_error(tmp_path, monkeypatch):
