@@ -292,3 +292,67 @@ def test_paper_a18_is_the_papers_formula(log, small, masking):
     t = engine.simulate(lg, "paper-a18", miss_via_dram=True).summary()
     if masking != "dense" or t["flash_read_bytes_per_token"] > 0:
         assert t["tokens_per_s"] < s["tokens_per_s"]
+
+
+def test_lookahead_timeline_by_hand():
+    """Two layers, the second layer's down reads known a layer early (look-ahead): worked by hand.
+    Attention 1 s, up/gate reads 2 s, down reads 3 s, hits 0.5 s, landed 0 s, overlap on.
+    Without look-ahead: layer 0 up 1..3, down 3..6; layer 1 attention to 7, up 7..9, down 9..12.
+    With it: the job (3 s) is issued at 1 but yields to layer 0's demand reads (1..3, 3..6); it runs
+    6..7, yields to layer 1's up/gate reads (7..9), and finishes 9..11; layer 1 ends at 11."""
+    from simulator.engine.lookahead import lookahead_timeline
+
+    f = np.array([[[2.0, 3.0], [2.0, 3.0]]])
+    h = np.full((1, 2, 2), 0.5)
+    m = np.zeros((1, 2, 2))
+    none = np.zeros((2, 2), dtype=bool)
+    down1 = none.copy()
+    down1[1, 1] = True
+    lat, _, end = lookahead_timeline(np.array([1.0]), f, h, m, none, True, 0.0)
+    assert lat.tolist() == [12.0] and end[0, 0].tolist() == [3.0, 6.0]
+    lat, done, end = lookahead_timeline(np.array([1.0]), f, h, m, down1, True, 0.0)
+    assert lat.tolist() == [11.0] and done[0, 1].tolist() == [9.0, 11.0] and end[0, 1].tolist() == [9.0, 11.0]
+
+
+@st.composite
+def timelines(draw):
+    T, L = draw(st.integers(1, 3)), draw(st.integers(1, 5))
+    times = st.floats(0, 5, allow_nan=False, allow_infinity=False)
+    arr = lambda *shape: np.array(draw(st.lists(times, min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))).reshape(shape)  # noqa: E731
+    early = np.array(draw(st.lists(st.booleans(), min_size=2 * L, max_size=2 * L))).reshape(L, 2)
+    early[0] = False                  # nothing is known before the first layer
+    return arr(T), arr(T, L, 2), arr(T, L, 2), arr(T, L, 2), early, draw(st.booleans()), draw(times)
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=timelines())
+def test_lookahead_never_slows_a_token(case):
+    """Look-ahead reads yield to the reads a layer waits for, so any set of look-ahead stages gives
+    every token a latency no higher than reading on demand; with none it is batch mode's sum."""
+    from simulator.engine.lookahead import lookahead_timeline
+
+    t_attn, f, h, m, early, overlap, head = case
+    base, _, _ = lookahead_timeline(t_attn, f, h, m, np.zeros_like(early), overlap, head)
+    first = np.maximum(f, h) if overlap else f + h
+    np.testing.assert_allclose(base, (t_attn[:, None] + (first + m).sum(axis=2)).sum(axis=1) + head, rtol=1e-12)
+    ahead, _, _ = lookahead_timeline(t_attn, f, h, m, early, overlap, head)
+    assert (ahead <= base + 1e-9).all()
+
+
+def test_oracle_predictor_prefetch_on_the_engine(small, tmp_path):
+    """The oracle predictor picks DIP's masks, known a layer early: with prefetch off its tokens/s
+    equals DIP's exactly (same access log, same reads), with prefetch on it is at least as fast, and
+    a timeline shows the look-ahead reads."""
+    dev = device(tmp_path)
+    dip = simulator.replay(small, "dip", "lru", keep=0.5, dram_fraction=0.5, warmup=4)
+    ora = simulator.replay(small, "predictor", "lru", keep=0.5, dram_fraction=0.5, warmup=4, oracle=True,
+                           upgate="predict")
+    assert all((ora.groups[g].missed_bits == dip.groups[g].missed_bits).all() for g in dip.groups)
+    base = engine.simulate(dip, dev).summary()["tokens_per_s"]
+    off = engine.simulate(ora, dev, prefetch=False).summary()["tokens_per_s"]
+    on = engine.simulate(ora, dev, chrome_trace=tmp_path / "t.json", chrome_tokens=1).summary()
+    assert off == base and on["tokens_per_s"] > base
+    names = {e["name"] for e in json.loads((tmp_path / "t.json").read_text())["traceEvents"]}
+    assert "flash L1 down (look-ahead)" in names and "flash L0 down" in names
+    with pytest.raises(DipsimError, match="fine does not model reads issued a layer ahead"):
+        engine.simulate(ora, dev, mode="fine")

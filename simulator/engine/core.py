@@ -13,10 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import DipsimError
+
 from ..config import EngineConfig
 from ..layout import Layout
 from ..replay import AccessLog
 from .flash_stages import FlashStages, flash_stages, stage_groups
+from .lookahead import early_stages, lookahead_timeline, timeline_events
 from .result import EngineResult, footprint_and_baselines
 from .shape import ModelShape, Models
 
@@ -97,7 +100,10 @@ class Engine:
         self.n_events = 0
         self.fast = self.cfg.mode == "batch" and self.events is None
         self.layer_dur = self.stage_dur.sum(axis=2) + self.t_attn[:, None]
-        if self.fast:
+        early = early_stages(self.log, self.prefetch)
+        if early.any():
+            self._lookahead(early)
+        elif self.fast:
             self._closed_form()
         else:
             self.env.process(self._tokens())
@@ -110,6 +116,22 @@ class Engine:
         busy_flash = self.fs.time.sum(axis=(1, 2)) + self.fs.background
         busy_dc = self.L * self.t_attn + (self.t_hit + self.t_miss).sum(axis=(1, 2)) + self.t_head
         return self.latency, busy_flash, busy_dc, self.n_events
+
+    def _lookahead(self, early: np.ndarray) -> None:
+        """A look-ahead policy's reads issued a layer early (``engine/lookahead.py``): the token's
+        timeline as a compiled recurrence over layers (batch mode's stage times)."""
+        if self.cfg.mode == "fine":
+            raise DipsimError("engine: mode: fine does not model reads issued a layer ahead (a look-ahead "
+                              "predictor); use mode batch, or engine.prefetch false")
+        f, h, m = self.fs.time, self.t_hit, np.broadcast_to(self.t_miss, self.fs.time.shape)
+        lat, done, end = lookahead_timeline(np.ascontiguousarray(self.t_attn, dtype=float), f,
+                                              np.ascontiguousarray(h, dtype=float), np.ascontiguousarray(m, dtype=float),
+                                              early, bool(self.cfg.overlap_io), float(self.t_head))
+        bg = self.fs.background
+        self.latency[:] = np.maximum(lat, np.where(bg > 0, bg + f.sum(axis=(1, 2)), 0.0))
+        self.n_events = int(self.T * (3 * self.L + 1))
+        if self.events is not None:
+            self.events.extend(timeline_events(self.latency, self.t_attn, f, done, end, early, self.chrome_tokens))
 
     def _closed_form(self) -> None:
         """Plain batch mode without a timeline: every token is its layers one after another, then the

@@ -143,6 +143,13 @@ class MaskingPolicy:
         :meth:`scores_from` (``masking/predictor.py``). Replay and the layer-wise closed loop honour it."""
         return "own"
 
+    def available_at(self, kind: str, layer: int) -> tuple[int, str]:
+        """``(layer, point)`` after which the set of group ``kind`` at ``layer`` is known: ``"mlp_input"``
+        (x of that layer exists) or ``"glu_output"`` (h does). Own-activation policies know a layer's
+        sets in that layer; a look-ahead predictor knows them a layer earlier, which the engine's
+        prefetch uses (``engine/lookahead.py``)."""
+        return layer, "mlp_input" if kind == "x" else "glu_output"
+
     def scores_from(self, layer: int, kind: str, prev_x: np.ndarray) -> np.ndarray:
         """Scores ``[T, N]`` of a ``"prev_x"`` group from ``prev_x [T, d_model]`` (see :meth:`score_source`)."""
         raise NotImplementedError
