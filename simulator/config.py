@@ -200,7 +200,7 @@ class TraceSpec(ConfigBase):
 
 
 # ----------------------------------------------------------------------------------------- a sweep point
-POINT_KEYS = ("trace", "device", "engine", "layout", "accuracy", "accuracy_tokens")
+POINT_KEYS = ("trace", "device", "engine", "layout", "accuracy", "accuracy_tokens", "variant", "adapter")
 
 
 def point_keys() -> list[str]:
@@ -227,8 +227,10 @@ def _trace(v: Any, where: str) -> Any:
 @dataclass(frozen=True)
 class PointConfig:
     """One sweep point: a trace (a path, or a ``TraceSpec`` to capture), what replay does, and what
-    the point adds: a device for the engine (with engine and layout options) and accuracy in the loop
-    (over ``accuracy_tokens`` tokens, default the trace's)."""
+    the point adds: a device for the engine (with engine and layout options), accuracy in the loop
+    (over ``accuracy_tokens`` tokens, default the trace's), and ``simulator.methods`` files: a pruned
+    ``variant`` of the weights (its stored bytes per weight become the weight format) and a LoRA
+    ``adapter`` (its fp16 bytes stay in DRAM beside the static weights)."""
 
     trace: Any
     replay: ReplayConfig
@@ -237,6 +239,8 @@ class PointConfig:
     layout: LayoutConfig = LayoutConfig()
     accuracy: bool = False
     accuracy_tokens: int | None = None
+    variant: str | None = None
+    adapter: str | None = None
 
     @classmethod
     def from_flat(cls, params: dict[str, Any], where: str) -> "PointConfig":
@@ -251,11 +255,13 @@ class PointConfig:
         accuracy = boolean(p.pop("accuracy", False), child(where, "accuracy"))
         acc_tokens = number(2, None, integer=True, optional=True)(p.pop("accuracy_tokens", None),
                                                                   child(where, "accuracy_tokens"))
+        variant = text()(p.pop("variant", None), child(where, "variant"))
+        adapter = text()(p.pop("adapter", None), child(where, "adapter"))
         replay = ReplayConfig.from_flat(p, where).check(where)
         if accuracy and isinstance(trace, TraceSpec) and trace.synthetic is not None:
             raise DipsimError(f"{child(where, 'accuracy')}: a synthetic trace ({trace.model}) has no model to run "
                               f"in the loop; accuracy needs a captured trace")
-        return cls(trace, replay, device, engine, layout, accuracy, acc_tokens)
+        return cls(trace, replay, device, engine, layout, accuracy, acc_tokens, variant, adapter)
 
     def drop_reason(self) -> str | None:
         """Why the point cannot run although every value is valid (None: it can)."""

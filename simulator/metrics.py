@@ -44,7 +44,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "energy_mj_per_token": ("mJ/token", "flash + DRAM read energy per token (profiles with energy figures)"),
     "dram_footprint_bytes": ("B", "static weights + the DRAM cache + the KV cache at its longest"),
     "dram_cache_bytes": ("B", "bytes of the DRAM cache of MLP columns"),
-    "static_dram_bytes": ("B", "static weights (attention, embedding, LM head) + the longest KV cache"),
+    "static_dram_bytes": ("B", "static weights (attention, embedding, LM head, a LoRA adapter) + the longest KV "
+                               "cache"),
+    "adapter_bytes": ("B", "a LoRA adapter's fp16 bytes, kept in DRAM beside the weights (unmerged)"),
     "fits_in_dram": ("bool", "the footprint fits the device's usable DRAM"),
     "memory_saved_bytes": ("B", "DRAM footprint saved against holding the whole dense model in DRAM"),
     "memory_saved_fraction": ("fraction", "the same as a share of the dense model's footprint"),

@@ -345,3 +345,34 @@ def test_the_device_decides_the_budget_when_the_experiment_does_not(tmp_path):
                     log=lambda s: None)
     fixed = sweep.load_results(out2)
     assert (fixed["m.cache_budget_from"] == "dram_fraction").all() and fixed["m.hit_rate"].nunique() == 1
+
+
+def test_points_name_a_pruned_variant_and_a_lora_adapter(tmp_path, dev):
+    """A variant's stored bytes per weight become the weight format (its columns are cheaper to cache
+    and read); an adapter's fp16 bytes join the static DRAM and the bytes every token reads."""
+    import numpy as np
+
+    from common import store
+
+    meta = {"kind": "variant", "model": "smollm2-135m", "method": "sparsegpt", "sparsity": 0.5,
+            "bytes": {"bitmask_per_weight": 0.4375}}
+    store.save(tmp_path / "v.safetensors", {"x": np.zeros(2, np.float32)}, meta)
+    store.save(tmp_path / "a.safetensors", {"A": np.zeros(2, np.float32)},
+               {"kind": "adapter", "model": "smollm2-135m", "rank": 16, "params": 3_000_000, "fp16_bytes": 6e6})
+    body = base_exp(dev, base={"masking": "dense", "cache": "lru", "warmup": 4, "device": dev, "dram_fraction": 0.5},
+                    grid={"variant": [None, str(tmp_path / "v.safetensors")],
+                          "adapter": [None, str(tmp_path / "a.safetensors")]})
+    out = tmp_path / "out"
+    sweep.run_sweep(sweep.load_experiment(write_exp(tmp_path, body)), out, jobs=1, progress=False, log=lambda s: None)
+    df = sweep.load_results(out)
+    plain = df[df["p.variant"].isna() & df["p.adapter"].isna()].iloc[0]
+    pruned = df[df["p.variant"].notna() & df["p.adapter"].isna()].iloc[0]
+    lora = df[df["p.variant"].isna() & df["p.adapter"].notna()].iloc[0]
+    assert pruned["m.upgate.bytes_per_column"] == pytest.approx(plain["m.upgate.bytes_per_column"] * 0.4375 / 0.625)
+    assert pruned["m.flash_bytes_per_token"] < plain["m.flash_bytes_per_token"]
+    assert lora["m.static_dram_bytes"] - plain["m.static_dram_bytes"] == 6_000_000
+    assert lora["m.dram_read_bytes_per_token"] - plain["m.dram_read_bytes_per_token"] == pytest.approx(6e6)
+    assert lora["m.tokens_per_s"] <= plain["m.tokens_per_s"] and lora["m.adapter_bytes"] == 6e6
+    bad = base_exp(dev, base={"masking": "dense", "device": dev, "adapter": str(tmp_path / "v.safetensors")})
+    with pytest.raises(DipsimError, match="a 'variant' file, expected a 'adapter' file"):
+        sweep.load_experiment(write_exp(tmp_path, bad, "bad.yaml"))

@@ -33,6 +33,7 @@ class ModelShape:
     context: int
     kv_bytes_per_value: float = 2.0
     tied_lm_head: bool | None = None  # None: a trace from before the field; guessed from equal sizes
+    adapter_bytes: float = 0.0       # a LoRA adapter kept beside the weights (read every token, layer by layer)
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> "ModelShape":
@@ -48,7 +49,8 @@ class ModelShape:
                    static_bytes_per_weight=float(meta.get("static_bytes_per_weight") or meta["bytes_per_weight"]),
                    n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, vocab_size=vocab,
                    context=int(meta.get("context") or 2048),
-                   tied_lm_head=None if meta.get("tied_lm_head") is None else bool(meta["tied_lm_head"]))
+                   tied_lm_head=None if meta.get("tied_lm_head") is None else bool(meta["tied_lm_head"]),
+                   adapter_bytes=float(meta.get("adapter_bytes") or 0.0))
 
     def kv_bytes(self, position: int | np.ndarray) -> np.ndarray:
         """KV cache bytes one layer reads at a position (keys and values of every earlier token)."""
@@ -56,7 +58,8 @@ class ModelShape:
 
     @property
     def attn_bytes(self) -> float:
-        return self.attn_params_per_layer * self.static_bytes_per_weight
+        """Static bytes a layer reads every token besides its MLP: attention and norms (and an adapter's share)."""
+        return self.attn_params_per_layer * self.static_bytes_per_weight + self.adapter_bytes / self.n_layers
 
     @property
     def head_bytes(self) -> float:

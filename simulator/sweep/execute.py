@@ -89,14 +89,31 @@ def run_points(group: list[PointConfig], threads: int | None = 1) -> list[dict[s
     return [run_point(p, threads) for p in group]
 
 
+def point_meta(cfg: PointConfig) -> dict[str, Any]:
+    """The trace's metadata as the point's model has it: with a LoRA adapter, its fp16 bytes
+    (``adapter_bytes``) join the static weights the engine and the device budget count."""
+    meta = dict(trace_for(cfg.trace).meta)
+    if cfg.adapter:
+        from common.store import read_meta
+
+        meta["adapter_bytes"] = float(read_meta(cfg.adapter, "adapter")["fp16_bytes"])
+    return meta
+
+
 def resolved(cfg: PointConfig) -> PointConfig:
-    """The point with its cache budget decided: a point naming a device but neither dram_fraction
-    nor dram_bytes gets what the device leaves (``engine.budget``)."""
+    """The point with what its files and device decide: a pruned variant's stored bytes per weight
+    as the weight format (unless the point sets one), and for a point naming a device but neither
+    dram_fraction nor dram_bytes, the cache budget the device leaves (``engine.budget``)."""
     from ..engine.budget import budget_source, with_device_budget
 
+    if cfg.variant and cfg.replay.weight_format == "source":
+        from ..methods.variants import bytes_per_weight
+
+        cfg = dataclasses.replace(cfg, replay=dataclasses.replace(cfg.replay,
+                                                                  weight_format=bytes_per_weight(cfg.variant)))
     if budget_source(cfg.replay, cfg.device) != "device":
         return cfg
-    return dataclasses.replace(cfg, replay=with_device_budget(cfg.replay, cfg.device, trace_for(cfg.trace).meta))
+    return dataclasses.replace(cfg, replay=with_device_budget(cfg.replay, cfg.device, point_meta(cfg)))
 
 
 def run_point(cfg: PointConfig, threads: int | None = 1) -> dict[str, Any]:
@@ -114,9 +131,13 @@ def run_point(cfg: PointConfig, threads: int | None = 1) -> dict[str, Any]:
     for g, v in tot["groups"].items():
         for k, x in v.items():
             row[f"m.{g}.{k}"] = x
+    if cfg.adapter:
+        row["m.adapter_bytes"] = point_meta(cfg)["adapter_bytes"]
     if cfg.device is not None:
         from ..engine import simulate
 
+        if cfg.adapter:     # the engine reads the model's static parts from the log's metadata
+            log = dataclasses.replace(log, trace_meta=point_meta(cfg))
         res = simulate(log, cfg.device, layout=cfg.layout, engine=cfg.engine)
         for k, v in res.summary().items():
             if not isinstance(v, (dict, list)):
@@ -146,6 +167,7 @@ def accuracy_config(cfg: PointConfig) -> dict[str, Any]:
     out = cfg.replay.flat()
     for k in ("warmup", "calib_tokens", "tokens"):
         out.pop(k)
+    out.update({k: v for k, v in (("variant", cfg.variant), ("adapter", cfg.adapter)) if v})
     return out
 
 

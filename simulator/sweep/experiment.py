@@ -306,6 +306,10 @@ def _check_point(p: Path, readable: str, params: dict[str, Any], check_traces: b
     """The point's checked configuration; its device and trace file must exist."""
     where = f"{p}: point {readable}"
     cfg = PointConfig.from_flat(params, where)
+    if cfg.variant or cfg.adapter:      # the files' headers: kind and id (no tensor is read)
+        from ..methods.apply import check
+
+        check({"variant": cfg.variant, "adapter": cfg.adapter}, where)
     if cfg.device is not None:
         try:
             _check_device(cfg.device, _file_version(cfg.device))
