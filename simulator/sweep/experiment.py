@@ -294,12 +294,18 @@ def _expand(exp: Experiment, base, grid, zipped, traces, check_traces: bool) -> 
                     exp.points.append(Point(f"{readable}#{h}", params, cfg))
 
 
+#: point keys that name files: a relative path is looked up beside the experiment file when it does
+#: not exist from the working directory
+FILE_KEYS = ("trace", "variant", "adapter", "predictor_file")
+
+
 def _resolve_trace_path(exp_path: Path, params: dict[str, Any]) -> None:
-    tr = params.get("trace")
-    if isinstance(tr, str) and not os.path.isabs(tr):
-        cand = exp_path.parent / tr
-        if not Path(tr).exists() and cand.exists():
-            params["trace"] = str(cand)
+    for key in FILE_KEYS:
+        v = params.get(key)
+        if isinstance(v, str) and v and not os.path.isabs(v):
+            cand = exp_path.parent / v
+            if not os.path.exists(v) and os.path.exists(cand):
+                params[key] = str(cand)
 
 
 def _check_point(p: Path, readable: str, params: dict[str, Any], check_traces: bool) -> PointConfig:
