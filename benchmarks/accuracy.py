@@ -82,7 +82,7 @@ def main() -> None:
     print(f"{'configuration':42s} {'perplexity':>10s} {'KL':>7s} {'top-1':>6s} {'hit rate':>8s}")
     for r in layer_res:
         print(f"{r['label']:42s} {r['perplexity']:10.3f} {r['kl_to_dense']:7.3f} {r['top1_agreement']:6.3f} "
-              f"{r['hit_rate']:8.3f}")
+              f"{r['closed_loop_hit_rate']:8.3f}")
     if a.skip_token_loop:
         return
     tt = a.token_loop_tokens or a.tokens
