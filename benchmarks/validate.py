@@ -56,7 +56,7 @@ def main() -> None:
               f"{fit['median_abs_error']:.1%} (max {fit['max_abs_error']:.1%})", flush=True)
         for name, kw, lay in CONFIGS:
             res = validate(trace, prof, file=work / "dipsim-validate.bin", rounds=1, tokens=a.tokens, progress=False,
-                           layout_opts=lay, **kw)
+                           layout=lay, **kw)
             errors[name].append(res["median_signed_error"])
             measured[name].append(res["measured_s_per_token"])
             simulated[name].append(res["simulated_s_per_token"])
