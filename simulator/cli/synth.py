@@ -17,6 +17,8 @@ from typing import Any
 
 from common.errors import DipsimError
 
+from .options import positive_int
+
 HELP = """\
 Generate a synthetic trace of a model too large to trace on this machine, from a statistical model
 fitted to real traces (traces/synth/NOTES.md): per layer and group, columns with a heavy-tailed
@@ -54,16 +56,6 @@ Qwen2.5-Coder-1.5B, 1024 tokens each of the default corpus.
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``synth`` (generate) with its ``fit`` and ``validate`` sub-verbs; returns its parser."""
     from traces.synth.presets import PRESETS, WEIGHT_FORMATS
@@ -72,14 +64,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=HELP.format(presets=", ".join(PRESETS), formats=", ".join(WEIGHT_FORMATS)),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--like", metavar="NAME", help=f"model geometry to generate: {', '.join(PRESETS)}")
-    s.add_argument("--tokens", type=_positive_int, default=1024, metavar="N", help="tokens to generate (default 1024)")
+    s.add_argument("--tokens", type=positive_int, default=1024, metavar="N", help="tokens to generate (default 1024)")
     s.add_argument("--out", metavar="FILE", help="trace file to write (.safetensors)")
     s.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0); same seed, same trace")
     s.add_argument("--weight-format", metavar="F",
                    help="bytes per weight for MLP and static weights: a format name or a number (default: the "
                         "preset's, Q4_K = 0.5625 B)")
     s.add_argument("--fit", metavar="FILE", help="fit to generate from (default: the one shipped with dipsim)")
-    s.add_argument("--threads", type=_positive_int, default=2, metavar="N", help="generation threads (default 2)")
+    s.add_argument("--threads", type=positive_int, default=2, metavar="N", help="generation threads (default 2)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sub = s.add_subparsers(dest="synth_command", metavar="{fit,validate}")
 
@@ -90,7 +82,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     v.add_argument("--traces", nargs="+", metavar="FILE", help="real traces, one per model of the fit")
     v.add_argument("--trace-dir", metavar="DIR", help="folder of MODEL-TOKENS.safetensors real traces "
                                                       "(default $DIPSIM_REAL_TRACES or ./traces-real)")
-    v.add_argument("--tokens", dest="val_tokens", type=_positive_int, default=1024, metavar="N",
+    v.add_argument("--tokens", dest="val_tokens", type=positive_int, default=1024, metavar="N",
                    help="tokens replayed per trace (default 1024; at most the real traces' length)")
     v.add_argument("--seed", dest="val_seed", type=int, default=0, metavar="S",
                    help="seed of the synthetic traces (default 0)")
@@ -103,10 +95,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("--traces", nargs="+", required=True, metavar="FILE", help="real traces (with h), one per model")
     f.add_argument("--out", dest="fit_out", required=True, metavar="FILE", help="fit to write (.json)")
-    f.add_argument("--tokens", dest="fit_tokens", type=_positive_int, metavar="N",
+    f.add_argument("--tokens", dest="fit_tokens", type=positive_int, metavar="N",
                    help="measure the first N tokens (default all)")
     f.add_argument("--no-validate", action="store_true", help="skip the leave-one-model-out validation")
-    f.add_argument("--validate-tokens", type=_positive_int, default=1024, metavar="N",
+    f.add_argument("--validate-tokens", type=positive_int, default=1024, metavar="N",
                    help="tokens replayed by the validation (default 1024)")
     f.add_argument("-q", "--quiet", dest="fit_quiet", action="store_true", help="no progress lines")
     s.set_defaults(run=run)
