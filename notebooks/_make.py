@@ -533,9 +533,7 @@ HARDWARE_PLOT = '''fig, ax = plots.per_device(df, "m.tokens_per_s", by="p.maskin
 gamma = df.loc[df["p.masking"] == "dip-ca", "p.gamma"].dropna().unique()
 ax.set_title(f"tokens/s by device -- {plots.context(df, skip=('p.device', 'p.gamma'))}"
              + (f"; dip-ca at γ {gamma[0]:g}" if len(gamma) == 1 else ""), fontsize=10)
-ax.get_legend().remove()
-shared_legend(fig, [ax])    # below the bars, clear of the paper-model marks
-render(fig)'''
+render(fig)    # per_device puts the legend below the bars, clear of the paper-model marks'''
 
 HARDWARE_SPEED_MD = """## Tokens/s per device
 
