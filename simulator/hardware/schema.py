@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 
 KINDS = ("flash", "dram", "compute", "device")
@@ -96,8 +96,31 @@ class CitedFigure:
         return model.bandwidth(self.block, self.queue_depth, sequential=self.sequential)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Profile:
+    """What every profile holds beside its figures: its description, the file it was read from and
+    where each value comes from (keyword-only, so that each kind's own fields come first)."""
+
+    description: str = ""
+    path: str = ""
+    provenance: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    kind: ClassVar[str]
+
+
+class PartSpec(Profile):
+    """A flash, DRAM or compute part: a profile that configures one device model."""
+
+    def model(self):
+        """This part's timing model (``simulator.devices``: FlashModel, DramModel or ComputeModel)."""
+        from .. import devices
+
+        return {"flash": devices.FlashModel, "dram": devices.DramModel, "compute": devices.ComputeModel}[
+            self.kind].from_spec(self)
+
+
 @dataclass(frozen=True)
-class FlashSpec:
+class FlashSpec(PartSpec):
     name: str
     latency: float
     unit_bandwidth: float
@@ -110,28 +133,17 @@ class FlashSpec:
     host_overhead: float = 0.0
     read_energy_per_byte: float | None = None
     cited: tuple[CitedFigure, ...] = ()
-    description: str = ""
-    path: str = ""
-    provenance: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     kind = "flash"
 
-    def model(self):
-        from ..devices.flash import FlashModel
-
-        return FlashModel.from_spec(self)
-
 
 @dataclass(frozen=True)
-class DramSpec:
+class DramSpec(PartSpec):
     name: str
     bandwidth: float
     latency: float
     efficiency: float = 1.0
     read_energy_per_byte: float | None = None
-    description: str = ""
-    path: str = ""
-    provenance: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     kind = "dram"
 
@@ -139,32 +151,19 @@ class DramSpec:
     def effective_bandwidth(self) -> float:
         return self.bandwidth * self.efficiency
 
-    def model(self):
-        from ..devices.dram import DramModel
-
-        return DramModel.from_spec(self)
-
 
 @dataclass(frozen=True)
-class ComputeSpec:
+class ComputeSpec(PartSpec):
     name: str
     fp16_flops: float
     int8_ops: float | None = None
     efficiency: float = 1.0
-    description: str = ""
-    path: str = ""
-    provenance: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     kind = "compute"
 
-    def model(self):
-        from ..devices.compute import ComputeModel
-
-        return ComputeModel.from_spec(self)
-
 
 @dataclass(frozen=True)
-class Device:
+class Device(Profile):
     name: str
     flash: FlashSpec
     dram: DramSpec
@@ -174,9 +173,6 @@ class Device:
     miss_via_dram: bool = True           # the engine's default: landed misses pass through DRAM
     prefetch: bool = True                # the engine's default: token-independent columns are read ahead
     compute: ComputeSpec | None = None
-    description: str = ""
-    path: str = ""
-    provenance: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     kind = "device"
 
