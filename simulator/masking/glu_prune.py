@@ -4,27 +4,17 @@ The CATS / TEAL-style baseline of the DIP paper: up and gate must be computed in
 GLU(x), so only the down projection saves reads.
     up/gate group: mask = all columns
     down group:    mask = top-k of |GLU(x)|
+It is DIP restricted to the down group: the same selection, with ``prunes`` leaving up/gate dense.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from ..kernels import topk_mask, topk_rows
-from .base import MaskingPolicy, register_masking
+from .base import register_masking
+from .dip import DIP
 
 
 @register_masking("glu-prune")
 @dataclass(frozen=True)
-class GLUPrune(MaskingPolicy):
+class GLUPrune(DIP):
     prunes = ("down",)
-
-    def _select(self, scores, resident, k):
-        return topk_mask(scores, k)
-
-    def select_layer(self, layer, scores, k):
-        scores = np.ascontiguousarray(scores, dtype=np.float32)
-        out = np.empty(scores.shape, dtype=bool)
-        topk_rows(scores, int(k), out)   # compiled; the same masks as topk_mask
-        return out
