@@ -32,7 +32,7 @@ import numpy as np
 
 from ..replay import AccessLog, GroupRun, ReplaySetup, access_log
 from .metrics import LoopResult, score_hidden
-from .model import decoder, first_arg, replace_first
+from .model import decoder, first_arg, fused_gate_up, replace_first
 
 
 @dataclass
@@ -137,15 +137,7 @@ class _Masker:
         def hook(mod, args, kwargs, out):
             if not self.run.split:
                 return None
-            import torch
-
-            x = first_arg(args, kwargs)
-            w, b = mod.weight, mod.bias
-            dff = w.shape[0] // 2
-            lin = torch.nn.functional.linear
-            gate = lin(x * self.m_gate[i], w[:dff], None if b is None else b[:dff])
-            up = lin(x * self.m_up[i], w[dff:], None if b is None else b[dff:])
-            return torch.cat([gate, up], dim=-1)   # Phi-3: gate first, then up (chunk(2) order)
+            return fused_gate_up(mod, first_arg(args, kwargs), self.m_gate[i], self.m_up[i])
         return hook
 
     def down_hook(self, i: int):

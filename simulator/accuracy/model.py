@@ -27,6 +27,20 @@ def replace_first(args, kwargs, value):
     return args, kwargs
 
 
+def fused_gate_up(mod, x, m_gate, m_up, linear=None):
+    """Phi-3's fused ``gate_up_proj`` output recomputed from two masked inputs ``x * m_gate`` and
+    ``x * m_up`` (its own forward ran on the unmasked x): gate first, then up (``chunk(2)`` order).
+    ``linear``: how a linear layer computes (default ``torch.nn.functional.linear``)."""
+    import torch
+
+    w, b = mod.weight, mod.bias
+    dff = w.shape[0] // 2
+    lin = linear or torch.nn.functional.linear
+    gate = lin(x * m_gate, w[:dff], None if b is None else b[:dff])
+    up = lin(x * m_up, w[dff:], None if b is None else b[dff:])
+    return torch.cat([gate, up], dim=-1)
+
+
 def text_config(model):
     return getattr(model.config, "text_config", None) or model.config
 

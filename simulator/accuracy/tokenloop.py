@@ -29,7 +29,7 @@ import numpy as np
 from .. import caches as caches_mod
 from ..replay import AccessLog, GroupLog
 from .metrics import LoopResult
-from .model import first_arg, replace_first
+from .model import first_arg, fused_gate_up, replace_first
 
 
 class TokenConfigRun:
@@ -167,7 +167,7 @@ class _TokenHooks:
 
     def __init__(self, lm, runs: list[TokenConfigRun], n_rows: int, T: int, details: bool, batch_invariant: bool):
         L, dm, dff = lm.info.n_layers, lm.info.d_model, lm.info.d_ff
-        self.lm, self.batch_invariant, self.dff = lm, batch_invariant, dff
+        self.lm, self.batch_invariant = lm, batch_invariant
         masked = [r for r in runs if r.row > 0]
         self.split = any(r.split for r in masked)
         self.state = {"active": False, "t": 0}
@@ -230,17 +230,12 @@ class _TokenHooks:
         the two masked inputs (its own forward ran on the unmasked x; simple, at twice the cost)."""
         import torch
 
-        dff = self.dff
-
         def hook(mod, args, kwargs, out):
             if not self.state["active"]:
                 return None
-            x = first_arg(args, kwargs)
-            w, b = mod.weight, mod.bias
-            lin = _rowwise_linear if self.batch_invariant else torch.nn.functional.linear
-            gate = lin(x * torch.from_numpy(self.m_gate[i])[:, None, :], w[:dff], None if b is None else b[:dff])
-            up = lin(x * torch.from_numpy(self.m_up[i])[:, None, :], w[dff:], None if b is None else b[dff:])
-            return torch.cat([gate, up], dim=-1)   # Phi-3: gate first, then up (chunk(2) order)
+            return fused_gate_up(mod, first_arg(args, kwargs), torch.from_numpy(self.m_gate[i])[:, None, :],
+                                 torch.from_numpy(self.m_up[i])[:, None, :],
+                                 _rowwise_linear if self.batch_invariant else None)
         return hook
 
     def down_hook(self, i):
