@@ -13,15 +13,10 @@ checks files, ``listing`` shows them.
 Values
     A field is a bare value or ``{value: ..., source: "..."}`` / ``{value: ..., assumed: "why"}``.
     A bare value is covered by the file's top-level ``source:``; without one it is an error, so
-    every number in a profile says where it comes from. Quantities take a unit string or a number
-    in base units (bytes, bytes/s, seconds, J/byte, FLOP/s):
-        sizes     B, kB/KB, MB, GB, TB (powers of 10); KiB, MiB, GiB, TiB (powers of 2)
-        rates     a size per second: MB/s, GB/s, GiB/s, ...; bits: Mb/s, Gb/s, Gbit/s
-        times     s, ms, us (or µs), ns
-        energy    J/B, mJ/B, uJ/B, nJ/B, pJ/B, and per bit: nJ/bit, pJ/bit
-        compute   FLOP/s, GFLOP/s, TFLOP/s, FLOPS, TFLOPS, OP/s, TOPS
-        counts    whole numbers; ``unbounded`` where allowed
-    ``unbounded`` (or YAML ``.inf``) is accepted by the flash fields that may be infinite.
+    every number in a profile says where it comes from. Quantities take a unit string ("50 us",
+    "4 KiB", "5.7 GB/s"; the units are listed in ``common.units``) or a number in base units
+    (bytes, bytes/s, seconds, J/byte, FLOP/s). ``unbounded`` (or YAML ``.inf``) is accepted by the
+    flash fields that may be infinite.
 
 Flash part (``hardware_profiles/flash/<name>.yaml``)::
 
