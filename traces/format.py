@@ -66,6 +66,11 @@ def _tensor_names(n_layers: int, has_h: bool) -> list[str]:
     return names
 
 
+def _meta_int(key: str) -> property:
+    """A read-only attribute: the metadata entry ``key`` as an int."""
+    return property(lambda self: int(self.meta[key]), doc=f"the trace's {key} (from its metadata)")
+
+
 @dataclass
 class Trace:
     """Activations of one model over one corpus, memory-mapped from a trace file.
@@ -79,21 +84,10 @@ class Trace:
     _h: list[np.ndarray] | None
     path: Path | None = None
 
-    @property
-    def n_layers(self) -> int:
-        return int(self.meta["n_layers"])
-
-    @property
-    def d_model(self) -> int:
-        return int(self.meta["d_model"])
-
-    @property
-    def d_ff(self) -> int:
-        return int(self.meta["d_ff"])
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.meta["n_tokens"])
+    n_layers = _meta_int("n_layers")
+    d_model = _meta_int("d_model")
+    d_ff = _meta_int("d_ff")
+    n_tokens = _meta_int("n_tokens")
 
     @property
     def has_h(self) -> bool:
