@@ -21,6 +21,8 @@ import math
 import re
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from .errors import DipsimError
 from .units import parse_quantity
 
@@ -62,6 +64,20 @@ def _fail(where: str, msg: str) -> DipsimError:
 def _show(v: Any) -> str:
     text = repr(v)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def per_layer_ints(value: Any, L: int, what: str, whole: str = "integers") -> np.ndarray:
+    """``value`` -- one number for every layer, or a list of ``L`` -- as an int64 array ``[L]``; a
+    one-line error for another shape or numbers that are not whole (``"{what} must be {whole}"``).
+    The caller checks the range (a policy's ``k``, a cache's capacity)."""
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        arr = np.full(L, arr)
+    if arr.shape != (L,):
+        raise DipsimError(f"{what} must be an int or a list of {L} ints (one per layer), got shape {list(arr.shape)}")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.all(np.mod(arr, 1) == 0)):
+        raise DipsimError(f"{what} must be {whole}, got {arr.tolist()}")
+    return arr.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------------- checks

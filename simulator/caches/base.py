@@ -54,6 +54,7 @@ import numpy as np
 from common.errors import DipsimError
 
 from ..kernels import LayerSelector
+from common.params import per_layer_ints
 from common.registry import Registry, check_params
 from . import _kernels, _requests
 
@@ -81,16 +82,11 @@ def make(name: str, *, n_layers: int, n_columns: int, capacity: Any, **params: A
 
 
 def as_capacity(capacity: Any, L: int, N: int) -> np.ndarray:
-    arr = np.asarray(capacity)
-    if arr.ndim == 0:
-        arr = np.full(L, arr)
-    if arr.shape != (L,):
-        raise DipsimError(f"capacity must be an int or a list of {L} ints (one per layer), got shape {list(arr.shape)}")
-    if not (np.issubdtype(arr.dtype, np.integer) or np.all(np.mod(arr, 1) == 0)):
-        raise DipsimError(f"capacity must be whole columns, got {arr.tolist()}")
+    """Columns per layer as an int array, at least 0 and at most ``N``."""
+    arr = per_layer_ints(capacity, L, "capacity", "whole columns")
     if (arr < 0).any():
         raise DipsimError(f"capacity must be >= 0 columns, got {int(arr.min())}")
-    return np.minimum(arr.astype(np.int64), N)
+    return np.minimum(arr, N)
 
 
 class CachePolicy:

@@ -32,7 +32,7 @@ import numpy as np
 from common.errors import DipsimError
 
 from ..kernels import LayerSelector
-from common.params import params_of
+from common.params import params_of, per_layer_ints
 from common.registry import Registry, check_params
 
 REGISTRY = Registry("masking policy")
@@ -63,19 +63,11 @@ def calibration_prefix(prefix: Any, policy: str) -> np.ndarray:
 
 def as_k(k: Any, L: int, N: int) -> np.ndarray:
     """``k`` as an int array of one value per layer, checked against ``0 <= k <= N``."""
-    arr = np.asarray(k)
-    if arr.ndim == 0:
-        arr = np.full(L, arr)
-    if arr.shape != (L,):
-        raise DipsimError(f"k must be an int or a list of {L} ints (one per layer), got shape {list(arr.shape)}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.equal(np.mod(arr, 1), 0)):
-            raise DipsimError(f"k must be integers, got {arr.tolist()}")
-        arr = arr.astype(np.int64)
+    arr = per_layer_ints(k, L, "k")
     if (arr < 0).any() or (arr > N).any():
         bad = int(arr[(arr < 0) | (arr > N)][0])
         raise DipsimError(f"k = {bad} out of range: a layer has {N} columns, so 0 <= k <= {N}")
-    return arr.astype(np.int64)
+    return arr
 
 
 @dataclass(frozen=True)
