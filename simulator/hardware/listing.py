@@ -39,7 +39,7 @@ def _flash_row(s: FlashSpec) -> dict[str, Any]:
 
 
 def _dram_row(s: DramSpec) -> dict[str, Any]:
-    return {"kind": "dram", "name": s.name, "sustained_gb_per_s": _r(s.effective_bandwidth / 1e9), "peak_gb_per_s": _r(s.bandwidth / 1e9),
+    return {"kind": "dram", "name": s.name, "sustained_gb_per_s": _r(s.model().effective_bandwidth / 1e9), "peak_gb_per_s": _r(s.bandwidth / 1e9),
             "latency_ns": _r(s.latency * 1e9),
             "read_energy_pj_per_byte": None if s.read_energy_per_byte is None else _r(s.read_energy_per_byte * 1e12)}
 
@@ -55,7 +55,7 @@ def _device_row(d: Device) -> dict[str, Any]:
     return {"kind": "device", "name": d.name, "flash": d.flash.name, "dram": d.dram.name,
             "compute": d.compute.name if d.compute else None,
             "dram_gib": _r(d.dram_capacity / 2 ** 30), "usable_dram_gib": _r(d.usable_dram_bytes / 2 ** 30),
-            "dram_gb_per_s": _r(d.dram.effective_bandwidth / 1e9),
+            "dram_gb_per_s": _r(d.dram_model().effective_bandwidth / 1e9),
             "flash_seq_read_mb_per_s": _r(fm.bandwidth(size, sequential=True) / 1e6),
             "flash_rand_4k_iops": _r(fm.iops(4096)),
             "fp16_tflops": _r(d.compute.fp16_flops / 1e12) if d.compute else None}

@@ -98,9 +98,10 @@ class CitedFigure:
 
 @dataclass(frozen=True, kw_only=True)
 class Profile:
-    """What every profile holds beside its figures: its description, the file it was read from and
-    where each value comes from (keyword-only, so that each kind's own fields come first)."""
+    """What every profile holds beside its figures: its name and description, the file it was read
+    from and where each value comes from (keyword-only: each kind's own fields come first)."""
 
+    name: str
     description: str = ""
     path: str = ""
     provenance: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -121,7 +122,6 @@ class PartSpec(Profile):
 
 @dataclass(frozen=True)
 class FlashSpec(PartSpec):
-    name: str
     latency: float
     unit_bandwidth: float
     units: float
@@ -139,7 +139,6 @@ class FlashSpec(PartSpec):
 
 @dataclass(frozen=True)
 class DramSpec(PartSpec):
-    name: str
     bandwidth: float
     latency: float
     efficiency: float = 1.0
@@ -147,14 +146,9 @@ class DramSpec(PartSpec):
 
     kind = "dram"
 
-    @property
-    def effective_bandwidth(self) -> float:
-        return self.bandwidth * self.efficiency
-
 
 @dataclass(frozen=True)
 class ComputeSpec(PartSpec):
-    name: str
     fp16_flops: float
     int8_ops: float | None = None
     efficiency: float = 1.0
@@ -164,7 +158,6 @@ class ComputeSpec(PartSpec):
 
 @dataclass(frozen=True)
 class Device(Profile):
-    name: str
     flash: FlashSpec
     dram: DramSpec
     dram_capacity: int
