@@ -32,7 +32,7 @@ import numpy as np
 
 from ..replay import AccessLog, GroupRun, ReplaySetup, access_log
 from .metrics import LoopResult, score_hidden
-from .model import decoder, first_arg, fused_gate_up, replace_first
+from .model import decoder, first_arg, fused_gate_up, install_hooks, replace_first
 
 
 @dataclass
@@ -124,7 +124,7 @@ class _Masker:
             return replace_first(args, kwargs, x * self._full(masks["upgate"], x))
         return hook
 
-    def proj_hook(self, masks: dict[int, Any], i: int):
+    def proj_hook(self, i: int, masks: dict[int, Any]):
         def hook(mod, args, kwargs):
             if not self.run.split:
                 return None
@@ -151,17 +151,7 @@ class _Masker:
         return hook
 
     def install(self) -> list:
-        handles = []
-        for i, mlp in enumerate(self.lm.mlps):
-            handles.append(mlp.register_forward_pre_hook(self.mlp_hook(i), with_kwargs=True))
-            handles.append(mlp.down_proj.register_forward_pre_hook(self.down_hook(i), with_kwargs=True))
-            if hasattr(mlp, "gate_up_proj"):
-                handles.append(mlp.gate_up_proj.register_forward_hook(self.fused_hook(i), with_kwargs=True))
-            else:
-                handles.append(mlp.up_proj.register_forward_pre_hook(self.proj_hook(self.m_up, i), with_kwargs=True))
-                handles.append(mlp.gate_proj.register_forward_pre_hook(self.proj_hook(self.m_gate, i),
-                                                                       with_kwargs=True))
-        return handles
+        return install_hooks(self.lm, self)
 
 
 def layerwise(lm, seq: list[int], n_pre: int, runs: list[ConfigRun], dense_hidden, *, progress: bool = False,

@@ -27,6 +27,26 @@ def replace_first(args, kwargs, value):
     return args, kwargs
 
 
+def install_hooks(lm, loop, split: bool = True) -> list:
+    """Register a closed loop's hooks on every gated MLP of ``lm``, in this order, and return the
+    handles: ``loop.mlp_hook(i)`` (pre-hook of the MLP, its input x), ``loop.down_hook(i)`` (pre-hook
+    of ``down_proj``, h) and, with ``split``, the hooks applying separate up and gate masks:
+    ``loop.fused_hook(i)`` (forward hook of a fused ``gate_up_proj``) or ``loop.proj_hook(i, masks)``
+    (pre-hooks of ``up_proj`` and ``gate_proj``, with ``loop.m_up`` / ``loop.m_gate``)."""
+    handles = []
+    for i, mlp in enumerate(lm.mlps):
+        handles.append(mlp.register_forward_pre_hook(loop.mlp_hook(i), with_kwargs=True))
+        handles.append(mlp.down_proj.register_forward_pre_hook(loop.down_hook(i), with_kwargs=True))
+        if not split:
+            continue
+        if hasattr(mlp, "gate_up_proj"):
+            handles.append(mlp.gate_up_proj.register_forward_hook(loop.fused_hook(i), with_kwargs=True))
+        else:
+            handles.append(mlp.up_proj.register_forward_pre_hook(loop.proj_hook(i, loop.m_up), with_kwargs=True))
+            handles.append(mlp.gate_proj.register_forward_pre_hook(loop.proj_hook(i, loop.m_gate), with_kwargs=True))
+    return handles
+
+
 def fused_gate_up(mod, x, m_gate, m_up, linear=None):
     """Phi-3's fused ``gate_up_proj`` output recomputed from two masked inputs ``x * m_gate`` and
     ``x * m_up`` (its own forward ran on the unmasked x): gate first, then up (``chunk(2)`` order).

@@ -29,7 +29,7 @@ import numpy as np
 from .. import caches as caches_mod
 from ..replay import AccessLog, GroupLog
 from .metrics import LoopResult
-from .model import first_arg, fused_gate_up, replace_first
+from .model import first_arg, fused_gate_up, install_hooks, replace_first
 
 
 class TokenConfigRun:
@@ -255,19 +255,7 @@ class _TokenHooks:
         return hook
 
     def install(self) -> list:
-        handles = []
-        for i, mlp in enumerate(self.lm.mlps):
-            handles.append(mlp.register_forward_pre_hook(self.mlp_hook(i), with_kwargs=True))
-            handles.append(mlp.down_proj.register_forward_pre_hook(self.down_hook(i), with_kwargs=True))
-            if not self.split:
-                continue
-            if hasattr(mlp, "gate_up_proj"):
-                handles.append(mlp.gate_up_proj.register_forward_hook(self.fused_hook(i), with_kwargs=True))
-            else:
-                handles.append(mlp.up_proj.register_forward_pre_hook(self.proj_hook(i, self.m_up), with_kwargs=True))
-                handles.append(mlp.gate_proj.register_forward_pre_hook(self.proj_hook(i, self.m_gate),
-                                                                       with_kwargs=True))
-        return handles
+        return install_hooks(self.lm, self, self.split)
 
 
 def closed_loop(lm, seq: list[int], runs: list[TokenConfigRun], n_rows: int, n_pre: int, *, progress: bool = False,
