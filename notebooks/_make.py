@@ -294,12 +294,21 @@ def tradeoff(d, *, colour: str, text, panel: str | None = None, title: str = "",
 
 
 
-def run_cell(full: str, small: str) -> str:
+def experiment(name: str, tokens: int, description: str, rest: str) -> str:
+    """A notebook's ``EXPERIMENT``: named after the notebook, on the SmolLM2 trace of ``tokens`` tokens,
+    then ``rest`` (its base and grid entries)."""
+    return (f'EXPERIMENT = {{\n    "name": "{name}",\n    "description": "{description}",\n'
+            f'    "trace": {{"model": "smollm2-135m", "tokens": {tokens}}},\n{rest}\n}}')
+
+
+def run_cell(name: str, full: tuple[str, str], small: tuple[str, str]) -> str:
+    """The sweep cell: the full-size experiment (1024 tokens) or the small one (128), each given as
+    ``(description, base and grid entries)``, unless RESULTS names a sweep to read."""
     return f'''if RESULTS is None:
     if not SMALL:
-{_indent(full, 8)}
+{_indent(experiment(name, 1024, *full), 8)}
     else:
-{_indent(small, 8)}
+{_indent(experiment(name, 128, *small), 8)}
     results_dir = sweep(EXPERIMENT)
 else:
     results_dir = in_root(RESULTS)
@@ -321,6 +330,13 @@ def write(name: str, cells) -> Path:
     return path
 
 
+def results_note(small: str) -> str:
+    """The last paragraph of an intro: the notebook's parameters RESULTS and SMALL (``small`` says what
+    the tiny configuration runs)."""
+    return ("Set `RESULTS` to read an existing sweep instead of running one; `SMALL = True` (or `DIPSIM_NB_SMALL=1`)\n"
+            f"runs a tiny configuration (128 tokens, {small}) in seconds.")
+
+
 # ------------------------------------------------------------------------------------- gamma_tradeoff
 GAMMA_INTRO = """# DIP-CA: the γ trade-off
 
@@ -338,27 +354,19 @@ KL to the dense model and top-1 agreement. The closed loop runs layer by layer, 
 configuration (seconds per configuration, not a second per token), and the results are kept in the
 accuracy store, so a rerun measures nothing twice. The access log and the accuracy do not depend on the device; tokens/s does.
 
-Set `RESULTS` to read an existing sweep instead of running one; `SMALL = True` (or `DIPSIM_NB_SMALL=1`)
-runs a tiny configuration (128 tokens, a few points) in seconds."""
+""" + results_note("a few points")
 
-GAMMA_FULL = '''EXPERIMENT = {
-    "name": "gamma_tradeoff",
-    "description": "experiments/gamma.yaml on two phones: DIP-CA gamma x DRAM budget, keep 0.5, LRU, accuracy in the loop",
-    "trace": {"model": "smollm2-135m", "tokens": 1024},
+GAMMA_FULL = ("experiments/gamma.yaml on two phones: DIP-CA gamma x DRAM budget, keep 0.5, LRU, accuracy in the loop",
+              '''\
     "base": {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "accuracy": True},
     "grid": {"gamma": [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0],
              "dram_fraction": [0.25, 0.5, 0.75],
-             "device": ["phone-12gb-ufs40", "phone-old-ufs31"]},
-}'''
+             "device": ["phone-12gb-ufs40", "phone-old-ufs31"]},''')
 
-GAMMA_SMALL = '''EXPERIMENT = {
-    "name": "gamma_tradeoff",
-    "description": "tiny: three gammas, two budgets, two phones, 128 tokens (accuracy over 32)",
-    "trace": {"model": "smollm2-135m", "tokens": 128},
+GAMMA_SMALL = ("tiny: three gammas, two budgets, two phones, 128 tokens (accuracy over 32)", '''\
     "base": {"masking": "dip-ca", "keep": 0.5, "cache": "lru", "warmup": 8, "calib_tokens": 16,
              "accuracy": True, "accuracy_tokens": 32},
-    "grid": {"gamma": [0.0, 0.5, 1.0], "dram_fraction": [0.25, 0.5], "device": ["phone-12gb-ufs40", "phone-old-ufs31"]},
-}'''
+    "grid": {"gamma": [0.0, 0.5, 1.0], "dram_fraction": [0.25, 0.5], "device": ["phone-12gb-ufs40", "phone-old-ufs31"]},''')
 
 GAMMA_TABLE_MD = """## The sweep
 
@@ -434,26 +442,18 @@ in its forward pass (`accuracy: true`): perplexity, KL to the dense model, top-1
 runs layer by layer, one parallel forward per configuration (seconds per configuration); the accuracy
 store keeps the results for reruns.
 
-Set `RESULTS` to read an existing sweep instead of running one; `SMALL = True` (or `DIPSIM_NB_SMALL=1`)
-runs a tiny configuration (128 tokens, a few points) in seconds."""
+""" + results_note("a few points")
 
-SPARSITY_FULL = '''EXPERIMENT = {
-    "name": "sparsity_tradeoff",
-    "description": "experiments/sparsity.yaml: keep 0.2..1.0 for dip, glu-prune, threshold, static, accuracy in the loop",
-    "trace": {"model": "smollm2-135m", "tokens": 1024},
+SPARSITY_FULL = ("experiments/sparsity.yaml: keep 0.2..1.0 for dip, glu-prune, threshold, static, accuracy in the loop",
+                 '''\
     "base": {"cache": "lru", "dram_fraction": 0.5, "device": "phone-12gb-ufs40", "accuracy": True},
     "grid": {"masking": ["dip", "glu-prune", "threshold", "static"],
-             "keep": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]},
-}'''
+             "keep": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]},''')
 
-SPARSITY_SMALL = '''EXPERIMENT = {
-    "name": "sparsity_tradeoff",
-    "description": "tiny: two maskings, three keeps, 128 tokens (accuracy over 32)",
-    "trace": {"model": "smollm2-135m", "tokens": 128},
+SPARSITY_SMALL = ("tiny: two maskings, three keeps, 128 tokens (accuracy over 32)", '''\
     "base": {"cache": "lru", "dram_fraction": 0.5, "device": "phone-12gb-ufs40", "warmup": 8, "calib_tokens": 16,
              "accuracy": True, "accuracy_tokens": 32},
-    "grid": {"masking": ["dip", "static"], "keep": [0.3, 0.7, 1.0]},
-}'''
+    "grid": {"masking": ["dip", "static"], "keep": [0.3, 0.7, 1.0]},''')
 
 SPARSITY_TABLE = '''if "m.dense_perplexity" in df.columns:
     print(f"dense model over the same tokens: perplexity {df['m.dense_perplexity'].iloc[0]:.2f}")
@@ -507,27 +507,18 @@ The access log and the accuracy do not depend on the device: each configuration 
 model (`accuracy: true`; perplexity, KL to the dense model, top-1 agreement), and its figures appear once,
 in one column per configuration.
 
-Set `RESULTS` to read an existing sweep instead of running one; `SMALL = True` (or `DIPSIM_NB_SMALL=1`)
-runs a tiny configuration (128 tokens, two devices) in seconds."""
+""" + results_note("two devices")
 
-HARDWARE_FULL = '''EXPERIMENT = {
-    "name": "hardware_comparison",
-    "description": "experiments/hardware.yaml: dense, dip, dip-ca (gamma 0.2) at keep 0.5, half the MLP cached",
-    "trace": {"model": "smollm2-135m", "tokens": 1024},
+HARDWARE_FULL = ("experiments/hardware.yaml: dense, dip, dip-ca (gamma 0.2) at keep 0.5, half the MLP cached", '''\
     "base": {"keep": 0.5, "gamma": 0.2, "cache": "lru", "dram_fraction": 0.5, "accuracy": True},
     "grid": {"device": ["phone-8gb-ufs40", "phone-12gb-ufs40", "phone-old-ufs31", "laptop-ddr5-nvme4",
                         "apple-m2", "paper-a18"],
-             "masking": ["dense", "dip", "dip-ca"]},
-}'''
+             "masking": ["dense", "dip", "dip-ca"]},''')
 
-HARDWARE_SMALL = '''EXPERIMENT = {
-    "name": "hardware_comparison",
-    "description": "tiny: the three configurations on two devices, 128 tokens (accuracy over 32)",
-    "trace": {"model": "smollm2-135m", "tokens": 128},
+HARDWARE_SMALL = ("tiny: the three configurations on two devices, 128 tokens (accuracy over 32)", '''\
     "base": {"keep": 0.5, "gamma": 0.2, "cache": "lru", "dram_fraction": 0.5, "warmup": 8, "accuracy": True,
              "accuracy_tokens": 32},
-    "grid": {"device": ["phone-12gb-ufs40", "paper-a18"], "masking": ["dense", "dip", "dip-ca"]},
-}'''
+    "grid": {"device": ["phone-12gb-ufs40", "paper-a18"], "masking": ["dense", "dip", "dip-ca"]},''')
 
 HARDWARE_PLOT = '''fig, ax = plots.per_device(df, "m.tokens_per_s", by="p.masking")
 gamma = df.loc[df["p.masking"] == "dip-ca", "p.gamma"].dropna().unique()
@@ -651,14 +642,15 @@ The paper's model is thus a ceiling for large, queue-filling reads, not a predic
 reads of a small model's weights."""
 
 
-def notebook(name: str, intro: str, full: str, small: str, body: list, helpers: bool = False) -> list:
+def notebook(name: str, intro: str, full: tuple[str, str], small: tuple[str, str], body: list,
+             helpers: bool = False) -> list:
     """The cells of a notebook of the common shape: intro, parameters, set-up (and the trade-off figure's
     helpers), the sweep (full or small), the notebook's own cells, then what the figures show."""
     return [
         new_markdown_cell(intro),
         params_cell(name),
         new_code_cell(SETUP + ("\n\n\n" + TRADEOFF if helpers else "")),
-        new_code_cell(run_cell(full, small)),
+        new_code_cell(run_cell(name, full, small)),
         *body,
         new_markdown_cell(PROSE[name]),
     ]
