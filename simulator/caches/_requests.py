@@ -27,8 +27,9 @@ import numpy as np
 from common.jit import njit, njit_inline as _inline
 
 from ..kernels import select_row
-from ._kernels import FIFO, LFU, LRU
-from ._lfu import lfu_build, lfu_segment
+from ._kernels import FIFO, LFU, LFU_STEPS, LRU
+from ._lfu import lfu_build, lfu_close, lfu_open, lfu_push
+from ._lists import insert_after, unlink
 
 
 
@@ -71,55 +72,77 @@ def _list_build(order, N):
     return prv, nxt
 
 
-@_inline
-def _unlink(prv, nxt, c):
-    p = prv[c]
-    q = nxt[c]
-    nxt[p] = q
-    prv[q] = p
-
-
-@_inline
-def _append(prv, nxt, c, N):
-    last = prv[N]
-    nxt[last] = c
-    prv[c] = last
-    nxt[c] = N
-    prv[N] = c
-
-
 @njit
-def _list_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, prv, nxt, hits):
-    """Requests ``ids`` of LRU or FIFO (see :func:`keyed_requests`); returns ``(occupancy, evictions)``.
+def keyed_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, prv, nxt, st, hits):
+    """Requests ``ids`` of LRU or FIFO (``prv, nxt``: their list; ``st`` None) or of LFU (``st``:
+    its frequency nodes, ``caches._lfu``), see :func:`keyed_requests`; returns ``(occupancy,
+    evictions)``.
 
-    Each policy's request loop is one function with its body written out: numba's inlined helpers
-    that return tuples cost five times as much per request here."""
+    One loop for the three policies, compiled twice: numba drops the branches on ``st is None``
+    when ``st`` is None, so LRU's and FIFO's version is their loop alone. The helpers are
+    straight-line code, which numba inlines at no cost; helpers with branches, or a loop that
+    tests at run time which structure it serves, cost several times as much per request."""
+    if st is not None:
+        iprv, inxt, node, nfreq, nprv, nnxt, free = st
     N = res.shape[0]
     per_row = rows.shape[0] > 0
     n_evict = 0
     for i in range(ids.shape[0]):
         x = ids[i]
         t = t0 + (rows[i] if per_row else i)
+        at, f = N, 1
         if res[x]:
             hits[i] = True
-            if kind == LRU and evictable[x]:
-                prio[x] = t
-                _unlink(prv, nxt, x)
-                _append(prv, nxt, x, N)
-            continue
-        hits[i] = False
-        prio[x] = t
-        if occ >= cap:
-            v = nxt[N]
-            if v == N:              # nothing evictable: x passes through uncached
+            if st is None:
+                if kind == LRU and evictable[x]:
+                    prio[x] = t
+                    unlink(prv, nxt, x)
+                    insert_after(prv, nxt, x, prv[N])
                 continue
-            _unlink(prv, nxt, v)
-            res[v] = False
-            occ -= 1
-            n_evict += 1
-        res[x] = True
-        _append(prv, nxt, x, N)
-        occ += 1
+            else:
+                f = prio[x] // LFU_STEPS + 1
+                prio[x] = f * LFU_STEPS + t
+                j = node[x]
+                if j < 0:                   # not evictable
+                    continue
+                unlink(iprv, inxt, x)
+                at = j
+                if inxt[N + 1 + j] == N + 1 + j:    # node j left empty: closed
+                    at = nprv[j]
+                    lfu_close(nprv, nnxt, free, j)
+        else:
+            hits[i] = False
+            prio[x] = t if st is None else LFU_STEPS + t
+            if occ >= cap:
+                if st is None:              # the victim: the least key ...
+                    v = nxt[N]
+                else:                       # ... or the least frequent, least recent
+                    v = N if nnxt[N] == N else inxt[N + 1 + nnxt[N]]
+                if v == N:                  # nothing evictable: x passes through uncached
+                    continue
+                if st is None:
+                    unlink(prv, nxt, v)
+                else:
+                    j = node[v]
+                    unlink(iprv, inxt, v)
+                    node[v] = -1
+                    if inxt[N + 1 + j] == N + 1 + j:
+                        lfu_close(nprv, nnxt, free, j)
+                res[v] = False
+                occ -= 1
+                n_evict += 1
+            if st is None:
+                insert_after(prv, nxt, x, prv[N])   # at the end: the greatest key
+            res[x] = True
+            occ += 1
+            if st is None:
+                continue
+        if st is not None:              # LFU: x into the node of frequency f after node ``at``
+            j = nnxt[at]
+            if j == N or nfreq[j] != f:
+                j = free[free[0]]
+                lfu_open(iprv, inxt, nfreq, nprv, nnxt, free, j, at, f)
+            lfu_push(iprv, inxt, node, x, j)
     return occ, n_evict
 
 
@@ -200,10 +223,10 @@ def keyed_requests(kind, ids, rows, t0, t1, nu, res, prio, evictable, cap, hits)
     N = res.shape[0]
     order, occ = _sorted_candidates(res, prio, evictable)
     if kind == LRU or kind == FIFO:
-        prv, nxt = _list_build(order, N)
-        return _list_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, prv, nxt, hits)[1]
+        return keyed_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, *_list_build(order, N), None, hits)[1]
     if kind == LFU:
-        return lfu_segment(ids, rows, t0, res, prio, cap, occ, lfu_build(order, prio, N), hits)[1]
+        return keyed_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, *_list_build(order[:0], 0),
+                             lfu_build(order, prio, N), hits)[1]
     heap = np.empty(N, np.int64)
     pos = np.full(N, -1, np.int64)
     m = order.shape[0]
@@ -228,7 +251,7 @@ def keyed_requests_select(kind, code, params, scores, k, res, prio, evictable, c
     same_step = np.zeros(N, np.int64)    # every request of a token at the token's step
     order, occ = _sorted_candidates(res, prio, evictable)
     st = lfu_build(order if kind == LFU else order[:0], prio, N)
-    prv, nxt = _list_build(order[:0] if kind == LFU else order, N)
+    prv, nxt = _list_build(order[:0], 0) if kind == LFU else _list_build(order, N)
     n_evict = 0
     for i in range(T):
         select_row(code, params, scores[i], res, k, masks[i], work, fav, hist)
@@ -237,9 +260,9 @@ def keyed_requests_select(kind, code, params, scores, k, res, prio, evictable, c
             ids[m] = x
             m += masks[i, x]
         if kind == LFU:
-            occ, e = lfu_segment(ids[:m], same_step[:m], t0 + i, res, prio, cap, occ, st, h)
+            occ, e = keyed_segment(kind, ids[:m], same_step[:m], t0 + i, res, prio, evictable, cap, occ, prv, nxt, st, h)
         else:
-            occ, e = _list_segment(kind, ids[:m], same_step[:m], t0 + i, res, prio, evictable, cap, occ, prv, nxt, h)
+            occ, e = keyed_segment(kind, ids[:m], same_step[:m], t0 + i, res, prio, evictable, cap, occ, prv, nxt, None, h)
         n_evict += e
         hits[i] = False
         nh = 0

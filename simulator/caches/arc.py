@@ -35,26 +35,27 @@ import numpy as np
 from common.jit import njit, njit_inline as _inline
 
 from ..kernels import select_row
+from ._lists import insert_after, unlink
 from .base import CachePolicy, register_cache
 
 T1, T2, B1, B2 = 1, 2, 3, 4   # loc values (0: nowhere); list j's sentinel is slot N + j - 1
 
 
 @_inline
-def _unlink(prv, nxt, x):
-    a = prv[x]
-    b = nxt[x]
-    nxt[a] = b
-    prv[b] = a
+def _take(prv, nxt, cnt, loc, x):
+    """``x`` out of its list."""
+    unlink(prv, nxt, x)
+    w = loc[x]
+    loc[x] = 0
+    cnt[w - 1] -= 1
 
 
 @_inline
-def _push_mru(prv, nxt, x, s):
-    b = nxt[s]
-    nxt[s] = x
-    prv[x] = s
-    nxt[x] = b
-    prv[b] = x
+def _put(prv, nxt, cnt, loc, x, to, N):
+    """``x`` (in no list) at the MRU end of list ``to``."""
+    insert_after(prv, nxt, x, N + to - 1)      # list j's sentinel is slot N + j - 1
+    loc[x] = to
+    cnt[to - 1] += 1
 
 
 @njit
@@ -68,83 +69,51 @@ def _arc_segment(ids, inuse, hits, C, loc, prv, nxt, cnt, pp, l):
     for i in range(ids.shape[0]):
         x = ids[i]
         w = loc[x]
-        if w == T1 or w == T2:
-            hits[i] = True
-            _unlink(prv, nxt, x)
-            cnt[w - 1] -= 1
-            _push_mru(prv, nxt, x, s2)
-            cnt[1] += 1
-            loc[x] = T2
-            continue
-        hits[i] = False
-        if C == 0:
-            continue
-        full = cnt[0] + cnt[1] >= C
-        if full:
-            ok1 = cnt[0] > 0 and not inuse[prv[s1]]
-            ok2 = cnt[1] > 0 and not inuse[prv[s2]]
-            if not (ok1 or ok2):
-                continue                    # every cached column is in use: streamed through
-        replace = False
-        if w == B1:
-            p = min(float(C), p + max(cnt[3] / cnt[2], 1.0))
-            replace = full
-        elif w == B2:
-            p = max(0.0, p - max(cnt[2] / cnt[3], 1.0))
-            replace = full
-        elif full:
-            if cnt[0] + cnt[2] >= C:
-                if cnt[2] > 0:
-                    v = prv[sb1]
-                    _unlink(prv, nxt, v)
-                    cnt[2] -= 1
-                    loc[v] = 0
+        hits[i] = w == T1 or w == T2
+        if not hits[i]:
+            if C == 0:
+                continue
+            full = cnt[0] + cnt[1] >= C
+            if full:
+                ok1 = cnt[0] > 0 and not inuse[prv[s1]]
+                ok2 = cnt[1] > 0 and not inuse[prv[s2]]
+                if not (ok1 or ok2):
+                    continue                # every cached column is in use: streamed through
+            replace = False
+            victim, to = -1, 0              # the column evicted and its ghost list (0: none)
+            if w == B1:
+                p = min(float(C), p + max(cnt[3] / cnt[2], 1.0))
+                replace = full
+            elif w == B2:
+                p = max(0.0, p - max(cnt[2] / cnt[3], 1.0))
+                replace = full
+            elif full:
+                if cnt[0] + cnt[2] >= C:
+                    if cnt[2] > 0:
+                        _take(prv, nxt, cnt, loc, prv[sb1])
+                        replace = True
+                    else:                   # T1 holds the whole cache: its LRU goes, leaving no ghost
+                        victim = prv[s1]
+                else:
+                    if cnt[0] + cnt[1] + cnt[2] + cnt[3] >= 2 * C and cnt[3] > 0:
+                        _take(prv, nxt, cnt, loc, prv[sb2])
                     replace = True
-                else:                       # T1 holds the whole cache
-                    v = prv[s1]
-                    _unlink(prv, nxt, v)
-                    cnt[0] -= 1
-                    loc[v] = 0
-                    n_evict += 1
-            else:
-                if cnt[0] + cnt[1] + cnt[2] + cnt[3] >= 2 * C and cnt[3] > 0:
-                    v = prv[sb2]
-                    _unlink(prv, nxt, v)
-                    cnt[3] -= 1
-                    loc[v] = 0
-                replace = True
-        if replace:
-            t1 = cnt[0]
-            from1 = (t1 > 0 and (t1 > p or (w == B2 and t1 == p))) or cnt[1] == 0
-            if from1 and not (cnt[0] > 0 and not inuse[prv[s1]]):
-                from1 = False
-            elif not from1 and not (cnt[1] > 0 and not inuse[prv[s2]]):
-                from1 = True
-            if from1:
-                v = prv[s1]
-                _unlink(prv, nxt, v)
-                cnt[0] -= 1
-                _push_mru(prv, nxt, v, sb1)
-                cnt[2] += 1
-                loc[v] = B1
-            else:
-                v = prv[s2]
-                _unlink(prv, nxt, v)
-                cnt[1] -= 1
-                _push_mru(prv, nxt, v, sb2)
-                cnt[3] += 1
-                loc[v] = B2
-            n_evict += 1
-        if w == B1 or w == B2:
-            _unlink(prv, nxt, x)
-            cnt[w - 1] -= 1
-            _push_mru(prv, nxt, x, s2)
-            cnt[1] += 1
-            loc[x] = T2
-        else:
-            _push_mru(prv, nxt, x, s1)
-            cnt[0] += 1
-            loc[x] = T1
+            if replace:
+                t1 = cnt[0]
+                from1 = (t1 > 0 and (t1 > p or (w == B2 and t1 == p))) or cnt[1] == 0
+                if from1 and not (cnt[0] > 0 and not inuse[prv[s1]]):
+                    from1 = False
+                elif not from1 and not (cnt[1] > 0 and not inuse[prv[s2]]):
+                    from1 = True
+                victim, to = (prv[s1], B1) if from1 else (prv[s2], B2)
+            if victim >= 0:
+                n_evict += 1
+                _take(prv, nxt, cnt, loc, victim)
+                if to != 0:
+                    _put(prv, nxt, cnt, loc, victim, to, N)
+        if w != 0:                          # a hit, or a ghost: to T2
+            _take(prv, nxt, cnt, loc, x)
+        _put(prv, nxt, cnt, loc, x, T2 if w != 0 else T1, N)
     pp[l] = p
     return n_evict
 
