@@ -332,7 +332,8 @@ def select_row(code, params, s, resident, k, out, work, fav, hist):
         out[n] = out[n] or not fav[n]
 
 
-def scratch(n_columns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@njit
+def scratch(n_columns):
     """Scratch space of :func:`select_row` for rows of ``n_columns`` scores: ``work, fav, hist``."""
     return np.empty((3, n_columns), np.float32), np.empty(n_columns, np.bool_), np.empty(4096, np.int64)
 

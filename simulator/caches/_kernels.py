@@ -23,7 +23,7 @@ import numpy as np
 
 from common.jit import njit
 
-from ..kernels import select_row
+from ..kernels import scratch, select_row
 
 LRU, FIFO, LFU, BELADY = 0, 1, 2, 3
 _BLOCK = 512
@@ -214,9 +214,7 @@ def keyed_layer_select(kind, code, params, scores, k, res, prio, evictable, cap,
     cache in one compiled pass over the tokens."""
     T, N = scores.shape
     cand = np.empty(N, np.bool_)
-    work = np.empty((3, N), np.float32)
-    fav = np.empty(N, np.bool_)
-    hist = np.empty(4096, np.int64)
+    work, fav, hist = scratch(N)
     nxt = np.zeros(0, np.int64)
     n_evict = 0
     for i in range(T):

@@ -26,7 +26,7 @@ import numpy as np
 
 from common.jit import njit, njit_inline as _inline
 
-from ..kernels import select_row
+from ..kernels import scratch, select_row
 from ._kernels import FIFO, LFU, LFU_STEPS, LRU
 from ._lfu import lfu_build, lfu_close, lfu_open, lfu_push
 from ._lists import insert_after, unlink
@@ -243,9 +243,7 @@ def keyed_requests_select(kind, code, params, scores, k, res, prio, evictable, c
     the scores and the contents (``kernels.select_row``), then its columns are requested in
     ascending index order (LRU, FIFO, LFU)."""
     T, N = scores.shape
-    work = np.empty((3, N), np.float32)
-    fav = np.empty(N, np.bool_)
-    hist = np.empty(4096, np.int64)
+    work, fav, hist = scratch(N)
     ids = np.empty(N, np.int64)
     h = np.empty(N, np.bool_)
     same_step = np.zeros(N, np.int64)    # every request of a token at the token's step

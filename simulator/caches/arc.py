@@ -34,9 +34,10 @@ import numpy as np
 
 from common.jit import njit, njit_inline as _inline
 
-from ..kernels import select_row
+from ..kernels import scratch
 from ._lists import insert_after, unlink
-from .base import CachePolicy, register_cache
+from ._state_arrays import StateArrayCache, select_cached
+from .base import register_cache
 
 T1, T2, B1, B2 = 1, 2, 3, 4   # loc values (0: nowhere); list j's sentinel is slot N + j - 1
 
@@ -166,13 +167,17 @@ def _arc_rows(mask, hits, sel, hc, cap, sequential, loc, prv, nxt, cnt, pp, l0, 
 
 
 @njit
+def _arc_requests(ids, hits, C, loc, prv, nxt, cnt, pp, l):
+    """A stream of single-column requests to layer ``l`` (``cache.run``); returns evictions."""
+    return _arc_segment(ids, np.zeros(loc.shape[0], np.bool_), hits, C, loc, prv, nxt, cnt, pp, l)
+
+
+@njit
 def _arc_layer(code, params, scores, k, masks, hits, sel, hc, C, sequential, loc, prv, nxt, cnt, pp, l):
     """Steps of layer ``l`` through the rows of ``masks``; with ``code >= 0`` each mask is first
     chosen from ``scores`` and the cache contents (``kernels.select_row``)."""
     T, N = masks.shape
-    work = np.empty((3, N), np.float32)
-    fav = np.empty(N, np.bool_)
-    hist = np.empty(4096, np.int64)
+    work, fav, hist = scratch(N)
     res = np.empty(N, np.bool_)
     idle = np.zeros(N, np.bool_)
     ids = np.empty(N, np.int64)
@@ -180,9 +185,7 @@ def _arc_layer(code, params, scores, k, masks, hits, sel, hc, C, sequential, loc
     n_evict = 0
     for i in range(T):
         if code >= 0:
-            for n in range(N):
-                res[n] = loc[n] == T1 or loc[n] == T2
-            select_row(code, params, scores[i], res, k, masks[i], work, fav, hist)
+            select_cached(code, params, scores[i], loc, k, masks[i], res, work, fav, hist)
         e, ns, nh = _arc_row(masks[i], hits[i], C, sequential, loc, prv, nxt, cnt, pp, l, idle, ids, h)
         sel[i] = ns
         hc[i] = nh
@@ -191,7 +194,9 @@ def _arc_layer(code, params, scores, k, masks, hits, sel, hc, C, sequential, loc
 
 
 @register_cache("arc")
-class ARC(CachePolicy):
+class ARC(StateArrayCache):
+    KERNELS = (_arc_rows, _arc_layer, _arc_requests)
+
     def __init__(self, n_layers, n_columns, capacity, step_model="set"):
         super().__init__(n_layers, n_columns, capacity, step_model)
         L, N = self.L, self.N
@@ -203,31 +208,8 @@ class ARC(CachePolicy):
         self.cnt = np.zeros((L, 4), dtype=np.int64)        # |T1|, |T2|, |B1|, |B2|
         self.p = np.zeros(L, dtype=np.float64)
 
-    def _state(self, layer):
-        return self.loc[layer], self.prv[layer], self.nxt[layer], self.cnt[layer], self.p, layer
+    def _rows(self):
+        return self.loc, self.prv, self.nxt, self.cnt
 
-    def _sync(self, l0, l1):
-        loc = self.loc[l0:l1]
-        self._resident[l0:l1] = (loc == T1) | (loc == T2)
-
-    def _step_rows(self, mask, hits, sel, hc, l0, l1, worker):
-        n = _arc_rows(mask, hits, sel, hc, self.capacity, self.sequential, self.loc, self.prv, self.nxt, self.cnt,
-                      self.p, l0, l1)
-        self._sync(l0, l1)
-        self._count_evictions(worker, n)
-
-    def _layer_steps(self, layer, t0, masks, hits, sel, hc, selector):
-        if selector is not None and selector.rule is None:
-            return super()._layer_steps(layer, t0, masks, hits, sel, hc, selector)
-        code, params, scores, k = -1, np.zeros(2), np.zeros((0, 0), np.float32), 0
-        if selector is not None:
-            (code, params), scores, k = selector.rule, selector.scores, int(selector.k)
-        n = _arc_layer(code, np.asarray(params, np.float64), scores, k, masks, hits, sel, hc,
-                       int(self.capacity[layer]), self.sequential, *self._state(layer))
-        self._sync(layer, layer + 1)
-        self._count_evictions(0, n)
-
-    def _requests(self, layer, t0, ids, hits):
-        n = _arc_segment(ids, np.zeros(self.N, np.bool_), hits, int(self.capacity[layer]), *self._state(layer))
-        self._sync(layer, layer + 1)
-        return n
+    def _shared(self):
+        return (self.p,)

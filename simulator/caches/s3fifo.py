@@ -44,11 +44,26 @@ from typing import ClassVar
 
 import numpy as np
 
-from common.jit import njit
+from common.jit import njit, njit_inline as _inline
 
-from ..kernels import select_row
-from common.jit import njit_inline as _inline
-from .base import CachePolicy, register_cache
+from ..kernels import scratch
+from ._state_arrays import StateArrayCache, select_cached
+from .base import register_cache
+
+
+@_inline
+def _push(q, ctr, x):
+    """``x`` in at the head of the ring queue ``q`` (``ctr``: its head and tail counters)."""
+    q[ctr[0] % q.shape[0]] = x
+    ctr[0] += 1
+
+
+@_inline
+def _pop(q, ctr):
+    """The tail of the ring queue ``q``, taken out."""
+    t = q[ctr[1] % q.shape[0]]
+    ctr[1] += 1
+    return t
 
 
 @_inline
@@ -56,7 +71,6 @@ def _s3fifo_miss(n, inuse, pins, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gs
                  g_clock, has_evicted, l):
     """Miss of column ``n`` in layer ``l``: evict until there is room (passing over columns with
     ``inuse``: the step's own, ``pins`` counts them in S and M), then insert. Returns evictions."""
-    N = loc.shape[0]
     GR = gq.shape[0]
     n_evict = 0
     s_max = max(1, (C * 10) // 100)
@@ -73,80 +87,71 @@ def _s3fifo_miss(n, inuse, pins, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gs
             break
         if s_len + m_len - pins[0] - pins[1] <= 0:
             return n_evict          # only the step's own columns are left: n is not cached
-        # ---- evict()
-        if (m_len > m_max or s_len == 0) and m_len - pins[1] > 0:
-            # evict_main
-            while True:
-                t = mq[m_ctr[1] % N]
-                m_ctr[1] += 1
-                if inuse[t]:
-                    mq[m_ctr[0] % N] = t
-                    m_ctr[0] += 1
-                elif freq[t] >= 1:
-                    freq[t] -= 1
-                    mq[m_ctr[0] % N] = t
-                    m_ctr[0] += 1
+        # ---- evict(): one victim t from M (2-bit clock) or S (promoting what was used again), or
+        # none when S ran empty promoting
+        t = -1
+        main = (m_len > m_max or s_len == 0) and m_len - pins[1] > 0
+        if main:
+            while t < 0:
+                c = _pop(mq, m_ctr)
+                if inuse[c] or freq[c] >= 1:
+                    if not inuse[c]:
+                        freq[c] -= 1
+                    _push(mq, m_ctr, c)
                 else:
-                    loc[t] = 0
-                    freq[t] = 0
-                    n_evict += 1
-                    has_evicted[l] = True
-                    break
+                    t = c
         else:
-            # evict_small
-            while s_ctr[0] - s_ctr[1] > 0:
-                t = sq[s_ctr[1] % N]
-                s_ctr[1] += 1
-                if inuse[t] or freq[t] >= 2:
-                    loc[t] = 2
-                    if inuse[t]:
+            while t < 0 and s_ctr[0] - s_ctr[1] > 0:
+                c = _pop(sq, s_ctr)
+                if inuse[c] or freq[c] >= 2:
+                    loc[c] = 2
+                    if inuse[c]:
                         pins[0] -= 1
                         pins[1] += 1
                     else:
-                        freq[t] = 0
-                    mq[m_ctr[0] % N] = t
-                    m_ctr[0] += 1
+                        freq[c] = 0
+                    _push(mq, m_ctr, c)
                 else:
-                    loc[t] = 0
-                    freq[t] = 0
-                    n_evict += 1
-                    has_evicted[l] = True
-                    if g_max > 0:
-                        # push to the ghost queue, compacting its ring when full
-                        if g_ctr[0] - g_ctr[1] >= GR:
-                            w = 0
-                            for i in range(g_ctr[1], g_ctr[0]):
-                                c = gq[i % GR]
-                                if ghost_of[c] == gstamp[i % GR]:
-                                    gq[w] = c
-                                    gstamp[w] = gstamp[i % GR]
-                                    w += 1
-                            g_ctr[1] = 0
-                            g_ctr[0] = w
-                        g_clock[l] += 1
-                        gq[g_ctr[0] % GR] = t
-                        gstamp[g_ctr[0] % GR] = g_clock[l]
-                        g_ctr[0] += 1
-                        ghost_of[t] = g_clock[l]
-                        g_valid[l] += 1
-                        while g_valid[l] > g_max:
-                            c = gq[g_ctr[1] % GR]
-                            st = gstamp[g_ctr[1] % GR]
-                            g_ctr[1] += 1
-                            if ghost_of[c] == st:
-                                ghost_of[c] = -1
-                                g_valid[l] -= 1
-                    break
+                    t = c
+        if t < 0:
+            continue
+        loc[t] = 0
+        freq[t] = 0
+        n_evict += 1
+        has_evicted[l] = True
+        if not main and g_max > 0:
+            # push to the ghost queue, compacting its ring when full
+            if g_ctr[0] - g_ctr[1] >= GR:
+                w = 0
+                for i in range(g_ctr[1], g_ctr[0]):
+                    c = gq[i % GR]
+                    if ghost_of[c] == gstamp[i % GR]:
+                        gq[w] = c
+                        gstamp[w] = gstamp[i % GR]
+                        w += 1
+                g_ctr[1] = 0
+                g_ctr[0] = w
+            g_clock[l] += 1
+            gq[g_ctr[0] % GR] = t
+            gstamp[g_ctr[0] % GR] = g_clock[l]
+            g_ctr[0] += 1
+            ghost_of[t] = g_clock[l]
+            g_valid[l] += 1
+            while g_valid[l] > g_max:
+                c = gq[g_ctr[1] % GR]
+                st = gstamp[g_ctr[1] % GR]
+                g_ctr[1] += 1
+                if ghost_of[c] == st:
+                    ghost_of[c] = -1
+                    g_valid[l] -= 1
     s_len = s_ctr[0] - s_ctr[1]
     if in_ghost or (lcs and not has_evicted[l] and s_len >= s_max):
         loc[n] = 2
-        mq[m_ctr[0] % N] = n
-        m_ctr[0] += 1
+        _push(mq, m_ctr, n)
         pins[1] += 1
     else:
         loc[n] = 1
-        sq[s_ctr[0] % N] = n
-        s_ctr[0] += 1
+        _push(sq, s_ctr, n)
         pins[0] += 1
     freq[n] = 0
     return n_evict
@@ -220,7 +225,7 @@ def _s3fifo_requests(ids, hits, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gst
 
 
 @njit
-def _s3fifo_rows(mask, hits, sel, hc, cap, lcs, sequential, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr,
+def _s3fifo_rows(mask, hits, sel, hc, cap, sequential, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp, g_ctr,
                  ghost_of, g_valid, g_clock, has_evicted, l0, l1):
     n_evict = 0
     pins = np.zeros(2, np.int64)
@@ -236,23 +241,19 @@ def _s3fifo_rows(mask, hits, sel, hc, cap, lcs, sequential, loc, freq, sq, s_ctr
 
 
 @njit
-def _s3fifo_layer(code, params, scores, k, masks, hits, sel, hc, C, lcs, sequential, loc, freq, sq, s_ctr, mq,
+def _s3fifo_layer(code, params, scores, k, masks, hits, sel, hc, C, sequential, lcs, loc, freq, sq, s_ctr, mq,
                   m_ctr, gq, gstamp, g_ctr, ghost_of, g_valid, g_clock, has_evicted, l):
     """Steps of layer ``l`` through the rows of ``masks``; with ``code >= 0`` each mask is first
     chosen from ``scores`` and the cache contents (``kernels.select_row``)."""
     T, N = masks.shape
-    work = np.empty((3, N), np.float32)
-    fav = np.empty(N, np.bool_)
-    hist = np.empty(4096, np.int64)
+    work, fav, hist = scratch(N)
     res = np.empty(N, np.bool_)
     pins = np.zeros(2, np.int64)
     idle = np.zeros(N, np.bool_)
     n_evict = 0
     for i in range(T):
         if code >= 0:
-            for n in range(N):
-                res[n] = loc[n] != 0
-            select_row(code, params, scores[i], res, k, masks[i], work, fav, hist)
+            select_cached(code, params, scores[i], loc, k, masks[i], res, work, fav, hist)
         e, ns, nh = _s3fifo_row(masks[i], hits[i], C, lcs, sequential, loc, freq, sq, s_ctr, mq, m_ctr, gq, gstamp,
                                 g_ctr, ghost_of, g_valid, g_clock, has_evicted, l, pins, idle)
         sel[i] = ns
@@ -262,10 +263,11 @@ def _s3fifo_layer(code, params, scores, k, masks, hits, sel, hc, C, lcs, sequent
 
 
 @register_cache("s3fifo")
-class S3FIFO(CachePolicy):
+class S3FIFO(StateArrayCache):
     """The SOSP 2023 paper's S3-FIFO (libCacheSim's S3FIFOv0.c): new columns always enter S."""
 
     LCS: ClassVar[bool] = False
+    KERNELS = (_s3fifo_rows, _s3fifo_layer, _s3fifo_requests)
 
     def __init__(self, n_layers, n_columns, capacity, step_model="set"):
         super().__init__(n_layers, n_columns, capacity, step_model)
@@ -285,33 +287,15 @@ class S3FIFO(CachePolicy):
         self.g_clock = np.zeros(L, dtype=np.int64)
         self.has_evicted = np.zeros(L, dtype=np.bool_)
 
-    def _state(self, layer):
-        return (self.loc[layer], self.freq[layer], self.sq[layer], self.s_ctr[layer], self.mq[layer],
-                self.m_ctr[layer], self.gq[layer], self.gstamp[layer], self.g_ctr[layer], self.ghost_of[layer],
-                self.g_valid, self.g_clock, self.has_evicted, layer)
+    def _rows(self):
+        return (self.loc, self.freq, self.sq, self.s_ctr, self.mq, self.m_ctr, self.gq, self.gstamp, self.g_ctr,
+                self.ghost_of)
 
-    def _step_rows(self, mask, hits, sel, hc, l0, l1, worker):
-        n = _s3fifo_rows(mask, hits, sel, hc, self.capacity, self.LCS, self.sequential, self.loc, self.freq,
-                         self.sq, self.s_ctr, self.mq, self.m_ctr, self.gq, self.gstamp, self.g_ctr, self.ghost_of,
-                         self.g_valid, self.g_clock, self.has_evicted, l0, l1)
-        np.not_equal(self.loc[l0:l1], 0, out=self._resident[l0:l1])
-        self._count_evictions(worker, n)
+    def _shared(self):
+        return self.g_valid, self.g_clock, self.has_evicted
 
-    def _layer_steps(self, layer, t0, masks, hits, sel, hc, selector):
-        if selector is not None and selector.rule is None:
-            return super()._layer_steps(layer, t0, masks, hits, sel, hc, selector)
-        code, params, scores, k = -1, np.zeros(2), np.zeros((0, 0), np.float32), 0
-        if selector is not None:
-            (code, params), scores, k = selector.rule, selector.scores, int(selector.k)
-        n = _s3fifo_layer(code, np.asarray(params, np.float64), scores, k, masks, hits, sel, hc,
-                          int(self.capacity[layer]), self.LCS, self.sequential, *self._state(layer))
-        np.not_equal(self.loc[layer], 0, out=self._resident[layer])
-        self._count_evictions(0, n)
-
-    def _requests(self, layer, t0, ids, hits):
-        n = _s3fifo_requests(ids, hits, int(self.capacity[layer]), self.LCS, *self._state(layer))
-        np.not_equal(self.loc[layer], 0, out=self._resident[layer])
-        return n
+    def _options(self):
+        return (self.LCS,)
 
 
 @register_cache("s3fifo-lcs")
