@@ -176,16 +176,22 @@ def _take_top_among(s, allowed, k, thr, out):
 
 
 @njit
-def _radix_level(bits, idx, m, r, shift, width, hist, out):
-    """One radix level of :func:`topk_row` over the candidates ``idx[:m]`` (ascending indices):
-    the digit ``(bits >> shift) & width`` holding the ``r``-th largest is found from a histogram;
-    candidates with larger digits are marked in ``out``, those with equal digits kept (in order) in
-    ``idx``. Returns ``(kept, how many of them are still needed)``."""
+def _radix_level(bits, src, idx, m, r, shift, width, hist, out):
+    """One radix level of :func:`topk_row` over ``m`` candidates: the entries ``src[:m]``
+    (ascending indices), or with ``src`` None the whole row, each entry once. The digit
+    ``(bits >> shift) & width`` holding the ``r``-th largest is found from a histogram; candidates
+    with larger digits are marked in ``out`` (with ``src`` None: ``out`` is written, not just
+    marked), those with equal digits listed (in order) in ``idx``, which may be ``src`` itself.
+    Returns ``(listed, how many of them are still needed)``.
+
+    numba compiles the two uses apart and drops the branches on ``src is None`` from each: the
+    first level reads the row directly, the later ones through the list."""
     hist[:width + 1] = 0
     hi = 0
     w = np.uint32(width)
     for j in range(m):
-        d = np.int64((bits[idx[j]] >> shift) & w)
+        c = j if src is None else src[j]
+        d = np.int64((bits[c] >> shift) & w)
         hist[d] += 1
         hi = max(hi, d)
     acc = 0
@@ -194,10 +200,10 @@ def _radix_level(bits, idx, m, r, shift, width, hist, out):
         hi -= 1
     ud = np.uint32(hi)
     kept = 0
-    for j in range(m):          # branch-free: kept <= j, so idx[j] is read before it is overwritten
-        c = idx[j]
+    for j in range(m):          # branch-free: kept <= j, so src[j] is read before idx overwrites it
+        c = j if src is None else src[j]
         d = (bits[c] >> shift) & w
-        out[c] = out[c] | (d > ud)
+        out[c] = (d > ud) if src is None else out[c] | (d > ud)
         idx[kept] = c
         kept += d == ud
     return kept, r - acc
@@ -210,14 +216,14 @@ def topk_row(s, k, out, cand, hist):
     (float32, the scores' length) and ``hist`` (int64 [4096]) are scratch space.
 
     Radix selection on the floats' bits, which order non-negative floats as their values do (the
-    sign bit is ignored, so -0.0 counts as 0.0). The first pass histograms the leading 11 bits
-    (exponent and three mantissa bits) and finds the digit of the k-th largest; a second marks
-    every entry above it and lists the entries with that digit, in index order, in ``cand``'s
-    memory (a few percent of the row: an exponent-only digit leaves a third of a short row there,
-    and the list costs more than it saves). Radix levels of 8 bits then run over that short list
-    until the entries left share the threshold value; the lowest indices among them are taken.
-    Against partitioning the bucket's values (numba's ``np.partition``) and rescanning the row for
-    the threshold's ties, which it replaced: 1.6x faster on 14,336 columns, 2.6x on 576.
+    sign bit is ignored, so -0.0 counts as 0.0). The first level histograms the leading 11 bits
+    (exponent and three mantissa bits) of the whole row, finds the digit of the k-th largest,
+    marks every entry above it and lists the entries with that digit, in index order, in
+    ``cand``'s memory (a few percent of the row: an exponent-only digit leaves a third of a short
+    row there, and the list costs more than it saves). Levels of 8 bits then run over that short
+    list until the entries left share the threshold value; the lowest indices among them are
+    taken. Against partitioning the bucket's values (numba's ``np.partition``) and rescanning the
+    row for the threshold's ties, which it replaced: 1.6x faster on 14,336 columns, 2.6x on 576.
     """
     N = s.shape[0]
     if k <= 0:
@@ -226,31 +232,13 @@ def topk_row(s, k, out, cand, hist):
     if k >= N:
         out[:] = True
         return
-    shift = 20
-    width = np.uint32(0x7FF)
     bits = s.view(np.uint32)
     idx = cand.view(np.int32)
-    hist[:width + 1] = 0
-    hi = 0
-    for n in range(N):
-        b = np.int64((bits[n] >> shift) & width)
-        hist[b] += 1
-        hi = max(hi, b)
-    acc = 0
-    while acc + hist[hi] < k:
-        acc += hist[hi]
-        hi -= 1
-    ub = np.uint32(hi)
-    m = 0
-    for n in range(N):          # branch-free: a branch mispredicts on every few entries here
-        d = (bits[n] >> shift) & width
-        out[n] = d > ub
-        idx[m] = n
-        m += d == ub
-    r = k - acc                 # the r largest of the digit's m entries
+    m, r = _radix_level(bits, None, idx, N, k, 20, 0x7FF, hist, out)
+    shift = 20
     while shift > 0 and r < m:
         nxt = max(0, shift - 8)
-        m, r = _radix_level(bits, idx, m, r, nxt, (1 << (shift - nxt)) - 1, hist, out)
+        m, r = _radix_level(bits, idx, idx, m, r, nxt, (1 << (shift - nxt)) - 1, hist, out)
         shift = nxt
     for j in range(r):          # entries left are equal: the lowest indices
         out[idx[j]] = True
