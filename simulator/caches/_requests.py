@@ -258,9 +258,11 @@ def keyed_requests_select(kind, code, params, scores, k, res, prio, evictable, c
             ids[m] = x
             m += masks[i, x]
         if kind == LFU:
-            occ, e = keyed_segment(kind, ids[:m], same_step[:m], t0 + i, res, prio, evictable, cap, occ, prv, nxt, st, h)
+            occ, e = keyed_segment(kind, ids[:m], same_step[:m], t0 + i, res, prio, evictable, cap, occ, prv, nxt, st,
+                                   h)
         else:
-            occ, e = keyed_segment(kind, ids[:m], same_step[:m], t0 + i, res, prio, evictable, cap, occ, prv, nxt, None, h)
+            occ, e = keyed_segment(kind, ids[:m], same_step[:m], t0 + i, res, prio, evictable, cap, occ, prv, nxt,
+                                   None, h)
         n_evict += e
         hits[i] = False
         nh = 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from common.tables import print_table
 
-from .options import positive_int, save_figure
+from .options import add_verb, positive_int, save_figure
 
 #: the demo's configurations: (masking, keep, gamma); gamma only matters for dip-ca
 DEMO_POINTS = [("dense", 1.0, 1.0), ("glu-prune", 0.5, 1.0), ("threshold", 0.5, 1.0), ("dip", 0.75, 1.0),
@@ -16,24 +16,21 @@ DEMO_POINTS = [("dense", 1.0, 1.0), ("glu-prune", 0.5, 1.0), ("threshold", 0.5, 
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("demo", help="the main job on the embedded default model: trace, policies in the loop, plot",
-                       description="Capture a trace of the default model (SmolLM2-135M) on the default corpus, run "
-                                   "dense, GLU pruning, thresholds, DIP and DIP-CA (a gamma axis) with an LRU cache "
-                                   "on a phone profile -- tokens/s from the device model, perplexity from the real "
-                                   "model with each policy in the loop -- and plot accuracy against speed with the "
-                                   "Pareto front. Rerunning reuses the trace, the finished points and the measured "
-                                   "accuracies.")
+    s = add_verb(sub, "demo", run, "the main job on the embedded default model: trace, policies in the loop, plot")
     s.add_argument("--model", default="smollm2-135m", help="model to trace (default smollm2-135m)")
     s.add_argument("--tokens", type=positive_int, default=1024, help="tokens to capture (default 1024)")
     s.add_argument("--device", default="phone-12gb-ufs40", help="device profile (default phone-12gb-ufs40)")
     s.add_argument("--jobs", type=positive_int, default=2, help="sweep worker processes (default 2)")
     s.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     s.add_argument("--fresh", action="store_true", help="capture again even if the trace exists")
-    s.set_defaults(run=run)
 
 
 def run(a: argparse.Namespace) -> int:
-    """Trace -> a sweep of policies measured in the loop on a phone -> accuracy against speed."""
+    """Capture a trace of the default model (SmolLM2-135M) on the default corpus, run dense, GLU pruning,
+    thresholds, DIP and DIP-CA (a gamma axis) with an LRU cache on a phone profile -- tokens/s from the
+    device model, perplexity from the real model with each policy in the loop -- and plot accuracy against
+    speed with the Pareto front. Rerunning reuses the trace, the finished points and the measured
+    accuracies."""
     import yaml
 
     from traces.format import load

@@ -10,7 +10,7 @@ from common.jsonio import json_default
 from common.units import parse_quantity
 
 from ..disk import IO_BACKENDS
-from .options import positive_int, replay_config
+from .options import add_verb, positive_int, replay_config
 from .replay import add_replay_options
 
 
@@ -49,10 +49,8 @@ def _seconds(text: str) -> float:
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("calibrate", help="measure this machine's storage with direct I/O and fit a flash profile",
-                       description="Random O_DIRECT reads of FILE (created with random data if missing) at request "
-                                   "sizes 4 KiB - 1 MiB and queue depths 1 - 32; fits the flash model (latency, unit "
-                                   "bandwidth, units, link bandwidth) and writes a device profile YAML.")
+    s = add_verb(sub, "calibrate", run_calibrate,
+                 "measure this machine's storage with direct I/O and fit a flash profile")
     s.add_argument("--file", required=True, help="file to read (on the storage to measure; not tmpfs)")
     s.add_argument("--out", required=True, help="device profile to write, e.g. my-disk.yaml")
     s.add_argument("--size", type=_size, default=1 << 30, help="file size (default 1 GiB)")
@@ -69,12 +67,9 @@ def add_parser(sub) -> None:
     s.add_argument("--name", help="profile name (default: the file name of --out)")
     s.add_argument("--format", choices=["table", "json"], default="table")
     s.add_argument("-q", "--quiet", action="store_true")
-    s.set_defaults(run=run_calibrate)
 
-    s = sub.add_parser("validate", help="real direct reads of a configuration's miss stream vs the simulated time",
-                       description="Replay a configuration, lay the MLP weights out in FILE (random data of the same "
-                                   "size), read each token's misses with O_DIRECT in the order and concurrency the "
-                                   "engine assumes, and compare measured with simulated flash time per token.")
+    s = add_verb(sub, "validate", run_validate,
+                 "real direct reads of a configuration's miss stream vs the simulated time")
     s.add_argument("--trace", required=True, help="trace whose miss stream is read (from dipsim trace)")
     s.add_argument("--profile", required=True, help="device profile (e.g. from dipsim calibrate)")
     s.add_argument("--file", required=True, help="data file on the storage the profile describes")
@@ -88,10 +83,12 @@ def add_parser(sub) -> None:
     add_config_options(s, LayoutConfig, title="layout of the weights on flash", prefix="layout")
     s.add_argument("--format", choices=["table", "json"], default="table")
     s.add_argument("-q", "--quiet", action="store_true")
-    s.set_defaults(run=run_validate)
 
 
 def run_calibrate(a: argparse.Namespace) -> int:
+    """Random O_DIRECT reads of FILE (created with random data if missing) at request sizes 4 KiB - 1 MiB and
+    queue depths 1 - 32; fits the flash model (latency, unit bandwidth, units, link bandwidth) and writes a
+    device profile YAML."""
     from common.io import check_file
 
     from ..disk import calibrate
@@ -112,6 +109,9 @@ def run_calibrate(a: argparse.Namespace) -> int:
 
 
 def run_validate(a: argparse.Namespace) -> int:
+    """Replay a configuration, lay the MLP weights out in FILE (random data of the same size), read each
+    token's misses with O_DIRECT in the order and concurrency the engine assumes, and compare measured with
+    simulated flash time per token."""
     from common.io import check_outputs
     from traces.format import load
 

@@ -16,7 +16,7 @@ from .. import masking
 from ..accuracy import evaluate
 from ..config import AccuracyRun, ReplayConfig, TraceSpec, masking_parameter_names
 from ..masking.base import policy_params
-from .options import add_config_options, add_corpus_options, add_masking_parameter_options, flag, given
+from .options import add_config_options, add_corpus_options, add_masking_parameter_options, add_verb, flag, given
 
 EVAL_HELP = """\
 Run the real model with masking and a DRAM cache inside its forward pass (closed loop) and report
@@ -47,8 +47,8 @@ REPEAT = ("masking", "keep", "cache", "dram_fraction", "gamma")
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("eval", description=EVAL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       help="closed-loop accuracy: perplexity, KL to dense, closed- vs open-loop hit rate")
+    s = add_verb(sub, "eval", run, "closed-loop accuracy: perplexity, KL to dense, closed- vs open-loop hit rate",
+                 description=EVAL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = next(f for f in params_of(TraceSpec) if f.name == "model")
     s.add_argument("--model", default=model.default, help=f"{model.metadata['help']} (default {model.default})")
     add_config_options(s, AccuracyRun, title="the run")
@@ -64,7 +64,6 @@ def add_parser(sub) -> None:
                         "figures then depend in the last bits on the batch it ran in (default: row by row)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_corpus_options(s)
-    s.set_defaults(run=run)
 
 
 def _parse_config_arg(text: str) -> list[dict[str, Any]]:

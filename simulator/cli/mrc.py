@@ -6,15 +6,12 @@ import argparse
 from common.errors import DipsimError
 from common.tables import print_table
 
-from .options import positive_int, replay_config, save_figure
+from .options import add_verb, positive_int, replay_config, save_figure
 from .replay import add_replay_options
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("mrc", help="miss-ratio curve: hit rate against DRAM cache size",
-                       description="Hit rate against cache size (fraction of MLP weights, uniform allocation). "
-                                   "Cache-oblivious masking with LRU: every size from one pass (stack distances) plus "
-                                   "OPT (belady) per size; otherwise a replay per size.")
+    s = add_verb(sub, "mrc", run, "miss-ratio curve: hit rate against DRAM cache size")
     s.add_argument("--trace", required=True, help="trace file")
     add_replay_options(s, skip=("dram_fraction", "dram_bytes", "allocation", "allocation_params"))
     s.add_argument("--points", type=positive_int, default=21, help="sizes from 0 to 1 (default 21)")
@@ -22,10 +19,11 @@ def add_parser(sub) -> None:
     s.add_argument("--out", default="mrc.csv", help="table to write (CSV, default mrc.csv)")
     s.add_argument("--plot", metavar="PNG", help="also write a plot")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(run=run)
 
 
 def run(a: argparse.Namespace) -> int:
+    """Hit rate against cache size (fraction of MLP weights, uniform allocation). Cache-oblivious masking with
+    LRU: every size from one pass (stack distances) plus OPT (belady) per size; otherwise a replay per size."""
     import csv
 
     from common.io import FIGURE_SUFFIXES, atomic, check_file, check_outputs

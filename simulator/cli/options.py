@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any, Sequence
+import inspect
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -18,6 +19,15 @@ from common.params import boolean, boolean_or_device, params_of
 from .. import masking
 from ..config import ReplayConfig, masking_parameter_names
 from ..masking.base import policy_params
+
+
+def add_verb(sub, name: str, run: Callable[[argparse.Namespace], int], help: str, **kw: Any) -> argparse.ArgumentParser:
+    """The parser of verb ``name``, which ``run`` runs: ``help`` is its line in ``dipsim --help`` and
+    the docstring of ``run`` its description (unless ``kw`` gives one)."""
+    kw.setdefault("description", inspect.getdoc(run))
+    s = sub.add_parser(name, help=help, **kw)
+    s.set_defaults(run=run)
+    return s
 
 
 def flag(name: str) -> str:

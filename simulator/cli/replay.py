@@ -8,7 +8,7 @@ from common.jsonio import json_default
 from common.tables import print_table
 
 from ..config import EngineConfig, LayoutConfig, ReplayConfig
-from .options import add_config_options, add_masking_parameter_options, given, positive_int, replay_config
+from .options import add_config_options, add_masking_parameter_options, add_verb, given, positive_int, replay_config
 
 #: the engine's figures the table shows (the JSON output holds all of them)
 SHOWN = ("tokens_per_s", "analytic_tokens_per_s", "latency_ms_p50", "latency_ms_p99", "flash_requests_per_token",
@@ -44,10 +44,7 @@ def device_options(a: argparse.Namespace) -> tuple[EngineConfig, LayoutConfig]:
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("replay", help="replay a masking policy and a DRAM cache over a trace",
-                       description="Replay a masking policy with a DRAM cache of weight columns per layer over a "
-                                   "trace: hit rate, flash and DRAM bytes per token, per matrix group; with "
-                                   "--profile, tokens/s and latency on a device.")
+    s = add_verb(sub, "replay", run, "replay a masking policy and a DRAM cache over a trace")
     s.add_argument("--trace", required=True, help="trace file (from dipsim trace)")
     add_replay_options(s)
     s.add_argument("--threads", type=positive_int, help="threads over layers (default: 2 for large models)")
@@ -59,10 +56,11 @@ def add_parser(sub) -> None:
     s.add_argument("--chrome-trace", metavar="JSON", help="with --profile: write a chrome://tracing timeline of the "
                                                           "first tokens")
     add_device_options(s)
-    s.set_defaults(run=run)
 
 
 def run(a: argparse.Namespace) -> int:
+    """Replay a masking policy with a DRAM cache of weight columns per layer over a trace: hit rate, flash and
+    DRAM bytes per token, per matrix group; with --profile, tokens/s and latency on a device."""
     from common.io import check_file, check_outputs
     from traces.format import load
 

@@ -7,17 +7,13 @@ from pathlib import Path
 
 from common.errors import DipsimError
 
-from .options import positive_int, save_figure
+from .options import add_verb, positive_int, save_figure
 
 PLOT_KINDS = ("auto", "gamma", "keep", "device", "pareto")
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("sweep", help="run a YAML sweep experiment (resumable)",
-                       description="Run every point of an experiment file (grid and zip axes over any parameter) "
-                                   "and keep OUT/results.parquet current, one row per point. Every point is checked "
-                                   "before any work. Rerunning resumes: finished points are reused, also after the "
-                                   "file was edited (points whose parameters did not change).")
+    s = add_verb(sub, "sweep", run_sweep, "run a YAML sweep experiment (resumable)")
     s.add_argument("experiment", help="experiment YAML (see experiments/)")
     s.add_argument("--out", help="results folder (default results/<experiment name>)")
     s.add_argument("--jobs", type=positive_int, default=1, help="worker processes (default 1)")
@@ -26,21 +22,20 @@ def add_parser(sub) -> None:
     s.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: a LocalCluster)")
     s.add_argument("--dry-run", action="store_true", help="list the points (and the dropped ones) and stop")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(run=run_sweep)
 
-    s = sub.add_parser("plot", help="plot a sweep's results",
-                       description="Plot a results folder: by default the plot that fits its columns (accuracy "
-                                   "against speed when the sweep measured both, else against gamma, keep, device or "
-                                   "DRAM budget, whichever varies).")
+    s = add_verb(sub, "plot", run_plot, "plot a sweep's results")
     s.add_argument("results", help="sweep results folder")
     s.add_argument("--kind", choices=PLOT_KINDS, default="auto",
                    help="gamma, keep, device, pareto (accuracy against speed, or keep against tokens/s without "
                         "accuracy), or auto: from the columns and the parameters that vary (default)")
     s.add_argument("--out", help="image to write (default RESULTS/<kind>.png)")
-    s.set_defaults(run=run_plot)
 
 
 def run_sweep(a: argparse.Namespace) -> int:
+    """Run every point of an experiment file (grid and zip axes over any parameter) and keep
+    OUT/results.parquet current, one row per point. Every point is checked before any work. Rerunning
+    resumes: finished points are reused, also after the file was edited (points whose parameters did not
+    change)."""
     from ..sweep import load_experiment, run_sweep as sweep
 
     exp = load_experiment(a.experiment)
@@ -63,6 +58,8 @@ def run_sweep(a: argparse.Namespace) -> int:
 
 
 def run_plot(a: argparse.Namespace) -> int:
+    """Plot a results folder: by default the plot that fits its columns (accuracy against speed when the sweep
+    measured both, else against gamma, keep, device or DRAM budget, whichever varies)."""
     from common.io import FIGURE_SUFFIXES, check_file
 
     from .. import plots

@@ -17,7 +17,7 @@ from typing import Any
 
 from common.errors import DipsimError
 
-from .options import positive_int
+from .options import add_verb, positive_int
 
 HELP = """\
 Generate a synthetic trace of a model too large to trace on this machine, from a statistical model
@@ -60,9 +60,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``synth`` (generate) with its ``fit`` and ``validate`` sub-verbs; returns its parser."""
     from traces.synth.presets import PRESETS, WEIGHT_FORMATS
 
-    s = subparsers.add_parser("synth", help="synthetic traces of 7B-14B models from a model fitted to real traces",
-                              description=HELP.format(presets=", ".join(PRESETS), formats=", ".join(WEIGHT_FORMATS)),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = add_verb(subparsers, "synth", run, "synthetic traces of 7B-14B models from a model fitted to real traces",
+                 description=HELP.format(presets=", ".join(PRESETS), formats=", ".join(WEIGHT_FORMATS)),
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--like", metavar="NAME", help=f"model geometry to generate: {', '.join(PRESETS)}")
     s.add_argument("--tokens", type=positive_int, default=1024, metavar="N", help="tokens to generate (default 1024)")
     s.add_argument("--out", metavar="FILE", help="trace file to write (.safetensors)")
@@ -101,7 +101,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     f.add_argument("--validate-tokens", type=positive_int, default=1024, metavar="N",
                    help="tokens replayed by the validation (default 1024)")
     f.add_argument("-q", "--quiet", dest="fit_quiet", action="store_true", help="no progress lines")
-    s.set_defaults(run=run)
     return s
 
 

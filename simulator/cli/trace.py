@@ -8,29 +8,28 @@ import sys
 from common.tables import print_table
 
 from ..config import TraceSpec
-from .options import add_config_options, add_corpus_options, given
+from .options import add_config_options, add_corpus_options, add_verb, given
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("trace", help="capture MLP activations of a real model into a trace file",
-                       description="Run a real model over a corpus and record, for every layer and token, the MLP "
-                                   "input x and h = act(W_gate x) * (W_up x).")
+    s = add_verb(sub, "trace", run_trace, "capture MLP activations of a real model into a trace file")
     add_config_options(s, TraceSpec, title="what to capture", skip=("text",))
     s.add_argument("--out", required=True, help="trace file to write (.safetensors)")
     s.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="storage dtype (default float16)")
     s.add_argument("--no-h", action="store_true", help="record only x (no down-projection masking possible then)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_corpus_options(s)
-    s.set_defaults(run=run_trace)
 
-    s = sub.add_parser("trace-info", help="print a trace's dimensions and per-layer activation statistics")
+    s = add_verb(sub, "trace-info", run_trace_info,
+                 "print a trace's dimensions and per-layer activation statistics")
     s.add_argument("trace", help="trace file")
     s.add_argument("--top", type=float, default=0.5, help="fraction of columns for the top-set statistics (default 0.5)")
     s.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
-    s.set_defaults(run=run_trace_info)
 
 
 def run_trace(a: argparse.Namespace) -> int:
+    """Run a real model over a corpus and record, for every layer and token, the MLP input x and
+    h = act(W_gate x) * (W_up x)."""
     from common.io import check_file, check_outputs
     from traces.capture import CaptureInterrupted, capture
     from traces.format import load
