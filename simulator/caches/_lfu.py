@@ -4,11 +4,11 @@ first; the frequencies in use form an ascending linked list of nodes, so the vic
 frequent, then least recent -- is the first column of the first node, and a hit moves a column
 to the next node (made when the next frequency is not yet in use). Nodes come from a free stack.
 
-Every list is a ring of ``caches._lists`` closed by a sentinel: the node list's is node ``N``;
-node ``j``'s column list's is slot ``N + 1 + j`` of ``iprv/inxt``. The state
-is the tuple :func:`lfu_build` returns; the request loop (``_requests.keyed_segment``) works on
-it with the straight-line helpers here (numba prunes the reference counting of inlined helpers
-only when they have no branches; with branches they cost several times as much per request).
+Every list is a ring of ``caches._lists`` closed by a sentinel: the node list's is node ``N``,
+node ``j``'s column list's is slot ``N + 1 + j`` of ``iprv/inxt``; so every list operation is
+straight-line code (the condition for inlined helpers to cost nothing, see ``caches._lists``).
+The state is the tuple :func:`lfu_build` returns; the request loop is
+``_requests.keyed_segment``, with the helpers here.
 """
 from __future__ import annotations
 

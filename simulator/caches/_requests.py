@@ -32,7 +32,6 @@ from ._lfu import lfu_build, lfu_close, lfu_open, lfu_push
 from ._lists import insert_after, unlink
 
 
-
 @njit
 def _sorted_candidates(res, prio, evictable):
     """Evictable resident columns in ascending key order, and the layer's occupancy."""
@@ -79,9 +78,9 @@ def keyed_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, prv, nxt,
     evictions)``.
 
     One loop for the three policies, compiled twice: numba drops the branches on ``st is None``
-    when ``st`` is None, so LRU's and FIFO's version is their loop alone. The helpers are
-    straight-line code, which numba inlines at no cost; helpers with branches, or a loop that
-    tests at run time which structure it serves, cost several times as much per request."""
+    when ``st`` is None, so LRU's and FIFO's version is their loop alone (one loop that tested at
+    run time which structure it serves was twice as slow for LRU). Its list helpers cost nothing
+    only as written here; see ``caches._lists``."""
     if st is not None:
         iprv, inxt, node, nfreq, nprv, nnxt, free = st
     N = res.shape[0]
@@ -90,7 +89,7 @@ def keyed_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, prv, nxt,
     for i in range(ids.shape[0]):
         x = ids[i]
         t = t0 + (rows[i] if per_row else i)
-        at, f = N, 1
+        at, f = N, 1                    # LFU: x goes into the node of frequency f after node ``at``
         if res[x]:
             hits[i] = True
             if st is None:
@@ -99,17 +98,16 @@ def keyed_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, prv, nxt,
                     unlink(prv, nxt, x)
                     insert_after(prv, nxt, x, prv[N])
                 continue
-            else:
-                f = prio[x] // LFU_STEPS + 1
-                prio[x] = f * LFU_STEPS + t
-                j = node[x]
-                if j < 0:                   # not evictable
-                    continue
-                unlink(iprv, inxt, x)
-                at = j
-                if inxt[N + 1 + j] == N + 1 + j:    # node j left empty: closed
-                    at = nprv[j]
-                    lfu_close(nprv, nnxt, free, j)
+            f = prio[x] // LFU_STEPS + 1
+            prio[x] = f * LFU_STEPS + t
+            j = node[x]
+            if j < 0:                       # not evictable
+                continue
+            unlink(iprv, inxt, x)
+            at = j
+            if inxt[N + 1 + j] == N + 1 + j:    # node j left empty: closed
+                at = nprv[j]
+                lfu_close(nprv, nnxt, free, j)
         else:
             hits[i] = False
             prio[x] = t if st is None else LFU_STEPS + t
@@ -131,13 +129,13 @@ def keyed_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, prv, nxt,
                 res[v] = False
                 occ -= 1
                 n_evict += 1
-            if st is None:
+            if st is None:                  # (before the counters: see caches._lists)
                 insert_after(prv, nxt, x, prv[N])   # at the end: the greatest key
             res[x] = True
             occ += 1
             if st is None:
                 continue
-        if st is not None:              # LFU: x into the node of frequency f after node ``at``
+        if st is not None:
             j = nnxt[at]
             if j == N or nfreq[j] != f:
                 j = free[free[0]]

@@ -62,7 +62,9 @@ def _put(prv, nxt, cnt, loc, x, to, N):
 @njit
 def _arc_segment(ids, inuse, hits, C, loc, prv, nxt, cnt, pp, l):
     """Requests ``ids`` of layer ``l`` in order (``inuse``: columns eviction must pass over; the
-    state: that layer's rows, ``pp`` the per-layer targets p). Fills ``hits``; returns evictions."""
+    state: that layer's rows, ``pp`` the per-layer targets p). Fills ``hits``; returns evictions.
+    Every eviction goes through one place, and so does every insertion of ``x``: that keeps the
+    inlined list moves free of reference counting (see ``caches._lists``)."""
     N = loc.shape[0]
     s1, s2, sb1, sb2 = N, N + 1, N + 2, N + 3
     p = pp[l]
@@ -112,7 +114,7 @@ def _arc_segment(ids, inuse, hits, C, loc, prv, nxt, cnt, pp, l):
                 _take(prv, nxt, cnt, loc, victim)
                 if to != 0:
                     _put(prv, nxt, cnt, loc, victim, to, N)
-        if w != 0:                          # a hit, or a ghost: to T2
+        if w != 0:                          # a hit or a ghost goes to T2, a new column to T1
             _take(prv, nxt, cnt, loc, x)
         _put(prv, nxt, cnt, loc, x, T2 if w != 0 else T1, N)
     pp[l] = p
