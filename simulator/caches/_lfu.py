@@ -16,7 +16,7 @@ import numpy as np
 
 from common.jit import njit, njit_inline as _inline
 from ._kernels import LFU_STEPS
-from ._lists import insert_after, unlink
+from ._lists import insert_after, insert_before, unlink
 
 
 @njit
@@ -72,4 +72,4 @@ def lfu_close(nprv, nnxt, free, j):
 def lfu_push(iprv, inxt, node, c, j):
     """Column ``c`` at the end (most recent) of node ``j``'s list."""
     node[c] = j
-    insert_after(iprv, inxt, c, iprv[node.shape[0] + 1 + j])
+    insert_before(iprv, inxt, c, node.shape[0] + 1 + j)

@@ -26,10 +26,30 @@ def unlink(prv, nxt, x):
 
 
 @njit_inline
+def unlink_first(prv, nxt, s):
+    """Take the first entry out of sentinel ``s``'s list (``unlink(prv, nxt, nxt[s])`` without
+    reading the entry's ``prv`` slot, which an eviction would otherwise fetch for nothing)."""
+    b = nxt[nxt[s]]
+    nxt[s] = b
+    prv[b] = s
+
+
+@njit_inline
 def insert_after(prv, nxt, x, a):
-    """Put ``x`` into ``a``'s list right after ``a`` (after the sentinel: first; after the last entry:
-    last)."""
+    """Put ``x`` into ``a``'s list right after ``a`` (after the sentinel: first)."""
     b = nxt[a]
+    nxt[a] = x
+    prv[x] = a
+    nxt[x] = b
+    prv[b] = x
+
+
+@njit_inline
+def insert_before(prv, nxt, x, b):
+    """Put ``x`` into ``b``'s list right before ``b`` (before the sentinel: last). The same as
+    ``insert_after(prv, nxt, x, prv[b])``, without reading the neighbour's slot: appends read only
+    the sentinel's, which stays in cache."""
+    a = prv[b]
     nxt[a] = x
     prv[x] = a
     nxt[x] = b

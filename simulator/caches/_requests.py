@@ -29,7 +29,7 @@ from common.jit import njit, njit_inline as _inline
 from ..kernels import scratch, select_row
 from ._kernels import FIFO, LFU, LFU_STEPS, LRU
 from ._lfu import lfu_build, lfu_close, lfu_open, lfu_push
-from ._lists import insert_after, unlink
+from ._lists import insert_before, unlink, unlink_first
 
 
 @njit
@@ -96,7 +96,7 @@ def keyed_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, prv, nxt,
                 if kind == LRU and evictable[x]:
                     prio[x] = t
                     unlink(prv, nxt, x)
-                    insert_after(prv, nxt, x, prv[N])
+                    insert_before(prv, nxt, x, N)
                 continue
             f = prio[x] // LFU_STEPS + 1
             prio[x] = f * LFU_STEPS + t
@@ -115,23 +115,23 @@ def keyed_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, prv, nxt,
                 if st is None:              # the victim: the least key ...
                     v = nxt[N]
                 else:                       # ... or the least frequent, least recent
-                    v = N if nnxt[N] == N else inxt[N + 1 + nnxt[N]]
+                    j = nnxt[N]
+                    v = N if j == N else inxt[N + 1 + j]
                 if v == N:                  # nothing evictable: x passes through uncached
                     continue
                 if st is None:
-                    unlink(prv, nxt, v)
+                    unlink_first(prv, nxt, N)
                 else:
-                    j = node[v]
-                    unlink(iprv, inxt, v)
+                    unlink_first(iprv, inxt, N + 1 + j)
                     node[v] = -1
                     if inxt[N + 1 + j] == N + 1 + j:
                         lfu_close(nprv, nnxt, free, j)
                 res[v] = False
                 occ -= 1
                 n_evict += 1
-            if st is None:                  # (before the counters: see caches._lists)
-                insert_after(prv, nxt, x, prv[N])   # at the end: the greatest key
             res[x] = True
+            if st is None:                  # (not last on this path: see caches._lists)
+                insert_before(prv, nxt, x, N)   # at the end: the greatest key
             occ += 1
             if st is None:
                 continue
