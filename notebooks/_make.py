@@ -337,6 +337,18 @@ def results_note(small: str) -> str:
             f"runs a tiny configuration (128 tokens, {small}) in seconds.")
 
 
+def accuracy_cell(frame: str, x: str, colour: str, what: str, skip: tuple[str, ...] = ()) -> str:
+    """The cell plotting perplexity, KL to dense and top-1 agreement of the rows ``frame`` against
+    ``x``, one line per ``colour``; the title names ``what`` and the context but ``x`` and ``skip``."""
+    return f'''if "m.perplexity" in df.columns:
+    fig, ax = plots.lines({frame}, "{x}", ["m.perplexity", "m.kl_to_dense", "m.top1_agreement"], "{colour}",
+                          title=f"Accuracy against {what} -- {{plots.context({frame}, skip={(x, *skip)!r})}}")
+    ax[2].set_yscale("linear")   # a share of positions: 0 to 1
+    render(fig)
+else:
+    print(NO_ACCURACY)'''
+
+
 # ------------------------------------------------------------------------------------- gamma_tradeoff
 GAMMA_INTRO = """# DIP-CA: the γ trade-off
 
@@ -399,13 +411,7 @@ GAMMA_ACC_MD = """## γ against accuracy
 
 Measured with the policy and its cache in the loop; the same on every device."""
 
-GAMMA_ACC = '''if "m.perplexity" in df.columns:
-    fig, ax = plots.lines(one, "p.gamma", ["m.perplexity", "m.kl_to_dense", "m.top1_agreement"], "p.dram_fraction",
-                          title=f"Accuracy against γ -- {plots.context(one, skip=('p.gamma', 'p.device'))}")
-    ax[2].set_yscale("linear")   # a share of positions: 0 to 1
-    render(fig)
-else:
-    print(NO_ACCURACY)'''
+GAMMA_ACC = accuracy_cell("one", "p.gamma", "p.dram_fraction", "γ", skip=("p.device",))
 
 GAMMA_TRADE_MD = """## Perplexity against tokens/s, on both phones
 
@@ -470,13 +476,7 @@ SPARSITY_ACC_MD = """## Keep against accuracy
 
 Measured with each policy and its cache in the loop."""
 
-SPARSITY_ACC = '''if "m.perplexity" in df.columns:
-    fig, ax = plots.lines(df, "p.keep", ["m.perplexity", "m.kl_to_dense", "m.top1_agreement"], "p.masking",
-                          title=f"Accuracy against keep -- {plots.context(df, skip=('p.keep',))}")
-    ax[2].set_yscale("linear")   # a share of positions: 0 to 1
-    render(fig)
-else:
-    print(NO_ACCURACY)'''
+SPARSITY_ACC = accuracy_cell("df", "p.keep", "p.masking", "keep")
 
 SPARSITY_TRADE_MD = """## Perplexity against tokens/s
 
