@@ -49,7 +49,6 @@ import pandas as pd
 import yaml
 
 from simulator import plots
-from simulator.plots.base import shared_legend
 from simulator.sweep import load_experiment, load_results, run_sweep
 
 
@@ -281,7 +280,7 @@ def tradeoff(d, *, colour: str, text, panel: str | None = None, title: str = "",
     axes[0].set_ylabel(plots.label("m.perplexity") + " (lower is better)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    shared_legend(fig, axes)
+    plots.base.shared_legend(fig, axes)
     for ax in axes:
         for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
             if scale == "log":
