@@ -57,6 +57,16 @@ def save(path: str | os.PathLike, tensors: dict[str, np.ndarray], meta: dict[str
     return p
 
 
+def save_owned(path: str | os.PathLike, tensors: dict[str, np.ndarray], meta: dict[str, Any], **fields: Any) -> Path:
+    """Save an in-memory method object: its ``meta`` (less the ``id`` and ``path`` of an earlier file)
+    with ``fields`` added; ``meta`` then records the new file's ``id`` and ``path``."""
+    out = {k: v for k, v in meta.items() if k not in ("id", "path")}
+    out.update(fields)
+    p = save(path, tensors, out)
+    meta.update(id=out["id"], path=str(p))
+    return p
+
+
 def read_meta(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
     """The metadata object of a method file (header only), checked to be of ``kind``; one-line errors."""
     p = Path(path)

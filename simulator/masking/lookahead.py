@@ -42,11 +42,7 @@ class Predictor:
         return hid @ p[f"{head}.{layer}.w2"].T + p[f"{head}.{layer}.b2"]
 
     def save(self, path: str | os.PathLike) -> Path:
-        meta = {k: v for k, v in self.meta.items() if k not in ("id", "path")}
-        meta["kind"] = "predictor"
-        p = store.save(path, self.params, meta)
-        self.meta.update(id=meta["id"], path=str(p))
-        return p
+        return store.save_owned(path, self.params, self.meta, kind="predictor")
 
 
 def load_predictor(path: str | os.PathLike) -> Predictor:

@@ -80,11 +80,8 @@ class Adapter:
     def save(self, path: str | os.PathLike) -> Path:
         tensors = {f"{n}.lora_A": self.A[n].detach().numpy() for n in self.A}
         tensors.update({f"{n}.lora_B": self.B[n].detach().numpy() for n in self.B})
-        meta = {k: v for k, v in self.meta.items() if k not in ("id", "path")}
-        meta.update(kind="adapter", params=self.n_params(), fp16_bytes=self.nbytes(2.0))
-        p = store.save(path, tensors, meta)
-        self.meta.update(id=meta["id"], path=str(p))
-        return p
+        return store.save_owned(path, tensors, self.meta, kind="adapter", params=self.n_params(),
+                                fp16_bytes=self.nbytes(2.0))
 
 
 def load_adapter(path: str | os.PathLike) -> Adapter:

@@ -79,20 +79,25 @@ class LayerInputs:
                     self.hidden[b] = out[0] if isinstance(out, tuple) else out
 
 
+def _accumulating(hess: list, kept: list | None = None):
+    """A pre-hook adding the module's input to the Hessian in ``hess`` (created on first use; also
+    appended to ``kept`` if given), then stopping the forward: nothing after it is needed."""
+    def hook(mod, args, kwargs):
+        a = args[0] if args else next(iter(kwargs.values()))
+        if not hess:
+            hess.append(Hessian(a.shape[-1]))
+        hess[0].add(a)
+        if kept is not None:
+            kept.append(a.detach())
+        raise _Stop
+    return hook
+
+
 def _mlp_inputs(runner: LayerInputs, mlp, i: int) -> tuple[Hessian, list]:
     """Pass 1 over layer ``i``: the MLP inputs of every batch and their Hessian (the MLP is skipped)."""
     xs: list = []
     hess: list[Hessian] = []
-
-    def hook(mod, args, kwargs):
-        x = args[0] if args else next(iter(kwargs.values()))
-        if not hess:
-            hess.append(Hessian(x.shape[-1]))
-        hess[0].add(x)
-        xs.append(x.detach())
-        raise _Stop
-
-    handle = mlp.register_forward_pre_hook(hook, with_kwargs=True)
+    handle = mlp.register_forward_pre_hook(_accumulating(hess, xs), with_kwargs=True)
     try:
         runner.run(i, advance=False)
     finally:
@@ -105,15 +110,7 @@ def _down_hessian(mlp, xs: list) -> Hessian:
     import torch
 
     hess: list[Hessian] = []
-
-    def hook(mod, args, kwargs):
-        h = args[0] if args else next(iter(kwargs.values()))
-        if not hess:
-            hess.append(Hessian(h.shape[-1]))
-        hess[0].add(h)
-        raise _Stop
-
-    handle = mlp.down_proj.register_forward_pre_hook(hook, with_kwargs=True)
+    handle = mlp.down_proj.register_forward_pre_hook(_accumulating(hess), with_kwargs=True)
     try:
         with torch.no_grad():
             for x in xs:

@@ -86,11 +86,7 @@ class Variant:
             tensors[f"{name}.values"] = w.numpy().reshape(-1)[kept].astype(np.float32)
             tensors[f"{name}.mask"] = np.packbits(kept)
             shapes[name] = {"shape": list(w.shape), "nnz": int(kept.sum())}
-        meta = {k: v for k, v in self.meta.items() if k not in ("id", "path")}
-        meta.update(kind="variant", matrices=shapes, bytes=self.stored_bytes())
-        p = store.save(path, tensors, meta)
-        self.meta.update(id=meta["id"], path=str(p))
-        return p
+        return store.save_owned(path, tensors, self.meta, kind="variant", matrices=shapes, bytes=self.stored_bytes())
 
 
 def load_variant(path: str | os.PathLike) -> Variant:
