@@ -158,23 +158,30 @@ def _tradeoff_panel(ax, d, x: str, y: str, collapse: float, legend: bool) -> Non
 
 
 def _place_labels(ax, texts) -> None:
-    """Annotate points so that labels do not overlap: a label goes right of its point (left of it
-    near the right edge) and moves down, in screen space, past labels already placed."""
+    """Annotate points so that labels do not overlap: a label goes right of its point (ending at it,
+    left of it, where it would cross the right edge) and moves down, in screen space, past labels
+    already placed. Widths are the rendered texts' own."""
     fig = ax.figure
     fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
     right_edge = ax.get_window_extent().x1
+    pt = 72.0 / fig.dpi      # points per display pixel now
     placed = []
     for x, y, text, color in sorted(texts, key=lambda t: -t[1]):
         px, py = ax.transData.transform((x, y))
-        w, h = 5.0 * len(text) + 4, 10
-        ox = 5 if px + 5 + w < right_edge else -5 - w
+        t = ax.annotate(text, (x, y), fontsize=7, color=color, textcoords="offset points", xytext=(5 * pt, 3 * pt))
+        ext = t.get_window_extent(renderer)
+        w, h = ext.width + 2, ext.height
+        right = px + 5 + w < right_edge
+        x0 = px + 5 if right else px - 5 - w
         oy = 3
         for _ in range(40):
-            box = (px + ox, py + oy, px + ox + w, py + oy + h)
+            box = (x0, py + oy, x0 + w, py + oy + h)
             if not any(b[0] < box[2] and box[0] < b[2] and b[1] < box[3] and box[1] < b[3] for b in placed):
                 break
             oy -= h
-        placed.append((px + ox, py + oy, px + ox + w, py + oy + h))
-        ax.annotate(text, (x, y), fontsize=7, color=color, textcoords="offset pixels", xytext=(ox, oy))
+        placed.append(box)
+        t.set_horizontalalignment("left" if right else "right")
+        t.xyann = ((5 if right else -5) * pt, oy * pt)   # in points: the same place at any saving dpi
 
 
