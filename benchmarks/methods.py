@@ -2,10 +2,11 @@
 
     python benchmarks/methods.py [--out out/methods] [--tokens 1024] [--steps prune,lora,predictor,table]
                                  [--lora-loss kl] [--lora-minutes 14.5] [--force]
+                                 [--model smollm2-135m] [--calibration-seqs 64]
 
 Steps (each reuses its files in ``--out`` unless ``--force``):
 
-* ``prune``: magnitude and SparseGPT (64 x 512 calibration tokens of the learning text) at 50% of every
+* ``prune``: magnitude and SparseGPT (``--calibration-seqs`` x 512 calibration tokens of the learning text) at 50% of every
   MLP matrix -> ``<model>-{magnitude,sparsegpt}-0.5.safetensors`` (time, stored bytes per format);
 * ``lora``: a rank-16 adapter on gate/up/down trained with DIP masks at keep 0.5 for ``--lora-minutes``
   (bfloat16 autocast, batch 2 x 512 tokens, lr 2e-3, KL to the dense model or next-token loss);
@@ -36,7 +37,7 @@ def _load() -> str:
         return "n/a"
 
 
-def step_prune(lm, out: Path, force: bool) -> dict:
+def step_prune(lm, out: Path, force: bool, n_seqs: int = 64) -> dict:
     from simulator.methods.prune import prune_model
     from simulator.methods.variants import load_variant
 
@@ -45,7 +46,7 @@ def step_prune(lm, out: Path, force: bool) -> dict:
         p = out / f"{MODEL}-{method}-0.5.safetensors"
         if force or not p.exists():
             print(f"prune {method} 0.5 (load {_load()}) ...", flush=True)
-            v = prune_model(lm, method, 0.5, n_seqs=64, seq_len=512, batch=8, progress=True)
+            v = prune_model(lm, method, 0.5, n_seqs=n_seqs, seq_len=512, batch=8, progress=True)
             v.save(p)
         v = load_variant(p)
         b = v.meta["bytes"]
@@ -178,6 +179,7 @@ def step_table(lm, out: Path, files: dict, tokens: int) -> list[dict]:
 
 
 def main() -> None:
+    global MODEL
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="out/methods")
     ap.add_argument("--tokens", type=int, default=1024)
@@ -185,7 +187,11 @@ def main() -> None:
     ap.add_argument("--lora-loss", default="kl", choices=["kl", "nll"])
     ap.add_argument("--lora-minutes", type=float, default=14.5)
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--model", default=MODEL, help=f"a named model (default {MODEL}); its files are named after it")
+    ap.add_argument("--calibration-seqs", type=int, default=64,
+                    help="SparseGPT's calibration sequences of 512 tokens (default 64)")
     a = ap.parse_args()
+    MODEL = a.model
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
@@ -197,7 +203,7 @@ def main() -> None:
     steps = a.steps.split(",")
     lm = load_model(MODEL, verbose=False)
     if "prune" in steps:
-        step_prune(lm, out, a.force)
+        step_prune(lm, out, a.force, a.calibration_seqs)
     if "lora" in steps:
         step_lora(lm, out, a.force, a.lora_loss, a.lora_minutes)
     if "predictor" in steps:
