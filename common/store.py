@@ -13,8 +13,9 @@ import hashlib
 import json
 import os
 import struct
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -65,6 +66,29 @@ def save_owned(path: str | os.PathLike, tensors: dict[str, np.ndarray], meta: di
     p = save(path, tensors, out)
     meta.update(id=out["id"], path=str(p))
     return p
+
+
+@dataclass(kw_only=True)
+class MethodObject:
+    """What every in-memory method object (a variant, an adapter, a predictor) shares: its file's
+    metadata ``meta`` and how it is saved. A subclass names its ``KIND`` and gives its tensors
+    (``file_tensors``) and any further metadata (``file_fields``)."""
+
+    meta: dict[str, Any] = field(default_factory=dict)
+    KIND: ClassVar[str] = ""
+
+    def file_tensors(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def file_fields(self) -> dict[str, Any]:
+        return {}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return save_owned(path, self.file_tensors(), self.meta, kind=self.KIND, **self.file_fields())
+
+    def tagged(self, name: str) -> str:
+        """``name-<file id>`` (``unsaved`` before a save): how results name what was applied."""
+        return f"{name}-{self.meta.get('id', 'unsaved')}"
 
 
 def read_meta(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:

@@ -119,7 +119,7 @@ def test_stored_bytes_formula_by_hand():
     import torch
 
     pruned = {"a": torch.tensor([[True, False, True, False]] * 4), "b": torch.zeros(2, 8, dtype=torch.bool)}
-    v = Variant({k: torch.zeros(m.shape) for k, m in pruned.items()}, pruned, {"bytes_per_weight": 0.5})
+    v = Variant({k: torch.zeros(m.shape) for k, m in pruned.items()}, pruned, meta={"bytes_per_weight": 0.5})
     b = v.stored_bytes()
     assert b["bitmask"] == (8 * 0.5 + 2) + (16 * 0.5 + 2) and b["index16"] == 8 * 2.5 + 16 * 2.5
     assert b["dense"] == 32 * 0.5 and b["weights"] == 32 and v.sparsity() == 0.25

@@ -7,9 +7,7 @@ masking policy must load and evaluate it without the training code. The file for
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,12 +18,12 @@ HEADS = ("down", "upgate")
 
 
 @dataclass
-class Predictor:
+class Predictor(store.MethodObject):
     """Per ``(head, layer)``: ``w1 [r, d_model]``, ``b1 [r]``, ``w2 [N, r]``, ``b2 [N]`` (float32 numpy);
     ``mu``, ``sd`` ``[L, d_model]``: input standardization per source layer; ``meta``."""
 
+    KIND = "predictor"
     params: dict[str, np.ndarray]
-    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def heads(self) -> list[str]:
@@ -41,11 +39,11 @@ class Predictor:
         hid = np.maximum(z @ p[f"{head}.{layer}.w1"].T + p[f"{head}.{layer}.b1"], 0.0)
         return hid @ p[f"{head}.{layer}.w2"].T + p[f"{head}.{layer}.b2"]
 
-    def save(self, path: str | os.PathLike) -> Path:
-        return store.save_owned(path, self.params, self.meta, kind="predictor")
+    def file_tensors(self) -> dict[str, np.ndarray]:
+        return self.params
 
 
 def load_predictor(path: str | os.PathLike) -> Predictor:
     params, meta = store.load(path, "predictor")
     meta["path"] = str(path)
-    return Predictor(params, meta)
+    return Predictor(params, meta=meta)

@@ -22,8 +22,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,12 +39,12 @@ LOSSES = ("kl", "nll")
 
 
 @dataclass
-class Adapter:
+class Adapter(store.MethodObject):
     """LoRA factors per matrix name (``A [r, in]``, ``B [out, r]``, torch float32) and metadata."""
 
+    KIND = "adapter"
     A: dict[str, Any]
     B: dict[str, Any]
-    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def scale(self) -> float:
@@ -53,7 +52,7 @@ class Adapter:
 
     @property
     def tag(self) -> str:
-        return f"lora-r{self.meta['rank']}-{self.meta.get('id', 'unsaved')}"
+        return self.tagged(f"lora-r{self.meta['rank']}")
 
     def n_params(self) -> int:
         return int(sum(a.numel() for a in self.A.values()) + sum(b.numel() for b in self.B.values()))
@@ -77,11 +76,13 @@ class Adapter:
             raise
         return sw
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def file_tensors(self) -> dict[str, np.ndarray]:
         tensors = {f"{n}.lora_A": self.A[n].detach().numpy() for n in self.A}
         tensors.update({f"{n}.lora_B": self.B[n].detach().numpy() for n in self.B})
-        return store.save_owned(path, tensors, self.meta, kind="adapter", params=self.n_params(),
-                                fp16_bytes=self.nbytes(2.0))
+        return tensors
+
+    def file_fields(self) -> dict[str, Any]:
+        return {"params": self.n_params(), "fp16_bytes": self.nbytes(2.0)}
 
 
 def load_adapter(path: str | os.PathLike) -> Adapter:
@@ -95,7 +96,7 @@ def load_adapter(path: str | os.PathLike) -> Adapter:
     except KeyError as e:
         raise DipsimError(f"{path}: adapter tensor {e.args[0]!r} missing") from None
     meta["path"] = str(path)
-    return Adapter(A, B, meta)
+    return Adapter(A, B, meta=meta)
 
 
 def init_adapter(lm, rank: int = 16, alpha: float | None = None, targets=("mlp",), seed: int = 0) -> Adapter:
@@ -117,7 +118,7 @@ def init_adapter(lm, rank: int = 16, alpha: float | None = None, targets=("mlp",
         A[name] = (torch.rand((rank, in_f), generator=gen) * 2 - 1) * bound
         B[name] = torch.zeros((out_f, rank))
     meta = {**store.model_meta(lm), "rank": rank, "alpha": float(alpha), "targets": list(targets)}
-    return Adapter(A, B, meta)
+    return Adapter(A, B, meta=meta)
 
 
 class LoRAHooks:

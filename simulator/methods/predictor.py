@@ -148,7 +148,7 @@ def train_predictor(trace, *, rank: int = 64, keep: float = 0.5, heads=("down",)
     meta.update(rank=rank, keep=float(keep), heads=list(heads), input="prev_x", train_tokens=[0, n_train],
                 held_out_tokens=[n_train, T], trace=str(getattr(trace, "path", None) or trace.name), epochs=epochs,
                 lr=lr, batch=batch, seed=seed)
-    pred = Predictor(params, meta)
+    pred = Predictor(params, meta=meta)
     pred.meta["held_out"] = evaluate_predictor(pred, trace, n_train, T, keep)
     pred.meta["seconds"] = time.perf_counter() - t_start
     return pred

@@ -146,7 +146,7 @@ def prune_model(lm, method: str = "sparsegpt", sparsity: float = 0.5, *, n_seqs:
         for name, mod in mats.items():
             weights[name], pruned[name] = magnitude_prune(mod.weight.data, sparsity)
         meta["seconds"] = time.perf_counter() - t0
-        return Variant(weights, pruned, meta)
+        return Variant(weights, pruned, meta=meta)
 
     for name, v, lo in (("n_seqs", n_seqs, 1), ("seq_len", seq_len, 2), ("batch", batch, 1)):
         _check_int(name, v, lo)
@@ -184,4 +184,4 @@ def prune_model(lm, method: str = "sparsegpt", sparsity: float = 0.5, *, n_seqs:
     finally:
         swap.restore()
     meta["seconds"] = time.perf_counter() - t0
-    return Variant(weights, pruned, meta)
+    return Variant(weights, pruned, meta=meta)

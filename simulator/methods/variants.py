@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,16 +44,16 @@ def matrix_bytes(n: int, nnz: int, bytes_per_weight: float) -> dict[str, float]:
 
 
 @dataclass
-class Variant:
+class Variant(store.MethodObject):
     """Pruned matrices by name (``weights``: float32 tensors, zero where ``pruned``) and metadata."""
 
+    KIND = "variant"
     weights: dict[str, Any]
     pruned: dict[str, Any]
-    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tag(self) -> str:
-        return f"{self.meta.get('method', 'variant')}-{self.meta.get('sparsity')}-{self.meta.get('id', 'unsaved')}"
+        return self.tagged(f"{self.meta.get('method', 'variant')}-{self.meta.get('sparsity')}")
 
     def sparsity(self) -> float:
         n = sum(int(m.numel()) for m in self.pruned.values())
@@ -79,14 +78,19 @@ class Variant:
         store.check_model(self.meta, lm, self.meta.get("path", "variant"))
         return Swap(lm, self.weights, tag=self.tag)
 
-    def save(self, path: str | os.PathLike) -> Path:
-        tensors, shapes = {}, {}
+    def file_tensors(self) -> dict[str, np.ndarray]:
+        """The kept values and a bitmask of the kept positions per matrix (the ``bitmask`` format)."""
+        tensors = {}
         for name, w in self.weights.items():
             kept = ~self.pruned[name].numpy().reshape(-1)
             tensors[f"{name}.values"] = w.numpy().reshape(-1)[kept].astype(np.float32)
             tensors[f"{name}.mask"] = np.packbits(kept)
-            shapes[name] = {"shape": list(w.shape), "nnz": int(kept.sum())}
-        return store.save_owned(path, tensors, self.meta, kind="variant", matrices=shapes, bytes=self.stored_bytes())
+        return tensors
+
+    def file_fields(self) -> dict[str, Any]:
+        shapes = {name: {"shape": list(w.shape), "nnz": int(w.numel() - int(self.pruned[name].sum()))}
+                  for name, w in self.weights.items()}
+        return {"matrices": shapes, "bytes": self.stored_bytes()}
 
 
 def load_variant(path: str | os.PathLike) -> Variant:
@@ -110,7 +114,7 @@ def load_variant(path: str | os.PathLike) -> Variant:
         weights[name] = torch.from_numpy(w.reshape(shape))
         pruned[name] = torch.from_numpy(~kept.reshape(shape))
     meta["path"] = str(path)
-    return Variant(weights, pruned, meta)
+    return Variant(weights, pruned, meta=meta)
 
 
 def apply_variant(lm, path: str | os.PathLike) -> Swap:
