@@ -96,6 +96,11 @@ class ReplayConfig(ConfigBase):
         Every value is checked; a parameter the chosen policy does not take is refused."""
         data = dict(data or {})
         mparams = {k: data.pop(k) for k in masking_parameter_names() if k in data}
+        nested = mapping(data.pop("masking_params", None), child(where, "masking_params"))
+        for k in nested:
+            if k in mparams:
+                raise DipsimError(f"{child(where, 'masking_params')}: {k!r} is also given beside it; give it once")
+        mparams.update(nested)
         cfg = cls.from_mapping(data, where)
         return dataclasses.replace(cfg, masking_params=cfg.checked_masking_params(mparams, where))
 

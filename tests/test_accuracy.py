@@ -11,6 +11,7 @@ import pytest
 
 import simulator
 from simulator import accuracy, cli
+from simulator.accuracy.configs import normalize_config
 from simulator.cli import eval as cli_eval
 from common.errors import DipsimError
 
@@ -360,6 +361,19 @@ def test_cli_configurations(tmp_path):
         cli_eval.configs_from_args(p.parse_args(["eval", "--config", "[1, 2]"]))
     with pytest.raises(DipsimError, match="--gamma: none of the masking policies asked for"):
         cli_eval.configs_from_args(p.parse_args(["eval", "--masking", "dip", "--gamma", "0.3"]))
+    # run options (--tokens, --warmup) add no configuration; options given once fill in --config entries
+    one = '{"masking": "dip", "keep": 0.75}'
+    assert cli_eval.configs_from_args(p.parse_args(["eval", "--tokens", "64", "--warmup", "4", "--config", one])) == [
+        {"masking": "dip", "keep": 0.75}]
+    got = cli_eval.configs_from_args(p.parse_args(["eval", "--cache", "fifo", "--weight-format", "int8", "--keep", "0.3",
+                                                   "--config", one]))
+    assert got == [{"masking": "dip", "keep": 0.75, "cache": "fifo", "weight_format": "int8"}]
+    with pytest.raises(DipsimError, match="--keep is given 2 times beside --config"):
+        cli_eval.configs_from_args(p.parse_args(["eval", "--keep", "0.5", "--keep", "0.7", "--config", one]))
+    # a policy's parameters may also sit under masking_params; given twice they are refused
+    assert normalize_config({"masking": "dip-ca", "masking_params": {"gamma": 0.9}})["gamma"] == 0.9
+    with pytest.raises(DipsimError, match="also given beside it"):
+        normalize_config({"masking": "dip-ca", "gamma": 0.2, "masking_params": {"gamma": 0.9}})
 
 
 def test_module_imports_without_torch():

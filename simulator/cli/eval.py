@@ -26,14 +26,16 @@ same tokens with the same configuration).
 
 Each configuration runs one parallel forward of the text in which every MLP masks all positions
 of its layer at once, the policy and caches stepped through the tokens in order (--loop layer, the
-default; --loop token runs the token-by-token reference). The configurations are the product of the repeatable options --masking, --gamma,
---keep, --cache and --dram-fraction (--gamma applies to dip-ca only), plus every --config entry.
---config takes a JSON or YAML mapping or list of mappings, inline or as a file, e.g.
+default; --loop token runs the token-by-token reference). The configurations are the product of
+the repeatable options --masking, --gamma, --keep, --cache and --dram-fraction (a masking parameter
+such as --gamma joins only the policies that take it); the other options apply to all. Or list them
+with --config: a JSON or YAML mapping or list of mappings, inline or as a file, e.g.
   --config '{"masking": "dip", "keep": 0.75}'  --config sweep.yaml
-with the keys masking, gamma, fixed_top_n, seed, keep, keep_up, keep_gate, keep_down, cache,
-cache_params, allocation, allocation_params, dram_fraction, dram_bytes, weight_format, label.
-Without --config and without any of those options, one configuration runs: dip-ca, gamma 0.2,
-keep 0.5, lru, dram fraction 0.5. Results are cached on disk (--no-reuse to recompute).
+with the keys masking, the masking policy's parameters (gamma, fixed_top_n, seed, ...; flat or
+under masking_params), keep, keep_up, keep_gate, keep_down, cache, cache_params, allocation,
+allocation_params, dram_fraction, dram_bytes, weight_format, label; options given once fill in
+what an entry leaves out. Without either, one configuration runs: {DEFAULT}.
+Results are cached on disk (--no-reuse to recompute).
 
 Tokens: BOS + the first --tokens text tokens, one context window; every text token after the
 --prefill ones is scored (perplexity = exp(mean NLL)), its first prediction coming from the dense
@@ -46,9 +48,15 @@ prompt. Example:
 REPEAT = ("masking", "keep", "cache", "dram_fraction", "gamma")
 
 
+def _default_text() -> str:
+    d = ReplayConfig()
+    return (f"{d.masking}, keep {d.keep}, {d.cache}, the DRAM budget half the MLP weights "
+            f"(dram_fraction 0.5), {d.allocation} allocation")
+
+
 def add_parser(sub) -> None:
     s = add_verb(sub, "eval", run, "closed-loop accuracy: perplexity, KL to dense, closed- vs open-loop hit rate",
-                 description=EVAL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+                 description=EVAL_HELP.replace("{DEFAULT}", _default_text()), formatter_class=argparse.RawDescriptionHelpFormatter)
     model = next(f for f in params_of(TraceSpec) if f.name == "model")
     s.add_argument("--model", default=model.default, help=f"{model.metadata['help']} (default {model.default})")
     add_config_options(s, AccuracyRun, title="the run")
@@ -88,19 +96,46 @@ def _parse_config_arg(text: str) -> list[dict[str, Any]]:
     return data
 
 
+#: ReplayConfig options that belong to the run (every configuration shares them), not to a configuration
+RUN_KEYS = ("tokens", "warmup", "calib_tokens")
+
+
+def _with_defaults(entry: dict[str, Any], single: dict[str, Any], mparams: dict[str, Any]) -> dict[str, Any]:
+    """A --config entry with the single-valued command-line options filling what it does not set (a
+    masking parameter only where the entry's policy takes it)."""
+    c = {**single, **entry}
+    m = c.get("masking", ReplayConfig.masking)
+    takes = set(policy_params(masking.REGISTRY.get_class(m))) if m in masking.names() else set()
+    c.update({k: v for k, v in mparams.items() if k in takes and k not in entry})
+    return c
+
+
 def configs_from_args(a: argparse.Namespace) -> list[dict[str, Any]]:
-    """The configurations an ``eval`` command line asks for: the product of the repeatable options
-    (a masking parameter joins only the policies that take it), the single-valued ones applied to
-    all, then every ``--config`` entry."""
+    """The configurations an ``eval`` command line asks for. Without ``--config``: the product of the
+    repeatable options (a masking parameter joins only the policies that take it), the single-valued
+    ones applied to all. With ``--config``: its entries, each filled in by the options given once;
+    an option given several times is refused there (list the configurations in --config instead)."""
     extra = []
     for text in a.config or []:
         extra += _parse_config_arg(text)
-    single = given(a, ReplayConfig)
-    axes = {k: single.pop(k) for k in REPEAT if k in single}
+    single = {k: v for k, v in given(a, ReplayConfig).items() if k not in RUN_KEYS}
     mparams = given(a, ReplayConfig, names=masking_parameter_names())
+    if extra:
+        many = [k for k, v in {**single, **mparams}.items() if k in REPEAT and len(v) > 1]
+        if many:
+            raise DipsimError(f"{flag(many[0])} is given {len(({**single, **mparams})[many[0]])} times beside "
+                              f"--config: with --config, list each configuration there (options given once fill "
+                              f"in what its entries leave out)")
+        single = {k: (v[0] if k in REPEAT else v) for k, v in single.items()}
+        mparams = {k: (v[0] if k in REPEAT else v) for k, v in mparams.items()}
+        names = [e.get("masking", ReplayConfig.masking) for e in extra]
+        takes = [set(policy_params(masking.REGISTRY.get_class(m))) for m in names if m in masking.names()]
+        for k in mparams:
+            if takes and not any(k in t for t in takes):
+                raise DipsimError(f"{flag(k)}: none of the --config masking policies ({', '.join(names)}) takes it")
+        return [_with_defaults(e, single, mparams) for e in extra]
+    axes = {k: single.pop(k) for k in REPEAT if k in single}
     axes.update({k: mparams.pop(k) for k in REPEAT if k in mparams})
-    if not axes and not single and not mparams and extra:
-        return extra
     names = axes.pop("masking", [ReplayConfig.masking])
     policy_axes = {k: v for k, v in axes.items() if k in masking_parameter_names()}
     other_axes = {k: v for k, v in axes.items() if k not in policy_axes}
@@ -118,7 +153,7 @@ def configs_from_args(a: argparse.Namespace) -> list[dict[str, Any]]:
             if key not in seen:
                 seen.add(key)
                 out.append(c)
-    return out + extra
+    return out
 
 
 def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -133,6 +168,8 @@ def run(a: argparse.Namespace) -> int:
     """The ``eval`` subcommand: evaluate the configurations and print a table or JSON."""
     configs = configs_from_args(a)
     run_cfg = AccuracyRun.from_mapping(given(a, AccuracyRun), "command line")
+    if a.batched_gemm and run_cfg.loop != "token":
+        raise DipsimError(f"--batched-gemm applies to --loop token only (this run: --loop {run_cfg.loop})")
     rc = ReplayConfig.from_mapping({k: v for k, v in given(a, ReplayConfig, names=("warmup", "calib_tokens")).items()},
                                    "command line")
     results = evaluate(a.model, configs, text=a.text, dataset=a.dataset, text_column=a.text_column,
