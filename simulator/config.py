@@ -133,7 +133,19 @@ class ReplayConfig(ConfigBase):
             if k not in allocation.PARAMS:
                 raise DipsimError(f"{child(where, 'allocation_params')}: allocation has no parameter {k!r}; its "
                                   f"parameters: {', '.join(allocation.PARAMS)}")
+        if "steps" in self.allocation_params:   # benefit's grid of cache sizes per group
+            steps = number(1, 100_000, integer=True)(self.allocation_params["steps"],
+                                                    child(child(where, "allocation_params"), "steps"))
+            object.__setattr__(self, "allocation_params", {**self.allocation_params, "steps": steps})
         return self
+
+    def unused_keeps(self) -> str | None:
+        """Why a group's own keep cannot apply (the policy leaves that group dense), or None."""
+        prunes = masking.REGISTRY.get_class(self.masking).prunes
+        for k, group in (("keep_up", "upgate"), ("keep_gate", "upgate"), ("keep_down", "down")):
+            if getattr(self, k) is not None and group not in prunes:
+                return f"{k}: masking policy {self.masking!r} leaves the {group} group dense, so {k} does not apply"
+        return None
 
     def policy(self) -> masking.MaskingPolicy:
         return masking.make(self.masking, **self.masking_params)
@@ -272,6 +284,8 @@ class PointConfig:
         """Why the point cannot run although every value is valid (None: it can)."""
         if self.replay.offline_cache and masking.REGISTRY.get_class(self.replay.masking).cache_aware:
             return f"{self.replay.cache} is an offline oracle and {self.replay.masking} is cache-aware"
+        if self.replay.unused_keeps():
+            return self.replay.unused_keeps()
         if self.replay.offline_cache and self.accuracy:
             return f"{self.replay.cache} needs the future and cannot run in the closed loop (accuracy: true)"
         return None

@@ -243,6 +243,18 @@ def test_named_regressions(tmp_path, capsys):
         (["plot", str(d / "nowhere")], "results folder not found"),
         (["profiles", str(d / "long.yaml")], "unknown flash part"),           # a name longer than NAME_MAX
         (["replay", "--trace", str(t), "--weight-format", "1e9"], "a number in (0, 8]"),
+        (["replay", "--trace", str(t), "--allocation", "benefit", "--allocation-params", "steps=abc"],
+         "allocation_params.steps: expected a whole number"),
+        (["replay", "--trace", str(t), "--allocation", "benefit", "--allocation-params", "steps=0"],
+         "allocation_params.steps: must be a whole number in [1,"),
+        (["replay", "--trace", str(t), "--chrome-trace", str(d / "c.json")], "--chrome-trace needs --profile"),
+        (["replay", "--trace", str(t), "--engine-mode", "fine"], "--engine-mode needs --profile"),
+        (["replay", "--trace", str(t), "--masking", "glu-prune", "--keep-gate", "0.3"], "leaves the upgate group dense"),
+        (["calibrate", "--file", "/sys/dipsim-data.bin", "--out", str(d / "p.yaml")], "cannot write in /sys"),
+        (["validate", "--trace", str(t), "--profile", "phone-12gb-ufs40", "--file", "/proc/d.bin"],
+         "cannot write in /proc"),
+        (["trace-info", str(t), "--top", "2"], "expected a number in (0, 1]"),
+        (["eval", "--batched-gemm", "--tokens", "8"], "--batched-gemm applies to --loop token only"),
     ]
     (d / "long.yaml").write_text("kind: device\nname: x\nflash: " + "a" * 400 + "\ndram: lpddr5x-8533\n")
     for argv, message in cases:

@@ -42,8 +42,12 @@ def test_expansion_grid_zip_drops_and_keys(tmp_path, dev):
     body = base_exp(dev, grid={"gamma": [0.2, 0.5], "cache": ["lru", "belady"]},
                     zip={"masking": ["dip-ca", "dip"], "keep": [0.5, 0.4]})
     exp = sweep.load_experiment(write_exp(tmp_path, body))
-    # 2 gamma x 2 cache x 2 zipped; belady+dip-ca dropped (2); dip ignores gamma: 2 -> 1 per cache
-    assert len(exp.dropped) == 2 and all("offline oracle" in r for _, r in exp.dropped)
+    # 2 gamma x 2 cache x 2 zipped; belady+dip-ca dropped (2); dip ignores gamma: 2 -> 1 per cache, the
+    # second of each pair dropped as the same point, saying why
+    assert sum("offline oracle" in r for _, r in exp.dropped) == 2
+    same = [(k, r) for k, r in exp.dropped if "dip takes no gamma" in r]
+    assert len(same) == 2 and all(k.startswith("gamma=0.5,") and "the same point as gamma" not in r for k, r in same)
+    assert len(exp.dropped) == 4
     assert len(exp.points) == 2 + 2
     keys = [p.key for p in exp.points]
     assert len(set(keys)) == len(keys)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
+from common.errors import DipsimError
 from common.params import boolean, boolean_or_device, params_of
 
 from .. import masking
@@ -98,10 +99,24 @@ def replay_config(args: argparse.Namespace) -> ReplayConfig:
     """The replay configuration a command line asks for, every value checked."""
     flat = given(args, ReplayConfig)
     flat.update(given(args, ReplayConfig, names=masking_parameter_names()))
-    return ReplayConfig.from_flat(flat, "command line").check("command line")
+    cfg = ReplayConfig.from_flat(flat, "command line").check("command line")
+    if cfg.unused_keeps():
+        raise DipsimError(f"--{cfg.unused_keeps().replace('_', '-', 1)}")
+    return cfg
 
 
 # ----------------------------------------------------------------------------------------- types
+def fraction(text: str) -> float:
+    """A number in (0, 1] (a share of columns)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {v:g}")
+    return v
+
+
 def positive_int(text: str) -> int:
     try:
         v = int(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from common.errors import DipsimError
 from common.jsonio import json_default
 from common.tables import print_table
 
@@ -68,6 +69,12 @@ def run(a: argparse.Namespace) -> int:
 
     cfg = replay_config(a)
     engine, layout = device_options(a)
+    if not a.profile:   # device options do nothing without a device: say so rather than ignore them
+        dev = (["--chrome-trace"] if a.chrome_trace else []) + [
+            "--" + f"{prefix}_{k}".replace("_", "-") for prefix, cls in (("engine", EngineConfig), ("layout", LayoutConfig))
+            for k in given(a, cls, prefix=prefix)]
+        if dev:
+            raise DipsimError(f"{dev[0]} needs --profile (the device to simulate; see dipsim profiles)")
     check_outputs([("--save-log", a.save_log), ("--chrome-trace", a.chrome_trace)], [("--trace", a.trace)])
     for opt, val in (("--save-log", a.save_log), ("--chrome-trace", a.chrome_trace)):
         if val:

@@ -8,7 +8,7 @@ import sys
 from common.tables import print_table
 
 from ..config import TraceSpec
-from .options import add_config_options, add_corpus_options, add_verb, given
+from .options import add_config_options, add_corpus_options, add_verb, fraction, given
 
 
 def add_parser(sub) -> None:
@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     s = add_verb(sub, "trace-info", run_trace_info,
                  "print a trace's dimensions and per-layer activation statistics")
     s.add_argument("trace", help="trace file")
-    s.add_argument("--top", type=float, default=0.5, help="fraction of columns for the top-set statistics (default 0.5)")
+    s.add_argument("--top", type=fraction, default=0.5, help="fraction of columns for the top-set statistics (default 0.5)")
     s.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
 
 

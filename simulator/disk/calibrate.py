@@ -14,7 +14,7 @@ import yaml
 
 from common.errors import DipsimError
 
-from .reads import ALIGN, DEFAULT_DEPTHS, DEFAULT_SIZES, GiB, KiB, MiB, Host, ensure_file, measure_point
+from .reads import ALIGN, DEFAULT_DEPTHS, DEFAULT_SIZES, GiB, KiB, MiB, Host, check_data_file, ensure_file, measure_point
 
 
 def _nelder_mead(f, x0: np.ndarray, step: float = 0.5, iters: int = 400) -> tuple[np.ndarray, float]:
@@ -187,11 +187,9 @@ def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 
 
     from ..hardware import load_device
 
-    path = Path(file)
+    path = check_data_file(file)
     check_file(out, "calibrate output")
     _check(size, sizes, depths, seconds, passes)
-    if path.exists() and not path.is_file():
-        raise DipsimError(f"--file {path}: not a regular file; give a file on the storage to measure")
     ensure_file(path, size, progress)
     host = Host(path, max(sizes), max(depths), io)
     try:

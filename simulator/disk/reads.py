@@ -21,6 +21,21 @@ ALIGN = 4096
 MAX_LANES = 64          # threads validate may use to keep requests outstanding
 
 
+def check_data_file(path: str | os.PathLike, option: str = "--file") -> Path:
+    """The file to measure, checked before any work: an existing regular file this process can read,
+    or a new one in a folder where it can be created (a real probe: /proc, /sys, read-only mounts)."""
+    from common.io import check_file
+
+    p = Path(path)
+    if p.exists():
+        if not p.is_file():
+            raise DipsimError(f"{option} {p}: not a regular file; give a file on the storage to measure")
+        if not os.access(p, os.R_OK):
+            raise DipsimError(f"{option} {p}: cannot read it")
+        return p
+    return check_file(p, option)
+
+
 def ensure_file(path: Path, size: int, progress: bool = True) -> None:
     """Create (or extend) ``path`` to ``size`` bytes of random data, flushed to the device."""
     have = path.stat().st_size if path.exists() else 0

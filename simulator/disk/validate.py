@@ -6,14 +6,13 @@ import dataclasses
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common.errors import DipsimError
 
-from .reads import ALIGN, MAX_LANES, Host, ensure_file
+from .reads import ALIGN, MAX_LANES, Host, check_data_file, ensure_file
 
 
 def stage_requests(log, layout, flash) -> list[list[tuple[np.ndarray, np.ndarray]]]:
@@ -48,6 +47,7 @@ def validate(trace, profile: str | os.PathLike, *, file: str | os.PathLike, conf
 
     if rounds < 1:
         raise DipsimError(f"--rounds must be >= 1, got {rounds}")
+    path = check_data_file(file)
     models = device_models(profile)
     fl = models.flash
     if int(fl.page_bytes) % 512:
@@ -58,7 +58,6 @@ def validate(trace, profile: str | os.PathLike, *, file: str | os.PathLike, conf
     lc = layout if isinstance(layout, LayoutConfig) else LayoutConfig.from_mapping(layout, "layout")
     layout = Layout(log, reorder=lc.reorder, calib_tokens=lc.calib_tokens)
     reqs = stage_requests(log, layout, fl)
-    path = Path(file)
     size = -(-layout.total_bytes // ALIGN) * ALIGN + ALIGN
     ensure_file(path, size, progress)
     P = int(min(fl.queue_depth, MAX_LANES))   # outstanding requests the engine allows (Q)

@@ -262,7 +262,7 @@ def _expand(exp: Experiment, base, grid, zipped, traces, check_traces: bool) -> 
     grid_combos = list(itertools.product(*grid.values())) if grid else [()]
     zip_combos = list(zip(*zipped.values())) if zipped else [()]
     base_json = json.dumps(base)
-    seen: set[str] = set()
+    seen: dict[str, str] = {}      # point hash -> its readable key
     takes = {n: set(policy_params(masking.REGISTRY.get_class(n))) for n in masking.names()}
     policy_keys = set().union(*takes.values())
     for tr in traces:
@@ -276,22 +276,30 @@ def _expand(exp: Experiment, base, grid, zipped, traces, check_traces: bool) -> 
                 _resolve_trace_path(p, params)
                 m = params.get("masking", "dip")
                 m = m if isinstance(m, str) else ""          # a bad value: PointConfig names it below
+                unused = sorted(k for k in policy_keys & set(params) - takes.get(m, policy_keys) if k in axis_names)
+                asked = _readable(params, axis_names, traces) if unused else ""
                 for k in policy_keys & set(params) - takes.get(m, policy_keys):   # gamma of a dip point
                     del params[k]
-                shown = {k: _get(params, k) for k in axis_names if _get(params, k) is not None}
-                if len(traces) > 1:
-                    shown = {"trace": params["trace"], **shown}
-                readable = ",".join(f"{k}={_short(v)}" for k, v in shown.items()) or "base"
+                readable = _readable(params, axis_names, traces)
                 h = point_hash(params)
                 if h in seen:
+                    if unused:    # an axis value the policy does not take: say where the point went
+                        exp.dropped.append((asked, f"the same point as {seen[h]}: {m} takes no {', '.join(unused)}"))
                     continue
-                seen.add(h)
+                seen[h] = readable
                 cfg = _check_point(p, readable, params, check_traces)
                 reason = cfg.drop_reason()
                 if reason:
                     exp.dropped.append((readable, reason))
                 else:
                     exp.points.append(Point(f"{readable}#{h}", params, cfg))
+
+
+def _readable(params: dict[str, Any], axis_names: list[str], traces) -> str:
+    shown = {k: _get(params, k) for k in axis_names if _get(params, k) is not None}
+    if len(traces) > 1:
+        shown = {"trace": params["trace"], **shown}
+    return ",".join(f"{k}={_short(v)}" for k, v in shown.items()) or "base"
 
 
 #: point keys that name files: a relative path is looked up beside the experiment file when it does
