@@ -118,6 +118,8 @@ def plot_curve(rows: list[dict[str, Any]], title: str = ""):
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title(title)
+    from .plots.base import fit_title
+
+    ax.set_title(fit_title(title, fig, fontsize=11), fontsize=11)
     fig.tight_layout()
     return fig, ax

@@ -380,3 +380,25 @@ def test_points_name_a_pruned_variant_and_a_lora_adapter(tmp_path, dev):
     bad = base_exp(dev, base={"masking": "dense", "device": dev, "adapter": str(tmp_path / "v.safetensors")})
     with pytest.raises(DipsimError, match="a 'variant' file, expected a 'adapter' file"):
         sweep.load_experiment(write_exp(tmp_path, bad, "bad.yaml"))
+
+
+def test_curves_a_grouping_does_not_change_are_drawn_once_and_titles_wrap():
+    """A metric equal for every device (hit rate) is one dashed line saying so, not lines hiding each
+    other; a metric that differs (tokens/s) keeps a line per device; a long title is wrapped to the
+    figure, and the Pareto plot of a two-device sweep draws a front per device."""
+    from simulator import plots
+    from simulator.plots.base import fit_title
+
+    df = pd.DataFrame({"p.keep": [0.25, 0.5, 0.25, 0.5], "p.device": ["a", "a", "b", "b"],
+                       "p.trace": ["t.safetensors"] * 4,
+                       "m.hit_rate": [0.6, 0.55, 0.6, 0.55], "m.flash_bytes_per_token": [4e6, 9e6, 4e6, 9e6],
+                       "m.tokens_per_s": [60.0, 26.0, 32.0, 19.0]})
+    _, axes = plots.vs_keep(df)
+    by_name = {ax.get_ylabel(): ax for ax in axes}
+    hit = [ln.get_label() for ln in by_name["hit rate (by bytes)"].get_lines()]
+    assert hit == ["every device (the same values)"]
+    assert [ln.get_label() for ln in by_name["tokens/s (device model)"].get_lines()] == ["device = a", "device = b"]
+    fig, ax = plots.pareto(df)
+    assert {ln.get_label() for ln in ax.get_lines()} == {"device = a: Pareto front", "device = b: Pareto front"}
+    long = "word " * 60
+    assert max(len(line) for line in fit_title(long, fig).splitlines()) < len(long)

@@ -48,7 +48,13 @@ def run(a: argparse.Namespace) -> int:
     print_table(rows)
     print(f"\nwrote {out}")
     if a.plot:
-        fig, _ = mrc.plot_curve(rows, title=f"{t.meta['model']}: {cfg.masking}, keep {cfg.keep}, {t.n_tokens} tokens")
+        fig, _ = mrc.plot_curve(rows, title=f"{t.meta['model']}: {_policy_text(cfg)}, keep {cfg.keep}, {t.n_tokens} tokens")
         save_figure(fig, a.plot, "--plot")
         print(f"wrote {a.plot}")
     return 0
+
+
+def _policy_text(cfg) -> str:
+    """The masking policy with the parameters it was given (``dip-ca, gamma 0.5``), for a title."""
+    shown = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in cfg.masking_params.items() if v]
+    return ", ".join([cfg.masking, *shown])

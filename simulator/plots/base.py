@@ -110,6 +110,14 @@ def context(df, skip: Sequence[str] = ()) -> str:
     return ", ".join(parts)
 
 
+def fit_title(text: str, fig, fontsize: float = 10, share: float = 1.0) -> str:
+    """``text`` wrapped to the figure's width (``share`` of it), so that a long title is never cut."""
+    import textwrap
+
+    chars = max(20, int(share * fig.get_figwidth() * 72 / (0.58 * fontsize)))
+    return textwrap.fill(text, chars)
+
+
 def trace_name(trace: str) -> str:
     """A trace for a title: ``model, N tokens`` for a captured {model, tokens} trace (which results hold
     as JSON), else the file's stem."""
@@ -130,6 +138,9 @@ def shared_legend(fig, axes) -> None:
             if t not in labels:
                 handles.append(h)
                 labels.append(t)
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
-        fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(labels) - 1) // 4), 1, 1))
+    if handles:   # as many columns as the figure's width holds at the longest label, at most 4
+        avail = fig.get_figwidth() * 72 / (0.55 * 8)
+        ncol = int(max(1, min(4, len(labels), avail // (max(map(len, labels)) + 8))))
+        rows = -(-len(labels) // ncol)
+        fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, min(0.4, (0.3 + 0.17 * rows) / fig.get_figheight()), 1, 1))

@@ -7,7 +7,7 @@ import numpy as np
 
 from common.errors import DipsimError
 
-from .base import context, label, need, need_varying, plain_log_ticks, plt, shared_legend, values, wants_log
+from .base import context, fit_title, label, need, need_varying, plain_log_ticks, plt, shared_legend, values, wants_log
 
 SPEED = ("m.hit_rate", "m.flash_bytes_per_token", "m.tokens_per_s")
 
@@ -20,10 +20,15 @@ def lines(df, x: str, ys: Sequence[str], by: str | None = None, *, title: str = 
     fig, axes = plt().subplots(1, len(ys), figsize=(4.6 * len(ys), 3.9), squeeze=False)
     groups = [(None, df)] if by is None else list(df.groupby(by, dropna=False, sort=True))
     for ax, y in zip(axes[0], ys):
-        for val, sub in groups:
+        same = by is not None and _same_curves(groups, x, y)
+        for n, (val, sub) in enumerate(groups):
             sub = sub.sort_values(x)
-            (line,) = ax.plot(values(sub, x), values(sub, y), marker="o", ms=3,
-                              label=None if by is None else f"{label(by).split(' (')[0]} = {val}")
+            if same and n:      # every group draws the same curve: one line, said so, hides none
+                continue
+            name = None if by is None else (f"every {label(by).split(' (')[0]} (the same values)" if same else
+                                            f"{label(by).split(' (')[0]} = {val}")
+            (line,) = ax.plot(values(sub, x), values(sub, y), marker="o", ms=3, label=name,
+                              **({"color": "0.3", "ls": "--"} if same else {}))
             if f"{y}_low" in sub.columns and sub[f"{y}_low"].notna().any():
                 ax.fill_between(values(sub, x), values(sub, f"{y}_low", like=y), values(sub, f"{y}_high", like=y),
                                 color=line.get_color(), alpha=0.18, lw=0, label="validation error of the trace model")
@@ -33,10 +38,23 @@ def lines(df, x: str, ys: Sequence[str], by: str | None = None, *, title: str = 
             ax.set_yscale("log")
             plain_log_ticks(ax)
         ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(fit_title(title, fig), fontsize=10)
     fig.tight_layout()
     shared_legend(fig, axes[0])
     return fig, axes[0]
+
+
+def _same_curves(groups, x: str, y: str) -> bool:
+    """Whether every group has the same (x, y) points (a metric the grouping does not change)."""
+    curves = [sub.sort_values(x) for _, sub in groups]
+    first = curves[0]
+    for c in curves[1:]:
+        if len(c) != len(first) or not np.array_equal(values(c, x), values(first, x)):
+            return False
+        a, b = values(c, y), values(first, y)
+        if not np.allclose(a, b, rtol=1e-12, atol=0, equal_nan=True):
+            return False
+    return len(curves) > 1
 
 
 def _by(df, candidates: Sequence[str], x: str) -> str | None:
@@ -91,7 +109,7 @@ def per_device(df, metric: str = "m.tokens_per_s", by: str | None = None):
     ax.set_xticklabels([str(d) for d in devices], rotation=20, ha="right")
     ax.set_ylabel(label(metric))
     ax.grid(alpha=0.3, axis="y")
-    ax.set_title(f"By device -- {context(df, skip=('p.device',))}", fontsize=10)
+    ax.set_title(fit_title(f"By device -- {context(df, skip=('p.device',))}", fig), fontsize=10)
     fig.tight_layout()
     shared_legend(fig, [ax])        # below the axes: inside, it can cover a bar or a marker
     return fig, ax

@@ -7,7 +7,7 @@ import numpy as np
 
 from common.errors import DipsimError
 
-from .base import context, label, need, plain_log_ticks, plt, spans_decades
+from .base import context, fit_title, label, need, plain_log_ticks, plt, shared_legend, spans_decades
 
 
 def pareto_front(xs: np.ndarray, ys: np.ndarray, *, maximize_x: bool = True, minimize_y: bool = True) -> np.ndarray:
@@ -40,12 +40,17 @@ def pareto(df, x: str = "m.tokens_per_s", y: str | None = None, by: str | None =
     need(df, [x, y])
     if minimize is None:
         minimize = y not in HIGHER_IS_BETTER
-    fig, ax = pyplot.subplots(figsize=(6, 4.2))
+    fig, ax = pyplot.subplots(figsize=(6.4, 4.6))
+    if by is None:   # fronts of different devices (or caches, budgets) are not one front
+        by = next((c for c in ("p.device", "p.cache", "p.dram_fraction", "p.masking")
+                   if c in df.columns and df[c].astype(str).nunique() > 1), None)
     groups = [(None, df)] if by is None or by not in df.columns else list(df.groupby(by, sort=True))
-    for val, sub in groups:
-        ax.scatter(sub[x], sub[y], s=18, alpha=0.7, label=None if val is None else f"{label(by)} {val}")
+    for n, (val, sub) in enumerate(groups):
+        name = "" if val is None else f"{label(by).split(' (')[0]} = {val}: "
+        pts = ax.scatter(sub[x], sub[y], s=18, alpha=0.7, label=f"{name}configurations")
         idx = pareto_front(sub[x].to_numpy(), sub[y].to_numpy(), minimize_y=minimize)
-        ax.plot(sub[x].to_numpy()[idx], sub[y].to_numpy()[idx], lw=1)
+        ax.plot(sub[x].to_numpy()[idx], sub[y].to_numpy()[idx], lw=1, color=pts.get_facecolor()[0][:3],
+                label=f"{name}Pareto front")
         if annotate and annotate in sub.columns:
             for i in idx:
                 ax.annotate(str(sub[annotate].iloc[i]), (sub[x].iloc[i], sub[y].iloc[i]), fontsize=7,
@@ -55,10 +60,9 @@ def pareto(df, x: str = "m.tokens_per_s", y: str | None = None, by: str | None =
     if spans_decades(df[x]):
         ax.set_xscale("log")
     ax.grid(alpha=0.3)
-    if by is not None:
-        ax.legend(fontsize=8)
-    ax.set_title(f"Speed against {label(y).split(' (')[0]} -- {context(df)}", fontsize=10)
+    ax.set_title(fit_title(f"Speed against {label(y).split(' (')[0]} -- {context(df)}", fig), fontsize=10)
     fig.tight_layout()
+    shared_legend(fig, [ax])
     return fig, ax
 
 
@@ -115,7 +119,7 @@ def accuracy_vs_speed(df, xs: Sequence[str] = ("m.tokens_per_s", "m.analytic_tok
         _tradeoff_panel(ax, d, x, y, collapse, legend=i == len(xs) - 1)
         if i:
             ax.set_ylabel("")
-    fig.suptitle(title or "accuracy against speed", fontsize=10)
+    fig.suptitle(title or fit_title(f"accuracy against speed -- {context(d)}", fig), fontsize=10)
     fig.tight_layout()
     return fig, axes[0]
 
