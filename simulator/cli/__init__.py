@@ -23,6 +23,18 @@ class Parser(argparse.ArgumentParser):
     """argparse, with its errors in dipsim's one-line form (``dipsim: error: ...``, exit 2) rather
     than a usage block and a second line."""
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)   # --gam for --gamma would break when an option is added
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        a, extra = self.parse_known_args(args, namespace)
+        if extra:    # name the verb whose options they are not, and point to its help
+            cmd = getattr(a, "command", None)
+            self.exit(2, f"dipsim: error: {cmd + ': ' if cmd else ''}unrecognized arguments: {' '.join(extra)} "
+                         f"(see dipsim {cmd + ' ' if cmd else ''}--help)\n")
+        return a
+
     def error(self, message: str):
         cmd = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
         self.exit(2, f"dipsim: error: {cmd}{' '.join(message.split())} (see {self.prog} --help)\n")
@@ -42,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for verb in VERBS:
         verb.add_parser(sub)
+    p.verbs = list(sub.choices)
     return p
 
 
@@ -75,9 +88,9 @@ def _main(argv: list[str] | None) -> int:
         a = parser.parse_args(argv)
     except SystemExit as e:      # --help, --version, or a bad option already reported in one line
         return int(e.code or 0)
-    if not a.command:
-        parser.print_help()
-        return 0
+    if not a.command:    # nothing to do: a usage error, in one line
+        print(f"dipsim: error: give a command: {', '.join(parser.verbs)} (see dipsim --help)", file=sys.stderr)
+        return 2
     try:
         rc = a.run(a)
     except DipsimError as e:

@@ -58,7 +58,8 @@ def add_parser(sub) -> None:
     s = add_verb(sub, "eval", run, "closed-loop accuracy: perplexity, KL to dense, closed- vs open-loop hit rate",
                  description=EVAL_HELP.replace("{DEFAULT}", _default_text()), formatter_class=argparse.RawDescriptionHelpFormatter)
     model = next(f for f in params_of(TraceSpec) if f.name == "model")
-    s.add_argument("--model", default=model.default, help=f"{model.metadata['help']} (default {model.default})")
+    real = model.metadata["help"].split(", or synth:")[0]    # a synthetic trace has no model to run
+    s.add_argument("--model", default=model.default, help=f"{real} (default {model.default})")
     add_config_options(s, AccuracyRun, title="the run")
     add_config_options(s, ReplayConfig, title="configurations (options marked repeatable run as a product)",
                        skip=("tokens",), repeat=REPEAT)
@@ -166,6 +167,12 @@ def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run(a: argparse.Namespace) -> int:
     """The ``eval`` subcommand: evaluate the configurations and print a table or JSON."""
+    from traces.models import check_available
+
+    if str(a.model).startswith("synth:"):
+        raise DipsimError(f"--model {a.model}: a synthetic trace has no model to run in the loop; eval needs a real "
+                          f"model (see --help)")
+    check_available(a.model)
     configs = configs_from_args(a)
     run_cfg = AccuracyRun.from_mapping(given(a, AccuracyRun), "command line")
     if a.batched_gemm and run_cfg.loop != "token":

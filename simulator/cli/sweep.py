@@ -42,6 +42,10 @@ def run_sweep(a: argparse.Namespace) -> int:
     out = Path(a.out) if a.out else Path("results") / exp.name
     if out.exists() and not out.is_dir():
         raise DipsimError(f"--out {out}: exists and is not a folder; give the sweep's results folder")
+    from common.io import check_folder
+
+    if not a.dry_run:
+        check_folder(out, "--out", create=False)   # before any line is printed or anything is made
     print(f"sweep {exp.name}: {len(exp.points)} points ({len(exp.dropped)} dropped) -> {out}", file=sys.stderr)
     if a.dry_run:
         for p in exp.points:
@@ -49,8 +53,6 @@ def run_sweep(a: argparse.Namespace) -> int:
         for k, why in exp.dropped:
             print(f"dropped {k}: {why}")
         return 0
-    from common.io import check_folder
-
     check_folder(out, "--out")
     path = sweep(exp, out, jobs=a.jobs, executor=a.executor, scheduler=a.scheduler, progress=not a.quiet)
     print(f"results: {path}")
@@ -65,7 +67,14 @@ def run_plot(a: argparse.Namespace) -> int:
     from .. import plots
     from ..sweep import load_results
 
-    out = Path(a.out) if a.out else Path(a.results) / f"{a.kind}.png"
+    res = Path(a.results)
+    if a.out:     # the output is checked first: nothing is read for a figure that cannot be written
+        check_file(a.out, "--out", FIGURE_SUFFIXES)
+    if not res.is_dir():
+        raise DipsimError(f"results folder not found: {res} (give the --out folder of a dipsim sweep)"
+                          if not res.exists() else f"{res}: not a results folder (give the --out folder of a "
+                                                   f"dipsim sweep)")
+    out = Path(a.out) if a.out else res / f"{a.kind}.png"
     check_file(out, "--out", FIGURE_SUFFIXES)
     fig, _ = plots.plot(load_results(a.results), a.kind)
     save_figure(fig, out)

@@ -27,7 +27,10 @@ def need(df, cols: Sequence[str], kind: str = "this plot") -> None:
 
 def need_varying(df, col: str, kind: str) -> None:
     """Refuse a plot against ``col`` when the results hold one value of it (a vertical line)."""
-    need(df, [col], kind)
+    if col not in df.columns:
+        name = col.split(".", 1)[1]
+        raise DipsimError(f"{kind} plots against {name}, which these results do not sweep; sweep it (grid: "
+                          f"{{{name}: [...]}}) or choose another --kind")
     if df[col].astype(str).nunique() < 2:
         raise DipsimError(f"{kind} plots against {col.split('.', 1)[1]}, but every result has the same value "
                           f"({df[col].iloc[0]}); sweep it (grid: {{{col.split('.', 1)[1]}: [...]}}) or choose "

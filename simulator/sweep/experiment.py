@@ -335,8 +335,28 @@ def _check_point(p: Path, readable: str, params: dict[str, Any], check_traces: b
             raise DipsimError(f"{where}: trace file not found: {tp}")
         _check_against_trace(where, cfg, _trace_meta(str(tp.resolve()), tp.stat().st_mtime_ns))
     elif not isinstance(cfg.trace, str):
+        if check_traces and cfg.trace.synthetic is None:
+            _check_model(cfg.trace.model, where)
         _check_against_trace(where, cfg, {"n_tokens": cfg.trace.tokens})
     return cfg
+
+
+@lru_cache(maxsize=64)
+def _model_error(model: str) -> str | None:
+    from traces.models import check_available
+
+    try:
+        check_available(model)
+    except DipsimError as e:
+        return str(e)
+    return None
+
+
+def _check_model(model: str, where: str) -> None:
+    """The trace's model is installed (checked once per name; nothing is loaded)."""
+    err = _model_error(model)
+    if err:
+        raise DipsimError(f"{where}: trace: {err}")
 
 
 @lru_cache(maxsize=64)
