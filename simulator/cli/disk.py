@@ -50,7 +50,7 @@ def _seconds(text: str) -> float:
 
 def add_parser(sub) -> None:
     s = add_verb(sub, "calibrate", run_calibrate,
-                 "measure this machine's storage with direct I/O and fit a flash profile")
+                 "measure this machine's storage with direct I/O and fit a device profile (its flash part fitted)")
     s.add_argument("--file", required=True, help="file to read (on the storage to measure; not tmpfs)")
     s.add_argument("--out", required=True, help="device profile to write, e.g. my-disk.yaml")
     s.add_argument("--size", type=_size, default=1 << 30, help="file size (default 1 GiB)")
@@ -65,7 +65,7 @@ def add_parser(sub) -> None:
                    help="how reads are issued: Linux native AIO (one thread, exact queue depth) or one thread per "
                         "outstanding read (default auto: aio where available)")
     s.add_argument("--name", help="profile name (default: the file name of --out)")
-    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
     s.add_argument("-q", "--quiet", action="store_true")
 
     s = add_verb(sub, "validate", run_validate,
@@ -81,7 +81,7 @@ def add_parser(sub) -> None:
     from .options import add_config_options
 
     add_config_options(s, LayoutConfig, title="layout of the weights on flash", prefix="layout")
-    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
     s.add_argument("-q", "--quiet", action="store_true")
 
 

@@ -40,9 +40,19 @@ def _help(f: dataclasses.Field, default: Any) -> str:
     choices = f.metadata.get("choices")
     if choices is not None:
         text += f"; one of: {', '.join(choices())}"
-    if default not in (None, {}, ()):
+    if isinstance(default, bool):     # as the option takes it: true|false
+        text += f" (default {str(default).lower()})"
+    elif default not in (None, {}, ()):
         text += f" (default {list(default) if isinstance(default, tuple) else default})"
     return text
+
+
+def _metavar(f: dataclasses.Field) -> str:
+    """The value's form: the declared metavar, else the choices (``layer|token``), else VALUE."""
+    if f.metadata.get("metavar"):
+        return f.metadata["metavar"]
+    choices = f.metadata.get("choices")
+    return "|".join(choices()) if choices is not None and len(choices()) <= 4 else "VALUE"
 
 
 def add_config_options(parser, cls, *, title: str, skip: Sequence[str] = (), repeat: Sequence[str] = (),
@@ -56,8 +66,7 @@ def add_config_options(parser, cls, *, title: str, skip: Sequence[str] = (), rep
             continue
         default = (defaults or {}).get(f.name, f.default)
         name = f"{prefix}.{f.name}" if prefix else f.name
-        kw: dict[str, Any] = {"dest": name, "default": None, "metavar": f.metadata.get("metavar") or "VALUE",
-                              "help": _help(f, default)}
+        kw: dict[str, Any] = {"dest": name, "default": None, "metavar": _metavar(f), "help": _help(f, default)}
         if f.metadata["check"] is boolean:
             kw["metavar"] = "true|false"
         elif f.metadata["check"] is boolean_or_device:
@@ -76,8 +85,7 @@ def add_masking_parameter_options(parser, *, repeat: Sequence[str] = ()) -> None
     for name in masking_parameter_names():
         owners = [n for n in masking.names() if name in policy_params(masking.REGISTRY.get_class(n))]
         f = next(x for x in dataclasses.fields(masking.REGISTRY.get_class(owners[0])) if x.name == name)
-        kw: dict[str, Any] = {"dest": name, "default": None, "metavar": f.metadata.get("metavar") or "VALUE",
-                              "help": _help(f, f.default)}
+        kw: dict[str, Any] = {"dest": name, "default": None, "metavar": _metavar(f), "help": _help(f, f.default)}
         if name in repeat:
             kw.update(action="append", help=kw["help"] + " (repeatable)")
         g.add_argument(flag(name), **kw)

@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     s = add_verb(sub, "profiles", run, "list the hardware profiles with their key figures (or show one in detail)")
     s.add_argument("name", nargs="?", help="a profile name or a .yaml path to show in detail")
     s.add_argument("--kind", choices=list(KINDS), help="only this kind")
-    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
 
 
 def run(a: argparse.Namespace) -> int:

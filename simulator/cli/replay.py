@@ -49,7 +49,7 @@ def add_parser(sub) -> None:
     s.add_argument("--trace", required=True, help="trace file (from dipsim trace)")
     add_replay_options(s)
     s.add_argument("--threads", type=positive_int, help="threads over layers (default: 2 for large models)")
-    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
     s.add_argument("--save-log", metavar="FILE", help="also save the full access log (.npz)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.add_argument("--profile", help="device profile name or YAML path (see dipsim profiles): adds tokens/s, latency, "
