@@ -71,7 +71,8 @@ def add_parser(sub) -> None:
     s = add_verb(sub, "validate", run_validate,
                  "real direct reads of a configuration's miss stream vs the simulated time")
     s.add_argument("--trace", required=True, help="trace whose miss stream is read (from dipsim trace)")
-    s.add_argument("--profile", required=True, help="device profile (e.g. from dipsim calibrate)")
+    s.add_argument("--profile", "--device", dest="profile", required=True,
+                   help="device profile name or YAML path (e.g. from dipsim calibrate; --device is the same option)")
     s.add_argument("--file", required=True, help="data file on the storage the profile describes")
     s.add_argument("--rounds", type=positive_int, default=3, help="interleaved measured/simulated rounds (default 3)")
     s.add_argument("--io", choices=IO_BACKENDS, default="auto",

@@ -52,8 +52,9 @@ def add_parser(sub) -> None:
     s.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
     s.add_argument("--save-log", metavar="FILE", help="also save the full access log (.npz)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    s.add_argument("--profile", help="device profile name or YAML path (see dipsim profiles): adds tokens/s, latency, "
-                                     "flash requests, the paper's analytic model, ...")
+    s.add_argument("--profile", "--device", dest="profile",
+                   help="device profile name or YAML path (see dipsim profiles; --device is the same option, as "
+                        "experiments call it): adds tokens/s, latency, flash requests, the paper's analytic model, ...")
     s.add_argument("--chrome-trace", metavar="JSON", help="with --profile: write a chrome://tracing timeline of the "
                                                           "first tokens")
     add_device_options(s)
