@@ -146,4 +146,4 @@ def shared_legend(fig, axes) -> None:
         ncol = int(max(1, min(4, len(labels), avail // (max(map(len, labels)) + 8))))
         rows = -(-len(labels) // ncol)
         fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
-        fig.tight_layout(rect=(0, min(0.4, (0.3 + 0.17 * rows) / fig.get_figheight()), 1, 1))
+        fig.tight_layout(rect=(0, min(0.4, (0.2 + 0.17 * rows) / fig.get_figheight()), 1, 1))
