@@ -10,7 +10,7 @@ from common.jsonio import json_default
 from common.units import parse_quantity
 
 from ..disk import IO_BACKENDS
-from .options import add_verb, positive_int, replay_config
+from .options import add_verb, arg_type, positive_int, replay_config
 from .replay import add_replay_options
 
 
@@ -28,24 +28,9 @@ def _sizes(text: str) -> list[int]:
     return [_size(x) for x in text.split(",")]
 
 
-def _depths(text: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise argparse.ArgumentTypeError(f"queue depths must be >= 1, got {text!r}")
-    return vals
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds as a number, got {text!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
-    return v
+_depths = arg_type(lambda t: [int(v) for v in t.split(",")], lambda vals: bool(vals) and min(vals) >= 1,
+                   "comma-separated queue depths >= 1")
+_seconds = arg_type(float, lambda v: math.isfinite(v) and v > 0, "seconds > 0")
 
 
 def add_parser(sub) -> None:

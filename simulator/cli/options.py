@@ -114,25 +114,22 @@ def replay_config(args: argparse.Namespace) -> ReplayConfig:
 
 
 # ----------------------------------------------------------------------------------------- types
-def fraction(text: str) -> float:
-    """A number in (0, 1] (a share of columns)."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {v:g}")
-    return v
+def arg_type(convert: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``convert`` the text, then check it with ``ok``; either failing is the
+    one-line error ``expected <expected>, got '<text>'``."""
+    def parse(text: str) -> Any:
+        try:
+            v = convert(text)
+        except ValueError:
+            v = None
+        if v is None or not ok(v):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return v
+    return parse
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+fraction = arg_type(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+positive_int = arg_type(int, lambda v: v > 0, "a positive integer")
 
 
 def _key_value(text: str) -> tuple[str, Any]:
