@@ -41,6 +41,7 @@ def run(a: argparse.Namespace) -> int:
     t = load(a.trace)
     fractions = [round(i / (a.points - 1), 6) for i in range(a.points)]
     rows = mrc.curve(t, cfg, fractions=fractions, opt=not a.no_opt, progress=not a.quiet)
+    rows = [{k: r[k] for k in sorted(r, key=_column_rank)} for r in rows]   # one column order for every policy
     with atomic(out) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -58,3 +59,12 @@ def _policy_text(cfg) -> str:
     """The masking policy with the parameters it was given (``dip-ca, gamma 0.5``), for a title."""
     shown = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in cfg.masking_params.items() if v]
     return ", ".join([cfg.masking, *shown])
+
+
+def _column_rank(key: str) -> int:
+    """The CSV's column order: the budget, the capacities, per-group hit rates, whole-model hit rates."""
+    if key == "dram_fraction":
+        return 0
+    if key.endswith("capacity_columns_per_layer"):
+        return 1
+    return 2 if key.count(".") == 2 else 3
