@@ -68,6 +68,13 @@ METRICS: dict[str, tuple[str, str]] = {
     "open_loop_flash_bytes_per_token": ("B/token", "flash_bytes_per_token of that replay"),
     "scored_tokens": ("tokens", "next-token predictions the accuracy figures average over"),
     "mean_nll": ("nats", "mean next-token negative log-likelihood"),
+    "keep_actual": ("fraction", "per group: the share of columns the closed loop's masks kept, mean over tokens "
+                                "and layers (eval's JSON)"),
+    "trace_seconds": ("s", "wall time of the dense pass that every configuration is scored against"),
+    "loop_seconds": ("s", "wall time of the closed loop (all configurations of the run, scoring included)"),
+    "select_seconds": ("s", "the part of loop_seconds spent in the masking policies and caches"),
+    "open_loop_seconds": ("s", "wall time until this configuration's open-loop replay was done"),
+    "from_cache": ("bool", "the figures were read from the accuracy store, not measured in this run"),
     # synthetic (extrapolated) traces: the fit's leave-one-model-out error, carried into the row
     "synth_hit_rate_error": ("fraction", "absolute hit-rate error of the trace model on held-out real models, "
                                          "for this configuration (simulator.synth_validation.point_error)"),
