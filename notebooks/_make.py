@@ -627,10 +627,10 @@ The numbers are from the full-size sweep above (the `SMALL` run has two devices 
   phones (8 and 12 GB give identical results), 74.8 on the old UFS 3.1 phone, 273.8 on the DDR5 + NVMe
   Gen4 laptop, 219.4 on the M2. DIP-CA reaches 56.8, 31.9, 182.5 and 84.6 there, 1.7-2.3x plain DIP
   (26.2, 18.8, 77.8, 39.0). Only on paper-a18, where flash is a pure bandwidth, does DIP-CA beat dense
-  (178.8 against 40.2 tokens/s), as in the paper -- at perplexity 76.34 instead of 12.89.
+  (181.3 against 38.8 tokens/s), as in the paper -- at perplexity 76.34 instead of 12.89.
 * **The paper's model against the device model**: for dense reading they agree within 0.95-1.08x; for
   DIP-CA the paper's model is 8.87x more optimistic on the UFS 4.0 phones, 8.33x on the old phone, 9.48x
-  on the M2, 4.82x on the laptop and 1.01x on paper-a18, built from the paper's own assumptions.
+  on the M2, 4.82x on the laptop and 1.00x on paper-a18, which is the paper's own formula.
 * **Where the gap comes from**: a missed column costs whole pages, so DIP-CA's 4.64 MB of missed weights
   are 20.34 MB of reads (DIP: 11.10 MB are 33.66 MB), issued as 1,812 requests of 11.2 KB per token, and
   a layer's reads can start only once its mask is known. The UFS 4.0 phone's flash is busy 16.6 ms per

@@ -178,7 +178,7 @@ def test_bad_step_model_and_requests_are_refused():
 
 @pytest.mark.parametrize("cache_name", ["lru", "s3fifo", "arc"])
 def test_replay_takes_the_step_model_as_a_cache_parameter(cache_name):
-    """Replay (and so sweeps, ``--cache-param step_model=sequential`` and the closed loop) reach the
+    """Replay (and so sweeps, ``--cache-params step_model=sequential`` and the closed loop) reach the
     step model through the cache's parameters; with the whole layer cached both models agree."""
     import simulator
     import traces
