@@ -380,6 +380,10 @@ def test_points_name_a_pruned_variant_and_a_lora_adapter(tmp_path, dev):
     bad = base_exp(dev, base={"masking": "dense", "device": dev, "adapter": str(tmp_path / "v.safetensors")})
     with pytest.raises(DipsimError, match="a 'variant' file, expected a 'adapter' file"):
         sweep.load_experiment(write_exp(tmp_path, bad, "bad.yaml"))
+    gone = base_exp(dev, base={"masking": "dense", "device": dev, "variant": "../nowhere/v.safetensors"})
+    with pytest.raises(DipsimError, match=r"variant: file not found: \.\./nowhere/v\.safetensors \(looked in .*"
+                                          r"method files are built by benchmarks/methods\.py"):
+        sweep.load_experiment(write_exp(tmp_path, gone, "gone.yaml"))
 
 
 def test_curves_a_grouping_does_not_change_are_drawn_once_and_titles_wrap():

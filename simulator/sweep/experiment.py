@@ -320,6 +320,12 @@ def _check_point(p: Path, readable: str, params: dict[str, Any], check_traces: b
     """The point's checked configuration; its device and trace file must exist."""
     where = f"{p}: point {readable}"
     cfg = PointConfig.from_flat(params, where)
+    for key in FILE_KEYS[1:]:           # method files: say where they were looked for and how to build them
+        v = params.get(key)
+        if isinstance(v, str) and v and not os.path.exists(v):
+            raise DipsimError(f"{where}: {key}: file not found: {v} (looked in {Path.cwd()} and beside the "
+                              f"experiment, {(p.parent / v).resolve()}); method files are built by "
+                              f"benchmarks/methods.py (see the experiment's description)")
     if cfg.variant or cfg.adapter:      # the files' headers: kind and id (no tensor is read)
         from ..methods.apply import check
 
@@ -335,14 +341,15 @@ def _check_point(p: Path, readable: str, params: dict[str, Any], check_traces: b
             raise DipsimError(f"{where}: trace file not found: {tp}")
         _check_against_trace(where, cfg, _trace_meta(str(tp.resolve()), tp.stat().st_mtime_ns))
     elif not isinstance(cfg.trace, str):
-        if check_traces and cfg.trace.synthetic is None:
-            _check_model(cfg.trace.model, where)
+        if check_traces and cfg.trace.synthetic is None and _model_error(cfg.trace.model):
+            raise DipsimError(f"{where}: trace: {_model_error(cfg.trace.model)}")
         _check_against_trace(where, cfg, {"n_tokens": cfg.trace.tokens})
     return cfg
 
 
 @lru_cache(maxsize=64)
 def _model_error(model: str) -> str | None:
+    """Why the trace's model cannot load, or None (checked once per name; nothing is loaded)."""
     from traces.models import check_available
 
     try:
@@ -350,13 +357,6 @@ def _model_error(model: str) -> str | None:
     except DipsimError as e:
         return str(e)
     return None
-
-
-def _check_model(model: str, where: str) -> None:
-    """The trace's model is installed (checked once per name; nothing is loaded)."""
-    err = _model_error(model)
-    if err:
-        raise DipsimError(f"{where}: trace: {err}")
 
 
 @lru_cache(maxsize=64)
