@@ -356,3 +356,20 @@ def test_oracle_predictor_prefetch_on_the_engine(small, tmp_path):
     assert "flash L1 down (look-ahead)" in names and "flash L0 down" in names
     with pytest.raises(DipsimError, match="fine does not model reads issued a layer ahead"):
         engine.simulate(ora, dev, mode="fine")
+
+
+def test_replay_json_says_how_the_cache_budget_was_decided(capsys):
+    """replay --format json carries the budget and its source, as sweep rows do: the device's own
+    budget when a device is named and no budget is given, half the MLP without a device."""
+    import json as _json
+
+    from simulator import cli
+    from expected_replay import TRACE
+
+    base = ["replay", "--trace", str(TRACE), "-q", "--format", "json"]
+    assert cli.main(base) == 0
+    plain = _json.loads(capsys.readouterr().out)
+    assert plain["cache_budget_from"] == "default" and plain["cache_budget_bytes"] == round(0.5 * plain["mlp_bytes"])
+    assert cli.main(base + ["--device", "phone-8gb-ufs40"]) == 0
+    dev = _json.loads(capsys.readouterr().out)
+    assert dev["cache_budget_from"] == "device" and dev["cache_budget_bytes"] != plain["cache_budget_bytes"]

@@ -82,18 +82,22 @@ def run(a: argparse.Namespace) -> int:
             check_file(val, opt)
     t = load(a.trace)
     budget_note = None
+    from ..engine.budget import budget_source
+
+    source = budget_source(cfg, a.profile)
     if a.profile:  # check the device before the replay's work
         from ..engine import device_models
-        from ..engine.budget import budget_source, device_budget, with_device_budget
+        from ..engine.budget import device_budget, with_device_budget
 
         device_models(a.profile)
-        if budget_source(cfg, a.profile) == "device":
+        if source == "device":
             budget_note = f"cache budget from the device: {device_budget(a.profile, t.meta).explain()}"
             cfg = with_device_budget(cfg, a.profile, t.meta)
     log = replay(t, cfg, progress=not a.quiet, threads=a.threads)
     if a.save_log:
         log.save(a.save_log)
     d = log.to_dict()
+    d.update(cache_budget_from=source, cache_budget_bytes=int(round(float(log.config["dram_bytes"]))))
     if a.profile:
         from ..engine import simulate
 
