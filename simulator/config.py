@@ -25,12 +25,13 @@ from common.params import (ConfigBase, boolean, boolean_or_device, child, choice
                            params_of, size, text)
 
 from . import allocation, caches, masking
-from .masking.base import policy_params
 
 WEIGHT_FORMATS = {"int4": 0.5, "int8": 1.0, "fp8": 1.0, "fp16": 2.0, "bf16": 2.0, "fp32": 4.0}
 REORDERS = ("none", "frequency", "coactivation")
 ENGINE_MODES = ("batch", "fine")
 LOOPS = ("layer", "token")
+#: the cache budget, as a fraction of the MLP weights, when a run gives neither a budget nor a device
+DEFAULT_DRAM_FRACTION = 0.5
 
 
 def _weight_format(v: Any, where: str) -> Any:
@@ -47,7 +48,7 @@ def _weight_format(v: Any, where: str) -> Any:
 
 def masking_parameter_names() -> list[str]:
     """Every parameter some masking policy takes (gamma, fixed_top_n, seed, ...)."""
-    return sorted({p for name in masking.names() for p in policy_params(masking.REGISTRY.get_class(name))})
+    return sorted({p for name in masking.names() for p in masking.parameters(name)})
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class ReplayConfig(ConfigBase):
                                               "step_model (set | sequential) for any", metavar="KEY=VALUE")
     dram_fraction: Any = param(None, number(0, 1, optional=True),
                                "DRAM cache budget as a fraction of the MLP weights (default: what the device "
-                               "leaves when one is named, else 0.5)", metavar="F")
+                               f"leaves when one is named, else {DEFAULT_DRAM_FRACTION})", metavar="F")
     dram_bytes: Any = param(None, size(), "DRAM cache budget in bytes (a number, or with a unit: 512MB, 2GiB)",
                             metavar="BYTES")
     allocation: str = param("uniform", choice(*allocation.SCHEMES, kind="allocation"),
@@ -105,8 +106,7 @@ class ReplayConfig(ConfigBase):
         return dataclasses.replace(cfg, masking_params=cfg.checked_masking_params(mparams, where))
 
     def checked_masking_params(self, mparams: dict[str, Any], where: str) -> dict[str, Any]:
-        cls = masking.REGISTRY.get_class(self.masking)
-        takes = policy_params(cls)
+        takes = masking.parameters(self.masking)
         for k in mparams:
             if k not in takes:
                 raise DipsimError(f"{child(where, k)}: masking policy {self.masking!r} has no parameter {k!r}; "
@@ -284,8 +284,9 @@ class PointConfig:
         """Why the point cannot run although every value is valid (None: it can)."""
         if self.replay.offline_cache and masking.REGISTRY.get_class(self.replay.masking).cache_aware:
             return f"{self.replay.cache} is an offline oracle and {self.replay.masking} is cache-aware"
-        if self.replay.unused_keeps():
-            return self.replay.unused_keeps()
+        unused = self.replay.unused_keeps()
+        if unused:
+            return unused
         if self.replay.offline_cache and self.accuracy:
             return f"{self.replay.cache} needs the future and cannot run in the closed loop (accuracy: true)"
         return None

@@ -17,7 +17,7 @@ from common.errors import DipsimError
 from common.jsonio import jsonable
 
 from .. import masking as masking_mod
-from ..config import ReplayConfig
+from ..config import DEFAULT_DRAM_FRACTION, ReplayConfig
 from ..masking.base import policy_params
 from ..methods.apply import FILE_KEYS
 from ..methods.apply import check as method_files
@@ -48,7 +48,7 @@ def normalize_config(cfg: Any, where: str = "config") -> dict[str, Any]:
         raise DipsimError(f"{rc.cache} needs the future; it cannot run in the closed loop "
                           f"(use it in open-loop replay with cache-oblivious masking)")
     if rc.dram_fraction is None and rc.dram_bytes is None:
-        rc = dataclasses.replace(rc, dram_fraction=0.5)
+        rc = dataclasses.replace(rc, dram_fraction=DEFAULT_DRAM_FRACTION)
     out = jsonable(rc.flat())
     out.update(method_files(files, where))   # pruned-weight variant / LoRA adapter files, with their ids
     out["label"] = str(label) if label is not None else config_label(out)

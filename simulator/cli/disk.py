@@ -78,10 +78,8 @@ def run_calibrate(a: argparse.Namespace) -> int:
     from common.io import check_file
 
     from ..disk import calibrate
-    from ..disk.reads import check_data_file
 
     check_file(a.out, "--out", (".yaml", ".yml"))
-    check_data_file(a.file)
     res = calibrate(a.file, a.out, size=a.size, sizes=a.sizes, depths=a.depths, seconds=a.seconds, passes=a.passes,
                     name=a.name, progress=not a.quiet, io=a.io)
     fit = res["fit"]
@@ -104,14 +102,12 @@ def run_validate(a: argparse.Namespace) -> int:
     from traces.format import load
 
     from ..disk import validate
-    from ..disk.reads import check_data_file
     from ..config import LayoutConfig
     from .options import given
 
     cfg = replay_config(a)
     layout = LayoutConfig.from_mapping(given(a, LayoutConfig, prefix="layout"), "command line: layout")
     check_outputs([("--file", a.file)], [("--trace", a.trace), ("--profile", a.profile)])
-    check_data_file(a.file)
     t = load(a.trace)
     res = validate(t, a.profile, file=a.file, config=cfg, rounds=a.rounds, tokens=cfg.tokens or 32,
                    progress=not a.quiet, layout=layout, io=a.io)

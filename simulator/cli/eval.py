@@ -14,8 +14,7 @@ from common.params import params_of
 
 from .. import masking
 from ..accuracy import evaluate
-from ..config import AccuracyRun, ReplayConfig, TraceSpec, masking_parameter_names
-from ..masking.base import policy_params
+from ..config import DEFAULT_DRAM_FRACTION, AccuracyRun, ReplayConfig, TraceSpec, masking_parameter_names
 from .options import add_config_options, add_corpus_options, add_masking_parameter_options, add_verb, flag, given
 
 EVAL_HELP = """\
@@ -50,8 +49,8 @@ REPEAT = ("masking", "keep", "cache", "dram_fraction", "gamma")
 
 def _default_text() -> str:
     d = ReplayConfig()
-    return (f"{d.masking}, keep {d.keep}, {d.cache}, the DRAM budget half the MLP weights "
-            f"(dram_fraction 0.5), {d.allocation} allocation")
+    return (f"{d.masking}, keep {d.keep}, {d.cache}, the DRAM budget dram_fraction {DEFAULT_DRAM_FRACTION} of "
+            f"the MLP weights, {d.allocation} allocation")
 
 
 def add_parser(sub) -> None:
@@ -101,12 +100,16 @@ def _parse_config_arg(text: str) -> list[dict[str, Any]]:
 RUN_KEYS = ("tokens", "warmup", "calib_tokens")
 
 
+def _takes(name: str) -> set[str]:
+    """The parameters masking policy ``name`` takes (none for an unknown name, which its own check names)."""
+    return set(masking.parameters(name)) if name in masking.names() else set()
+
+
 def _with_defaults(entry: dict[str, Any], single: dict[str, Any], mparams: dict[str, Any]) -> dict[str, Any]:
     """A --config entry with the single-valued command-line options filling what it does not set (a
     masking parameter only where the entry's policy takes it)."""
     c = {**single, **entry}
-    m = c.get("masking", ReplayConfig.masking)
-    takes = set(policy_params(masking.REGISTRY.get_class(m))) if m in masking.names() else set()
+    takes = _takes(c.get("masking", ReplayConfig.masking))
     c.update({k: v for k, v in mparams.items() if k in takes and k not in entry})
     return c
 
@@ -130,7 +133,7 @@ def configs_from_args(a: argparse.Namespace) -> list[dict[str, Any]]:
         single = {k: (v[0] if k in REPEAT else v) for k, v in single.items()}
         mparams = {k: (v[0] if k in REPEAT else v) for k, v in mparams.items()}
         names = [e.get("masking", ReplayConfig.masking) for e in extra]
-        takes = [set(policy_params(masking.REGISTRY.get_class(m))) for m in names if m in masking.names()]
+        takes = [_takes(m) for m in names if m in masking.names()]
         for k in mparams:
             if takes and not any(k in t for t in takes):
                 raise DipsimError(f"{flag(k)}: none of the --config masking policies ({', '.join(names)}) takes it")
@@ -140,7 +143,7 @@ def configs_from_args(a: argparse.Namespace) -> list[dict[str, Any]]:
     names = axes.pop("masking", [ReplayConfig.masking])
     policy_axes = {k: v for k, v in axes.items() if k in masking_parameter_names()}
     other_axes = {k: v for k, v in axes.items() if k not in policy_axes}
-    takes = {m: set(policy_params(masking.REGISTRY.get_class(m))) for m in names if m in masking.names()}
+    takes = {m: _takes(m) for m in names if m in masking.names()}
     for k in list(policy_axes) + list(mparams):
         if not any(k in t for t in takes.values()):
             raise DipsimError(f"{flag(k)}: none of the masking policies asked for ({', '.join(names)}) takes it")

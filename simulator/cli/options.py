@@ -19,7 +19,6 @@ from common.params import boolean, boolean_or_device, params_of
 
 from .. import masking
 from ..config import ReplayConfig, masking_parameter_names
-from ..masking.base import policy_params
 
 
 def add_verb(sub, name: str, run: Callable[[argparse.Namespace], int], help: str, **kw: Any) -> argparse.ArgumentParser:
@@ -83,7 +82,7 @@ def add_masking_parameter_options(parser, *, repeat: Sequence[str] = ()) -> None
     """``--gamma``, ``--fixed-top-n``, ``--seed``: every parameter some masking policy declares."""
     g = parser.add_argument_group("masking policy parameters (each refused by a policy that does not take it)")
     for name in masking_parameter_names():
-        owners = [n for n in masking.names() if name in policy_params(masking.REGISTRY.get_class(n))]
+        owners = [n for n in masking.names() if name in masking.parameters(n)]
         f = next(x for x in dataclasses.fields(masking.REGISTRY.get_class(owners[0])) if x.name == name)
         kw: dict[str, Any] = {"dest": name, "default": None, "metavar": _metavar(f), "help": _help(f, f.default)}
         if name in repeat:
@@ -108,8 +107,9 @@ def replay_config(args: argparse.Namespace) -> ReplayConfig:
     flat = given(args, ReplayConfig)
     flat.update(given(args, ReplayConfig, names=masking_parameter_names()))
     cfg = ReplayConfig.from_flat(flat, "command line").check("command line")
-    if cfg.unused_keeps():
-        raise DipsimError(f"--{cfg.unused_keeps().replace('_', '-', 1)}")
+    unused = cfg.unused_keeps()
+    if unused:
+        raise DipsimError(f"--{unused.replace('_', '-', 1)}")   # the option's spelling: --keep-gate
     return cfg
 
 

@@ -44,8 +44,8 @@ def run_sweep(a: argparse.Namespace) -> int:
         raise DipsimError(f"--out {out}: exists and is not a folder; give the sweep's results folder")
     from common.io import check_folder
 
-    if not a.dry_run:
-        check_folder(out, "--out", create=False)   # before any line is printed or anything is made
+    if not a.dry_run:   # before any line is printed; the sweep makes the folder when it writes to it
+        check_folder(out, "--out", create=False)
     print(f"sweep {exp.name}: {len(exp.points)} points ({len(exp.dropped)} dropped) -> {out}", file=sys.stderr)
     if a.dry_run:
         for p in exp.points:
@@ -53,7 +53,6 @@ def run_sweep(a: argparse.Namespace) -> int:
         for k, why in exp.dropped:
             print(f"dropped {k}: {why}")
         return 0
-    check_folder(out, "--out")
     path = sweep(exp, out, jobs=a.jobs, executor=a.executor, scheduler=a.scheduler, progress=not a.quiet)
     print(f"results: {path}")
     return 0
@@ -68,14 +67,13 @@ def run_plot(a: argparse.Namespace) -> int:
     from ..sweep import load_results
 
     res = Path(a.results)
-    if a.out:     # the output is checked first: nothing is read for a figure that cannot be written
-        check_file(a.out, "--out", FIGURE_SUFFIXES)
+    # a given output is checked first: nothing is read for a figure that cannot be written
+    out = check_file(a.out, "--out", FIGURE_SUFFIXES) if a.out else None
     if not res.is_dir():
         raise DipsimError(f"results folder not found: {res} (give the --out folder of a dipsim sweep)"
                           if not res.exists() else f"{res}: not a results folder (give the --out folder of a "
                                                    f"dipsim sweep)")
-    out = Path(a.out) if a.out else res / f"{a.kind}.png"
-    check_file(out, "--out", FIGURE_SUFFIXES)
+    out = out or check_file(res / f"{a.kind}.png", "--out", FIGURE_SUFFIXES)
     fig, _ = plots.plot(load_results(a.results), a.kind)
     save_figure(fig, out)
     print(f"wrote {out}")

@@ -46,6 +46,11 @@ def policy_params(cls: type) -> list[str]:
     return sorted(f.name for f in params_of(cls))
 
 
+def parameters(name: str) -> list[str]:
+    """The parameters of the registered policy ``name`` (unknown names refused, the valid ones listed)."""
+    return policy_params(REGISTRY.get_class(name))
+
+
 def make(name: str, **params: Any) -> "MaskingPolicy":
     """Build a registered policy; unknown names and parameters are refused with the valid ones listed."""
     cls = REGISTRY.get_class(name)

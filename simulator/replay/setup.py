@@ -25,7 +25,7 @@ from traces.format import Trace
 
 from .. import allocation as alloc_mod
 from .. import masking as masking_mod
-from ..config import WEIGHT_FORMATS, ReplayConfig
+from ..config import DEFAULT_DRAM_FRACTION, WEIGHT_FORMATS, ReplayConfig
 
 def bytes_per_weight(trace_meta: dict[str, Any], weight_format: str | float | None) -> float:
     """Bytes per MLP weight: the trace's own (``source``), a named format, or a number (checked by
@@ -114,7 +114,7 @@ def prepare(meta: dict[str, Any], cfg: ReplayConfig, calib: dict[str, np.ndarray
     if cfg.dram_bytes is not None:
         budget = float(cfg.dram_bytes)
     else:
-        budget = (0.5 if cfg.dram_fraction is None else float(cfg.dram_fraction)) * mlp_bytes
+        budget = (DEFAULT_DRAM_FRACTION if cfg.dram_fraction is None else float(cfg.dram_fraction)) * mlp_bytes
     if cfg.cache == "none":
         budget = 0.0
     capacities = alloc_mod.allocate(cfg.allocation, groups, L, budget, calib=calib, **cfg.allocation_params)

@@ -255,7 +255,6 @@ def load_experiment(path: str | os.PathLike, *, check_traces: bool = True) -> Ex
 
 def _expand(exp: Experiment, base, grid, zipped, traces, check_traces: bool) -> None:
     from .. import masking
-    from ..masking.base import policy_params
 
     p = exp.path
     axis_names = list(grid) + list(zipped)
@@ -263,7 +262,7 @@ def _expand(exp: Experiment, base, grid, zipped, traces, check_traces: bool) -> 
     zip_combos = list(zip(*zipped.values())) if zipped else [()]
     base_json = json.dumps(base)
     seen: dict[str, str] = {}      # point hash -> its readable key
-    takes = {n: set(policy_params(masking.REGISTRY.get_class(n))) for n in masking.names()}
+    takes = {n: set(masking.parameters(n)) for n in masking.names()}
     policy_keys = set().union(*takes.values())
     for tr in traces:
         for gvals in grid_combos:
