@@ -164,9 +164,9 @@ def step_table(lm, out: Path, files: dict, tokens: int) -> list[dict]:
         bpw = info.bytes_per_weight if c.get("weight_format") is None else float(c["weight_format"])
         adapter = read_meta(c["adapter"], "adapter")["fp16_bytes"] if c.get("adapter") else 0.0
         rows.append({"label": c["label"], "perplexity": r["perplexity"], "kl_to_dense": r["kl_to_dense"],
-                     "top1_agreement": r["top1_agreement"], "hit_rate": r["hit_rate"],
+                     "top1_agreement": r["top1_agreement"], "hit_rate": r["closed_loop_hit_rate"],
                      "dram_mb": (c["dram_fraction"] * n_mlp * bpw + adapter) / 1e6,
-                     "adapter_mb": adapter / 1e6, "flash_mb_per_token": r["flash_bytes_per_token"] / 1e6,
+                     "adapter_mb": adapter / 1e6, "flash_mb_per_token": r["closed_loop_flash_bytes_per_token"] / 1e6,
                      "bytes_per_weight": bpw, "dense_perplexity": r["dense_perplexity"]})
     print("| configuration | perplexity | KL to dense | top-1 | hit rate | DRAM, MLP (MB) | flash / token (MB) |")
     print("|---|---|---|---|---|---|---|")

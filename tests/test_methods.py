@@ -149,6 +149,32 @@ def test_variant_of_a_model_prunes_every_mlp_matrix_and_round_trips(tiny, tmp_pa
         assert same_state(before, state(tiny)) and not hasattr(tiny, "variant_tag")
 
 
+def test_results_on_swapped_weights_are_not_stored_as_the_base_models(tiny, tmp_path, monkeypatch):
+    """evaluate() inside ``with variant.apply(lm)`` keys its stored results by the applied weights: the
+    base model's stored figures are not read back for the pruned model, nor overwritten by it."""
+    from simulator.methods.prune import prune_model
+
+    monkeypatch.setenv("DIPSIM_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = {"masking": "dense"}
+    base = accuracy.evaluate(tiny, cfg, tokens=24, warmup=2)[0]
+    assert accuracy.evaluate(tiny, cfg, tokens=24, warmup=2)[0]["from_cache"]
+    with prune_model(tiny, "magnitude", 0.5).apply(tiny):
+        pruned = accuracy.evaluate(tiny, cfg, tokens=24, warmup=2)[0]
+    assert not pruned["from_cache"] and pruned["dense_perplexity"] != base["dense_perplexity"]
+    again = accuracy.evaluate(tiny, cfg, tokens=24, warmup=2)[0]
+    assert again["from_cache"] and again["dense_perplexity"] == base["dense_perplexity"]
+
+
+def test_an_unwritable_result_store_only_warns(tmp_path, monkeypatch, capsys):
+    from simulator.accuracy import store
+
+    key = {"k": 1}
+    monkeypatch.setattr(store, "_key_path", lambda k: tmp_path / "taken")
+    (tmp_path / "taken").mkdir()                     # a folder where the result file belongs
+    store.write_cached(key, {"perplexity": 1.0})
+    assert "could not cache an accuracy result" in capsys.readouterr().err
+
+
 def test_sparsegpt_calibrates_sequentially_on_pruned_earlier_layers(tiny, monkeypatch):
     """Each Hessian must come from inputs that went through the already *pruned* matrices before it."""
     import torch

@@ -3,7 +3,7 @@
     from simulator.accuracy import evaluate
     rows = evaluate("smollm2-135m", [{"masking": "dip-ca", "gamma": 0.2, "keep": 0.5, "cache": "lru",
                                       "dram_fraction": 0.5}], tokens=1024)
-    rows[0]["perplexity"], rows[0]["kl_to_dense"], rows[0]["hit_rate"], rows[0]["open_loop_hit_rate"]
+    rows[0]["perplexity"], rows[0]["kl_to_dense"], rows[0]["closed_loop_hit_rate"], rows[0]["open_loop_hit_rate"]
 
 Open loop (``simulator.replay``) replays masks chosen on the *dense* model's activations. In the
 closed loop the masked model runs: the masks of one layer change the activations of every later

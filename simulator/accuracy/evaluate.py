@@ -84,6 +84,8 @@ def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text
     run_key = {"tokens": tokens, "prefill": prefill, "warmup": warmup, "calib_tokens": calib_tokens, "loop": loop}
     if loop == "token":
         run_key["batch_invariant"] = bool(batch_invariant)
+    if getattr(model, "variant_tag", None):   # weights swapped in from outside (methods.weights.Swap)
+        run_key["weights"] = model.variant_tag
     keys = [store.result_key(store.model_key(source), corpus.digest, run_key, c) for c in cfgs]
     results: list[dict[str, Any] | None] = [None] * len(cfgs)
     if reuse and not details:

@@ -4,6 +4,7 @@ and reruns reuse every configuration already measured.
 """
 from __future__ import annotations
 
+from common.errors import DipsimError
 from common.io import atomic_write, cache_root
 
 import hashlib
@@ -60,8 +61,7 @@ def read_cached(key: dict[str, Any]) -> dict[str, Any] | None:
 
 def write_cached(key: dict[str, Any], result: dict[str, Any]) -> None:
     p = _key_path(key)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
+    try:   # atomic_write makes the folder, and reports a failed write as a DipsimError
         atomic_write(p, json.dumps({"key": key, "result": result}, indent=1, sort_keys=True).encode(), sync=False)
-    except OSError as e:  # a cache that cannot be written only costs time
+    except (OSError, DipsimError) as e:  # a cache that cannot be written only costs time
         print(f"dipsim: warning: could not cache an accuracy result in {p.parent}: {e}", file=sys.stderr)
