@@ -24,9 +24,9 @@ import numpy as np
 from common.errors import DipsimError
 
 from .devices.requests import Requests, extents_to_requests
+from .config import REORDERS
 from .replay import AccessLog
 
-REORDERS = ("none", "frequency", "coactivation")
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,7 @@ def _size(text: str) -> int:
     try:
         v = parse_quantity(text, "size", where="value", fld="size")
     except DipsimError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    if math.isinf(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a size > 0 (e.g. 4KiB, 1MiB), got {text!r}")
+        raise argparse.ArgumentTypeError(str(e)) from None   # it refuses 0, negative and infinite sizes
     return int(v)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from common.errors import DipsimError
@@ -9,7 +10,7 @@ from common.jsonio import json_default
 from common.tables import print_table
 
 from ..config import EngineConfig, LayoutConfig, ReplayConfig
-from .options import add_config_options, add_masking_parameter_options, add_verb, given, positive_int, replay_config
+from .options import add_config_options, add_masking_parameter_options, add_verb, flag, given, positive_int, replay_config
 
 #: the engine's figures the table shows (the JSON output holds all of them)
 SHOWN = ("tokens_per_s", "analytic_tokens_per_s", "latency_ms_p50", "latency_ms_p99", "flash_requests_per_token",
@@ -72,7 +73,7 @@ def run(a: argparse.Namespace) -> int:
     engine, layout = device_options(a)
     if not a.profile:   # device options do nothing without a device: say so rather than ignore them
         dev = (["--chrome-trace"] if a.chrome_trace else []) + [
-            "--" + f"{prefix}_{k}".replace("_", "-") for prefix, cls in (("engine", EngineConfig), ("layout", LayoutConfig))
+            flag(f"{prefix}_{k}") for prefix, cls in (("engine", EngineConfig), ("layout", LayoutConfig))
             for k in given(a, cls, prefix=prefix)]
         if dev:
             raise DipsimError(f"{dev[0]} needs --profile (the device to simulate; see dipsim profiles)")
@@ -87,12 +88,13 @@ def run(a: argparse.Namespace) -> int:
     source = budget_source(cfg, a.profile)
     if a.profile:  # check the device before the replay's work
         from ..engine import device_models
-        from ..engine.budget import device_budget, with_device_budget
+        from ..engine.budget import device_budget
 
         device_models(a.profile)
-        if source == "device":
-            budget_note = f"cache budget from the device: {device_budget(a.profile, t.meta).explain()}"
-            cfg = with_device_budget(cfg, a.profile, t.meta)
+        if source == "device":   # computed once: the note shows the terms of the budget the run uses
+            budget = device_budget(a.profile, t.meta)
+            budget_note = f"cache budget from the device: {budget.explain()}"
+            cfg = dataclasses.replace(cfg, dram_bytes=budget.cache_bytes)
     log = replay(t, cfg, progress=not a.quiet, threads=a.threads)
     if a.save_log:
         log.save(a.save_log)

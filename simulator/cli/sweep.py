@@ -7,9 +7,9 @@ from pathlib import Path
 
 from common.errors import DipsimError
 
+from .. import plots
 from .options import add_verb, positive_int, save_figure
 
-PLOT_KINDS = ("auto", "gamma", "keep", "device", "pareto")
 
 
 def add_parser(sub) -> None:
@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
 
     s = add_verb(sub, "plot", run_plot, "plot a sweep's results")
     s.add_argument("results", help="sweep results folder")
-    s.add_argument("--kind", choices=PLOT_KINDS, default="auto",
+    s.add_argument("--kind", choices=plots.KINDS, default="auto",
                    help="gamma, keep, device, pareto (accuracy against speed, or keep against tokens/s without "
                         "accuracy), or auto: from the columns and the parameters that vary (default)")
     s.add_argument("--out", help="image to write (default RESULTS/<kind>.png)")
@@ -63,7 +63,6 @@ def run_plot(a: argparse.Namespace) -> int:
     measured both, else against gamma, keep, device or DRAM budget, whichever varies)."""
     from common.io import FIGURE_SUFFIXES, check_file
 
-    from .. import plots
     from ..sweep import load_results
 
     res = Path(a.results)

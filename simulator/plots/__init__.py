@@ -12,7 +12,7 @@ from typing import Any
 
 from common.errors import DipsimError
 
-from .base import context, label
+from .base import context, label, varies
 from .lines import lines, per_device, vs_budget, vs_gamma, vs_keep
 from .tradeoff import accuracy_vs_speed, pareto, pareto_front, point_label
 
@@ -23,7 +23,7 @@ __all__ = ["KINDS", "accuracy_vs_speed", "auto", "context", "label", "lines", "p
 
 
 def _varying(df) -> list[str]:
-    return [c for c in df.columns if c.startswith("p.") and df[c].astype(str).nunique() > 1]
+    return [c for c in df.columns if c.startswith("p.") and varies(df, c)]
 
 
 def auto(df) -> tuple[Any, Any]:
@@ -54,7 +54,7 @@ def plot(df, kind: str = "auto") -> tuple[Any, Any]:
                               "device)")
         if "m.perplexity" in df.columns:
             return accuracy_vs_speed(df)
-        if df["p.keep"].astype(str).nunique() < 2 if "p.keep" in df.columns else True:
+        if not varies(df, "p.keep"):
             raise DipsimError("--kind pareto needs accuracy (accuracy: true) or a keep axis to trade tokens/s against")
         return pareto(df)
     return {"auto": auto, "gamma": vs_gamma, "keep": vs_keep, "device": per_device}[kind](df)

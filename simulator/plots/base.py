@@ -25,13 +25,23 @@ def need(df, cols: Sequence[str], kind: str = "this plot") -> None:
                           f"(columns: {', '.join(c for c in df.columns if c.startswith(('p.', 'm.')))})")
 
 
+def varies(df, col: str) -> bool:
+    """Whether the results hold more than one value of ``col`` (False when they lack the column)."""
+    return col in df.columns and df[col].astype(str).nunique() > 1
+
+
+def first_varying(df, candidates: Sequence[str], skip: str | None = None) -> str | None:
+    """The first of ``candidates`` (other than ``skip``) that varies: what to tell lines or points apart by."""
+    return next((c for c in candidates if c != skip and varies(df, c)), None)
+
+
 def need_varying(df, col: str, kind: str) -> None:
     """Refuse a plot against ``col`` when the results hold one value of it (a vertical line)."""
     if col not in df.columns:
         name = col.split(".", 1)[1]
         raise DipsimError(f"{kind} plots against {name}, which these results do not sweep; sweep it (grid: "
                           f"{{{name}: [...]}}) or choose another --kind")
-    if df[col].astype(str).nunique() < 2:
+    if not varies(df, col):
         raise DipsimError(f"{kind} plots against {col.split('.', 1)[1]}, but every result has the same value "
                           f"({df[col].iloc[0]}); sweep it (grid: {{{col.split('.', 1)[1]}: [...]}}) or choose "
                           f"another --kind")

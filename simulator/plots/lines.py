@@ -5,9 +5,8 @@ from typing import Sequence
 
 import numpy as np
 
-from common.errors import DipsimError
 
-from .base import context, fit_title, label, need, need_varying, plain_log_ticks, plt, shared_legend, values, wants_log
+from .base import context, first_varying, fit_title, label, need, need_varying, plain_log_ticks, plt, shared_legend, values, wants_log
 
 SPEED = ("m.hit_rate", "m.flash_bytes_per_token", "m.tokens_per_s")
 
@@ -57,15 +56,11 @@ def _same_curves(groups, x: str, y: str) -> bool:
     return len(curves) > 1
 
 
-def _by(df, candidates: Sequence[str], x: str) -> str | None:
-    return next((c for c in candidates if c != x and c in df.columns and df[c].astype(str).nunique() > 1), None)
-
-
 def vs_gamma(df, by: str | None = None):
     """Hit rate, flash MB and (when present) tokens/s against γ, one line per DRAM budget (or the
     other swept parameter)."""
     need_varying(df, "p.gamma", "--kind gamma")
-    by = by or _by(df, ("p.dram_fraction", "p.keep", "p.device", "p.cache"), "p.gamma")
+    by = by or first_varying(df, ("p.dram_fraction", "p.keep", "p.device", "p.cache"), "p.gamma")
     ys = [c for c in SPEED if c in df.columns]
     return lines(df, "p.gamma", ys, by, title=f"DIP-CA's γ trade-off -- {context(df, skip=('p.gamma',))}")
 
@@ -73,14 +68,14 @@ def vs_gamma(df, by: str | None = None):
 def vs_keep(df, by: str | None = None):
     """Hit rate, flash MB and (when present) tokens/s against keep, one line per masking policy."""
     need_varying(df, "p.keep", "--kind keep")
-    by = by or _by(df, ("p.masking", "p.dram_fraction", "p.device"), "p.keep")
+    by = by or first_varying(df, ("p.masking", "p.dram_fraction", "p.device"), "p.keep")
     ys = [c for c in SPEED if c in df.columns]
     return lines(df, "p.keep", ys, by, title=f"Sparsity trade-off -- {context(df, skip=('p.keep',))}")
 
 
 def vs_budget(df, by: str | None = None):
     need_varying(df, "p.dram_fraction", "--kind auto")
-    by = by or _by(df, ("p.masking", "p.cache", "p.keep"), "p.dram_fraction")
+    by = by or first_varying(df, ("p.masking", "p.cache", "p.keep"), "p.dram_fraction")
     ys = [c for c in ("m.hit_rate", "m.tokens_per_s") if c in df.columns]
     return lines(df, "p.dram_fraction", ys, by, title=f"DRAM budget -- {context(df, skip=('p.dram_fraction',))}")
 
@@ -90,7 +85,7 @@ def per_device(df, metric: str = "m.tokens_per_s", by: str | None = None):
     linear axis: a bar's length is its value."""
     need_varying(df, "p.device", "--kind device")
     need(df, [metric], "--kind device")
-    by = by or _by(df, ("p.masking", "p.gamma", "p.keep"), "p.device")
+    by = by or first_varying(df, ("p.masking", "p.gamma", "p.keep"), "p.device")
     devices = list(dict.fromkeys(df["p.device"]))
     cats = [None] if by is None else list(dict.fromkeys(df[by]))
     fig, ax = plt().subplots(figsize=(min(12, max(6, 0.9 * len(devices) * max(len(cats), 1))), 4.6))
@@ -113,9 +108,3 @@ def per_device(df, metric: str = "m.tokens_per_s", by: str | None = None):
     fig.tight_layout()
     shared_legend(fig, [ax])        # below the axes: inside, it can cover a bar or a marker
     return fig, ax
-
-
-def check_no_bars_on_log(ax) -> None:
-    """Used by tests: a bar chart must not have a log value axis."""
-    if ax.get_yscale() == "log" and ax.patches:
-        raise DipsimError("bars on a log axis")

@@ -7,7 +7,7 @@ import numpy as np
 
 from common.errors import DipsimError
 
-from .base import context, fit_title, label, need, plain_log_ticks, plt, shared_legend, spans_decades
+from .base import context, first_varying, fit_title, label, need, plain_log_ticks, plt, shared_legend, spans_decades, varies
 
 
 def pareto_front(xs: np.ndarray, ys: np.ndarray, *, maximize_x: bool = True, minimize_y: bool = True) -> np.ndarray:
@@ -42,8 +42,7 @@ def pareto(df, x: str = "m.tokens_per_s", y: str | None = None, by: str | None =
         minimize = y not in HIGHER_IS_BETTER
     fig, ax = pyplot.subplots(figsize=(6.4, 4.6))
     if by is None:   # fronts of different devices (or caches, budgets) are not one front
-        by = next((c for c in ("p.device", "p.cache", "p.dram_fraction", "p.masking")
-                   if c in df.columns and df[c].astype(str).nunique() > 1), None)
+        by = first_varying(df, ("p.device", "p.cache", "p.dram_fraction", "p.masking"))
     groups = [(None, df)] if by is None or by not in df.columns else list(df.groupby(by, sort=True))
     for n, (val, sub) in enumerate(groups):
         name = "" if val is None else f"{label(by).split(' (')[0]} = {val}: "
@@ -72,7 +71,7 @@ LABEL_EXTRAS = {"p.dram_fraction": "{:g} DRAM", "p.cache": "{}", "p.device": "{}
 
 def varying(d) -> list[str]:
     """The ``LABEL_EXTRAS`` columns that take more than one value in ``d``."""
-    return [c for c in LABEL_EXTRAS if c in d.columns and d[c].astype(str).nunique() > 1]
+    return [c for c in LABEL_EXTRAS if varies(d, c)]
 
 
 def point_label(row, extras: Sequence[str] = ()) -> str:
@@ -144,9 +143,9 @@ def _tradeoff_panel(ax, d, x: str, y: str, collapse: float, legend: bool) -> Non
     if top is not None:
         ax.axhline(top, ls="--", color="C3", lw=0.8, label=f"collapse line ({collapse:g}x dense)")
         ax.scatter(xv[~ok], np.full((~ok).sum(), top), marker="^", s=50, color="C3", zorder=3)
-    if (yv[ok].max() / max(yv[ok].min(), 1e-12) > 20) or top is not None:
+    if spans_decades(yv[ok]) or top is not None:
         ax.set_yscale("log")
-    if xv.max() / max(xv.min(), 1e-12) > 20:
+    if spans_decades(xv):
         ax.set_xscale("log")
     for which, scale in (("x", ax.get_xscale()), ("y", ax.get_yscale())):
         if scale == "log":   # plain numbers at 1, 2, 5 x 10^n rather than powers of ten

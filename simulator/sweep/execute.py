@@ -9,6 +9,7 @@ replay's totals, ``m.<group>.<metric>`` per matrix group, the engine's summary, 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -28,6 +29,14 @@ ACCURACY_METRICS = ("perplexity", "kl_to_dense", "top1_agreement", "closed_loop_
                     "closed_loop_flash_bytes_per_token", "dense_perplexity")
 
 
+@functools.lru_cache(maxsize=1)
+def _shipped_fit_digest() -> str:
+    """SHA-1 of the shipped trace-model fit (read once: it ships with the package)."""
+    from traces.synth.model import DEFAULT_FIT
+
+    return hashlib.sha1(DEFAULT_FIT.read_bytes()).hexdigest()
+
+
 def captured_trace_path(spec: TraceSpec) -> Path:
     """Where the capture of a {model, tokens[, text, context]} trace is cached (a synth:NAME trace:
     where its generation is, keyed also on the shipped fit's bytes)."""
@@ -35,9 +44,7 @@ def captured_trace_path(spec: TraceSpec) -> Path:
     if d.get("seed") == 0:
         d.pop("seed")                 # captures cached before the field existed keep their names
     if spec.synthetic is not None:
-        from traces.synth.model import DEFAULT_FIT
-
-        d["fit"] = hashlib.sha1(DEFAULT_FIT.read_bytes()).hexdigest()
+        d["fit"] = _shipped_fit_digest()
     tag = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
     name = f"{spec.model}-{spec.tokens}{'-' + Path(spec.text).stem if spec.text else ''}-{tag}"
     return cache_root() / "traces" / f"{name.replace('/', '_').replace(':', '_')}.safetensors"
@@ -131,13 +138,14 @@ def run_point(cfg: PointConfig, threads: int | None = 1) -> dict[str, Any]:
     for g, v in tot["groups"].items():
         for k, x in v.items():
             row[f"m.{g}.{k}"] = x
-    if cfg.adapter:
-        row["m.adapter_bytes"] = point_meta(cfg)["adapter_bytes"]
+    meta = point_meta(cfg) if cfg.adapter else None   # read once: it opens the adapter's header
+    if meta is not None:
+        row["m.adapter_bytes"] = meta["adapter_bytes"]
     if cfg.device is not None:
         from ..engine import simulate
 
-        if cfg.adapter:     # the engine reads the model's static parts from the log's metadata
-            log = dataclasses.replace(log, trace_meta=point_meta(cfg))
+        if meta is not None:     # the engine reads the model's static parts from the log's metadata
+            log = dataclasses.replace(log, trace_meta=meta)
         res = simulate(log, cfg.device, layout=cfg.layout, engine=cfg.engine)
         for k, v in res.summary().items():
             if not isinstance(v, (dict, list)):
