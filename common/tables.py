@@ -27,5 +27,13 @@ def format_table(rows: list[dict[str, Any]], floatfmt: str = "{:.4g}", missing: 
     return "\n".join(lines)
 
 
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a Markdown table (columns of the first row)."""
+    cols = list(rows[0]) if rows else []
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def print_table(rows: list[dict[str, Any]], file=None, floatfmt: str = "{:.4g}") -> None:
     print(format_table(rows, floatfmt), file=file or sys.stdout)

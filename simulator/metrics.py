@@ -8,6 +8,8 @@ counts are whole numbers; rates by bytes unless named otherwise.
 """
 from __future__ import annotations
 
+from common.tables import markdown_table
+
 #: name -> (unit, meaning)
 METRICS: dict[str, tuple[str, str]] = {
     # replay (open loop over a trace)
@@ -95,9 +97,7 @@ def table() -> list[dict[str, str]]:
 
 def markdown() -> str:
     """The metric table in Markdown, as the README shows it (``python -m simulator.metrics``)."""
-    lines = ["| metric | unit | meaning |", "|---|---|---|"]
-    lines += [f"| `{k}` | {u or '-'} | {m} |" for k, (u, m) in METRICS.items()]
-    return "\n".join(lines)
+    return markdown_table([{"metric": f"`{k}`", "unit": u or "-", "meaning": m} for k, (u, m) in METRICS.items()])
 
 
 if __name__ == "__main__":

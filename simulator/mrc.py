@@ -23,7 +23,7 @@ from common.errors import DipsimError
 from traces.format import Trace
 
 from .kernels import lru_stack_hits
-from .replay import calibration_scores, make_groups, needs_calibration, prepare, progress_bar, replay, replay_config
+from .replay import calibration, prepare, progress_bar, replay, replay_config
 
 
 def curve(trace: Trace, config: Any = "dip", *, fractions: Iterable[float] | None = None, opt: bool = True,
@@ -63,8 +63,7 @@ def _one_pass_lru(trace: Trace, cfg, fr: np.ndarray, rows: list[dict[str, Any]],
     """LRU's hit rate at every fraction from one pass of stack distances, layer by layer (a layer's
     LRU depends on its own masks only)."""
     T = cfg.tokens
-    calib = calibration_scores(trace, make_groups(trace.meta, cfg), cfg.calib_tokens) if needs_calibration(cfg) \
-        else None
+    calib = calibration(trace, trace.meta, cfg)
     setup = prepare(trace.meta, cfg, calib)
     L = trace.n_layers
     hits_b = np.zeros(len(fr))

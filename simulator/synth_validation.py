@@ -163,13 +163,6 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    cols = list(rows[0]) if rows else []
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------ the error an extrapolated point carries
 def point_error(validation: dict[str, Any] | None, masking: str, gamma: float | None, keep: Any, cache: str,
                 dram_fraction: float) -> tuple[float | None, str]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from common.errors import DipsimError
 
-from ..replay import calibration_scores, group_runs, make_groups, needs_calibration, prepare, replay
+from ..replay import calibration, group_runs, make_groups, prepare, replay
 from . import store
 from .configs import check_run_args, normalize_config, replay_config
 from .layerwise import ConfigRun, layerwise
@@ -125,7 +125,7 @@ def _setups(cfgs, meta, trace, calib_tokens):
     out = []
     for c in cfgs:
         rc = dataclasses.replace(replay_config(c), calib_tokens=calib_tokens)
-        calib = calibration_scores(trace, make_groups(meta, rc), calib_tokens) if needs_calibration(rc) else None
+        calib = calibration(trace, meta, rc)
         out.append((rc, prepare(meta, rc, calib), calib))
     return out
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import DipsimError
+from common.tables import markdown_table, print_table
 
 from .options import add_verb, positive_int
 
@@ -213,29 +214,18 @@ def _print_result(result: dict[str, Any], fmt: str) -> None:
         return
     full, compact = validate.table_rows(result), validate.summary_rows(result)
     if fmt == "markdown":
-        print(validate.markdown(full) + "\n\n" + validate.markdown(compact))
+        print(markdown_table(full) + "\n\n" + markdown_table(compact))
         return
     s = result["summary"]
     print(f"leave-one-model-out, {result['tokens']} tokens, keep {result['keep']}, LRU, hit rates by bytes after "
           f"{result['warmup']} warm-up tokens (real / synthetic)")
-    _print_table(full)
+    print_table(full, floatfmt="{}")
     print()
-    _print_table(compact)
+    print_table(compact, floatfmt="{}")
     print(f"\nmax |hit-rate error| {s['hit_rate_abs_error_max']:.4f} (mean {s['hit_rate_abs_error_mean']:.4f}); "
           f"MRC max |error| {s['mrc_abs_error_max']:.4f}; flash bytes/token max |relative error| "
           f"{s['flash_rel_error_max']:.1%}")
 
-
-def _print_table(rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        print("(no rows)")
-        return
-    cols = list(rows[0])
-    cells = [[str(r.get(c, "")) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
-    for row in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
 
 
 # ------------------------------------------------------------------ fit

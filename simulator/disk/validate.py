@@ -17,12 +17,14 @@ from .reads import ALIGN, MAX_LANES, Host, check_data_file, ensure_file
 
 def stage_requests(log, layout, flash) -> list[list[tuple[np.ndarray, np.ndarray]]]:
     """For every token, the (offsets, sizes) of each stage's requests in issue order (as the engine)."""
+    from ..engine.flash_stages import stage_groups
+
     L = log.n_layers
-    ug = [g for g in log.groups if g != "down"]
+    stages = stage_groups(log)
     out = []
     for t in range(log.n_tokens):
         per_stage: list[tuple[list, list]] = [([], []) for _ in range(2 * L)]
-        for s_i, names in enumerate((ug, ["down"])):
+        for s_i, names in enumerate(stages):
             for g in names:
                 req = layout.requests(g, log.groups[g].missed_mask(t), int(flash.page_bytes), flash.max_request_bytes)
                 starts = req.segment_starts(L)

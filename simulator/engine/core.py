@@ -98,12 +98,10 @@ class Engine:
         self.env = simpy.Environment()
         self.latency = np.zeros(self.T)
         self.n_events = 0
-        self.fast = self.cfg.mode == "batch" and self.events is None
-        self.layer_dur = self.stage_dur.sum(axis=2) + self.t_attn[:, None]
         early = early_stages(self.log, self.prefetch)
         if early.any():
             self._lookahead(early)
-        elif self.fast:
+        elif self.cfg.mode == "batch" and self.events is None:   # no timeline asked for
             self._closed_form()
         else:
             self.env.process(self._tokens())
@@ -127,8 +125,7 @@ class Engine:
         lat, done, end = lookahead_timeline(np.ascontiguousarray(self.t_attn, dtype=float), f,
                                               np.ascontiguousarray(h, dtype=float), np.ascontiguousarray(m, dtype=float),
                                               early, bool(self.cfg.overlap_io), float(self.t_head))
-        bg = self.fs.background
-        self.latency[:] = np.maximum(lat, np.where(bg > 0, bg + f.sum(axis=(1, 2)), 0.0))
+        self.latency[:] = np.maximum(lat, self._read_ahead_end())
         self.n_events = int(self.T * (3 * self.L + 1))
         if self.events is not None:
             self.events.extend(timeline_events(self.latency, self.t_attn, f, done, end, early, self.chrome_tokens))
@@ -137,11 +134,15 @@ class Engine:
         """Plain batch mode without a timeline: every token is its layers one after another, then the
         head, ended no earlier than its read-ahead batch -- what ``_tokens`` simulates event by
         event, summed directly (a test checks the two agree)."""
-        own = self.layer_dur.sum(axis=1) + self.t_head
+        own = (self.stage_dur.sum(axis=2) + self.t_attn[:, None]).sum(axis=1) + self.t_head   # a layer: attention + stages
+        self.latency[:] = np.maximum(own, self._read_ahead_end())
+        self.n_events = int(self.T * (self.L + 1) + np.count_nonzero(self.fs.background > 0))
+
+    def _read_ahead_end(self) -> np.ndarray:
+        """Per token, when its read-ahead batch ends (0 without one): it shares the flash device with
+        the token's dependent reads, so it ends after both."""
         bg = self.fs.background
-        ahead = np.where(bg > 0, bg + self.fs.time.sum(axis=(1, 2)), 0.0)
-        self.latency[:] = np.maximum(own, ahead)
-        self.n_events = int(self.T * (self.L + 1) + np.count_nonzero(bg > 0))
+        return np.where(bg > 0, bg + self.fs.time.sum(axis=(1, 2)), 0.0)
 
     def _tokens(self):
         """Decode the tokens in order."""
@@ -154,15 +155,12 @@ class Engine:
             if bg_ev is not None:
                 self._note("prefetched reads", "flash (prefetch)", t0, bg, tok)
             for layer in range(L):
-                if self.fast:  # plain batch mode: a layer (attention + both stages) is one event
-                    yield env.timeout(self.layer_dur[tok, layer])
-                else:
-                    yield from self._layer(tok, layer)
+                yield from self._layer(tok, layer)
             yield env.timeout(self.t_head)
             self._note("lm head", "dram+compute", env.now - self.t_head, self.t_head, tok)
             if bg_ev is not None:
                 yield bg_ev
-            self.n_events += (L if self.fast else 3 * L) + 1 + (bg_ev is not None)
+            self.n_events += 3 * L + 1 + (bg_ev is not None)
             self.latency[tok] = env.now - t0
 
     def _layer(self, tok: int, layer: int):

@@ -25,28 +25,26 @@ from ..replay import AccessLog
 
 
 @njit
-def _put(seg, off, size, n, fill, seg_id, start, end, m):
-    """Count (and with ``fill`` write) the requests of run [start, end) of stage ``seg_id``: one
-    request, or pieces of ``m`` bytes from its start when m > 0. Returns the new count."""
+def _put(seg, off, size, n, seg_id, start, end, m):
+    """Write the requests of run [start, end) of stage ``seg_id`` from position ``n``: one request,
+    or pieces of ``m`` bytes from its start when m > 0. Returns the new count."""
     if m <= 0:
-        if fill:
-            seg[n], off[n], size[n] = seg_id, start, end - start
+        seg[n], off[n], size[n] = seg_id, start, end - start
         return n + 1
     pos = start
     while pos < end:
-        if fill:
-            seg[n], off[n], size[n] = seg_id, pos, min(m, end - pos)
+        seg[n], off[n], size[n] = seg_id, pos, min(m, end - pos)
         n += 1
         pos += m
     return n
 
 
 @njit
-def _walk(bits, order, ident, first, last, ncols, stage, m, seg, off, size, fill):
+def _walk(bits, order, ident, first, last, ncols, stage, m, seg, off, size):
     """One pass over the packed misses: ``bits[g]`` [T, L, ceil(N/8)] of group g, ``order[g][l, s]``
     the column in slot s (unused where ``ident[g]``), ``first[g][l, s]`` / ``last[g][l, s]`` the
-    page-aligned byte range of slot s, ``stage[g]`` 0 or 1. Counts the requests, and writes them
-    into seg/off/size when ``fill``."""
+    page-aligned byte range of slot s, ``stage[g]`` 0 or 1. Writes the requests into seg/off/size
+    (sized by the caller's bound) and returns their count."""
     T, L = bits[0].shape[0], bits[0].shape[1]
     n = 0
     for t in range(T):
@@ -78,11 +76,11 @@ def _walk(bits, order, ident, first, last, ncols, stage, m, seg, off, size, fill
                                 re = max(re, e)
                             else:
                                 if have:
-                                    n = _put(seg, off, size, n, fill, seg_id, rs, re, m)
+                                    n = _put(seg, off, size, n, seg_id, rs, re, m)
                                 rs, re, have = a, e, True
                         slot += 1
                 if have:
-                    n = _put(seg, off, size, n, fill, seg_id, rs, re, m)
+                    n = _put(seg, off, size, n, seg_id, rs, re, m)
     return n
 
 
@@ -106,6 +104,6 @@ def block_requests(log: AccessLog, lay: Layout, stages: list[list[str]], t0: int
         per = 1 if m < 0 else 1 + math.ceil((lay.regions[g].bytes_per_column + 2 * page_bytes) / m)
         bound += int(np.unpackbits(b).sum(dtype=np.int64)) * per
     seg, off, size = np.empty(bound, np.int64), np.empty(bound, np.int64), np.empty(bound, np.int64)
-    n = _walk(*args, seg, off, size, True)
+    n = _walk(*args, seg, off, size)
     seg, off, size = seg[:n], off[:n], size[:n]
     return Requests(off, size, seg)

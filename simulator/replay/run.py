@@ -27,7 +27,7 @@ from ..kernels import step_outcomes
 from .. import masking as masking_mod
 from .log import AccessLog, GroupLog
 from ..config import ReplayConfig
-from .setup import Group, ReplaySetup, bytes_per_weight, calibration_scores, make_groups, needs_calibration, prepare
+from .setup import Group, ReplaySetup, bytes_per_weight, calibration, prepare
 
 
 @dataclass
@@ -122,9 +122,7 @@ def replay(trace: Trace, masking: Any = "dip", cache: str | None = None, allocat
         raise DipsimError(f"warmup must be in 0..{T - 1} tokens for a {T}-token replay, got {cfg.warmup}; lower "
                           f"warmup or replay more tokens")
     meta = dict(trace.meta)
-    needs_calib = needs_calibration(cfg)
-    # groups first (cheap) so that calibration reads only what is needed
-    calib = calibration_scores(trace, make_groups(meta, cfg), cfg.calib_tokens) if needs_calib else None
+    calib = calibration(trace, meta, cfg)
     setup = prepare(meta, cfg, calib)
     L = trace.n_layers
     runs = group_runs(setup, L, T, calib)
@@ -153,7 +151,7 @@ def replay(trace: Trace, masking: Any = "dip", cache: str | None = None, allocat
         bar.close()
     config = {**cfg.flat(), "dram_bytes": setup.budget_bytes, "bytes_per_weight": bytes_per_weight(meta, cfg.weight_format),
               "tokens": T}
-    if not needs_calib:
+    if calib is None:     # calib_tokens played no part
         config["calib_tokens"] = None
     return access_log(runs, config, meta, cfg.warmup, time.perf_counter() - t_start, setup.mlp_bytes)
 

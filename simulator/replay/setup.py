@@ -142,3 +142,8 @@ def calibration_scores(trace: Trace, groups: list[Group], tokens: int) -> dict[s
         blocks["h"] = trace.abs_block("h", 0, n)
     return {g.name: blocks[g.kind] for g in groups if g.kind in blocks}
 
+
+def calibration(trace: Trace, meta: dict[str, Any], cfg: ReplayConfig) -> dict[str, np.ndarray] | None:
+    """The calibration prefix's scores a configuration needs (None when it needs none); the groups
+    are decided first (cheap), so that only their activations are read."""
+    return calibration_scores(trace, make_groups(meta, cfg), cfg.calib_tokens) if needs_calibration(cfg) else None
