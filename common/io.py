@@ -72,6 +72,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     files removed."""
     removed = []
     try:
+        # .<stem>.part-<pid><suffix> (temp_beside), and .<name>.part-<pid> that earlier trace writers used
         candidates = list(path.parent.glob(f".{path.stem}.part-*")) + list(path.parent.glob(f".{path.name}.part-*"))
     except OSError:
         return removed

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from common.errors import DipsimError
-from common.io import remove_stale_temporaries
+from common.io import remove_stale_temporaries, temp_beside
 
 from ._version import __version__
 from .format import _DTYPE_NAMES, Trace, _tensor_names
@@ -39,7 +39,7 @@ class TraceWriter:
                          dipsim_version=__version__)
         self.meta.setdefault("trace_dtype", _DTYPE_NAMES[self.dtype])
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.part-{os.getpid()}")
+        self.tmp = temp_beside(self.path)
         remove_stale_temporaries(self.path)     # what a killed capture of the same file left behind
         self._offsets, header = self._header(n_tokens)
         self._data_start = 8 + len(header)
