@@ -25,13 +25,6 @@ KINDS = ("variant", "adapter", "predictor")
 _MAX_HEADER = 100 << 20
 
 
-def methods_dir() -> Path:
-    """Default folder for method files: ``<dipsim cache>/methods``."""
-    from common.io import cache_root
-
-    return cache_root() / "methods"
-
-
 def tensors_id(tensors: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in sorted(tensors):
@@ -125,9 +118,9 @@ def load(path: str | os.PathLike, kind: str) -> tuple[dict[str, np.ndarray], dic
 
 def check_model(meta: dict[str, Any], lm, path: str | os.PathLike) -> None:
     """Refuse a file made for another model (name and dimensions)."""
-    info = lm.info
-    want = {"model": info.model, "n_layers": info.n_layers, "d_model": info.d_model, "d_ff": info.d_ff}
-    for k, v in want.items():
+    have = model_meta(lm)
+    for k in ("model", "n_layers", "d_model", "d_ff"):
+        v = have[k]
         if meta.get(k) != v:
             raise DipsimError(f"{path}: made for {k} = {meta.get(k)!r}, this model has {v!r}")
 

@@ -23,6 +23,13 @@ TRAIN_OFFSET = 200_000
 MAX_EVAL_TOKENS = 4096
 
 
+def check_int(name: str, v: Any, lo: int) -> int:
+    """``v`` as a whole-number argument of at least ``lo`` (a bool is not one), else a one-line error."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise DipsimError(f"{name} must be an integer >= {lo}, got {v!r}")
+    return v
+
+
 def training_start(corpus: Corpus, offset: int = TRAIN_OFFSET) -> int:
     """Character index where the learning text starts: the first paragraph break at or after ``offset``
     (so no sequence starts mid-word), or ``offset`` itself when there is none."""
@@ -90,8 +97,7 @@ def training_sequences(tokenizer, n_seqs: int, seq_len: int, *, corpus: Corpus |
     import torch
 
     for name, v, lo in (("n_seqs", n_seqs, 1), ("seq_len", seq_len, 2), ("skip", skip, 0)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise DipsimError(f"{name} must be an integer >= {lo}, got {v!r}")
+        check_int(name, v, lo)
     ids = training_ids(tokenizer, corpus, offset)
     bos = getattr(tokenizer, "bos_token_id", None)
     body = seq_len - 1 if bos is not None else seq_len

@@ -105,8 +105,7 @@ def init_adapter(lm, rank: int = 16, alpha: float | None = None, targets=("mlp",
     learning rate found at one rank carries over (Hu et al. keep alpha fixed for the same reason)."""
     import torch
 
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise DipsimError(f"rank must be a positive integer, got {rank!r}")
+    data.check_int("rank", rank, 1)
     alpha = 2.0 * rank if alpha is None else alpha
     if not float(alpha) > 0:
         raise DipsimError(f"alpha must be > 0, got {alpha!r}")
@@ -190,8 +189,7 @@ def _check_train_args(loss: str, steps: int, batch: int, seq_len: int, lr: float
     if autocast not in AUTOCASTS:
         raise DipsimError(f"autocast must be None (float32) or 'bfloat16', got {autocast!r}")
     for name, v, lo in (("steps", steps, 1), ("batch", batch, 1), ("seq_len", seq_len, 2)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise DipsimError(f"{name} must be an integer >= {lo}, got {v!r}")
+        data.check_int(name, v, lo)
     if not float(lr) > 0:
         raise DipsimError(f"lr must be > 0, got {lr!r}")
 

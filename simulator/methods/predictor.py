@@ -30,6 +30,7 @@ from common.errors import DipsimError
 
 
 from ..masking.lookahead import HEADS, Predictor, load_predictor  # noqa: F401  (re-exported)
+from . import data
 
 
 def default_path(trace_path: str | os.PathLike, rank: int, heads) -> Path:
@@ -46,7 +47,6 @@ def capture_training_trace(lm, out: str | os.PathLike, tokens: int = 8192, *, of
 
     from traces.capture import capture
 
-    from . import data
 
     learn = data.training_corpus(corpus, data.TRAIN_OFFSET if offset is None else offset, tokenizer=lm.tokenizer)
     with tempfile.TemporaryDirectory() as d:
@@ -94,14 +94,12 @@ def _fit_layer(z, y, rank: int, epochs: int, lr: float, batch: int, seed: int) -
 
 
 def _check_args(rank, keep, train_fraction, epochs, heads) -> tuple:
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise DipsimError(f"rank must be a positive integer, got {rank!r}")
+    data.check_int("rank", rank, 1)
     if not 0.0 < float(keep) <= 1.0:
         raise DipsimError(f"keep must be in (0, 1], got {keep!r}")
     if not 0.0 < float(train_fraction) < 1.0:
         raise DipsimError(f"train_fraction must be in (0, 1) (the rest is held out), got {train_fraction!r}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise DipsimError(f"epochs must be a positive integer, got {epochs!r}")
+    data.check_int("epochs", epochs, 1)
     heads = tuple(heads)
     if not heads or any(h not in HEADS for h in heads):
         raise DipsimError(f"heads must be a non-empty list of {', '.join(HEADS)}, got {list(heads)}")

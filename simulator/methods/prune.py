@@ -123,12 +123,6 @@ def _down_hessian(mlp, xs: list) -> Hessian:
     return hess[0]
 
 
-def _check_int(name: str, v: Any, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise DipsimError(f"{name} must be an integer >= {lo}, got {v!r}")
-    return v
-
-
 def prune_model(lm, method: str = "sparsegpt", sparsity: float = 0.5, *, n_seqs: int = 64, seq_len: int = 512,
                 batch: int = 8, blocksize: int = 128, percdamp: float = 0.01, offset: int = data.TRAIN_OFFSET,
                 corpus=None, progress: bool = False) -> Variant:
@@ -149,7 +143,7 @@ def prune_model(lm, method: str = "sparsegpt", sparsity: float = 0.5, *, n_seqs:
         return Variant(weights, pruned, meta=meta)
 
     for name, v, lo in (("n_seqs", n_seqs, 1), ("seq_len", seq_len, 2), ("batch", batch, 1)):
-        _check_int(name, v, lo)
+        data.check_int(name, v, lo)
     from traces.corpus import default_corpus
 
     corpus = corpus or default_corpus()
