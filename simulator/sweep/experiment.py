@@ -275,9 +275,10 @@ def _expand(exp: Experiment, base, grid, zipped, traces, check_traces: bool) -> 
                 _resolve_trace_path(p, params)
                 m = params.get("masking", "dip")
                 m = m if isinstance(m, str) else ""          # a bad value: PointConfig names it below
-                unused = sorted(k for k in policy_keys & set(params) - takes.get(m, policy_keys) if k in axis_names)
+                foreign = policy_keys & set(params) - takes.get(m, policy_keys)   # gamma of a dip point
+                unused = sorted(k for k in foreign if k in axis_names)
                 asked = _readable(params, axis_names, traces) if unused else ""
-                for k in policy_keys & set(params) - takes.get(m, policy_keys):   # gamma of a dip point
+                for k in foreign:
                     del params[k]
                 readable = _readable(params, axis_names, traces)
                 h = point_hash(params)

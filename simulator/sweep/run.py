@@ -69,7 +69,10 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
             _execute(_tasks(todo, jobs), jobs, executor, scheduler, finish)
     finally:
         bar.close()
-    write_parquet(out, [r for p in exp.points for r in rows if r["key"] == p.key])
+    by_key: dict[str, list] = {}
+    for r in rows:
+        by_key.setdefault(r["key"], []).append(r)
+    write_parquet(out, [r for p in exp.points for r in by_key.get(p.key, ())])   # in the experiment's order
     return out / "results.parquet"
 
 
