@@ -126,15 +126,15 @@ def replay(trace: Trace, masking: Any = "dip", cache: str | None = None, allocat
     setup = prepare(meta, cfg, calib)
     L = trace.n_layers
     runs = group_runs(setup, L, T, calib)
-    kinds = sorted({r.group.kind for r in runs if r.group.pruned})
+    # a look-ahead predictor scores its group from the previous layer's x, not the group's own activations
+    ahead = [r.group.pruned and r.policy.score_source(r.group.kind) == "prev_x" for r in runs]
+    kinds = sorted({r.group.kind for r, a in zip(runs, ahead) if r.group.pruned and not a})
 
     def one_layer(layer: int) -> None:
-        scores = {kind: trace.abs_layer(kind, layer, 0, T) for kind in kinds}
-        for r in runs:
-            s = scores.get(r.group.kind)
-            if r.group.pruned and r.policy.score_source(r.group.kind) == "prev_x":   # a look-ahead predictor
-                s = r.policy.scores_from(layer, r.group.kind, np.asarray(trace.x(max(layer - 1, 0))[:T], np.float32))
-            r.run_layer(layer, s)
+        scores = {kind: trace.abs_layer(kind, layer, 0, T) for kind in kinds}   # only what some group uses
+        prev = np.asarray(trace.x(max(layer - 1, 0))[:T], np.float32) if any(ahead) else None
+        for r, a in zip(runs, ahead):
+            r.run_layer(layer, r.policy.scores_from(layer, r.group.kind, prev) if a else scores.get(r.group.kind))
 
     n_threads = _threads(L, threads, sum(g.n_columns for g in setup.groups) * L)
     bar = progress_bar(L, progress, f"replay {cfg.masking}+{cfg.cache}", unit="layer")
