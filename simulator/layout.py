@@ -18,13 +18,14 @@ longer than the device's maximum request size -- vectorized over the layers of a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from common.errors import DipsimError
 
 from .devices.requests import Requests, extents_to_requests
-from .config import REORDERS
+from .config import REORDERS, LayoutConfig
 from .replay import AccessLog
 
 
@@ -40,6 +41,15 @@ class Region:
 
 class Layout:
     """Byte placement of every weight column of every layer (see the module docstring)."""
+
+    @classmethod
+    def of(cls, log: AccessLog, layout: Any = None) -> "Layout":
+        """``layout`` as a Layout of ``log``: one already built, a ``LayoutConfig``, or a mapping of its
+        fields (checked; None: the defaults)."""
+        if isinstance(layout, Layout):
+            return layout
+        lc = layout if isinstance(layout, LayoutConfig) else LayoutConfig.from_mapping(layout, "layout")
+        return cls(log, reorder=lc.reorder, calib_tokens=lc.calib_tokens)
 
     def __init__(self, log: AccessLog, *, reorder: str = "none", calib_tokens: int = 64):
         if reorder not in REORDERS:

@@ -42,7 +42,6 @@ def validate(trace, profile: str | os.PathLike, *, file: str | os.PathLike, conf
     """Measured vs simulated flash seconds per token for one configuration (see module docstring):
     ``config`` a ``ReplayConfig`` or its fields as keyword arguments; ``layout`` a ``LayoutConfig``
     or a mapping of its fields."""
-    from ..config import LayoutConfig
     from ..engine import device_models, simulate
     from ..layout import Layout
     from ..replay import replay, replay_config
@@ -57,8 +56,7 @@ def validate(trace, profile: str | os.PathLike, *, file: str | os.PathLike, conf
                           f"block-aligned requests")
     cfg = replay_config(config, **params) if config is not None else replay_config(**params)
     log = replay(trace, dataclasses.replace(cfg, tokens=min(tokens, trace.n_tokens)))
-    lc = layout if isinstance(layout, LayoutConfig) else LayoutConfig.from_mapping(layout, "layout")
-    layout = Layout(log, reorder=lc.reorder, calib_tokens=lc.calib_tokens)
+    layout = Layout.of(log, layout)
     reqs = stage_requests(log, layout, fl)
     size = -(-layout.total_bytes // ALIGN) * ALIGN + ALIGN
     ensure_file(path, size, progress)

@@ -65,11 +65,7 @@ def simulate(log: AccessLog, device: Any, *, layout: dict[str, Any] | LayoutConf
         cfg = engine
     else:
         cfg = EngineConfig.from_mapping({**(engine or {}), **options}, "engine")
-    if isinstance(layout, Layout):
-        lay = layout
-    else:
-        lc = layout if isinstance(layout, LayoutConfig) else LayoutConfig.from_mapping(layout, "layout")
-        lay = Layout(log, reorder=lc.reorder, calib_tokens=lc.calib_tokens)
+    lay = Layout.of(log, layout)
     models = device_models(device)
     result = Engine(log, models, ModelShape.from_meta(log.trace_meta), lay, cfg, chrome_trace=chrome_trace,
                     chrome_tokens=chrome_tokens).run()

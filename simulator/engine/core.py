@@ -19,7 +19,7 @@ from ..config import EngineConfig
 from ..layout import Layout
 from ..replay import AccessLog
 from .flash_stages import FlashStages, flash_stages, stage_groups
-from .lookahead import early_stages, lookahead_timeline, timeline_events
+from .lookahead import chrome_event, early_stages, lookahead_timeline, timeline_events
 from .result import EngineResult, footprint_and_baselines
 from .shape import ModelShape, Models
 
@@ -89,8 +89,7 @@ class Engine:
     # ------------------------------------------------------------------ the timeline
     def _note(self, name: str, track: str, t0: float, dur: float, tok: int) -> None:
         if self.events is not None and tok < self.chrome_tokens and dur > 0:
-            self.events.append({"name": name, "ph": "X", "ts": t0 * 1e6, "dur": dur * 1e6, "pid": 1, "tid": track,
-                                "args": {"token": tok}})
+            self.events.append(chrome_event(name, track, t0, dur, tok))
 
     def _simulate(self):
         import simpy

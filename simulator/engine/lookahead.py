@@ -109,6 +109,11 @@ def lookahead_timeline(t_attn, f, h, m, early, overlap_io, t_head):
     return latency, done, end
 
 
+def chrome_event(name: str, track: str, t0: float, dur: float, tok: int) -> dict[str, Any]:
+    """One Chrome-trace complete event (``ph: X``) of ``dur`` seconds from ``t0``, in microseconds."""
+    return {"name": name, "ph": "X", "ts": t0 * 1e6, "dur": dur * 1e6, "pid": 1, "tid": track, "args": {"token": tok}}
+
+
 def timeline_events(latency, t_attn, f, done, end, early, tokens: int) -> list[dict[str, Any]]:
     """Chrome-trace events (``ph: X``, microseconds) of the first ``tokens`` tokens of a look-ahead
     timeline: each layer's attention and stages on the compute track, every stage's flash reads on
@@ -119,8 +124,7 @@ def timeline_events(latency, t_attn, f, done, end, early, tokens: int) -> list[d
 
     def add(name, track, t0, dur, tok):
         if dur > 0:
-            events.append({"name": name, "ph": "X", "ts": (start + t0) * 1e6, "dur": dur * 1e6, "pid": 1,
-                           "tid": track, "args": {"token": tok}})
+            events.append(chrome_event(name, track, start + t0, dur, tok))
 
     for tok in range(min(tokens, T)):
         t = 0.0
