@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from simulator import caches
@@ -237,3 +237,25 @@ def test_step_after_run_layer_is_refused():
     c.run_layer(0, np.ones((3, 4), bool))
     with pytest.raises(DipsimError, match="either by step"):
         c.step(np.ones((2, 4), bool))
+
+
+@pytest.mark.parametrize("lcs", [False, True])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(16, 96), cap_share=st.floats(0.05, 0.95))
+@example(seed=0, n=64, cap_share=25 / 64)   # the issue's case: 1,283 requests differed before the fix
+@settings(max_examples=30, deadline=None)
+def test_s3fifo_ghost_ring_survives_wrap_around(lcs, seed, n, cap_share):
+    """A long uniform stream over few ids fills and compacts the ghost ring many times while its
+    tail is away from slot 0 (the compaction once overwrote entries it had not read yet); the
+    compiled kernel still equals the plain reference request for request, and the ring holds
+    exactly the ids marked as ghosts."""
+    C = max(1, int(cap_share * n))
+    ids = np.random.default_rng(seed).integers(0, n, size=6000)
+    c = caches.make("s3fifo-lcs" if lcs else "s3fifo", n_layers=1, n_columns=n, capacity=C)
+    hits = c.run(ids, 0)
+    r = ref.S3FIFORef(C, lcs=lcs)
+    expected = np.array([bool(r.step([int(x)])) for x in ids])
+    np.testing.assert_array_equal(hits, expected)
+    GR = c.gq.shape[1]
+    live = {int(c.gq[0, i % GR]) for i in range(c.g_ctr[0, 1], c.g_ctr[0, 0])
+            if c.ghost_of[0, c.gq[0, i % GR]] == c.gstamp[0, i % GR]}
+    assert live == set(np.flatnonzero(c.ghost_of[0] >= 0).tolist()) == set(r.G)

@@ -120,16 +120,17 @@ def _s3fifo_miss(n, inuse, pins, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gs
         n_evict += 1
         has_evicted[l] = True
         if not main and g_max > 0:
-            # push to the ghost queue, compacting its ring when full
+            # push to the ghost queue, compacting its ring when full: live entries move towards
+            # the tail in ring order, so a write (tail + w) never passes the read (i >= tail + w)
             if g_ctr[0] - g_ctr[1] >= GR:
-                w = 0
+                w = g_ctr[1]
                 for i in range(g_ctr[1], g_ctr[0]):
                     c = gq[i % GR]
-                    if ghost_of[c] == gstamp[i % GR]:
-                        gq[w] = c
-                        gstamp[w] = gstamp[i % GR]
+                    st = gstamp[i % GR]
+                    if ghost_of[c] == st:
+                        gq[w % GR] = c
+                        gstamp[w % GR] = st
                         w += 1
-                g_ctr[1] = 0
                 g_ctr[0] = w
             g_clock[l] += 1
             gq[g_ctr[0] % GR] = t
