@@ -113,19 +113,22 @@ def test_crash_keeps_finished_points_and_rerun_completes(tmp_path, dev, monkeypa
     real = sweep.run.run_point
     n = []
 
-    def flaky(params, threads=None):
-        n.append(1)
-        if len(n) == 3:
+    def flaky(params, threads=None, **kw):
+        n.append(params.replay.masking)
+        if len(n) == 5:
             raise RuntimeError("worker died")
-        return real(params, threads)
+        return real(params, threads, **kw)
 
     monkeypatch.setattr(sweep.run, "run_point", flaky)
     with pytest.raises(RuntimeError):
         sweep.run_sweep(exp, out, progress=False)
+    assert n[:2] == ["dense", "dense"]      # the two budgets' dense baselines first, then the points
     assert len(pd.read_parquet(out / "results.parquet")) == 2
-    monkeypatch.setattr(sweep.run, "run_point", real)
+    assert len(list((out / "dense").glob("*.json"))) == 2
+    n.clear()
+    monkeypatch.setattr(sweep.run, "run_point", lambda *a, **kw: n.append(1) or real(*a, **kw))
     sweep.run_sweep(exp, out, progress=False)
-    assert len(pd.read_parquet(out / "results.parquet")) == 6
+    assert len(pd.read_parquet(out / "results.parquet")) == 6 and len(n) == 4   # the baselines are kept
 
 
 def test_sigkill_leaves_a_readable_file(tmp_path, dev):

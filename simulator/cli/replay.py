@@ -4,19 +4,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 
 from common.errors import DipsimError
 from common.jsonio import json_default
 from common.tables import print_table
 
-from ..config import EngineConfig, LayoutConfig, ReplayConfig
+from ..config import EngineConfig, LayoutConfig, PointConfig, ReplayConfig
 from .options import add_config_options, add_masking_parameter_options, add_verb, flag, given, positive_int, replay_config
 
 #: the engine's figures the table shows (the JSON output holds all of them)
-SHOWN = ("tokens_per_s", "analytic_tokens_per_s", "latency_ms_p50", "latency_ms_p99", "flash_requests_per_token",
-         "mean_request_bytes", "flash_read_bytes_per_token", "flash_ms_per_token", "dram_ms_per_token",
-         "compute_ms_per_token", "stall_ms_per_token", "energy_mj_per_token", "dram_footprint_bytes",
-         "memory_saved_fraction", "speedup_vs_dense_stream", "fits_in_dram")
+SHOWN = ("tokens_per_s", "dense_tokens_per_s", "speedup_vs_dense", "analytic_tokens_per_s", "latency_ms_p50",
+         "latency_ms_p99", "flash_requests_per_token", "mean_request_bytes", "flash_read_bytes_per_token",
+         "flash_ms_per_token", "dram_ms_per_token", "compute_ms_per_token", "stall_ms_per_token", "energy_mj_per_token",
+         "dram_footprint_bytes", "memory_saved_fraction", "speedup_vs_dense_stream", "fits_in_dram")
 
 
 def add_replay_options(s, *, skip=()) -> None:
@@ -61,6 +62,19 @@ def add_parser(sub) -> None:
     add_device_options(s)
 
 
+def _against_dense(a: argparse.Namespace, point: PointConfig, d: dict) -> dict:
+    """The run against its dense baseline (``sweep.dense``): a dense run is its own; else the dense
+    model is replayed and simulated under the same settings."""
+    from ..sweep.dense import dense_figures, is_own_baseline, versus_dense
+    from ..sweep.execute import dense_baseline
+
+    if is_own_baseline(point):
+        return versus_dense(d, dense_figures(d))
+    if not a.quiet and a.format == "table":
+        print("dense baseline: replaying the dense model under the same settings", file=sys.stderr, flush=True)
+    return versus_dense(d, dense_baseline(point, threads=a.threads))
+
+
 def run(a: argparse.Namespace) -> int:
     """Replay a masking policy with a DRAM cache of weight columns per layer over a trace: hit rate, flash and
     DRAM bytes per token, per matrix group; with --profile, tokens/s and latency on a device."""
@@ -82,7 +96,7 @@ def run(a: argparse.Namespace) -> int:
         if val:
             check_file(val, opt)
     t = load(a.trace)
-    budget_note = None
+    given_cfg, budget_note = cfg, None
     from ..engine.budget import budget_source
 
     source = budget_source(cfg, a.profile)
@@ -104,6 +118,7 @@ def run(a: argparse.Namespace) -> int:
         from ..engine import simulate
 
         d.update(simulate(log, a.profile, layout=layout, engine=engine, chrome_trace=a.chrome_trace).summary())
+        d.update(_against_dense(a, PointConfig(a.trace, given_cfg, a.profile, engine, layout), d))
     if a.format == "json":
         print(json.dumps(d, indent=2, default=json_default))
         return 0
@@ -117,6 +132,9 @@ def run(a: argparse.Namespace) -> int:
     print_table([{"group": g, **v} for g, v in d["groups"].items()])
     if a.profile:
         print(f"\non {d['device']} ({d['engine_mode']} mode):")
+        print("speedup_vs_dense: against the dense model on this device with the same cache budget, cache, "
+              "allocation, weight format and layout"
+              + (" (its DRAM holds the whole MLP: it never reads flash)" if d["dense_mlp_in_dram"] else ""))
         for k in SHOWN:
             v = d.get(k)
             print(f"{k:>28}: {v:.4g}" if isinstance(v, float) else f"{k:>28}: {v}")

@@ -56,6 +56,9 @@ UNITS = {
     "m.dram_bytes_per_token": ("DRAM reads of cached columns (MB per token)", 1e6),
     "m.tokens_per_s": ("tokens/s (device model)", 1.0),
     "m.analytic_tokens_per_s": ("tokens/s (the paper's bytes/bandwidth model)", 1.0),
+    "m.dense_tokens_per_s": ("tokens/s of the dense model on the same DRAM", 1.0),
+    "m.speedup_vs_dense": ("speed-up over the dense model on the same DRAM (x)", 1.0),
+    "m.speedup_vs_dense_stream": ("speed-up over streaming the whole dense MLP from flash (x)", 1.0),
     "m.latency_ms_p99": ("p99 latency (ms per token)", 1.0),
     "m.perplexity": ("perplexity", 1.0),
     "m.kl_to_dense": ("KL to dense (nats)", 1.0),
@@ -121,6 +124,18 @@ def context(df, skip: Sequence[str] = ()) -> str:
         if v is not None:
             parts.append(fmt.format(v))
     return ", ".join(parts)
+
+
+def dense_note(df) -> str:
+    """What a title says when the dense baseline's DRAM holds the whole MLP (``m.dense_mlp_in_dram``):
+    its speed-ups then compare with a model that never reads flash. Empty otherwise."""
+    if "m.dense_mlp_in_dram" not in df.columns:
+        return ""
+    held = df["m.dense_mlp_in_dram"].dropna().astype(bool)
+    if not held.any():
+        return ""
+    where = "" if held.all() else f" in {int(held.sum())} of {len(held)} rows"
+    return f"; the dense model's DRAM holds its whole MLP{where} (it never reads flash)"
 
 
 def fit_title(text: str, fig, fontsize: float = 10, share: float = 1.0) -> str:

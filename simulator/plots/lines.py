@@ -6,9 +6,10 @@ from typing import Sequence
 import numpy as np
 
 
-from .base import context, first_varying, fit_title, label, need, need_varying, plain_log_ticks, plt, shared_legend, values, wants_log
+from .base import (context, dense_note, first_varying, fit_title, label, need, need_varying, plain_log_ticks, plt,
+                   shared_legend, values, wants_log)
 
-SPEED = ("m.hit_rate", "m.flash_bytes_per_token", "m.tokens_per_s")
+SPEED = ("m.hit_rate", "m.flash_bytes_per_token", "m.tokens_per_s", "m.speedup_vs_dense")
 
 
 def lines(df, x: str, ys: Sequence[str], by: str | None = None, *, title: str = ""):
@@ -31,12 +32,16 @@ def lines(df, x: str, ys: Sequence[str], by: str | None = None, *, title: str = 
             if f"{y}_low" in sub.columns and sub[f"{y}_low"].notna().any():
                 ax.fill_between(values(sub, x), values(sub, f"{y}_low", like=y), values(sub, f"{y}_high", like=y),
                                 color=line.get_color(), alpha=0.18, lw=0, label="validation error of the trace model")
+        if y == "m.speedup_vs_dense":
+            ax.axhline(1.0, ls=":", color="grey", lw=1, label="the dense model on the same DRAM (1x)")
         ax.set_xlabel(label(x))
         ax.set_ylabel(label(y))
         if wants_log(y, values(df, y)):
             ax.set_yscale("log")
             plain_log_ticks(ax)
         ax.grid(alpha=0.3)
+    if "m.speedup_vs_dense" in ys:
+        title += dense_note(df)
     fig.suptitle(fit_title(title, fig), fontsize=10)
     fig.tight_layout()
     shared_legend(fig, axes[0])
@@ -57,8 +62,8 @@ def _same_curves(groups, x: str, y: str) -> bool:
 
 
 def vs_gamma(df, by: str | None = None):
-    """Hit rate, flash MB and (when present) tokens/s against γ, one line per DRAM budget (or the
-    other swept parameter)."""
+    """Hit rate, flash MB and (when present) tokens/s and the speed-up over the dense model on the same
+    DRAM against γ, one line per DRAM budget (or the other swept parameter)."""
     need_varying(df, "p.gamma", "--kind gamma")
     by = by or first_varying(df, ("p.dram_fraction", "p.keep", "p.device", "p.cache"), "p.gamma")
     ys = [c for c in SPEED if c in df.columns]
@@ -66,7 +71,8 @@ def vs_gamma(df, by: str | None = None):
 
 
 def vs_keep(df, by: str | None = None):
-    """Hit rate, flash MB and (when present) tokens/s against keep, one line per masking policy."""
+    """Hit rate, flash MB and (when present) tokens/s and the speed-up over the dense model on the same
+    DRAM against keep, one line per masking policy."""
     need_varying(df, "p.keep", "--kind keep")
     by = by or first_varying(df, ("p.masking", "p.dram_fraction", "p.device"), "p.keep")
     ys = [c for c in SPEED if c in df.columns]
@@ -76,7 +82,7 @@ def vs_keep(df, by: str | None = None):
 def vs_budget(df, by: str | None = None):
     need_varying(df, "p.dram_fraction", "--kind auto")
     by = by or first_varying(df, ("p.masking", "p.cache", "p.keep"), "p.dram_fraction")
-    ys = [c for c in ("m.hit_rate", "m.tokens_per_s") if c in df.columns]
+    ys = [c for c in ("m.hit_rate", "m.tokens_per_s", "m.speedup_vs_dense") if c in df.columns]
     return lines(df, "p.dram_fraction", ys, by, title=f"DRAM budget -- {context(df, skip=('p.dram_fraction',))}")
 
 
@@ -100,11 +106,14 @@ def per_device(df, metric: str = "m.tokens_per_s", by: str | None = None):
             an = [sub[sub["p.device"] == d]["m.analytic_tokens_per_s"].mean() for d in devices]
             ax.scatter(x + i * width - 0.4 + width / 2, an, marker="_", s=300, color="k",
                        label="the paper's bytes/bandwidth model" if i == 0 else None, zorder=3)
+    if metric == "m.speedup_vs_dense":
+        ax.axhline(1.0, ls=":", color="grey", lw=1, label="the dense model on the same DRAM (1x)")
     ax.set_xticks(x)
     ax.set_xticklabels([str(d) for d in devices], rotation=20, ha="right")
     ax.set_ylabel(label(metric))
     ax.grid(alpha=0.3, axis="y")
-    ax.set_title(fit_title(f"By device -- {context(df, skip=('p.device',))}", fig), fontsize=10)
+    note = dense_note(df) if metric == "m.speedup_vs_dense" else ""
+    ax.set_title(fit_title(f"By device -- {context(df, skip=('p.device',))}{note}", fig), fontsize=10)
     fig.tight_layout()
     shared_legend(fig, [ax])        # below the axes: inside, it can cover a bar or a marker
     return fig, ax

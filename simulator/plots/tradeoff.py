@@ -7,7 +7,8 @@ import numpy as np
 
 from common.errors import DipsimError
 
-from .base import context, first_varying, fit_title, label, need, plain_log_ticks, plt, shared_legend, spans_decades, varies
+from .base import (context, dense_note, first_varying, fit_title, label, need, plain_log_ticks, plt, shared_legend,
+                   spans_decades, varies)
 
 
 def pareto_front(xs: np.ndarray, ys: np.ndarray, *, maximize_x: bool = True, minimize_y: bool = True) -> np.ndarray:
@@ -103,7 +104,9 @@ def accuracy_vs_speed(df, xs: Sequence[str] = ("m.tokens_per_s", "m.analytic_tok
     Every point is labelled with its policy (``point_label``); the Pareto front (fastest for any
     accuracy) is drawn over the points that have not collapsed. A point whose perplexity exceeds
     ``collapse`` x the dense model's is a collapsed model: it is drawn at the top edge with an arrow
-    and its value, visible as such without squashing the rest of the plot.
+    and its value, visible as such without squashing the rest of the plot. When every row shares
+    one dense baseline (``m.dense_tokens_per_s``), the device model's panel reads its speed-up over
+    that dense model on a second axis at the top (``speedup_vs_dense``).
     """
     pyplot = plt()
     xs = [x for x in xs if x in df.columns]
@@ -118,7 +121,7 @@ def accuracy_vs_speed(df, xs: Sequence[str] = ("m.tokens_per_s", "m.analytic_tok
         _tradeoff_panel(ax, d, x, y, collapse, legend=i == len(xs) - 1)
         if i:
             ax.set_ylabel("")
-    fig.suptitle(title or fit_title(f"accuracy against speed -- {context(d)}", fig), fontsize=10)
+    fig.suptitle(title or fit_title(f"accuracy against speed -- {context(d)}{dense_note(d)}", fig), fontsize=10)
     fig.tight_layout()
     return fig, axes[0]
 
@@ -153,11 +156,28 @@ def _tradeoff_panel(ax, d, x: str, y: str, collapse: float, legend: bool) -> Non
     ax.set_xlabel(label(x))
     ax.set_ylabel(label(y) + " (lower is better)")
     ax.grid(alpha=0.3, which="both")
+    if x == "m.tokens_per_s":
+        _speedup_axis(ax, d)
     texts = [(xv[i], yv[i] if ok[i] else top, labels[i] if ok[i] else f"{labels[i]}: collapsed ({yv[i]:.3g})",
               "k" if ok[i] else "C3") for i in range(len(labels))]
     _place_labels(ax, texts)
     if legend:
         ax.legend(fontsize=7, loc="upper left")
+
+
+def _speedup_axis(ax, d) -> None:
+    """A second x axis at the top reading tokens/s as the speed-up over the dense model on the same
+    DRAM, when the rows share one dense baseline (else the ratio differs from row to row)."""
+    if "m.dense_tokens_per_s" not in d.columns:
+        return
+    base = d["m.dense_tokens_per_s"].dropna().unique()
+    if len(base) != 1 or not base[0] > 0:
+        return
+    b = float(base[0])
+    top = ax.secondary_xaxis("top", functions=(lambda v: v / b, lambda v: v * b))
+    top.set_xlabel(label("m.speedup_vs_dense"), fontsize=8)
+    if ax.get_xscale() == "log":
+        plain_log_ticks(top, "x")
 
 
 def _place_labels(ax, texts) -> None:

@@ -1,10 +1,11 @@
 """Running one sweep point: its trace (captured once and cached), replay (shared by points that differ
-only in device, engine or layout), the engine on its device, and its accuracy columns (measured in
-the loop before the points, read here from the accuracy store).
+only in device, engine or layout), the engine on its device, the point against its dense baseline
+(``sweep.dense``: run once per process and baseline), and its accuracy columns (measured in the loop
+before the points, read here from the accuracy store).
 
 Every row holds the point's metrics as ``m.<name>`` in the vocabulary of ``simulator.metrics``:
-replay's totals, ``m.<group>.<metric>`` per matrix group, the engine's summary, and with
-``accuracy: true`` the closed-loop figures.
+replay's totals, ``m.<group>.<metric>`` per matrix group, the engine's summary with the dense
+baseline's figures (``speedup_vs_dense``, ...), and with ``accuracy: true`` the closed-loop figures.
 """
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ from common.errors import DipsimError
 from common.io import cache_root
 
 from ..config import PointConfig, TraceSpec
+from .dense import baseline_key, dense_figures, dense_point, is_own_baseline, versus_dense
 from .experiment import Point
 
 _TRACES: dict[str, Any] = {}
 _LOGS: dict[str, Any] = {}
+#: this process's dense baselines' figures, by ``baseline_key``
+_DENSE: dict[str, dict[str, Any]] = {}
 #: the accuracy figures a row carries, under the names of the metric table
 ACCURACY_METRICS = ("perplexity", "kl_to_dense", "top1_agreement", "closed_loop_hit_rate",
                     "closed_loop_flash_bytes_per_token", "dense_perplexity")
@@ -91,9 +95,24 @@ def _replayed(cfg: PointConfig, threads: int | None):
     return _LOGS[key]
 
 
-def run_points(group: list[PointConfig], threads: int | None = 1) -> list[dict[str, Any]]:
-    """Evaluate points that share a replay (see :func:`replay_key`), in order."""
-    return [run_point(p, threads) for p in group]
+def run_points(group: list[PointConfig], threads: int | None = 1,
+               dense: list[dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
+    """Evaluate points that share a replay (see :func:`replay_key`), in order; ``dense``: each point's
+    dense baseline figures when the caller has them (else each is run once in this process)."""
+    return [run_point(p, threads, dense=d) for p, d in zip(group, dense or [None] * len(group))]
+
+
+def dense_key(cfg: PointConfig) -> str:
+    """The key of the point's dense baseline (``sweep.dense.baseline_key`` on its trace file)."""
+    return baseline_key(cfg, trace_path(cfg.trace))
+
+
+def dense_baseline(cfg: PointConfig, threads: int | None = 1) -> dict[str, Any]:
+    """The figures of the point's dense baseline (``sweep.dense``), run once per process and key."""
+    key = dense_key(cfg)
+    if key not in _DENSE:
+        _DENSE[key] = dense_figures(run_point(dense_point(cfg), threads), prefix="m.")
+    return _DENSE[key]
 
 
 def point_meta(cfg: PointConfig) -> dict[str, Any]:
@@ -123,13 +142,15 @@ def resolved(cfg: PointConfig) -> PointConfig:
     return dataclasses.replace(cfg, replay=with_device_budget(cfg.replay, cfg.device, point_meta(cfg)))
 
 
-def run_point(cfg: PointConfig, threads: int | None = 1) -> dict[str, Any]:
-    """One point's metrics: replay, then the engine if a device is given, then accuracy if asked."""
+def run_point(cfg: PointConfig, threads: int | None = 1, *, dense: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One point's metrics: replay, then the engine and the point against its dense baseline if a
+    device is given (``dense``: the baseline's figures, when the caller has them), then accuracy if
+    asked."""
     from ..engine.budget import budget_source
 
     t0 = time.perf_counter()
     source = budget_source(cfg.replay, cfg.device)
-    cfg = resolved(cfg)
+    point, cfg = cfg, resolved(cfg)     # the baseline is of the point as given (its budget rule, no variant)
     log = _replayed(cfg, threads)
     tot = log.totals()
     row: dict[str, Any] = {f"m.{k}": v for k, v in tot.items() if not isinstance(v, dict)}
@@ -150,6 +171,10 @@ def run_point(cfg: PointConfig, threads: int | None = 1) -> dict[str, Any]:
         for k, v in res.summary().items():
             if not isinstance(v, (dict, list)):
                 row[f"m.{k}"] = v
+        if is_own_baseline(point):    # the dense model is its own baseline (speedup_vs_dense exactly 1)
+            dense = dense_figures(row, prefix="m.")
+            _DENSE.setdefault(dense_key(point), dense)
+        row.update({f"m.{k}": v for k, v in versus_dense(row, dense or dense_baseline(point, threads), "m.").items()})
     synth = trace_for(cfg.trace).meta.get("synth")
     if isinstance(synth, dict):   # an extrapolated trace: its validation error travels with the row
         from ..synth_validation import error_columns

@@ -2,7 +2,9 @@
 
 Points are grouped by their replay (points that differ only in device, engine or layout share
 one), groups cut so that every worker gets work. Traces are captured and accuracy measured once,
-here, before the workers start. Workers die with their parent: on Linux each asks the kernel for
+here, before the workers start. The dense baselines the points need (``sweep.dense``) run first,
+each once -- a dense point that is its own baseline counts as one -- and are kept in
+``OUT/dense/``; every other point then receives its baseline's figures. Workers die with their parent: on Linux each asks the kernel for
 SIGKILL when the parent dies (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the sweep leaves no
 orphan holding memory and the terminal.
 """
@@ -10,16 +12,30 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from common.errors import DipsimError
 
-from .execute import captured_trace_path, precompute_accuracy, replay_key, run_point, run_points, trace_for
+from ..config import PointConfig
+from .dense import BaselineStore, dense_figures, dense_point, is_own_baseline
+from .execute import (captured_trace_path, dense_key, precompute_accuracy, replay_key, run_point, run_points,
+                      trace_for, trace_path)
 from .experiment import Experiment, Point
 from .results import prepare_output, row_of, save_point, write_parquet
 
 EXECUTORS = ("local", "dask")
+
+
+@dataclass
+class Job:
+    """One run of ``run_point`` in a sweep: its configuration, its dense baseline's figures when known,
+    and what the parent does with the row (save a point, keep a baseline, or both)."""
+
+    config: PointConfig
+    done: Callable[[dict[str, Any]], None]
+    dense: dict[str, Any] | None = None
 
 
 def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executor: str = "local",
@@ -35,6 +51,11 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
     if jobs < 1:
         raise DipsimError(f"--jobs must be >= 1, got {jobs}")
     done, changed = prepare_output(exp, out)
+    stale = [k for k, r in done.items() if "m.tokens_per_s" in r and "m.speedup_vs_dense" not in r]
+    for k in stale:
+        del done[k]
+    if stale:
+        say(f"{len(stale)} finished points predate the dense baseline (speedup_vs_dense): they run again")
     for k, reason in exp.dropped:
         say(f"dropped {k}: {reason}")
     todo = [p for p in exp.points if p.key not in done]
@@ -64,9 +85,22 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
         write_parquet(out, rows)
         bar.update(1)
 
+    store = BaselineStore(out)
+    known = store.read()
+
+    def keep(key: str, cfg: PointConfig, row: dict[str, Any]) -> None:
+        known[key] = dense_figures(row, prefix="m.")
+        store.write(key, cfg, trace_path(cfg.trace), known[key])
+
     try:
-        if todo:
-            _execute(_tasks(todo, jobs), jobs, executor, scheduler, finish)
+        first, later = _dense_first(todo, known, finish, keep)
+        if first:
+            say(f"dense baselines: {len(first)} to run first, each once (kept in {store.dir})")
+            _execute(_tasks(first, jobs), jobs, executor, scheduler)
+        for j in later:
+            j.dense = known.get(dense_key(j.config)) if j.config.device is not None else None
+        if later:
+            _execute(_tasks(later, jobs), jobs, executor, scheduler)
     finally:
         bar.close()
     by_key: dict[str, list] = {}
@@ -76,26 +110,45 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
     return out / "results.parquet"
 
 
-def _execute(tasks: list[list[Point]], jobs: int, executor: str, scheduler: str | None, finish) -> None:
+def _dense_first(todo: list[Point], known: dict[str, dict[str, Any]], finish, keep) -> tuple[list[Job], list[Job]]:
+    """The jobs to run first -- each dense baseline the points need and ``known`` lacks, once: a dense
+    point that is its own baseline, else the baseline's own configuration -- and then the rest."""
+    first: dict[str, Job] = {}
+    later: list[Job] = []
+    for p in todo:
+        key = dense_key(p.config) if p.config.device is not None else None
+        if key is not None and key not in known and key not in first and is_own_baseline(p.config):
+            first[key] = Job(p.config, lambda row, p=p, key=key: (keep(key, p.config, row), finish(p, row)))
+        else:
+            later.append(Job(p.config, lambda row, p=p: finish(p, row)))
+    for j in later:
+        key = dense_key(j.config) if j.config.device is not None else None
+        if key is not None and key not in known and key not in first:
+            base = dense_point(j.config)
+            first[key] = Job(base, lambda row, base=base, key=key: keep(key, base, row))
+    return list(first.values()), later
+
+
+def _execute(tasks: list[list[Job]], jobs: int, executor: str, scheduler: str | None) -> None:
     if executor == "dask":
-        _run_dask(tasks, jobs, scheduler, finish)
+        _run_dask(tasks, jobs, scheduler)
     elif jobs == 1:
         for task in tasks:
-            for p in task:
-                finish(p, run_point(p.config, threads=None))
+            for j in task:
+                j.done(run_point(j.config, threads=None, dense=j.dense))
     else:
-        _run_pool(tasks, jobs, finish)
+        _run_pool(tasks, jobs)
 
 
-def _run_pool(tasks: list[list[Point]], jobs: int, finish) -> None:
+def _run_pool(tasks: list[list[Job]], jobs: int) -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     pool = ProcessPoolExecutor(jobs, initializer=worker_setup)
     try:
-        futs = {pool.submit(run_points, [p.config for p in task], 1): task for task in tasks}
+        futs = {pool.submit(run_points, [j.config for j in task], 1, [j.dense for j in task]): task for task in tasks}
         for f in as_completed(futs):
-            for p, row in zip(futs[f], f.result()):
-                finish(p, row)
+            for j, row in zip(futs[f], f.result()):
+                j.done(row)
     except BaseException:
         # interrupted or failed: drop the queued tasks and stop the workers now (finished points
         # are already on disk), rather than waiting for the rest of the sweep
@@ -125,12 +178,12 @@ def worker_setup() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _tasks(todo: list[Point], jobs: int) -> list[list[Point]]:
-    """Points grouped by replay key (one replay per task), groups cut so that there are at least
+def _tasks(todo: list[Job], jobs: int) -> list[list[Job]]:
+    """Jobs grouped by replay key (one replay per task), groups cut so that there are at least
     two tasks per worker when the sweep allows it."""
-    groups: dict[str, list[Point]] = {}
-    for p in todo:
-        groups.setdefault(replay_key(p.config), []).append(p)
+    groups: dict[str, list[Job]] = {}
+    for j in todo:
+        groups.setdefault(replay_key(j.config), []).append(j)
     want = 2 * jobs if jobs > 1 else 1
     size = max(1, -(-len(todo) // want))
     tasks = []
@@ -139,7 +192,7 @@ def _tasks(todo: list[Point], jobs: int) -> list[list[Point]]:
     return tasks
 
 
-def _run_dask(tasks: list[list[Point]], jobs: int, scheduler: str | None, finish) -> None:
+def _run_dask(tasks: list[list[Job]], jobs: int, scheduler: str | None) -> None:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -154,11 +207,11 @@ def _run_dask(tasks: list[list[Point]], jobs: int, scheduler: str | None, finish
     except (OSError, TimeoutError) as e:
         raise DipsimError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({type(e).__name__})") from None
     try:
-        futs = {client.submit(run_points, [p.config for p in task], 1,
-                              key=f"dipsim-{task[0].hash}-{len(task)}", pure=False): task for task in tasks}
+        futs = {client.submit(run_points, [j.config for j in task], 1, [j.dense for j in task], pure=False): task
+                for task in tasks}
         for f in as_completed(list(futs)):
-            for p, row in zip(futs[f], f.result()):
-                finish(p, row)
+            for j, row in zip(futs[f], f.result()):
+                j.done(row)
     finally:
         client.close()
         if cluster is not None:
