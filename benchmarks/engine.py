@@ -4,7 +4,8 @@ dip-ca + lru on the UFS 4.0 phone.
     python benchmarks/engine.py [--tokens 1024] [--device phone-12gb-ufs40]
 
 Prints replay and engine seconds (target: together <= 20 s on the 2-core machines), the engine's
-events, and its figures; also fine mode (one SimPy event per request) on the first 16 tokens beside
+events, and its figures, with the speed-up over the dense model on the same device with the same
+cache (``speedup_vs_dense``; its replay and engine run after the timed ones); also fine mode (one SimPy event per request) on the first 16 tokens beside
 batch mode, to show what the per-request simulation costs.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ def main() -> None:
 
     import simulator
     from simulator.engine import simulate
+    from simulator.sweep.dense import dense_figures, versus_dense
     from traces import synth
 
     print(f"machine: {os.cpu_count()} cores")
@@ -46,8 +48,12 @@ def main() -> None:
           f"(target <= 20 s: {'met' if total <= 20 else 'MISSED'})")
     print(f"engine: {s['engine_events']} events")
     s["hit_rate"] = log.totals()["hit_rate"]
-    for k in ("tokens_per_s", "analytic_tokens_per_s", "latency_ms_p50", "latency_ms_p99", "flash_requests_per_token",
-              "mean_request_bytes", "hit_rate", "speedup_vs_dense_stream", "memory_saved_fraction", "fits_in_dram"):
+    dense_log = simulator.replay(trace, "dense", "lru", dram_fraction=0.5)    # the same cache, every column
+    dense = simulate(dense_log, a.device).summary()
+    s.update(versus_dense(s, dense_figures({**dense, **dense_log.totals()})))
+    for k in ("tokens_per_s", "dense_tokens_per_s", "speedup_vs_dense", "analytic_tokens_per_s", "latency_ms_p50",
+              "latency_ms_p99", "flash_requests_per_token", "mean_request_bytes", "hit_rate", "speedup_vs_dense_stream",
+              "memory_saved_fraction", "fits_in_dram"):
         v = s[k]
         print(f"  {k:>26}: {v:.4g}" if isinstance(v, float) else f"  {k:>26}: {v}")
 

@@ -214,3 +214,37 @@ def test_versus_dense_formulas():
     figs = dense_mod.dense_figures({"m.tokens_per_s": 8.0, "m.dram_footprint_bytes": 1000.0,
                                     "m.flash_bytes_per_token": 0.0}, prefix="m.")
     assert figs == {**dense, "dense_mlp_in_dram": True}
+
+
+def test_plots_read_speed_ups_against_the_dense_model():
+    """The trade-off plot reads tokens/s as the speed-up over the dense baseline on a top axis when
+    the rows share one baseline (not otherwise); the line plots get a speed-up panel with the dense
+    model at 1x; a title says when the dense model's DRAM holds its whole MLP."""
+    import numpy as np
+
+    from simulator import plots
+
+    df = pd.DataFrame({
+        "p.masking": ["dense", "dip", "dip-ca", "dip-ca"], "p.keep": [1.0, 0.5, 0.5, 0.5],
+        "p.gamma": [float("nan"), float("nan"), 0.5, 0.2], "p.dram_fraction": [1.0] * 4,
+        "m.perplexity": [12.0, 17.0, 21.0, 30.0], "m.dense_perplexity": [12.0] * 4,
+        "m.tokens_per_s": [100.0, 30.0, 40.0, 60.0], "m.dense_tokens_per_s": [100.0] * 4,
+        "m.speedup_vs_dense": [1.0, 0.3, 0.4, 0.6], "m.dense_mlp_in_dram": [True] * 4,
+        "m.hit_rate": [1.0, 0.9, 0.95, 0.97], "m.flash_bytes_per_token": [0.0, 1e5, 5e4, 2e4],
+    })
+    fig, axes = plots.accuracy_vs_speed(df, xs=("m.tokens_per_s",))
+    (top,) = axes[0].child_axes
+    fig.canvas.draw()
+    assert top.get_xlabel() == "speed-up over the dense model on the same DRAM (x)"
+    assert np.allclose(top.get_xlim(), np.array(axes[0].get_xlim()) / 100.0)
+    title = fig._suptitle.get_text().replace("\n", " ")
+    assert "the dense model's DRAM holds its whole MLP (it never reads flash)" in title
+    two = df.assign(**{"m.dense_tokens_per_s": [100.0, 100.0, 80.0, 80.0],
+                       "m.dense_mlp_in_dram": [True, True, False, False]})
+    fig, axes = plots.accuracy_vs_speed(two, xs=("m.tokens_per_s",))
+    assert not axes[0].child_axes and "in 2 of 4 rows" in fig._suptitle.get_text().replace("\n", " ")
+    fig, axes = plots.vs_gamma(df[df["p.masking"] == "dip-ca"])
+    panel = {ax.get_ylabel(): ax for ax in axes}["speed-up over the dense model on the same DRAM (x)"]
+    assert [ln.get_ydata()[0] for ln in panel.lines if ln.get_label().startswith("the dense model")] == [1.0]
+    no_note = df.assign(**{"m.dense_mlp_in_dram": [False] * 4})
+    assert plots.base.dense_note(no_note) == "" and plots.base.dense_note(df.drop(columns="m.dense_mlp_in_dram")) == ""

@@ -14,12 +14,12 @@ from common.errors import DipsimError
 
 from .base import context, label, varies
 from .lines import lines, per_device, vs_budget, vs_gamma, vs_keep
-from .tradeoff import accuracy_vs_speed, pareto, pareto_front, point_label
+from .tradeoff import accuracy_vs_speed, pareto, pareto_front, point_label, speedup_axis
 
 KINDS = ("auto", "gamma", "keep", "device", "pareto")
 
 __all__ = ["KINDS", "accuracy_vs_speed", "auto", "context", "label", "lines", "pareto", "pareto_front", "per_device",
-           "plot", "point_label", "vs_budget", "vs_gamma", "vs_keep"]
+           "plot", "point_label", "speedup_axis", "vs_budget", "vs_gamma", "vs_keep"]
 
 
 def _varying(df) -> list[str]:

@@ -157,7 +157,7 @@ def _tradeoff_panel(ax, d, x: str, y: str, collapse: float, legend: bool) -> Non
     ax.set_ylabel(label(y) + " (lower is better)")
     ax.grid(alpha=0.3, which="both")
     if x == "m.tokens_per_s":
-        _speedup_axis(ax, d)
+        speedup_axis(ax, d)
     texts = [(xv[i], yv[i] if ok[i] else top, labels[i] if ok[i] else f"{labels[i]}: collapsed ({yv[i]:.3g})",
               "k" if ok[i] else "C3") for i in range(len(labels))]
     _place_labels(ax, texts)
@@ -165,7 +165,7 @@ def _tradeoff_panel(ax, d, x: str, y: str, collapse: float, legend: bool) -> Non
         ax.legend(fontsize=7, loc="upper left")
 
 
-def _speedup_axis(ax, d) -> None:
+def speedup_axis(ax, d) -> None:
     """A second x axis at the top reading tokens/s as the speed-up over the dense model on the same
     DRAM, when the rows share one dense baseline (else the ratio differs from row to row)."""
     if "m.dense_tokens_per_s" not in d.columns:
