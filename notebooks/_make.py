@@ -108,6 +108,8 @@ COLUMNS = {
     "m.tokens_per_s": ("tokens/s", 1, "{:.1f}"),
     "m.analytic_tokens_per_s": ("tokens/s, paper's model", 1, "{:.1f}"),
     "m.analytic_over_model": ("paper's model / device model", 1, "{:.2f}×"),
+    "m.dense_tokens_per_s": ("tokens/s of dense, same DRAM", 1, "{:.1f}"),
+    "m.speedup_vs_dense": ("speed-up over dense, same DRAM", 1, "{:.2f}×"),
     "m.perplexity": ("perplexity", 1, lambda v: f"{v:.2f}" if v < 100 else f"{v:,.0f}"),
     "m.kl_to_dense": ("KL to dense, nats", 1, "{:.3f}"),
     "m.top1_agreement": ("top-1 agreement", 1, "{:.3f}"),
@@ -231,7 +233,8 @@ def merged(points, name, kinds):
 
 def tradeoff(d, *, colour: str, text, panel: str | None = None, title: str = "", collapse: float = 10.0):
     """Perplexity against tokens/s (device model): one panel per value of ``panel``, points coloured by
-    ``colour`` and labelled ``text(row)``. Returns the figure, its axes and the rows on each Pareto front."""
+    ``colour`` and labelled ``text(row)``; a panel whose rows share one dense baseline also reads as the
+    speed-up over it (top axis). Returns the figure, its axes and the rows on each Pareto front."""
     d = d.dropna(subset=["m.tokens_per_s", "m.perplexity"])
     groups = [(None, d)] if panel is None else list(d.groupby(panel, sort=False))
     fig, axes = plt.subplots(1, len(groups), figsize=(max(8.0, 5.6 * len(groups) + 0.8), 5.2), sharey=True,
@@ -270,6 +273,7 @@ def tradeoff(d, *, colour: str, text, panel: str | None = None, title: str = "",
             ax.set_xscale("log")
         ax.set_xlabel(plots.label("m.tokens_per_s"))
         ax.grid(alpha=0.3, which="both")
+        plots.speedup_axis(ax, sub)    # a top axis of speed-ups over dense, where the panel has one baseline
         if key is not None:
             ax.set_title(str(key), fontsize=9)
         pts = {}
@@ -383,25 +387,36 @@ GAMMA_TABLE_MD = """## The sweep
 
 One row per configuration (DRAM budget, γ): the hit rate and flash traffic (the missed weights' bytes) of
 replaying the trace, the hit rate of the closed loop (the masked model's own activations), the accuracy,
-and tokens/s on each phone. For the first phone also the pages its flash reads for those weights (whole
-pages, merged requests) and the tokens/s of the DIP paper's bytes/bandwidth model on the same access log."""
+and on each phone tokens/s and the speed-up over the dense model with the same DRAM budget
+(`speedup_vs_dense`: the dense model on that phone with the same LRU cache of the same share of the MLP;
+dipsim runs it once per phone and budget). For the first phone also the pages its flash reads for those
+weights (whole pages, merged requests) and the tokens/s of the DIP paper's bytes/bandwidth model on the
+same access log."""
 
 GAMMA_TABLE = '''if "m.dense_perplexity" in df.columns:
     print(f"dense model over the same tokens: perplexity {df['m.dense_perplexity'].iloc[0]:.2f}")
 DEVICES = list(dict.fromkeys(df["p.device"]))
+dense = df.pivot_table(index="p.device", columns="p.dram_fraction", values="m.dense_tokens_per_s", sort=False)
+for dev, row in dense.iterrows():   # the baselines of speedup_vs_dense: one dense run per phone and budget
+    print(f"the dense model with the same cache on {dev}: "
+          + ", ".join(f"{v:.1f} tokens/s at {f:g} of the MLP" for f, v in row.items()))
 one = df[df["p.device"] == DEVICES[0]]   # the device-independent columns, once
 idx = ["p.dram_fraction", "p.gamma"]
 t = one.set_index(idx).join(spread(df, idx, "m.tokens_per_s", "p.device"))
+t = t.join(spread(df, idx, "m.speedup_vs_dense", "p.device"))
 t[f"m.analytic_tokens_per_s@{DEVICES[0]}"] = t["m.analytic_tokens_per_s"]
 t[f"m.flash_read_bytes_per_token@{DEVICES[0]}"] = t["m.flash_read_bytes_per_token"]
 table(t.reset_index(), [*idx, "m.hit_rate", "m.closed_loop_hit_rate", "m.flash_bytes_per_token",
                         f"m.flash_read_bytes_per_token@{DEVICES[0]}", "m.perplexity",
                         "m.kl_to_dense", "m.top1_agreement", *[f"m.tokens_per_s@{d}" for d in DEVICES],
-                        f"m.analytic_tokens_per_s@{DEVICES[0]}"], sort=idx)'''
+                        *[f"m.speedup_vs_dense@{d}" for d in DEVICES], f"m.analytic_tokens_per_s@{DEVICES[0]}"],
+      sort=idx)'''
 
 GAMMA_VS_MD = """## γ against hit rate, flash traffic and speed
 
-On the first phone (the 12 GB UFS 4.0 one in the full sweep), one line per DRAM budget."""
+On the first phone (the 12 GB UFS 4.0 one in the full sweep), one line per DRAM budget. The last panel is
+the speed-up over the dense model with the same budget (each line against its own budget's dense run; the
+dotted line at 1x is that dense model)."""
 
 GAMMA_VS = '''fig, ax = plots.vs_gamma(one)
 render(fig)'''
@@ -423,8 +438,8 @@ GAMMA_TRADE = '''if "m.perplexity" in df.columns:
     fig, axes, front = tradeoff(df, colour="p.dram_fraction", text=lambda r: f"γ{r['p.gamma']:g}", panel="p.device",
                                 title=f"Perplexity against tokens/s -- {plots.context(df, skip=('p.device',))}")
     render(fig)
-    display(table(front, ["p.device", "p.dram_fraction", "p.gamma", "m.tokens_per_s", "m.perplexity",
-                          "m.kl_to_dense"]))
+    display(table(front, ["p.device", "p.dram_fraction", "p.gamma", "m.tokens_per_s", "m.speedup_vs_dense",
+                          "m.perplexity", "m.kl_to_dense"]))
 else:
     print(NO_ACCURACY)'''
 
@@ -463,10 +478,13 @@ SPARSITY_SMALL = ("tiny: two maskings, three keeps, 128 tokens (accuracy over 32
 SPARSITY_TABLE = '''if "m.dense_perplexity" in df.columns:
     print(f"dense model over the same tokens: perplexity {df['m.dense_perplexity'].iloc[0]:.2f}")
 table(df, ["p.masking", "p.keep", "m.hit_rate", "m.flash_bytes_per_token", "m.flash_requests_per_token",
-           "m.mean_request_bytes", "m.tokens_per_s", "m.analytic_tokens_per_s", "m.perplexity", "m.kl_to_dense",
-           "m.top1_agreement"], sort=["p.masking", "p.keep"])'''
+           "m.mean_request_bytes", "m.tokens_per_s", "m.speedup_vs_dense", "m.analytic_tokens_per_s", "m.perplexity",
+           "m.kl_to_dense", "m.top1_agreement"], sort=["p.masking", "p.keep"])'''
 
-SPARSITY_VS_MD = """## Keep against hit rate, flash traffic and speed"""
+SPARSITY_VS_MD = """## Keep against hit rate, flash traffic and speed
+
+The last panel is the speed-up over the dense model with the same DRAM (the same LRU cache of half the
+MLP on the same phone; the dotted line at 1x)."""
 
 SPARSITY_VS = '''fig, ax = plots.vs_keep(df)
 render(fig)'''
@@ -481,13 +499,15 @@ SPARSITY_TRADE_MD = """## Perplexity against tokens/s
 
 Every configuration is a point, coloured by its policy and labelled with its keep; the black line is the
 Pareto front over all policies, and a configuration above 10x the dense perplexity (collapsed) sits on the
-dashed line, labelled with its perplexity. The table lists the front."""
+dashed line, labelled with its perplexity. The top axis reads tokens/s as the speed-up over the dense model
+with the same DRAM. The table lists the front."""
 
 SPARSITY_TRADE = '''if "m.perplexity" in df.columns:
     fig, axes, front = tradeoff(df, colour="p.masking", text=lambda r: f"{r['p.keep']:g}",
                                 title=f"Perplexity against tokens/s (labels: keep) -- {plots.context(df)}")
     render(fig)
-    display(table(front, ["p.masking", "p.keep", "m.tokens_per_s", "m.perplexity", "m.kl_to_dense"]))
+    display(table(front, ["p.masking", "p.keep", "m.tokens_per_s", "m.speedup_vs_dense", "m.perplexity",
+                          "m.kl_to_dense"]))
 else:
     print(NO_ACCURACY)'''
 
@@ -525,14 +545,26 @@ ax.set_title(f"tokens/s by device -- {plots.context(df, skip=('p.device', 'p.gam
              + (f"; dip-ca at γ {gamma[0]:g}" if len(gamma) == 1 else ""), fontsize=10)
 render(fig)    # per_device puts the legend below the bars, clear of the paper-model marks'''
 
+HARDWARE_SPEEDUP_MD = """## Speed-up over the dense model, per device
+
+Each configuration's tokens/s over the dense model's on the same device with the same DRAM (the same LRU
+cache of half the MLP): `speedup_vs_dense`. Above the dotted line at 1x, a configuration beats dense."""
+
+HARDWARE_SPEEDUP = '''sparse = df[df["p.masking"] != "dense"]
+fig, ax = plots.per_device(sparse, "m.speedup_vs_dense", by="p.masking")
+gamma = sparse.loc[sparse["p.masking"] == "dip-ca", "p.gamma"].dropna().unique()
+what = plots.context(sparse, skip=("p.device", "p.masking", "p.gamma")) + (f"; dip-ca at γ {gamma[0]:g}" if len(gamma) == 1 else "")
+ax.set_title(f"speed-up over the dense model with the same DRAM -- {what}{plots.base.dense_note(sparse)}", fontsize=10)
+render(fig)'''
+
 HARDWARE_SPEED_MD = """## Tokens/s per device
 
-One column per configuration: the device model, the paper's model, and their ratio (> 1: the paper's
-model is optimistic)."""
+One column per configuration: the device model, its speed-up over the dense model with the same DRAM, the
+paper's model, and the paper's model over the device model (> 1: the paper's model is optimistic)."""
 
 HARDWARE_SPEED = '''r = df.assign(**{"m.analytic_over_model": df["m.analytic_tokens_per_s"] / df["m.tokens_per_s"]})
 parts = {m: r.pivot_table(index="p.device", columns="p.masking", values=m, sort=False)
-         for m in ("m.tokens_per_s", "m.analytic_tokens_per_s", "m.analytic_over_model")}
+         for m in ("m.tokens_per_s", "m.speedup_vs_dense", "m.analytic_tokens_per_s", "m.analytic_over_model")}
 w = pd.concat({header(m): v for m, v in parts.items()}, axis=1).rename_axis(index="device", columns=[None, None])
 w.style.format({(header(m), c): COLUMNS[m][2] for m, v in parts.items() for c in v.columns})'''
 
@@ -551,7 +583,8 @@ pd.DataFrame({m: [cell(c, one.at[m, c]) for c in rows] for m in one.index},
 HARDWARE_TABLE_MD = """## What each device does with the misses"""
 
 HARDWARE_TABLE = '''table(df, ["p.device", "p.masking", "m.flash_read_bytes_per_token", "m.flash_requests_per_token",
-           "m.mean_request_bytes", "m.flash_ms_per_token", "m.stall_ms_per_token", "m.latency_ms_p99", "m.tokens_per_s"])'''
+           "m.mean_request_bytes", "m.flash_ms_per_token", "m.stall_ms_per_token", "m.latency_ms_p99", "m.tokens_per_s",
+           "m.speedup_vs_dense"])'''
 
 
 # What the full-size runs show. Every number below appears in the executed notebook's own outputs
@@ -560,26 +593,35 @@ PROSE = {}
 PROSE["gamma_tradeoff"] = """## What this shows
 
 The numbers are from the full-size sweep above; the `SMALL` run shows the same shapes on 128 tokens. On
-these 1024 tokens the dense model's perplexity is 12.89, and plain DIP at keep 0.5 (γ = 1) gives 17.76 at
+these 1024 tokens the dense model's perplexity is 12.89, and plain DIP at keep 0.5 (γ = 1) gives 17.71 at
 every budget.
 
 * **γ buys speed only when the cache can hold most of what a token keeps.** With a quarter of the MLP
   cached, every γ runs at 16.8-18.3 tokens/s on the 12 GB phone: the weights read from flash fall from
   18.02 to 12.44 MB/token, but the pages the flash reads for them only from 39.78 to 30.20 MB -- while
-  perplexity rises to 40.98 at γ = 0. With half cached, γ = 0.5 takes DIP from 26.2 to 38.0 tokens/s at
-  perplexity 21.76; with three quarters, from 55.6 to 79.6 tokens/s at 22.73.
+  perplexity rises to 40.94 at γ = 0. With half cached, γ = 0.5 takes DIP from 26.2 to 38.0 tokens/s at
+  perplexity 21.48; with three quarters, from 55.6 to 79.6 tokens/s at 22.72.
 * **Below γ = 0.3 accuracy goes fast, and γ ≤ 0.1 collapses the model** once the cache can hold the
-  kept set. Half cached: γ = 0.3 gives 48.5 tokens/s at perplexity 37.12, γ = 0.2 56.8 at 76.34, γ = 0.1
-  71.7 at 349. γ = 0 then takes only cached columns, so it never reads flash (hit rate 1.000, 762.9
+  kept set. Half cached: γ = 0.3 gives 48.5 tokens/s at perplexity 36.33, γ = 0.2 56.8 at 74.95, γ = 0.1
+  71.7 at 325. γ = 0 then takes only cached columns, so it never reads flash (hit rate 1.000, 762.9
   tokens/s) and the cache never changes again: the model is held to the columns cached in its first
-  tokens, perplexity 641,969.
+  tokens, perplexity 641,968.
+* **Against the dense model with the same cache, no γ that keeps the model usable is faster**
+  (`speedup_vs_dense`). The dense model needs no mask, so it reads its uncached share ahead in long
+  requests: 99.6, 136.9 and 259.1 tokens/s on the 12 GB phone with a quarter, half and three quarters
+  cached. DIP runs at 0.17x, 0.19x and 0.21x of that, γ = 0.2 at 0.18x, 0.41x and 0.61x (0.65x on the
+  old phone). Only γ ≤ 0.1 passes 1x -- 1.20x at γ = 0.1 with three quarters cached, perplexity 1,024;
+  2.94x and 5.57x at γ = 0 -- where the model has collapsed.
 * **The Pareto front is the largest budget's γ = 1, 0.7, 0.5, 0.3, 0.2 on both phones**: at every
   perplexity the fastest configuration caches three quarters of the MLP. The budget is the cheap lever:
   at γ = 1, going from half to three quarters cached takes the 12 GB phone from 26.2 to 55.6 tokens/s at
-  no cost in accuracy; γ then trades on from there (γ = 0.7: 66.1 tokens/s at perplexity 18.91).
+  no cost in accuracy; γ then trades on from there (γ = 0.7: 66.1 tokens/s at perplexity 18.93). The
+  dense model gains as much from the same DRAM, though: DIP's speed-up over it moves only from 0.19x to
+  0.21x, and the front's fastest point, γ = 0.2 at three quarters (158.1 tokens/s, perplexity 113), is
+  0.61x dense.
 * **The older phone** (UFS 3.1, LPDDR4X) has the same hit rates, traffic and accuracy -- the access log
   and the model do not depend on the device -- and less speed: with three quarters cached 30.8 tokens/s
-  for DIP, 41.6 at γ = 0.5, 94.1 at γ = 0.2.
+  for DIP, 41.6 at γ = 0.5, 94.1 at γ = 0.2 (its dense model: 145.3).
 * **The closed loop hits a little more than the replay of the dense trace** (half cached: 0.826 against
   0.814 at γ = 0.2, 0.903 against 0.881 at γ = 0.1): DIP-CA's masks steer later activations toward the
   cache.
@@ -594,24 +636,26 @@ dense model's perplexity on these tokens is 12.89.
 
 * **At keep 1.0 every policy is the dense model**: no mask to wait for, so the uncached half of the MLP
   is read ahead in 90 requests of 277.2 KB per token, 136.9 tokens/s. Every per-token policy below keep
-  1.0 is slower than that on this phone, which is why the speed curves jump at keep 1.0.
+  1.0 is slower than that on this phone -- 0.08-0.58x in `speedup_vs_dense`, the speed-up over this
+  dense model with the same cache -- which is why the speed curves jump at keep 1.0.
 * **dip and threshold** cut the weights read from flash about in proportion to keep (dip: 22.31 MB/token
   at keep 0.9, 3.54 at 0.2), but a token then issues 1,131-2,001 requests of 8.7-29.1 KB, a layer's
-  only once its mask is known: dip runs at 11.1 tokens/s at keep 0.9, 26.2 at 0.5, 69.4 at 0.2. Its
-  perplexity is 13.63 at keep 0.7 (top-1 agreement 0.896), 17.76 at 0.5, 34.79 at 0.4, then collapses
-  (212 at 0.3, 6,168 at 0.2). threshold tracks dip in speed and accuracy (27.8 tokens/s, perplexity
-  18.20 at keep 0.5).
-* **glu-prune is the most accurate at every keep** -- it prunes only W_down -- at perplexity 13.08 for
-  keep 0.5 and 19.95 for keep 0.2, and faster than dip at equal keep (32.7 and 79.5 tokens/s): W_up and
-  W_gate are dense, need no mask and are read ahead, and only W_down waits for its mask.
+  only once its mask is known: dip runs at 11.1 tokens/s at keep 0.9 (0.08x dense), 26.2 at 0.5
+  (0.19x), 69.4 at 0.2 (0.51x). Its perplexity is 13.59 at keep 0.7 (top-1 agreement 0.899), 17.71 at
+  0.5, 32.48 at 0.4, then collapses (211 at 0.3, 5,617 at 0.2). threshold tracks dip in speed and
+  accuracy (27.8 tokens/s, perplexity 17.98 at keep 0.5).
+* **glu-prune is the most accurate at every keep** -- it prunes only W_down -- at perplexity 13.04 for
+  keep 0.5 and 19.91 for keep 0.2, and faster than dip at equal keep (32.7 and 79.5 tokens/s, 0.24x and
+  0.58x dense): W_up and W_gate are dense, need no mask and are read ahead, and only W_down waits for its
+  mask.
 * **static** is DRAM-bound where its fixed set fits the cache (keep ≤ 0.5: hit rate 1.000,
-  762.9-943.3 tokens/s) but the model collapses there (perplexity 72,860 at keep 0.5, 233,900,690 at
-  0.2). Past the budget it reads its overflow in a few large prefetched requests (keep 0.9: 62 requests
-  of 358.2 KB, 150.5 tokens/s at perplexity 21.73).
-* **Perplexity against tokens/s**: the front is glu-prune at keep 0.9 (27.3 tokens/s, perplexity
-  12.88, level with dense), the dense model (136.9 at 12.89) and static at keep 0.9 (150.5 at 21.73), the
-  only configuration faster than dense that has not collapsed. No per-token policy is on it: on this
-  model and phone, reading the dense MLP ahead beats reading fewer columns on demand.
+  762.9-943.3 tokens/s, 5.57-6.89x dense) but the model collapses there (perplexity 72,860 at keep 0.5,
+  233,899,770 at 0.2). Past the budget it reads its overflow in a few large prefetched requests (keep
+  0.9: 62 requests of 358.2 KB, 150.5 tokens/s, 1.10x dense, at perplexity 21.73).
+* **Perplexity against tokens/s**: the front is glu-prune at keep 0.9 and 0.8 (27.3 and 29.2 tokens/s,
+  perplexity 12.88 and 12.89, level with dense), the dense model (136.9 at 12.89) and static at keep 0.9
+  (150.5 at 21.73), the only configuration faster than dense that has not collapsed. No per-token policy
+  is on it: on this model and phone, reading the dense MLP ahead beats reading fewer columns on demand.
 * **The paper's bytes/bandwidth model ranks them the other way**: it puts dip at keep 0.5 at 284.1
   tokens/s, above dense at 147.2, because it charges bytes at the flash's full bandwidth and knows
   neither pages nor the wait for a mask."""
@@ -620,14 +664,15 @@ PROSE["hardware_comparison"] = """## What this shows
 
 The numbers are from the full-size sweep above (the `SMALL` run has two devices and 128 tokens).
 
-* **Accuracy is the same on every device**: dense 12.89, DIP 17.76 (KL 0.370, top-1 agreement 0.724),
-  DIP-CA at γ 0.2 76.34 (KL 1.770, top-1 0.412). So are the hit rates (0.500, 0.554, 0.814; in the closed
-  loop 0.500, 0.557, 0.826) and the weights read from flash (24.88, 11.10, 4.64 MB/token).
+* **Accuracy is the same on every device**: dense 12.89, DIP 17.71 (KL 0.371, top-1 agreement 0.722),
+  DIP-CA at γ 0.2 74.95 (KL 1.805, top-1 0.411). So are the hit rates (0.500, 0.554, 0.814; in the closed
+  loop 0.500, 0.556, 0.826) and the weights read from flash (24.88, 11.10, 4.64 MB/token).
 * **Dense with the same cache is the fastest on every real device**: 136.9 tokens/s on both UFS 4.0
   phones (8 and 12 GB give identical results), 74.8 on the old UFS 3.1 phone, 273.8 on the DDR5 + NVMe
-  Gen4 laptop, 219.4 on the M2. DIP-CA reaches 56.8, 31.9, 182.5 and 84.6 there, 1.7-2.3x plain DIP
-  (26.2, 18.8, 77.8, 39.0). Only on paper-a18, where flash is a pure bandwidth, does DIP-CA beat dense
-  (181.3 against 38.8 tokens/s), as in the paper -- at perplexity 76.34 instead of 12.89.
+  Gen4 laptop, 219.4 on the M2. DIP-CA reaches 56.8, 31.9, 182.5 and 84.6 there -- 0.41x, 0.43x, 0.67x
+  and 0.39x the dense model (`speedup_vs_dense`), 1.7-2.3x plain DIP (26.2, 18.8, 77.8, 39.0; 0.18-0.28x
+  dense). Only on paper-a18, where flash is a pure bandwidth, does DIP-CA beat dense (181.3 against 38.8
+  tokens/s, 4.67x; DIP 2.15x), as in the paper -- at perplexity 74.95 instead of 12.89.
 * **The paper's model against the device model**: for dense reading they agree within 0.95-1.08x; for
   DIP-CA the paper's model is 8.87x more optimistic on the UFS 4.0 phones, 8.33x on the old phone, 9.48x
   on the M2, 4.82x on the laptop and 1.00x on paper-a18, which is the paper's own formula.
@@ -639,7 +684,6 @@ The numbers are from the full-size sweep above (the `SMALL` run has two devices 
 
 The paper's model is thus a ceiling for large, queue-filling reads, not a prediction for per-column
 reads of a small model's weights."""
-
 
 def notebook(name: str, intro: str, full: tuple[str, str], small: tuple[str, str], body: list,
              helpers: bool = False) -> list:
@@ -666,7 +710,8 @@ def build(only: list[str] | None = None) -> list[Path]:
                  [code(SPARSITY_TABLE), md(SPARSITY_VS_MD), code(SPARSITY_VS), md(SPARSITY_ACC_MD), code(SPARSITY_ACC),
                   md(SPARSITY_TRADE_MD), code(SPARSITY_TRADE)], helpers=True),
         "hardware_comparison": lambda: notebook("hardware_comparison", HARDWARE_INTRO, HARDWARE_FULL, HARDWARE_SMALL,
-                 [code(HARDWARE_PLOT), md(HARDWARE_SPEED_MD), code(HARDWARE_SPEED), md(HARDWARE_ACC_MD),
+                 [code(HARDWARE_PLOT), md(HARDWARE_SPEEDUP_MD), code(HARDWARE_SPEEDUP), md(HARDWARE_SPEED_MD),
+                  code(HARDWARE_SPEED), md(HARDWARE_ACC_MD),
                   code(HARDWARE_ACC), md(HARDWARE_TABLE_MD), code(HARDWARE_TABLE)]),
     }
     unknown = sorted(set(only or ()) - set(cells))

@@ -235,7 +235,7 @@ def test_plots_read_speed_ups_against_the_dense_model():
     fig, axes = plots.accuracy_vs_speed(df, xs=("m.tokens_per_s",))
     (top,) = axes[0].child_axes
     fig.canvas.draw()
-    assert top.get_xlabel() == "speed-up over the dense model on the same DRAM (x)"
+    assert top.get_xlabel() == plots.label("m.speedup_vs_dense") == "speed-up over dense, same DRAM (x)"
     assert np.allclose(top.get_xlim(), np.array(axes[0].get_xlim()) / 100.0)
     title = fig._suptitle.get_text().replace("\n", " ")
     assert "the dense model's DRAM holds its whole MLP (it never reads flash)" in title
@@ -244,7 +244,7 @@ def test_plots_read_speed_ups_against_the_dense_model():
     fig, axes = plots.accuracy_vs_speed(two, xs=("m.tokens_per_s",))
     assert not axes[0].child_axes and "in 2 of 4 rows" in fig._suptitle.get_text().replace("\n", " ")
     fig, axes = plots.vs_gamma(df[df["p.masking"] == "dip-ca"])
-    panel = {ax.get_ylabel(): ax for ax in axes}["speed-up over the dense model on the same DRAM (x)"]
+    panel = {ax.get_ylabel(): ax for ax in axes}[plots.label("m.speedup_vs_dense")]
     assert [ln.get_ydata()[0] for ln in panel.lines if ln.get_label().startswith("the dense model")] == [1.0]
     no_note = df.assign(**{"m.dense_mlp_in_dram": [False] * 4})
     assert plots.base.dense_note(no_note) == "" and plots.base.dense_note(df.drop(columns="m.dense_mlp_in_dram")) == ""

@@ -57,7 +57,7 @@ UNITS = {
     "m.tokens_per_s": ("tokens/s (device model)", 1.0),
     "m.analytic_tokens_per_s": ("tokens/s (the paper's bytes/bandwidth model)", 1.0),
     "m.dense_tokens_per_s": ("tokens/s of the dense model on the same DRAM", 1.0),
-    "m.speedup_vs_dense": ("speed-up over the dense model on the same DRAM (x)", 1.0),
+    "m.speedup_vs_dense": ("speed-up over dense, same DRAM (x)", 1.0),
     "m.speedup_vs_dense_stream": ("speed-up over streaming the whole dense MLP from flash (x)", 1.0),
     "m.latency_ms_p99": ("p99 latency (ms per token)", 1.0),
     "m.perplexity": ("perplexity", 1.0),
