@@ -5,8 +5,9 @@ dip-ca + lru on the UFS 4.0 phone.
 
 Prints replay and engine seconds (target: together <= 20 s on the 2-core machines), the engine's
 events, and its figures, with the speed-up over the dense model on the same device with the same
-cache (``speedup_vs_dense``; its replay and engine run after the timed ones); also fine mode (one SimPy event per request) on the first 16 tokens beside
-batch mode, to show what the per-request simulation costs.
+cache (``speedup_vs_dense``; its replay and engine run after the timed ones); also fine mode (one
+SimPy event per request) on the first 16 tokens beside batch mode, to show what the per-request
+simulation costs.
 """
 from __future__ import annotations
 

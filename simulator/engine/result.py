@@ -1,6 +1,8 @@
 """What a run of the engine returns: per-token timings, the summary, and the figures beside them --
-DRAM footprint, memory saved against a dense model in DRAM, speed-up against streaming the dense MLP
-from flash, and the DIP paper's bytes/bandwidth model on the same access log."""
+DRAM footprint, memory saved against holding the whole dense model in DRAM, speed-up against
+streaming the whole dense MLP from flash (a secondary baseline: the speed-up a user means, over the
+dense model on the same DRAM, needs a dense replay and is ``simulator.sweep.dense``'s), and the DIP
+paper's bytes/bandwidth model on the same access log."""
 from __future__ import annotations
 
 import math
