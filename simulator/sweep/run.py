@@ -4,9 +4,9 @@ Points are grouped by their replay (points that differ only in device, engine or
 one), groups cut so that every worker gets work. Traces are captured and accuracy measured once,
 here, before the workers start. The dense baselines the points need (``sweep.dense``) run first,
 each once -- a dense point that is its own baseline counts as one -- and are kept in
-``OUT/dense/``; every other point then receives its baseline's figures. Workers die with their parent: on Linux each asks the kernel for
-SIGKILL when the parent dies (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the sweep leaves no
-orphan holding memory and the terminal.
+``OUT/dense/``; every other point then receives its baseline's figures. Workers die with their
+parent: on Linux each asks the kernel for SIGKILL when the parent dies (``PR_SET_PDEATHSIG``), so a
+``kill -9`` of the sweep leaves no orphan holding memory and the terminal.
 """
 from __future__ import annotations
 
