@@ -259,3 +259,30 @@ def test_s3fifo_ghost_ring_survives_wrap_around(lcs, seed, n, cap_share):
     live = {int(c.gq[0, i % GR]) for i in range(c.g_ctr[0, 1], c.g_ctr[0, 0])
             if c.ghost_of[0, c.gq[0, i % GR]] == c.gstamp[0, i % GR]}
     assert live == set(np.flatnonzero(c.ghost_of[0] >= 0).tolist()) == set(r.G)
+
+
+@pytest.mark.parametrize("start", [2**24 - 10, 2**40])
+@pytest.mark.parametrize("path", ["run", "set", "sequential"])
+def test_lfu_counts_past_the_old_step_limit(start, path):
+    """LFU keeps its counts and its steps of last use apart, so a layer may run past 2^24 steps
+    (the bound while one integer, ``freq * 2^24 + step``, held both: 16.7 M requests, less than a
+    7B trace's per-request stream). From a clock just below that bound and far past it, requests
+    and one-column steps of both step models equal the plain reference, on a stream where a count
+    made before the crossing must outweigh a smaller one made after it (the old encoding read the
+    later steps as an extra count and evicted column 0), then on a long Zipf stream."""
+    rng = np.random.default_rng(5)
+    N, C = 48, 2
+    ids = np.concatenate([[0] * 10, [1] * 6, [2, 0], (rng.zipf(1.4, 3000) - 1) % N]).astype(np.int64)
+    model = "sequential" if path == "sequential" else "set"
+    c = caches.make("lfu", n_layers=1, n_columns=N, capacity=C, step_model=model)
+    c.clock[:] = start
+    r = ref.LFURef(C)
+    if path == "run":
+        hits = c.run(ids)
+    else:
+        one_hot = np.zeros((len(ids), 1, N), dtype=bool)
+        one_hot[np.arange(len(ids)), 0, ids] = True
+        hits = np.array([c.step(m)[0].any() for m in one_hot])
+    assert hits.tolist() == [bool(r.step([int(x)])) for x in ids]
+    assert set(np.flatnonzero(c.resident[0])) == set(r.contents())
+    assert c.t == start + len(ids)

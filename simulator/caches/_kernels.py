@@ -14,8 +14,13 @@ the GIL, so replay runs disjoint layers in parallel threads.
 Priorities (``kind``):
     LRU    prio = step of last use                        (touched columns: t)
     FIFO   prio = step of insertion                       (misses: t)
-    LFU    prio = freq * S + step of last use             (hit: freq + 1; miss: freq = 1)
+    LFU    prio = step of last use, and a count ``freq``  (hit: freq + 1; miss: freq = 1)
     BELADY prio = T + 1 - next use                        (farthest next use = smallest)
+
+LFU's order is ``(freq, prio, index)``, its two parts in two arrays (``freq``; every other kind
+passes a row of width 0). They once shared one number, ``freq * 2^24 + step``, which capped a
+layer at 2^24 steps; apart, neither bounds the other, and the eviction finds the threshold
+frequency first, then among its ties the threshold step (``_evict_least_frequent``).
 """
 from __future__ import annotations
 
@@ -27,7 +32,6 @@ from ..kernels import scratch, select_row
 
 LRU, FIFO, LFU, BELADY = 0, 1, 2, 3
 _BLOCK = 512
-LFU_STEPS = 1 << 24  # S: bound on steps folded into LFU priorities (16.7 M tokens)
 
 
 @njit
@@ -39,14 +43,13 @@ def _count_le(prio, sel, N, v):
 
 
 @njit
-def _evict_smallest(res, prio, sel, N, e):
-    """Evict from a layer (rows ``res``, ``prio``) the ``e`` columns with the smallest keys
-    ``prio * N + index`` among those with ``sel[n]``; ``0 < e < number of candidates``.
+def _threshold(prio, sel, N, e):
+    """The smallest ``tau`` with at least ``e`` of the columns with ``sel[n]`` at ``prio <= tau``
+    (``0 < e <= number of candidates``).
 
-    The threshold priority is found by bisection on the priority value, each probe a branch-free
-    count over the row (these loops vectorize; a per-element histogram or compaction does not and
-    is several times slower here). Columns below the threshold go in one pass; among the
-    threshold's ties the lowest indices go first.
+    Found by bisection on the priority value, each probe a branch-free count over the row (these
+    loops vectorize; a per-element histogram or compaction does not and is several times slower
+    here).
     """
     big = np.int64(1) << 62
     lo = big
@@ -73,7 +76,18 @@ def _evict_smallest(res, prio, sel, N, e):
             hi = mid
         else:
             lo = mid + 1
-    tau = lo
+    return lo
+
+
+@njit
+def _evict_smallest(res, prio, sel, N, e):
+    """Evict from a layer (rows ``res``, ``prio``) the ``e`` columns with the smallest keys
+    ``(prio, index)`` among those with ``sel[n]``; ``0 < e < number of candidates``.
+
+    Columns below the threshold priority (:func:`_threshold`) go in one pass; among the
+    threshold's ties the lowest indices go first.
+    """
+    tau = _threshold(prio, sel, N, e)
     need = e - _count_le(prio, sel, N, tau - 1)
     for n in range(N):
         res[n] = res[n] & ((sel[n] & (prio[n] < tau)) ^ True)
@@ -90,7 +104,7 @@ def _evict_smallest(res, prio, sel, N, e):
                 res[n] = res[n] & ((sel[n] & (prio[n] == tau)) ^ True)
             need -= c
         else:
-            for n in range(start, stop):
+            for n in range(start, stop):        # rare[lru, fifo, lfu, belady, pinned]: ties in a block
                 if need == 0:
                     break
                 if sel[n] and prio[n] == tau:
@@ -100,8 +114,41 @@ def _evict_smallest(res, prio, sel, N, e):
 
 
 @njit
-def keyed_row(kind, mask, res, prio, evictable, cap, t, t1, nxt, pos, hits, cand):
-    """One step of one layer (all arguments but the scalars are that layer's rows ``[N]``).
+def _evict_least_frequent(res, freq, prio, sel, N, e):
+    """LFU's eviction: as :func:`_evict_smallest` with the keys ``(freq, prio, index)``. The
+    columns below the threshold frequency go in one pass; among its ties (``sel`` is narrowed to
+    them) the ``(prio, index)`` order decides."""
+    f = _threshold(freq, sel, N, e)
+    need = e
+    tie = 0
+    for n in range(N):
+        c = sel[n]
+        below = c & (freq[n] < f)
+        res[n] = res[n] & (below ^ True)
+        need -= below
+        c = c & (freq[n] == f)
+        sel[n] = c
+        tie += c
+    if need < tie:
+        _evict_smallest(res, prio, sel, N, need)    # rare[lfu]: ties in frequency: least recent first
+    else:
+        for n in range(N):
+            res[n] = res[n] & (sel[n] ^ True)
+
+
+@njit
+def _evict(kind, res, freq, prio, sel, N, e):
+    """Evict the ``e`` first of the columns with ``sel`` in the order of ``kind``."""
+    if kind == LFU:
+        _evict_least_frequent(res, freq, prio, sel, N, e)
+    else:
+        _evict_smallest(res, prio, sel, N, e)
+
+
+@njit
+def keyed_row(kind, mask, res, prio, freq, evictable, cap, t, t1, nxt, pos, hits, cand):
+    """One step of one layer (all arguments but the scalars are that layer's rows ``[N]``;
+    ``freq``: LFU's counts, width 0 for the other kinds).
 
     ``nxt`` (BELADY only): next use after ``t`` of every column of the step, in index order from
     ``nxt[pos]`` on; ``t1`` = T + 1 ("never used again"). ``cand`` is scratch space. Returns
@@ -122,14 +169,14 @@ def keyed_row(kind, mask, res, prio, evictable, cap, t, t1, nxt, pos, hits, cand
     elif kind == LFU:
         for n in range(N):
             if mask[n]:
-                prio[n] = ((prio[n] // LFU_STEPS + 1) if res[n] else 1) * LFU_STEPS + t
+                freq[n] = (freq[n] + 1) if res[n] else 1
     else:
         for n in range(N):
             if mask[n]:
                 prio[n] = t1 - nxt[pos]
                 pos += 1
     k = 0
-    lru = kind == LRU
+    lru = kind == LRU or kind == LFU      # both keep the step of last use
     for n in range(N):
         m = mask[n]
         r = res[n]
@@ -148,7 +195,7 @@ def keyed_row(kind, mask, res, prio, evictable, cap, t, t1, nxt, pos, hits, cand
     if e <= 0:
         return n_evict, ns, nh, pos
     if e < k:
-        _evict_smallest(res, prio, cand, N, e)
+        _evict(kind, res, freq, prio, cand, N, e)
         return n_evict + e, ns, nh, pos
     for n in range(N):  # every candidate goes
         res[n] = res[n] & (cand[n] ^ True)
@@ -165,10 +212,10 @@ def keyed_row(kind, mask, res, prio, evictable, cap, t, t1, nxt, pos, hits, cand
         for n in range(N):
             before += res[n] & hits[n]
         if e >= k2:
-            for n in range(N):
+            for n in range(N):                      # rare[none]: the whole set streams through
                 res[n] = res[n] & (cand[n] ^ True)
         else:
-            _evict_smallest(res, prio, cand, N, e)
+            _evict(kind, res, freq, prio, cand, N, e)   # rare[lru, fifo, lfu, belady, pinned]: set > capacity
         after = 0
         for n in range(N):
             after += res[n] & hits[n]
@@ -177,12 +224,12 @@ def keyed_row(kind, mask, res, prio, evictable, cap, t, t1, nxt, pos, hits, cand
 
 
 @njit
-def keyed_rows(kind, mask, res, prio, evictable, cap, t, t1, nxt, hits, sel_count, hit_count, cand, l0, l1):
+def keyed_rows(kind, mask, res, prio, freq, evictable, cap, t, t1, nxt, hits, sel_count, hit_count, cand, l0, l1):
     """One step of layers ``l0:l1`` (``[L, N]`` arrays); returns evictions of resident columns."""
     n_evict = 0
     pos = 0
     for l in range(l0, l1):
-        e, ns, nh, pos = keyed_row(kind, mask[l], res[l], prio[l], evictable[l], cap[l], t, t1, nxt, pos,
+        e, ns, nh, pos = keyed_row(kind, mask[l], res[l], prio[l], freq[l], evictable[l], cap[l], t, t1, nxt, pos,
                                    hits[l], cand)
         sel_count[l] = ns
         hit_count[l] = nh
@@ -191,7 +238,7 @@ def keyed_rows(kind, mask, res, prio, evictable, cap, t, t1, nxt, hits, sel_coun
 
 
 @njit
-def keyed_layer(kind, masks, res, prio, evictable, cap, t0, t1, nxt, hits, sel_count, hit_count):
+def keyed_layer(kind, masks, res, prio, freq, evictable, cap, t0, t1, nxt, hits, sel_count, hit_count):
     """Steps ``t0, t0 + 1, ...`` of one layer with the masks ``[T, N]`` (rows of the layer's state);
     fills ``hits [T, N]`` and the per-step counts; returns evictions of resident columns."""
     T, N = masks.shape
@@ -199,7 +246,8 @@ def keyed_layer(kind, masks, res, prio, evictable, cap, t0, t1, nxt, hits, sel_c
     n_evict = 0
     pos = 0
     for i in range(T):
-        e, ns, nh, pos = keyed_row(kind, masks[i], res, prio, evictable, cap, t0 + i, t1, nxt, pos, hits[i], cand)
+        e, ns, nh, pos = keyed_row(kind, masks[i], res, prio, freq, evictable, cap, t0 + i, t1, nxt, pos, hits[i],
+                                   cand)
         sel_count[i] = ns
         hit_count[i] = nh
         n_evict += e
@@ -207,7 +255,7 @@ def keyed_layer(kind, masks, res, prio, evictable, cap, t0, t1, nxt, hits, sel_c
 
 
 @njit
-def keyed_layer_select(kind, code, params, scores, k, res, prio, evictable, cap, t0, masks, hits, sel_count,
+def keyed_layer_select(kind, code, params, scores, k, res, prio, freq, evictable, cap, t0, masks, hits, sel_count,
                        hit_count):
     """As :func:`keyed_layer`, choosing each step's mask from that step's ``scores`` and the cache
     contents just before it (``kernels.select_row`` rule ``code``): a cache-aware policy and its
@@ -219,7 +267,7 @@ def keyed_layer_select(kind, code, params, scores, k, res, prio, evictable, cap,
     n_evict = 0
     for i in range(T):
         select_row(code, params, scores[i], res, k, masks[i], work, fav, hist)
-        e, ns, nh, _ = keyed_row(kind, masks[i], res, prio, evictable, cap, t0 + i, 0, nxt, 0, hits[i], cand)
+        e, ns, nh, _ = keyed_row(kind, masks[i], res, prio, freq, evictable, cap, t0 + i, 0, nxt, 0, hits[i], cand)
         sel_count[i] = ns
         hit_count[i] = nh
         n_evict += e

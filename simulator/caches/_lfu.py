@@ -15,14 +15,13 @@ from __future__ import annotations
 import numpy as np
 
 from common.jit import njit, njit_inline as _inline
-from ._kernels import LFU_STEPS
 from ._lists import insert_after, insert_before, unlink
 
 
 @njit
-def lfu_build(order, prio, N):
+def lfu_build(order, freq, N):
     """``(iprv, inxt, node, nfreq, nprv, nnxt, free)`` over the columns ``order`` (ascending
-    keys): column lists ``iprv/inxt``, ``node[c]`` the node of column ``c`` (-1: none), node
+    keys ``(freq, prio, index)``): column lists ``iprv/inxt``, ``node[c]`` the node of column ``c`` (-1: none), node
     frequencies ``nfreq`` and the node list ``nprv/nnxt``; ``free[0]`` counts the free nodes
     ``free[1:]``."""
     iprv = np.empty(2 * N + 1, np.int64)
@@ -40,7 +39,7 @@ def lfu_build(order, prio, N):
     nfreq[N] = -1
     for j in range(order.shape[0]):
         c = order[j]
-        f = prio[c] // LFU_STEPS
+        f = freq[c]
         last = nprv[N]
         if last == N or nfreq[last] != f:
             last = free[free[0]]

@@ -3,7 +3,8 @@
 The set-step kernels (``caches._kernels``) find victims by scanning a layer's priorities, which
 costs O(N) per step: right for a token's thousands of columns, wasteful for one request. Here each
 request costs O(1) (LRU, FIFO, LFU) or O(log C) (Belady), on an index structure over the layer's
-evictable resident columns that orders them by the same key ``prio * N + index``:
+evictable resident columns that orders them by the same key ``(prio, index)`` (LFU:
+``(freq, prio, index)``):
 
     LRU, FIFO   a doubly linked list, least key first (an access appends; FIFO moves nothing on a hit)
     LFU         one such list per frequency, the frequencies themselves a linked list of nodes
@@ -11,7 +12,7 @@ evictable resident columns that orders them by the same key ``prio * N + index``
     BELADY      an indexed binary min-heap on the key
 
 The structure is built at the start of every call from the cache's own state (``res``, ``prio``,
-``evictable``: a sort of the resident keys, which for the heap is already a valid heap), and every
+``freq``, ``evictable``: a sort of the resident keys, which for the heap is already a valid heap), and every
 request updates that state as the set-step kernel would. So requests and set steps share one
 state: ``cache.run(ids)`` continues from whatever steps left, and steps continue after it.
 
@@ -27,31 +28,32 @@ import numpy as np
 from common.jit import njit, njit_inline as _inline
 
 from ..kernels import scratch, select_row
-from ._kernels import FIFO, LFU, LFU_STEPS, LRU
+from ._kernels import FIFO, LFU, LRU
 from ._lfu import lfu_build, lfu_close, lfu_open, lfu_push
 from ._lists import insert_before, unlink, unlink_first
 
 
 @njit
-def _sorted_candidates(res, prio, evictable):
-    """Evictable resident columns in ascending key order, and the layer's occupancy."""
+def _sorted_candidates(res, prio, freq, evictable):
+    """Evictable resident columns in ascending key order -- ``(prio, index)``, or ``(freq, prio,
+    index)`` when ``freq`` has a column per column (LFU) -- and the layer's occupancy. Stable sorts
+    on each part, least significant first: no part is folded into another, so none bounds another."""
     N = res.shape[0]
     occ = 0
     m = 0
     for n in range(N):
         occ += res[n]
         m += res[n] & evictable[n]
-    keys = np.empty(m, np.int64)
+    cols = np.empty(m, np.int64)
     j = 0
     for n in range(N):
         if res[n] and evictable[n]:
-            keys[j] = prio[n] * N + n
+            cols[j] = n
             j += 1
-    keys.sort()
-    out = np.empty(m, np.int64)
-    for j in range(m):
-        out[j] = keys[j] % N
-    return out, occ
+    cols = cols[np.argsort(prio[cols], kind="mergesort")]
+    if freq.shape[0] == N:
+        cols = cols[np.argsort(freq[cols], kind="mergesort")]
+    return cols, occ
 
 
 # ------------------------------------------------------------------------ LRU / FIFO: one list
@@ -72,7 +74,7 @@ def _list_build(order, N):
 
 
 @njit
-def keyed_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, prv, nxt, st, hits):
+def keyed_segment(kind, ids, rows, t0, res, prio, freq, evictable, cap, occ, prv, nxt, st, hits):
     """Requests ``ids`` of LRU or FIFO (``prv, nxt``: their list; ``st`` None) or of LFU (``st``:
     its frequency nodes, ``caches._lfu``), see :func:`keyed_requests`; returns ``(occupancy,
     evictions)``.
@@ -98,19 +100,22 @@ def keyed_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, prv, nxt,
                     unlink(prv, nxt, x)
                     insert_before(prv, nxt, x, N)
                 continue
-            f = prio[x] // LFU_STEPS + 1
-            prio[x] = f * LFU_STEPS + t
+            f = freq[x] + 1
+            freq[x] = f
+            prio[x] = t
             j = node[x]
             if j < 0:                       # not evictable
                 continue
             unlink(iprv, inxt, x)
             at = j
             if inxt[N + 1 + j] == N + 1 + j:    # node j left empty: closed
-                at = nprv[j]
+                at = nprv[j]                    # rare[lfu]: a hit empties its count's list
                 lfu_close(nprv, nnxt, free, j)
         else:
             hits[i] = False
-            prio[x] = t if st is None else LFU_STEPS + t
+            prio[x] = t
+            if st is not None:
+                freq[x] = 1
             if occ >= cap:
                 if st is None:              # the victim: the least key ...
                     v = nxt[N]
@@ -118,14 +123,14 @@ def keyed_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, prv, nxt,
                     j = nnxt[N]
                     v = N if j == N else inxt[N + 1 + j]
                 if v == N:                  # nothing evictable: x passes through uncached
-                    continue
+                    continue                # rare[none]: a request streams through
                 if st is None:
                     unlink_first(prv, nxt, N)
                 else:
                     unlink_first(iprv, inxt, N + 1 + j)
                     node[v] = -1
                     if inxt[N + 1 + j] == N + 1 + j:
-                        lfu_close(nprv, nnxt, free, j)
+                        lfu_close(nprv, nnxt, free, j)  # rare[lfu]: an eviction empties its count's list
                 res[v] = False
                 occ -= 1
                 n_evict += 1
@@ -214,17 +219,18 @@ def _belady_segment(ids, nu, t1, res, prio, cap, occ, heap, pos, m, hits):
 
 # ------------------------------------------------------------------------ drivers
 @njit
-def keyed_requests(kind, ids, rows, t0, t1, nu, res, prio, evictable, cap, hits):
+def keyed_requests(kind, ids, rows, t0, t1, nu, res, prio, freq, evictable, cap, hits):
     """Requests ``ids`` to one layer (rows of its state), request ``i`` at step ``t0 + rows[i]``
     (``t0 + i`` when ``rows`` is empty); ``nu`` (Belady): each request's next-use position, ``t1``
     meaning never. Fills ``hits``; returns evictions of resident columns."""
     N = res.shape[0]
-    order, occ = _sorted_candidates(res, prio, evictable)
+    order, occ = _sorted_candidates(res, prio, freq, evictable)
     if kind == LRU or kind == FIFO:
-        return keyed_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, *_list_build(order, N), None, hits)[1]
+        return keyed_segment(kind, ids, rows, t0, res, prio, freq, evictable, cap, occ, *_list_build(order, N), None,
+                             hits)[1]
     if kind == LFU:
-        return keyed_segment(kind, ids, rows, t0, res, prio, evictable, cap, occ, *_list_build(order[:0], 0),
-                             lfu_build(order, prio, N), hits)[1]
+        return keyed_segment(kind, ids, rows, t0, res, prio, freq, evictable, cap, occ, *_list_build(order[:0], 0),
+                             lfu_build(order, freq, N), hits)[1]
     heap = np.empty(N, np.int64)
     pos = np.full(N, -1, np.int64)
     m = order.shape[0]
@@ -235,7 +241,7 @@ def keyed_requests(kind, ids, rows, t0, t1, nu, res, prio, evictable, cap, hits)
 
 
 @njit
-def keyed_requests_select(kind, code, params, scores, k, res, prio, evictable, cap, t0, masks, hits, sel_count,
+def keyed_requests_select(kind, code, params, scores, k, res, prio, freq, evictable, cap, t0, masks, hits, sel_count,
                           hit_count):
     """The ``sequential`` step model with cache-aware selection: per token, the mask is chosen from
     the scores and the contents (``kernels.select_row``), then its columns are requested in
@@ -245,8 +251,8 @@ def keyed_requests_select(kind, code, params, scores, k, res, prio, evictable, c
     ids = np.empty(N, np.int64)
     h = np.empty(N, np.bool_)
     same_step = np.zeros(N, np.int64)    # every request of a token at the token's step
-    order, occ = _sorted_candidates(res, prio, evictable)
-    st = lfu_build(order if kind == LFU else order[:0], prio, N)
+    order, occ = _sorted_candidates(res, prio, freq, evictable)
+    st = lfu_build(order if kind == LFU else order[:0], freq, N)
     prv, nxt = _list_build(order[:0], 0) if kind == LFU else _list_build(order, N)
     n_evict = 0
     for i in range(T):
@@ -256,10 +262,10 @@ def keyed_requests_select(kind, code, params, scores, k, res, prio, evictable, c
             ids[m] = x
             m += masks[i, x]
         if kind == LFU:
-            occ, e = keyed_segment(kind, ids[:m], same_step[:m], t0 + i, res, prio, evictable, cap, occ, prv, nxt, st,
-                                   h)
+            occ, e = keyed_segment(kind, ids[:m], same_step[:m], t0 + i, res, prio, freq, evictable, cap, occ, prv, nxt,
+                                   st, h)
         else:
-            occ, e = keyed_segment(kind, ids[:m], same_step[:m], t0 + i, res, prio, evictable, cap, occ, prv, nxt,
+            occ, e = keyed_segment(kind, ids[:m], same_step[:m], t0 + i, res, prio, freq, evictable, cap, occ, prv, nxt,
                                    None, h)
         n_evict += e
         hits[i] = False

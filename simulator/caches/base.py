@@ -272,8 +272,9 @@ class CachePolicy:
 
 class KeyedCache(CachePolicy):
     """A policy defined by an eviction order: the resident column with the smallest key
-    ``prio * N + index`` goes first. Subclasses choose how ``prio`` is updated (``KIND``, see
-    ``caches._kernels``); ``_evictable`` can exclude columns from eviction (``pinned``).
+    ``(prio, index)`` goes first (LFU: ``(freq, prio, index)``). Subclasses choose how ``prio`` is
+    updated (``KIND``, see ``caches._kernels``); ``_evictable`` can exclude columns from eviction
+    (``pinned``).
     """
 
     KIND: ClassVar[int] = -1
@@ -281,6 +282,7 @@ class KeyedCache(CachePolicy):
     def __init__(self, n_layers, n_columns, capacity, step_model="set"):
         super().__init__(n_layers, n_columns, capacity, step_model)
         self.prio = np.full((self.L, self.N), -1, dtype=np.int64)
+        self.freq = np.zeros((self.L, self.N if self.KIND == _kernels.LFU else 0), dtype=np.int64)
         self._evictable = np.ones((self.L, self.N), dtype=bool)
         self._scratch: dict[int, np.ndarray] = {}
 
@@ -293,7 +295,7 @@ class KeyedCache(CachePolicy):
         cand = self._scratch.get(worker)
         if cand is None:  # per worker thread: the candidate flags of one row
             cand = self._scratch[worker] = np.empty(self.N, np.bool_)
-        n = _kernels.keyed_rows(self.KIND, mask, self._resident, self.prio, self._evictable, self.capacity,
+        n = _kernels.keyed_rows(self.KIND, mask, self._resident, self.prio, self.freq, self._evictable, self.capacity,
                                 self.t, self._t1(), self._next_uses(mask, l0, l1), hits, sel, hc, cand, l0, l1)
         self._count_evictions(worker, n)
 
@@ -301,7 +303,8 @@ class KeyedCache(CachePolicy):
         return 0
 
     def _state(self, layer):
-        return self._resident[layer], self.prio[layer], self._evictable[layer], int(self.capacity[layer])
+        return self._resident[layer], self.prio[layer], self.freq[layer], self._evictable[layer], \
+            int(self.capacity[layer])
 
     def _sequential_rows(self, mask, hits, sel, hc, l0, l1, worker):
         n = 0
@@ -317,9 +320,6 @@ class KeyedCache(CachePolicy):
         self._count_evictions(worker, n)
 
     def _requests(self, layer, t0, ids, hits):
-        if self.KIND == _kernels.LFU and t0 + ids.shape[0] >= _kernels.LFU_STEPS:
-            raise DipsimError(f"lfu: at most {_kernels.LFU_STEPS - 1} steps per layer (its priorities fold the "
-                              f"step in)")
         t1, nu = self._request_future(layer, t0, ids, None)
         return _requests.keyed_requests(self.KIND, ids, _EMPTY, t0, t1, nu, *self._state(layer), hits)
 
