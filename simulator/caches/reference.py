@@ -8,6 +8,7 @@ this is the usual per-request policy. These are slow and meant for tests and for
 """
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict, deque
 from typing import Iterable
 
@@ -111,6 +112,10 @@ class BeladyRef(RefCache):
         super().__init__(capacity)
         self.future = future
         self.cache: set[int] = set()
+        self.uses: dict[int, list[int]] = {}      # the steps that use each column, ascending
+        for t, cols in enumerate(future):
+            for c in cols:
+                self.uses.setdefault(c, []).append(t)
 
     def contents(self):
         return self.cache
@@ -119,10 +124,10 @@ class BeladyRef(RefCache):
         self.cache.add(c)
 
     def next_use(self, c):
-        for t in range(self.t + 1, len(self.future)):
-            if c in self.future[t]:
-                return t
-        return len(self.future) + 1
+        """The first step after this one that uses ``c`` (``len(future) + 1``: never)."""
+        uses = self.uses.get(c, [])
+        i = bisect.bisect_right(uses, self.t)
+        return uses[i] if i < len(uses) else len(self.future) + 1
 
     def victim(self, allowed):
         cands = [c for c in self.cache if allowed(c)]
