@@ -81,33 +81,33 @@ def _arc_segment(ids, inuse, hits, C, loc, prv, nxt, cnt, pp, l):
                 ok1 = cnt[0] > 0 and not inuse[prv[s1]]
                 ok2 = cnt[1] > 0 and not inuse[prv[s2]]
                 if not (ok1 or ok2):
-                    continue                # every cached column is in use: streamed through
+                    continue                # rare[arc]: every cached column is in use: streamed through
             replace = False
             victim, to = -1, 0              # the column evicted and its ghost list (0: none)
             if w == B1:
-                p = min(float(C), p + max(cnt[3] / cnt[2], 1.0))
+                p = min(float(C), p + max(cnt[3] / cnt[2], 1.0))   # rare[arc]: a hit in B1: p grows
                 replace = full
             elif w == B2:
-                p = max(0.0, p - max(cnt[2] / cnt[3], 1.0))
+                p = max(0.0, p - max(cnt[2] / cnt[3], 1.0))   # rare[arc]: a hit in B2: p shrinks
                 replace = full
             elif full:
                 if cnt[0] + cnt[2] >= C:
                     if cnt[2] > 0:
-                        _take(prv, nxt, cnt, loc, prv[sb1])
+                        _take(prv, nxt, cnt, loc, prv[sb1])     # rare[arc]: |T1| + |B1| = c: B1's LRU dropped
                         replace = True
                     else:                   # T1 holds the whole cache: its LRU goes, leaving no ghost
-                        victim = prv[s1]
+                        victim = prv[s1]                        # rare[arc]: T1 holds the whole cache
                 else:
                     if cnt[0] + cnt[1] + cnt[2] + cnt[3] >= 2 * C and cnt[3] > 0:
-                        _take(prv, nxt, cnt, loc, prv[sb2])
+                        _take(prv, nxt, cnt, loc, prv[sb2])     # rare[arc]: the directory is full: B2's LRU dropped
                     replace = True
             if replace:
                 t1 = cnt[0]
                 from1 = (t1 > 0 and (t1 > p or (w == B2 and t1 == p))) or cnt[1] == 0
                 if from1 and not (cnt[0] > 0 and not inuse[prv[s1]]):
-                    from1 = False
+                    from1 = False           # rare[arc]: T1's LRU is in use this step: T2's goes
                 elif not from1 and not (cnt[1] > 0 and not inuse[prv[s2]]):
-                    from1 = True
+                    from1 = True            # rare[arc]: T2's LRU is in use this step: T1's goes
                 victim, to = (prv[s1], B1) if from1 else (prv[s2], B2)
             if victim >= 0:
                 n_evict += 1

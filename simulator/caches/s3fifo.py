@@ -78,7 +78,7 @@ def _s3fifo_miss(n, inuse, pins, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gs
     g_max = (C * 90) // 100
     in_ghost = ghost_of[n] >= 0
     if in_ghost:
-        ghost_of[n] = -1
+        ghost_of[n] = -1                # rare[s3fifo, s3fifo-lcs]: a ghost hit (x goes to M)
         g_valid[l] -= 1
     while True:
         s_len = s_ctr[0] - s_ctr[1]
@@ -86,7 +86,7 @@ def _s3fifo_miss(n, inuse, pins, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gs
         if s_len + m_len < C:
             break
         if s_len + m_len - pins[0] - pins[1] <= 0:
-            return n_evict          # only the step's own columns are left: n is not cached
+            return n_evict          # rare[s3fifo, s3fifo-lcs]: only the step's own columns are left: n is not cached
         # ---- evict(): one victim t from M (2-bit clock) or S (promoting what was used again), or
         # none when S ran empty promoting
         t = -1
@@ -96,7 +96,7 @@ def _s3fifo_miss(n, inuse, pins, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gs
                 c = _pop(mq, m_ctr)
                 if inuse[c] or freq[c] >= 1:
                     if not inuse[c]:
-                        freq[c] -= 1
+                        freq[c] -= 1        # rare[s3fifo, s3fifo-lcs]: M's 2-bit clock reinserts a column
                     _push(mq, m_ctr, c)
                 else:
                     t = c
@@ -106,10 +106,10 @@ def _s3fifo_miss(n, inuse, pins, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gs
                 if inuse[c] or freq[c] >= 2:
                     loc[c] = 2
                     if inuse[c]:
-                        pins[0] -= 1
+                        pins[0] -= 1        # rare[s3fifo, s3fifo-lcs]: a step's own column moves from S to M
                         pins[1] += 1
                     else:
-                        freq[c] = 0
+                        freq[c] = 0         # rare[s3fifo, s3fifo-lcs]: accessed again in S: moves to M
                     _push(mq, m_ctr, c)
                 else:
                     t = c
@@ -123,7 +123,7 @@ def _s3fifo_miss(n, inuse, pins, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gs
             # push to the ghost queue, compacting its ring when full: live entries move towards
             # the tail in ring order, so a write (tail + w) never passes the read (i >= tail + w)
             if g_ctr[0] - g_ctr[1] >= GR:
-                w = g_ctr[1]
+                w = g_ctr[1]            # rare[s3fifo, s3fifo-lcs]: the ghost ring is full: compaction
                 for i in range(g_ctr[1], g_ctr[0]):
                     c = gq[i % GR]
                     st = gstamp[i % GR]
@@ -145,8 +145,10 @@ def _s3fifo_miss(n, inuse, pins, C, lcs, loc, freq, sq, s_ctr, mq, m_ctr, gq, gs
                 if ghost_of[c] == st:
                     ghost_of[c] = -1
                     g_valid[l] -= 1
-    s_len = s_ctr[0] - s_ctr[1]
-    if in_ghost or (lcs and not has_evicted[l] and s_len >= s_max):
+    to_main = in_ghost
+    if lcs and not has_evicted[l] and s_ctr[0] - s_ctr[1] >= s_max:
+        to_main = True                  # rare[s3fifo-lcs]: S full before the first eviction: to M
+    if to_main:
         loc[n] = 2
         _push(mq, m_ctr, n)
         pins[1] += 1
