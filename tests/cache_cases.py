@@ -109,11 +109,13 @@ def check(name: str, case: Case) -> None:
     seq = make(name, case, "sequential")
     got = seq.run_layer(0, masks)
     _same(got[rows, ids], want, f"{name} sequential run_layer()")
-    assert int(got.sum()) == int(want.sum()) and _contents(seq) == set(r.contents())
+    assert int(got.sum()) == int(want.sum()), f"{name} sequential run_layer(): hits off the requested columns"
+    assert _contents(seq) == set(r.contents()), f"{name} sequential run_layer(): contents differ at the end"
     if name != "belady":                             # belady runs a layer's whole sequence at once
         seq = make(name, case, "sequential")
         got = np.array([seq.step(m[None])[0] for m in masks])
         _same(got[rows, ids], want, f"{name} sequential step()")
+        assert _contents(seq) == set(r.contents()), f"{name} sequential step(): contents differ at the end"
     # set steps
     future = [set(np.flatnonzero(m).tolist()) for m in masks]
     c = make(name, case)
@@ -125,6 +127,7 @@ def check(name: str, case: Case) -> None:
     assert _contents(c) == set(r.contents()), f"{name} set run_layer(): contents differ at the end"
     c = make(name, case, future=masks[:, None] if name == "belady" else None)
     _same(np.array([c.step(m[None])[0] for m in masks]), want, f"{name} set step()")
+    assert _contents(c) == set(r.contents()), f"{name} set step(): contents differ at the end"
 
 
 def run_kernels(name: str, case: Case) -> None:
