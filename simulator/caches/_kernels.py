@@ -1,8 +1,8 @@
 """Compiled step of the priority-ordered cache policies (lru, fifo, lfu, belady, pinned).
 
 Each of these policies is an eviction order: every resident column has a priority ``prio`` and
-the victim is the column with the smallest key ``prio * N + index`` (the index breaks ties, lowest
-first). A step of one layer is one pass over its columns -- hits, priority updates, insertion of
+the victim is the column with the smallest key ``(prio, index)`` (the index breaks ties, lowest
+first; LFU puts its count first, see below). A step of one layer is one pass over its columns -- hits, priority updates, insertion of
 misses, marking the eviction candidates -- then, if the layer is over capacity, a bisection for
 the threshold priority and one eviction pass (``keyed_row``). It is a numba kernel rather than
 numpy array expressions: numpy's masked int64 operations cost 5-10 ns per element on the 2-core
