@@ -110,7 +110,7 @@ def drive(name: str, case, path: str):
 def measure() -> dict:
     """Per policy, per tagged branch: where the hard cases first reach it (or None). The drives of
     every (case, path) advance in turn, a chunk each, so that a branch that one case reaches early
-    is not waited for behind the whole of another."""
+    is not waited for behind the whole of another (Belady's whole-sequence drives come last)."""
     from cache_cases import HARD_CASES, POLICIES
 
     marked = tags()
@@ -121,6 +121,8 @@ def measure() -> dict:
         first: dict[tuple[str, int], str] = {}
         drives = [(f"{case_name}, {path}", drive(name, case, path))
                   for case_name, case in HARD_CASES.items() for path in PATHS]
+        if name == "belady":        # its whole-sequence drives last: each is a full run
+            drives.sort(key=lambda d: not d[0].endswith("set step"))
         sys.settrace(tracer)
         try:
             while drives and not tracer.done():
