@@ -48,6 +48,28 @@ def lfu_build(order, freq, N):
     return iprv, inxt, node, nfreq, nprv, nnxt, free
 
 
+@njit
+def lfu_store(freq, prio, st, t_last):
+    """Write the index ``st`` back into the layer's state: every listed column's count into
+    ``freq`` and its recency into ``prio``, as stamps that fall by one from ``t_last`` (the last
+    step taken) down each list, most recent first. The request loop keeps both in the lists alone
+    (one store fewer per request); stamps order a count's columns as their steps of last use do,
+    and columns of different counts are never compared by stamp."""
+    iprv, inxt, node, nfreq, nprv, nnxt, free = st
+    N = freq.shape[0]
+    j = nnxt[N]
+    while j != N:
+        s = N + 1 + j
+        stamp = t_last
+        c = iprv[s]
+        while c != s:
+            freq[c] = nfreq[j]
+            prio[c] = stamp
+            stamp -= 1
+            c = iprv[c]
+        j = nnxt[j]
+
+
 @_inline
 def lfu_open(iprv, inxt, nfreq, nprv, nnxt, free, j, at, f):
     """Take node ``j`` (the top of the free stack) for frequency ``f``, empty, after node ``at``."""

@@ -29,7 +29,7 @@ from common.jit import njit, njit_inline as _inline
 
 from ..kernels import scratch, select_row
 from ._kernels import FIFO, LFU, LRU
-from ._lfu import lfu_build, lfu_close, lfu_open, lfu_push
+from ._lfu import lfu_build, lfu_close, lfu_open, lfu_push, lfu_store
 from ._lists import insert_before, unlink, unlink_first
 
 
@@ -100,12 +100,12 @@ def keyed_segment(kind, ids, rows, t0, res, prio, freq, evictable, cap, occ, prv
                     unlink(prv, nxt, x)
                     insert_before(prv, nxt, x, N)
                 continue
-            f = freq[x] + 1
-            freq[x] = f
-            prio[x] = t
             j = node[x]
-            if j < 0:                       # not evictable
+            if j < 0:                       # not evictable: count and step kept here
+                freq[x] += 1
+                prio[x] = t
                 continue
+            f = nfreq[j] + 1                # (the nodes hold the counts until lfu_store)
             unlink(iprv, inxt, x)
             at = j
             if inxt[N + 1 + j] == N + 1 + j:    # node j left empty: closed
@@ -113,9 +113,8 @@ def keyed_segment(kind, ids, rows, t0, res, prio, freq, evictable, cap, occ, prv
                 lfu_close(nprv, nnxt, free, j)
         else:
             hits[i] = False
-            prio[x] = t
-            if st is not None:
-                freq[x] = 1
+            if st is None:
+                prio[x] = t
             if occ >= cap:
                 if st is None:              # the victim: the least key ...
                     v = nxt[N]
@@ -229,8 +228,11 @@ def keyed_requests(kind, ids, rows, t0, t1, nu, res, prio, freq, evictable, cap,
         return keyed_segment(kind, ids, rows, t0, res, prio, freq, evictable, cap, occ, *_list_build(order, N), None,
                              hits)[1]
     if kind == LFU:
-        return keyed_segment(kind, ids, rows, t0, res, prio, freq, evictable, cap, occ, *_list_build(order[:0], 0),
-                             lfu_build(order, freq, N), hits)[1]
+        st = lfu_build(order, freq, N)
+        n = keyed_segment(kind, ids, rows, t0, res, prio, freq, evictable, cap, occ, *_list_build(order[:0], 0), st,
+                          hits)[1]
+        lfu_store(freq, prio, st, t0 + (rows[-1] if rows.shape[0] > 0 else ids.shape[0] - 1))    # the last step
+        return n
     heap = np.empty(N, np.int64)
     pos = np.full(N, -1, np.int64)
     m = order.shape[0]
@@ -275,6 +277,8 @@ def keyed_requests_select(kind, code, params, scores, k, res, prio, freq, evicta
             nh += h[j]
         sel_count[i] = m
         hit_count[i] = nh
+    if kind == LFU:
+        lfu_store(freq, prio, st, t0 + T - 1)
     return n_evict
 
 

@@ -5,9 +5,9 @@
                      (ties: least recently used, then lowest index); insert x with freq 1
 
 A column's count is forgotten when it is evicted (in-cache LFU, as libCacheSim's LFU).
-Key = (freq, last_step, index), kept as two arrays (``freq`` and ``prio``, the step of last use):
-no bound on the number of steps or on a count (one integer for both once capped a layer at 2^24
-steps).
+Key = (freq, last_step, index), kept as two arrays (``freq`` and ``prio``, the step of last use or,
+after requests, a stamp in its order): no bound on the number of steps or on a count (one integer
+for both once capped a layer at 2^24 steps).
 """
 from __future__ import annotations
 
