@@ -14,7 +14,8 @@ layers of a token in order). The cache holds ``fraction`` of the ids.
 
 For each stream it prints the OrderedDict LRU's requests/s, then per policy (lru, fifo, lfu,
 belady, s3fifo, s3fifo-lcs, arc) dipsim's requests/s (best of three runs, each on a fresh cache)
-and misses; with ``--libcachesim`` also libCacheSim's requests/s and misses on the same stream,
+and misses; every rate is requests per second of the process's CPU time (libCacheSim's too), so
+that other jobs on a shared machine, which take turns on its cores, change the figures less; with ``--libcachesim`` also libCacheSim's requests/s and misses on the same stream,
 the ratio, and whether the two agree on every request's hit flag.
 
 ``BIN`` is ``benchmarks/libcachesim_bench.c`` compiled against a build of libCacheSim 0.3.5 (see
@@ -88,9 +89,9 @@ def dipsim_run(name: str, ids: np.ndarray, n: int, cap: int, repeats: int = 3) -
     best = 0.0
     for _ in range(repeats):
         c = caches.make(name, n_layers=1, n_columns=n, capacity=cap)
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         hits = c.run(ids)
-        dt = time.perf_counter() - t0
+        dt = time.process_time() - t0
         best = max(best, len(ids) / dt)
     return best, hits
 
@@ -168,9 +169,9 @@ def main() -> None:
     real = [0, 0, 0]
     for sname, (ids, n) in streams(trace, a.keep).items():
         cap = int(a.fraction * n)
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         py_miss = python_lru(ids.tolist(), cap)
-        py_rate = len(ids) / (time.perf_counter() - t0)
+        py_rate = len(ids) / (time.process_time() - t0)
         print(f"\n{sname}: {len(ids):,} requests over {n:,} ids, capacity {cap:,}")
         print(f"  plain Python OrderedDict LRU  {py_rate / 1e6:7.2f} M req/s   misses {py_miss:,}")
         for name in POLICIES:
