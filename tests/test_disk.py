@@ -33,6 +33,27 @@ def test_fit_recovers_known_parameters():
     assert fit["max_abs_error"] < 1e-3
 
 
+@pytest.mark.parametrize("unit_bandwidth", [1e13, 1e15])
+def test_fit_stays_loadable_when_a_parameter_cannot_be_identified(unit_bandwidth, tmp_path):
+    """A device whose units are never the bottleneck (latency and the link decide every point, as a
+    busy shared disk can look) leaves unit_bandwidth free: unbounded, the fit drifted to 5e17 B/s and
+    wrote a profile its own loader refused. Bounded by the schema's plausible ranges, it loads."""
+    truth = FlashModel(latency=150e-6, unit_bandwidth=unit_bandwidth, units=4, queue_depth=32,
+                       link_bandwidth=0.8e9, host_overhead=5e-6)
+    points = []
+    for size in disk.DEFAULT_SIZES:
+        for d in disk.DEFAULT_DEPTHS:
+            bw = truth.bandwidth(size, d)
+            points.append({"size": size, "depth": d, "bandwidth": bw, "iops": bw / size})
+    fit = disk.fit_flash(points)
+    from simulator.disk.calibrate import FIT_FIELDS, fit_bounds
+
+    lo, hi = np.exp(fit_bounds())
+    for i, name in enumerate(FIT_FIELDS):
+        assert lo[i] * (1 - 1e-9) <= fit[name] <= hi[i] * (1 + 1e-9), name
+    assert fit["median_abs_error"] < 0.05     # the predictions do not depend on the free parameter
+
+
 def _direct_io_ok(path) -> bool:
     try:
         path.write_bytes(b"\0" * 8192)

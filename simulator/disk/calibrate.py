@@ -14,6 +14,7 @@ import yaml
 
 from common.errors import DipsimError
 
+from ..hardware.schema import FLASH_FIELDS
 from .reads import ALIGN, DEFAULT_DEPTHS, DEFAULT_SIZES, GiB, KiB, MiB, Host, check_data_file, ensure_file, measure_point
 
 
@@ -49,13 +50,28 @@ def _nelder_mead(f, x0: np.ndarray, step: float = 0.5, iters: int = 400) -> tupl
     return pts[i], vals[i]
 
 
+#: the fitted parameters, in the order of the fit's vector
+FIT_FIELDS = ("latency", "unit_bandwidth", "link_bandwidth", "host_overhead")
+
+
+def fit_bounds() -> tuple[np.ndarray, np.ndarray]:
+    """Log-space bounds of the fitted parameters: the profile schema's plausible ranges (a zero lower
+    bound becomes 1 ns). A parameter the measurements cannot identify -- a unit bandwidth that never
+    limits because the link or the latency always does -- would otherwise drift without end and give
+    a profile the loader refuses (seen under load: 5e17 B/s); bounded, it stops at the edge."""
+    lo = np.log([max(FLASH_FIELDS[f].lo, 1e-9) for f in FIT_FIELDS])
+    hi = np.log([FLASH_FIELDS[f].hi for f in FIT_FIELDS])
+    return lo, hi
+
+
 def fit_flash(points: list[dict[str, float]], max_units: int = 32) -> dict[str, float]:
     """Flash model parameters that best reproduce measured (size, depth) throughputs.
 
     For every unit count 1..max_units, latency, unit bandwidth, link bandwidth and the host's
     per-request submission time are fitted (Nelder-Mead on their logarithms) to minimise the mean
     squared log error of the predicted throughput (``FlashModel.bandwidth``) over all points; the
-    best unit count wins. Queue depth 1 gives the start values.
+    best unit count wins. Queue depth 1 gives the start values. Every parameter stays within the
+    profile schema's plausible range (:func:`fit_bounds`), so the fit always makes a loadable profile.
     """
     qd1 = [p for p in points if p["depth"] == 1]
     if len(qd1) < 2:
@@ -69,10 +85,11 @@ def fit_flash(points: list[dict[str, float]], max_units: int = 32) -> dict[str, 
     lat0 = max(float(lat0), 5e-6)
     ub0, lb0 = 1.0 / max(float(inv0), 1e-10), max(p["bandwidth"] for p in points)
     # several starts: the error surface has local minima (host-bound against unit-bound fits)
-    starts = [np.log([lat0 * a, ub0, lb0, lat0 * b]) for a in (1.0, 0.5) for b in (0.1, 0.5, 1.0)]
+    lo, hi = fit_bounds()
+    starts = [np.clip(np.log([lat0 * a, ub0, lb0, lat0 * b]), lo, hi) for a in (1.0, 0.5) for b in (0.1, 0.5, 1.0)]
 
     def model_bw(x, units):
-        lat, ub, lb, h = np.exp(x)
+        lat, ub, lb, h = np.exp(np.clip(x, lo, hi))
         P = np.minimum(units, depth)
         u = lat + size / ub
         rate = np.minimum(np.minimum(P / u, lb / size), np.minimum(1.0 / h, depth / (h + u)))
@@ -85,6 +102,7 @@ def fit_flash(points: list[dict[str, float]], max_units: int = 32) -> dict[str, 
             if best is None or score < best[0] - 1e-12:
                 best = (score, units, x)
     score, units, x = best
+    x = np.clip(x, lo, hi)
     lat, ub, lb, h = (float(v) for v in np.exp(x))
     errs = np.exp(model_bw(x, units) - meas) - 1
     return {"latency": lat, "unit_bandwidth": ub, "units": units, "queue_depth": int(depth.max()),
