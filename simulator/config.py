@@ -3,16 +3,18 @@
     ReplayConfig    what replay decides: masking and its parameters, keeps, cache, budget, ...
     EngineConfig    the device simulation's options
     LayoutConfig    where columns lie on flash
-    AccuracyRun     a closed-loop run: tokens, prompt, which loop
-    TraceSpec       a trace to capture (model, tokens, text, context)
+    AccuracyRun     a closed-loop run: tokens, prompt, prefix token, which loop
+    TraceSpec       a trace to capture (model, tokens, text, context, prefix token)
     PointConfig     one sweep point: a trace, a replay configuration, a device, engine and layout
                     options, and whether to measure accuracy
 
 The command-line options of replay, mrc, validate, eval and sweep, the keys of experiment files and
 the keyword arguments of ``simulator.replay`` all come from these classes, so they share one
-spelling and one default. A masking policy's own parameters (``gamma``, ``fixed_top_n``, ``seed``)
-are declared on the policy class (``simulator.masking``) and checked by building it, so a
-parameter the policy does not take is refused; the same goes for ``cache_params`` and the cache.
+spelling and one default. ``prefix_token``, a field of both AccuracyRun and TraceSpec, is declared
+once in ``traces.prefix`` (capture resolves it too). A masking policy's own parameters (``gamma``,
+``fixed_top_n``, ``seed``) are declared on the policy class (``simulator.masking``) and checked by
+building it, so a parameter the policy does not take is refused; the same goes for
+``cache_params`` and the cache.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from typing import Any
 from common.errors import DipsimError
 from common.params import (ConfigBase, boolean, boolean_or_device, child, choice, fraction_or_list, mapping, name_in, number, param,
                            params_of, size, text)
+
+from traces import prefix
 
 from . import allocation, caches, masking
 
@@ -195,6 +199,7 @@ class AccuracyRun(ConfigBase):
                                                "speed); token: the token-by-token reference", choices=lambda: LOOPS)
     batch_invariant: bool = param(True, boolean, "token loop: linear layers row by row, so that a configuration's "
                                                  "figures do not depend on the batch", cli=False)
+    prefix_token: Any = prefix.param()
 
 
 @dataclass(frozen=True)
@@ -209,6 +214,7 @@ class TraceSpec(ConfigBase):
     context: int = param(512, number(2, None, integer=True), "context window: the corpus runs in windows of this "
                                                               "many positions", metavar="N")
     seed: int = param(0, number(0, None, integer=True), "seed of a synthetic (synth:NAME) trace", metavar="S")
+    prefix_token: Any = prefix.param()
 
     @property
     def synthetic(self) -> str | None:

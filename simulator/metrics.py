@@ -85,6 +85,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "open_loop_hit_rate": ("fraction", "hit_rate of replaying the dense trace of the same tokens"),
     "open_loop_flash_bytes_per_token": ("B/token", "flash_bytes_per_token of that replay"),
     "scored_tokens": ("tokens", "next-token predictions the accuracy figures average over"),
+    "prefix_token": ("token id", "the token run before the text (--prefix-token resolved; none: the text's first token "
+                                 "is position 0, the attention sink, which runs densely either way)"),
     "mean_nll": ("nats", "mean next-token negative log-likelihood"),
     "keep_actual": ("fraction", "per group: the share of columns the closed loop's masks kept, mean over tokens "
                                 "and layers (eval's JSON)"),

@@ -218,10 +218,13 @@ def test_learning_text_is_disjoint_from_the_evaluation_text(smollm2):
     assert end <= data.TRAIN_OFFSET <= start
     ev = smollm2.tokenizer.decode(tokenize_prefix(smollm2.tokenizer, corpus, 1024))
     assert corpus.text.startswith(ev) and len(ev) < start
-    seqs = data.training_sequences(smollm2.tokenizer, 3, 64)
-    assert (seqs[:, 0] == smollm2.tokenizer.bos_token_id).all()
-    body = smollm2.tokenizer.decode(seqs[0, 1:].tolist())
+    seqs = data.training_sequences(smollm2.tokenizer, 3, 64)      # SmolLM2's own convention: no prefix token
+    assert seqs.shape == (3, 64) and (seqs[:, 0] != smollm2.tokenizer.bos_token_id).all()
+    body = smollm2.tokenizer.decode(seqs[0].tolist())
     assert corpus.text[start:].startswith(body)                   # the first window lies after the offset
+    with_bos = data.training_sequences(smollm2.tokenizer, 3, 64, prefix_token="bos")   # as evaluation would run
+    assert (with_bos[:, 0] == smollm2.tokenizer.bos_token_id).all()
+    assert with_bos[0, 1:].tolist() == seqs[0, :63].tolist()
     # positions apart is not content apart in a corpus that repeats itself; for 1024 tokens it is both
     assert data.shared_windows(smollm2.tokenizer, corpus, 1024) == 0.0
     with pytest.raises(DipsimError, match="offset 2000: the first 4096 evaluation tokens"):

@@ -48,7 +48,7 @@ def test_smollm2_capture_shapes_and_meta(smol_trace):
     assert t.meta["weight_dtype"] == "Q4_1" and t.meta["bytes_per_weight"] == pytest.approx(0.625)
     assert t.meta["corpus"] == "pydoc-topics" and t.meta["corpus_digest"].startswith("sha256:")
     assert t.meta["dipsim_version"] == traces.__version__
-    # windows of 96 positions (BOS + 95 tokens): rows differ across the whole trace, none left empty
+    # windows of 96 positions (the sink + 95 tokens): rows differ across the whole trace, none left empty
     norms = np.array([np.abs(t.x(5)[i].astype(np.float32)).sum() for i in range(200)])
     assert (norms > 0).all()
 
@@ -66,18 +66,6 @@ def test_capture_is_deterministic_and_windowed(smollm2, smol_trace, tmp_path):
         np.testing.assert_allclose(t.x(layer)[:40], smol_trace.x(layer)[:40], rtol=1e-2, atol=1e-4)
         np.testing.assert_allclose(t.h(layer)[:40], smol_trace.h(layer)[:40], rtol=1e-2, atol=1e-3)
     assert not np.allclose(t.x(29)[1:40], smol_trace.x(29)[:39], atol=1e-2)  # alignment matters
-
-
-@pytest.mark.slow
-def test_gemma3_capture(tmp_path):
-    from traces.models import load_model
-
-    lm = load_model("gemma3-270m", verbose=False)
-    p = traces.capture(lm, tmp_path / "g.safetensors", tokens=64, context=64, progress=False)
-    t = traces.load(p)
-    assert (t.n_layers, t.d_model, t.d_ff, t.n_tokens) == (18, 640, 2048, 64)
-    assert t.meta["architecture"] == "gemma3_text" and "gelu" in t.meta["activation"]
-    assert_h_matches_weights(lm, t, layers=[0, 9, 17], tokens=[0, 31, 62, 63])
 
 
 def test_text_file_and_dataset_corpus(smollm2, tmp_path):

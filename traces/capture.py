@@ -6,11 +6,14 @@ For every decoder layer and every token the forward pass records
 * ``h = act(W_gate x) * (W_up x)`` -- the input of W_down: a forward pre-hook on ``down_proj``,
   which holds for separate gate/up projections and for Phi-3's fused ``gate_up_proj`` alike.
 
-The corpus is tokenized without special tokens and cut into windows of ``context`` positions; each
-window starts with the model's BOS token when it has one (its activations are not recorded, so a
-trace of N tokens holds N text tokens). Windows are processed one at a time and written to disk as
-they finish, so memory stays bounded however long the capture. Ctrl-C keeps what was captured:
-the trace is saved with the tokens finished so far.
+The corpus is tokenized without special tokens and cut into windows of ``context`` positions. Each
+window's position 0 is its attention sink, run densely and not recorded (``traces.prefix``): the
+prefix token (``prefix_token``, default the model's own convention), or without one the text token
+just before the window's first recorded token. So a trace of N tokens holds N text tokens: the first
+N with a prefix, and the text tokens 1..N without one (text token 0 is then the first window's
+sink) -- the positions the closed loops mask, whatever the convention. Windows are processed one at
+a time and written to disk as they finish, so memory stays bounded however long the capture. Ctrl-C
+keeps what was captured: the trace is saved with the tokens finished so far.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from .corpus import Corpus, load_corpus
 from common.errors import DipsimError
 from .writer import TraceWriter
 from .models import LoadedModel, load_model
+from . import prefix as prefix_mod
 
 FP16_MAX = 65504.0
 
@@ -38,8 +42,9 @@ class CaptureInterrupted(KeyboardInterrupt):
         self.path, self.n_done = path, n_done
 
 
-def tokenize_prefix(tokenizer, corpus: Corpus, n_tokens: int) -> list[int]:
-    """The first ``n_tokens`` token ids of the corpus, tokenizing only as much text as needed."""
+def tokenize_prefix(tokenizer, corpus: Corpus, n_tokens: int, reserve: int = 0) -> list[int]:
+    """The first ``n_tokens`` token ids of the corpus, tokenizing only as much text as needed
+    (``reserve``: how many of them are not counted in ``--tokens``, for the error message)."""
     text = corpus.text
     chars = max(4096, n_tokens * 8)
     while True:
@@ -51,15 +56,17 @@ def tokenize_prefix(tokenizer, corpus: Corpus, n_tokens: int) -> list[int]:
             break
         chars *= 2
     if len(ids) < n_tokens:
-        raise DipsimError(f"corpus {corpus.name} has only {len(ids)} tokens; ask for at most that many with --tokens")
+        raise DipsimError(f"corpus {corpus.name} has only {len(ids)} tokens; ask for at most "
+                          f"{max(len(ids) - reserve, 0)} with --tokens")
     return list(ids[:n_tokens])
 
 
 def capture(model: str | os.PathLike | LoadedModel = "smollm2-135m", out: str | os.PathLike = "trace.safetensors",
             *, tokens: int = 512, text: str | os.PathLike | None = None, dataset: str | os.PathLike | None = None,
             text_column: str = "text", context: int = 512, dtype: str = "float16", with_h: bool = True,
-            progress: bool = True) -> Path:
-    """Run ``model`` over the first ``tokens`` tokens of the corpus and write the trace to ``out``."""
+            prefix_token: str | int = prefix_mod.DEFAULT, progress: bool = True) -> Path:
+    """Run ``model`` over the corpus and write the trace of ``tokens`` text tokens to ``out``;
+    ``prefix_token``: what runs before the text (``traces.prefix``; resolved before the model loads)."""
     if tokens <= 0:
         raise DipsimError(f"--tokens must be a positive integer, got {tokens}")
     if context < 2:
@@ -67,15 +74,17 @@ def capture(model: str | os.PathLike | LoadedModel = "smollm2-135m", out: str | 
     if dtype not in ("float16", "float32"):
         raise DipsimError(f"--dtype {dtype!r} not supported; allowed: float16, float32")
     corpus = load_corpus(text, dataset, text_column)
+    prefix = prefix_mod.resolve(prefix_token, model)
     lm = model if isinstance(model, LoadedModel) else load_model(model)
     import torch
 
-    ids = tokenize_prefix(lm.tokenizer, corpus, tokens)
-    bos = getattr(lm.tokenizer, "bos_token_id", None)
-    step = context - 1 if bos is not None else context
+    first = 0 if prefix is not None else 1     # text token 0 is the first window's sink without a prefix
+    ids = tokenize_prefix(lm.tokenizer, corpus, tokens + first, reserve=first)
+    step = context - 1                          # one sink position per window
     info = lm.info
     meta: dict[str, Any] = dict(info.as_meta())
-    meta.update(corpus=corpus.name, corpus_digest=corpus.digest, context=context, bos=bos is not None)
+    meta.update(corpus=corpus.name, corpus_digest=corpus.digest, context=context, prefix_token=prefix,
+                first_text_token=first)
 
     L = info.n_layers
     xbuf: list[Any] = [None] * L
@@ -100,12 +109,11 @@ def capture(model: str | os.PathLike | LoadedModel = "smollm2-135m", out: str | 
     try:
         with torch.inference_mode():
             for t0 in range(0, tokens, step):
-                chunk = ids[t0:t0 + step]
-                inp = ([bos] if bos is not None else []) + chunk
-                skip = 1 if bos is not None else 0
-                base(input_ids=torch.tensor([inp]), use_cache=False)
-                xs = [xbuf[i][0, skip:].float().numpy() for i in range(L)]
-                hs = [hbuf[i][0, skip:].float().numpy() for i in range(L)] if with_h else None
+                chunk = ids[first + t0:first + t0 + step]
+                sink = prefix if prefix is not None else ids[t0]   # ids[first + t0 - 1]
+                base(input_ids=torch.tensor([[sink] + chunk]), use_cache=False)
+                xs = [xbuf[i][0, 1:].float().numpy() for i in range(L)]
+                hs = [hbuf[i][0, 1:].float().numpy() for i in range(L)] if with_h else None
                 if dtype == "float16":
                     _check_fp16_range(xs, hs, t0)
                 writer.write(t0, xs, hs)

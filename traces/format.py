@@ -131,7 +131,8 @@ class Trace:
 
     def summary(self) -> dict[str, Any]:
         keys = ("model", "architecture", "activation", "n_layers", "d_model", "d_ff", "n_tokens",
-                "weight_dtype", "bytes_per_weight", "corpus", "corpus_digest", "context", "dipsim_version")
+                "weight_dtype", "bytes_per_weight", "corpus", "corpus_digest", "context", "prefix_token",
+                "first_text_token", "dipsim_version")
         return {k: self.meta[k] for k in keys if k in self.meta}
 
     @classmethod

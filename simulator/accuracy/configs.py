@@ -80,7 +80,12 @@ def config_label(cfg: dict[str, Any]) -> str:
     return text + label_suffix(cfg)
 
 
-def check_run_args(tokens: Any, prefill: Any, warmup: Any, calib_tokens: Any) -> tuple[int, int, int, int]:
+def check_run_args(tokens: Any, prefill: Any, warmup: Any, calib_tokens: Any,
+                   prefix: int | None = None) -> tuple[int, int, int, int]:
+    """The run arguments as whole numbers in range; ``prefix``: the resolved prefix token, which
+    decides how many of the ``tokens`` are decoded (``traces.prefix.dense_positions``)."""
+    from traces.prefix import dense_positions
+
     def as_int(v, what):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise DipsimError(f"{what} must be an integer, got {v!r}")
@@ -92,8 +97,9 @@ def check_run_args(tokens: Any, prefill: Any, warmup: Any, calib_tokens: Any) ->
         raise DipsimError(f"tokens must be >= 2, got {tokens}")
     if not 0 <= prefill <= tokens - 2:
         raise DipsimError(f"prefill must be in 0..{tokens - 2} (tokens - 2), got {prefill}")
-    if not 0 <= warmup < tokens - prefill:
-        raise DipsimError(f"warmup must be in 0..{tokens - prefill - 1} (the decoded tokens minus one), got {warmup}")
+    decoded = tokens + (prefix is not None) - dense_positions(prefix, prefill)
+    if not 0 <= warmup < decoded:
+        raise DipsimError(f"warmup must be in 0..{decoded - 1} (the decoded tokens minus one), got {warmup}")
     if calib_tokens <= 0:
         raise DipsimError(f"calib_tokens must be > 0, got {calib_tokens}")
     return tokens, prefill, warmup, calib_tokens

@@ -1,11 +1,15 @@
 """``evaluate``: closed-loop accuracy and cache figures of configurations on a real model.
 
-Tokens and metrics (the convention of ``traces.capture``): the sequence is BOS (when the tokenizer
-has one) followed by the first ``tokens`` text tokens of the corpus, in one context window. The
-first ``n_pre = [BOS] + prefill`` positions run densely (the prompt); the rest are masked and step
-the caches ("decode"). Scored are the next-token predictions of the text tokens after the prefill,
-each from its full prefix: ``tokens - prefill`` of them with a BOS, so with ``prefill = 0``
-perplexity is exactly the model's loss-based perplexity for the dense configuration. Metrics:
+Tokens and metrics (the convention of ``traces.capture``): the sequence is the prefix token
+(``prefix_token``, resolved by ``traces.prefix``; by default the model's own convention, which for
+SmolLM2 and Qwen2.5 is none and for Gemma-3 ``<bos>``) followed by the first ``tokens`` text tokens
+of the corpus, in one context window. The first ``n_pre`` positions run densely (the prompt): the
+prefix token and the ``prefill`` text tokens, and never fewer than one, since position 0 is the
+attention sink whatever token sits there (``traces.prefix.dense_positions``); the rest are masked
+and step the caches ("decode"). Scored are the next-token predictions of every token after the
+prompt, each from its full prefix: ``tokens - prefill`` of them with a prefix token and
+``tokens - max(prefill, 1)`` without, so with ``prefill = 0`` the dense perplexity is exactly the
+model's loss-based perplexity on the sequence (``model(input_ids=seq, labels=seq)``). Metrics:
 
 * ``perplexity``: exp(mean NLL); ``kl_to_dense``: mean KL(dense || config) of the next-token
   distributions; ``top1_agreement``: share of positions where the arg-max matches;
@@ -34,6 +38,8 @@ from .configs import check_run_args, normalize_config, replay_config
 from .layerwise import ConfigRun, layerwise
 from .model import dense_pass, text_config
 
+from traces.prefix import DEFAULT as PREFIX_DEFAULT
+
 from ..config import LOOPS
 #: metrics every result row holds (besides the configuration)
 METRICS = ("perplexity", "kl_to_dense", "top1_agreement", "closed_loop_hit_rate", "closed_loop_flash_bytes_per_token",
@@ -43,12 +49,15 @@ METRICS = ("perplexity", "kl_to_dense", "top1_agreement", "closed_loop_hit_rate"
 def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text: str | os.PathLike | None = None,
              dataset: str | os.PathLike | None = None, text_column: str = "text", tokens: int = 1024,
              prefill: int = 0, warmup: int = 16, calib_tokens: int = 64, loop: str = "layer", reuse: bool = True,
-             progress: bool = False, details: bool = False, batch_invariant: bool = True) -> list[dict[str, Any]]:
+             progress: bool = False, details: bool = False, batch_invariant: bool = True,
+             prefix_token: str | int = PREFIX_DEFAULT) -> list[dict[str, Any]]:
     """Closed-loop accuracy and cache figures of each configuration.
 
     ``model``: a name or path for :func:`traces.models.load_model`, or a ``LoadedModel``.
     ``configs``: one configuration or a list (see :func:`normalize_config`). ``text`` /
-    ``dataset``: the corpus (default: the offline default corpus). ``tokens``: text tokens after BOS;
+    ``dataset``: the corpus (default: the offline default corpus). ``tokens``: text tokens after the
+    prefix token; ``prefix_token``: ``auto`` (the model's own convention), ``bos``, ``eos``, ``none``
+    or a token id (``traces.prefix``), resolved before the model loads and part of the store's key;
     ``prefill``: leading text tokens run densely and left out of every metric; ``warmup``: decode
     tokens left out of the hit rates (as in replay); ``calib_tokens``: dense-trace prefix for
     calibrated policies. ``loop``: ``layer`` (default: one parallel forward per configuration,
@@ -57,11 +66,13 @@ def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text
     ``details``: add ``details`` to each result (no store read then): ``logits [scored, vocab]``,
     per-position ``nll``/``kl``/``top1``, the closed-loop ``access_log`` and ``masks`` (``[T, L, N]``
     per group), the ``dense_trace`` and the ``closed_trace`` (the activations this configuration's
-    policy scored, so that replaying it must give the closed-loop masks and hits exactly).
+    policy scored, so that replaying it must give the closed-loop masks and hits exactly), and the
+    ``tokens`` of the sequence (prefix token included) with ``dense_positions``, the prompt's length.
 
     Returns one dict per configuration, in order: the metrics of :data:`METRICS`, the normalized
     ``config``, ``label`` and run facts. Bad input raises a one-line DipsimError before any model work.
     """
+    from traces import prefix as prefix_mod
     from traces.corpus import load_corpus
     from traces.models import LoadedModel, resolve
 
@@ -78,10 +89,13 @@ def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text
             if c.get("variant") or c.get("adapter") or "prev_x" in (p.score_source("x"), p.score_source("h")):
                 raise DipsimError(f"config {c['label']!r}: variants, adapters and look-ahead predictors run in the "
                                   f"layer-wise loop only (loop='layer')")
-    tokens, prefill, warmup, calib_tokens = check_run_args(tokens, prefill, warmup, calib_tokens)
-    corpus = load_corpus(text, dataset, text_column)
+    prefix_mod.check(prefix_token, "prefix_token")
     source = model.source if isinstance(model, LoadedModel) else resolve(model)
-    run_key = {"tokens": tokens, "prefill": prefill, "warmup": warmup, "calib_tokens": calib_tokens, "loop": loop}
+    prefix = prefix_mod.resolve(prefix_token, model if isinstance(model, LoadedModel) else source)
+    tokens, prefill, warmup, calib_tokens = check_run_args(tokens, prefill, warmup, calib_tokens, prefix)
+    corpus = load_corpus(text, dataset, text_column)
+    run_key = {"tokens": tokens, "prefill": prefill, "warmup": warmup, "calib_tokens": calib_tokens, "loop": loop,
+               "prefix_token": prefix}
     if loop == "token":
         run_key["batch_invariant"] = bool(batch_invariant)
     if getattr(model, "variant_tag", None):   # weights swapped in from outside (methods.weights.Swap)
@@ -100,8 +114,8 @@ def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text
     from traces.models import load_model
 
     lm = model if isinstance(model, LoadedModel) else load_model(model)
-    computed = _evaluate_loaded(lm, [cfgs[i] for i in todo], corpus, tokens, prefill, warmup, calib_tokens, loop,
-                                progress, details, batch_invariant)
+    computed = _evaluate_loaded(lm, [cfgs[i] for i in todo], corpus, tokens, prefill, prefix, warmup, calib_tokens,
+                                loop, progress, details, batch_invariant)
     for i, res in zip(todo, computed):
         if reuse:
             store.write_cached(keys[i], {k: v for k, v in res.items() if k not in ("config", "label", "details")})
@@ -109,15 +123,17 @@ def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text
     return results  # type: ignore[return-value]
 
 
-def _sequence(lm, corpus, tokens: int, prefill: int) -> tuple[list[int], int]:
+def _sequence(lm, corpus, tokens: int, prefill: int, prefix: int | None) -> tuple[list[int], int]:
+    """The token sequence (prefix token, then the text's first ``tokens`` tokens) and how many of its
+    leading positions run densely."""
     from traces.capture import tokenize_prefix
+    from traces.prefix import dense_positions, sequence
 
-    bos = getattr(lm.tokenizer, "bos_token_id", None)
-    seq = ([bos] if bos is not None else []) + list(tokenize_prefix(lm.tokenizer, corpus, tokens))
+    seq = sequence(prefix, tokenize_prefix(lm.tokenizer, corpus, tokens))
     max_pos = getattr(text_config(lm.model), "max_position_embeddings", None)
     if max_pos and len(seq) > int(max_pos):
         raise DipsimError(f"{len(seq)} positions exceed {lm.info.model}'s context of {max_pos}; ask for fewer --tokens")
-    return seq, (1 if bos is not None else 0) + prefill
+    return seq, dense_positions(prefix, prefill)
 
 
 def _setups(cfgs, meta, trace, calib_tokens):
@@ -130,13 +146,14 @@ def _setups(cfgs, meta, trace, calib_tokens):
     return out
 
 
-def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, warmup, calib_tokens, loop, progress, details,
+def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, prefix, warmup, calib_tokens, loop, progress, details,
                      batch_invariant) -> list[dict[str, Any]]:
     from traces.format import Trace
 
     meta = dict(lm.info.as_meta())
-    seq, n_pre = _sequence(lm, corpus, tokens, prefill)
-    meta.update(corpus=corpus.name, corpus_digest=corpus.digest, context=len(seq), bos=n_pre > prefill, has_h=True)
+    seq, n_pre = _sequence(lm, corpus, tokens, prefill, prefix)
+    meta.update(corpus=corpus.name, corpus_digest=corpus.digest, context=len(seq), prefix_token=prefix,
+                first_text_token=n_pre - (prefix is not None), has_h=True)
     for c in cfgs:   # per-layer keep lists and the like, checked against the real dimensions first
         try:
             make_groups(meta, replay_config(c))
@@ -186,7 +203,7 @@ def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, warmup, calib_tokens, lo
             "mean_nll": float(nll.mean()),
             "scored_tokens": int(nll.size),
             "measured_tokens": int(closed["measured_tokens"]),
-            "prefill": prefill, "warmup": warmup, "loop": loop,
+            "prefill": prefill, "warmup": warmup, "loop": loop, "prefix_token": prefix,
             "model": lm.info.model, "corpus": corpus.name, "corpus_digest": corpus.digest,
             "batch_rows": rows, "row": r.row,
             "loop_seconds": res.seconds, "select_seconds": res.extra["select_seconds"], "trace_seconds": t_trace,
@@ -200,6 +217,6 @@ def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, warmup, calib_tokens, lo
             masks = r.masks if loop == "layer" else r.mask_log
             result["details"] = {"logits": res.logits[:, r.row], "nll": nll, "kl": kl, "top1": top1,
                                  "access_log": closed_log, "masks": masks, "closed_trace": closed_trace,
-                                 "dense_trace": trace}
+                                 "dense_trace": trace, "tokens": seq, "dense_positions": n_pre}
         out.append(result)
     return out

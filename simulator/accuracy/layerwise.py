@@ -12,8 +12,9 @@ gated MLP, seeing all positions of its layer at once, does:
   gets its own masked input; Phi-3's fused ``gate_up_proj`` is recomputed from the two);
 * down group: ``|h|`` of the GLU output computed from the masked x -> the same -> ``h * mask``.
 
-Prompt positions (BOS and ``prefill`` text tokens) run densely and step no cache, as in the token
-loop. Each configuration runs its own forward (batch 1): its figures then do not depend on which
+Prompt positions (position 0 -- the prefix token, or the text's first token without one -- and the
+``prefill`` text tokens; ``traces.prefix.dense_positions``) run densely and step no cache, as in the
+token loop and as ``traces.capture`` leaves them out of a trace. Each configuration runs its own forward (batch 1): its figures then do not depend on which
 other configurations share the run. Configurations that prune nothing are the dense forward itself
 (their caches only need the all-ones masks). Rows are scored against the dense row afterwards, in
 chunks (``metrics.score_hidden``).
@@ -168,6 +169,8 @@ def layerwise(lm, seq: list[int], n_pre: int, runs: list[ConfigRun], dense_hidde
     from ..methods.apply import applied
     from common.progress import progress_bar
 
+    if n_pre < 1:
+        raise ValueError("position 0, the attention sink, always runs densely: n_pre must be >= 1 (traces.prefix)")
     L = lm.info.n_layers
     masked = [r for r in runs if r.prunes]
     for n, r in enumerate(masked, start=1):
@@ -204,8 +207,7 @@ def layerwise(lm, seq: list[int], n_pre: int, runs: list[ConfigRun], dense_hidde
             if details:
                 run.masks = {g.group.name: np.ones((T, L, g.group.n_columns), bool) for g in run.runs}
     select_seconds = masker.select_seconds + time.perf_counter() - t_sel
-    first_target = max(n_pre, 1)
-    nll, kl, top1, logits = score_hidden(lm.model, hidden, np.asarray(seq[first_target:]), first_target - 1,
+    nll, kl, top1, logits = score_hidden(lm.model, hidden, np.asarray(seq[n_pre:]), n_pre - 1,
                                          keep_logits=details)
     res = LoopResult(nll, kl, top1, time.perf_counter() - t0, logits, {"select_seconds": select_seconds})
     if details:

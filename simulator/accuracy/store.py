@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-#: bump when a change alters the figures stored results hold (2: the layer-wise loop)
-SCHEMA = 2
+#: bump when a change alters the figures stored results hold (2: the layer-wise loop; 3: the prefix-token
+#: convention -- the model's own by default, position 0 always dense -- with the resolved prefix in the key)
+SCHEMA = 3
 
 
 def results_dir() -> Path:

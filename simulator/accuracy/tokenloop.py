@@ -2,8 +2,10 @@
 
 Every configuration is a row of one batch, all over the same token sequence (identical lengths, no
 padding, explicit position ids). Row 0 is the dense model: the reference for KL and top-1, and the
-row of every configuration whose masking prunes nothing. The prompt (BOS + prefill) runs densely in
-one parallel forward; then each text token runs with the KV cache, masked, and steps the caches:
+row of every configuration whose masking prunes nothing. The prompt (position 0 -- the prefix token,
+or the text's first token without one -- and the prefill text tokens; ``traces.prefix``) runs
+densely in one parallel forward; then each later token runs with the KV cache, masked, and steps
+the caches:
 
 * up/gate group(s): ``scores = |x|`` of the MLP input, ``m = policy.select(scores, resident, k)`` for
   that one layer, and the MLP computes with ``x * m`` (separate up and gate masks go to the inputs
@@ -270,6 +272,8 @@ def closed_loop(lm, seq: list[int], runs: list[TokenConfigRun], n_rows: int, n_p
     :func:`_rowwise_linear`); False uses the batched GEMMs (faster, but a configuration's result
     then depends on the other rows at the level of float rounding, amplified by top-k choices).
     """
+    if n_pre < 1:
+        raise ValueError("position 0, the attention sink, always runs densely: n_pre must be >= 1 (traces.prefix)")
     if details:
         for r in runs:
             r.keep_masks()
@@ -294,7 +298,7 @@ def _run(lm, seq, runs, B, n_pre, state, progress, details, batch_invariant) -> 
     n = len(seq)
     model = lm.model
     ckw = _cache_kwarg(model)
-    first_target = max(n_pre, 1)
+    first_target = n_pre       # the first prediction scored is the prompt's last position's
     n_scored = n - first_target
     nll = np.zeros((B, n_scored))
     kl = np.zeros((B, n_scored))
@@ -319,16 +323,15 @@ def _run(lm, seq, runs, B, n_pre, state, progress, details, batch_invariant) -> 
             top1[b, j] = int(lg[b].argmax()) == top0
 
     t0 = time.perf_counter()
-    cache = None
     bar = _bar(n - n_pre, progress, f"eval {B} row{'s' if B > 1 else ''}")
     try:
         with torch.inference_mode():
-            if n_pre:  # the dense prompt: batch 1 (the same computation for any batch), then B copies
-                out = model(input_ids=seq_t[None, :n_pre], use_cache=True, logits_to_keep=1)
-                cache = _out_cache(out)
-                if B > 1:
-                    cache.batch_repeat_interleave(B)
-                score(out.logits.expand(B, -1, -1), n_pre)
+            # the dense prompt: batch 1 (the same computation for any batch), then B copies
+            out = model(input_ids=seq_t[None, :n_pre], use_cache=True, logits_to_keep=1)
+            cache = _out_cache(out)
+            if B > 1:
+                cache.batch_repeat_interleave(B)
+            score(out.logits.expand(B, -1, -1), n_pre)
             state["active"] = True
             with _RowwiseLinears(model, batch_invariant):
                 for pos in range(n_pre, n):

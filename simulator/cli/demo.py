@@ -7,7 +7,8 @@ from pathlib import Path
 
 from common.tables import print_table
 
-from .options import add_verb, positive_int, save_figure
+from ..config import TraceSpec
+from .options import add_config_options, add_verb, given, positive_int, save_figure
 
 #: the demo's configurations: (masking, keep, gamma); gamma only matters for dip-ca
 DEMO_POINTS = [("dense", 1.0, 1.0), ("glu-prune", 0.5, 1.0), ("threshold", 0.5, 1.0), ("dip", 0.75, 1.0),
@@ -23,6 +24,7 @@ def add_parser(sub) -> None:
     s.add_argument("--jobs", type=positive_int, default=2, help="sweep worker processes (default 2)")
     s.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     s.add_argument("--fresh", action="store_true", help="capture again even if the trace exists")
+    add_config_options(s, TraceSpec, title="the text", only=("prefix_token",))
 
 
 def run(a: argparse.Namespace) -> int:
@@ -34,6 +36,7 @@ def run(a: argparse.Namespace) -> int:
     import yaml
 
     from traces.format import load
+    from traces.prefix import label, resolve
     from common.io import check_folder
     from traces.stats import layer_stats
 
@@ -41,14 +44,18 @@ def run(a: argparse.Namespace) -> int:
     from ..sweep import load_experiment, load_results, run_sweep
 
     out = check_folder(a.out, "--out")
-    trace_path = out / f"{Path(str(a.model)).stem}-{a.tokens}.safetensors"
+    spec = TraceSpec.from_mapping(given(a, TraceSpec, names=("prefix_token",)), "command line")
+    prefix = resolve(spec.prefix_token, a.model, "command line: prefix_token")
+    # the prefix token in the name: a trace (and the sweep points over it) under another convention is not reused
+    trace_path = out / f"{Path(str(a.model)).stem}-{a.tokens}-prefix-{label(prefix)}.safetensors"
     if trace_path.exists() and not a.fresh:
         print(f"[1/3] trace: reusing {trace_path} (--fresh to capture again)", flush=True)
     else:
         from traces.capture import capture
 
-        print(f"[1/3] trace: capturing {a.tokens} tokens of {a.model} on the default corpus", flush=True)
-        capture(a.model, trace_path, tokens=a.tokens)
+        print(f"[1/3] trace: capturing {a.tokens} tokens of {a.model} on the default corpus (prefix token "
+              f"{label(prefix)})", flush=True)
+        capture(a.model, trace_path, tokens=a.tokens, prefix_token=prefix)
     t = load(trace_path)
     stats = layer_stats(t)
     print(f"      {t.meta['model']}: {t.n_layers} layers, d_model {t.d_model}, d_ff {t.d_ff}, {t.n_tokens} tokens, "

@@ -36,9 +36,12 @@ allocation_params, dram_fraction, dram_bytes, weight_format, label; options give
 what an entry leaves out. Without either, one configuration runs: {DEFAULT}.
 Results are cached on disk (--no-reuse to recompute).
 
-Tokens: BOS + the first --tokens text tokens, one context window; every text token after the
---prefill ones is scored (perplexity = exp(mean NLL)), its first prediction coming from the dense
-prompt. Example:
+Tokens: the prefix token (--prefix-token; default auto, the model's own convention: none for
+SmolLM2 and Qwen2.5, <bos> for Gemma-3) + the first --tokens text tokens, one context window.
+Position 0 (the attention sink: the prefix token, or the first text token) and the --prefill text
+tokens run densely as the prompt; every token after the prompt is scored (perplexity = exp(mean
+NLL)), its first prediction coming from the prompt, so the dense perplexity is the model's own
+loss-based perplexity on the sequence. Example:
   dipsim eval --tokens 1024 --masking dip-ca --gamma 1 --gamma 0.5 --gamma 0.2 --keep 0.5
 """
 
@@ -185,13 +188,16 @@ def run(a: argparse.Namespace) -> int:
     results = evaluate(a.model, configs, text=a.text, dataset=a.dataset, text_column=a.text_column,
                        tokens=run_cfg.tokens, prefill=run_cfg.prefill, warmup=rc.warmup, calib_tokens=rc.calib_tokens,
                        loop=run_cfg.loop, reuse=not a.no_reuse, progress=not a.quiet,
-                       batch_invariant=not a.batched_gemm)
+                       batch_invariant=not a.batched_gemm, prefix_token=run_cfg.prefix_token)
     if a.format == "json":
         rows = [{k: v for k, v in r.items() if k != "details"} for r in results]
         print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
         return 0
+    from traces.prefix import label
+
     r0 = results[0]
-    print(f"{r0['model']}: {r0['scored_tokens']} scored tokens of {r0['corpus']} (prefill {r0['prefill']}), dense "
+    print(f"{r0['model']}: {r0['scored_tokens']} scored tokens of {r0['corpus']} (prefix token "
+          f"{label(r0['prefix_token'])}, prefill {r0['prefill']}), dense "
           f"perplexity {r0['dense_perplexity']:.4f}; hit rates by bytes over {r0['measured_tokens']} tokens after a "
           f"warm-up of {r0['warmup']} ({r0['loop']} loop)")
     print_table(table_rows(results))

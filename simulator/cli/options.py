@@ -55,13 +55,14 @@ def _metavar(f: dataclasses.Field) -> str:
 
 
 def add_config_options(parser, cls, *, title: str, skip: Sequence[str] = (), repeat: Sequence[str] = (),
-                       defaults: dict[str, Any] | None = None, prefix: str = ""):
+                       defaults: dict[str, Any] | None = None, prefix: str = "", only: Sequence[str] | None = None):
     """One option per parameter of the config dataclass ``cls`` (except ``skip`` and the ones not
-    meant for a command line); ``repeat``: options that may be given several times (a product);
-    ``prefix``: for a nested group (``engine``: ``--engine-mode``, read back as ``engine.mode``)."""
+    meant for a command line; ``only``: just these); ``repeat``: options that may be given several
+    times (a product); ``prefix``: for a nested group (``engine``: ``--engine-mode``, read back as
+    ``engine.mode``)."""
     g = parser.add_argument_group(title)
     for f in params_of(cls):
-        if f.name in skip or not f.metadata.get("cli", True):
+        if f.name in skip or not f.metadata.get("cli", True) or (only is not None and f.name not in only):
             continue
         default = (defaults or {}).get(f.name, f.default)
         name = f"{prefix}.{f.name}" if prefix else f.name

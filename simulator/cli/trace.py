@@ -29,7 +29,9 @@ def add_parser(sub) -> None:
 
 def run_trace(a: argparse.Namespace) -> int:
     """Run a real model over a corpus and record, for every layer and token, the MLP input x and
-    h = act(W_gate x) * (W_up x)."""
+    h = act(W_gate x) * (W_up x). Each window of --context positions starts with its attention sink,
+    run densely and not recorded: the prefix token (--prefix-token, default the model's own
+    convention), or without one the text token before the window's first recorded token."""
     from common.io import check_file, check_outputs
     from traces.capture import CaptureInterrupted, capture
     from traces.format import load
@@ -40,15 +42,17 @@ def run_trace(a: argparse.Namespace) -> int:
     try:
         path = capture(spec.model, a.out, tokens=spec.tokens, text=a.text, dataset=a.dataset,
                        text_column=a.text_column, context=spec.context, dtype=a.dtype, with_h=not a.no_h,
-                       progress=not a.quiet)
+                       prefix_token=spec.prefix_token, progress=not a.quiet)
     except CaptureInterrupted as e:
         from . import Terminated
 
         print(f"dipsim: {e}", file=sys.stderr)
         return 143 if isinstance(e.__context__, Terminated) else 130
+    from traces.prefix import label
+
     t = load(path)
     print(f"wrote {path}: {t.n_layers} layers, d_model {t.d_model}, d_ff {t.d_ff}, {t.n_tokens} tokens "
-          f"({t.meta['model']}, {t.meta['weight_dtype']})")
+          f"({t.meta['model']}, {t.meta['weight_dtype']}, prefix token {label(t.meta['prefix_token'])})")
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from traces.corpus import Corpus, default_corpus
+from traces.prefix import DEFAULT as PREFIX_DEFAULT
 from common.errors import DipsimError
 
 #: first character of the text methods may learn from; the evaluation text lies before it
@@ -90,25 +91,28 @@ def training_ids(tokenizer, corpus: Corpus | None = None, offset: int = TRAIN_OF
 
 
 def training_sequences(tokenizer, n_seqs: int, seq_len: int, *, corpus: Corpus | None = None,
-                       offset: int = TRAIN_OFFSET, skip: int = 0) -> Any:
+                       offset: int = TRAIN_OFFSET, skip: int = 0, prefix_token: Any = PREFIX_DEFAULT) -> Any:
     """``[n_seqs, seq_len]`` int64 tensor: consecutive non-overlapping windows of the learning text,
-    each starting with BOS (as evaluation's sequence does) then ``seq_len - 1`` text tokens.
-    ``skip``: windows to skip first (so that two uses can take different windows)."""
+    each starting with the prefix token as evaluation's sequence does (``prefix_token``, see
+    ``traces.prefix``: by default the tokenizer's own convention; a resolved id or None is taken as
+    it is), then text tokens. ``skip``: windows to skip first (so that two uses can take different
+    windows)."""
     import torch
+
+    from traces.prefix import resolve, sequence
 
     for name, v, lo in (("n_seqs", n_seqs, 1), ("seq_len", seq_len, 2), ("skip", skip, 0)):
         check_int(name, v, lo)
+    prefix = resolve(prefix_token, tokenizer)
     ids = training_ids(tokenizer, corpus, offset)
-    bos = getattr(tokenizer, "bos_token_id", None)
-    body = seq_len - 1 if bos is not None else seq_len
+    body = seq_len - (prefix is not None)
     need = (skip + n_seqs) * body
     if need > len(ids):
         raise DipsimError(f"n_seqs x seq_len: {skip + n_seqs} windows of {body} tokens need {need} tokens, but the "
                           f"learning text (from character {offset}) has {len(ids)}; ask for fewer")
     rows = []
     for i in range(skip, skip + n_seqs):
-        chunk = ids[i * body:(i + 1) * body]
-        rows.append(([bos] if bos is not None else []) + chunk)
+        rows.append(sequence(prefix, ids[i * body:(i + 1) * body]))
     return torch.tensor(rows, dtype=torch.long)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import DipsimError
+from traces.prefix import resolve as resolve_prefix
 
 from common import store
 
@@ -198,14 +199,16 @@ def train_lora(lm, *, rank: int = 16, alpha: float | None = None, targets=("mlp"
                keep_up: float | None = None, keep_down: float | None = None, loss: str = "kl", steps: int = 60,
                batch: int = 4, seq_len: int = 256, lr: float = 2e-3, warmup: int = 5, seed: int = 0,
                offset: int = data.TRAIN_OFFSET, corpus=None, max_seconds: float | None = None,
-               autocast: str | None = None, log_every: int = 1, progress: bool = False) -> Adapter:
+               autocast: str | None = None, log_every: int = 1, progress: bool = False,
+               prefix_token: Any = data.PREFIX_DEFAULT) -> Adapter:
     """Train a LoRA adapter on ``lm`` with DIP masks at ``keep`` (or ``keep_up`` / ``keep_down``) in the
     forward; AdamW on A and B only, ``steps`` steps of ``batch`` sequences of ``seq_len`` tokens of the
     learning text (windows in a seeded random order, reused if the text runs out), learning rate with
     warm-up and cosine decay. ``max_seconds``: a time budget -- the decay follows the elapsed share of it
     when that is ahead of the steps' share, and training stops when it is spent (the metadata says so).
     ``autocast="bfloat16"`` runs the forwards in bfloat16 autocast (1.4-1.7x faster on this AVX-512-BF16
-    CPU; the adapter's factors and the optimizer stay float32). ``lm`` is unchanged."""
+    CPU; the adapter's factors and the optimizer stay float32). ``prefix_token``: what starts every
+    window, as in evaluation (``traces.prefix``; default the model's own convention). ``lm`` is unchanged."""
     import torch
 
     from traces.corpus import default_corpus
@@ -214,9 +217,9 @@ def train_lora(lm, *, rank: int = 16, alpha: float | None = None, targets=("mlp"
     corpus = corpus or default_corpus()
     adapter = init_adapter(lm, rank, alpha, targets, seed)
     ku, kd = keep if keep_up is None else keep_up, keep if keep_down is None else keep_down
-    body = seq_len - (1 if getattr(lm.tokenizer, "bos_token_id", None) is not None else 0)
-    n_windows = len(data.training_ids(lm.tokenizer, corpus, offset)) // body
-    seqs = data.training_sequences(lm.tokenizer, n_windows, seq_len, corpus=corpus, offset=offset)
+    prefix = resolve_prefix(prefix_token, lm)
+    n_windows = len(data.training_ids(lm.tokenizer, corpus, offset)) // (seq_len - (prefix is not None))
+    seqs = data.training_sequences(lm.tokenizer, n_windows, seq_len, corpus=corpus, offset=offset, prefix_token=prefix)
     order = torch.randperm(n_windows, generator=torch.Generator().manual_seed(seed))
     params = list(adapter.A.values()) + list(adapter.B.values())
     frozen = [(p, p.requires_grad) for p in lm.model.parameters()]
@@ -261,7 +264,7 @@ def train_lora(lm, *, rank: int = 16, alpha: float | None = None, targets=("mlp"
                         tokens_seen=done * batch * seq_len, loss_curve=curve,
                         seconds=time.perf_counter() - t0, torch_threads=torch.get_num_threads(),
                         training_text={"offset": offset, "corpus": corpus.name, "corpus_digest": corpus.digest,
-                                       "windows": n_windows, "window_tokens": seq_len})
+                                       "windows": n_windows, "window_tokens": seq_len, "prefix_token": prefix})
     return adapter
 
 

@@ -125,10 +125,11 @@ def _down_hessian(mlp, xs: list) -> Hessian:
 
 def prune_model(lm, method: str = "sparsegpt", sparsity: float = 0.5, *, n_seqs: int = 64, seq_len: int = 512,
                 batch: int = 8, blocksize: int = 128, percdamp: float = 0.01, offset: int = data.TRAIN_OFFSET,
-                corpus=None, progress: bool = False) -> Variant:
+                corpus=None, progress: bool = False, prefix_token: Any = data.PREFIX_DEFAULT) -> Variant:
     """Prune every MLP matrix (gate, up, down of every layer) of ``lm`` to ``sparsity``; ``lm`` itself is
-    left as it was. SparseGPT calibrates on ``n_seqs`` sequences of ``seq_len`` tokens (BOS + text)
-    from the learning text (``corpus.text[offset:]``); magnitude needs no calibration."""
+    left as it was. SparseGPT calibrates on ``n_seqs`` sequences of ``seq_len`` tokens (the prefix
+    token as evaluation runs it, ``traces.prefix``, then text) from the learning text
+    (``corpus.text[offset:]``); magnitude needs no calibration."""
     if method not in METHODS:
         raise DipsimError(f"unknown pruning method {method!r}; allowed: {', '.join(METHODS)}")
     sparsity = check_sparsity(sparsity)
@@ -147,10 +148,13 @@ def prune_model(lm, method: str = "sparsegpt", sparsity: float = 0.5, *, n_seqs:
     from traces.corpus import default_corpus
 
     corpus = corpus or default_corpus()
-    seqs = data.training_sequences(lm.tokenizer, n_seqs, seq_len, corpus=corpus, offset=offset)
+    from traces.prefix import resolve
+
+    prefix = resolve(prefix_token, lm)
+    seqs = data.training_sequences(lm.tokenizer, n_seqs, seq_len, corpus=corpus, offset=offset, prefix_token=prefix)
     meta.update(blocksize=blocksize, percdamp=percdamp, calibration={
         "n_seqs": n_seqs, "seq_len": seq_len, "tokens": int(seqs.numel()), "offset": offset,
-        "corpus": corpus.name, "corpus_digest": corpus.digest})
+        "corpus": corpus.name, "corpus_digest": corpus.digest, "prefix_token": prefix})
     weights, pruned = {}, {}
     swap = Swap(lm)   # the pruned layers stay in the model while later layers calibrate, then restored
     try:

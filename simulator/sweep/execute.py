@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from common.errors import DipsimError
 from common.io import cache_root
+from traces import prefix
 
 from ..config import PointConfig, TraceSpec
 from .dense import baseline_key, dense_figures, dense_point, is_own_baseline, versus_dense
@@ -30,7 +31,7 @@ _LOGS: dict[str, Any] = {}
 _DENSE: dict[str, dict[str, Any]] = {}
 #: the accuracy figures a row carries, under the names of the metric table
 ACCURACY_METRICS = ("perplexity", "kl_to_dense", "top1_agreement", "closed_loop_hit_rate",
-                    "closed_loop_flash_bytes_per_token", "dense_perplexity")
+                    "closed_loop_flash_bytes_per_token", "dense_perplexity", "prefix_token")
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,13 +43,17 @@ def _shipped_fit_digest() -> str:
 
 
 def captured_trace_path(spec: TraceSpec) -> Path:
-    """Where the capture of a {model, tokens[, text, context]} trace is cached (a synth:NAME trace:
-    where its generation is, keyed also on the shipped fit's bytes)."""
+    """Where the capture of a {model, tokens[, text, context, prefix_token]} trace is cached, keyed on
+    the resolved prefix token (a synth:NAME trace: where its generation is, keyed also on the
+    shipped fit's bytes; it has no prefix)."""
     d = spec.to_mapping(skip_defaults=False)
     if d.get("seed") == 0:
         d.pop("seed")                 # captures cached before the field existed keep their names
     if spec.synthetic is not None:
         d["fit"] = _shipped_fit_digest()
+        d.pop("prefix_token")
+    else:   # a capture from before the prefix-token convention has no such key: it is not found
+        d["prefix_token"] = prefix.resolve(spec.prefix_token, spec.model, "trace: prefix_token")
     tag = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
     name = f"{spec.model}-{spec.tokens}{'-' + Path(spec.text).stem if spec.text else ''}-{tag}"
     return cache_root() / "traces" / f"{name.replace('/', '_').replace(':', '_')}.safetensors"
@@ -70,6 +75,7 @@ def trace_for(trace: Any, progress: bool = False):
         synth.like(trace.synthetic, trace.tokens, path, seed=trace.seed, progress=progress)
     elif isinstance(trace, TraceSpec) and not path.exists():
         traces.capture(trace.model, path, tokens=trace.tokens, text=trace.text, context=trace.context,
+                       prefix_token=prefix.resolve(trace.prefix_token, trace.model, "trace: prefix_token"),
                        progress=progress)
     key = str(path)
     if key not in _TRACES:
@@ -204,9 +210,17 @@ def accuracy_config(cfg: PointConfig) -> dict[str, Any]:
     return out
 
 
+def trace_prefix(meta: dict[str, Any]) -> Any:
+    """The prefix token a trace was captured with, as a prefix_token value: its resolved id (None:
+    none), or for a trace from before the convention was recorded, the BOS it then always ran."""
+    if "first_text_token" in meta:
+        return "none" if meta.get("prefix_token") is None else int(meta["prefix_token"])
+    return "bos" if meta.get("bos") else "none"
+
+
 def accuracy_run(cfg: PointConfig) -> tuple[str, dict[str, Any]]:
-    """Model and run options of a point's accuracy columns: the trace's model and text, the point's
-    warm-up and calibration prefix, ``accuracy_tokens`` tokens (default: the trace's)."""
+    """Model and run options of a point's accuracy columns: the trace's model, text and prefix token,
+    the point's warm-up and calibration prefix, ``accuracy_tokens`` tokens (default: the trace's)."""
     meta = trace_for(cfg.trace).meta
     if isinstance(cfg.trace, TraceSpec):
         model, text = cfg.trace.model, cfg.trace.text
@@ -216,7 +230,7 @@ def accuracy_run(cfg: PointConfig) -> tuple[str, dict[str, Any]]:
         raise DipsimError(f"accuracy columns need the trace's text: give the trace as {{model, tokens, text}} "
                           f"(this trace's corpus is {meta.get('corpus')!r})")
     kw = {"text": text, "tokens": int(cfg.accuracy_tokens or meta["n_tokens"]), "warmup": cfg.replay.warmup,
-          "calib_tokens": cfg.replay.calib_tokens}
+          "calib_tokens": cfg.replay.calib_tokens, "prefix_token": trace_prefix(meta)}
     return model, kw
 
 

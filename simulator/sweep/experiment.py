@@ -38,6 +38,8 @@ from typing import Any
 import yaml
 
 from common.errors import DipsimError
+from traces.format import load as load_trace
+from traces.prefix import resolve as resolve_prefix
 
 from ..config import PointConfig, point_keys
 from ..engine import device_models
@@ -343,6 +345,8 @@ def _check_point(p: Path, readable: str, params: dict[str, Any], check_traces: b
     elif not isinstance(cfg.trace, str):
         if check_traces and cfg.trace.synthetic is None and _model_error(cfg.trace.model):
             raise DipsimError(f"{where}: trace: {_model_error(cfg.trace.model)}")
+        if check_traces and cfg.trace.synthetic is None and cfg.trace.prefix_token not in ("auto", "none"):
+            resolve_prefix(cfg.trace.prefix_token, cfg.trace.model, f"{where}: trace: prefix_token")
         _check_against_trace(where, cfg, {"n_tokens": cfg.trace.tokens})
     return cfg
 
@@ -376,9 +380,7 @@ def _file_version(name: str) -> tuple:
 @lru_cache(maxsize=32)
 def _trace_meta(path: str, version: int) -> dict[str, Any]:
     """A trace's header, checked (the data is read by the points)."""
-    from traces.format import load
-
-    return dict(load(path, check_finite=False).meta)
+    return dict(load_trace(path, check_finite=False).meta)
 
 
 def _check_against_trace(where: str, cfg: PointConfig, meta: dict[str, Any]) -> None:
