@@ -57,10 +57,13 @@ def test_position_0_and_the_prefill_run_densely(pfx, prefill):
 
 
 # ------------------------------------------------------------------------------------------- GGUF header
-def _gguf(path, kv: dict) -> None:
+def _gguf(path, kv: dict, tensors: dict | None = None) -> None:
+    """A GGUF file with these keys and tensors (name -> (float32 array, ggml type))."""
     import gguf
 
     w = gguf.GGUFWriter(str(path), "llama")
+    for name, (a, qtype) in (tensors or {}).items():
+        w.add_tensor(name, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
     for k, v in kv.items():
         if isinstance(v, bool):
             w.add_bool(k, v)
@@ -89,6 +92,41 @@ def test_gguf_header_reader_agrees_with_gguf_package(tmp_path_factory, tokens, a
     assert got["tokenizer.ggml.add_bos_token"] is ref["tokenizer.ggml.add_bos_token"].contents() is add_bos
     assert got["tokenizer.ggml.bos_token_id"] == ref["tokenizer.ggml.bos_token_id"].contents() == bos
     assert got["general.name"] == "x" and got["tokenizer.ggml.tokens"] == len(tokens) and "missing.key" not in got
+
+
+def test_gguf_tensor_table_and_one_shared_reader(tmp_path):
+    import gguf
+    from gguf import GGMLQuantizationType as Q
+
+    from traces.ggufkv import one_reader, tensor_table
+
+    rng = np.random.default_rng(0)
+    tensors = {"blk.0.ffn_up.weight": (rng.normal(size=(64, 96)).astype(np.float32), Q.Q8_0),
+               "blk.0.attn_q.weight": (rng.normal(size=(32, 64)).astype(np.float32), Q.F16),
+               "output_norm.weight": (rng.normal(size=(64,)).astype(np.float32), Q.F32)}
+    path = tmp_path / "t.gguf"
+    _gguf(path, {"tokenizer.ggml.tokens": ["a", "bb"] * 50}, tensors)
+    ref = {t.name: (int(t.n_elements), t.tensor_type.name, int(t.n_bytes)) for t in gguf.GGUFReader(str(path)).tensors}
+    assert {name: rest for name, *rest in tensor_table(path)} == {k: list(v) for k, v in ref.items()}
+    assert ref["blk.0.ffn_up.weight"] == (64 * 96, "Q8_0", 64 * 96 // 32 * 34)
+    real = gguf.GGUFReader
+    with one_reader():
+        a, b = gguf.GGUFReader(path), gguf.GGUFReader(str(path))
+        assert a is b and len(a.tensors) == 3
+    assert gguf.GGUFReader is real
+
+
+@pytest.mark.slow
+def test_weight_info_from_the_tensor_table_is_gguf_readers(smollm2):
+    import gguf
+
+    from traces.models import _gguf_weight_info
+
+    reader = gguf.GGUFReader(str(smollm2.source.path))
+    mlp = [t for t in reader.tensors if ".ffn_" in t.name and t.name.endswith(".weight") and "norm" not in t.name]
+    info = _gguf_weight_info(smollm2.source.path)
+    assert info["weight_dtype"] == "Q4_1"
+    assert info["bytes_per_weight"] == sum(int(t.n_bytes) for t in mlp) / sum(int(t.n_elements) for t in mlp)
 
 
 def test_gguf_header_reader_refuses_damaged_files_in_one_line(tmp_path):

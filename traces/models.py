@@ -36,6 +36,7 @@ from typing import Any
 
 from common.errors import DipsimError
 from common.io import cache_root
+from .ggufkv import one_reader
 from .parts import joined_file, optional_models, package_dir, part_paths
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -172,20 +173,19 @@ def file_key(p: Path) -> str:
 
 def _gguf_weight_info(path: Path) -> dict[str, Any]:
     """Source dtype and bytes per weight of the MLP and the static (attention, embedding) tensors."""
-    import gguf
+    from .ggufkv import tensor_table
 
-    reader = gguf.GGUFReader(str(path))
     mlp_types: dict[str, int] = {}
     mlp_bytes = mlp_elems = st_bytes = st_elems = 0
-    for t in reader.tensors:
-        if t.name.endswith(".weight") and "norm" not in t.name:
-            if ".ffn_" in t.name:
-                mlp_bytes += int(t.n_bytes)
-                mlp_elems += int(t.n_elements)
-                mlp_types[t.tensor_type.name] = mlp_types.get(t.tensor_type.name, 0) + int(t.n_elements)
+    for name, n, qtype, nbytes in tensor_table(path):
+        if name.endswith(".weight") and "norm" not in name:
+            if ".ffn_" in name:
+                mlp_bytes += nbytes
+                mlp_elems += n
+                mlp_types[qtype] = mlp_types.get(qtype, 0) + n
             else:
-                st_bytes += int(t.n_bytes)
-                st_elems += int(t.n_elements)
+                st_bytes += nbytes
+                st_elems += n
     if not mlp_elems:
         raise DipsimError(f"{path}: no ffn_* tensors found; dipsim needs a model with gated MLPs")
     kinds = sorted(mlp_types, key=lambda k: -mlp_types[k])
@@ -248,9 +248,10 @@ def load_model(spec: str | os.PathLike, *, use_cache: bool = True, verbose: bool
               file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     try:
-        tok = AutoTokenizer.from_pretrained(source.path.parent, gguf_file=source.path.name)
-        model = AutoModelForCausalLM.from_pretrained(source.path.parent, gguf_file=source.path.name,
-                                                     dtype=torch.float32)
+        with one_reader():   # transformers parses the header thrice (config, tokenizer, weights): once here
+            tok = AutoTokenizer.from_pretrained(source.path.parent, gguf_file=source.path.name)
+            model = AutoModelForCausalLM.from_pretrained(source.path.parent, gguf_file=source.path.name,
+                                                         dtype=torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise DipsimError(f"{source.path}: cannot load this GGUF ({str(e).splitlines()[0]})") from None
     if use_cache and _save_cache(model, tok, cached, weight):

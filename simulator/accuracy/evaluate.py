@@ -31,14 +31,13 @@ from typing import Any
 import numpy as np
 
 from common.errors import DipsimError
+from traces import prefix as prefix_mod
 
 from ..replay import calibration, group_runs, make_groups, prepare, replay
 from . import store
 from .configs import check_run_args, normalize_config, replay_config
 from .layerwise import ConfigRun, layerwise
 from .model import dense_pass, text_config
-
-from traces.prefix import DEFAULT as PREFIX_DEFAULT
 
 from ..config import LOOPS
 #: metrics every result row holds (besides the configuration)
@@ -50,7 +49,7 @@ def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text
              dataset: str | os.PathLike | None = None, text_column: str = "text", tokens: int = 1024,
              prefill: int = 0, warmup: int = 16, calib_tokens: int = 64, loop: str = "layer", reuse: bool = True,
              progress: bool = False, details: bool = False, batch_invariant: bool = True,
-             prefix_token: str | int = PREFIX_DEFAULT) -> list[dict[str, Any]]:
+             prefix_token: str | int = prefix_mod.DEFAULT) -> list[dict[str, Any]]:
     """Closed-loop accuracy and cache figures of each configuration.
 
     ``model``: a name or path for :func:`traces.models.load_model`, or a ``LoadedModel``.
@@ -72,7 +71,6 @@ def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text
     Returns one dict per configuration, in order: the metrics of :data:`METRICS`, the normalized
     ``config``, ``label`` and run facts. Bad input raises a one-line DipsimError before any model work.
     """
-    from traces import prefix as prefix_mod
     from traces.corpus import load_corpus
     from traces.models import LoadedModel, resolve
 
@@ -127,13 +125,12 @@ def _sequence(lm, corpus, tokens: int, prefill: int, prefix: int | None) -> tupl
     """The token sequence (prefix token, then the text's first ``tokens`` tokens) and how many of its
     leading positions run densely."""
     from traces.capture import tokenize_prefix
-    from traces.prefix import dense_positions, sequence
 
-    seq = sequence(prefix, tokenize_prefix(lm.tokenizer, corpus, tokens))
+    seq = prefix_mod.sequence(prefix, tokenize_prefix(lm.tokenizer, corpus, tokens))
     max_pos = getattr(text_config(lm.model), "max_position_embeddings", None)
     if max_pos and len(seq) > int(max_pos):
         raise DipsimError(f"{len(seq)} positions exceed {lm.info.model}'s context of {max_pos}; ask for fewer --tokens")
-    return seq, dense_positions(prefix, prefill)
+    return seq, prefix_mod.dense_positions(prefix, prefill)
 
 
 def _setups(cfgs, meta, trace, calib_tokens):
