@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.errors import DipsimError
+from traces.format import SIZE_LIMITS
 from common.params import (ConfigBase, boolean, boolean_or_device, child, choice, fraction_or_list, mapping, name_in, number, param,
                            params_of, size, text)
 
@@ -133,6 +134,11 @@ class ReplayConfig(ConfigBase):
             caches.make(self.cache, n_layers=1, n_columns=1, capacity=0, **self.cache_params)
         except DipsimError as e:
             raise DipsimError(f"{child(where, 'cache_params')}: {e}") from None
+        except (ValueError, TypeError) as e:   # a policy that converts a value before it checks it
+            raise DipsimError(f"{child(where, 'cache_params')}: {self.cache}: {e}") from None
+        if self.allocation_params and self.allocation == "uniform":
+            raise DipsimError(f"{child(where, 'allocation_params')}: the uniform allocation takes no parameters "
+                              f"(benefit takes {', '.join(allocation.PARAMS)})")
         for k in self.allocation_params:
             if k not in allocation.PARAMS:
                 raise DipsimError(f"{child(where, 'allocation_params')}: allocation has no parameter {k!r}; its "
@@ -208,11 +214,11 @@ class TraceSpec(ConfigBase):
                        "smollm2-135m, gemma3-270m, qwen2.5-0.5b, qwen2.5-coder-1.5b (optional: python3 tasks.py "
                        "model NAME), a local Hugging Face model directory, a .gguf file, or synth:NAME for a "
                        "synthetic trace of a 7B-14B geometry (dipsim synth; e.g. synth:phi3-medium)", metavar="MODEL")
-    tokens: int = param(1024, number(1, None, integer=True), "tokens to record", metavar="N")
+    tokens: int = param(1024, number(1, SIZE_LIMITS["n_tokens"], integer=True), "tokens to record", metavar="N")
     text: Any = param(None, text(), "a UTF-8 text file to run the model on (default: the offline default corpus)",
                       metavar="FILE")
-    context: int = param(512, number(2, None, integer=True), "context window: the corpus runs in windows of this "
-                                                              "many positions", metavar="N")
+    context: int = param(512, number(2, SIZE_LIMITS["context"], integer=True),
+                         "context window: the corpus runs in windows of this many positions", metavar="N")
     seed: int = param(0, number(0, None, integer=True), "seed of a synthetic (synth:NAME) trace", metavar="S")
     prefix_token: Any = prefix.param()
 

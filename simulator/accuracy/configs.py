@@ -15,6 +15,7 @@ import numpy as np
 
 from common.errors import DipsimError
 from common.jsonio import jsonable
+from common.params import child, text
 
 from .. import masking as masking_mod
 from ..config import DEFAULT_DRAM_FRACTION, ReplayConfig
@@ -40,6 +41,9 @@ def normalize_config(cfg: Any, where: str = "config") -> dict[str, Any]:
                           f"got {type(cfg).__name__}")
     cfg = dict(cfg)
     label = cfg.pop("label", None)
+    if isinstance(label, (int, float)) and not isinstance(label, bool):
+        label = str(label)                  # label: 2024 reads as a number in YAML
+    label = text()(label, child(where, "label"))
     files = {k: cfg.pop(k) for k in METHOD_KEYS if k in cfg}
     if cfg.get("masking", "dip") == "dense" and "keep" not in cfg:
         cfg["keep"] = 1.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from common.params import params_of
 from .. import masking
 from ..accuracy import evaluate
 from ..config import DEFAULT_DRAM_FRACTION, AccuracyRun, ReplayConfig, TraceSpec, masking_parameter_names
-from .options import add_config_options, add_corpus_options, add_masking_parameter_options, add_verb, flag, given
+from .options import (add_config_options, add_corpus_options, add_masking_parameter_options, add_verb, corpus_options,
+                      flag, given)
 
 EVAL_HELP = """\
 Run the real model with masking and a DRAM cache inside its forward pass (closed loop) and report
@@ -78,25 +80,36 @@ def add_parser(sub) -> None:
 
 
 def _parse_config_arg(text: str) -> list[dict[str, Any]]:
-    import yaml
+    """The configurations of one ``--config``: inline JSON/YAML, or a .json/.yaml/.yml file (or any
+    existing file); plain data only (``common.plainyaml``), at least one mapping."""
+    from common import plainyaml
+    from common.io import input_file
 
-    p = Path(text)
     where = "--config"
-    if p.suffix.lower() in (".json", ".yaml", ".yml") or (len(text) < 4096 and "\n" not in text and p.is_file()):
-        if not p.is_file():
-            raise DipsimError(f"--config file not found: {p}")
-        text, where = p.read_text(encoding="utf-8"), str(p)
-    try:
-        data = yaml.safe_load(text)  # JSON is YAML
-    except yaml.YAMLError as e:
-        raise DipsimError(f"{where}: not JSON or YAML ({str(e).splitlines()[0]})") from None
+    if text.lower().endswith((".json", ".yaml", ".yml")) or _names_a_file(text):
+        data = plainyaml.read(input_file(text, "--config file"), "--config file", max_bytes=1 << 20)
+        where = text
+    else:
+        data = plainyaml.load(text, where)  # JSON is YAML
     if isinstance(data, dict) and isinstance(data.get("configs"), list):
         data = data["configs"]
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
         raise DipsimError(f"{where}: expected a mapping or a list of mappings (configurations)")
+    if not data:
+        raise DipsimError(f"{where}: an empty list: give at least one configuration")
     return data
+
+
+def _names_a_file(text: str) -> bool:
+    """Whether ``--config TEXT`` names an existing file (inline JSON or YAML never does)."""
+    if len(text) >= 4096 or "\n" in text or not text.strip():
+        return False
+    try:
+        return os.path.lexists(text)
+    except (OSError, ValueError):       # a name too long for the file system: inline text
+        return False
 
 
 #: ReplayConfig options that belong to the run (every configuration shares them), not to a configuration
@@ -185,7 +198,7 @@ def run(a: argparse.Namespace) -> int:
         raise DipsimError(f"--batched-gemm applies to --loop token only (this run: --loop {run_cfg.loop})")
     rc = ReplayConfig.from_mapping({k: v for k, v in given(a, ReplayConfig, names=("warmup", "calib_tokens")).items()},
                                    "command line")
-    results = evaluate(a.model, configs, text=a.text, dataset=a.dataset, text_column=a.text_column,
+    results = evaluate(a.model, configs, **corpus_options(a),
                        tokens=run_cfg.tokens, prefill=run_cfg.prefill, warmup=rc.warmup, calib_tokens=rc.calib_tokens,
                        loop=run_cfg.loop, reuse=not a.no_reuse, progress=not a.quiet,
                        batch_invariant=not a.batched_gemm, prefix_token=run_cfg.prefix_token)

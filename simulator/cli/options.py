@@ -12,10 +12,8 @@ import dataclasses
 import inspect
 from typing import Any, Callable, Sequence
 
-import yaml
-
 from common.errors import DipsimError
-from common.params import boolean, boolean_or_device, params_of
+from common.params import boolean, boolean_or_device, max_workers, params_of
 
 from .. import masking
 from ..config import ReplayConfig, masking_parameter_names
@@ -131,15 +129,21 @@ def arg_type(convert: Callable[[str], Any], ok: Callable[[Any], bool], expected:
 
 fraction = arg_type(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 positive_int = arg_type(int, lambda v: v > 0, "a positive integer")
+#: worker processes or threads: at most ``common.params.max_workers()`` (4 per CPU)
+workers = arg_type(int, lambda v: 1 <= v <= max_workers(), f"a whole number in [1, {max_workers()}] (4 per CPU)")
+#: a random seed: what numpy's generators and the configurations' ``seed`` fields take
+seed = arg_type(int, lambda v: 0 <= v <= 1 << 31, "a whole number in [0, 2^31]")
 
 
 def _key_value(text: str) -> tuple[str, Any]:
+    from common import plainyaml
+
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     k, v = text.split("=", 1)
     try:
-        val: Any = yaml.safe_load(v) if v.strip() else v
-    except yaml.YAMLError:
+        val: Any = plainyaml.load(v, k.strip()) if v.strip() else v
+    except DipsimError:
         val = v
     if isinstance(val, (dict, list)):
         raise argparse.ArgumentTypeError(f"{k.strip()}: expected a plain value, got {v!r}")
@@ -151,7 +155,15 @@ def add_corpus_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--text", metavar="FILE", help="a UTF-8 text file to run the model on")
     g.add_argument("--dataset", metavar="DIR", help="a local dataset directory (datasets.save_to_disk, or "
                    ".parquet/.jsonl/.txt files)")
-    g.add_argument("--text-column", default="text", help="column holding the text in --dataset (default: text)")
+    g.add_argument("--text-column", help="column holding the text in --dataset (default: text)")
+
+
+def corpus_options(a: argparse.Namespace) -> dict[str, Any]:
+    """The corpus a command line names, as ``text``, ``dataset`` and ``text_column`` keyword
+    arguments; a ``--text-column`` without ``--dataset`` (it would be ignored) is refused."""
+    if a.text_column is not None and a.dataset is None:
+        raise DipsimError("--text-column applies to --dataset only (the column of a dataset that holds the text)")
+    return {"text": a.text, "dataset": a.dataset, "text_column": a.text_column or "text"}
 
 
 def save_figure(fig, path, option: str = "--out") -> None:

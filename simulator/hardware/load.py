@@ -8,12 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from common import plainyaml
 from common.errors import DipsimError
 from common.units import field_error as _err, fmt_quantity, parse_quantity
 
-from .schema import (ALSO_FIELDS, CITED_FIELDS, CitedFigure, DEVICE_VALUE_FIELDS, DEVICE_FIELDS, Device, FOLDERS, Field, KINDS, META_FIELDS, NUMERIC_FIELDS, PART_KINDS, SPEC_CLASSES, VALUE_KEYS)
+from .schema import (ALSO_FIELDS, CITED_FIELDS, CitedFigure, DEVICE_VALUE_FIELDS, DEVICE_FIELDS, DRAM_CAPACITY, Device, FOLDERS, Field, KINDS, META_FIELDS, NUMERIC_FIELDS, PART_KINDS, SPEC_CLASSES, VALUE_KEYS)
 
 
 def profiles_dir() -> Path:
@@ -35,23 +34,9 @@ MAX_PROFILE_BYTES = 1 << 20     # a profile is a few kilobytes
 
 def read_yaml(path: Path) -> dict:
     where = _show(path)
-    try:
-        if os.path.exists(path) and not path.is_file():
-            raise _err(where, None, "not a regular file (a pipe or a device cannot be a profile)")
-        if os.path.exists(path) and path.stat().st_size > MAX_PROFILE_BYTES:
-            raise _err(where, None, f"{path.stat().st_size} bytes; a profile is a few kilobytes")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise _err(where, None, "no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise _err(where, None, f"cannot read the file ({type(e).__name__}: {e})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise _err(where, None, f"not valid YAML{line}: {problem}") from None
+    if not os.path.lexists(path):
+        raise _err(where, None, "no such file")
+    data = plainyaml.read(path, "profile", max_bytes=MAX_PROFILE_BYTES, where=where)
     if not isinstance(data, dict):
         raise _err(where, None, f"expected a mapping of fields at the top level, got {type(data).__name__}")
     bad = [k for k in data if not isinstance(k, str)]
@@ -379,8 +364,7 @@ def load_device(name_or_path: str | Path) -> Device:
     dev_prov: dict[str, str] = {}
     if "dram_capacity" not in data or data["dram_capacity"] is None:
         raise _err(where, "dram_capacity", "missing: DRAM capacity in bytes or with a unit, e.g. '8 GiB'")
-    cap, dev_prov["dram_capacity"] = _parse_field(Field("size", integer=True), data["dram_capacity"], where,
-                                                  "dram_capacity", src)
+    cap, dev_prov["dram_capacity"] = _parse_field(DRAM_CAPACITY, data["dram_capacity"], where, "dram_capacity", src)
     budget = {k: f.default for k, f in DEVICE_VALUE_FIELDS.items()}
     for key, fld in DEVICE_VALUE_FIELDS.items():
         if data.get(key) is not None:

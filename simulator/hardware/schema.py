@@ -30,6 +30,8 @@ class Field:
 KB, GB, TB = 1e3, 1e9, 1e12
 #: a device's own values beside its parts: what decides the DRAM left for the cache (with
 #: dram_capacity; see engine.budget), and the engine assumption the device stands for
+#: a device's DRAM: at most 64 TiB (beyond any machine that runs an LLM; 1e30 GiB is a typo)
+DRAM_CAPACITY = Field("size", integer=True, help="DRAM the device has", lo=1, hi=1 << 46)
 DEVICE_VALUE_FIELDS: dict[str, Field] = {
     "usable_dram_fraction": Field("fraction", default=1.0, help="share of the DRAM the model may use"),
     "runtime_reserve": Field("size", default=0, zero_ok=True, integer=True, hi=1 << 42,

@@ -22,7 +22,9 @@ policy's own parameter in ``base`` (``gamma``) applies to the points whose polic
 point's values are checked when the experiment loads (``config.PointConfig``), with errors naming
 the file, the point and the key; points that make no sense (belady with dip-ca) are dropped with
 the reason logged. The YAML is plain data: tags beyond strings, numbers, booleans, null, lists and
-mappings are refused, as are aliases that recurse and nesting deeper than an experiment needs.
+mappings are refused, as are keys given twice, aliases that recurse or expand beyond a small budget
+and nesting deeper than an experiment needs (``common.plainyaml``); an experiment expands to at most
+``MAX_POINTS`` points, counted before any is built.
 """
 from __future__ import annotations
 
@@ -35,8 +37,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from common.errors import DipsimError
 from traces.format import load as load_trace
 from traces.prefix import resolve as resolve_prefix
@@ -45,8 +45,8 @@ from ..config import PointConfig, point_keys
 from ..engine import device_models
 
 TOP_KEYS = ("name", "description", "trace", "traces", "base", "grid", "zip")
-MAX_DEPTH = 12            # an experiment nests mappings 3-4 deep; deeper is a mistake or an attack
 MAX_BYTES = 8 << 20       # experiment files are a few kilobytes
+MAX_POINTS = 20_000       # points of one experiment: each is checked at load and keeps a row and a file
 
 
 @dataclass(frozen=True)
@@ -76,62 +76,6 @@ class Experiment:
 def point_hash(params: dict[str, Any]) -> str:
     blob = json.dumps(params, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
-
-
-# ----------------------------------------------------------------------------------------- reading
-class _PlainLoader(yaml.SafeLoader):
-    """YAML as plain data: no timestamps (``2001-12-14`` stays text and then fails its own check)."""
-
-
-_PlainLoader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
-
-
-def _refuse(loader, node):
-    raise DipsimError(f"line {node.start_mark.line + 1}: the YAML tag {node.tag} is not plain data; use strings, "
-                      f"numbers, true/false, lists and mappings")
-
-
-for _tag in ("binary", "set", "omap", "pairs", "timestamp"):
-    _PlainLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse)
-_PlainLoader.add_constructor(None, _refuse)
-
-
-def read_yaml(p: Path) -> Any:
-    """The file's data, or a one-line error: not found, too large, not UTF-8, not YAML, not plain
-    data, too deeply nested, a recursive alias."""
-    if not p.is_file():
-        raise DipsimError(f"experiment file not found: {p}" if not p.exists() else f"{p}: not a regular file")
-    if p.stat().st_size > MAX_BYTES:
-        raise DipsimError(f"{p}: {p.stat().st_size} bytes; an experiment file is a few kilobytes (limit {MAX_BYTES})")
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DipsimError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    try:
-        data = yaml.load(text, Loader=_PlainLoader)   # noqa: S506 - a SafeLoader subclass
-    except DipsimError as e:
-        raise DipsimError(f"{p}: {e}") from None
-    except yaml.YAMLError as e:
-        first = str(e).splitlines()[0] if str(e) else e.__class__.__name__
-        raise DipsimError(f"{p}: not valid YAML ({first})") from None
-    except RecursionError:
-        raise DipsimError(f"{p}: nested deeper than an experiment can be (limit {MAX_DEPTH} levels)") from None
-    _check_depth(p, data, 0, set())
-    return data
-
-
-def _check_depth(p: Path, v: Any, depth: int, seen: set[int]) -> None:
-    if isinstance(v, (dict, list)):
-        if id(v) in seen:
-            raise DipsimError(f"{p}: a YAML alias refers to a mapping or list that contains it (recursive data)")
-        if depth >= MAX_DEPTH:
-            raise DipsimError(f"{p}: nested deeper than an experiment can be (limit {MAX_DEPTH} levels)")
-        seen = seen | {id(v)}
-        for x in (v.values() if isinstance(v, dict) else v):
-            _check_depth(p, x, depth + 1, seen)
 
 
 # ----------------------------------------------------------------------------------------- expansion
@@ -229,8 +173,10 @@ def _traces(p: Path, raw: dict[str, Any], base: dict[str, Any], axis_keys: set[s
 def load_experiment(path: str | os.PathLike, *, check_traces: bool = True) -> Experiment:
     """Read, check and expand an experiment file: every point's values, its trace (the file exists,
     or a {model, tokens} mapping) and its device, before any model or trace work."""
+    from common import plainyaml
+
     p = Path(path)
-    raw = read_yaml(p)
+    raw = plainyaml.read(p, "experiment file", max_bytes=MAX_BYTES)   # plain data, no alias bombs, no repeats
     if not isinstance(raw, dict):
         raise _fail(p, "an experiment is a mapping with keys name, trace(s), base, grid, zip")
     unknown = [k for k in raw if k not in TOP_KEYS]
@@ -247,12 +193,29 @@ def load_experiment(path: str | os.PathLike, *, check_traces: bool = True) -> Ex
         _check_key(p, "base", k, keys)
     grid, zipped = _axes(p, raw, keys)
     traces = _traces(p, raw, base, set(grid) | set(zipped))
+    _check_size(p, traces, grid, zipped)
     exp = Experiment(p, str(raw.get("name") or p.stem), raw, [], [])
     _expand(exp, base, grid, zipped, traces, check_traces)
+    _check_overridden(exp, base, list(grid) + list(zipped), check_traces)
     if not exp.points:
         why = f" (dropped: {exp.dropped[0][1]})" if exp.dropped else ""
         raise _fail(p, f"the experiment has no valid points{why}")
     return exp
+
+
+def _check_size(p: Path, traces: list, grid: dict[str, list], zipped: dict[str, list]) -> None:
+    """Refuse an experiment of more than ``MAX_POINTS`` points before expanding it (a 1000 x 1000
+    grid is a million points to check; 1000^3 would not fit in memory)."""
+    sizes = ([("traces", len(traces))] if len(traces) > 1 else []) + [(k, len(v)) for k, v in grid.items()]
+    if zipped:
+        sizes.append((f"zip({', '.join(zipped)})", len(next(iter(zipped.values())))))
+    n = 1
+    for _, k in sizes:
+        n *= k
+    if n > MAX_POINTS:
+        shown = " x ".join(f"{k} {name}" for name, k in sizes)
+        raise _fail(p, f"the axes expand to {n:,} points ({shown}); the limit is {MAX_POINTS:,} points per "
+                       f"experiment: thin the axes or split it into several experiments")
 
 
 def _expand(exp: Experiment, base, grid, zipped, traces, check_traces: bool) -> None:
@@ -295,6 +258,18 @@ def _expand(exp: Experiment, base, grid, zipped, traces, check_traces: bool) -> 
                     exp.dropped.append((readable, reason))
                 else:
                     exp.points.append(Point(f"{readable}#{h}", params, cfg))
+
+
+def _check_overridden(exp: Experiment, base: dict[str, Any], axes: list[str], check_traces: bool) -> None:
+    """A base value that every point overrides by an axis (``gamma: -0.1`` under a gamma axis) is
+    still checked: in the first point that has the key, in place of the axis's value."""
+    for k in flatten(base):
+        host = next((pt for pt in exp.points if _get(pt.params, k) is not None), None) if k in axes else None
+        if host is None:
+            continue
+        params = json.loads(json.dumps(host.params))
+        _set(params, k, _get(base, k))
+        _check_point(exp.path, f"base (its {k} is overridden by the axis, but must be valid)", params, check_traces)
 
 
 def _readable(params: dict[str, Any], axis_names: list[str], traces) -> str:
@@ -347,8 +322,14 @@ def _check_point(p: Path, readable: str, params: dict[str, Any], check_traces: b
             raise DipsimError(f"{where}: trace: {_model_error(cfg.trace.model)}")
         if check_traces and cfg.trace.synthetic is None and cfg.trace.prefix_token not in ("auto", "none"):
             resolve_prefix(cfg.trace.prefix_token, cfg.trace.model, f"{where}: trace: prefix_token")
-        _check_against_trace(where, cfg, {"n_tokens": cfg.trace.tokens})
+        _check_against_trace(where, cfg, {"n_tokens": cfg.trace.tokens, "model": _model_name(cfg.trace.model)})
     return cfg
+
+
+def _model_name(model: str) -> str:
+    from traces.models import model_name
+
+    return model_name(model)
 
 
 @lru_cache(maxsize=64)
@@ -387,6 +368,15 @@ def _check_against_trace(where: str, cfg: PointConfig, meta: dict[str, Any]) -> 
     """What only the trace can tell: token counts, and per-layer keeps against its depth."""
     from ..replay import make_groups
 
+    from common.store import check_made_for, read_meta
+
+    for key in ("variant", "adapter"):      # a method file made for another model is refused, accuracy or not
+        if getattr(cfg, key):
+            dims = {k: meta[k] for k in ("model", "n_layers", "d_model", "d_ff") if k in meta}
+            try:
+                check_made_for(read_meta(getattr(cfg, key), key), dims, getattr(cfg, key))
+            except DipsimError as e:
+                raise DipsimError(f"{where}: {key}: {e}") from None
     rc, n = cfg.replay, int(meta["n_tokens"])
     if rc.tokens is not None and rc.tokens > n:
         raise DipsimError(f"{where}: tokens: {rc.tokens} exceeds the trace's {n} tokens")
