@@ -17,9 +17,7 @@ trace. :func:`load` memory-maps the tensors after checking the header, shapes, d
 """
 from __future__ import annotations
 
-import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +52,6 @@ SIZE_LIMITS = {"n_layers": 4096, "d_model": 1 << 17, "d_ff": 1 << 20, "n_tokens"
 
 _DTYPES = {"F16": np.dtype("<f2"), "F32": np.dtype("<f4")}
 _DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
-_MAX_HEADER = 100 * 1024 * 1024
 
 
 def _tensor_names(n_layers: int, has_h: bool) -> list[str]:
@@ -162,73 +159,32 @@ def load(path: str | os.PathLike, *, check_finite: bool = True) -> Trace:
     Raises :class:`DipsimError` with a one-line message naming the file and the problem for a
     missing, truncated or corrupt file, wrong shapes or dtypes, missing metadata, or NaN/inf.
     """
-    p = Path(path)
-    if not p.exists():
-        raise DipsimError(f"trace file not found: {p}")
-    if p.is_dir():
-        raise DipsimError(f"{p}: is a directory, not a trace file")
-    if not p.is_file():
-        raise DipsimError(f"{p}: not a regular file (a pipe or a device cannot be a trace)")
-    size = p.stat().st_size
-    with open(p, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise DipsimError(f"{p}: not a trace file (only {size} bytes; a safetensors header needs 8)")
-        (hlen,) = struct.unpack("<Q", head)
-        if hlen == 0 or hlen > _MAX_HEADER or 8 + hlen > size:
-            raise DipsimError(f"{p}: not a trace file or truncated (header length {hlen}, file size {size})")
-        raw = f.read(hlen)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DipsimError(f"{p}: corrupt header ({e.__class__.__name__}: {e})") from None
-    if not isinstance(header, dict):
-        raise DipsimError(f"{p}: corrupt header (not a JSON object)")
-    meta_raw = (header.get("__metadata__") or {}).get("dipsim")
-    if meta_raw is None:
-        raise DipsimError(f"{p}: not a dipsim trace (safetensors metadata has no 'dipsim' entry)")
-    try:
-        meta = json.loads(meta_raw)
-    except json.JSONDecodeError as e:
-        raise DipsimError(f"{p}: corrupt dipsim metadata ({e})") from None
+    from common.stheader import check_spans, metadata_json, read_header
+
+    h = read_header(path, "trace file")
+    p = h.path
+    meta = metadata_json(h, "dipsim", "dipsim trace")
     _check_meta(p, meta)
     L, T, dm, dff, has_h = meta["n_layers"], meta["n_tokens"], meta["d_model"], meta["d_ff"], meta["has_h"]
-    data_start = 8 + hlen
-    data_size = size - data_start
-    arrays: dict[str, np.ndarray] = {}
-    spans: list[tuple[int, int, str]] = []
     expected = _tensor_names(L, has_h)
-    extra = sorted(set(header) - set(expected) - {"__metadata__"})
+    extra = sorted(set(h.tensors) - set(expected))
     if extra:
         raise DipsimError(f"{p}: unexpected tensor '{extra[0]}' (a trace holds x.0..x.{L - 1}"
                           f"{' and h.0..h.' + str(L - 1) if has_h else ''})")
     for name in expected:
-        info = header.get(name)
+        info = h.tensors.get(name)
         if not isinstance(info, dict):
             raise DipsimError(f"{p}: tensor '{name}' missing (metadata says {L} layers, has_h={has_h})")
         width = dm if name.startswith("x.") else dff
-        dt = _DTYPES.get(info.get("dtype"))
-        if dt is None:
+        if _DTYPES.get(info.get("dtype")) is None:
             raise DipsimError(f"{p}: tensor '{name}' has dtype {info.get('dtype')!r}; allowed: F16, F32")
-        shape = info.get("shape")
-        if shape != [T, width]:
-            raise DipsimError(f"{p}: tensor '{name}' has shape {shape}, expected [{T}, {width}] (n_tokens, "
-                              f"{'d_model' if name.startswith('x.') else 'd_ff'})")
-        try:
-            begin, end = (int(v) for v in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise DipsimError(f"{p}: tensor '{name}' has no valid data_offsets") from None
-        if end - begin != T * width * dt.itemsize or begin < 0:
-            raise DipsimError(f"{p}: tensor '{name}' data_offsets {begin}..{end} do not match its shape")
-        if end > data_size:
-            raise DipsimError(f"{p}: truncated: tensor '{name}' needs bytes up to {data_start + end}, "
-                              f"the file has {size}")
-        arrays[name] = np.memmap(p, dtype=dt, mode="r", offset=data_start + begin, shape=(T, width))
-        spans.append((begin, end, name))
-    spans.sort()
-    for (_, e0, n0), (b1, _, n1) in zip(spans, spans[1:]):
-        if b1 < e0:
-            raise DipsimError(f"{p}: tensors '{n0}' and '{n1}' overlap in the file (corrupt data_offsets)")
+        if info.get("shape") != [T, width]:
+            raise DipsimError(f"{p}: tensor '{name}' has shape {info.get('shape')}, expected [{T}, {width}] "
+                              f"(n_tokens, {'d_model' if name.startswith('x.') else 'd_ff'})")
+    spans = check_spans(h)
+    arrays: dict[str, np.ndarray] = {
+        name: np.memmap(p, dtype=_DTYPES[dtype], mode="r", offset=h.data_start + begin, shape=tuple(shape))
+        for name, (dtype, shape, begin, _) in spans.items()}
     if check_finite:
         for name, arr in arrays.items():
             _check_finite(p, name, arr)
@@ -262,8 +218,72 @@ def _check_meta(p: Path, meta: Any) -> None:
             raise DipsimError(f"{p}: metadata field '{key}' is {v!r}, expected bytes per weight in (0, 8]")
     if meta.get("n_kv_heads") and meta.get("n_heads") and meta["n_kv_heads"] > meta["n_heads"]:
         raise DipsimError(f"{p}: metadata says {meta['n_kv_heads']} KV heads for {meta['n_heads']} attention heads")
-    if meta.get("tied_lm_head") is not None and not isinstance(meta["tied_lm_head"], bool):
-        raise DipsimError(f"{p}: metadata field 'tied_lm_head' is {meta['tied_lm_head']!r}, expected true or false")
+    for key, check in OPTIONAL_META.items():
+        if meta.get(key) is not None:
+            check(meta[key], f"{p}: metadata field '{key}'")
+
+
+def _flag(v: Any, where: str) -> bool:
+    if not isinstance(v, bool):
+        raise DipsimError(f"{where} is {v!r}, expected true or false")
+    return v
+
+
+def _name(v: Any, where: str) -> str:
+    if not isinstance(v, str):
+        raise DipsimError(f"{where} is {v!r}, expected a text")
+    return v
+
+
+def _bytes(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1e15:
+        raise DipsimError(f"{where} is {v!r}, expected a number of bytes")
+    return float(v)
+
+
+def _error(v: Any, where: str) -> Any:
+    """A validation error figure: a number >= 0, or null/NaN where it was not measured."""
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+        raise DipsimError(f"{where} is {v!r}, expected an error >= 0")
+    return v
+
+
+def check_validation(v: Any, where: str) -> Any:
+    """The leave-one-model-out validation a fit (and every synthetic trace made from it) carries: null,
+    or a mapping with ``hit_rate_abs_error_max`` and per configuration ``by_config`` entries
+    (masking, gamma, keep, dram_fraction, cache, hit_rate_abs_error_max), as the readers use it."""
+    if v is None:
+        return v
+    if not isinstance(v, dict):
+        raise DipsimError(f"{where}: validation is {v!r}, expected a mapping (or null)")
+    _error(v.get("hit_rate_abs_error_max"), f"{where}: validation.hit_rate_abs_error_max")
+    rows = v.get("by_config", [])
+    if not isinstance(rows, list):
+        raise DipsimError(f"{where}: validation.by_config is {rows!r}, expected a list")
+    for i, r in enumerate(rows):
+        at = f"{where}: validation.by_config[{i}]"
+        if not isinstance(r, dict) or not isinstance(r.get("masking"), str) or not isinstance(r.get("cache"), str):
+            raise DipsimError(f"{at} is {r!r}, expected a mapping with masking, cache, keep, gamma, dram_fraction")
+        for k in ("dram_fraction", "hit_rate_abs_error_max"):
+            if isinstance(r.get(k), bool) or not isinstance(r.get(k), (int, float)):
+                raise DipsimError(f"{at}.{k} is {r.get(k)!r}, expected a number")
+        if r.get("gamma") is not None and (isinstance(r["gamma"], bool) or not isinstance(r["gamma"], (int, float))):
+            raise DipsimError(f"{at}.gamma is {r['gamma']!r}, expected a number or null")
+    return v
+
+
+def _synth(v: Any, where: str) -> Any:
+    if not isinstance(v, dict):
+        raise DipsimError(f"{where} is {v!r}, expected a mapping (preset, seed, fit, validation)")
+    if v.get("preset") is not None:
+        _name(v["preset"], f"{where}.preset")
+    return check_validation(v.get("validation"), where)
+
+
+#: optional metadata, checked when present (the required fields and the sizes are checked above): every
+#: field a reader takes from a trace's metadata is declared here or in REQUIRED_META / SIZE_LIMITS
+OPTIONAL_META = {"tied_lm_head": _flag, "bos": _flag, "adapter_bytes": _bytes, "corpus": _name, "mlp_kind": _name,
+                 "compute_dtype": _name, "trace_dtype": _name, "note": _name, "synth": _synth}
 
 
 def _typename(typ: type | tuple[type, ...]) -> str:

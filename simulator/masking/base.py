@@ -133,6 +133,10 @@ class MaskingPolicy:
         return np.concatenate([one.select(scores[t:t + 1], None, int(k)) for t in range(scores.shape[0])]) \
             if scores.shape[0] else np.zeros(scores.shape, dtype=bool)
 
+    def check_trace(self, meta: dict[str, Any]) -> None:
+        """Refuse a trace this policy cannot run on (a predictor trained for another model); called
+        with the trace's metadata before any work."""
+
     def score_source(self, kind: str) -> str:
         """Which activations the loops score a group of ``kind`` (``"x"``: up/gate, ``"h"``: down) by:
         ``"own"`` -- ``|x|`` / ``|h|`` of the layer itself (every policy but a look-ahead predictor);

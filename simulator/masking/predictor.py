@@ -83,6 +83,13 @@ class PredictorPolicy(MaskingPolicy):
             raise DipsimError(f"predictor {self.predictor_file} has no upgate head (heads: {', '.join(meta.get('heads', []))}); "
                               f"train it with heads=('down', 'upgate') or use upgate='dip'")
 
+    def check_trace(self, meta: dict[str, Any]) -> None:
+        if self.predictor_file is not None and not self.oracle:
+            from common.store import check_made_for, read_meta
+
+            dims = {k: meta[k] for k in ("n_layers", "d_model", "d_ff") if k in meta}
+            check_made_for(read_meta(self.predictor_file, "predictor"), dims, f"predictor {self.predictor_file}")
+
     # -- where the scores come from --
     def score_source(self, kind: str) -> str:
         if self.oracle or (kind == "x" and self.upgate == "dip"):

@@ -71,7 +71,11 @@ class Adapter(store.MethodObject):
         sw = Swap(lm, tag=self.tag)
         try:
             for name in self.A:
-                sw.set(name, sw.current(name).float() + self.delta(name))
+                cur, d = sw.current(name), self.delta(name)
+                if tuple(cur.shape) != tuple(d.shape):
+                    raise DipsimError(f"{self.meta.get('path', 'adapter')}: {name} is {list(d.shape)} in the "
+                                      f"adapter and {list(cur.shape)} in the model")
+                sw.set(name, cur.float() + d)
         except BaseException:
             sw.restore()
             raise
@@ -96,6 +100,12 @@ def load_adapter(path: str | os.PathLike) -> Adapter:
         B = {n: torch.from_numpy(tensors[f"{n}.lora_B"].copy()) for n in names}
     except KeyError as e:
         raise DipsimError(f"{path}: adapter tensor {e.args[0]!r} missing") from None
+    r = meta["rank"]
+    for n in names:
+        a, b = A[n].shape, B[n].shape
+        if len(a) != 2 or len(b) != 2 or a[0] != r or b[1] != r:
+            raise DipsimError(f"{path}: adapter {n!r} has lora_A {list(a)} and lora_B {list(b)}, expected "
+                              f"[{r}, in] and [out, {r}] (rank {r})")
     meta["path"] = str(path)
     return Adapter(A, B, meta=meta)
 

@@ -99,7 +99,9 @@ def load_variant(path: str | os.PathLike) -> Variant:
 
     tensors, meta = store.load(path, "variant")
     weights, pruned = {}, {}
-    for name, info in meta.get("matrices", {}).items():
+    if not meta.get("matrices"):
+        raise DipsimError(f"{path}: a variant file without matrices: nothing to put into the model")
+    for name, info in meta["matrices"].items():
         shape = tuple(info["shape"])
         n = int(np.prod(shape))
         try:
@@ -129,4 +131,7 @@ def bytes_per_weight(path_or_meta: str | os.PathLike | dict[str, Any], fmt: str 
     if fmt not in FORMATS:
         raise DipsimError(f"unknown sparse format {fmt!r}; allowed: {', '.join(FORMATS)}")
     meta = path_or_meta if isinstance(path_or_meta, dict) else store.read_meta(path_or_meta, "variant")
+    if f"{fmt}_per_weight" not in meta["bytes"]:
+        raise DipsimError(f"{meta.get('path', 'variant')}: no stored size of the {fmt} format; it has "
+                          f"{', '.join(meta['bytes'])}")
     return float(meta["bytes"][f"{fmt}_per_weight"])

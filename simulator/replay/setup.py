@@ -65,6 +65,7 @@ def make_groups(meta: dict[str, Any], cfg: ReplayConfig) -> list[Group]:
     """The matrix groups of a trace's model under a configuration (keeps per layer checked against
     the model's depth)."""
     policy = masking_mod.REGISTRY.get_class(cfg.masking)
+    cfg.policy().check_trace(meta)
     keep, keep_up, keep_gate, keep_down = cfg.keep, cfg.keep_up, cfg.keep_gate, cfg.keep_down
     L, dm, dff = int(meta["n_layers"]), int(meta["d_model"]), int(meta["d_ff"])
     bpw = bytes_per_weight(meta, cfg.weight_format)
