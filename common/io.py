@@ -9,6 +9,8 @@ target, renamed over it when complete, removed on any failure or interruption).
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,11 +24,15 @@ def _writable_folder(folder: Path, option: str, p: Path) -> None:
     existing ancestor is a writable folder (it is created when the output is written, so a run that
     fails leaves no empty folder behind)."""
     anc = folder
-    while not anc.exists():
-        if anc.parent == anc:
-            break
-        anc = anc.parent
-    if not anc.is_dir():
+    try:
+        while not anc.exists():
+            if anc.parent == anc:
+                break
+            anc = anc.parent
+        is_dir = anc.is_dir()
+    except OSError as e:       # a name longer than the file system allows, a symlink loop
+        raise DipsimError(f"{option} {p}: cannot write there ({e.strerror or e})") from None
+    if not is_dir:
         raise DipsimError(f"{option} {p}: {anc} is not a folder")
     try:   # a real probe: os.access is fooled by /proc, read-only mounts and immutable folders
         fd, probe = tempfile.mkstemp(prefix=".dipsim-probe-", dir=anc)
@@ -36,14 +42,52 @@ def _writable_folder(folder: Path, option: str, p: Path) -> None:
         raise DipsimError(f"{option} {p}: cannot write in {anc} ({e.strerror or e})") from None
 
 
+def check_space(path: str | os.PathLike, nbytes: float, option: str) -> None:
+    """Refuse, before writing, a file of ``nbytes`` that the file system under ``path`` has no room
+    for, or that exceeds this process's file size limit (``ulimit -f``): a run that would fail with
+    "No space left" or "File too large" after minutes of writing fails at once instead."""
+    def fmt(b: float) -> str:
+        unit, f = next(((u, f) for u, f in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3))
+                        if b >= f), ("B", 1))
+        return f"{b / f:.3g} {unit}"
+
+    anc = Path(path).parent if str(Path(path).parent) else Path(".")
+    while not anc.exists() and anc.parent != anc:
+        anc = anc.parent
+    try:
+        free = shutil.disk_usage(anc).free
+    except OSError:
+        return
+    if nbytes > free:
+        raise DipsimError(f"{option} {path}: needs {fmt(nbytes)}, and the file system has "
+                          f"{fmt(free)} free")
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):
+        return
+    if limit != resource.RLIM_INFINITY and nbytes > limit:
+        raise DipsimError(f"{option} {path}: needs {fmt(nbytes)}, more than this process may "
+                          f"write to one file ({fmt(limit)}; see ulimit -f)")
+
+
 def check_file(path: str | os.PathLike, option: str, suffixes: tuple[str, ...] | None = None) -> Path:
     """``path`` as a Path, after checking that a file can be written there (``option`` names the
     command-line option or field in the error). Nothing is created."""
-    p = Path(path)
-    if p.is_dir():
-        raise DipsimError(f"{option} {p}: is a directory; give a file name")
-    if p.exists() and not p.is_file():
-        raise DipsimError(f"{option} {p}: exists and is not a regular file")
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise DipsimError(f"{option}: empty file name")
+    if str(text).endswith(("/", os.sep)):      # Path() would drop the slash and write the file anyway
+        raise DipsimError(f"{option} {text}: ends with a slash, which names a folder; give a file name")
+    p = Path(text)
+    try:
+        if p.is_dir():
+            raise DipsimError(f"{option} {p}: is a directory; give a file name")
+        if p.exists() and not p.is_file():
+            raise DipsimError(f"{option} {p}: exists and is not a regular file")
+    except OSError as e:       # a name longer than the file system allows, a symlink loop
+        raise DipsimError(f"{option} {p}: cannot write there ({e.strerror or e})") from None
     if suffixes is not None and p.suffix.lower() not in suffixes:
         raise DipsimError(f"{option} {p}: unsupported file type {p.suffix or '(none)'!r}; allowed: "
                           f"{', '.join(suffixes)}")
@@ -51,12 +95,43 @@ def check_file(path: str | os.PathLike, option: str, suffixes: tuple[str, ...] |
     return p
 
 
+def input_file(path: str | os.PathLike, what: str, *, folder: bool = False) -> Path:
+    """``path`` as a Path, after checking that it is an existing regular file (``folder``: a folder)
+    this process can read; ``what`` names it in the one-line errors ("trace file not found: X",
+    "X: not a regular file (a device, a pipe or a socket)", a symlink loop, a name too long, ...)."""
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise DipsimError(f"{what}: empty path")
+    p = Path(text)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise DipsimError(f"{what} not found: {p}") from None
+    except NotADirectoryError:
+        raise DipsimError(f"{what} not found: {p} (a part of the path is a file, not a folder)") from None
+    except OSError as e:        # ELOOP, ENAMETOOLONG, EACCES on a folder on the way
+        raise DipsimError(f"{what} {p}: {e.strerror or e}") from None
+    if folder:
+        if not stat.S_ISDIR(st.st_mode):
+            raise DipsimError(f"{p}: not a {what}")
+    elif stat.S_ISDIR(st.st_mode):
+        raise DipsimError(f"{p}: is a folder; give the {what}")
+    elif not stat.S_ISREG(st.st_mode):
+        raise DipsimError(f"{p}: not a regular file (a device, a pipe or a socket cannot be a {what})")
+    if not os.access(p, os.R_OK | (os.X_OK if folder else 0)):
+        raise DipsimError(f"{what} {p}: permission denied")
+    return p
+
+
 def check_folder(path: str | os.PathLike, option: str, *, create: bool = True) -> Path:
     """``path`` as a Path, after checking that it is (or can become) a writable folder; created
     unless ``create`` is False."""
     p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise DipsimError(f"{option} {p}: exists and is not a folder")
+    try:
+        if p.exists() and not p.is_dir():
+            raise DipsimError(f"{option} {p}: exists and is not a folder")
+    except OSError as e:
+        raise DipsimError(f"{option} {p}: cannot write there ({e.strerror or e})") from None
     _writable_folder(p, option, p)
     if create:
         try:
@@ -145,24 +220,30 @@ def cache_root() -> Path:
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp", ".eps", ".ps", ".tif", ".tiff")
 
 
-def check_outputs(outputs: list[tuple[str, str | os.PathLike | None]],
-                  inputs: list[tuple[str, str | os.PathLike | None]]) -> None:
-    """Refuse an output path that is one of the command's inputs (or another of its outputs): a
-    replay's ``--save-log`` naming its own trace would overwrite it. Names are compared after
-    resolving links, and by file identity where both exist."""
+def check_outputs(outputs: list[tuple], inputs: list[tuple[str, str | os.PathLike | None]]) -> list[Path | None]:
+    """The one check of a command's output paths: each ``(option, path[, suffixes])`` must be a
+    writable file (:func:`check_file`, with the allowed suffixes) that is none of the ``inputs``
+    ``(option, path)`` and no other output -- ``synth --fit F --out F`` would overwrite its own fit.
+    Names are compared after resolving links, and by file identity where both exist. Returns the
+    outputs as Paths (None where not given)."""
     def same(a: Path, b: Path) -> bool:
         try:
             if a.exists() and b.exists():
                 return os.path.samefile(a, b)
-        except OSError:
-            pass
-        return a.resolve() == b.resolve()
+            return a.resolve() == b.resolve()
+        except (OSError, RuntimeError):      # a symlink loop: the input's own check names it
+            return False
 
-    seen: list[tuple[str, Path]] = [(opt, Path(p)) for opt, p in inputs if p is not None]
-    for opt, p in outputs:
+    seen: list[tuple[str, Path]] = [(opt, Path(p)) for opt, p in inputs if p is not None and str(p)]
+    checked: list[Path | None] = []
+    for opt, p, *suffixes in outputs:
         if p is None:
+            checked.append(None)
             continue
-        for other, q in seen:
+        for other, q in seen:       # first: "the same file as --trace" says more than a wrong suffix
             if same(Path(p), q):
                 raise DipsimError(f"{opt} {p}: is the same file as {other}; choose another output path")
-        seen.append((opt, Path(p)))
+        path = check_file(p, opt, suffixes[0] if suffixes else None)
+        seen.append((opt, path))
+        checked.append(path)
+    return checked

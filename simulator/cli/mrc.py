@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import argparse
 
-from common.errors import DipsimError
 from common.tables import print_table
 
-from .options import add_verb, positive_int, replay_config, save_figure
+from .options import add_verb, arg_type, replay_config, save_figure
 from .replay import add_replay_options
 
+#: the most cache sizes a curve takes (each is a replay, or a belady replay for OPT)
+MAX_POINTS = 1001
 
 def add_parser(sub) -> None:
     s = add_verb(sub, "mrc", run, "miss-ratio curve: hit rate against DRAM cache size")
     s.add_argument("--trace", required=True, help="trace file")
     add_replay_options(s, skip=("dram_fraction", "dram_bytes", "allocation", "allocation_params"))
-    s.add_argument("--points", type=positive_int, default=21, help="sizes from 0 to 1 (default 21)")
+    s.add_argument("--points", type=arg_type(int, lambda v: 2 <= v <= MAX_POINTS, f"a whole number in [2, {MAX_POINTS}]"),
+                   default=21, help=f"cache sizes from 0 to 1, evenly spaced (default 21, at most {MAX_POINTS}: "
+                                    f"a step of 0.1% of the MLP)")
     s.add_argument("--no-opt", action="store_true", help="skip the OPT (belady) curve")
     s.add_argument("--out", default="mrc.csv", help="table to write (CSV, default mrc.csv)")
     s.add_argument("--plot", metavar="PNG", help="also write a plot")
@@ -26,18 +29,13 @@ def run(a: argparse.Namespace) -> int:
     LRU: every size from one pass (stack distances) plus OPT (belady) per size; otherwise a replay per size."""
     import csv
 
-    from common.io import FIGURE_SUFFIXES, atomic, check_file, check_outputs
+    from common.io import FIGURE_SUFFIXES, atomic, check_outputs
     from traces.format import load
 
     from .. import mrc
 
-    if a.points < 2:
-        raise DipsimError(f"--points must be >= 2 (cache sizes from 0 to 1), got {a.points}")
     cfg = replay_config(a)
-    check_outputs([("--out", a.out), ("--plot", a.plot)], [("--trace", a.trace)])
-    out = check_file(a.out, "--out", (".csv",))
-    if a.plot:
-        check_file(a.plot, "--plot", FIGURE_SUFFIXES)
+    out, _ = check_outputs([("--out", a.out, (".csv",)), ("--plot", a.plot, FIGURE_SUFFIXES)], [("--trace", a.trace)])
     t = load(a.trace)
     fractions = [round(i / (a.points - 1), 6) for i in range(a.points)]
     rows = mrc.curve(t, cfg, fractions=fractions, opt=not a.no_opt, progress=not a.quiet)

@@ -11,7 +11,7 @@ from common.jsonio import json_default
 from common.tables import print_table
 
 from ..config import EngineConfig, LayoutConfig, PointConfig, ReplayConfig
-from .options import add_config_options, add_masking_parameter_options, add_verb, flag, given, positive_int, replay_config
+from .options import add_config_options, add_masking_parameter_options, add_verb, flag, given, replay_config, workers
 
 #: the engine's figures the table shows (the JSON output holds all of them)
 SHOWN = ("tokens_per_s", "dense_tokens_per_s", "speedup_vs_dense", "analytic_tokens_per_s", "latency_ms_p50",
@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
     s = add_verb(sub, "replay", run, "replay a masking policy and a DRAM cache over a trace")
     s.add_argument("--trace", required=True, help="trace file (from dipsim trace)")
     add_replay_options(s)
-    s.add_argument("--threads", type=positive_int, help="threads over layers (default: 2 for large models)")
+    s.add_argument("--threads", type=workers, help="threads over layers (default: 2 for large models)")
     s.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
     s.add_argument("--save-log", metavar="FILE", help="also save the full access log (.npz)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -78,7 +78,7 @@ def _against_dense(a: argparse.Namespace, point: PointConfig, d: dict) -> dict:
 def run(a: argparse.Namespace) -> int:
     """Replay a masking policy with a DRAM cache of weight columns per layer over a trace: hit rate, flash and
     DRAM bytes per token, per matrix group; with --profile, tokens/s and latency on a device."""
-    from common.io import check_file, check_outputs
+    from common.io import check_outputs
     from traces.format import load
 
     from ..replay import replay
@@ -91,10 +91,8 @@ def run(a: argparse.Namespace) -> int:
             for k in given(a, cls, prefix=prefix)]
         if dev:
             raise DipsimError(f"{dev[0]} needs --profile (the device to simulate; see dipsim profiles)")
-    check_outputs([("--save-log", a.save_log), ("--chrome-trace", a.chrome_trace)], [("--trace", a.trace)])
-    for opt, val in (("--save-log", a.save_log), ("--chrome-trace", a.chrome_trace)):
-        if val:
-            check_file(val, opt)
+    check_outputs([("--save-log", a.save_log, (".npz",)), ("--chrome-trace", a.chrome_trace, (".json",))],
+                  [("--trace", a.trace), ("--profile", a.profile)])
     t = load(a.trace)
     given_cfg, budget_note = cfg, None
     from ..engine.budget import budget_source

@@ -18,7 +18,7 @@ from typing import Any
 from common.errors import DipsimError
 from common.tables import markdown_table, print_table
 
-from .options import add_verb, positive_int
+from .options import add_verb, arg_type, positive_int, seed, workers
 
 HELP = """\
 Generate a synthetic trace of a model too large to trace on this machine, from a statistical model
@@ -67,12 +67,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--like", metavar="NAME", help=f"model geometry to generate: {', '.join(PRESETS)}")
     s.add_argument("--tokens", type=positive_int, default=1024, metavar="N", help="tokens to generate (default 1024)")
     s.add_argument("--out", metavar="FILE", help="trace file to write (.safetensors)")
-    s.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0); same seed, same trace")
+    s.add_argument("--seed", type=seed, default=0, metavar="S", help="random seed (default 0); same seed, same trace")
     s.add_argument("--weight-format", metavar="F",
                    help="bytes per weight for MLP and static weights: a format name or a number (default: the "
                         "preset's, Q4_K = 0.5625 B)")
     s.add_argument("--fit", metavar="FILE", help="fit to generate from (default: the one shipped with dipsim)")
-    s.add_argument("--threads", type=positive_int, default=2, metavar="N", help="generation threads (default 2)")
+    s.add_argument("--threads", type=workers, default=2, metavar="N", help="generation threads (default 2)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sub = s.add_subparsers(dest="synth_command", metavar="{fit,validate}")
 
@@ -83,11 +83,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     v.add_argument("--traces", nargs="+", metavar="FILE", help="real traces, one per model of the fit")
     v.add_argument("--trace-dir", metavar="DIR", help="folder of MODEL-TOKENS.safetensors real traces "
                                                       "(default $DIPSIM_REAL_TRACES or ./traces-real)")
-    v.add_argument("--tokens", dest="val_tokens", type=positive_int, default=1024, metavar="N",
-                   help="tokens replayed per trace (default 1024; at most the real traces' length)")
-    v.add_argument("--seed", dest="val_seed", type=int, default=0, metavar="S",
+    v.add_argument("--tokens", dest="val_tokens", type=positive_int, metavar="N",
+                   help="tokens replayed per trace (default 1024 or the real traces' length if shorter)")
+    v.add_argument("--seed", dest="val_seed", type=seed, default=0, metavar="S",
                    help="seed of the synthetic traces (default 0)")
-    v.add_argument("--warmup", type=int, default=16, metavar="N", help="tokens left out of the hit rates (default 16)")
+    v.add_argument("--warmup", type=arg_type(int, lambda w: w >= 0, "a whole number >= 0"), default=16, metavar="N",
+                   help="tokens left out of the hit rates (default 16)")
     v.add_argument("--format", choices=["table", "json", "markdown"], default="table", help="output (default table)")
     v.add_argument("--save-fit", metavar="FILE", help="also write the fit with this validation stored in it (.json)")
     v.add_argument("-q", "--quiet", dest="val_quiet", action="store_true", help="no progress lines")
@@ -99,8 +100,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     f.add_argument("--tokens", dest="fit_tokens", type=positive_int, metavar="N",
                    help="measure the first N tokens (default all)")
     f.add_argument("--no-validate", action="store_true", help="skip the leave-one-model-out validation")
-    f.add_argument("--validate-tokens", type=positive_int, default=1024, metavar="N",
-                   help="tokens replayed by the validation (default 1024)")
+    f.add_argument("--validate-tokens", type=positive_int, metavar="N",
+                   help="tokens replayed by the validation (default 1024 or the traces' length if shorter)")
     f.add_argument("-q", "--quiet", dest="fit_quiet", action="store_true", help="no progress lines")
     return s
 
@@ -122,8 +123,8 @@ def _log(quiet: bool):
 def _run_generate(a: argparse.Namespace) -> int:
     import time
 
+    from common.io import check_outputs
     from traces import load, synth
-    from common.io import check_file
 
     if not a.like:
         raise DipsimError(f"--like is required: the model geometry to generate ({', '.join(synth.PRESETS)}); "
@@ -133,7 +134,7 @@ def _run_generate(a: argparse.Namespace) -> int:
     synth.presets.get(a.like)
     if a.weight_format is not None:
         synth.presets.weight_format_bytes(a.weight_format)
-    check_file(a.out, "--out")
+    check_outputs([("--out", a.out, (".safetensors",))], [("--fit", a.fit)])
     fit = synth.Fit.load(a.fit)
     t0 = time.perf_counter()
     path = synth.like(a.like, a.tokens, a.out, seed=a.seed, weight_format=a.weight_format, fit=fit,
@@ -182,23 +183,19 @@ def _real_traces(a: argparse.Namespace, fit) -> dict[str, Any]:
 
 
 def _run_validate(a: argparse.Namespace) -> int:
-    from common.io import check_file
+    from common.io import check_outputs
     from traces.synth import Fit
 
     from .. import synth_validation as validate
 
-    if a.warmup < 0:
-        raise DipsimError(f"--warmup must be >= 0, got {a.warmup}")
-    if a.save_fit:
-        check_file(a.save_fit, "--save-fit", (".json",))
+    check_outputs([("--save-fit", a.save_fit, (".json",))], [("--fit", a.fit_file)] +
+                  [("--traces", t) for t in a.traces or []])
     fit = Fit.load(a.fit_file)
     if len(fit.models) < 2:
         raise DipsimError("the fit holds one model: leave-one-model-out needs at least two")
     real = _real_traces(a, fit)
-    if a.warmup >= min(a.val_tokens, *(t.n_tokens for t in real.values())):
-        raise DipsimError(f"--warmup {a.warmup} leaves no tokens to measure; lower it or raise --tokens")
-    result = validate.validate(fit, real, tokens=a.val_tokens, warmup=a.warmup, seed=a.val_seed,
-                               log=_log(a.val_quiet))
+    tokens = validate.validation_tokens(real, a.val_tokens, a.warmup, "--tokens")
+    result = validate.validate(fit, real, tokens=tokens, warmup=a.warmup, seed=a.val_seed, log=_log(a.val_quiet))
     if a.save_fit:
         fit.validation = result["summary"]
         fit.save(a.save_fit)
@@ -230,20 +227,23 @@ def _print_result(result: dict[str, Any], fmt: str) -> None:
 
 # ------------------------------------------------------------------ fit
 def _run_fit(a: argparse.Namespace) -> int:
+    from common.io import check_outputs
     from traces import load
-    from common.io import check_file
     from traces.synth import fit_traces
 
     from .. import synth_validation as validate
 
-    check_file(a.fit_out, "--out", (".json",))
+    check_outputs([("--out", a.fit_out, (".json",))], [("--traces", t) for t in a.traces])
     loaded = [load(p) for p in a.traces]
     log = _log(a.fit_quiet)
+    real = {str(t.meta["model"]): t for t in loaded}
+    if not a.no_validate:
+        if len(loaded) < 2:
+            raise DipsimError("validation needs at least two models (leave one out); add traces or --no-validate")
+        tokens = validate.validation_tokens(real, a.validate_tokens, 16, "--validate-tokens")
     fit = fit_traces(loaded, a.fit_tokens, log=log)
     if not a.no_validate:
-        if len(fit.models) < 2:
-            raise DipsimError("validation needs at least two models (leave one out); add traces or --no-validate")
-        result = validate.validate(fit, {str(t.meta["model"]): t for t in loaded}, tokens=a.validate_tokens, log=log)
+        result = validate.validate(fit, real, tokens=tokens, log=log)
         fit.validation = result["summary"]
         _print_result(result, "table")
     fit.save(a.fit_out)

@@ -8,7 +8,7 @@ import sys
 from common.tables import print_table
 
 from ..config import TraceSpec
-from .options import add_config_options, add_corpus_options, add_verb, fraction, given
+from .options import add_config_options, add_corpus_options, add_verb, corpus_options, fraction, given
 
 
 def add_parser(sub) -> None:
@@ -32,17 +32,15 @@ def run_trace(a: argparse.Namespace) -> int:
     h = act(W_gate x) * (W_up x). Each window of --context positions starts with its attention sink,
     run densely and not recorded: the prefix token (--prefix-token, default the model's own
     convention), or without one the text token before the window's first recorded token."""
-    from common.io import check_file, check_outputs
+    from common.io import check_outputs
     from traces.capture import CaptureInterrupted, capture
     from traces.format import load
 
     spec = TraceSpec.from_mapping(given(a, TraceSpec), "command line")
-    check_outputs([("--out", a.out)], [("--text", a.text), ("--dataset", a.dataset)])
-    check_file(a.out, "--out", (".safetensors",))
+    check_outputs([("--out", a.out, (".safetensors",))], [("--text", a.text), ("--dataset", a.dataset)])
     try:
-        path = capture(spec.model, a.out, tokens=spec.tokens, text=a.text, dataset=a.dataset,
-                       text_column=a.text_column, context=spec.context, dtype=a.dtype, with_h=not a.no_h,
-                       prefix_token=spec.prefix_token, progress=not a.quiet)
+        path = capture(spec.model, a.out, tokens=spec.tokens, **corpus_options(a), context=spec.context, dtype=a.dtype,
+                       with_h=not a.no_h, prefix_token=spec.prefix_token, progress=not a.quiet)
     except CaptureInterrupted as e:
         from . import Terminated
 

@@ -22,7 +22,10 @@ from . import presets
 from .generate import generate_trace, write_trace
 from .model import DEFAULT_FIT, Fit, ModelStats
 from .presets import PRESETS
-from .stats import trace_stats
+from .stats import MAX_LAG, trace_stats
+
+#: the shortest real trace a fit measures (its persistence statistics look up to MAX_LAG tokens back)
+MIN_FIT_TOKENS = 16
 
 __all__ = ["Fit", "ModelStats", "PRESETS", "DEFAULT_FIT", "fit_traces", "like", "like_meta", "generate_trace",
            "write_trace", "presets"]
@@ -37,6 +40,13 @@ def fit_traces(sources: Iterable[str | os.PathLike | Trace], tokens: int | None 
         if not t.has_h:
             raise DipsimError(f"{t.name}: the trace holds no h (GLU outputs); the model needs both groups -- "
                               f"capture it without --no-h")
+        if "synth" in t.meta:
+            raise DipsimError(f"{t.name}: a synthetic trace ({t.meta['model']}); the model is fitted to real traces "
+                              f"(dipsim trace), not to its own output")
+        n = min(t.n_tokens, tokens or t.n_tokens)
+        if n < MIN_FIT_TOKENS:
+            raise DipsimError(f"{t.name}: {n} tokens; measuring a model's statistics (persistence over lags up to "
+                              f"{MAX_LAG}) needs at least {MIN_FIT_TOKENS}")
         if any(m.model == t.meta["model"] for m in models):
             raise DipsimError(f"{t.name}: a second trace of model {t.meta['model']!r}; give one trace per model")
         stats = trace_stats(t, tokens)

@@ -174,13 +174,17 @@ def write_trace(path: str | Path, fit: Fit, n_layers: int, d_model: int, d_ff: i
     of every layer, ~240 MB for a 14B-class geometry at 64 tokens).
     """
     _check_dims(n_layers, d_model, d_ff, n_tokens)
-    gen = Generator(fit.layer_params(n_layers), n_layers, d_model, d_ff, seed, threads)
+    writer = TraceWriter(path, dict(meta or {}), n_layers=n_layers, d_model=d_model, d_ff=d_ff, n_tokens=n_tokens)
+    try:     # the writer checks the size and the disk before anything is generated
+        gen = Generator(fit.layer_params(n_layers), n_layers, d_model, d_ff, seed, threads)
+    except BaseException:
+        writer.abort()
+        raise
     bar = _bar(n_tokens, progress)
     io = ThreadPoolExecutor(1)
     pending = None
     try:
-        with TraceWriter(path, dict(meta or {}), n_layers=n_layers, d_model=d_model, d_ff=d_ff,
-                         n_tokens=n_tokens) as writer:
+        with writer:
             for t0 in range(0, n_tokens, window):
                 xs, hs = gen.next(min(window, n_tokens - t0))
                 if pending is not None:

@@ -35,6 +35,7 @@ import numpy as np
 
 from common.errors import DipsimError
 from common.io import atomic
+from ..format import check_validation
 from .copula import unfold_acf
 from .stats import MAX_LAG, N_SIG_BINS, Z_LEVELS
 
@@ -43,6 +44,7 @@ STAT_KEYS = ("mu", "lsig_mean", "lsig_sd", "shape", "acf")
 STAT_WIDTH = {"mu": len(Z_LEVELS), "lsig_mean": N_SIG_BINS, "lsig_sd": N_SIG_BINS, "shape": len(Z_LEVELS),
               "acf": MAX_LAG}
 DEFAULT_FIT = Path(__file__).with_name("fit.json")
+MAX_FIT_BYTES = 64 << 20       # the shipped fit is 217 KB
 
 
 @dataclass
@@ -144,14 +146,19 @@ class Fit:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Fit":
+        from common.io import input_file
+
         p = Path(path) if path is not None else DEFAULT_FIT
-        if not p.is_file():
-            raise DipsimError(f"--fit {p}: file not found" + (" (the default fit ships with dipsim; regenerate it "
-                                                              "with: dipsim synth fit)" if path is None else ""))
+        if path is None and not p.is_file():
+            raise DipsimError(f"--fit {p}: file not found (the default fit ships with dipsim; regenerate it with: "
+                              f"dipsim synth fit)")
+        p = input_file(p, "--fit file")
+        if p.stat().st_size > MAX_FIT_BYTES:
+            raise DipsimError(f"--fit {p}: {p.stat().st_size} bytes; a fit is a few hundred kilobytes")
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DipsimError(f"--fit {p}: not a JSON file ({e.__class__.__name__}: {e})") from None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise DipsimError(f"--fit {p}: not a JSON file ({e.__class__.__name__})") from None
         return cls.from_json(data, str(p))
 
     @classmethod
@@ -162,9 +169,12 @@ class Fit:
                 or data.get("sig_bins") != N_SIG_BINS:
             raise DipsimError(f"{where}: fitted on other statistic grids (z_levels, max_lag, sig_bins); refit with "
                               f"dipsim synth fit")
-        models = [_model_from_json(m, where) for m in data.get("models") or []]
+        if not isinstance(data.get("models"), list):
+            raise DipsimError(f"{where}: field 'models' must be a list of fitted models")
+        models = [_model_from_json(m, where) for m in data["models"]]
         if not models:
             raise DipsimError(f"{where}: field 'models' is empty; a fit needs at least one real model")
+        check_validation(data.get("validation"), where)
         extra = {k: v for k, v in data.items() if k not in ("dipsim_synth_fit", "z_levels", "sig_bins", "max_lag",
                                                              "models", "validation")}
         return cls(models, data.get("validation"), extra)
@@ -175,7 +185,7 @@ def _model_from_json(m: Any, where: str) -> ModelStats:
         groups = {kind: {k: np.asarray(g[k], dtype=float) for k in STAT_KEYS} for kind, g in m["groups"].items()}
         ms = ModelStats(str(m["model"]), int(m["n_layers"]), int(m["d_model"]), int(m["d_ff"]), int(m["n_tokens"]),
                         str(m.get("corpus_digest", "")), groups)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise DipsimError(f"{where}: a model entry is incomplete ({e.__class__.__name__}: {e})") from None
     for kind, g in ms.groups.items():
         for k, v in g.items():
