@@ -10,7 +10,7 @@ from common.jsonio import json_default
 from common.units import parse_quantity
 
 from ..disk import IO_BACKENDS
-from .options import add_verb, arg_type, positive_int, replay_config
+from .options import add_verb, arg_type, replay_config
 from .replay import add_replay_options
 
 
@@ -28,7 +28,8 @@ def _sizes(text: str) -> list[int]:
 
 _depths = arg_type(lambda t: [int(v) for v in t.split(",")], lambda vals: bool(vals) and min(vals) >= 1,
                    "comma-separated queue depths >= 1")
-_seconds = arg_type(float, lambda v: math.isfinite(v) and v > 0, "seconds > 0")
+_seconds = arg_type(float, lambda v: math.isfinite(v) and 0 < v <= 60, "seconds in (0, 60]")
+_passes = arg_type(int, lambda v: 1 <= v <= 100, "a whole number in [1, 100]")
 
 
 def add_parser(sub) -> None:
@@ -42,7 +43,7 @@ def add_parser(sub) -> None:
     s.add_argument("--depths", type=_depths, default=[1, 2, 4, 8, 16, 32], help="queue depths (default 1,2,4,8,16,32)")
     s.add_argument("--seconds", type=_seconds, default=0.25,
                    help="seconds per (size, depth) point and pass (default 0.25)")
-    s.add_argument("--passes", type=positive_int, default=3,
+    s.add_argument("--passes", type=_passes, default=3,
                    help="passes over the grid, in shuffled order; each point keeps its median pass (default 3)")
     s.add_argument("--io", choices=IO_BACKENDS, default="auto",
                    help="how reads are issued: Linux native AIO (one thread, exact queue depth) or one thread per "
@@ -57,7 +58,8 @@ def add_parser(sub) -> None:
     s.add_argument("--profile", "--device", dest="profile", required=True,
                    help="device profile name or YAML path (e.g. from dipsim calibrate; --device is the same option)")
     s.add_argument("--file", required=True, help="data file on the storage the profile describes")
-    s.add_argument("--rounds", type=positive_int, default=3, help="interleaved measured/simulated rounds (default 3)")
+    s.add_argument("--rounds", type=arg_type(int, lambda v: 1 <= v <= 1000, "a whole number in [1, 1000]"), default=3,
+                   help="interleaved measured/simulated rounds (default 3)")
     s.add_argument("--io", choices=IO_BACKENDS, default="auto",
                    help="how reads are issued (use the same as for calibrate; default auto: aio where available)")
     add_replay_options(s)
@@ -73,11 +75,11 @@ def run_calibrate(a: argparse.Namespace) -> int:
     """Random O_DIRECT reads of FILE (created with random data if missing) at request sizes 4 KiB - 1 MiB and
     queue depths 1 - 32; fits the flash model (latency, unit bandwidth, units, link bandwidth) and writes a
     device profile YAML."""
-    from common.io import check_file
+    from common.io import check_outputs
 
     from ..disk import calibrate
 
-    check_file(a.out, "--out", (".yaml", ".yml"))
+    check_outputs([("--out", a.out, (".yaml", ".yml"))], [("--file", a.file)])
     res = calibrate(a.file, a.out, size=a.size, sizes=a.sizes, depths=a.depths, seconds=a.seconds, passes=a.passes,
                     name=a.name, progress=not a.quiet, io=a.io)
     fit = res["fit"]

@@ -23,8 +23,8 @@ the measured flash time per token with the engine's, in interleaved rounds (thes
 are shared and noisy), and reports the median error and its spread over the rounds.
 """
 from .calibrate import calibrate, fit_flash
-from .reads import ALIGN, DEFAULT_DEPTHS, DEFAULT_SIZES, IO_BACKENDS, Host, Reader, ensure_file, measure_point, open_direct
+from .reads import ALIGN, DEFAULT_DEPTHS, DEFAULT_SIZES, IO_BACKENDS, Host, Reader, data_file, measure_point, open_direct
 from .validate import stage_requests, validate
 
-__all__ = ["ALIGN", "DEFAULT_DEPTHS", "DEFAULT_SIZES", "IO_BACKENDS", "Host", "Reader", "calibrate", "ensure_file",
+__all__ = ["ALIGN", "DEFAULT_DEPTHS", "DEFAULT_SIZES", "IO_BACKENDS", "Host", "Reader", "calibrate", "data_file",
            "fit_flash", "measure_point", "open_direct", "stage_requests", "validate"]

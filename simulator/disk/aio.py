@@ -40,6 +40,10 @@ class _Event(ctypes.Structure):      # struct io_event
                 ("res2", ctypes.c_int64)]
 
 
+class _Timespec(ctypes.Structure):   # struct timespec (64-bit)
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
 assert ctypes.sizeof(_Iocb) == 64 and ctypes.sizeof(_Event) == 32
 
 _libc = None
@@ -138,11 +142,17 @@ class Context:
             self._drain()                 # leave no read in flight into buffers the next call reuses
             raise
 
-    def _drain(self) -> None:
-        """Wait for (and discard) every request still in flight."""
-        while self._outstanding > 0:
+    def _drain(self, seconds: float = 0.5) -> None:
+        """Wait for (and discard) the requests still in flight, for at most ``seconds``.
+
+        Each wait is bounded (10 ms): after an interrupt the count of requests in flight may be off
+        by the batch the interrupted call had just reaped, and an unbounded wait for completions that
+        never come would hang the exit. Whatever is still in flight then is ``io_destroy``'s to wait for."""
+        deadline = time.perf_counter() + seconds
+        wait = _Timespec(0, 10_000_000)
+        while self._outstanding > 0 and time.perf_counter() < deadline:
             got = _libc.syscall(self._getev, ctypes.c_uint64(self.ctx.value), ctypes.c_long(1),
-                                ctypes.c_long(self.depth), self.events, None)
+                                ctypes.c_long(self.depth), self.events, ctypes.byref(wait))
             if got < 0:
                 if ctypes.get_errno() == 4:
                     continue
@@ -158,8 +168,9 @@ class Context:
         self._submit_n(ctx, q, ptrs)
         nxt, done = q, 0
         clock = time.perf_counter
+        wait = ctypes.byref(_Timespec(0, 100_000_000))   # bounded: a signal is handled within 0.1 s whatever happens
         while done < nxt:
-            got = libc.syscall(self._getev, ctypes.c_uint64(ctx), ctypes.c_long(1), ctypes.c_long(q), events, None)
+            got = libc.syscall(self._getev, ctypes.c_uint64(ctx), ctypes.c_long(1), ctypes.c_long(q), events, wait)
             if got < 0:
                 err = ctypes.get_errno()
                 if err == 4:   # EINTR

@@ -15,7 +15,7 @@ import yaml
 from common.errors import DipsimError
 
 from ..hardware.schema import FLASH_FIELDS
-from .reads import ALIGN, DEFAULT_DEPTHS, DEFAULT_SIZES, GiB, KiB, MiB, Host, check_data_file, ensure_file, measure_point
+from .reads import ALIGN, DEFAULT_DEPTHS, DEFAULT_SIZES, GiB, KiB, MiB, Host, check_data_file, data_file, measure_point
 
 
 def _nelder_mead(f, x0: np.ndarray, step: float = 0.5, iters: int = 400) -> tuple[np.ndarray, float]:
@@ -136,19 +136,20 @@ def _check(size: int, sizes, depths, seconds: float, passes: int) -> None:
 
 def _measure(host: Host, size: int, sizes, depths, seconds: float, passes: int, progress: bool) -> list[dict]:
     """Every (size, depth) point, ``passes`` times in shuffled orders; each keeps its median pass."""
+    from common.progress import progress_bar
+
     grid = [(s, d) for s in sizes for d in depths]
     runs: dict[tuple[int, int], list[dict[str, float]]] = {g: [] for g in grid}
     order = random.Random(0)
-    for k in range(passes):
-        todo = list(grid)
-        if k:
-            order.shuffle(todo)
-        for i, (s, d) in enumerate(todo):
-            runs[(s, d)].append(measure_point(host, size, s, d, seconds, seed=k * len(grid) + i))
-            if progress:
-                print(f"\r  pass {k + 1}/{passes}: {i + 1}/{len(grid)} points", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
+    with progress_bar(passes * len(grid), progress, "calibrate", unit="point") as bar:
+        for k in range(passes):
+            todo = list(grid)
+            if k:
+                order.shuffle(todo)
+            bar.set_description(f"calibrate, pass {k + 1}/{passes}")
+            for i, (s, d) in enumerate(todo):
+                runs[(s, d)].append(measure_point(host, size, s, d, seconds, seed=k * len(grid) + i))
+                bar.update(1)
     points = []
     for g in grid:
         rs = sorted(runs[g], key=lambda p: p["bandwidth"])
@@ -201,27 +202,37 @@ def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 
     over the grid in a different random order, and the median pass is kept: a shared disk's
     throughput drifts by tens of percent within seconds, and a single sweep over the grid would
     bake one slow moment into one corner of the fit."""
-    from common.io import atomic, check_file
-
-    from ..hardware import load_device
+    from common.io import check_file
 
     path = check_data_file(file)
     check_file(out, "calibrate output")
     _check(size, sizes, depths, seconds, passes)
-    ensure_file(path, size, progress)
-    host = Host(path, max(sizes), max(depths), io)
-    try:
-        points = _measure(host, size, sizes, depths, seconds, passes, progress)
-    finally:
-        host.close()
+    with data_file(path, size, progress):     # a data file made by this run goes again if it fails
+        host = Host(path, max(sizes), max(depths), io)
+        try:
+            points = _measure(host, size, sizes, depths, seconds, passes, progress)
+        finally:
+            host.close()
+        return _write(Path(out), points, path, size, sizes, depths, seconds, passes, name, host.kind, dram, compute)
+
+
+def _write(out: Path, points, path, size, sizes, depths, seconds, passes, name, kind, dram, compute) -> dict[str, Any]:
+    """Fit the measured points and write the device profile (it must load before it replaces anything)."""
+    from common.io import atomic
+
+    from ..hardware import load_device
+
     fit = fit_flash(points)
     src = (f"dipsim calibrate on {os.uname().nodename} at {time.strftime('%Y-%m-%d %H:%M')}: O_DIRECT random "
            f"reads of {path} ({size / GiB:.2f} GiB), sizes {', '.join(f'{s // KiB} KiB' for s in sizes)}, queue "
            f"depths {', '.join(map(str, depths))}, {passes} passes of {seconds:g} s each, median pass; I/O: "
-           f"{host.kind}")
-    doc = _profile(fit, points, name or Path(out).stem, src, sizes, dram, compute)
-    out = Path(out)
+           f"{kind}")
+    doc = _profile(fit, points, name or out.stem, src, sizes, dram, compute)
     with atomic(out) as tmp:
         tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
-        load_device(tmp)  # the profile must load before it replaces anything
-    return {"profile": str(out), "fit": fit, "points": points, "io": host.kind}
+        try:
+            load_device(tmp)
+        except DipsimError as e:      # name the output, not its temporary file
+            raise DipsimError(f"{out}: the fitted profile is implausible ({str(e).split(': ', 1)[-1]}); measure "
+                              f"longer (--seconds, --passes) or on a quieter machine") from None
+    return {"profile": str(out), "fit": fit, "points": points, "io": kind}

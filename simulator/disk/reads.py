@@ -8,7 +8,9 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -21,40 +23,89 @@ ALIGN = 4096
 MAX_LANES = 64          # threads validate may use to keep requests outstanding
 
 
+#: the first bytes of a data file dipsim made (random data after them): only such a file is ever
+#: extended; any other existing file is only read, and refused when it is too small
+DATA_MAGIC = b"dipsim calibration data (random bytes; safe to delete)\n"
+
+
 def check_data_file(path: str | os.PathLike, option: str = "--file") -> Path:
     """The file to measure, checked before any work: an existing regular file this process can read,
     or a new one in a folder where it can be created (a real probe: /proc, /sys, read-only mounts)."""
-    from common.io import check_file
+    from common.io import check_file, input_file
 
     p = Path(path)
-    if p.exists():
-        if not p.is_file():
-            raise DipsimError(f"{option} {p}: not a regular file; give a file on the storage to measure")
-        if not os.access(p, os.R_OK):
-            raise DipsimError(f"{option} {p}: cannot read it")
-        return p
+    try:
+        exists = os.path.lexists(p)
+    except (OSError, ValueError):
+        exists = False
+    if exists:
+        return input_file(p, f"{option} data file")
     return check_file(p, option)
 
 
-def ensure_file(path: Path, size: int, progress: bool = True) -> None:
-    """Create (or extend) ``path`` to ``size`` bytes of random data, flushed to the device."""
+def _is_ours(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(DATA_MAGIC)) == DATA_MAGIC
+    except OSError:
+        return False
+
+
+@contextmanager
+def data_file(path: Path, size: int, progress: bool = True, option: str = "--file") -> Iterator[Path]:
+    """``path`` holding at least ``size`` bytes while the block runs: a new file is written (random
+    data, flushed to the device) and removed again if the block fails or is interrupted; a file
+    dipsim made is extended; any other file is used as it is, and refused when too small (it is
+    someone's data: nothing is appended to it)."""
     have = path.stat().st_size if path.exists() else 0
     if have >= size:
+        yield path
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if have and not _is_ours(path):
+        from common.units import fmt_size
+
+        raise DipsimError(f"{option} {path}: exists ({fmt_size(have)}) and was not made by dipsim, but "
+                          f"{fmt_size(size)} are needed; give a new file name (dipsim creates it) or a file of at "
+                          f"least that size (it is only read)")
+    from common.io import check_space
+
+    check_space(path, size - have, option)
+    created = not have
+    try:
+        _write_random(path, have, size, progress)
+        yield path
+    except BaseException:
+        if created:         # a run that did not finish leaves no gigabyte of test data behind
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _write_random(path: Path, have: int, size: int, progress: bool) -> None:
+    """Append random bytes up to ``size`` (a new file starts with :data:`DATA_MAGIC`), flushed to the
+    device every 64 MiB, so that an interrupt waits for at most that much."""
     rng = np.random.default_rng(0)
     block = rng.integers(0, 256, size=8 * MiB, dtype=np.uint8).tobytes()
     if progress:
         print(f"dipsim: writing {size / GiB:.2f} GiB of test data to {path}", file=sys.stderr, flush=True)
-    with open(path, "r+b" if path.exists() else "wb") as f:
-        f.seek(have)
-        left = size - have
-        while left > 0:
-            n = min(left, len(block))
-            f.write(block[:n])
-            left -= n
-        f.flush()
-        os.fsync(f.fileno())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path, "r+b" if have else "wb") as f:
+            f.seek(have)
+            if not have:
+                f.write(DATA_MAGIC)
+                have = len(DATA_MAGIC)
+            left = size - have
+            while left > 0:
+                n = min(left, len(block))
+                f.write(block[:n])
+                left -= n
+                if (size - left) % (64 * MiB) < len(block):
+                    f.flush()
+                    os.fsync(f.fileno())
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise DipsimError(f"{path}: cannot write the test data ({e.strerror or e})") from None
 
 
 def open_direct(path: Path) -> int:

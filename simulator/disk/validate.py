@@ -12,7 +12,7 @@ import numpy as np
 
 from common.errors import DipsimError
 
-from .reads import ALIGN, MAX_LANES, Host, check_data_file, ensure_file
+from .reads import ALIGN, MAX_LANES, Host, check_data_file, data_file
 
 
 def stage_requests(log, layout, flash) -> list[list[tuple[np.ndarray, np.ndarray]]]:
@@ -37,12 +37,34 @@ def stage_requests(log, layout, flash) -> list[list[tuple[np.ndarray, np.ndarray
     return out
 
 
+def _rounds(host: Host, log, reqs, spec, layout, rounds: int, P: int, progress: bool) -> tuple[list, list]:
+    """Measured and simulated flash seconds per token after the warm-up, ``rounds`` times, interleaved."""
+    from ..engine import simulate
+
+    sl = slice(log.warmup, None)
+    measured_rounds, simulated_rounds = [], []
+    for r in range(rounds):
+        res = simulate(log, spec, layout=layout)          # simulated, then measured: interleaved
+        simulated_rounds.append(res.flash_time[sl].copy())
+        meas = np.zeros(log.n_tokens)
+        for t, stages in enumerate(reqs):
+            t0 = time.perf_counter()
+            for offsets, sizes in stages:
+                host.run(offsets, sizes, P)
+            meas[t] = time.perf_counter() - t0
+        measured_rounds.append(meas[sl])
+        if progress:
+            print(f"  round {r + 1}/{rounds}: measured {meas[sl].mean() * 1e3:.2f} ms/token, simulated "
+                  f"{res.flash_time[sl].mean() * 1e3:.2f} ms/token", file=sys.stderr, flush=True)
+    return measured_rounds, simulated_rounds
+
+
 def validate(trace, profile: str | os.PathLike, *, file: str | os.PathLike, config=None, rounds: int = 3,
              tokens: int = 32, progress: bool = True, layout=None, io: str = "auto", **params) -> dict[str, Any]:
     """Measured vs simulated flash seconds per token for one configuration (see module docstring):
     ``config`` a ``ReplayConfig`` or its fields as keyword arguments; ``layout`` a ``LayoutConfig``
     or a mapping of its fields."""
-    from ..engine import device_models, simulate
+    from ..engine import device_models
     from ..layout import Layout
     from ..replay import replay, replay_config
 
@@ -59,28 +81,14 @@ def validate(trace, profile: str | os.PathLike, *, file: str | os.PathLike, conf
     layout = Layout.of(log, layout)
     reqs = stage_requests(log, layout, fl)
     size = -(-layout.total_bytes // ALIGN) * ALIGN + ALIGN
-    ensure_file(path, size, progress)
     P = int(min(fl.queue_depth, MAX_LANES))   # outstanding requests the engine allows (Q)
     largest = max((int(z.max()) for st in reqs for _, z in st if len(z)), default=ALIGN)
-    host = Host(path, largest, P, io)
-    sl = slice(log.warmup, None)
-    measured_rounds, simulated_rounds = [], []
-    try:
-        for r in range(rounds):
-            res = simulate(log, models.spec, layout=layout)          # simulated, then measured: interleaved
-            simulated_rounds.append(res.flash_time[sl].copy())
-            meas = np.zeros(log.n_tokens)
-            for t, stages in enumerate(reqs):
-                t0 = time.perf_counter()
-                for offsets, sizes in stages:
-                    host.run(offsets, sizes, P)
-                meas[t] = time.perf_counter() - t0
-            measured_rounds.append(meas[sl])
-            if progress:
-                print(f"  round {r + 1}/{rounds}: measured {meas[sl].mean() * 1e3:.2f} ms/token, simulated "
-                      f"{res.flash_time[sl].mean() * 1e3:.2f} ms/token", file=sys.stderr, flush=True)
-    finally:
-        host.close()
+    with data_file(path, size, progress):
+        host = Host(path, largest, P, io)
+        try:
+            measured_rounds, simulated_rounds = _rounds(host, log, reqs, models.spec, layout, rounds, P, progress)
+        finally:
+            host.close()
     meas = np.array(measured_rounds)    # [rounds, T']
     sim = np.array(simulated_rounds)
     err_tok = (sim.mean(axis=0) - np.median(meas, axis=0)) / np.median(meas, axis=0)
