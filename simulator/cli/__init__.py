@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from common.errors import DipsimError
+from common.errors import DipsimError, one_line
 
 from . import demo, disk, eval, mrc, profiles, replay, sweep, synth, trace
 
@@ -29,15 +29,33 @@ class Parser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         a, extra = self.parse_known_args(args, namespace)
+        cmd = getattr(a, "command", None)
         if extra:    # name the verb whose options they are not, and point to its help
-            cmd = getattr(a, "command", None)
-            self.exit(2, f"dipsim: error: {cmd + ': ' if cmd else ''}unrecognized arguments: {' '.join(extra)} "
+            self.exit(2, f"dipsim: error: {cmd + ': ' if cmd else ''}unrecognized arguments: {one_line(' '.join(extra))} "
+                         f"(see dipsim {cmd + ' ' if cmd else ''}--help)\n")
+        empty = [k for k, v in vars(a).items() if (v == "" or isinstance(v, list) and "" in v) and k != "command"]
+        if empty:    # --profile= would otherwise read as "no profile" and be silently ignored
+            self.exit(2, f"dipsim: error: {cmd + ': ' if cmd else ''}{self._spelling(empty[0])}: an empty value "
                          f"(see dipsim {cmd + ' ' if cmd else ''}--help)\n")
         return a
 
+    def _spelling(self, dest: str) -> str:
+        """How the option with ``dest`` is spelled on the command line (``--profile``)."""
+        todo = [self]
+        while todo:
+            p = todo.pop()
+            for act in p._actions:
+                if act.dest == dest and act.option_strings:
+                    return max(act.option_strings, key=len)
+                if act.dest == dest:
+                    return act.metavar or dest
+                todo.extend(getattr(act, "choices", None).values() if isinstance(act, argparse._SubParsersAction)
+                            else [])
+        return dest
+
     def error(self, message: str):
         cmd = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
-        self.exit(2, f"dipsim: error: {cmd}{' '.join(message.split())} (see {self.prog} --help)\n")
+        self.exit(2, f"dipsim: error: {cmd}{one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +88,12 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``dipsim argv`` (default: this process's command line) and return the exit status.
+
+    Run as the process's own command line (``argv`` None: the ``dipsim`` script, ``python -m``), an
+    interrupted command exits at once once it has cleaned up (the atomic writers have removed their
+    temporary files while the interrupt unwound): without waiting for threads still finishing a
+    layer, or for exit handlers, so that Ctrl-C or SIGTERM ends any verb within moments."""
     import signal
     import threading
 
@@ -77,24 +101,32 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return _main(argv)
+        rc = _main(argv)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if argv is None and rc in (130, 143):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(rc)
+    return rc
 
 
 def _main(argv: list[str] | None) -> int:
-    parser = build_parser()
     try:
-        a = parser.parse_args(argv)
-    except SystemExit as e:      # --help, --version, or a bad option already reported in one line
-        return int(e.code or 0)
-    if not a.command:    # nothing to do: a usage error, in one line
-        print(f"dipsim: error: give a command: {', '.join(parser.verbs)} (see dipsim --help)", file=sys.stderr)
-        return 2
-    try:
+        parser = build_parser()
+        try:
+            a = parser.parse_args(argv)
+        except SystemExit as e:      # --help, --version, or a bad option already reported in one line
+            return int(e.code or 0)
+        if not a.command:    # nothing to do: a usage error, in one line
+            print(f"dipsim: error: give a command: {', '.join(parser.verbs)} (see dipsim --help)", file=sys.stderr)
+            return 2
         rc = a.run(a)
     except DipsimError as e:
-        print(f"dipsim: error: {e}", file=sys.stderr)
+        print(f"dipsim: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print(f"dipsim: {e}" if str(e) else "dipsim: interrupted", file=sys.stderr)
@@ -104,7 +136,7 @@ def _main(argv: list[str] | None) -> int:
     except Exception as e:   # a bug, not bad input: still one line, with the way to the traceback
         if os.environ.get("DIPSIM_DEBUG"):
             raise
-        print(f"dipsim: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]} (a bug in dipsim; "
+        print(f"dipsim: internal error: {type(e).__name__}: {one_line(str(e))[:300]} (a bug in dipsim; "
               f"rerun with DIPSIM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     return int(rc or 0)

@@ -37,22 +37,21 @@ def run_sweep(a: argparse.Namespace) -> int:
     resumes: finished points are reused, also after the file was edited (points whose parameters did not
     change)."""
     from ..sweep import load_experiment, run_sweep as sweep
+    from ..sweep.run import check_jobs
 
     exp = load_experiment(a.experiment)
-    out = Path(a.out) if a.out else Path("results") / exp.name
-    if out.exists() and not out.is_dir():
-        raise DipsimError(f"--out {out}: exists and is not a folder; give the sweep's results folder")
     from common.io import check_folder
 
-    if not a.dry_run:   # before any line is printed; the sweep makes the folder when it writes to it
-        check_folder(out, "--out", create=False)
-    print(f"sweep {exp.name}: {len(exp.points)} points ({len(exp.dropped)} dropped) -> {out}", file=sys.stderr)
+    out = Path(a.out) if a.out else Path("results") / exp.name
+    check_jobs(a.jobs, a.executor, a.scheduler)
     if a.dry_run:
+        print(f"sweep {exp.name}: {len(exp.points)} points ({len(exp.dropped)} dropped)", file=sys.stderr)
         for p in exp.points:
             print(p.key)
         for k, why in exp.dropped:
             print(f"dropped {k}: {why}")
         return 0
+    check_folder(out, "--out", create=False)   # the sweep makes the folder when it writes to it
     path = sweep(exp, out, jobs=a.jobs, executor=a.executor, scheduler=a.scheduler, progress=not a.quiet)
     print(f"results: {path}")
     return 0
@@ -61,17 +60,16 @@ def run_sweep(a: argparse.Namespace) -> int:
 def run_plot(a: argparse.Namespace) -> int:
     """Plot a results folder: by default the plot that fits its columns (accuracy against speed when the sweep
     measured both, else against gamma, keep, device or DRAM budget, whichever varies)."""
-    from common.io import FIGURE_SUFFIXES, check_file
+    from common.io import FIGURE_SUFFIXES, check_file, input_file
 
     from ..sweep import load_results
 
-    res = Path(a.results)
     # a given output is checked first: nothing is read for a figure that cannot be written
     out = check_file(a.out, "--out", FIGURE_SUFFIXES) if a.out else None
-    if not res.is_dir():
-        raise DipsimError(f"results folder not found: {res} (give the --out folder of a dipsim sweep)"
-                          if not res.exists() else f"{res}: not a results folder (give the --out folder of a "
-                                                   f"dipsim sweep)")
+    try:
+        res = input_file(a.results, "results folder", folder=True)
+    except DipsimError as e:
+        raise DipsimError(f"{e} (give the --out folder of a dipsim sweep)") from None
     out = out or check_file(res / f"{a.kind}.png", "--out", FIGURE_SUFFIXES)
     fig, _ = plots.plot(load_results(a.results), a.kind)
     save_figure(fig, out)

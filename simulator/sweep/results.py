@@ -43,14 +43,45 @@ def load_results(out: str | os.PathLike):
     p = out / "results.parquet"
     if p.exists():
         try:
-            return pd.read_parquet(p)
+            return checked_table(pd.read_parquet(p), p)
+        except DipsimError:
+            raise
         except Exception as e:   # pyarrow raises several types for a damaged file
             raise DipsimError(f"{p}: not a readable parquet file ({type(e).__name__}); rerun the sweep to "
                               f"rewrite it from points/") from None
     rows = read_point_files(out)
     if not rows:
         raise DipsimError(f"{out}: no results (neither results.parquet nor points/*.json)")
-    return pd.DataFrame(rows)
+    return checked_table(pd.DataFrame(rows), out / "points")
+
+
+def checked_table(df, where: Path):
+    """A results table as a sweep writes it, or a one-line refusal: at least one point, each point
+    once, every metric column of a numeric metric (``simulator.metrics``) numeric, some of it finite."""
+    import numpy as np
+    import pandas as pd
+
+    from ..metrics import METRICS
+
+    if df.empty or "key" not in df.columns:
+        raise DipsimError(f"{where}: no finished points in it")
+    dup = df["key"][df["key"].duplicated()]
+    if len(dup):
+        raise DipsimError(f"{where}: point {dup.iloc[0]!r} appears {int((df['key'] == dup.iloc[0]).sum())} times "
+                          f"(a damaged results file; rerun the sweep to rewrite it from points/)")
+    numeric = [c for c in df.columns if c.startswith("m.") and METRICS.get(c.rsplit(".", 1)[1], ("text",))[0]
+               not in ("text", "bool")]     # the metric table's numeric metrics (m.device is a name)
+    finite = False
+    for c in numeric:
+        values = pd.to_numeric(df[c], errors="coerce")
+        bad = df[c][values.isna() & df[c].notna()]
+        if len(bad):
+            raise DipsimError(f"{where}: column {c} holds {bad.iloc[0]!r}, expected numbers")
+        df[c] = values
+        finite = finite or bool(np.isfinite(values.to_numpy(dtype=float)).any())
+    if not finite:
+        raise DipsimError(f"{where}: no metric has a finite value (every m.* column is empty, NaN or infinite)")
+    return df
 
 
 def read_point_files(out: Path) -> list[dict[str, Any]]:
@@ -65,30 +96,52 @@ def read_point_files(out: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def prepare_output(exp: Experiment, out: Path) -> tuple[dict[str, dict[str, Any]], bool]:
-    """Create or reopen ``out`` and return (the finished rows by point key, whether the experiment
-    changed since the folder's last run). A folder that is not a sweep's is refused."""
+def read_output(exp: Experiment, out: Path) -> tuple[dict[str, dict[str, Any]], bool]:
+    """The finished rows of ``out`` by point key, and whether the experiment changed since the
+    folder's last run; nothing is written. A folder that is not a sweep's is refused."""
     meta_path = out / "sweep.json"
     changed = False
-    if out.exists() and any(out.iterdir()):
+    try:
+        used = out.exists() and any(out.iterdir())
+    except OSError as e:
+        raise DipsimError(f"--out {out}: cannot read the folder ({e.strerror or e})") from None
+    if used:
         if not meta_path.exists():
             raise DipsimError(f"{out}: exists and is not a dipsim sweep folder (no sweep.json); choose another --out")
         try:
             changed = json.loads(meta_path.read_text()).get("experiment_digest") != exp.digest
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             changed = True
+    wanted = {p.key for p in exp.points}
+    done = {row["key"]: row for row in read_point_files(out) if row["key"] in wanted} if used else {}
+    return done, changed
+
+
+def start_output(exp: Experiment, out: Path) -> None:
+    """Create or reopen ``out``: ``points/``, and what is run (``sweep.json``, ``experiment.yaml``)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "points").mkdir(exist_ok=True)
-    atomic_write(meta_path, json.dumps({"name": exp.name, "experiment": str(exp.path),
-                                        "experiment_digest": exp.digest, "sweep_version": SWEEP_VERSION,
-                                        "points": len(exp.points), "dropped": exp.dropped}, indent=1).encode())
+    atomic_write(out / "sweep.json", json.dumps({"name": exp.name, "experiment": str(exp.path),
+                                                 "experiment_digest": exp.digest, "sweep_version": SWEEP_VERSION,
+                                                 "points": len(exp.points), "dropped": exp.dropped}, indent=1).encode())
     atomic_write(out / "experiment.yaml", yaml.safe_dump(
         {"name": exp.name, "source": str(exp.path), "raw": exp.raw,
          "points": [{"key": p.key, **p.params} for p in exp.points],
          "dropped": [{"key": k, "reason": r} for k, r in exp.dropped]}, sort_keys=False).encode())
-    wanted = {p.key for p in exp.points}
-    done = {row["key"]: row for row in read_point_files(out) if row["key"] in wanted}
-    return done, changed
+
+
+def discard_output(out: Path, made: bool) -> None:
+    """Empty a folder this run started (no point finished): what it wrote goes, and the folder too if
+    the run ``made`` it."""
+    import shutil
+
+    for p in list(out.iterdir()) if out.is_dir() else []:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    if made:
+        try:
+            out.rmdir()
+        except OSError:
+            pass
 
 
 def row_of(point: Point, metrics: dict[str, Any]) -> dict[str, Any]:

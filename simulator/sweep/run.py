@@ -4,26 +4,31 @@ Points are grouped by their replay (points that differ only in device, engine or
 one), groups cut so that every worker gets work. Traces are captured and accuracy measured once,
 here, before the workers start. The dense baselines the points need (``sweep.dense``) run first,
 each once -- a dense point that is its own baseline counts as one -- and are kept in
-``OUT/dense/``; every other point then receives its baseline's figures. Workers die with their
-parent: on Linux each asks the kernel for SIGKILL when the parent dies (``PR_SET_PDEATHSIG``), so a
-``kill -9`` of the sweep leaves no orphan holding memory and the terminal.
+``OUT/dense/``; every other point then receives its baseline's figures. Nothing is written before
+the executor is ready (a Dask scheduler reached), the traces captured and the accuracy measured; a
+run that ends, by an error or an interrupt, before its first point finishes removes the folder it
+started. Workers die with their parent: on Linux each asks the kernel for SIGKILL when the parent
+dies (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the sweep leaves no orphan holding memory and the
+terminal.
 """
 from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from common.errors import DipsimError
+from common.params import max_workers
 
 from ..config import PointConfig
 from .dense import BaselineStore, dense_figures, dense_point, is_own_baseline
 from .execute import (captured_trace_path, dense_key, precompute_accuracy, replay_key, run_point, run_points,
                       trace_for, trace_path)
 from .experiment import Experiment, Point
-from .results import prepare_output, row_of, save_point, write_parquet
+from .results import discard_output, read_output, row_of, save_point, start_output, write_parquet
 
 EXECUTORS = ("local", "dask")
 
@@ -48,66 +53,91 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
     say = log or (lambda s: print(s, file=sys.stderr))
     if executor not in EXECUTORS:
         raise DipsimError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
-    if jobs < 1:
-        raise DipsimError(f"--jobs must be >= 1, got {jobs}")
-    done, changed = prepare_output(exp, out)
+    check_jobs(jobs, executor, scheduler)
+    done, changed = read_output(exp, out)
     stale = [k for k, r in done.items() if "m.tokens_per_s" in r and "m.speedup_vs_dense" not in r]
     for k in stale:
         del done[k]
-    if stale:
-        say(f"{len(stale)} finished points predate the dense baseline (speedup_vs_dense): they run again")
-    for k, reason in exp.dropped:
-        say(f"dropped {k}: {reason}")
     todo = [p for p in exp.points if p.key not in done]
     rows = [done[p.key] for p in exp.points if p.key in done]
-    if done:
-        say(f"resuming: {len(done)} of {len(exp.points)} points already finished"
-            + (" (the experiment changed since; unchanged points are reused)" if changed else ""))
-    specs = {p.config.trace for p in todo if isinstance(p.config.trace, TraceSpec)}
-    for spec in specs:          # captured once, here, not by every worker
-        if not captured_trace_path(spec).exists():
-            verb = "generating" if spec.synthetic else "capturing"
-            say(f"{verb} {spec.tokens} tokens of {spec.model} (once; cached in {captured_trace_path(spec)})")
-            trace_for(spec, progress=progress)
-    if any(p.config.accuracy for p in todo):
-        precompute_accuracy(todo, say, progress)
-    if rows:
-        write_parquet(out, rows)
+    with _executor(executor, min(jobs, max(len(todo), 1)), scheduler) as execute:
+        for spec in {p.config.trace for p in todo if isinstance(p.config.trace, TraceSpec)}:
+            if not captured_trace_path(spec).exists():     # captured once, here, not by every worker
+                verb = "generating" if spec.synthetic else "capturing"
+                say(f"{verb} {spec.tokens} tokens of {spec.model} (once; cached in {captured_trace_path(spec)})")
+                trace_for(spec, progress=progress)
+        if any(p.config.accuracy for p in todo):
+            precompute_accuracy(todo, say, progress)
+        made = not out.exists()
+        fresh = made or not any(out.iterdir())
+        if progress or log is not None:       # a quiet command line: errors and the result only
+            say(f"sweep {exp.name}: {len(exp.points)} points ({len(exp.dropped)} dropped) -> {out}")
+            for k, reason in exp.dropped:
+                say(f"dropped {k}: {reason}")
+            if stale:
+                say(f"{len(stale)} finished points predate the dense baseline (speedup_vs_dense): they run again")
+            if done:
+                say(f"resuming: {len(done)} of {len(exp.points)} points already finished"
+                    + (" (the experiment changed since; unchanged points are reused)" if changed else ""))
+        _run(exp, out, execute, (todo, rows, len(done)), jobs, progress, say, (made, fresh))
+    by_key: dict[str, list] = {}
+    for r in rows:
+        by_key.setdefault(r["key"], []).append(r)
+    write_parquet(out, [r for p in exp.points for r in by_key.get(p.key, ())])   # in the experiment's order
+    return out / "results.parquet"
+
+
+def _run(exp: Experiment, out: Path, execute, work: tuple[list[Point], list, int], jobs: int, progress: bool,
+         say, fresh: tuple[bool, bool]) -> None:
+    """The dense baselines, then the points, each saved as it finishes. A folder this run made, or
+    found empty, is emptied (and removed) again if the run ends before any point finished.
+    ``work``: (the points to run, the finished rows, how many were finished before); ``fresh``: (the
+    run makes the folder, the folder was empty or absent)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(exp.points), initial=len(done), unit="pt", desc=f"sweep {exp.name}", disable=not progress,
+    todo, rows, n_done = work
+    bar = tqdm(total=len(exp.points), initial=n_done, unit="pt", desc=f"sweep {exp.name}", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
+    finished = []
 
     def finish(point: Point, metrics: dict[str, Any]) -> None:
         row = row_of(point, metrics)
-        save_point(out, point, row)
+        save_point(out, point, row)         # finished: its file is what a rerun resumes from
         rows.append(row)
+        finished.append(point)
         write_parquet(out, rows)
         bar.update(1)
 
     store = BaselineStore(out)
-    known = store.read()
 
     def keep(key: str, cfg: PointConfig, row: dict[str, Any]) -> None:
         known[key] = dense_figures(row, prefix="m.")
         store.write(key, cfg, trace_path(cfg.trace), known[key])
 
     try:
+        start_output(exp, out)
+        if rows:
+            write_parquet(out, rows)
+        known = store.read()
         first, later = _dense_first(todo, known, finish, keep)
         if first:
             say(f"dense baselines: {len(first)} to run first, each once (kept in {store.dir})")
-            _execute(_tasks(first, jobs), jobs, executor, scheduler)
+            execute(_tasks(first, jobs))
         for j in later:
             j.dense = known.get(dense_key(j.config)) if j.config.device is not None else None
         if later:
-            _execute(_tasks(later, jobs), jobs, executor, scheduler)
+            execute(_tasks(later, jobs))
+    except BaseException as e:
+        if fresh[1] and not finished:
+            discard_output(out, made=fresh[0])
+        if isinstance(e, KeyboardInterrupt):      # say what was kept (the CLI prints it; SIGTERM stays 143)
+            n = n_done + len(finished)
+            bar.close()
+            raise KeyboardInterrupt(f"interrupted: {n} of {len(exp.points)} points finished" +
+                                    (f", kept in {out} (rerun the sweep to resume)" if n else "; nothing kept")) from e
+        raise
     finally:
         bar.close()
-    by_key: dict[str, list] = {}
-    for r in rows:
-        by_key.setdefault(r["key"], []).append(r)
-    write_parquet(out, [r for p in exp.points for r in by_key.get(p.key, ())])   # in the experiment's order
-    return out / "results.parquet"
 
 
 def _dense_first(todo: list[Point], known: dict[str, dict[str, Any]], finish, keep) -> tuple[list[Job], list[Job]]:
@@ -129,21 +159,42 @@ def _dense_first(todo: list[Point], known: dict[str, dict[str, Any]], finish, ke
     return list(first.values()), later
 
 
-def _execute(tasks: list[list[Job]], jobs: int, executor: str, scheduler: str | None) -> None:
-    if executor == "dask":
-        _run_dask(tasks, jobs, scheduler)
+def check_jobs(jobs: int, executor: str, scheduler: str | None) -> None:
+    """Refuse a number of workers this machine cannot run (not for a remote Dask scheduler, whose
+    workers run elsewhere), and a scheduler address without the Dask executor."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise DipsimError(f"--jobs must be a whole number >= 1, got {jobs!r}")
+    if scheduler is not None and executor != "dask":
+        raise DipsimError(f"--scheduler {scheduler} applies to --executor dask only (this run: --executor {executor})")
+    if scheduler is None and jobs > max_workers():
+        raise DipsimError(f"--jobs {jobs}: more worker processes than this machine runs usefully (at most "
+                          f"{max_workers()}, 4 per CPU; a sweep of many points still uses every worker)")
+
+
+@contextmanager
+def _executor(kind: str, jobs: int, scheduler: str | None) -> Iterator[Callable]:
+    """``execute(tasks)`` for the executor asked for, each job's ``done`` called with its row; a Dask
+    client is connected (or its local cluster started) once, on entry, before the sweep writes
+    anything, and closed on exit."""
+    if kind == "dask":
+        from .dask_run import dask_session
+
+        with dask_session(jobs, scheduler) as execute:
+            yield execute
     elif jobs == 1:
-        for task in tasks:
-            for j in task:
-                j.done(run_point(j.config, threads=None, dense=j.dense))
+        def execute(tasks: list[list[Job]]) -> None:
+            for task in tasks:
+                for j in task:
+                    j.done(run_point(j.config, threads=None, dense=j.dense))
+        yield execute
     else:
-        _run_pool(tasks, jobs)
+        yield lambda tasks: _run_pool(tasks, jobs)
 
 
 def _run_pool(tasks: list[list[Job]], jobs: int) -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    pool = ProcessPoolExecutor(jobs, initializer=worker_setup)
+    pool = ProcessPoolExecutor(min(jobs, len(tasks)), initializer=worker_setup)   # an idle worker only costs memory
     try:
         futs = {pool.submit(run_points, [j.config for j in task], 1, [j.dense for j in task]): task for task in tasks}
         for f in as_completed(futs):
@@ -190,29 +241,3 @@ def _tasks(todo: list[Job], jobs: int) -> list[list[Job]]:
     for g in groups.values():
         tasks.extend(g[i:i + size] for i in range(0, len(g), size))
     return tasks
-
-
-def _run_dask(tasks: list[list[Job]], jobs: int, scheduler: str | None) -> None:
-    try:
-        from distributed import Client, LocalCluster, as_completed
-    except ImportError:
-        raise DipsimError("the dask executor needs dask[distributed]: pip install 'dask[distributed]'") from None
-    cluster = None
-    try:
-        if scheduler:
-            client = Client(scheduler, timeout="10s")
-        else:
-            cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None)
-            client = Client(cluster)
-    except (OSError, TimeoutError) as e:
-        raise DipsimError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({type(e).__name__})") from None
-    try:
-        futs = {client.submit(run_points, [j.config for j in task], 1, [j.dense for j in task], pure=False): task
-                for task in tasks}
-        for f in as_completed(list(futs)):
-            for j, row in zip(futs[f], f.result()):
-                j.done(row)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()

@@ -1,0 +1,101 @@
+"""A sweep's points on Dask: a remote scheduler (``--scheduler ADDRESS``) or a local cluster.
+
+The client connects (or the local cluster starts) before the sweep writes anything, so a wrong
+address fails in one line and leaves no output. A local cluster's workers keep their scratch files
+in a temporary folder that goes with the cluster (not a ``dask-scratch-space`` left in the working or
+the temporary folder).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from common.errors import DipsimError
+
+from .execute import run_points
+
+
+@contextmanager
+def dask_session(jobs: int, scheduler: str | None) -> Iterator[Callable]:
+    """``execute(tasks)`` on a Dask client, connected on entry and closed on exit."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise DipsimError("the dask executor needs dask[distributed]: pip install 'dask[distributed]'") from None
+    import logging
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)   # its shutdown chatter is not the user's business
+    scratch = tempfile.mkdtemp(prefix="dipsim-dask-")
+    cluster = client = None
+    try:
+        try:
+            if scheduler:
+                client = Client(scheduler, timeout="10s")
+            else:
+                import dask
+
+                with dask.config.set({"temporary-directory": scratch}):   # the scheduler's scratch space too
+                    cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, local_directory=scratch, preload=[__name__])
+                client = Client(cluster)
+        except Exception as e:     # noqa: BLE001 -- distributed raises OSError, TimeoutError, ValueError, ...
+            what = f"--scheduler {scheduler}: cannot reach the Dask scheduler" if scheduler else \
+                "cannot start a local Dask cluster"
+            raise DipsimError(f"{what} ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+        yield lambda tasks: _run(client, tasks)
+    except BaseException:
+        _close(client, cluster, seconds=0.5)    # an error or an interrupt: stop now, not after the stragglers
+        raise
+    else:
+        _close(client, cluster, seconds=5.0)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def dask_setup(worker) -> None:
+    """Distributed's preload hook, run in each local worker process as it starts: Ctrl-C is the
+    sweep's to handle (it stops the workers), as in the local pool's workers; a terminal sends it
+    to the whole process group, and a worker would otherwise print its own traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run(client, tasks) -> None:
+    """Every task (a list of ``run.Job``) on the cluster; each job's ``done`` gets its row as it comes."""
+    from distributed import as_completed
+
+    futs = {client.submit(run_points, [j.config for j in task], 1, [j.dense for j in task], pure=False): task
+            for task in tasks}
+    try:
+        for f in as_completed(list(futs)):
+            for j, row in zip(futs[f], f.result()):
+                j.done(row)
+    except BaseException:
+        client.cancel(list(futs), force=True)
+        raise
+
+
+def _close(client, cluster, seconds: float) -> None:
+    """Close the client and the local cluster, waiting at most about ``seconds`` for each; a local
+    cluster's worker processes that are still there then are killed (they run dipsim's code, which
+    holds nothing worth a graceful exit once the sweep has stopped)."""
+    procs = []
+    if cluster is not None:
+        for nanny in getattr(cluster, "workers", {}).values():
+            proc = getattr(getattr(nanny, "process", None), "process", None)
+            procs += [proc] if proc is not None else []
+    for thing in (client, cluster):
+        if thing is not None:
+            try:
+                thing.close(timeout=seconds)
+            except Exception:   # noqa: BLE001 -- a dead scheduler, a timeout: nothing more to close
+                pass
+    for proc in procs:
+        try:
+            if proc.is_alive():
+                proc.kill()
+        except (OSError, ValueError, AttributeError):
+            pass
