@@ -55,7 +55,7 @@ def test_atomic_replaces_on_success_and_removes_on_failure(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["mrc", "--trace", TRACE, "--masking", "dip", "--points", "1", "--out", "{d}/m.csv"], "--points must be >= 2"),
+    (["mrc", "--trace", TRACE, "--masking", "dip", "--points", "1", "--out", "{d}/m.csv"], "--points: expected a whole number in [2, 1001]"),
     (["mrc", "--trace", TRACE, "--masking", "dip", "--out", "{d}/m.csv", "--plot", "{d}/m"], "unsupported file type"),
     (["mrc", "--trace", TRACE, "--masking", "dip", "--out", "{d}"], "is a directory"),
     (["replay", "--trace", TRACE, "--masking", "dip", "--save-log", "{d}"], "--save-log"),

@@ -361,11 +361,15 @@ def test_points_name_a_pruned_variant_and_a_lora_adapter(tmp_path, dev):
 
     from common import store
 
-    meta = {"kind": "variant", "model": "smollm2-135m", "method": "sparsegpt", "sparsity": 0.5,
-            "bytes": {"bitmask_per_weight": 0.4375}}
+    import traces
+
+    dims = {k: traces.load(TRACE).meta[k] for k in ("model", "n_layers", "d_model", "d_ff")}   # made for this trace
+    meta = {"kind": "variant", **dims, "method": "sparsegpt", "sparsity": 0.5, "bytes": {"bitmask_per_weight": 0.4375}}
     store.save(tmp_path / "v.safetensors", {"x": np.zeros(2, np.float32)}, meta)
-    store.save(tmp_path / "a.safetensors", {"A": np.zeros(2, np.float32)},
-               {"kind": "adapter", "model": "smollm2-135m", "rank": 16, "params": 3_000_000, "fp16_bytes": 6e6})
+    store.save(tmp_path / "a.safetensors", {"m.lora_A": np.zeros((16, 2), np.float32),
+                                            "m.lora_B": np.zeros((2, 16), np.float32)},
+               {"kind": "adapter", **dims, "rank": 16, "alpha": 32.0, "targets": ["mlp"], "params": 3_000_000,
+                "fp16_bytes": 6e6})
     body = base_exp(dev, base={"masking": "dense", "cache": "lru", "warmup": 4, "device": dev, "dram_fraction": 0.5},
                     grid={"variant": [None, str(tmp_path / "v.safetensors")],
                           "adapter": [None, str(tmp_path / "a.safetensors")]})
