@@ -1,10 +1,12 @@
-"""Output paths: checked before any work, written atomically, never left half-written; and where
-dipsim keeps derived data (``cache_root``).
+"""Input and output paths: checked before any work, outputs written atomically, never left
+half-written; and where dipsim keeps derived data (``cache_root``).
 
-Every command that writes a file checks its path first (:func:`check_file`: not a directory, the
-folder exists or can be made and is writable, an allowed suffix) so that a bad path fails in one
-line before minutes of work, and writes through :func:`atomic` (a hidden temporary file beside the
-target, renamed over it when complete, removed on any failure or interruption).
+Every file dipsim reads is checked first by :func:`input_file` (it exists, is a regular file -- not a
+device, pipe, folder or symlink loop -- and is readable). Every command checks its outputs once,
+before any work, with :func:`check_outputs` (each a writable file, not a directory nor a name ending
+in a slash, an allowed suffix, none of the command's inputs; :func:`check_file` for one), checks the
+room for large files with :func:`check_space`, and writes through :func:`atomic` (a hidden temporary
+file beside the target, renamed over it when complete, removed on any failure or interruption).
 """
 from __future__ import annotations
 
@@ -51,12 +53,12 @@ def check_space(path: str | os.PathLike, nbytes: float, option: str) -> None:
                         if b >= f), ("B", 1))
         return f"{b / f:.3g} {unit}"
 
-    anc = Path(path).parent if str(Path(path).parent) else Path(".")
-    while not anc.exists() and anc.parent != anc:
-        anc = anc.parent
     try:
+        anc = Path(path).parent
+        while not anc.exists() and anc.parent != anc:
+            anc = anc.parent
         free = shutil.disk_usage(anc).free
-    except OSError:
+    except OSError:         # a path the output check refuses anyway
         return
     if nbytes > free:
         raise DipsimError(f"{option} {path}: needs {fmt(nbytes)}, and the file system has "
@@ -123,6 +125,22 @@ def input_file(path: str | os.PathLike, what: str, *, folder: bool = False) -> P
     return p
 
 
+def make_folder(path: str | os.PathLike) -> Path:
+    """``mkdir -p`` without recursion (``Path.mkdir(parents=True)`` recurses once per level and fails
+    on a path a thousand folders deep, which the file system allows)."""
+    p = Path(path)
+    todo = []
+    while not p.exists() and p.parent != p:
+        todo.append(p)
+        p = p.parent
+    for q in reversed(todo):
+        try:
+            q.mkdir()
+        except FileExistsError:      # made meanwhile by another process
+            pass
+    return Path(path)
+
+
 def check_folder(path: str | os.PathLike, option: str, *, create: bool = True) -> Path:
     """``path`` as a Path, after checking that it is (or can become) a writable folder; created
     unless ``create`` is False."""
@@ -135,7 +153,7 @@ def check_folder(path: str | os.PathLike, option: str, *, create: bool = True) -
     _writable_folder(p, option, p)
     if create:
         try:
-            p.mkdir(parents=True, exist_ok=True)
+            make_folder(p)
         except OSError as e:
             raise DipsimError(f"{option} {p}: cannot create the folder: {e.strerror or e}") from None
     return p
@@ -184,7 +202,7 @@ def atomic(path: str | os.PathLike) -> Iterator[Path]:
     tmp = temp_beside(path)
     remove_stale_temporaries(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
         yield tmp
         os.replace(tmp, path)
     except BaseException as e:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import DipsimError
-from .units import parse_quantity
+from .units import fmt_size, parse_quantity
 
 Check = Callable[[Any, str], Any]
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
@@ -155,15 +155,19 @@ def fraction_or_list(v: Any, where: str) -> float | tuple[float, ...] | None:
     return one(v, where)
 
 
-def size(*, optional: bool = True) -> Check:
-    """A size in bytes: a number (``2e9`` too) or a string with a unit (``1GB``, ``512 MiB``)."""
+def size(*, optional: bool = True, hi: float | None = None) -> Check:
+    """A size in bytes: a number (``2e9`` too) or a string with a unit (``1GB``, ``512 MiB``); at
+    most ``hi`` bytes when given."""
     def check(v: Any, where: str) -> Any:
         if v is None and optional:
             return None
         if isinstance(v, str) and _NUMBER.match(v):
             v = float(v)
         file, _, key = where.rpartition(": ")
-        return parse_quantity(v, "size", where=file or where, fld=key or "value", zero_ok=True)
+        x = parse_quantity(v, "size", where=file or where, fld=key or "value", zero_ok=True)
+        if hi is not None and x > hi:
+            raise _fail(where, f"{_show(v)} is more than {fmt_size(hi)}; a typo or a missing unit?")
+        return x
     return check
 
 

@@ -73,8 +73,8 @@ class ReplayConfig(ConfigBase):
     dram_fraction: Any = param(None, number(0, 1, optional=True),
                                "DRAM cache budget as a fraction of the MLP weights (default: what the device "
                                f"leaves when one is named, else {DEFAULT_DRAM_FRACTION})", metavar="F")
-    dram_bytes: Any = param(None, size(), "DRAM cache budget in bytes (a number, or with a unit: 512MB, 2GiB)",
-                            metavar="BYTES")
+    dram_bytes: Any = param(None, size(hi=1e15), "DRAM cache budget in bytes (a number, or with a unit: 512MB, "
+                                                 "2GiB; at most 1000 TB)", metavar="BYTES")
     allocation: str = param("uniform", choice(*allocation.SCHEMES, kind="allocation"),
                             "split of the budget over layers and groups: uniform (the paper's) or benefit",
                             choices=lambda: allocation.SCHEMES, metavar="NAME")

@@ -64,7 +64,7 @@ def yaml_structures(draw, text: str) -> str:
         n = draw(st.sampled_from([13, 40, 999, 5000]))
         return text + "description: " + "[" * n + "]" * n + "\n"
     if how == "grid":
-        sizes = draw(st.lists(st.integers(2, 400), min_size=2, max_size=4))
+        sizes = draw(st.lists(st.integers(150, 400), min_size=2, max_size=4))   # beyond the cap of 20,000 points
         axes = dict(zip(["dram_fraction", "keep", "gamma", "warmup"], sizes))
         grid = {k: [round(0.01 + i * 0.98 / n, 6) if k != "warmup" else i for i in range(n)] for k, n in axes.items()}
         data = yaml.safe_load(text)

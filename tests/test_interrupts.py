@@ -1,8 +1,8 @@
 """Issue 22: Ctrl-C (SIGINT) or SIGTERM ends any long verb within 2 s with exit 130 / 143, its output
 either complete or absent, no temporary file, scratch folder or worker process left behind.
 
-One test per verb, each under both signals (``interrupting.py`` does the interrupting; eval needs the
-model and is marked slow; the capture's own test, which keeps the finished tokens as a shorter
+One test per verb, each under both signals (``interrupting.py`` does the interrupting; SIGTERM and
+the verbs that need the model or Dask are marked slow; the capture's own test, which keeps the finished tokens as a shorter
 trace, is in ``test_outputs.py``). The traces are a synthetic Phi-3-Mini geometry, large enough that
 every verb is still busy when the signal comes.
 """
@@ -18,7 +18,8 @@ import yaml
 import traces
 from interrupting import check_stopped, interrupt
 
-SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGTERM, id="SIGTERM")]
+#: Ctrl-C in the fast suite, SIGTERM in the full one (the same path through the code, a signal apart)
+SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGTERM, id="SIGTERM", marks=pytest.mark.slow)]
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +46,11 @@ def test_sweep(tmp_path, big, sig, jobs, when):
     check_stopped(s, sig, tmp_path)
     only(tmp_path, "exp.yaml", "out")
     if "1/30" in when:                   # the finished points are kept, all readable; a rerun resumes from them
-        rows = pd.read_parquet(tmp_path / "out" / "results.parquet")
-        assert 0 < len(rows) < 30 and len(list((tmp_path / "out" / "points").glob("*.json"))) == len(rows)
+        kept = len(list((tmp_path / "out" / "points").glob("*.json")))
+        assert 0 < len(pd.read_parquet(tmp_path / "out" / "results.parquet")) <= kept < 30
+        assert f"interrupted: {kept} of 30 points finished, kept in" in s.stderr
     else:
-        assert not (tmp_path / "out").exists()
+        assert not (tmp_path / "out").exists() and "points finished; nothing kept" in s.stderr
 
 
 @pytest.mark.parametrize("sig", SIGNALS)

@@ -200,7 +200,7 @@ def _check_meta(p: Path, meta: Any) -> None:
         if key not in meta:
             raise DipsimError(f"{p}: metadata field '{key}' missing")
         value = meta[key]
-        ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+        ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool)) and (key != "model" or value)
         if not ok:
             raise DipsimError(f"{p}: metadata field '{key}' is {value!r}, expected {_typename(typ)}")
     for key, hi in SIZE_LIMITS.items():

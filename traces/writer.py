@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from common.errors import DipsimError
-from common.io import check_space, remove_stale_temporaries, temp_beside
+from common.io import check_space, make_folder, remove_stale_temporaries, temp_beside
 
 from ._version import __version__
 from .format import _DTYPE_NAMES, SIZE_LIMITS, Trace, _tensor_names
@@ -45,7 +45,7 @@ class TraceWriter:
         self._data_start = 8 + len(header)
         total = self._data_start + max(end for _, end in self._offsets.values())
         check_space(self.path, total, "trace")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent)
         self.tmp = temp_beside(self.path)
         remove_stale_temporaries(self.path)     # what a killed capture of the same file left behind
         self._done = True                        # nothing to remove until the file is open

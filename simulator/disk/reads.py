@@ -83,11 +83,13 @@ def data_file(path: Path, size: int, progress: bool = True, option: str = "--fil
 def _write_random(path: Path, have: int, size: int, progress: bool) -> None:
     """Append random bytes up to ``size`` (a new file starts with :data:`DATA_MAGIC`), flushed to the
     device every 64 MiB, so that an interrupt waits for at most that much."""
+    from common.io import make_folder
+
     rng = np.random.default_rng(0)
     block = rng.integers(0, 256, size=8 * MiB, dtype=np.uint8).tobytes()
     if progress:
         print(f"dipsim: writing {size / GiB:.2f} GiB of test data to {path}", file=sys.stderr, flush=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     try:
         with open(path, "r+b" if have else "wb") as f:
             f.seek(have)

@@ -24,7 +24,7 @@ def profiles_dir() -> Path:
 def _show(path: str | Path) -> str:
     try:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except (ValueError, OSError):
+    except (ValueError, OSError, RuntimeError):     # RuntimeError: a symlink loop
         return str(path)
 
 

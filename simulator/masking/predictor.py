@@ -87,7 +87,7 @@ class PredictorPolicy(MaskingPolicy):
         if self.predictor_file is not None and not self.oracle:
             from common.store import check_made_for, read_meta
 
-            dims = {k: meta[k] for k in ("n_layers", "d_model", "d_ff") if k in meta}
+            dims = {k: meta[k] for k in ("model", "n_layers", "d_model", "d_ff") if k in meta}
             check_made_for(read_meta(self.predictor_file, "predictor"), dims, f"predictor {self.predictor_file}")
 
     # -- where the scores come from --

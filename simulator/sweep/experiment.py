@@ -299,9 +299,9 @@ def _check_point(p: Path, readable: str, params: dict[str, Any], check_traces: b
     cfg = PointConfig.from_flat(params, where)
     for key in FILE_KEYS[1:]:           # method files: say where they were looked for and how to build them
         v = params.get(key)
-        if isinstance(v, str) and v and not os.path.exists(v):
+        if isinstance(v, str) and v and not os.path.lexists(v):     # a link that loops: its reader names it
             raise DipsimError(f"{where}: {key}: file not found: {v} (looked in {Path.cwd()} and beside the "
-                              f"experiment, {(p.parent / v).resolve()}); method files are built by "
+                              f"experiment, {os.path.abspath(p.parent / v)}); method files are built by "
                               f"benchmarks/methods.py (see the experiment's description)")
     if cfg.variant or cfg.adapter:      # the files' headers: kind and id (no tensor is read)
         from ..methods.apply import check
@@ -313,9 +313,12 @@ def _check_point(p: Path, readable: str, params: dict[str, Any], check_traces: b
         except DipsimError as e:
             raise DipsimError(f"{where}: device: {e}") from None
     if check_traces and isinstance(cfg.trace, str):
-        tp = Path(cfg.trace)
-        if not tp.is_file():
-            raise DipsimError(f"{where}: trace file not found: {tp}")
+        from common.io import input_file
+
+        try:
+            tp = input_file(cfg.trace, "trace file")
+        except DipsimError as e:
+            raise DipsimError(f"{where}: {e}") from None
         _check_against_trace(where, cfg, _trace_meta(str(tp.resolve()), tp.stat().st_mtime_ns))
     elif not isinstance(cfg.trace, str):
         if check_traces and cfg.trace.synthetic is None and _model_error(cfg.trace.model):

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from common.errors import DipsimError
-from common.io import atomic, atomic_write
+from common.io import atomic, atomic_write, make_folder
 from common.jsonio import json_default
 
 from .experiment import Experiment, Point, flatten
@@ -119,7 +119,7 @@ def read_output(exp: Experiment, out: Path) -> tuple[dict[str, dict[str, Any]], 
 
 def start_output(exp: Experiment, out: Path) -> None:
     """Create or reopen ``out``: ``points/``, and what is run (``sweep.json``, ``experiment.yaml``)."""
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     (out / "points").mkdir(exist_ok=True)
     atomic_write(out / "sweep.json", json.dumps({"name": exp.name, "experiment": str(exp.path),
                                                  "experiment_digest": exp.digest, "sweep_version": SWEEP_VERSION,
