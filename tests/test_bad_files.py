@@ -80,9 +80,15 @@ def test_method_files_for_another_model_are_refused_without_accuracy(tmp_path, c
     import traces
 
     traces.save(big, traces.Trace.from_arrays(np.ones((6, 8, 64), np.float16), np.ones((6, 8, 1536), np.float16),
-                                              {"n_tokens": 8}))
+                                              {"n_tokens": 8, "model": files_model(files["predictor"])}))
     expect_error(capsys, ["replay", "--trace", str(big), "--masking", "predictor", "--predictor-file",
                           str(files["predictor"]), "--warmup", "2"], tmp_path, "made for d_model = 576, this model has 64")
+
+
+def files_model(path: Path) -> str:
+    from common import store
+
+    return store.read_meta(path)["model"]
 
 
 def test_damaged_method_files_get_one_line(tmp_path, capsys):
@@ -149,6 +155,18 @@ def test_names_too_long_for_the_file_system(tmp_path, capsys):
     for argv, message in cases:
         err = expect_error(capsys, argv, tmp_path, message)
         assert len(err) < 400 and "characters)" in err or long not in err     # a 3000-character name is cut
+
+
+def test_a_path_a_thousand_folders_deep_is_made(tmp_path):
+    """Legal (under PATH_MAX) but deeper than Python's recursion: Path.mkdir(parents=True) failed
+    with a RecursionError; every writer makes its folders with common.io.make_folder."""
+    from common.io import make_folder
+
+    deep = tmp_path.joinpath(*["d"] * 1200)
+    assert make_folder(deep).is_dir()
+    while deep != tmp_path:         # removed level by level (rmtree recurses too)
+        deep.rmdir()
+        deep = deep.parent
 
 
 @pytest.mark.parametrize("path, message", [

@@ -280,7 +280,7 @@ def test_bad_options_of_every_verb_get_one_line(tmp_path_factory, capsys, monkey
 INPUTS = ["/dev/zero", "/dev/null", "/proc/self/status", "/sys/kernel/mm/transparent_hugepage/enabled", "{d}",
           "{d}/loop", "{d}/fifo", "{d}/missing", "{d}/" + "n" * 300, "{d}/" + "n" * 3000, "{d}/t.safetensors/x",
           "{d}/t.safetensors"]
-OUTPUTS = ["{d}/o/", "{d}/" + "n" * 300 + ".x", "{d}/" + "d/" * 1500 + "o.x", "{d}/t.safetensors", "{d}/exp.yaml",
+OUTPUTS = ["{d}/o/", "{d}/" + "n" * 300 + ".x", "{d}/" + "d/" * 2100 + "o.x", "{d}/t.safetensors", "{d}/exp.yaml",
            "/proc/o.x", "{d}", "{d}/o.x", "/dev/null"]
 USES = {  # verb: (argv with {in} and/or {out}, suffix an output gets)
     "replay-in": (["replay", "--trace", "{in}", "-q"], ""), "replay-out": (["replay", "--trace", "{t}", "-q",

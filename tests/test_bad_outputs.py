@@ -88,6 +88,7 @@ def test_nonsense_that_used_to_be_accepted(d, capsys):
              (["replay", "--trace", t, "--save-log", str(d / "l.txt")], "unsupported file type '.txt'"),
              (["sweep", str(exp), "--dry-run"], "gamma: must be a number in [0, 1], got -0.1"),
              (["replay", "--trace", t, "--allocation-params", "steps=3"], "the uniform allocation takes no parameters"),
+             (["replay", "--trace", t, "--dram-bytes", "1e30GiB"], "'1e30GiB' is more than 1000 TB"),
              (["trace", "--tokens", "16", "--text-column", "body", "--out", str(d / "o.safetensors")],
               "--text-column applies to --dataset only"),
              (["replay", "--trace", t, "--profile="], "--profile: an empty value"),

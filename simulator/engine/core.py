@@ -104,7 +104,7 @@ class Engine:
             self._closed_form()
         else:
             self.env.process(self._tokens())
-            self.env.run()
+            self._run_events()
         if self.chrome_trace:
             from common.io import atomic, check_file
 
@@ -113,6 +113,23 @@ class Engine:
         busy_flash = self.fs.time.sum(axis=(1, 2)) + self.fs.background
         busy_dc = self.L * self.t_attn + (self.t_hit + self.t_miss).sum(axis=(1, 2)) + self.t_head
         return self.latency, busy_flash, busy_dc, self.n_events
+
+    def _run_events(self) -> None:
+        """``env.run()``, with Ctrl-C and SIGTERM delivered between events: SimPy would take one that
+        lands inside a callback for the failure of an event (``common.interrupts``)."""
+        from simpy.core import EmptySchedule
+
+        from common.interrupts import deferred
+
+        step = self.env.step
+        with deferred() as check:
+            try:
+                while True:
+                    for _ in range(4096):
+                        step()
+                    check()
+            except EmptySchedule:       # every event done (what env.run() waits for)
+                pass
 
     def _lookahead(self, early: np.ndarray) -> None:
         """A look-ahead policy's reads issued a layer early (``engine/lookahead.py``): the token's

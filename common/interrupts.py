@@ -1,0 +1,45 @@
+"""Interrupts at safe points, for code a signal must not cut in the middle.
+
+A SimPy run is one: SimPy turns an exception raised inside one of its callbacks into the failure of
+an event and carries on, so a Ctrl-C that lands there surfaces later as a confusing error of the
+simulation rather than as an interrupt. Such code runs under :func:`deferred`: SIGINT and SIGTERM
+are only noted, ``check()`` (called between steps) and the end of the block deliver them through
+the handlers that were in place -- KeyboardInterrupt, the command line's SIGTERM handler, or
+nothing at all when the signal was ignored (``nohup``).
+
+    with deferred() as check:
+        for step in steps:
+            step()
+            check()
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def deferred() -> Iterator[Callable[[], None]]:
+    """Note SIGINT/SIGTERM while the block runs; yield ``check()``, which delivers a noted signal."""
+    if threading.current_thread() is not threading.main_thread():   # signals reach the main thread only
+        yield lambda: None
+        return
+    noted: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: noted.append(signum)) for s in SIGNALS}
+
+    def deliver() -> None:
+        if noted:
+            for s, h in old.items():
+                signal.signal(s, signal.SIG_DFL if h is None else h)
+            first = noted[0]
+            noted.clear()
+            signal.raise_signal(first)         # through the handler the signal had before the block
+
+    try:
+        yield deliver
+    finally:
+        deliver()
