@@ -31,10 +31,13 @@ def deferred() -> Iterator[Callable[[], None]]:
     noted: list[int] = []
     old = {s: signal.signal(s, lambda signum, frame: noted.append(signum)) for s in SIGNALS}
 
+    def restore() -> None:
+        for s, h in old.items():
+            signal.signal(s, signal.SIG_DFL if h is None else h)
+
     def deliver() -> None:
         if noted:
-            for s, h in old.items():
-                signal.signal(s, signal.SIG_DFL if h is None else h)
+            restore()
             first = noted[0]
             noted.clear()
             signal.raise_signal(first)         # through the handler the signal had before the block
@@ -42,4 +45,5 @@ def deferred() -> Iterator[Callable[[], None]]:
     try:
         yield deliver
     finally:
+        restore()
         deliver()

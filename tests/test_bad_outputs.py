@@ -154,7 +154,7 @@ def test_an_adapter_without_tensors_and_a_device_with_absurd_dram_are_refused(d,
 def test_a_sweep_that_fails_before_its_first_point_leaves_no_folder(d, capsys, monkeypatch):
     from simulator.sweep import run
 
-    def fail(cfg, threads=None):
+    def fail(cfg, threads=None, **kw):
         raise DipsimError("the first point failed")
 
     monkeypatch.setattr(run, "run_point", fail)

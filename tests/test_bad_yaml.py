@@ -152,7 +152,7 @@ def test_jobs_beyond_the_machine_are_refused_and_idle_workers_not_started(tmp_pa
 
     monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", Pool)
     with pytest.raises(KeyboardInterrupt):
-        run._run_pool([[object()], [object()]], 8, lambda p, r: None)
+        run._run_pool([[object()], [object()]], 8)
     assert started == [2]             # two tasks, two workers, whatever --jobs says
 
 

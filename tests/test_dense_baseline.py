@@ -149,11 +149,16 @@ def test_a_variant_and_an_adapter_compare_with_the_plain_dense_model(tmp_path, d
 
     from common import store
 
+    import traces
+
+    dims = {k: traces.load(TRACE).meta[k] for k in ("model", "n_layers", "d_model", "d_ff")}   # made for this trace
     store.save(tmp_path / "v.safetensors", {"x": np.zeros(2, np.float32)},
-               {"kind": "variant", "model": "smollm2-135m", "method": "sparsegpt", "sparsity": 0.5,
+               {"kind": "variant", **dims, "method": "sparsegpt", "sparsity": 0.5,
                 "bytes": {"bitmask_per_weight": 0.4375}})
-    store.save(tmp_path / "a.safetensors", {"A": np.zeros(2, np.float32)},
-               {"kind": "adapter", "model": "smollm2-135m", "rank": 16, "params": 3_000_000, "fp16_bytes": 6e6})
+    store.save(tmp_path / "a.safetensors", {"m.lora_A": np.zeros((16, 2), np.float32),
+                                            "m.lora_B": np.zeros((2, 16), np.float32)},
+               {"kind": "adapter", **dims, "rank": 16, "alpha": 32.0, "targets": ["mlp"], "params": 3_000_000,
+                "fp16_bytes": 6e6})
     body = {"name": "methods", "trace": str(TRACE),
             "base": {"masking": "dense", "cache": "lru", "warmup": 4, "device": dev, "dram_fraction": 0.5},
             "zip": {"variant": [None, str(tmp_path / "v.safetensors"), None],

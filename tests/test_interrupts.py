@@ -50,7 +50,7 @@ def test_sweep(tmp_path, big, sig, jobs, when):
         assert 0 < len(pd.read_parquet(tmp_path / "out" / "results.parquet")) <= kept < 30
         assert f"interrupted: {kept} of 30 points finished, kept in" in s.stderr
     else:
-        assert not (tmp_path / "out").exists() and "points finished; nothing kept" in s.stderr
+        assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("sig", SIGNALS)
@@ -156,4 +156,6 @@ def test_deferred_signals_arrive_at_the_next_check_or_at_the_end():
     with pytest.raises(KeyboardInterrupt):
         with deferred():
             os.kill(os.getpid(), signal.SIGINT)
+    with deferred():                                     # no signal: the handlers are back as they were
+        pass
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
