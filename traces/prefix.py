@@ -33,7 +33,6 @@ one or more the masked and scored *text* positions are identical under every con
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,16 +187,16 @@ def _gguf_facts(path: str, size: int, mtime: int) -> TokenFacts:
 
 @functools.lru_cache(maxsize=16)
 def _hf_dir_facts(path: str, size: int, mtime: int) -> TokenFacts:
-    from .models import _quiet_transformers
+    from .models import _quiet_transformers, hf_config
 
+    cfg = hf_config(Path(path))
     _quiet_transformers()
     from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, KeyError) as e:
-        raise DipsimError(f"{path}: cannot load its tokenizer ({str(e).splitlines()[0]})") from None
-    cfg = json.loads((Path(path) / "config.json").read_text())
+    except Exception as e:   # noqa: BLE001 -- a broken folder makes transformers raise almost anything
+        raise DipsimError(f"{path}: cannot load its tokenizer ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     vocab = (cfg.get("text_config") or {}).get("vocab_size") or cfg.get("vocab_size") or len(tok)
     return _tokenizer_facts(tok, int(vocab), "its tokenizer's own encoding")
 
