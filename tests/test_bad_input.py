@@ -22,7 +22,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from badinput import BAD_VALUES, PROFILES, method_files, rewrite_meta, run_cli
+from badinput import BAD_VALUES, PROFILES, method_files, rewrite_meta, run_cli, scratch
 from expected_replay import TRACE
 
 EXAMPLES = int(os.environ.get("DIPSIM_FUZZ", "25"))
@@ -109,11 +109,11 @@ def bad_experiments(draw):
 
 @FUZZ
 @given(body=bad_experiments())
-def test_bad_experiments_get_one_line_and_touch_nothing(tmp_path_factory, capsys, body):
-    d = tmp_path_factory.mktemp("exp")
-    p = d / "exp.yaml"
-    p.write_bytes(body)
-    run_cli(capsys, ["sweep", str(p), "--out", str(d / "out"), "-q"], d)
+def test_bad_experiments_get_one_line_and_touch_nothing(capsys, body):
+    with scratch() as d:
+        p = d / "exp.yaml"
+        p.write_bytes(body)
+        run_cli(capsys, ["sweep", str(p), "--out", str(d / "out"), "-q"], d)
 
 
 # ----------------------------------------------------------------------------------------- method files
@@ -132,25 +132,25 @@ def bad_method_files(draw):
 
 @FUZZ
 @given(case=bad_method_files())
-def test_bad_method_files_get_one_line(tmp_path_factory, capsys, case):
+def test_bad_method_files_get_one_line(capsys, case):
     kind, how, key, value, cut = case
-    d = tmp_path_factory.mktemp("method")
-    src = method_files(tmp_path_factory.mktemp("valid"))[kind]
-    p = d / "m.safetensors"
-    if how == "value":
-        rewrite_meta(src, p, lambda m, h: m.__setitem__(key, value), "dipsim_method")
-    elif how == "delete":
-        rewrite_meta(src, p, lambda m, h: m.pop(key, None), "dipsim_method")
-    elif how == "tensor":
-        rewrite_meta(src, p, lambda m, h: h.pop(sorted(k for k in h if k != "__metadata__")[cut % (len(h) - 1)]),
-                     "dipsim_method")
-    else:
-        p.write_bytes(src.read_bytes()[:cut])
-    key_of = {"variant": "variant", "adapter": "adapter", "predictor": "predictor_file"}[kind]
-    exp = {"name": "m", "trace": str(TRACE), "base": {"masking": "predictor" if kind == "predictor" else "dense",
-                                                      "warmup": 4, "device": "phone-12gb-ufs40", key_of: str(p)}}
-    (d / "exp.yaml").write_text(yaml.safe_dump(exp))
-    run_cli(capsys, ["sweep", str(d / "exp.yaml"), "--out", str(d / "out"), "-q"], d)
+    with scratch() as d:
+        src = method_files(d)[kind]
+        p = d / "m.safetensors"
+        if how == "value":
+            rewrite_meta(src, p, lambda m, h: m.__setitem__(key, value), "dipsim_method")
+        elif how == "delete":
+            rewrite_meta(src, p, lambda m, h: m.pop(key, None), "dipsim_method")
+        elif how == "tensor":
+            rewrite_meta(src, p, lambda m, h: h.pop(sorted(k for k in h if k != "__metadata__")[cut % (len(h) - 1)]),
+                         "dipsim_method")
+        else:
+            p.write_bytes(src.read_bytes()[:cut])
+        key_of = {"variant": "variant", "adapter": "adapter", "predictor": "predictor_file"}[kind]
+        exp = {"name": "m", "trace": str(TRACE), "base": {"masking": "predictor" if kind == "predictor" else "dense",
+                                                          "warmup": 4, "device": "phone-12gb-ufs40", key_of: str(p)}}
+        (d / "exp.yaml").write_text(yaml.safe_dump(exp))
+        run_cli(capsys, ["sweep", str(d / "exp.yaml"), "--out", str(d / "out"), "-q"], d)
 
 
 # ----------------------------------------------------------------------------------------- profiles
@@ -178,11 +178,11 @@ def bad_profiles(draw):
 
 @FUZZ
 @given(text=bad_profiles())
-def test_bad_profiles_get_one_line(tmp_path_factory, capsys, text):
-    d = tmp_path_factory.mktemp("prof")
-    p = d / "part.yaml"
-    p.write_text(text)
-    run_cli(capsys, ["profiles", str(p)], d)
+def test_bad_profiles_get_one_line(capsys, text):
+    with scratch() as d:
+        p = d / "part.yaml"
+        p.write_text(text)
+        run_cli(capsys, ["profiles", str(p)], d)
 
 
 # ----------------------------------------------------------------------------------------- traces
@@ -207,29 +207,29 @@ def bad_traces(draw):
 
 @FUZZ
 @given(case=bad_traces())
-def test_bad_traces_get_one_line(tmp_path_factory, capsys, case):
+def test_bad_traces_get_one_line(capsys, case):
     how, key, value, cut, verb = case
-    d = tmp_path_factory.mktemp("trace")
-    p = d / "t.safetensors"
-    if how == "meta":
-        rewrite_meta(Path(TRACE), p, lambda m, h: m.__setitem__(key, value))
-    elif how == "offsets":
-        def overlap(m, h):
-            h["x.1"]["data_offsets"] = h["x.0"]["data_offsets"]
-        rewrite_meta(Path(TRACE), p, overlap)
-    elif how == "truncate":
-        p.write_bytes(Path(TRACE).read_bytes()[:cut])
-    else:
-        raw = bytearray(Path(TRACE).read_bytes())
-        raw[8 + cut % 200] ^= 0xFF
-        p.write_bytes(bytes(raw))
-    (d / "exp.yaml").write_text(yaml.safe_dump({"trace": str(p), "base": {"warmup": 2, "device": "paper-a18"}}))
-    argv = {"replay": ["replay", "--trace", str(p), "--warmup", "2", "--profile", "phone-12gb-ufs40", "-q",
-                       "--format", "json"],
-            "mrc": ["mrc", "--trace", str(p), "--warmup", "2", "--points", "3", "--out", str(d / "m.csv"), "-q"],
-            "trace-info": ["trace-info", str(p)],
-            "sweep": ["sweep", str(d / "exp.yaml"), "--out", str(d / "out"), "-q"]}[verb]
-    run_cli(capsys, argv, d)
+    with scratch() as d:
+        p = d / "t.safetensors"
+        if how == "meta":
+            rewrite_meta(Path(TRACE), p, lambda m, h: m.__setitem__(key, value))
+        elif how == "offsets":
+            def overlap(m, h):
+                h["x.1"]["data_offsets"] = h["x.0"]["data_offsets"]
+            rewrite_meta(Path(TRACE), p, overlap)
+        elif how == "truncate":
+            p.write_bytes(Path(TRACE).read_bytes()[:cut])
+        else:
+            raw = bytearray(Path(TRACE).read_bytes())
+            raw[8 + cut % 200] ^= 0xFF
+            p.write_bytes(bytes(raw))
+        (d / "exp.yaml").write_text(yaml.safe_dump({"trace": str(p), "base": {"warmup": 2, "device": "paper-a18"}}))
+        argv = {"replay": ["replay", "--trace", str(p), "--warmup", "2", "--profile", "phone-12gb-ufs40", "-q",
+                           "--format", "json"],
+                "mrc": ["mrc", "--trace", str(p), "--warmup", "2", "--points", "3", "--out", str(d / "m.csv"), "-q"],
+                "trace-info": ["trace-info", str(p)],
+                "sweep": ["sweep", str(d / "exp.yaml"), "--out", str(d / "out"), "-q"]}[verb]
+        run_cli(capsys, argv, d)
 
 
 # ----------------------------------------------------------------------------------------- options
@@ -251,29 +251,29 @@ OTHER_VERBS = {
 
 @FUZZ
 @given(opt=st.sampled_from(OPTIONS), value=BAD_VALUES.map(str))
-def test_bad_options_get_one_line(tmp_path_factory, capsys, opt, value):
-    d = tmp_path_factory.mktemp("opt")
-    t = d / "t.safetensors"
-    shutil.copy(TRACE, t)
-    argv = ["replay", "--trace", str(t), "--warmup", "2", "-q", "--format", "json", opt, value]
-    if opt.startswith(("--engine", "--layout")):
-        argv += ["--profile", "phone-12gb-ufs40"]
-    if opt in ("--gamma",):
-        argv += ["--masking", "dip-ca"]
-    run_cli(capsys, argv, d)
+def test_bad_options_get_one_line(capsys, opt, value):
+    with scratch() as d:
+        t = d / "t.safetensors"
+        shutil.copy(TRACE, t)
+        argv = ["replay", "--trace", str(t), "--warmup", "2", "-q", "--format", "json", opt, value]
+        if opt.startswith(("--engine", "--layout")):
+            argv += ["--profile", "phone-12gb-ufs40"]
+        if opt in ("--gamma",):
+            argv += ["--masking", "dip-ca"]
+        run_cli(capsys, argv, d)
 
 
 @FUZZ
 @given(verb=st.sampled_from(sorted(OTHER_VERBS)), pick=st.integers(0, 20), value=BAD_VALUES.map(str))
-def test_bad_options_of_every_verb_get_one_line(tmp_path_factory, capsys, monkeypatch, verb, pick, value):
-    d = tmp_path_factory.mktemp("verb")
-    monkeypatch.chdir(d)                  # a relative output path that happens to be valid lands here
-    t = d / "t.safetensors"
-    shutil.copy(TRACE, t)
-    (d / "exp.yaml").write_text(yaml.safe_dump(valid_experiment(str(t))))
-    base, options = OTHER_VERBS[verb]
-    argv = [a.replace("{t}", str(t)).replace("{d}", str(d)) for a in base] + [options[pick % len(options)], value]
-    run_cli(capsys, argv, d)
+def test_bad_options_of_every_verb_get_one_line(capsys, monkeypatch, verb, pick, value):
+    with scratch() as d:
+        monkeypatch.chdir(d)                  # a relative output path that happens to be valid lands here
+        t = d / "t.safetensors"
+        shutil.copy(TRACE, t)
+        (d / "exp.yaml").write_text(yaml.safe_dump(valid_experiment(str(t))))
+        base, options = OTHER_VERBS[verb]
+        argv = [a.replace("{t}", str(t)).replace("{d}", str(d)) for a in base] + [options[pick % len(options)], value]
+        run_cli(capsys, argv, d)
 
 
 # ----------------------------------------------------------------------------------------- paths
@@ -305,20 +305,20 @@ USES = {  # verb: (argv with {in} and/or {out}, suffix an output gets)
 
 @FUZZ
 @given(use=st.sampled_from(sorted(USES)), pick=st.integers(0, 100), suffix=st.booleans())
-def test_bad_paths_get_one_line_and_touch_nothing(tmp_path_factory, capsys, monkeypatch, use, pick, suffix):
+def test_bad_paths_get_one_line_and_touch_nothing(capsys, monkeypatch, use, pick, suffix):
     """Special files, names too long for the file system, loops, pipes, a path through a file, a
     trailing slash, an output that is one of the inputs: one line each, before any work (the
     calibrate cases ask for one request size, which calibration refuses, so a valid path stops too)."""
-    d = tmp_path_factory.mktemp("path")
-    monkeypatch.chdir(d)
-    t = d / "t.safetensors"
-    shutil.copy(TRACE, t)
-    (d / "exp.yaml").write_text(yaml.safe_dump(valid_experiment(str(t))))
-    os.symlink(d / "loop", d / "loop")
-    os.mkfifo(d / "fifo")
-    argv, ext = USES[use]
-    out = OUTPUTS[pick % len(OUTPUTS)]
-    out = out.replace(".x", ext) if suffix else out
-    argv = [a.replace("{in}", INPUTS[pick % len(INPUTS)]).replace("{out}", out).replace("{t}", str(t))
-            .replace("{d}", str(d)) for a in argv]
-    run_cli(capsys, argv, d)
+    with scratch() as d:
+        monkeypatch.chdir(d)
+        t = d / "t.safetensors"
+        shutil.copy(TRACE, t)
+        (d / "exp.yaml").write_text(yaml.safe_dump(valid_experiment(str(t))))
+        os.symlink(d / "loop", d / "loop")
+        os.mkfifo(d / "fifo")
+        argv, ext = USES[use]
+        out = OUTPUTS[pick % len(OUTPUTS)]
+        out = out.replace(".x", ext) if suffix else out
+        argv = [a.replace("{in}", INPUTS[pick % len(INPUTS)]).replace("{out}", out).replace("{t}", str(t))
+                .replace("{d}", str(d)) for a in argv]
+        run_cli(capsys, argv, d)

@@ -37,13 +37,19 @@ def run(a: argparse.Namespace) -> int:
 
     from traces.format import load
     from traces.prefix import label, resolve
-    from common.io import check_folder
+    from common.io import atomic_write, check_folder
     from traces.stats import layer_stats
 
     from .. import plots
     from ..sweep import load_experiment, load_results, run_sweep
 
-    out = check_folder(a.out, "--out")
+    from traces.models import check_available
+
+    from ..engine import device_models
+
+    out = check_folder(a.out, "--out", create=False)     # made by the first file written into it
+    device_models(a.device)          # the device and the model before minutes of capture
+    check_available(a.model)
     spec = TraceSpec.from_mapping(given(a, TraceSpec, names=("prefix_token",)), "command line")
     prefix = resolve(spec.prefix_token, a.model, "command line: prefix_token")
     # the prefix token in the name: a trace (and the sweep points over it) under another convention is not reused
@@ -73,7 +79,7 @@ def run(a: argparse.Namespace) -> int:
            "base": {"cache": "lru", "dram_fraction": 0.5, "device": a.device, "accuracy": True},
            "zip": {"masking": [m for m, _, _ in DEMO_POINTS], "keep": [k for _, k, _ in DEMO_POINTS],
                    "gamma": [g for _, _, g in DEMO_POINTS]}}
-    exp_path.write_text(yaml.safe_dump(exp, sort_keys=False))
+    atomic_write(exp_path, yaml.safe_dump(exp, sort_keys=False).encode())
     e = load_experiment(exp_path)
     sweep_dir = out / "sweep"
     print(f"[2/3] sweep: {len(e.points)} points of {exp_path} on {a.device}, each also run in the loop on the real "
