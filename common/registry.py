@@ -21,8 +21,9 @@ class Registry(dict):
 
     def register(self, name: str) -> Callable[[type], type]:
         def deco(cls: type) -> type:
-            if name in self:
-                raise ValueError(f"{self.kind} {name!r} registered twice")
+            if name in self:   # a plugin reusing a name (simulator.plugins reports it in one line)
+                raise DipsimError(f"{self.kind} {name!r} is already registered (by {self[name].__module__}); "
+                                  f"choose another name")
             cls.name = name
             self[name] = cls
             return cls

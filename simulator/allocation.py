@@ -1,4 +1,6 @@
-"""How the DRAM cache budget is split over layers and matrix groups.
+"""How the DRAM cache budget is split over layers and matrix groups: allocation schemes, registered
+under the names used in YAML and on the CLI (``allocation: benefit``), like the masking and cache
+policies.
 
 * ``uniform`` (the DIP paper's): every layer and group caches the same fraction of its columns,
   ``capacity = floor(budget / mlp_bytes * N)``.
@@ -9,35 +11,126 @@
   column costs and saves the same bytes. Looking ahead to the best ``c'`` (not just ``c + 1``) keeps
   the greedy from stalling on flat stretches of a curve.
 
-Both return ``{group: capacity [L] ints}``; budgets are in bytes.
+A scheme is a frozen dataclass whose parameters are declared with ``common.params.param`` (checked
+like a masking policy's) and whose ``split(groups, L, budget, calib)`` returns
+``{group: capacity [L] ints}``; budgets are in bytes. :func:`allocate` handles the budgets every
+scheme treats alike (none; the whole MLP) and checks what a scheme returns (whole columns, within
+the group, within the budget), so that a scheme from a plugin cannot hand replay a bad split.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
 from common.errors import DipsimError
+from common.params import number, param, params_of
+from common.registry import Registry, check_params
 
 from .kernels import lru_stack_hits, topk_mask
 
-SCHEMES = ("uniform", "benefit")
-#: parameters of the benefit scheme (its grid of cache sizes per layer)
-PARAMS = ("steps",)
+REGISTRY = Registry("allocation")
+register_allocation = REGISTRY.register
+
+
+def names() -> list[str]:
+    """The registered schemes, the default (uniform) first."""
+    return list(REGISTRY)
+
+
+def parameters(name: str) -> list[str]:
+    return [f.name for f in params_of(REGISTRY.get_class(name))]
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Base of the allocation schemes: parameters checked by their declarations; ``split`` fills in."""
+
+    name: ClassVar[str] = "?"
+    #: reads a calibration prefix of the trace (replay then passes ``calib``)
+    needs_calibration: ClassVar[bool] = False
+
+    def __post_init__(self):
+        for f in params_of(type(self)):
+            object.__setattr__(self, f.name, f.metadata["check"](getattr(self, f.name), f"{self.name} {f.name}"))
+
+    def split(self, groups, L: int, budget: float, calib: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+def make(name: str, **params: Any) -> Allocation:
+    """Build a registered scheme; unknown names and parameters are refused with the valid ones listed."""
+    cls = REGISTRY.get_class(name)
+    check_params("allocation", name, params, parameters(name))
+    return cls(**params)
+
+
+def checked_params(name: str, params: dict[str, Any], where: str) -> dict[str, Any]:
+    """``params`` of scheme ``name`` as given, each value checked by its declaration (``where``: the
+    location of ``allocation_params``)."""
+    fields = {f.name: f for f in params_of(REGISTRY.get_class(name))}
+    for k in params:
+        if k not in fields:
+            raise DipsimError(f"{where}: allocation {name!r} has no parameter {k!r}; its parameters: "
+                              f"{', '.join(fields) or 'none'}")
+    return {k: fields[k].metadata["check"](v, f"{where}.{k}") for k, v in params.items()}
+
+
+def _uniform(groups, L: int, fraction: float) -> dict[str, np.ndarray]:
+    return {g.name: np.full(L, int(np.floor(fraction * g.n_columns + 1e-9)), dtype=np.int64) for g in groups}
 
 
 def allocate(name: str, groups, L: int, budget: float, *, calib: dict[str, np.ndarray] | None = None,
-             steps: int = 64) -> dict[str, np.ndarray]:
-    if name not in SCHEMES:
-        raise DipsimError(f"unknown allocation {name!r}; allowed: {', '.join(SCHEMES)}")
+             **params: Any) -> dict[str, np.ndarray]:
+    scheme = make(name, **params)
     mlp_bytes = sum(g.n_columns * g.bytes_per_column for g in groups) * L
     if budget <= 0:
         return {g.name: np.zeros(L, dtype=np.int64) for g in groups}
-    if name == "uniform" or budget >= mlp_bytes:
-        f = min(budget / mlp_bytes, 1.0)
-        return {g.name: np.full(L, int(np.floor(f * g.n_columns + 1e-9)), dtype=np.int64) for g in groups}
-    if calib is None:
-        raise DipsimError("allocation 'benefit' needs a calibration prefix of the trace")
-    return _benefit(groups, L, budget, calib, steps)
+    if budget >= mlp_bytes:
+        return _uniform(groups, L, 1.0)
+    if scheme.needs_calibration and calib is None:
+        raise DipsimError(f"allocation {name!r} needs a calibration prefix of the trace")
+    return _checked(name, scheme.split(groups, L, budget, calib), groups, L, budget)
+
+
+def _checked(name: str, out: Any, groups, L: int, budget: float) -> dict[str, np.ndarray]:
+    """A scheme's split, or a one-line error saying what is wrong with it."""
+    if not isinstance(out, dict) or set(out) != {g.name for g in groups}:
+        raise DipsimError(f"allocation {name!r} must return {{group: capacities}} for the groups "
+                          f"{', '.join(g.name for g in groups)}, got {type(out).__name__}")
+    res, used = {}, 0.0
+    for g in groups:
+        cap = np.asarray(out[g.name])
+        if cap.shape != (L,) or not (np.issubdtype(cap.dtype, np.integer) or np.all(np.mod(cap, 1) == 0)):
+            raise DipsimError(f"allocation {name!r}: group {g.name} needs {L} whole column counts, got "
+                              f"{cap.dtype} {list(cap.shape)}")
+        if (cap < 0).any() or (cap > g.n_columns).any():
+            raise DipsimError(f"allocation {name!r}: group {g.name} capacities must be in 0..{g.n_columns}")
+        res[g.name] = cap.astype(np.int64)
+        used += float(res[g.name].sum()) * g.bytes_per_column
+    if used > budget * (1 + 1e-9) + 1e-6:
+        raise DipsimError(f"allocation {name!r} spends {used:.6g} B of a {budget:.6g} B budget")
+    return res
+
+
+@register_allocation("uniform")
+@dataclass(frozen=True)
+class Uniform(Allocation):
+    def split(self, groups, L, budget, calib):
+        return _uniform(groups, L, budget / (sum(g.n_columns * g.bytes_per_column for g in groups) * L))
+
+
+@register_allocation("benefit")
+@dataclass(frozen=True)
+class Benefit(Allocation):
+    steps: int = param(64, number(1, 100_000, integer=True), "benefit: the grid of cache sizes per group and "
+                                                               "layer (points of each hit curve)", metavar="N")
+
+    needs_calibration = True
+
+    def split(self, groups, L, budget, calib):
+        return _benefit(groups, L, budget, calib, self.steps)
 
 
 def _benefit(groups, L: int, budget: float, calib: dict[str, np.ndarray], steps: int) -> dict[str, np.ndarray]:

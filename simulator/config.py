@@ -75,9 +75,9 @@ class ReplayConfig(ConfigBase):
                                f"leaves when one is named, else {DEFAULT_DRAM_FRACTION})", metavar="F")
     dram_bytes: Any = param(None, size(hi=1e15), "DRAM cache budget in bytes (a number, or with a unit: 512MB, "
                                                  "2GiB; at most 1000 TB)", metavar="BYTES")
-    allocation: str = param("uniform", choice(*allocation.SCHEMES, kind="allocation"),
+    allocation: str = param("uniform", name_in("allocation", allocation.names),
                             "split of the budget over layers and groups: uniform (the paper's) or benefit",
-                            choices=lambda: allocation.SCHEMES, metavar="NAME")
+                            choices=allocation.names, metavar="NAME")
     allocation_params: dict = param(None, mapping, "parameters of the allocation scheme (benefit: steps)",
                                     metavar="KEY=VALUE")
     weight_format: Any = param("source", _weight_format, "bytes per weight: source (the trace's), int4, int8, fp8, "
@@ -136,17 +136,8 @@ class ReplayConfig(ConfigBase):
             raise DipsimError(f"{child(where, 'cache_params')}: {e}") from None
         except (ValueError, TypeError) as e:   # a policy that converts a value before it checks it
             raise DipsimError(f"{child(where, 'cache_params')}: {self.cache}: {e}") from None
-        if self.allocation_params and self.allocation == "uniform":
-            raise DipsimError(f"{child(where, 'allocation_params')}: the uniform allocation takes no parameters "
-                              f"(benefit takes {', '.join(allocation.PARAMS)})")
-        for k in self.allocation_params:
-            if k not in allocation.PARAMS:
-                raise DipsimError(f"{child(where, 'allocation_params')}: allocation has no parameter {k!r}; its "
-                                  f"parameters: {', '.join(allocation.PARAMS)}")
-        if "steps" in self.allocation_params:   # benefit's grid of cache sizes per group
-            steps = number(1, 100_000, integer=True)(self.allocation_params["steps"],
-                                                    child(child(where, "allocation_params"), "steps"))
-            object.__setattr__(self, "allocation_params", {**self.allocation_params, "steps": steps})
+        object.__setattr__(self, "allocation_params", allocation.checked_params(
+            self.allocation, self.allocation_params, child(where, "allocation_params")))
         return self
 
     def unused_keeps(self) -> str | None:

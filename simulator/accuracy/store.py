@@ -1,11 +1,14 @@
 """The on-disk store of closed-loop results: one JSON file per (model, corpus, run options,
 configuration) under ``common.io.cache_root() / "accuracy"``, written atomically, so that sweeps
-and reruns reuse every configuration already measured.
+and reruns reuse every configuration already measured. A configuration naming a plugin's class has
+the SHA-256 of the plugin's source in its key (``plugins.source_key``): an edited plugin measures anew.
 """
 from __future__ import annotations
 
 from common.errors import DipsimError
 from common.io import atomic_write, cache_root
+
+from .. import plugins
 
 import hashlib
 import json
@@ -40,8 +43,9 @@ def result_key(model_key: str, corpus_digest: str, run: dict[str, Any], cfg: dic
     from traces import __version__
 
     c = {k: v for k, v in cfg.items() if k != "label"}
+    source = plugins.source_key(c)      # a plugin's classes: the source hash of its module
     return {"schema": SCHEMA, "dipsim": __version__, "model": model_key, "corpus_digest": corpus_digest, **run,
-            "config": c}
+            "config": c, **({"plugins": source} if source else {})}
 
 
 def _key_path(key: dict[str, Any]) -> Path:

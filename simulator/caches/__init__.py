@@ -10,9 +10,12 @@
 
 See ``caches.base`` for the step semantics shared by all policies (sets larger than the capacity
 included, and the ``sequential`` step model) and ``caches.reference`` for the plain per-request
-definitions they are tested against.
+definitions they are tested against. ``caches.plain.PythonCache`` is the base of policies written in
+plain Python (a plugin's): two hooks, the same step semantics.
 """
 from . import arc, belady, fifo, lfu, lru, none, pinned, s3fifo  # noqa: F401  (registration)
 from .base import REGISTRY, CachePolicy, KeyedCache, as_capacity, make, names, policy_params, register_cache
+from .plain import PythonCache
 
-__all__ = ["REGISTRY", "CachePolicy", "KeyedCache", "as_capacity", "make", "names", "policy_params", "register_cache"]
+__all__ = ["REGISTRY", "CachePolicy", "KeyedCache", "PythonCache", "as_capacity", "make", "names", "policy_params",
+           "register_cache"]

@@ -115,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    try:
+    from .. import plugins
+    from .options import plugin_specs
+
+    try:        # plugins first: their names and parameters become choices and options
+        plugins.load(plugin_specs(sys.argv[1:] if argv is None else argv))
         parser = build_parser()
         try:
             a = parser.parse_args(argv)

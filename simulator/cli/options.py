@@ -21,11 +21,31 @@ from ..config import ReplayConfig, masking_parameter_names
 
 def add_verb(sub, name: str, run: Callable[[argparse.Namespace], int], help: str, **kw: Any) -> argparse.ArgumentParser:
     """The parser of verb ``name``, which ``run`` runs: ``help`` is its line in ``dipsim --help`` and
-    the docstring of ``run`` its description (unless ``kw`` gives one)."""
+    the docstring of ``run`` its description (unless ``kw`` gives one). Every verb takes ``--plugin``."""
     kw.setdefault("description", inspect.getdoc(run))
     s = sub.add_parser(name, help=help, **kw)
     s.set_defaults(run=run)
+    add_plugin_option(s)
     return s
+
+
+def add_plugin_option(parser: argparse.ArgumentParser) -> None:
+    """``--plugin FILE|MODULE``: loaded (``simulator.plugins``) before the command line is parsed, so
+    that a plugin's names and masking parameters are options and choices like the built-in ones."""
+    parser.add_argument("--plugin", action="append", metavar="FILE|MODULE",
+                        help="load masking/cache policies or allocation schemes from a Python file or an importable "
+                             "module that registers them (repeatable; installed packages' dipsim.* entry points load "
+                             "by themselves)")
+
+
+def plugin_specs(argv: Sequence[str]) -> list[str]:
+    """The ``--plugin`` values of a command line, read before the full parser exists."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    add_plugin_option(pre)
+    try:
+        return pre.parse_known_args(list(argv))[0].plugin or []
+    except argparse.ArgumentError:     # --plugin without a value: the full parser says so
+        return []
 
 
 def flag(name: str) -> str:
@@ -86,7 +106,11 @@ def add_masking_parameter_options(parser, *, repeat: Sequence[str] = ()) -> None
         kw: dict[str, Any] = {"dest": name, "default": None, "metavar": _metavar(f), "help": _help(f, f.default)}
         if name in repeat:
             kw.update(action="append", help=kw["help"] + " (repeatable)")
-        g.add_argument(flag(name), **kw)
+        try:
+            g.add_argument(flag(name), **kw)
+        except argparse.ArgumentError:    # a plugin policy's parameter named like an option of the verb
+            raise DipsimError(f"masking policy {owners[0]!r} has a parameter {name!r}, which is also an option of "
+                              f"{parser.prog} ({flag(name)}); give the parameter another name") from None
 
 
 def given(args: argparse.Namespace, cls, *, names: Sequence[str] | None = None, prefix: str = "") -> dict[str, Any]:

@@ -133,7 +133,7 @@ def prepare(meta: dict[str, Any], cfg: ReplayConfig, calib: dict[str, np.ndarray
 def needs_calibration(cfg: ReplayConfig) -> bool:
     """Whether replay must read a calibration prefix of the trace for this configuration."""
     return (masking_mod.REGISTRY.get_class(cfg.masking).needs_calibration or cfg.cache == "pinned"
-            or cfg.allocation != "uniform")
+            or alloc_mod.REGISTRY.get_class(cfg.allocation).needs_calibration)
 
 
 def calibration_scores(trace: Trace, groups: list[Group], tokens: int) -> dict[str, np.ndarray]:

@@ -14,7 +14,8 @@ from typing import Callable, Iterator
 
 from common.errors import DipsimError
 
-from .execute import run_points
+from .. import plugins
+from .execute import run_plugin_points
 
 
 @contextmanager
@@ -67,8 +68,9 @@ def _run(client, tasks) -> None:
     """Every task (a list of ``run.Job``) on the cluster; each job's ``done`` gets its row as it comes."""
     from distributed import as_completed
 
-    futs = {client.submit(run_points, [j.config for j in task], 1, [j.dense for j in task], pure=False): task
-            for task in tasks}
+    specs = plugins.loaded()      # every worker loads the parent's plugins before it resolves a name
+    futs = {client.submit(run_plugin_points, specs, [j.config for j in task], [j.dense for j in task], pure=False):
+            task for task in tasks}
     try:
         for f in as_completed(list(futs)):
             for j, row in zip(futs[f], f.result()):

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 
 from common.io import atomic_write
 
+from .. import plugins
 from ..config import PointConfig
 
 #: the figures a point's row carries about its dense baseline (names of the metric table)
@@ -61,8 +62,10 @@ def baseline_key(cfg: PointConfig, trace_path: str | Path) -> str:
 
 
 def _described(d: PointConfig, trace_path: str | Path) -> dict[str, Any]:
-    return {"trace": str(trace_path), "device": d.device, "replay": d.replay.to_mapping(),
-            "engine": d.engine.to_mapping(), "layout": d.layout.to_mapping()}
+    out = {"trace": str(trace_path), "device": d.device, "replay": d.replay.to_mapping(),
+           "engine": d.engine.to_mapping(), "layout": d.layout.to_mapping()}
+    source = plugins.source_key(d.replay)    # a plugin cache or allocation: its source hash
+    return {**out, "plugins": source} if source else out
 
 
 def dense_figures(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -21,6 +21,7 @@ from common.errors import DipsimError
 from common.io import cache_root
 from traces import prefix
 
+from .. import plugins
 from ..config import PointConfig, TraceSpec
 from .dense import baseline_key, dense_figures, dense_point, is_own_baseline, versus_dense
 from .experiment import Point
@@ -86,8 +87,10 @@ def trace_for(trace: Any, progress: bool = False):
 
 
 def replay_key(cfg: PointConfig) -> str:
-    """Points with the same replay key share one replay (they differ only in device, engine, ...)."""
-    return json.dumps([str(trace_path(cfg.trace)), cfg.replay.to_mapping()], sort_keys=True, default=str)
+    """Points with the same replay key share one replay (they differ only in device, engine, ...); a
+    plugin's classes add their source hash (``plugins.source_key``)."""
+    return json.dumps([str(trace_path(cfg.trace)), cfg.replay.to_mapping(), plugins.source_key(cfg.replay)],
+                      sort_keys=True, default=str)
 
 
 def _replayed(cfg: PointConfig, threads: int | None):
@@ -106,6 +109,14 @@ def run_points(group: list[PointConfig], threads: int | None = 1,
     """Evaluate points that share a replay (see :func:`replay_key`), in order; ``dense``: each point's
     dense baseline figures when the caller has them (else each is run once in this process)."""
     return [run_point(p, threads, dense=d) for p, d in zip(group, dense or [None] * len(group))]
+
+
+def run_plugin_points(plugin_specs: list[tuple[str, str]], group: list[PointConfig],
+                      dense: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """``run_points`` in a worker process (the pool's or Dask's), after loading the parent's plugins
+    (``plugins.loaded``; each once per process; a file changed since the parent read it is refused)."""
+    plugins.load(plugin_specs, where="worker")
+    return run_points(group, 1, dense)
 
 
 def dense_key(cfg: PointConfig) -> str:

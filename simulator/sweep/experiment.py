@@ -25,6 +25,8 @@ the reason logged. The YAML is plain data: tags beyond strings, numbers, boolean
 mappings are refused, as are keys given twice, aliases that recurse or expand beyond a small budget
 and nesting deeper than an experiment needs (``common.plainyaml``); an experiment expands to at most
 ``MAX_POINTS`` points, counted before any is built.
+``plugins: [policy.py, my_package.policies]`` loads plugins first (``simulator.plugins``; paths also
+beside the file); a point using a plugin's class has the plugin's source hash in its key.
 """
 from __future__ import annotations
 
@@ -41,10 +43,11 @@ from common.errors import DipsimError
 from traces.format import load as load_trace
 from traces.prefix import resolve as resolve_prefix
 
+from .. import plugins
 from ..config import PointConfig, point_keys
 from ..engine import device_models
 
-TOP_KEYS = ("name", "description", "trace", "traces", "base", "grid", "zip")
+TOP_KEYS = ("name", "description", "plugins", "trace", "traces", "base", "grid", "zip")
 MAX_BYTES = 8 << 20       # experiment files are a few kilobytes
 MAX_POINTS = 20_000       # points of one experiment: each is checked at load and keeps a row and a file
 
@@ -91,8 +94,7 @@ def _check_key(path: Path, where: str, k: Any, keys: list[str]) -> None:
 def _set(d: dict[str, Any], key: str, value: Any) -> None:
     if "." in key:
         head, rest = key.split(".", 1)
-        sub = d.get(head)
-        sub = dict(sub) if isinstance(sub, dict) else {}
+        sub = dict(d[head]) if isinstance(d.get(head), dict) else {}
         _set(sub, rest, value)
         d[head] = sub
     else:
@@ -182,9 +184,10 @@ def load_experiment(path: str | os.PathLike, *, check_traces: bool = True) -> Ex
     unknown = [k for k in raw if k not in TOP_KEYS]
     if unknown:
         raise _fail(p, f"unknown top-level key {unknown[0]!r}; allowed: {', '.join(TOP_KEYS)}")
-    for k in ("name", "description"):
-        if k in raw and not isinstance(raw[k], str):
-            raise _fail(p, f"'{k}' must be text, got {raw[k]!r}")
+    bad = [k for k in ("name", "description") if k in raw and not isinstance(raw[k], str)]
+    if bad:
+        raise _fail(p, f"'{bad[0]}' must be text, got {raw[bad[0]]!r}")
+    plugins.load(raw.get("plugins"), where=f"{p}: plugins", base=p.parent)   # first: their names become keys
     keys = point_keys()
     base = raw.get("base") or {}
     if not isinstance(base, dict):
@@ -246,7 +249,8 @@ def _expand(exp: Experiment, base, grid, zipped, traces, check_traces: bool) -> 
                 for k in foreign:
                     del params[k]
                 readable = _readable(params, axis_names, traces)
-                h = point_hash(params)
+                source = plugins.source_key(params)     # a plugin's classes: its source hash in the key
+                h = point_hash({**params, "plugins": source} if source else params)
                 if h in seen:
                     if unused:    # an axis value the policy does not take: say where the point went
                         exp.dropped.append((asked, f"the same point as {seen[h]}: {m} takes no {', '.join(unused)}"))
@@ -354,11 +358,8 @@ def _check_device(device: str, version: tuple) -> None:
 
 
 def _file_version(name: str) -> tuple:
-    try:
-        st = os.stat(name)
-    except OSError:
-        return ()
-    return (st.st_mtime_ns, st.st_size)
+    st = os.stat(name) if os.path.exists(name) else None
+    return (st.st_mtime_ns, st.st_size) if st else ()
 
 
 @lru_cache(maxsize=32)

@@ -4,7 +4,8 @@ Points are grouped by their replay (points that differ only in device, engine or
 one), groups cut so that every worker gets work. Traces are captured and accuracy measured once,
 here, before the workers start. The dense baselines the points need (``sweep.dense``) run first,
 each once -- a dense point that is its own baseline counts as one -- and are kept in
-``OUT/dense/``; every other point then receives its baseline's figures. Nothing is written before
+``OUT/dense/``; every other point then receives its baseline's figures. Every worker loads the
+plugins the parent loaded (``plugins.loaded``) before it resolves a name. Nothing is written before
 the executor is ready (a Dask scheduler reached), the traces captured and the accuracy measured; a
 run that ends, by an error or an interrupt, before its first point finishes removes the folder it
 started. Workers die with their parent: on Linux each asks the kernel for SIGKILL when the parent
@@ -23,9 +24,10 @@ from typing import Any, Callable, Iterator
 from common.errors import DipsimError
 from common.params import max_workers
 
+from .. import plugins
 from ..config import PointConfig
 from .dense import BaselineStore, dense_figures, dense_point, is_own_baseline
-from .execute import (captured_trace_path, dense_key, precompute_accuracy, replay_key, run_point, run_points,
+from .execute import (captured_trace_path, dense_key, precompute_accuracy, replay_key, run_plugin_points, run_point,
                       trace_for, trace_path)
 from .experiment import Experiment, Point
 from .results import discard_output, read_output, row_of, save_point, start_output, write_parquet
@@ -196,7 +198,9 @@ def _run_pool(tasks: list[list[Job]], jobs: int) -> None:
 
     pool = ProcessPoolExecutor(min(jobs, len(tasks)), initializer=worker_setup)   # an idle worker only costs memory
     try:
-        futs = {pool.submit(run_points, [j.config for j in task], 1, [j.dense for j in task]): task for task in tasks}
+        specs = plugins.loaded()
+        futs = {pool.submit(run_plugin_points, specs, [j.config for j in task], [j.dense for j in task]): task
+                for task in tasks}
         for f in as_completed(futs):
             for j, row in zip(futs[f], f.result()):
                 j.done(row)
