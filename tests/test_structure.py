@@ -17,7 +17,7 @@ RANKS = {
     "simulator.kernels": 2,
     "simulator.masking": 3, "simulator.caches": 3, "simulator.allocation": 3, "simulator.devices": 3,
     "simulator.metrics": 3, "simulator.plots": 3,
-    "simulator.config": 4, "simulator.hardware": 4,
+    "simulator.config": 4, "simulator.hardware": 4, "simulator.report": 4,
     "simulator.replay": 5, "simulator.plugins": 5,
     "simulator.layout": 6, "simulator.mrc": 6,
     "simulator.engine": 7, "simulator.accuracy": 7, "simulator.synth_validation": 7,

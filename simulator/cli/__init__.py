@@ -14,9 +14,9 @@ import sys
 
 from common.errors import DipsimError, one_line
 
-from . import demo, disk, eval, mrc, profiles, replay, sweep, synth, trace
+from . import demo, disk, eval, mrc, profiles, replay, report, sweep, synth, trace
 
-VERBS = (trace, synth, replay, mrc, sweep, profiles, disk, eval, demo)
+VERBS = (trace, synth, replay, mrc, sweep, report, profiles, disk, eval, demo)
 
 
 class Parser(argparse.ArgumentParser):
@@ -125,6 +125,7 @@ def _main(argv: list[str] | None) -> int:
             a = parser.parse_args(argv)
         except SystemExit as e:      # --help, --version, or a bad option already reported in one line
             return int(e.code or 0)
+        a.argv = list(sys.argv[1:] if argv is None else argv)    # the command, for what a run records of itself
         if not a.command:    # nothing to do: a usage error, in one line
             print(f"dipsim: error: give a command: {', '.join(parser.verbs)} (see dipsim --help)", file=sys.stderr)
             return 2

@@ -51,9 +51,14 @@ def run_sweep(a: argparse.Namespace) -> int:
         for k, why in exp.dropped:
             print(f"dropped {k}: {why}")
         return 0
+    import shlex
+
     check_folder(out, "--out", create=False)   # the sweep makes the folder when it writes to it
-    path = sweep(exp, out, jobs=a.jobs, executor=a.executor, scheduler=a.scheduler, progress=not a.quiet)
+    path = sweep(exp, out, jobs=a.jobs, executor=a.executor, scheduler=a.scheduler, progress=not a.quiet,
+                 command=shlex.join(["dipsim", *a.argv]))
     print(f"results: {path}")
+    if (out / "report.html").exists():
+        print(f"report:  {out / 'report.html'} (open it in a browser)")
     return 0
 
 

@@ -47,8 +47,9 @@ class Job:
 
 def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executor: str = "local",
               scheduler: str | None = None, progress: bool = True,
-              log: Callable[[str], None] | None = None) -> Path:
-    """Run every unfinished point of ``exp`` and keep ``out/results.parquet`` current."""
+              log: Callable[[str], None] | None = None, report: bool = True, command: str | None = None) -> Path:
+    """Run every unfinished point of ``exp`` and keep ``out/results.parquet`` current; at the end write
+    ``out/provenance.json`` and, with ``report``, ``out/report.html`` (``command``: what ran it)."""
     from ..config import TraceSpec
 
     out = Path(out)
@@ -86,6 +87,7 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
     for r in rows:
         by_key.setdefault(r["key"], []).append(r)
     write_parquet(out, [r for p in exp.points for r in by_key.get(p.key, ())])   # in the experiment's order
+    _provenance_and_report(exp, out, report, command, say)
     return out / "results.parquet"
 
 
@@ -140,6 +142,24 @@ def _run(exp: Experiment, out: Path, execute, work: tuple[list[Point], list, int
         raise
     finally:
         bar.close()
+
+
+def _provenance_and_report(exp: Experiment, out: Path, report: bool, command: str | None, say) -> None:
+    """``provenance.json`` and ``report.html``; a report that cannot be written costs the report (one
+    warning line), never the results."""
+    from . import provenance
+    from .results import load_results
+
+    prov = provenance.write(out, exp, command)
+    if not report:
+        return
+    from ..report import table_source, write_report
+
+    try:
+        write_report(load_results(out), out / "report.html", provenance=prov,
+                     source=table_source(out / "results.parquet"), title=exp.name)
+    except DipsimError as e:
+        say(f"dipsim: warning: no report: {e}")
 
 
 def _dense_first(todo: list[Point], known: dict[str, dict[str, Any]], finish, keep) -> tuple[list[Job], list[Job]]:
