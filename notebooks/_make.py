@@ -660,6 +660,29 @@ dense model's perplexity on these tokens is 12.89.
   tokens/s, above dense at 147.2, because it charges bytes at the flash's full bandwidth and knows
   neither pages nor the wait for a mask."""
 
+PROSE["your_own_policy"] = """## What this shows
+
+The numbers are from the full-size sweep above (the `SMALL` run has two keeps, one ratio and 128 tokens).
+
+* **The plugin ran wherever DIP did**: the same sweep, closed loop and device model, its `ratio` checked
+  like a built-in parameter, its points keyed by the policy file's source hash (edit the policy cell and
+  rerun: its points run again, DIP's are reused).
+* **The floor cuts reads**: at ratio 0.02 dip-floor reads a little less than DIP at the same keep (keep
+  0.75: 71.7% of the up/gate and 54.2% of the down columns, 15.73 MB of weights per token against DIP's
+  18.31); at ratio 0.1 it reads 16-21% of the up/gate and 13-14% of the down columns whatever the keep.
+* **Ratio 0.02 behaves like DIP at a slightly lower keep**: it joins DIP on the Pareto front (three of
+  its five points: keep 0.75, 0.5 and 0.35), trading a little accuracy for a little speed -- keep 0.5: 28.6
+  tokens/s at perplexity 19.70 against DIP's 26.2 at 17.60 -- and at keep 0.35 it beats DIP at 0.35 on
+  both (44.7 tokens/s at 62.4 against 42.9 at 69.0), where both have lost most of the accuracy already.
+  Per byte of flash it is no better: 15.73 MB/token at keep 0.75 give 14.82, about what DIP's line between
+  keep 0.5 and 0.75 gives at that traffic. Larger ratios fall off: at 0.05, 8.24 MB/token cost perplexity
+  72.9 (keep 0.5) where DIP reads 7.24 MB at 69.0 (keep 0.35); at 0.1 the model collapses (perplexity
+  61,000-68,000). The columns below a few percent of a token's largest activation are not the ones DIP
+  gives up first; together they matter (dense: 12.74 over the same tokens).
+* **Speed**: nothing here beats the dense model with the same cache on this phone (136.9 tokens/s): DIP
+  runs at 15.9-59.1 tokens/s (0.12-0.43x), dip-floor at 17.9-87.0 (0.13-0.64x), its fastest points being
+  collapsed ones."""
+
 PROSE["hardware_comparison"] = """## What this shows
 
 The numbers are from the full-size sweep above (the `SMALL` run has two devices and 128 tokens).
@@ -685,14 +708,132 @@ The numbers are from the full-size sweep above (the `SMALL` run has two devices 
 The paper's model is thus a ceiling for large, queue-filling reads, not a prediction for per-column
 reads of a small model's weights."""
 
+# ------------------------------------------------------------------------------------- your_own_policy
+POLICY_INTRO = """# Your own masking policy, kept outside dipsim
+
+A researcher's idea usually starts as a few lines of numpy. dipsim takes it as a **plugin**: a Python file
+(or an installed package) that registers its classes with the decorators the built-in policies use, named
+in an experiment (`plugins: [my_policy.py]`), on the command line (`--plugin my_policy.py`, every verb) or
+loaded from Python (`simulator.plugins.load`). Its name then works wherever `dip` does -- replay, the
+closed loop, sweeps on worker processes or Dask, plots, the report -- with its parameters checked like a
+built-in's, and a broken plugin fails in one line naming the file.
+
+This notebook writes a 20-line policy into a file outside the package, loads it, and sweeps it against
+DIP on SmolLM2-135M (1024 tokens of the default corpus) with an LRU cache holding half the MLP on the 12 GB
+UFS 4.0 phone, every configuration also run inside the real model for its accuracy (`accuracy: true`).
+
+""" + results_note("two keeps, one ratio")
+
+POLICY_MD = """## The policy: DIP that skips weak columns
+
+**dip-floor** keeps DIP's top-k columns of each layer (|x| for W_up/W_gate, |GLU(x)| for W_down) except
+those scoring below `ratio` times the layer's largest score on that token: where a token's activations are
+concentrated it reads fewer than k columns, where they are flat it reads k, like DIP. `keep` is then an upper
+bound, and the question is whether the columns it skips cost accuracy. The class declares its parameter
+with `common.params.param` (default, check, help): that is what makes `ratio` a checked experiment key and
+a `--ratio` option. The file is written into `OUT`, outside the package."""
+
+POLICY_CODE = """from simulator import masking, plugins
+
+POLICY = '''# dip-floor: DIP that skips the columns scoring below ratio x the layer's largest score.
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.params import number, param
+from simulator.kernels import topk_mask
+from simulator.masking import MaskingPolicy, register_masking
+
+
+@register_masking("dip-floor")
+@dataclass(frozen=True)
+class DIPFloor(MaskingPolicy):
+    ratio: float = param(0.05, number(0, 1), "dip-floor: skip columns scoring below ratio x the largest score",
+                         metavar="R")
+
+    def _select(self, scores, resident, k):       # scores [rows, columns], k per row
+        return topk_mask(scores, k) & (scores >= self.ratio * scores.max(axis=1, keepdims=True))
+
+    def select_layer(self, layer, scores, k):     # one layer, all tokens as rows: one vectorized call
+        scores = np.asarray(scores, dtype=np.float32)
+        return self._select(scores, None, np.full(scores.shape[0], int(k)))
+'''
+POLICY_FILE = in_root(OUT) / "dip_floor.py"
+POLICY_FILE.parent.mkdir(parents=True, exist_ok=True)
+POLICY_FILE.write_text(POLICY)
+plugin, = plugins.load([str(POLICY_FILE)])
+print(f"loaded {shown(POLICY_FILE)}: {plugin.names}, source hash {plugin.digest} (in every result key it touches)")
+
+# a first look on random scores: never more than DIP's k, fewer where a few columns dominate
+rng = np.random.default_rng(0)
+scores = rng.lognormal(sigma=2.0, size=(4, 1536)).astype(np.float32)
+for name, params in (("dip", {}), ("dip-floor", {"ratio": 0.05})):
+    kept = masking.make(name, **params).select(scores, None, 768).sum(axis=1)
+    print(f"{name:9s} keeps {kept.tolist()} of 1536 columns (k = 768)")"""
+
+POLICY_FULL = ("dip-floor (a plugin) against dip: keep x ratio, LRU holding half the MLP, accuracy in the loop", '''\
+    "plugins": [str(POLICY_FILE)],
+    "base": {"cache": "lru", "dram_fraction": 0.5, "device": "phone-12gb-ufs40", "accuracy": True},
+    "grid": {"masking": ["dip", "dip-floor"], "keep": [0.75, 0.5, 0.35, 0.25], "ratio": [0.02, 0.05, 0.1]},''')
+
+POLICY_SMALL = ("tiny: dip and dip-floor at two keeps, 128 tokens (accuracy over 32)", '''\
+    "plugins": [str(POLICY_FILE)],
+    "base": {"cache": "lru", "dram_fraction": 0.5, "device": "phone-12gb-ufs40", "warmup": 8, "calib_tokens": 16,
+             "accuracy": True, "accuracy_tokens": 32},
+    "grid": {"masking": ["dip", "dip-floor"], "keep": [0.5, 0.25], "ratio": [0.05]},''')
+
+POLICY_TABLE_MD = """## The sweep
+
+`keep` is what the run allows; `keep, up/gate` and `keep, down` are the shares of the columns each policy
+really read (DIP: exactly keep; dip-floor: at most keep). DIP takes no `ratio`: the grid's ratios collapse
+to one DIP point per keep (the sweep says so when it starts)."""
+
+POLICY_TABLE = '''COLUMNS.update({"p.ratio": ("ratio", 1, "{:g}"), "m.upgate.keep": ("keep, up/gate", 1, "{:.3f}"),
+                "m.down.keep": ("keep, down", 1, "{:.3f}")})
+if "m.dense_perplexity" in df.columns:
+    print(f"dense model over the same tokens: perplexity {df['m.dense_perplexity'].iloc[0]:.2f}")
+table(df, ["p.masking", "p.keep", "p.ratio", "m.upgate.keep", "m.down.keep", "m.hit_rate", "m.flash_bytes_per_token",
+           "m.tokens_per_s", "m.speedup_vs_dense", "m.perplexity", "m.kl_to_dense"],
+      sort=["p.masking", "p.keep", "p.ratio"])'''
+
+POLICY_TRADE_MD = """## Perplexity against tokens/s: the plugin beside DIP
+
+Every configuration is a point, coloured by its policy and labelled with its keep (and dip-floor's
+ratio); the black line is the Pareto front over both, and a configuration above 10x the dense perplexity
+sits on the dashed line with its value. The sweep also wrote `report.html` into its results folder: the
+same points in an interactive page (hover, filters, an accuracy budget) that opens in any browser, offline."""
+
+POLICY_TRADE = '''if "m.perplexity" in df.columns:
+    label = lambda r: f"k{r['p.keep']:g}" + (f" r{r['p.ratio']:g}" if r["p.masking"] == "dip-floor" else "")
+    fig, axes, front = tradeoff(df, colour="p.masking", text=label,
+                                title=f"Perplexity against tokens/s (labels: keep, ratio) -- {plots.context(df)}")
+    render(fig)
+    display(table(front, ["p.masking", "p.keep", "p.ratio", "m.tokens_per_s", "m.perplexity", "m.kl_to_dense"]))
+else:
+    print(NO_ACCURACY)
+print(f"interactive report: {shown(results_dir / 'report.html')}")'''
+
+POLICY_LINES_MD = """## Flash traffic and accuracy against keep
+
+One line per policy (and dip-floor's ratio): the weights read from flash per token and the perplexity."""
+
+POLICY_LINES = '''d = df.assign(policy=[m if m == "dip" else f"{m} r{r:g}" for m, r in zip(df["p.masking"], df["p.ratio"])])
+fig, ax = plots.lines(d, "p.keep", ["m.flash_bytes_per_token", "m.perplexity"] if "m.perplexity" in d.columns
+                      else ["m.flash_bytes_per_token"], "policy",
+                      title=f"dip-floor against dip -- {plots.context(d, skip=('p.keep',))}")
+render(fig)'''
+
+
 def notebook(name: str, intro: str, full: tuple[str, str], small: tuple[str, str], body: list,
-             helpers: bool = False) -> list:
+             helpers: bool = False, before: list = ()) -> list:
     """The cells of a notebook of the common shape: intro, parameters, set-up (and the trade-off figure's
-    helpers), the sweep (full or small), the notebook's own cells, then what the figures show."""
+    helpers), the cells the sweep needs (``before``), the sweep (full or small), the notebook's own cells,
+    then what the figures show."""
     return [
         new_markdown_cell(intro),
         params_cell(name),
         new_code_cell(SETUP + ("\n\n\n" + TRADEOFF if helpers else "")),
+        *before,
         new_code_cell(run_cell(name, full, small)),
         *body,
         new_markdown_cell(PROSE[name]),
@@ -700,7 +841,7 @@ def notebook(name: str, intro: str, full: tuple[str, str], small: tuple[str, str
 
 
 def build(only: list[str] | None = None) -> list[Path]:
-    """Write the notebooks (those named in ``only``, else all three) without outputs."""
+    """Write the notebooks (those named in ``only``, else all four) without outputs."""
     md, code = new_markdown_cell, new_code_cell
     cells = {
         "gamma_tradeoff": lambda: notebook("gamma_tradeoff", GAMMA_INTRO, GAMMA_FULL, GAMMA_SMALL,
@@ -709,6 +850,9 @@ def build(only: list[str] | None = None) -> list[Path]:
         "sparsity_tradeoff": lambda: notebook("sparsity_tradeoff", SPARSITY_INTRO, SPARSITY_FULL, SPARSITY_SMALL,
                  [code(SPARSITY_TABLE), md(SPARSITY_VS_MD), code(SPARSITY_VS), md(SPARSITY_ACC_MD), code(SPARSITY_ACC),
                   md(SPARSITY_TRADE_MD), code(SPARSITY_TRADE)], helpers=True),
+        "your_own_policy": lambda: notebook("your_own_policy", POLICY_INTRO, POLICY_FULL, POLICY_SMALL,
+                 [md(POLICY_TABLE_MD), code(POLICY_TABLE), md(POLICY_TRADE_MD), code(POLICY_TRADE),
+                  md(POLICY_LINES_MD), code(POLICY_LINES)], helpers=True, before=[md(POLICY_MD), code(POLICY_CODE)]),
         "hardware_comparison": lambda: notebook("hardware_comparison", HARDWARE_INTRO, HARDWARE_FULL, HARDWARE_SMALL,
                  [code(HARDWARE_PLOT), md(HARDWARE_SPEEDUP_MD), code(HARDWARE_SPEEDUP), md(HARDWARE_SPEED_MD),
                   code(HARDWARE_SPEED), md(HARDWARE_ACC_MD),

@@ -33,7 +33,7 @@ def kernel_dir(tmp_path_factory) -> Path:
 
 def test_there_are_notebooks():
     names = {p.stem for p in NOTEBOOKS}
-    assert {"gamma_tradeoff", "sparsity_tradeoff", "hardware_comparison"} <= names, names
+    assert {"gamma_tradeoff", "sparsity_tradeoff", "hardware_comparison", "your_own_policy"} <= names, names
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.errors import DipsimError
-from simulator import allocation, caches, masking, plugins
+from simulator import caches, masking, plugins
 from simulator.caches import PythonCache
 
 from expected_replay import TRACE

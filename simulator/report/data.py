@@ -73,6 +73,15 @@ def fmt(v: Any, u: str = "") -> str:
     return f"{x:.4g}{' ' + u if u and u not in ('text', 'bool') else ''}"
 
 
+def number(v: Any) -> float | None:
+    """A finite number, or None (missing, NaN, infinite or not a number)."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
 def higher_is_better(metric: str) -> bool:
     return any(h in metric for h in HIGHER)
 

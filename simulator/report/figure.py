@@ -13,19 +13,11 @@ import numpy as np
 
 from ..plots import label
 from ..plots.base import spans_decades
-from .data import Axes, fmt, meaning, unit
+from .data import Axes, fmt, meaning, number, unit
 
 SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "pentagon", "star-triangle-up", "hexagon")
 #: trace names of the highlight (the glue script finds them by these)
 FRONT, BEST = "Pareto front within budget", "fastest within budget"
-
-
-def _num(v: Any) -> float | None:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def axis_title(col: str, higher: bool) -> str:
@@ -47,7 +39,7 @@ def hover_text(row: dict[str, Any], axes: Axes, loss: float) -> str:
     head = [f"{axes.speed[2:]} {fmt(row.get(axes.speed), unit(axes.speed))}"]
     if axes.accuracy is not None:
         extra = ""
-        if axes.dense is not None and _num(loss) is not None:
+        if axes.dense is not None and number(loss) is not None:
             worse = loss >= 0
             extra = f" ({100 * abs(loss):.3g}% {'worse' if worse else 'better'} than dense)"
         head.append(f"{axes.accuracy[2:]} {fmt(row.get(axes.accuracy), unit(axes.accuracy))}{extra}")

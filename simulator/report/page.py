@@ -16,7 +16,7 @@ import numpy as np
 from common.errors import DipsimError
 from common.io import atomic
 
-from .data import Axes, budget_steps, choose_axes, facets, fmt, unit
+from .data import Axes, budget_steps, choose_axes, facets, fmt, number, unit
 from .figure import BEST, FRONT, details, figure, hover_text, meanings
 
 GLUE = Path(__file__).with_name("explorer.js")
@@ -40,27 +40,19 @@ def esc(v: Any) -> str:
     return html.escape(str(v), quote=True)
 
 
-def _num(v: Any) -> float | None:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 def points(df, axes: Axes, loss: np.ndarray, traces: dict[str, Any]) -> list[dict[str, Any]]:
     """One record per row for the page's script: position, error bounds, loss, facets, hover text."""
     rows = df.to_dict("records")
     out = []
     for i, (r, f) in enumerate(zip(rows, facets(rows, traces))):
-        p = {"i": i, "key": str(r.get("key") or f"row {i}"), "x": _num(r.get(axes.speed)),
-             "y": _num(r.get(axes.accuracy)) if axes.accuracy else 0.0, "loss": _num(loss[i]), "f": f,
+        p = {"i": i, "key": str(r.get("key") or f"row {i}"), "x": number(r.get(axes.speed)),
+             "y": number(r.get(axes.accuracy)) if axes.accuracy else 0.0, "loss": number(loss[i]), "f": f,
              "hover": hover_text(r, axes, loss[i])}
         for ax, col in (("x", axes.speed), ("y", axes.accuracy)):
             for side in ("lo", "hi"):
                 c = f"{col}_{'low' if side == 'lo' else 'high'}" if col else None
-                if c and c in r and _num(r[c]) is not None:
-                    p[f"{ax}{side}"] = _num(r[c])
+                if c and c in r and number(r[c]) is not None:
+                    p[f"{ax}{side}"] = number(r[c])
         out.append(p)
     return out
 
