@@ -101,6 +101,8 @@ def run(a: argparse.Namespace) -> int:
     png = out / "accuracy-vs-speed.png"
     save_figure(fig, png)
     print(f"[3/3] plot: {png}")
+    report = sweep_dir / "report.html"
     print(f"\noutputs:\n  trace:      {trace_path}\n  experiment: {exp_path}\n  results:    "
-          f"{sweep_dir / 'results.parquet'}\n  plot:       {png}")
+          f"{sweep_dir / 'results.parquet'}\n  plot:       {png}"
+          + (f"\n  report:     {report} (interactive; open it in a browser)" if report.exists() else ""))
     return 0

@@ -1,7 +1,8 @@
 """What a sweep ran on, for its report and for whoever reads its results later: the command, dipsim's
 version, the experiment file, the plugins (with their source hashes) and the digests of the traces,
 models and hardware profiles its points used. Written as ``OUT/provenance.json`` at the end of every
-sweep (a search writes its own beside its trials); ``dipsim report`` shows it.
+sweep (``write``); a search writes its own beside its trials (``collect`` takes any point
+configurations); ``dipsim report`` shows it.
 
 Digests: a trace file's SHA-256 over all its bytes; a model's file key (``traces.models.file_key``:
 SHA-256 of its size and first and last 4 MiB, the key of the dequantized-model cache); a device
@@ -77,13 +78,15 @@ def _profile(device: str) -> dict[str, Any]:
     return {"name": dev.name, "files": {f: sha256_file(f) for f in files if f and Path(f).is_file()}}
 
 
-def collect(exp, command: str | None = None) -> dict[str, Any]:
-    """The provenance of experiment ``exp`` (its points' traces must exist: call it after the run)."""
+def collect(configs, *, name: str, source: str | Path | None = None, command: str | None = None) -> dict[str, Any]:
+    """The provenance of a run of the point configurations ``configs`` (``config.PointConfig``; their
+    traces must exist: call it after the run): ``name`` and ``source``, the experiment (or search)
+    file it came from."""
     from traces import __version__
 
+    configs = list(configs)
     traces, models, profiles = {}, {}, {}
-    for p in exp.points:
-        cfg = p.config
+    for cfg in configs:
         path = trace_path(cfg.trace)
         if str(path) not in traces and path.exists():
             traces[str(path)] = _trace(path)
@@ -93,14 +96,14 @@ def collect(exp, command: str | None = None) -> dict[str, Any]:
             models[model] = _model(str(model))
         if cfg.device is not None and cfg.device not in profiles:
             profiles[cfg.device] = _profile(cfg.device)
-    exp_path = Path(exp.path)
+    src = Path(source) if source is not None else None
     return {
         "command": command or f"(Python: {shlex.join(sys.argv)})",
         "dipsim_version": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "experiment": {"name": exp.name, "path": str(exp_path), "points": len(exp.points),
-                       "sha256": sha256_file(exp_path) if exp_path.is_file() else "–",
-                       "yaml": exp_path.read_text(errors="replace") if exp_path.is_file() else ""},
+        "experiment": {"name": name, "path": str(src) if src else "–", "points": len(configs),
+                       "sha256": sha256_file(src) if src and src.is_file() else "–",
+                       "yaml": src.read_text(errors="replace") if src and src.is_file() else ""},
         "plugins": [{"spec": p.spec, "origin": p.origin, "source_sha256_16": p.digest,
                      "names": [f"{k}:{n}" for k, n in p.names]} for p in plugins.plugins()],
         "traces": traces, "models": models, "profiles": profiles,
@@ -108,6 +111,7 @@ def collect(exp, command: str | None = None) -> dict[str, Any]:
 
 
 def write(out: Path, exp, command: str | None = None) -> dict[str, Any]:
-    prov = collect(exp, command)
+    """``out/provenance.json`` of a sweep of experiment ``exp``."""
+    prov = collect([p.config for p in exp.points], name=exp.name, source=exp.path, command=command)
     atomic_write(out / "provenance.json", json.dumps(prov, indent=1, default=str).encode())
     return prov
