@@ -22,7 +22,9 @@ from simulator.report.data import fmt, unit
 
 from expected_replay import TRACE
 
-CHROMIUM = os.environ.get("DIPSIM_CHROMIUM", "/usr/bin/chromium")
+#: the browser: $DIPSIM_CHROMIUM, else Debian's /usr/bin/chromium, else a chromium on the PATH
+CHROMIUM = os.environ.get("DIPSIM_CHROMIUM") or (
+    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium") or "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -146,14 +148,14 @@ def test_every_sweep_writes_provenance_and_a_report(tmp_path):
 # ----------------------------------------------------------------------------------------- the browser
 def chromium():
     """Playwright's Chromium on Debian's browser binary, or a failure saying how to get it."""
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+    if not Path(CHROMIUM).is_file():
         pytest.fail(f"no Chromium at {CHROMIUM}: install it with `apt-get install -y chromium` (or point "
                     f"DIPSIM_CHROMIUM at a Chromium binary)", pytrace=False)
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("Playwright is not installed: pip install -r requirements.txt", pytrace=False)
-    return sync_playwright, (CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"))
+    return sync_playwright, CHROMIUM
 
 
 def fastest(df: pd.DataFrame, budget: float | None, device: str | None = None) -> str:

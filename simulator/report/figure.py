@@ -66,12 +66,9 @@ def _shown(v: Any) -> bool:
 
 
 def details(row: dict[str, Any]) -> list[list[str]]:
-    """``[column, value, unit]`` of every parameter and metric of a point (the page's details panel)."""
-    out = []
-    for c, v in row.items():
-        if _shown(v) and (c.startswith(("p.", "m.")) or c == "key"):
-            out.append([c, fmt(v, unit(c) if c.startswith("m.") else ""), unit(c) if c.startswith("m.") else ""])
-    return out
+    """``[column, value with its unit]`` of every parameter and metric of a point (the details panel)."""
+    return [[c, fmt(v, unit(c) if c.startswith("m.") else "")] for c, v in row.items()
+            if _shown(v) and (c.startswith(("p.", "m.")) or c == "key")]
 
 
 def meanings(cols) -> dict[str, str]:
