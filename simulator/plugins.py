@@ -93,7 +93,7 @@ def load(specs: Sequence[Any] | None = (), *, where: str = "--plugin", base: str
     out = []
     for s in specs or ():
         expect = None
-        if isinstance(s, (list, tuple)) and len(s) == 2:
+        if isinstance(s, tuple) and len(s) == 2:      # from loaded(), in a worker (YAML gives no tuples)
             s, expect = s
         if not isinstance(s, str) or not s.strip():
             raise DipsimError(f"{where}: expected a plugin file (.py) or a module name, got {s!r}")

@@ -333,3 +333,13 @@ def test_a_plugin_runs_everywhere_a_built_in_name_runs(tmp_path, in_tree, capsys
         r = dipsim("sweep", "exp/plug.yaml", "--out", name, "-q", *extra, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         pd.testing.assert_frame_equal(sweep_rows(tmp_path / name), want)
+
+
+def test_the_shipped_example_experiment_loads_its_plugins_from_beside_it(tmp_path, monkeypatch):
+    from simulator.sweep import load_experiment
+
+    monkeypatch.chdir(tmp_path)                      # anywhere: the plugins are found beside the file
+    exp = load_experiment(EXAMPLES / "experiment.yaml", check_traces=False)
+    assert {p.spec for p in plugins.plugins()} == {str(EXAMPLES / "mass.py"), str(EXAMPLES / "decay.py")}
+    kinds = {(p.params["masking"], p.params.get("mass"), p.params["cache"]) for p in exp.points}
+    assert len(exp.points) == 9 and ("dip", None, "lfu-decay") in kinds and ("dip-mass", 0.95, "lru") in kinds
