@@ -37,6 +37,19 @@ def param(default: Any, check: Check, help: str, *, metavar: str | None = None, 
                                                         "cli": cli, "choices": choices})
 
 
+def accepts(check: Check) -> str:
+    """What a check accepts, in words (``a number in [0, 1]``): the reference pages show it."""
+    return getattr(check, "accepts", "") or "any value"
+
+
+def says(text: str) -> Callable[[Check], Check]:
+    """Mark a check with what it accepts, in words (read back by :func:`accepts`)."""
+    def mark(check: Check) -> Check:
+        check.accepts = text
+        return check
+    return mark
+
+
 def params_of(cls) -> list[dataclasses.Field]:
     """The declared parameters of a config dataclass, in order."""
     return list(_params_of(cls))
@@ -138,9 +151,10 @@ def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = 
         if (lo is not None and (x < lo or (lo_open and x == lo))) or (hi is not None and (x > hi or (hi_open and x == hi))):
             raise _fail(where, f"must be {what}, got {_show(v)}")
         return int(x) if integer else x
-    return check
+    return says(what + (" or none" if optional else ""))(check)
 
 
+@says("a fraction in (0, 1], or a list of them (one per layer)")
 def fraction_or_list(v: Any, where: str) -> float | tuple[float, ...] | None:
     """A keep: a fraction in (0, 1], or a list of them (one per layer); None: not given."""
     if v is None:
@@ -168,9 +182,11 @@ def size(*, optional: bool = True, hi: float | None = None) -> Check:
         if hi is not None and x > hi:
             raise _fail(where, f"{_show(v)} is more than {fmt_size(hi)}; a typo or a missing unit?")
         return x
-    return check
+    upto = f" up to {fmt_size(hi)}" if hi is not None else ""
+    return says("bytes: a number, or with a unit (512MB, 2GiB)" + upto + (" or none" if optional else ""))(check)
 
 
+@says("true or false")
 def boolean(v: Any, where: str) -> bool:
     """True or False (also the strings true/false, yes/no, 1/0, as a command line gives them)."""
     if isinstance(v, bool):
@@ -182,6 +198,7 @@ def boolean(v: Any, where: str) -> bool:
     raise _fail(where, f"expected true or false, got {_show(v)}")
 
 
+@says("true, false or device (the device profile's assumption)")
 def boolean_or_device(v: Any, where: str) -> bool | None:
     """True, False, or None: left to the device profile's own assumption."""
     return None if v is None or v == "device" else boolean(v, where)
@@ -195,7 +212,7 @@ def choice(*values: str, kind: str = "value", optional: bool = False) -> Check:
         if not isinstance(v, str) or v not in values:
             raise _fail(where, f"unknown {kind} {_show(v)}; allowed: {', '.join(values)}")
         return v
-    return check
+    return says("one of " + ", ".join(values) + (" or none" if optional else ""))(check)
 
 
 def name_in(kind: str, names: Callable[[], Sequence[str]]) -> Check:
@@ -205,7 +222,7 @@ def name_in(kind: str, names: Callable[[], Sequence[str]]) -> Check:
         if not isinstance(v, str) or v not in allowed:
             raise _fail(where, f"unknown {kind} {_show(v)}; allowed: {', '.join(allowed)}")
         return v
-    return check
+    return says(f"a registered {kind} name")(check)
 
 
 def text(*, optional: bool = True) -> Check:
@@ -215,9 +232,10 @@ def text(*, optional: bool = True) -> Check:
         if not isinstance(v, str) or not v.strip():
             raise _fail(where, f"expected a non-empty text, got {_show(v)}")
         return v
-    return check
+    return says("a text" + (" or none" if optional else ""))(check)
 
 
+@says("a mapping of parameter names to plain values (KEY=VALUE on a command line)")
 def mapping(v: Any, where: str) -> dict[str, Any]:
     """A mapping of names to plain values (the parameters of a policy); its keys are checked by the
     policy it belongs to."""

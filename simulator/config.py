@@ -25,7 +25,7 @@ from typing import Any
 from common.errors import DipsimError
 from traces.format import SIZE_LIMITS
 from common.params import (ConfigBase, boolean, boolean_or_device, child, choice, fraction_or_list, mapping, name_in, number, param,
-                           params_of, size, text)
+                           params_of, says, size, text)
 
 from traces import prefix
 
@@ -39,6 +39,7 @@ LOOPS = ("layer", "token")
 DEFAULT_DRAM_FRACTION = 0.5
 
 
+@says(f"source, {', '.join(WEIGHT_FORMATS)}, or bytes per weight as a number in (0, 8]")
 def _weight_format(v: Any, where: str) -> Any:
     if v is None or v == "source":
         return "source"
@@ -220,7 +221,20 @@ class TraceSpec(ConfigBase):
 
 
 # ----------------------------------------------------------------------------------------- a sweep point
-POINT_KEYS = ("trace", "device", "engine", "layout", "accuracy", "accuracy_tokens", "variant", "adapter")
+#: a point's own keys beside the replay parameters (``PointConfig``), with their help
+POINT_HELP: dict[str, str] = {
+    "trace": "a trace file, or a mapping of TraceSpec keys (model, tokens, text, context, seed, prefix_token) "
+             "that the sweep captures first",
+    "device": "a device profile (name or .yaml path) to run the engine on; none: replay figures only",
+    "engine": "a mapping of EngineConfig keys (mode, overlap_io, ...)",
+    "layout": "a mapping of LayoutConfig keys (reorder, calib_tokens)",
+    "accuracy": "true: also run the real model with the point's masking policy and cache in the loop",
+    "accuracy_tokens": "text tokens of the accuracy run (default: the trace's)",
+    "variant": "a pruned variant of the weights (simulator.methods); its stored bytes per weight become the "
+               "weight format",
+    "adapter": "a LoRA adapter file (simulator.methods); its fp16 bytes stay in DRAM beside the static weights",
+}
+POINT_KEYS = tuple(POINT_HELP)
 
 
 def point_keys() -> list[str]:

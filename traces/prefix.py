@@ -39,6 +39,7 @@ from typing import Any
 
 from common.errors import DipsimError
 from common.params import param as _param
+from common.params import says
 
 CHOICES = ("auto", "bos", "eos", "none")
 DEFAULT = "auto"
@@ -51,6 +52,7 @@ _GGUF_KEYS = ("tokenizer.ggml.add_bos_token", "tokenizer.ggml.bos_token_id", "to
               "tokenizer.ggml.tokens")
 
 
+@says(ALLOWED)
 def check(v: Any, where: str) -> str | int:
     """A prefix_token value as written (``auto``, ``bos``, ``eos``, ``none``, a token id; None is
     ``none``), normalized; anything else is a one-line error naming ``where`` and the allowed values.
