@@ -117,6 +117,8 @@ def _checked(name: str, out: Any, groups, L: int, budget: float) -> dict[str, np
 @register_allocation("uniform")
 @dataclass(frozen=True)
 class Uniform(Allocation):
+    """uniform (the DIP paper's): every layer and group caches the same fraction of its columns."""
+
     def split(self, groups, L, budget, calib):
         return _uniform(groups, L, budget / (sum(g.n_columns * g.bytes_per_column for g in groups) * L))
 
@@ -124,6 +126,9 @@ class Uniform(Allocation):
 @register_allocation("benefit")
 @dataclass(frozen=True)
 class Benefit(Allocation):
+    """benefit: greedy by measured benefit -- the budget goes, step by step, to the (group, layer) whose
+    LRU hit curve on the calibration prefix gains the most hits per column added."""
+
     steps: int = param(64, number(1, 100_000, integer=True), "benefit: the grid of cache sizes per group and "
                                                                "layer (points of each hit curve)", metavar="N")
 
