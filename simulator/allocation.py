@@ -70,10 +70,14 @@ def checked_params(name: str, params: dict[str, Any], where: str) -> dict[str, A
     """``params`` of scheme ``name`` as given, each value checked by its declaration (``where``: the
     location of ``allocation_params``)."""
     fields = {f.name: f for f in params_of(REGISTRY.get_class(name))}
+    if params and not fields:        # say which scheme takes them
+        others = [f"{n} takes {', '.join(parameters(n))}" for n in names() if parameters(n)]
+        raise DipsimError(f"{where}: the {name} allocation takes no parameters" +
+                          (f" ({'; '.join(others)})" if others else ""))
     for k in params:
         if k not in fields:
             raise DipsimError(f"{where}: allocation {name!r} has no parameter {k!r}; its parameters: "
-                              f"{', '.join(fields) or 'none'}")
+                              f"{', '.join(fields)}")
     return {k: fields[k].metadata["check"](v, f"{where}.{k}") for k, v in params.items()}
 
 
