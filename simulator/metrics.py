@@ -109,12 +109,12 @@ METRICS: dict[str, tuple[str, str]] = {
 
 
 def table() -> list[dict[str, str]]:
-    """The metric table as rows (for the README and ``--help``)."""
+    """The metric table as rows (for the docs and ``--help``)."""
     return [{"metric": k, "unit": u, "meaning": m} for k, (u, m) in METRICS.items()]
 
 
 def markdown() -> str:
-    """The metric table in Markdown, as the README shows it (``python -m simulator.metrics``)."""
+    """The metric table in Markdown, as the docs show it (``python -m simulator.metrics``; docs/hooks.py generates the metric page from it)."""
     return markdown_table([{"metric": f"`{k}`", "unit": u or "-", "meaning": m} for k, (u, m) in METRICS.items()])
 
 

@@ -18,7 +18,7 @@ hypothesis.settings.load_profile("dipsim")
 
 DATA = Path(__file__).parent / "data"
 
-#: every named model, with the facts its GGUF header gives (README, Models): the model-family tests
+#: every named model, with the facts its GGUF header gives (docs/how-to/models.md): the model-family tests
 #: run on each one installed -- SmolLM2 and Gemma-3 always (set-up installs them), the Qwen models
 #: when ``python3 tasks.py model NAME`` installed them
 NAMED_MODELS = {

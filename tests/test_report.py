@@ -231,6 +231,6 @@ def test_the_report_in_a_real_browser(tmp_path):
         assert drawn() == 6 and gd.get_attribute("data-best") == fastest(df, None, "paper-a18")
         assert not errors and not requests, (errors, requests)
         browser.close()
-    shot = os.environ.get("DIPSIM_REPORT_SCREENSHOT")      # to refresh the README's picture
+    shot = os.environ.get("DIPSIM_REPORT_SCREENSHOT")      # to refresh the picture in the README and the docs
     if shot:
         shutil.copy(tmp_path / "report.png", shot)

@@ -217,7 +217,7 @@ def load_model(spec: str | os.PathLike, *, use_cache: bool = True, verbose: bool
     ``dtype`` is the compute dtype. A GGUF is always dequantized and cached in float32 (a dequantized
     quant is not exact in 16 bits). In float32 the cached weights are memory-mapped, file-backed
     pages the kernel can drop and re-read; bfloat16 / float16 convert them into anonymous memory of
-    half the size, which only pays for a model whose float32 copy does not fit in RAM (README: Models).
+    half the size, which only pays for a model whose float32 copy does not fit in RAM (docs/how-to/models.md).
     """
     if dtype not in DTYPES:
         raise DipsimError(f"model dtype {dtype!r} not supported; allowed: {', '.join(DTYPES)}")

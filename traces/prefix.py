@@ -5,7 +5,7 @@ Conventions differ between tools. A tokenizer either puts a token before every t
 ``tokenizer.ggml.add_bos_token = false``, and their tokenizers encode without one, as llama.cpp's
 perplexity does); lm-eval's rolling log-likelihood puts one before every text anyway. The choice
 moves the figures: Qwen2.5-0.5B's dense perplexity over 512 tokens of the default corpus is 12.30
-as its tokenizer encodes the text and 16.10 with ``<|endoftext|>`` prepended (README, Models). So
+as its tokenizer encodes the text and 16.10 with ``<|endoftext|>`` prepended (docs/how-to/models.md). So
 every run that tokenizes a text takes the run parameter ``prefix_token``, declared here once:
 
 * ``auto`` (default): the model's own convention, what its tokenizer puts before a text. For a GGUF

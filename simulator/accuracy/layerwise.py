@@ -21,7 +21,7 @@ chunks (``metrics.score_hidden``).
 
 With float64 weights both loops choose identical masks at every token, layer and group (a test);
 in float32 the parallel and the incremental attention round differently, and the first near-tied
-top-k choice sends the two on equally valid but different trajectories (see the README).
+top-k choice sends the two on equally valid but different trajectories (see docs/concepts.md, Accuracy).
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ first among resident columns outside the step's set, and a set larger than the c
 excess among its own columns, in the same order. ``step_model="sequential"`` requests the columns
 one by one in ascending order (one-column sets), ``run(ids)`` likewise. ``step``, ``run_layer``,
 ``run_layer_selecting`` (cache-aware masking) and ``run`` all work; they run a Python loop per
-layer and step, so such a policy is about ten times slower than a compiled one (README, plugins).
+layer and step, so such a policy is about ten times slower than a compiled one (docs/how-to/plugins.md).
 
 Layers are independent: state must be per layer (an ``[L, N]`` array, or a list of ``L`` objects),
 since replay may step disjoint layer ranges in parallel threads.
