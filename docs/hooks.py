@@ -31,7 +31,7 @@ MARKER = re.compile(r"<!-- generated: ([\w-]+) -->")
 CONFIG_CLASSES = ("ReplayConfig", "EngineConfig", "LayoutConfig", "AccuracyRun", "TraceSpec")
 #: where each parameter class is written: (in an experiment, on the command line)
 WHERE = {
-    "ReplayConfig": ("keys of an experiment's `base`, `grid` and `zip` (and of a point)",
+    "ReplayConfig": ("keys of `base`, `grid` and `zip` (a point's keys)",
                      "`dipsim replay`, `eval`, `mrc`: `--NAME` (dashes for underscores)"),
     "EngineConfig": ("the point key `engine: {NAME: ...}`", "`dipsim replay --engine-NAME`"),
     "LayoutConfig": ("the point key `layout: {NAME: ...}`", "`dipsim replay --layout-NAME`, `dipsim disk`"),
@@ -79,7 +79,7 @@ def parameters() -> str:
     for name in CONFIG_CLASSES:
         cls = getattr(config, name)
         yaml_where, cli_where = WHERE[name]
-        out += [f"## {name}", "", f"In {yaml_where}; on the command line: {cli_where}.", "",
+        out += [f"## {name}", "", f"In an experiment: {yaml_where}. On the command line: {cli_where}.", "",
                 _table(["parameter", "default", "accepts", "help"], _param_rows(cls)), ""]
     out += ["## PointConfig", "", "A sweep point: the replay parameters above, flat beside the masking policy's own "
             "parameters, and these keys of its own.", "",
