@@ -87,12 +87,3 @@ def test_a_generated_part_is_named_and_an_unknown_one_refused():
     with pytest.raises(ValueError, match="unknown generated part 'nope'; known: parameters"):
         hooks.render("text <!-- generated: nope -->", "how-to/x.md")
 
-
-def test_the_device_example_is_a_valid_profile(tmp_path):
-    from simulator.hardware import load_device
-
-    page = (ROOT / "docs/how-to/devices.md").read_text(encoding="utf-8")
-    example = re.search(r"```yaml\n(.*?)```", page, re.S).group(1)
-    (tmp_path / "my-phone.yaml").write_text(example)
-    dev = load_device(str(tmp_path / "my-phone.yaml"))
-    assert dev.name == "my-phone" and dev.flash.name == "ufs-4.0"

@@ -124,6 +124,28 @@ def test_every_command_shown_runs_as_written(page: Path, monkeypatch):
         dry_run(line, f"{page.relative_to(ROOT)}", whole)
 
 
+def _blocks(page: Path, lang: str) -> list[str]:
+    return re.findall(rf"^```{lang}\n(.*?)^```", page.read_text(encoding="utf-8"), re.S | re.M)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_example_experiment_profile_and_python_block_is_valid(page: Path, tmp_path):
+    """A YAML example is an experiment that loads (its points checked) or a device profile that loads;
+    a Python example compiles."""
+    from simulator.hardware import load_device
+    from simulator.sweep import load_experiment
+
+    for i, text in enumerate(_blocks(page, "yaml")):
+        f = tmp_path / f"example{i}.yaml"
+        f.write_text(text)
+        if "kind: device" in text:
+            assert load_device(str(f)).name
+        else:
+            assert load_experiment(f, check_traces=False).points, f"{page.name}: YAML example {i} has no points"
+    for i, text in enumerate(_blocks(page, "python")):
+        compile(text, f"{page.name}: Python example {i}", "exec")
+
+
 def test_a_wrong_command_is_caught(tmp_path):
     with pytest.raises(pytest.fail.Exception, match="refused by the parser"):
         dry_run("dipsim replay --trace t.safetensors --no-such-option 1", "x.md")
