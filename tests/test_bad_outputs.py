@@ -247,3 +247,35 @@ def test_named_regressions_of_issue_13(tmp_path, capsys):
         rc, err = run_cli(capsys, argv, d)
         assert rc == 2 and message in err, (argv, err)
     assert t.read_bytes() == Path(TRACE).read_bytes()
+
+
+def test_every_verb_explains_itself(capsys):
+    """``--help`` of every verb and sub-verb prints its help (``mrc --help`` was an internal error: a
+    bare '%' in a help text, which argparse formats)."""
+    from simulator import cli
+
+    verbs = [[v] for v in cli.build_parser().verbs] + [["synth", "fit"], ["synth", "validate"]]
+    for argv in verbs:
+        with pytest.raises(SystemExit) as e:
+            cli.build_parser().parse_args(argv + ["--help"])
+        out, err = capsys.readouterr()
+        assert e.value.code == 0 and f"usage: dipsim {' '.join(argv)}" in out and not err, argv
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["profiles"], ["trace-info", str(TRACE)]])
+def test_output_that_cannot_be_written_gets_one_line(argv):
+    """Standard output on a full device (``> /dev/full``): one line saying so, exit status 2 -- not an
+    internal error, and not the exit status 0 of a command whose output was lost; a reader that goes
+    away (``| head``) is no error."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "simulator.cli", *argv]
+    with open("/dev/full", "w") as full:
+        p = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().splitlines() == ["dipsim: error: cannot write the output to standard output: "
+                                             "No space left on device"]
+    p = subprocess.run(f"{' '.join(map(str, cmd))} | head -c 1 > /dev/null; exit ${{PIPESTATUS[0]}}", shell=True,
+                       executable="/bin/bash", stderr=subprocess.PIPE, text=True, timeout=120)
+    assert p.returncode == 0 and not p.stderr, p.stderr

@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
     add_replay_options(s, skip=("dram_fraction", "dram_bytes", "allocation", "allocation_params"))
     s.add_argument("--points", type=arg_type(int, lambda v: 2 <= v <= MAX_POINTS, f"a whole number in [2, {MAX_POINTS}]"),
                    default=21, help=f"cache sizes from 0 to 1, evenly spaced (default 21, at most {MAX_POINTS}: "
-                                    f"a step of 0.1% of the MLP)")
+                                    f"a step of 0.1%% of the MLP)")
     s.add_argument("--no-opt", action="store_true", help="skip the OPT (belady) curve")
     s.add_argument("--out", default="mrc.csv", help="table to write (CSV, default mrc.csv)")
     s.add_argument("--plot", metavar="PNG", help="also write a plot")
