@@ -185,6 +185,9 @@ def load_experiment(path: str | os.PathLike, *, check_traces: bool = True) -> Ex
     for k in ("name", "description"):
         if k in raw and not isinstance(raw[k], str):
             raise _fail(p, f"'{k}' must be text, got {raw[k]!r}")
+    name = raw.get("name")          # the default results folder is results/<name>: a folder name, not a path
+    if name and (name in (".", "..") or "/" in name or "\0" in name or len(name.encode("utf-8", "replace")) > 255):
+        raise _fail(p, f"'name' must be a plain folder name (no '/', NUL, '.' or '..'; at most 255 bytes), got {name!r}")
     keys = point_keys()
     base = raw.get("base") or {}
     if not isinstance(base, dict):
