@@ -279,3 +279,21 @@ def test_output_that_cannot_be_written_gets_one_line(argv):
     p = subprocess.run(f"{' '.join(map(str, cmd))} | head -c 1 > /dev/null; exit ${{PIPESTATUS[0]}}", shell=True,
                        executable="/bin/bash", stderr=subprocess.PIPE, text=True, timeout=120)
     assert p.returncode == 0 and not p.stderr, p.stderr
+
+
+def test_a_quiet_sweep_says_nothing_but_its_error(d, capsys):
+    """``sweep -q``: errors and the result only. The dense-baseline line came before the error of a
+    sweep that failed at run time (a trace holding NaN, found when its first point read it), so
+    the error was no longer the one line a script reads."""
+    raw = bytearray((d / "t.safetensors").read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    raw[8 + n:] = b"\x00\x7e" * ((len(raw) - 8 - n) // 2)          # float16 NaN everywhere
+    (d / "t.safetensors").write_bytes(bytes(raw))
+    exp = yaml.safe_load((d / "exp.yaml").read_text())
+    exp["base"]["device"] = "phone-12gb-ufs40"
+    (d / "exp.yaml").write_text(yaml.safe_dump(exp))
+    err = expect_error(capsys, ["sweep", str(d / "exp.yaml"), "--out", str(d / "out"), "-q"], d, "holds NaN/inf")
+    assert len(err.strip().splitlines()) == 1, err
+    shutil.copy(TRACE, d / "t.safetensors")
+    rc, err = run_cli(capsys, ["sweep", str(d / "exp.yaml"), "--out", str(d / "out"), "-q"], d)
+    assert rc == 0 and err == "", err

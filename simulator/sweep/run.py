@@ -51,6 +51,8 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
 
     out = Path(out)
     say = log or (lambda s: print(s, file=sys.stderr))
+    if not progress and log is None:      # a quiet command line: errors and the result only
+        say = _silent
     if executor not in EXECUTORS:
         raise DipsimError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
     check_jobs(jobs, executor, scheduler)
@@ -70,21 +72,24 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
             precompute_accuracy(todo, say, progress)
         made = not out.exists()
         fresh = made or not any(out.iterdir())
-        if progress or log is not None:       # a quiet command line: errors and the result only
-            say(f"sweep {exp.name}: {len(exp.points)} points ({len(exp.dropped)} dropped) -> {out}")
-            for k, reason in exp.dropped:
-                say(f"dropped {k}: {reason}")
-            if stale:
-                say(f"{len(stale)} finished points predate the dense baseline (speedup_vs_dense): they run again")
-            if done:
-                say(f"resuming: {len(done)} of {len(exp.points)} points already finished"
-                    + (" (the experiment changed since; unchanged points are reused)" if changed else ""))
+        say(f"sweep {exp.name}: {len(exp.points)} points ({len(exp.dropped)} dropped) -> {out}")
+        for k, reason in exp.dropped:
+            say(f"dropped {k}: {reason}")
+        if stale:
+            say(f"{len(stale)} finished points predate the dense baseline (speedup_vs_dense): they run again")
+        if done:
+            say(f"resuming: {len(done)} of {len(exp.points)} points already finished"
+                + (" (the experiment changed since; unchanged points are reused)" if changed else ""))
         _run(exp, out, execute, (todo, rows, len(done)), jobs, progress, say, (made, fresh))
     by_key: dict[str, list] = {}
     for r in rows:
         by_key.setdefault(r["key"], []).append(r)
     write_parquet(out, [r for p in exp.points for r in by_key.get(p.key, ())])   # in the experiment's order
     return out / "results.parquet"
+
+
+def _silent(message: str) -> None:
+    pass
 
 
 def _run(exp: Experiment, out: Path, execute, work: tuple[list[Point], list, int], jobs: int, progress: bool,
