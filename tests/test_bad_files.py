@@ -108,6 +108,8 @@ def test_damaged_method_files_get_one_line(tmp_path, capsys):
     ("synth", {"validation": {"hit_rate_abs_error_max": 0.02, "by_config": 5}}),
     ("synth", {"validation": {"hit_rate_abs_error_max": 0.02, "by_config": [1, 2]}}),
     ("corpus", 5), ("bos", "x"), ("tied_lm_head", "yes"), ("mlp_kind", 5),
+    ("prefix_token", {"x": 1}), ("prefix_token", -1), ("prefix_token", "bos"), ("first_text_token", -5),
+    ("first_text_token", 1.5),     # the accuracy of a sweep reads them as int() (a TypeError on a mapping)
 ])
 def test_optional_trace_metadata_is_checked_when_the_trace_loads(tmp_path, capsys, key, value):
     p = tmp_path / "t.safetensors"

@@ -241,6 +241,13 @@ def _bytes(v: Any, where: str) -> float:
     return float(v)
 
 
+def _token(v: Any, where: str) -> int:
+    """A token id or position (the prefix token's resolved id, the first text token's position)."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise DipsimError(f"{where} is {v!r}, expected a whole number >= 0")
+    return v
+
+
 def _error(v: Any, where: str) -> Any:
     """A validation error figure: a number >= 0, or null/NaN where it was not measured."""
     if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
@@ -283,7 +290,8 @@ def _synth(v: Any, where: str) -> Any:
 #: optional metadata, checked when present (the required fields and the sizes are checked above): every
 #: field a reader takes from a trace's metadata is declared here or in REQUIRED_META / SIZE_LIMITS
 OPTIONAL_META = {"tied_lm_head": _flag, "bos": _flag, "adapter_bytes": _bytes, "corpus": _name, "mlp_kind": _name,
-                 "compute_dtype": _name, "trace_dtype": _name, "note": _name, "synth": _synth}
+                 "compute_dtype": _name, "trace_dtype": _name, "note": _name, "synth": _synth,
+                 "prefix_token": _token, "first_text_token": _token}
 
 
 def _typename(typ: type | tuple[type, ...]) -> str:
