@@ -227,6 +227,15 @@ class TraceSpec(ConfigBase):
         """The preset of a synth:NAME trace (None for a captured one)."""
         return self.model.split(":", 1)[1] if self.model.startswith("synth:") else None
 
+    @classmethod
+    def from_mapping(cls, data: Any, where: str = "config", *, extra=()) -> "TraceSpec":
+        """As every configuration, and a seed only where it does something: for a synthetic trace."""
+        spec = super().from_mapping(data, where, extra=extra)
+        if isinstance(data, dict) and "seed" in data and spec.synthetic is None:
+            raise DipsimError(f"{child(where, 'seed')}: seeds a synthetic trace (model synth:NAME); "
+                              f"{spec.model} is captured from the real model, which has no seed")
+        return spec
+
 
 # ----------------------------------------------------------------------------------------- a sweep point
 POINT_KEYS = ("trace", "device", "engine", "layout", "accuracy", "accuracy_tokens", "variant", "adapter")

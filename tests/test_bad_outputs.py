@@ -297,3 +297,17 @@ def test_a_quiet_sweep_says_nothing_but_its_error(d, capsys):
     shutil.copy(TRACE, d / "t.safetensors")
     rc, err = run_cli(capsys, ["sweep", str(d / "exp.yaml"), "--out", str(d / "out"), "-q"], d)
     assert rc == 0 and err == "", err
+
+
+def test_a_seed_for_a_captured_trace_is_refused(d, capsys):
+    """``trace --seed`` seeds a synthetic trace only; with a real model it did nothing, silently (the
+    same for ``seed`` in an experiment's trace mapping)."""
+    expect_error(capsys, ["trace", "--seed", "5", "--tokens", "8", "--out", str(d / "o.safetensors")], d,
+                 "seed: seeds a synthetic trace (model synth:NAME); smollm2-135m is captured")
+    exp = d / "seeded.yaml"
+    exp.write_text(yaml.safe_dump({"trace": {"model": "smollm2-135m", "tokens": 8, "seed": 3}, "base": {"warmup": 2}}))
+    expect_error(capsys, ["sweep", str(exp), "--dry-run"], d, "trace.seed: seeds a synthetic trace")
+    exp.write_text(yaml.safe_dump({"trace": {"model": "synth:phi3-mini", "tokens": 8, "seed": 3},
+                                   "base": {"warmup": 2}}))
+    rc, _ = run_cli(capsys, ["sweep", str(exp), "--dry-run"], d)
+    assert rc == 0
