@@ -311,3 +311,19 @@ def test_a_seed_for_a_captured_trace_is_refused(d, capsys):
                                    "base": {"warmup": 2}}))
     rc, _ = run_cli(capsys, ["sweep", str(exp), "--dry-run"], d)
     assert rc == 0
+
+
+def test_a_corpus_too_short_for_any_token_says_so():
+    """A one-token text file: 'ask for at most 0 with --tokens' asked for what --tokens refuses; the
+    message now says why nothing can be recorded."""
+    from traces.capture import tokenize_prefix
+    from traces.corpus import Corpus
+
+    def words(text, add_special_tokens):
+        return {"input_ids": list(range(len(text.split())))}
+
+    with pytest.raises(DipsimError, match=r"file:tiny.txt has only 1 tokens: too short to record any"):
+        tokenize_prefix(words, Corpus("file:tiny.txt", "hi"), 9, reserve=1)
+    with pytest.raises(DipsimError, match=r"has only 3 tokens; ask for at most 2 with --tokens"):
+        tokenize_prefix(words, Corpus("file:small.txt", "a b c"), 9, reserve=1)
+    assert tokenize_prefix(words, Corpus("file:small.txt", "a b c"), 3, reserve=1) == [0, 1, 2]

@@ -55,9 +55,12 @@ def tokenize_prefix(tokenizer, corpus: Corpus, n_tokens: int, reserve: int = 0) 
         if len(ids) > n_tokens + 16:  # the cut tail (maybe half a word) is not used
             break
         chars *= 2
+    if len(ids) < n_tokens and len(ids) <= reserve:
+        raise DipsimError(f"corpus {corpus.name} has only {len(ids)} tokens: too short to record any (a trace "
+                          f"without a prefix token runs its first text token densely, unrecorded)")
     if len(ids) < n_tokens:
         raise DipsimError(f"corpus {corpus.name} has only {len(ids)} tokens; ask for at most "
-                          f"{max(len(ids) - reserve, 0)} with --tokens")
+                          f"{len(ids) - reserve} with --tokens")
     return list(ids[:n_tokens])
 
 
