@@ -327,3 +327,23 @@ def test_a_corpus_too_short_for_any_token_says_so():
     with pytest.raises(DipsimError, match=r"has only 3 tokens; ask for at most 2 with --tokens"):
         tokenize_prefix(words, Corpus("file:small.txt", "a b c"), 9, reserve=1)
     assert tokenize_prefix(words, Corpus("file:small.txt", "a b c"), 3, reserve=1) == [0, 1, 2]
+
+
+def test_trace_of_a_synthetic_model_does_what_its_help_says(d, capsys):
+    """``trace --help`` offers ``--model synth:NAME`` (and ``--seed`` for it), which the verb refused as
+    an unknown model; it now writes the trace ``synth --like NAME`` writes, and refuses the options
+    of a capture, which would do nothing."""
+    import traces
+
+    out = d / "s.safetensors"
+    rc, _ = run_cli(capsys, ["trace", "--model", "synth:phi3-mini", "--tokens", "4", "--seed", "3", "--out", str(out),
+                             "-q"], d)
+    t = traces.load(out)
+    assert rc == 0 and t.n_tokens == 4 and t.meta["synth"]["seed"] == 3 and t.meta["model"] == "synth:phi3-mini"
+    for extra, option in [(["--context", "8"], "--context"), (["--text", str(d / "exp.yaml")], "--text"),
+                          (["--prefix-token", "bos"], "--prefix-token"), (["--no-h"], "--no-h"),
+                          (["--dtype", "float32"], "--dtype")]:
+        expect_error(capsys, ["trace", "--model", "synth:phi3-mini", "--tokens", "4", "--out", str(d / "o.safetensors"),
+                              *extra], d, f"{option} applies to a trace captured from a real model")
+    expect_error(capsys, ["trace", "--model", "synth:nope", "--tokens", "4", "--out", str(d / "o.safetensors")], d,
+                 "unknown synthetic model; allowed: synth:phi3-medium")
