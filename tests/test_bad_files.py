@@ -121,6 +121,26 @@ def test_optional_trace_metadata_is_checked_when_the_trace_loads(tmp_path, capsy
         expect_error(capsys, argv, tmp_path, f"metadata field '{key}'")
 
 
+def test_bytes_after_the_last_tensor_are_refused(tmp_path, capsys):
+    """A trace or method file with data after its last tensor (a damaged file, or two joined) loaded as
+    if nothing were wrong; the format's data is exactly its tensors."""
+    p = tmp_path / "t.safetensors"
+    p.write_bytes(Path(TRACE).read_bytes() + b"garbage!")
+    for argv in (["replay", "--trace", str(p)], ["trace-info", str(p)]):
+        expect_error(capsys, argv, tmp_path, "8 bytes after the last tensor (a damaged file, or two joined)")
+    files = method_files(tmp_path)
+    files["adapter"].write_bytes(files["adapter"].read_bytes() + b"\0" * 16)
+    exp = sweep_naming(tmp_path, "adapter", files["adapter"])
+    expect_error(capsys, ["sweep", str(exp), "--dry-run"], tmp_path, "16 bytes after the last tensor")
+
+
+def test_a_text_of_nul_characters_is_not_a_corpus(tmp_path, capsys):
+    """NUL bytes are valid UTF-8, so a binary file of them ran as a corpus."""
+    (tmp_path / "nul.txt").write_bytes(b"text" + b"\0" * 5000)
+    expect_error(capsys, ["trace", "--text", str(tmp_path / "nul.txt"), "--tokens", "16", "--out",
+                          str(tmp_path / "o.safetensors")], tmp_path, "holds NUL characters (the first at character 4)")
+
+
 # ----------------------------------------------------------------------------------------- models
 @pytest.mark.parametrize("name, data", [("random", os.urandom(20000)), ("empty", b""), ("magic", b"GGUF"),
                                         ("truncated", None)])
