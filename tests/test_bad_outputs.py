@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from badinput import expect_error, leftovers, method_files, rewrite_meta, run_cli
+from badinput import expect_error, leftovers, method_files, rewrite_meta, run_cli, without_tensors
 from common.errors import DipsimError
 from expected_replay import TRACE
 
@@ -138,8 +138,7 @@ def test_plot_refuses_results_it_cannot_draw_honestly(d, capsys, damage, message
 
 def test_an_adapter_without_tensors_and_a_device_with_absurd_dram_are_refused(d, capsys):
     bad = d / "bad.safetensors"
-    rewrite_meta(method_files(d)["adapter"], bad, lambda m, h: [h.pop(k) for k in list(h) if k != "__metadata__"],
-                 "dipsim_method")
+    without_tensors(method_files(d)["adapter"], bad)
     expect_error(capsys, ["eval", "--config", f'{{"masking": "dip", "adapter": "{bad}"}}', "--tokens", "16"], d,
                  "an adapter file without LoRA tensors")
     prof = yaml.safe_load((Path(__file__).resolve().parent.parent / "hardware_profiles" / "devices" /
