@@ -321,8 +321,10 @@ def test_a_corpus_too_short_for_any_token_says_so():
     def words(text, add_special_tokens):
         return {"input_ids": list(range(len(text.split())))}
 
-    with pytest.raises(DipsimError, match=r"file:tiny.txt has only 1 tokens: too short to record any"):
+    with pytest.raises(DipsimError, match=r"file:tiny.txt has only 1 tokens: too short for the 1 --tokens takes"):
         tokenize_prefix(words, Corpus("file:tiny.txt", "hi"), 9, reserve=1)
+    with pytest.raises(DipsimError, match=r"has only 1 tokens: too short for the 2 --tokens takes at least$"):
+        tokenize_prefix(words, Corpus("file:tiny.txt", "hi"), 9, least=2)      # eval's least (it said 'at most 1')
     with pytest.raises(DipsimError, match=r"has only 3 tokens; ask for at most 2 with --tokens"):
         tokenize_prefix(words, Corpus("file:small.txt", "a b c"), 9, reserve=1)
     assert tokenize_prefix(words, Corpus("file:small.txt", "a b c"), 3, reserve=1) == [0, 1, 2]

@@ -188,3 +188,20 @@ def test_an_experiment_name_is_a_folder_name_not_a_path(tmp_path, capsys, monkey
     exp = tmp_path / "exp.yaml"
     exp.write_text(yaml.safe_dump({**EXPERIMENT, "name": name}))
     expect_error(capsys, ["sweep", str(exp), "-q"], tmp_path, "'name' must be a plain folder name")
+
+
+def test_eval_configurations_are_capped_before_they_are_built(tmp_path, capsys):
+    """300 --gamma values x 30 --keep values (9,000 forwards of the model) or a --config file of 4,000
+    entries ran on for hours with no output under -q; the product is counted before it is built."""
+    from simulator.cli.eval import MAX_CONFIGS
+
+    many = sum([["--gamma", f"{i / 1000:g}"] for i in range(300)], []) + \
+        sum([["--keep", f"{(i + 1) / 100:g}"] for i in range(30)], [])
+    t0 = time.monotonic()
+    expect_error(capsys, ["eval", "--tokens", "24", "--masking", "dip-ca", *many, "-q"], tmp_path,
+                 f"the repeated options make 9,000 configurations; eval runs at most {MAX_CONFIGS:,}")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("".join(f"- {{masking: dip, keep: {(i + 1) / 5000:.4f}}}\n" for i in range(4000)))
+    expect_error(capsys, ["eval", "--tokens", "24", "--config", str(cfg), "-q"], tmp_path,
+                 "--config entries make 4,000 configurations")
+    assert time.monotonic() - t0 < 30

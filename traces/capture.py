@@ -42,9 +42,10 @@ class CaptureInterrupted(KeyboardInterrupt):
         self.path, self.n_done = path, n_done
 
 
-def tokenize_prefix(tokenizer, corpus: Corpus, n_tokens: int, reserve: int = 0) -> list[int]:
+def tokenize_prefix(tokenizer, corpus: Corpus, n_tokens: int, reserve: int = 0, least: int = 1) -> list[int]:
     """The first ``n_tokens`` token ids of the corpus, tokenizing only as much text as needed
-    (``reserve``: how many of them are not counted in ``--tokens``, for the error message)."""
+    (``reserve``: how many of them are not counted in ``--tokens``, and ``least`` the fewest tokens
+    ``--tokens`` takes, for the error message)."""
     text = corpus.text
     chars = max(4096, n_tokens * 8)
     while True:
@@ -55,9 +56,10 @@ def tokenize_prefix(tokenizer, corpus: Corpus, n_tokens: int, reserve: int = 0) 
         if len(ids) > n_tokens + 16:  # the cut tail (maybe half a word) is not used
             break
         chars *= 2
-    if len(ids) < n_tokens and len(ids) <= reserve:
-        raise DipsimError(f"corpus {corpus.name} has only {len(ids)} tokens: too short to record any (a trace "
-                          f"without a prefix token runs its first text token densely, unrecorded)")
+    if len(ids) < n_tokens and len(ids) - reserve < least:
+        raise DipsimError(f"corpus {corpus.name} has only {len(ids)} tokens: too short for the {least} --tokens "
+                          f"takes at least" + (" (a trace without a prefix token runs its first text token densely, "
+                                               "unrecorded)" if reserve else ""))
     if len(ids) < n_tokens:
         raise DipsimError(f"corpus {corpus.name} has only {len(ids)} tokens; ask for at most "
                           f"{len(ids) - reserve} with --tokens")

@@ -126,7 +126,7 @@ def _sequence(lm, corpus, tokens: int, prefill: int, prefix: int | None) -> tupl
     leading positions run densely."""
     from traces.capture import tokenize_prefix
 
-    seq = prefix_mod.sequence(prefix, tokenize_prefix(lm.tokenizer, corpus, tokens))
+    seq = prefix_mod.sequence(prefix, tokenize_prefix(lm.tokenizer, corpus, tokens, least=2))
     max_pos = getattr(text_config(lm.model), "max_position_embeddings", None)
     if max_pos and len(seq) > int(max_pos):
         raise DipsimError(f"{len(seq)} positions exceed {lm.info.model}'s context of {max_pos}; ask for fewer --tokens")

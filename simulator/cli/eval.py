@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,14 @@ loss-based perplexity on the sequence. Example:
 
 #: options that may repeat: the configurations are their product
 REPEAT = ("masking", "keep", "cache", "dram_fraction", "gamma")
+#: the most configurations one eval runs (each runs the model once), counted before they are built
+MAX_CONFIGS = 1000
+
+
+def _check_count(n: int, what: str) -> None:
+    if n > MAX_CONFIGS:
+        raise DipsimError(f"{what} make {n:,} configurations; eval runs at most {MAX_CONFIGS:,} (each runs the "
+                          f"model once): split the run, or sweep the parameters with dipsim sweep")
 
 
 def _default_text() -> str:
@@ -153,6 +162,7 @@ def configs_from_args(a: argparse.Namespace) -> list[dict[str, Any]]:
         for k in mparams:
             if takes and not any(k in t for t in takes):
                 raise DipsimError(f"{flag(k)}: none of the --config masking policies ({', '.join(names)}) takes it")
+        _check_count(len(extra), "--config entries")
         return [_with_defaults(e, single, mparams) for e in extra]
     axes = {k: single.pop(k) for k in REPEAT if k in single}
     axes.update({k: mparams.pop(k) for k in REPEAT if k in mparams})
@@ -163,6 +173,8 @@ def configs_from_args(a: argparse.Namespace) -> list[dict[str, Any]]:
     for k in list(policy_axes) + list(mparams):
         if not any(k in t for t in takes.values()):
             raise DipsimError(f"{flag(k)}: none of the masking policies asked for ({', '.join(names)}) takes it")
+    _check_count(sum(math.prod(len(v) for k, v in axes.items() if k in other_axes or k in takes.get(m, ()))
+                     for m in names), "the repeated options")
     out, seen = [], set()
     for m in names:
         mine = {k: v for k, v in policy_axes.items() if k in takes.get(m, ())}
