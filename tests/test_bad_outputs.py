@@ -348,3 +348,14 @@ def test_trace_of_a_synthetic_model_does_what_its_help_says(d, capsys):
                               *extra], d, f"{option} applies to a trace captured from a real model")
     expect_error(capsys, ["trace", "--model", "synth:nope", "--tokens", "4", "--out", str(d / "o.safetensors")], d,
                  "unknown synthetic model; allowed: synth:phi3-medium")
+
+
+@pytest.mark.parametrize("name, what", [("points", "finished points"), ("dense", "dense baselines")])
+def test_a_file_where_a_sweep_keeps_its_folders_gets_one_line(d, capsys, name, what):
+    """A results folder whose points/ (or dense/) is a file: an internal error (FileExistsError)."""
+    out = d / "out"
+    out.mkdir()
+    (out / "sweep.json").write_text("{}")
+    (out / name).write_text("x")
+    expect_error(capsys, ["sweep", str(d / "exp.yaml"), "--out", str(out), "-q"], d,
+                 f"{out / name}: not a folder; a sweep keeps its {what} there")
