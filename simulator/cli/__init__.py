@@ -97,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
+    from common.interrupts import end_quiet_start
+
     if threading.current_thread() is not threading.main_thread():
         return _main(argv)
+    end_quiet_start()          # from here Ctrl-C is a KeyboardInterrupt that cleans up
     previous = signal.signal(signal.SIGTERM, _terminate)
     stdout = sys.stdout
     if argv is None and stdout is not None:
