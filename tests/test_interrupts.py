@@ -106,6 +106,8 @@ def test_eval(tmp_path, sig):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_sweep_on_dask(tmp_path, big, sig):
+    """Also: dipsim's line is the last (a worker's cancelled-task warning and heartbeat traceback, and
+    the resource tracker's 'leaked semaphore objects', came after it)."""
     exp = tmp_path / "exp.yaml"
     exp.write_text(yaml.safe_dump({"name": "long", "trace": str(big), "base": {"masking": "dip-ca", "warmup": 4},
                                    "grid": {"gamma": [0.1, 0.2, 0.3, 0.5], "dram_fraction": [0.25, 0.5, 0.75]}}))
