@@ -359,3 +359,13 @@ def test_a_file_where_a_sweep_keeps_its_folders_gets_one_line(d, capsys, name, w
     (out / name).write_text("x")
     expect_error(capsys, ["sweep", str(d / "exp.yaml"), "--out", str(out), "-q"], d,
                  f"{out / name}: not a folder; a sweep keeps its {what} there")
+
+
+def test_a_keep_for_dense_masking_is_refused(d, capsys):
+    """``replay --masking dense --keep 0.3`` ran dense and reported keep 0.3 in its configuration."""
+    t = str(d / "t.safetensors")
+    for verb in (["replay", "--trace", t], ["mrc", "--trace", t, "--out", str(d / "m.csv")]):
+        expect_error(capsys, [*verb, "--masking", "dense", "--keep", "0.3", "--warmup", "2"], d,
+                     "--keep: masking policy 'dense' leaves every group dense, so --keep does not apply")
+    rc, _ = run_cli(capsys, ["replay", "--trace", t, "--masking", "dense", "--keep", "1", "--warmup", "2", "-q"], d)
+    assert rc == 0
