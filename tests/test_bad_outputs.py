@@ -278,6 +278,10 @@ def test_output_that_cannot_be_written_gets_one_line(argv):
     p = subprocess.run(f"{' '.join(map(str, cmd))} | head -c 1 > /dev/null; exit ${{PIPESTATUS[0]}}", shell=True,
                        executable="/bin/bash", stderr=subprocess.PIPE, text=True, timeout=120)
     assert p.returncode == 0 and not p.stderr, p.stderr
+    p = subprocess.run(f"exec {' '.join(map(str, cmd))} >&-", shell=True, executable="/bin/bash",
+                       stderr=subprocess.PIPE, text=True, timeout=120)
+    assert p.returncode == 0 and "Error" not in p.stderr, p.stderr   # closed: Python has no stdout (once tripped
+    #                                                                   the flush; argparse's --version goes to stderr)
 
 
 def test_a_quiet_sweep_says_nothing_but_its_error(d, capsys):

@@ -152,6 +152,8 @@ class _Output:
 def _flush_stdout() -> int:
     """Flush the output of a finished command: 0, or 2 after saying in one line that it could not be
     written. Standard output then points at /dev/null, so that Python's flush at exit stays quiet."""
+    if sys.stdout is None:       # started with standard output closed (>&-): Python drops what is printed
+        return 0
     try:
         sys.stdout.flush()
         return 0
