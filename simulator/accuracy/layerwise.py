@@ -59,7 +59,13 @@ class ConfigRun:
 
 
 class _Masker:
-    """Forward hooks that mask one configuration's gated MLPs over all positions at once."""
+    """Forward hooks that mask one configuration's gated MLPs over all positions at once.
+
+    The positions that run masked are ``self.sel`` (``[batch, positions]`` bool; by default every
+    position of a one-row batch from ``n_pre`` on), taken in row-major order -- rows are consecutive
+    questions of the MMLU task -- and recorded from ``self.offset`` on in the runs' ``[T, L]`` records.
+    ``self.segments`` (masked positions per row) with ``self.fresh`` (a group's run -> a new cache)
+    step every row with a fresh cache instead of carrying one cache through all of them."""
 
     def __init__(self, lm, n_pre: int, details: bool):
         self.lm, self.n_pre, self.details = lm, n_pre, details
@@ -71,6 +77,10 @@ class _Masker:
         self.on_layer = lambda: None
         self.prev_x: dict[int, np.ndarray] = {}   # MLP inputs for look-ahead policies (score_source "prev_x")
         self.look_ahead = False
+        self.sel = None            # None: one row, positions n_pre: on
+        self.offset = 0
+        self.segments: list[int] | None = None
+        self.fresh = None
 
     def start(self, run: ConfigRun) -> None:
         self.run = run
@@ -83,29 +93,46 @@ class _Masker:
             self.rec_h = np.zeros((info.n_layers, T, info.d_ff), np.float32)
             run.masks = {r.group.name: np.zeros((T, info.n_layers, r.group.n_columns), bool) for r in run.runs}
 
+    def _acts(self, a):
+        return a[0, self.n_pre:] if self.sel is None else a[self.sel]
+
     def _full(self, mask: np.ndarray, like):
-        """A ``[1, positions, N]`` multiplier: ones at the prompt positions, the mask after them."""
+        """A multiplier shaped like ``like``: ones at the dense positions, the masks at the masked ones."""
         import torch
 
         full = torch.ones(like.shape, dtype=like.dtype)
-        full[0, self.n_pre:] = torch.from_numpy(mask)
+        if self.sel is None:
+            full[0, self.n_pre:] = torch.from_numpy(mask)
+        else:
+            full[self.sel] = torch.from_numpy(mask).to(like.dtype)
         return full
+
+    def _step(self, r, i: int, scores: np.ndarray | None, n: int) -> np.ndarray:
+        if self.segments is None:
+            return r.run_layer(i, scores, self.offset, n)
+        out, at = [], 0
+        for m in self.segments:    # each row from a fresh cache
+            part = None if scores is None else scores[at:at + m]
+            out.append(r.run_layer(i, part, self.offset + at, m, cache=self.fresh(r)))
+            at += m
+        return np.concatenate(out) if out else np.zeros((0, r.group.n_columns), bool)
 
     def _select(self, i: int, a, kind: str) -> dict[str, np.ndarray]:
         """Run every group of kind ``kind`` of the current configuration through layer ``i``."""
-        acts = a[0, self.n_pre:].float()
+        acts = self._acts(a).float()
+        n = acts.shape[0]
         if self.details:
-            (self.rec_x if kind == "x" else self.rec_h)[i] = acts.numpy()
+            (self.rec_x if kind == "x" else self.rec_h)[i, self.offset:self.offset + n] = acts.numpy()
         if self.look_ahead and kind == "x":
             self.prev_x = {i: acts.numpy().copy(), **{j: v for j, v in self.prev_x.items() if j == i - 1}}
         scores = acts.abs().numpy()
         t0 = time.perf_counter()
-        masks = {r.group.name: r.run_layer(i, self._scores(r, i, scores))
+        masks = {r.group.name: self._step(r, i, self._scores(r, i, scores), n)
                  for r in self.run.runs if r.group.kind == kind}
         self.select_seconds += time.perf_counter() - t0
         if self.details:
             for name, m in masks.items():
-                self.run.masks[name][:, i] = m
+                self.run.masks[name][self.offset:self.offset + n, i] = m
         return masks
 
     def _scores(self, r, i: int, own: np.ndarray) -> np.ndarray:

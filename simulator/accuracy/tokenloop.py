@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import caches as caches_mod
-from ..replay import AccessLog, GroupLog
+from ..replay import AccessLog, GroupLog, new_cache
 from .metrics import LoopResult
 from .model import first_arg, fused_gate_up, install_hooks, replace_first
 
@@ -47,13 +46,7 @@ class TokenConfigRun:
         # per layer, the policy for that one layer (random's per-layer generators, calibrated slices)
         self.row_policies = {g.name: [setup.policies[g.name].rows(layer, layer + 1) for layer in range(L)]
                              for g in self.groups if g.pruned}
-        self.caches = {}
-        for g in self.groups:
-            c = caches_mod.make(setup.cache_name, n_layers=L, n_columns=g.n_columns,
-                                capacity=setup.capacities[g.name], **setup.cache_params)
-            if calib is not None and g.name in calib:
-                c.prime(calib[g.name].mean(axis=0))
-            self.caches[g.name] = c
+        self.caches = {g.name: new_cache(setup, g, L, calib) for g in self.groups}
         self.masks = {g.name: np.ones((L, g.n_columns), dtype=bool) for g in self.groups}
         self.x_groups = [g for g in self.groups if g.kind == "x" and g.pruned]
         self.h_groups = [g for g in self.groups if g.kind == "h" and g.pruned]
