@@ -3,7 +3,8 @@
     ReplayConfig    what replay decides: masking and its parameters, keeps, cache, budget, ...
     EngineConfig    the device simulation's options
     LayoutConfig    where columns lie on flash
-    AccuracyRun     a closed-loop run: tokens, prompt, prefix token, which loop
+    AccuracyRun     a closed-loop run: tokens, prompt, prefix token, which loop, which task
+    MmluTask        the MMLU task: questions file, questions per topic, shots, cache reset
     TraceSpec       a trace to capture (model, tokens, text, context, prefix token)
     PointConfig     one sweep point: a trace, a replay configuration, a device, engine and layout
                     options, and whether to measure accuracy
@@ -35,6 +36,7 @@ WEIGHT_FORMATS = {"int4": 0.5, "int8": 1.0, "fp8": 1.0, "fp16": 2.0, "bf16": 2.0
 REORDERS = ("none", "frequency", "coactivation")
 ENGINE_MODES = ("batch", "fine")
 LOOPS = ("layer", "token")
+TASKS = ("text", "mmlu")
 #: the cache budget, as a fraction of the MLP weights, when a run gives neither a budget nor a device
 DEFAULT_DRAM_FRACTION = 0.5
 
@@ -206,6 +208,32 @@ class AccuracyRun(ConfigBase):
     batch_invariant: bool = param(True, boolean, "token loop: linear layers row by row, so that a configuration's "
                                                  "figures do not depend on the batch", cli=False)
     prefix_token: Any = prefix.param()
+    task: str = param("text", choice(*TASKS, kind="task"), "text: perplexity, KL and top-1 on a text; mmlu: "
+                                                           "multiple-choice accuracy on MMLU questions (the options "
+                                                           "of the mmlu task)", choices=lambda: TASKS)
+
+
+@dataclass(frozen=True)
+class MmluTask(ConfigBase):
+    """The MMLU task's options (``simulator.accuracy.evaluate_mmlu``): eval's command line and a sweep
+    point's ``accuracy: {task: mmlu, ...}``."""
+
+    questions: Any = param(None, text(), "a questions file in the MMLU jsonl format (question, answer_a..d, "
+                                         "correct_answer, topic; default: the installed MMLU test set, python3 "
+                                         "tasks.py data mmlu)", metavar="FILE")
+    questions_per_topic: int = param(10, number(0, None, integer=True), "questions drawn per topic (stratified, "
+                                                                          "fixed seed); 0: every question", metavar="N")
+    shots: int = param(0, number(0, 20, integer=True), "worked examples per prompt, other questions of the same "
+                                                        "topic (lm-eval's k-shot)", metavar="K")
+    question_seed: int = param(0, number(0, None, integer=True), "seed of the question draw and of the worked "
+                                                                  "examples", metavar="S")
+    reset_cache: bool = param(False, boolean, "start every question from a fresh cache (default: the cache state "
+                                              "carries over from one question to the next, as on a device)")
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``evaluate_mmlu``."""
+        return {"questions": self.questions, "questions_per_topic": self.questions_per_topic or None,
+                "shots": self.shots, "question_seed": self.question_seed, "reset_cache": self.reset_cache}
 
 
 @dataclass(frozen=True)
@@ -262,11 +290,26 @@ def _trace(v: Any, where: str) -> Any:
     raise DipsimError(f"{where}: expected a trace file path or a mapping {{model, tokens[, text, context]}}, got {v!r}")
 
 
+def _accuracy(v: Any, where: str) -> Any:
+    """A point's ``accuracy``: true/false (the text task over the trace's text), or a mapping
+    ``{task: text}`` / ``{task: mmlu, questions_per_topic: N, ...}`` (an ``MmluTask``)."""
+    if not isinstance(v, dict):
+        return boolean(v, where)
+    rest = dict(v)
+    task = choice(*TASKS, kind="task")(rest.pop("task", "text"), child(where, "task"))
+    if task == "text":
+        if rest:
+            raise DipsimError(f"{child(where, next(iter(rest)))}: the text task takes no options here (its tokens: "
+                              f"accuracy_tokens)")
+        return True
+    return MmluTask.from_mapping(rest, where)
+
+
 @dataclass(frozen=True)
 class PointConfig:
     """One sweep point: a trace (a path, or a ``TraceSpec`` to capture), what replay does, and what
     the point adds: a device for the engine (with engine and layout options), accuracy in the loop
-    (over ``accuracy_tokens`` tokens, default the trace's), and ``simulator.methods`` files: a pruned
+    (the text task over ``accuracy_tokens`` tokens, default the trace's; or ``{task: mmlu, ...}``), and ``simulator.methods`` files: a pruned
     ``variant`` of the weights (its stored bytes per weight become the weight format) and a LoRA
     ``adapter`` (its fp16 bytes stay in DRAM beside the static weights)."""
 
@@ -275,7 +318,7 @@ class PointConfig:
     device: str | None = None
     engine: EngineConfig = EngineConfig()
     layout: LayoutConfig = LayoutConfig()
-    accuracy: bool = False
+    accuracy: Any = False            # False, True (the text task) or an MmluTask
     accuracy_tokens: int | None = None
     variant: str | None = None
     adapter: str | None = None
@@ -290,7 +333,7 @@ class PointConfig:
         device = text()(p.pop("device", None), child(where, "device"))
         engine = EngineConfig.from_mapping(p.pop("engine", None), child(where, "engine"))
         layout = LayoutConfig.from_mapping(p.pop("layout", None), child(where, "layout"))
-        accuracy = boolean(p.pop("accuracy", False), child(where, "accuracy"))
+        accuracy = _accuracy(p.pop("accuracy", False), child(where, "accuracy"))
         acc_tokens = number(2, None, integer=True, optional=True)(p.pop("accuracy_tokens", None),
                                                                   child(where, "accuracy_tokens"))
         variant = text()(p.pop("variant", None), child(where, "variant"))

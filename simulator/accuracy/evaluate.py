@@ -13,6 +13,9 @@ model's loss-based perplexity on the sequence (``model(input_ids=seq, labels=seq
 
 * ``perplexity``: exp(mean NLL); ``kl_to_dense``: mean KL(dense || config) of the next-token
   distributions; ``top1_agreement``: share of positions where the arg-max matches;
+* 95% intervals of the three (``perplexity_low`` / ``perplexity_high``, ...) and the paired
+  difference to dense on the same positions (``perplexity_diff`` with its interval), from a block
+  bootstrap over positions (``intervals``);
 * ``closed_loop_hit_rate`` (by bytes, across groups) and ``closed_loop_flash_bytes_per_token``, from an
   ``AccessLog`` built like replay's, over the decode tokens after ``warmup``;
 * ``open_loop_hit_rate`` / ``open_loop_flash_bytes_per_token``: replay of the dense trace of the
@@ -35,6 +38,7 @@ from traces import prefix as prefix_mod
 
 from ..replay import calibration, group_runs, make_groups, prepare, replay
 from . import store
+from .intervals import BLOCK, text_intervals
 from .configs import check_run_args, normalize_config, replay_config
 from .layerwise import ConfigRun, layerwise
 from .model import dense_pass, text_config
@@ -93,7 +97,7 @@ def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text
     tokens, prefill, warmup, calib_tokens = check_run_args(tokens, prefill, warmup, calib_tokens, prefix)
     corpus = load_corpus(text, dataset, text_column)
     run_key = {"tokens": tokens, "prefill": prefill, "warmup": warmup, "calib_tokens": calib_tokens, "loop": loop,
-               "prefix_token": prefix}
+               "prefix_token": prefix, "intervals": f"block bootstrap {BLOCK}"}
     if loop == "token":
         run_key["batch_invariant"] = bool(batch_invariant)
     if getattr(model, "variant_tag", None):   # weights swapped in from outside (methods.weights.Swap)
@@ -208,6 +212,10 @@ def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, prefix, warmup, calib_to
             "from_cache": False,
             "config": c,
         }
+        figures = text_intervals(nll, res.nll[0], kl, top1)
+        if r.row == 0:    # the dense model itself, or a configuration that prunes nothing
+            figures = {k: v for k, v in figures.items() if "_diff" not in k}
+        result.update(figures)
         if details:
             xs, hs = res.extra["x"], res.extra["h"]
             closed_trace = trace if (loop == "layer" and r.row == 0) else Trace.from_arrays(xs[r.row], hs[r.row], meta)

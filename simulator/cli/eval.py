@@ -16,7 +16,7 @@ from common.params import params_of
 
 from .. import masking
 from ..accuracy import evaluate
-from ..config import DEFAULT_DRAM_FRACTION, AccuracyRun, ReplayConfig, TraceSpec, masking_parameter_names
+from ..config import DEFAULT_DRAM_FRACTION, AccuracyRun, MmluTask, ReplayConfig, TraceSpec, masking_parameter_names
 from .options import (add_config_options, add_corpus_options, add_masking_parameter_options, add_verb, corpus_options,
                       flag, given)
 
@@ -46,6 +46,16 @@ tokens run densely as the prompt; every token after the prompt is scored (perple
 NLL)), its first prediction coming from the prompt, so the dense perplexity is the model's own
 loss-based perplexity on the sequence. Example:
   dipsim eval --tokens 1024 --masking dip-ca --gamma 1 --gamma 0.5 --gamma 0.2 --keep 0.5
+
+--task mmlu answers multiple-choice questions instead (the installed MMLU test set, python3 tasks.py
+data mmlu, or --questions FILE): lm-eval-harness's MMLU prompt (--shots worked examples of the same
+topic), --questions-per-topic questions of every topic (fixed seed), each answered by the letter
+" A".." D" of highest log-probability after "Answer:". Every position after the first runs with the
+configuration's masks and caches, the cache carried from one question to the next (--reset-cache
+true: a fresh cache per question). It reports the accuracy with its Wilson 95% interval and, for a
+configuration that prunes, the paired difference to the dense model on the same questions with its
+95% interval (bootstrap over questions) and McNemar's exact p-value. Example:
+  dipsim eval --model qwen2.5-0.5b --task mmlu --questions-per-topic 10 --masking dense --masking dip
 """
 
 
@@ -74,6 +84,7 @@ def add_parser(sub) -> None:
     real = model.metadata["help"].split(", or synth:")[0]    # a synthetic trace has no model to run
     s.add_argument("--model", default=model.default, help=f"{real} (default {model.default})")
     add_config_options(s, AccuracyRun, title="the run")
+    add_config_options(s, MmluTask, title="the mmlu task (--task mmlu)")
     add_config_options(s, ReplayConfig, title="configurations (options marked repeatable run as a product)",
                        skip=("tokens",), repeat=REPEAT)
     add_masking_parameter_options(s, repeat=REPEAT)
@@ -188,12 +199,55 @@ def configs_from_args(a: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
+def _interval(r: dict[str, Any], name: str, fmt: str = "{:.4g}") -> str | None:
+    lo, hi = r.get(f"{name}_low"), r.get(f"{name}_high")
+    return None if lo is None or hi is None else f"[{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+def _diff(r: dict[str, Any], name: str, fmt: str) -> str | None:
+    """``+0.012 [-0.003, +0.027]``, a ``*`` after it when the interval excludes 0."""
+    from ..accuracy.intervals import significant
+
+    d = r.get(f"{name}_diff")
+    if d is None:
+        return None
+    star = "*" if significant(r.get(f"{name}_diff_low"), r.get(f"{name}_diff_high")) else ""
+    return f"{fmt.format(d)} {_interval(r, name + '_diff', fmt)}{star}"
+
+
 def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"configuration": r["label"], "perplexity": r["perplexity"], "kl_to_dense": r["kl_to_dense"],
+    return [{"configuration": r["label"], "perplexity": r["perplexity"], "95% interval": _interval(r, "perplexity"),
+             "vs dense": _diff(r, "perplexity", "{:+.3g}"), "kl_to_dense": r["kl_to_dense"],
              "top1_agreement": r["top1_agreement"], "closed_loop_hit_rate": r["closed_loop_hit_rate"],
              "open_loop_hit_rate": r["open_loop_hit_rate"],
              "closed_loop_flash_bytes_per_token": r["closed_loop_flash_bytes_per_token"],
              "open_loop_flash_bytes_per_token": r["open_loop_flash_bytes_per_token"]} for r in results]
+
+
+def mmlu_table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"configuration": r["label"], "mmlu_accuracy": r["mmlu_accuracy"],
+             "95% interval": _interval(r, "mmlu_accuracy", "{:.3f}"),
+             "vs dense": _diff(r, "mmlu_accuracy", "{:+.3f}"), "mcnemar_p": r.get("mmlu_mcnemar_p"),
+             "mmlu_hit_rate": r["mmlu_hit_rate"]} for r in results]
+
+
+def _run_mmlu(a: argparse.Namespace, configs: list[dict[str, Any]], run_cfg: AccuracyRun, calib_tokens: int) -> int:
+    from ..accuracy import evaluate_mmlu
+
+    task = MmluTask.from_mapping(given(a, MmluTask), "command line")
+    results = evaluate_mmlu(a.model, configs, **task.kwargs(), calib_tokens=calib_tokens,
+                            prefix_token=run_cfg.prefix_token, reuse=not a.no_reuse, progress=not a.quiet)
+    if a.format == "json":
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2, default=str))
+        return 0
+    from traces.prefix import label
+
+    r0 = results[0]
+    print(f"{r0['model']}: MMLU, {r0['mmlu_questions']} questions of {r0['questions']} ({r0['shots']}-shot, prefix "
+          f"token {label(r0['prefix_token'])}, cache {'reset per question' if r0['reset_cache'] else 'carried across questions'}); "
+          f"dense accuracy {r0['mmlu_dense_accuracy']:.3f}; intervals 95%, * where the difference to dense excludes 0")
+    print_table(mmlu_table_rows(results))
+    return 0
 
 
 def run(a: argparse.Namespace) -> int:
@@ -210,6 +264,11 @@ def run(a: argparse.Namespace) -> int:
         raise DipsimError(f"--batched-gemm applies to --loop token only (this run: --loop {run_cfg.loop})")
     rc = ReplayConfig.from_mapping({k: v for k, v in given(a, ReplayConfig, names=("warmup", "calib_tokens")).items()},
                                    "command line")
+    if run_cfg.task == "mmlu":
+        return _run_mmlu(a, configs, run_cfg, rc.calib_tokens)
+    extra = [flag(k) for k in given(a, MmluTask)]
+    if extra:
+        raise DipsimError(f"{extra[0]} belongs to the mmlu task; add --task mmlu (this run: --task text)")
     results = evaluate(a.model, configs, **corpus_options(a),
                        tokens=run_cfg.tokens, prefill=run_cfg.prefill, warmup=rc.warmup, calib_tokens=rc.calib_tokens,
                        loop=run_cfg.loop, reuse=not a.no_reuse, progress=not a.quiet,
@@ -224,6 +283,7 @@ def run(a: argparse.Namespace) -> int:
     print(f"{r0['model']}: {r0['scored_tokens']} scored tokens of {r0['corpus']} (prefix token "
           f"{label(r0['prefix_token'])}, prefill {r0['prefill']}), dense "
           f"perplexity {r0['dense_perplexity']:.4f}; hit rates by bytes over {r0['measured_tokens']} tokens after a "
-          f"warm-up of {r0['warmup']} ({r0['loop']} loop)")
+          f"warm-up of {r0['warmup']} ({r0['loop']} loop); intervals 95% (block bootstrap over positions), * where the "
+          f"difference to dense excludes 0")
     print_table(table_rows(results))
     return 0
