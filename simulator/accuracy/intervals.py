@@ -44,7 +44,8 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     den = 1 + _Z ** 2 / n
     centre = (p + _Z ** 2 / (2 * n)) / den
     half = _Z * math.sqrt(p * (1 - p) / n + _Z ** 2 / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at k = 0 (k = n) the lower (upper) end is exactly 0 (1); rounding would leave it a hair off
+    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
 
 
 def block_indices(n: int, block: int = BLOCK, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
