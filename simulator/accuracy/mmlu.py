@@ -64,13 +64,7 @@ def evaluate_mmlu(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *,
                "prefix_token": prefix, "dtype": dtype, "batch_tokens": BATCH_TOKENS}
     if getattr(model, "variant_tag", None):
         run_key["weights"] = model.variant_tag
-    keys = [store.result_key(store.model_key(source), qs.digest, run_key, c) for c in cfgs]
-    results: list[dict[str, Any] | None] = [None] * len(cfgs)
-    if reuse and not details:
-        for i, k in enumerate(keys):
-            hit = store.read_cached(k)
-            if hit is not None:
-                results[i] = {**hit, "label": cfgs[i]["label"], "config": cfgs[i], "from_cache": True}
+    keys, results = store.lookup(source, qs.digest, run_key, cfgs, reuse and not details)
     todo = [i for i, r in enumerate(results) if r is None]
     if todo:
         lm = model if isinstance(model, LoadedModel) else load_model(model, dtype=dtype)
