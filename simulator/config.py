@@ -227,7 +227,7 @@ class MmluTask(ConfigBase):
                                                         "topic (lm-eval's k-shot)", metavar="K")
     question_seed: int = param(0, number(0, None, integer=True), "seed of the question draw and of the worked "
                                                                   "examples", metavar="S")
-    reset_cache: bool = param(False, boolean, "start every question from a fresh cache (default: the cache state "
+    reset_cache: bool = param(False, boolean, "start every question from a fresh cache (false: the cache state "
                                               "carries over from one question to the next, as on a device)")
 
     def kwargs(self) -> dict[str, Any]:

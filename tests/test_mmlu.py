@@ -263,6 +263,8 @@ def test_mmlu_options_need_the_mmlu_task(capsys):
 
     assert cli.main(["eval", "--questions-per-topic", "3", "--masking", "dense"]) != 0
     assert "--questions-per-topic belongs to the mmlu task" in capsys.readouterr().err
+    assert cli.main(["eval", "--task", "mmlu", "--tokens", "64", "--masking", "dense"]) != 0
+    assert "--tokens belongs to the text task" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------- real model

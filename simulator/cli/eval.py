@@ -235,6 +235,11 @@ def _run_mmlu(a: argparse.Namespace, configs: list[dict[str, Any]], run_cfg: Acc
     from ..accuracy import evaluate_mmlu
 
     task = MmluTask.from_mapping(given(a, MmluTask), "command line")
+    text_only = [flag(k) for k in given(a, AccuracyRun, names=("tokens", "prefill", "loop"))]
+    text_only += [flag(k) for k in ("text", "dataset") if getattr(a, k, None)]
+    if text_only or a.batched_gemm:
+        raise DipsimError(f"{(text_only or ['--batched-gemm'])[0]} belongs to the text task; --task mmlu runs the "
+                          f"questions' prompts (see --questions, --questions-per-topic, --shots)")
     results = evaluate_mmlu(a.model, configs, **task.kwargs(), calib_tokens=calib_tokens,
                             prefix_token=run_cfg.prefix_token, reuse=not a.no_reuse, progress=not a.quiet)
     if a.format == "json":
