@@ -310,6 +310,29 @@ def test_plots_label_budgets_draw_error_bands_and_keep_shares_linear():
     assert by_name["tokens/s (device model)"].get_yscale() == "linear"
 
 
+@pytest.mark.slow
+def test_mmlu_accuracy_columns_of_a_sweep(tmp_path, monkeypatch):
+    """``accuracy: {task: mmlu, ...}`` gives every row the MMLU figures with their intervals, the
+    dense row's accuracy beside each, and the text task's columns not at all."""
+    from simulator import accuracy
+    from test_mmlu import OWN, write_questions
+
+    monkeypatch.setattr(accuracy.store, "results_dir", lambda: tmp_path / "accuracy")
+    path = write_questions(tmp_path / "own.jsonl")
+    body = {"name": "mmlu", "trace": {"model": "smollm2-135m", "tokens": 40},
+            "base": {"cache": "lru", "keep": 0.5, "calib_tokens": 8,
+                     "accuracy": {"task": "mmlu", "questions": str(path), "questions_per_topic": 0}},
+            "zip": {"masking": ["dense", "dip", "threshold"]}}
+    df = pd.read_parquet(sweep.run_sweep(sweep.load_experiment(write_exp(tmp_path, body)), tmp_path / "out",
+                                         progress=False))
+    assert (df["m.mmlu_questions"] == len(OWN)).all() and df["m.mmlu_dense_accuracy"].nunique() == 1
+    assert ((df["m.mmlu_accuracy_low"] <= df["m.mmlu_accuracy"]) & (df["m.mmlu_accuracy"] <= df["m.mmlu_accuracy_high"])).all()
+    row = df.set_index("p.masking")
+    assert row.loc["dense", "m.mmlu_accuracy"] == row.loc["dip", "m.mmlu_dense_accuracy"]
+    assert pd.isna(row.loc["dense", "m.mmlu_accuracy_diff"]) and not pd.isna(row.loc["dip", "m.mmlu_accuracy_diff"])
+    assert "m.perplexity" not in df.columns
+
+
 def test_perplexity_intervals_become_error_bars():
     """A row's 95% interval of perplexity (eval's block bootstrap) is drawn as a vertical error bar of
     exactly its ends on the trade-off plot."""
