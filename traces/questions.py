@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import DipsimError
+from common.io import input_file
 
 from .parts import package_dir
 
@@ -112,9 +113,8 @@ def load_questions(path: str | Path | None = None) -> QuestionSet:
     if path is None:
         p, name = installed_file("mmlu"), "mmlu"
     else:
-        p, name = Path(path), f"file:{Path(path).name}"
-        if not p.is_file():
-            raise DipsimError(f"questions file not found: {p}")
+        p = input_file(path, "questions file")
+        name = f"file:{p.name}"
     return _load(str(p), name, *_file_id(p))
 
 
