@@ -34,6 +34,7 @@ from . import allocation, caches, masking
 
 WEIGHT_FORMATS = {"int4": 0.5, "int8": 1.0, "fp8": 1.0, "fp16": 2.0, "bf16": 2.0, "fp32": 4.0}
 REORDERS = ("none", "frequency", "coactivation")
+NEURON_LAYOUTS = ("bundled", "separate")
 ENGINE_MODES = ("batch", "fine")
 LOOPS = ("layer", "token")
 TASKS = ("text", "mmlu")
@@ -153,10 +154,21 @@ class ReplayConfig(ConfigBase):
 
     def unused_keeps(self) -> str | None:
         """Why a group's own keep cannot apply (the policy leaves that group dense), or None."""
-        prunes = masking.REGISTRY.get_class(self.masking).prunes
+        cls = masking.REGISTRY.get_class(self.masking)
         for k, group in (("keep_up", "upgate"), ("keep_gate", "upgate"), ("keep_down", "down")):
-            if getattr(self, k) is not None and group not in prunes:
+            if getattr(self, k) is None:
+                continue
+            if cls.neuron_bundle is not None:
+                return f"{k}: masking policy {self.masking!r} selects neurons (one group, one keep), so {k} does not apply"
+            if group not in cls.prunes:
                 return f"{k}: masking policy {self.masking!r} leaves the {group} group dense, so {k} does not apply"
+        return None
+
+    def cache_mismatch(self) -> str | None:
+        """Why the masking policy cannot run with this cache (it is defined with another), or None."""
+        allowed = masking.REGISTRY.get_class(self.masking).cache_policies
+        if allowed is not None and self.cache not in allowed:
+            return f"masking {self.masking} is defined with the {' or '.join(allowed)} cache, not {self.cache}"
         return None
 
     def policy(self) -> masking.MaskingPolicy:
@@ -195,6 +207,11 @@ class LayoutConfig(ConfigBase):
     reorder: str = param("none", choice(*REORDERS, kind="reordering"), "column placement on flash: index order, or reordered by miss "
                                                     "frequency or co-activation", choices=lambda: REORDERS)
     calib_tokens: int = param(64, number(1, None, integer=True), "tokens the reordering learns from", metavar="N")
+    neurons: str = param("bundled", choice(*NEURON_LAYOUTS, kind="neuron layout"),
+                         "placement of a neuron-level policy's neurons (cats, dejavu, powerinfer): bundled (gate|up|down "
+                         "of a neuron contiguous: one read per missed neuron, as PowerInfer-2 and LLM in a Flash store "
+                         "them) or separate (one region per matrix: a read per matrix)",
+                         choices=lambda: NEURON_LAYOUTS)
 
 
 @dataclass(frozen=True)
@@ -348,9 +365,11 @@ class PointConfig:
         """Why the point cannot run although every value is valid (None: it can)."""
         if self.replay.offline_cache and masking.REGISTRY.get_class(self.replay.masking).cache_aware:
             return f"{self.replay.cache} is an offline oracle and {self.replay.masking} is cache-aware"
-        unused = self.replay.unused_keeps()
+        unused = self.replay.unused_keeps() or self.replay.cache_mismatch()
         if unused:
             return unused
         if self.replay.offline_cache and self.accuracy:
             return f"{self.replay.cache} needs the future and cannot run in the closed loop (accuracy: true)"
+        if self.accuracy and self.replay.policy().loop_refusal():
+            return f"{self.replay.policy().loop_refusal()} (accuracy: true)"
         return None

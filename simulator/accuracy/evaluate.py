@@ -85,6 +85,10 @@ def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text
     if loop not in LOOPS:
         raise DipsimError(f"unknown loop {loop!r}; allowed: {', '.join(LOOPS)}")
     cfgs = [normalize_config(c, f"config {i + 1}" if len(configs) > 1 else "config") for i, c in enumerate(configs)]
+    for c in cfgs:
+        refusal = replay_config(c).policy().loop_refusal()
+        if refusal:
+            raise DipsimError(f"config {c['label']!r}: {refusal}")
     if loop == "token":   # simulator.methods' files and look-ahead policies run in the layer-wise loop only
         for c in cfgs:
             p = replay_config(c).policy()
@@ -148,7 +152,7 @@ def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, prefix, warmup, calib_to
     meta = dict(lm.info.as_meta())
     seq, n_pre = _sequence(lm, corpus, tokens, prefill, prefix)
     meta.update(corpus=corpus.name, corpus_digest=corpus.digest, context=len(seq), prefix_token=prefix,
-                first_text_token=n_pre - (prefix is not None), has_h=True)
+                first_text_token=n_pre - (prefix is not None), has_h=True, has_g=True)
     for c in cfgs:   # per-layer keep lists and the like, checked against the real dimensions first
         try:
             make_groups(meta, replay_config(c))
@@ -211,8 +215,9 @@ def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, prefix, warmup, calib_to
             figures = {k: v for k, v in figures.items() if "_diff" not in k}
         result.update(figures)
         if details:
-            xs, hs = res.extra["x"], res.extra["h"]
-            closed_trace = trace if (loop == "layer" and r.row == 0) else Trace.from_arrays(xs[r.row], hs[r.row], meta)
+            xs, hs, gs = res.extra["x"], res.extra["h"], res.extra["g"]
+            closed_trace = trace if (loop == "layer" and r.row == 0) else Trace.from_arrays(xs[r.row], hs[r.row], meta,
+                                                                                            gs[r.row])
             masks = r.masks if loop == "layer" else r.mask_log
             result["details"] = {"logits": res.logits[:, r.row], "nll": nll, "kl": kl, "top1": top1,
                                  "access_log": closed_log, "masks": masks, "closed_trace": closed_trace,

@@ -12,7 +12,7 @@ See ``caches.base`` for the step semantics shared by all policies (sets larger t
 included, and the ``sequential`` step model) and ``caches.reference`` for the plain per-request
 definitions they are tested against.
 """
-from . import arc, belady, fifo, lfu, lru, none, pinned, s3fifo  # noqa: F401  (registration)
+from . import arc, belady, fifo, lfu, lru, none, pinned, s3fifo, window  # noqa: F401  (registration)
 from .base import REGISTRY, CachePolicy, KeyedCache, as_capacity, make, names, policy_params, register_cache
 
 __all__ = ["REGISTRY", "CachePolicy", "KeyedCache", "as_capacity", "make", "names", "policy_params", "register_cache"]

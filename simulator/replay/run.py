@@ -68,17 +68,19 @@ class GroupRun:
     def log(self) -> GroupLog:
         g = self.group
         bits = self.missed_bits if self.missed_bits is not None else np.zeros(self.selected.shape + (0,), np.uint8)
-        return GroupLog(g.name, g.n_columns, g.bytes_per_column, self.capacity, self.k, self.selected, self.hits, bits)
+        return GroupLog(g.name, g.n_columns, g.bytes_per_column, self.capacity, self.k, self.selected, self.hits, bits,
+                        g.parts)
 
 
 def new_cache(setup: ReplaySetup, group: Group, n_layers: int,
               calib: dict[str, np.ndarray] | None = None) -> caches_mod.CachePolicy:
-    """A fresh cache of ``group`` over ``n_layers`` layers (a pinned cache primed with the calibration
-    prefix's mean scores)."""
+    """A fresh cache of ``group`` over ``n_layers`` layers, primed with the policy's hot scores of the
+    calibration prefix (what ``pinned`` pins the top of: the mean score, or PowerInfer's activation
+    frequency)."""
     c = caches_mod.make(setup.cache_name, n_layers=n_layers, n_columns=group.n_columns,
                         capacity=setup.capacities[group.name], **setup.cache_params)
     if calib is not None and group.name in calib:
-        c.prime(calib[group.name].mean(axis=0))
+        c.prime(setup.policies[group.name].hot_scores(calib[group.name], group.k()))
     return c
 
 

@@ -69,17 +69,20 @@ def trace_path(trace: Any) -> Path:
     return captured_trace_path(trace) if isinstance(trace, TraceSpec) else Path(str(trace))
 
 
-def trace_for(trace: Any, progress: bool = False):
+def trace_for(trace: Any, progress: bool = False, recapture: bool = False):
     """The point's trace, memory-mapped and cached per process; a {model, tokens} trace is captured
-    first when its cached capture does not exist yet."""
+    first when its cached capture does not exist yet (or, with ``recapture``, again: a capture from
+    before the trace held gate activations)."""
     import traces
 
     path = trace_path(trace)
+    if recapture:
+        _TRACES.pop(str(path), None)
     if isinstance(trace, TraceSpec) and not path.exists() and trace.synthetic is not None:
         from traces import synth
 
         synth.like(trace.synthetic, trace.tokens, path, seed=trace.seed, progress=progress)
-    elif isinstance(trace, TraceSpec) and not path.exists():
+    elif isinstance(trace, TraceSpec) and (recapture or not path.exists()):
         traces.capture(trace.model, path, tokens=trace.tokens, text=trace.text, context=trace.context,
                        prefix_token=prefix.resolve(trace.prefix_token, trace.model, "trace: prefix_token"),
                        progress=progress)

@@ -24,6 +24,7 @@ from common.errors import DipsimError
 from common.params import max_workers
 
 from ..config import PointConfig
+from ..replay import needs_gate_activations
 from .dense import BaselineStore, dense_figures, dense_point, is_own_baseline
 from .execute import (captured_trace_path, dense_key, precompute_accuracy, replay_key, run_point, run_points,
                       trace_for, trace_path)
@@ -64,10 +65,15 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
     rows = [done[p.key] for p in exp.points if p.key in done]
     with _executor(executor, min(jobs, max(len(todo), 1)), scheduler) as execute:
         for spec in {p.config.trace for p in todo if isinstance(p.config.trace, TraceSpec)}:
+            gate = any(p.config.trace == spec and needs_gate_activations(p.config.replay) for p in todo)
             if not captured_trace_path(spec).exists():     # captured once, here, not by every worker
                 verb = "generating" if spec.synthetic else "capturing"
                 say(f"{verb} {spec.tokens} tokens of {spec.model} (once; cached in {captured_trace_path(spec)})")
                 trace_for(spec, progress=progress)
+            elif gate and spec.synthetic is None and not trace_for(spec).has_g:
+                say(f"capturing {spec.tokens} tokens of {spec.model} again: the cached capture predates gate "
+                    f"activations, which cats needs ({captured_trace_path(spec)})")
+                trace_for(spec, progress=progress, recapture=True)
         if any(p.config.accuracy for p in todo):
             precompute_accuracy(todo, say, progress)
         made = not out.exists()
