@@ -343,3 +343,136 @@ def test_gate_activations_round_trip_and_are_checked(tmp_path):
         bad.write_bytes(struct.pack("<Q", len(body)) + body + raw[8 + n:])
         with pytest.raises(DipsimError, match=match):
             load(bad)
+
+
+# ------------------------------------------------------------------------------------------- the closed loop
+def _neuron_forward(lm, seq, n_pre, choose):
+    """Logits of ``seq`` with every gated MLP written out on its weights: at position p >= n_pre of
+    layer l only the neurons ``choose(l, p, a)`` are computed (``a = silu(W_gate x)``; gate row, up row
+    and down column of the same indices), the prompt positions densely. Independent of dipsim's hooks."""
+    import torch
+    import torch.nn.functional as F
+
+    saved = []
+
+    def mlp_forward(layer, mlp):
+        wg, wu, wd = mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight
+
+        def fwd(x):
+            out = torch.empty(x.shape[:-1] + (wd.shape[0],), dtype=x.dtype)
+            for p in range(x.shape[1]):
+                a = F.silu(x[0, p] @ wg.T)
+                idx = torch.arange(wg.shape[0]) if p < n_pre else torch.as_tensor(choose(layer, p, a), dtype=torch.long)
+                out[0, p] = (F.silu(x[0, p] @ wg[idx].T) * (x[0, p] @ wu[idx].T)) @ wd[:, idx].T
+            return out
+        return fwd
+
+    for layer, mlp in enumerate(lm.mlps):
+        saved.append((mlp, mlp.__dict__.get("forward")))
+        mlp.forward = mlp_forward(layer, mlp)
+    try:
+        with torch.inference_mode():
+            return lm.model(input_ids=torch.tensor([seq]), use_cache=False).logits[0].double()
+    finally:
+        for mlp, fwd in saved:
+            if fwd is None:
+                del mlp.forward
+            else:
+                mlp.forward = fwd
+
+
+def _tiny_llama(smollm2):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from traces.models import ModelSource, wrap_model
+
+    torch.manual_seed(1)
+    tok = smollm2.tokenizer
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      tie_word_embeddings=False, hidden_act="silu", bos_token_id=tok.bos_token_id)
+    weight = {"weight_dtype": "float32", "bytes_per_weight": 0.5, "static_bytes_per_weight": 4.0}
+    return wrap_model(LlamaForCausalLM(cfg).eval(), tok, ModelSource("tiny-llama-neurons", "hf", "."), weight)
+
+
+@pytest.mark.parametrize("loop", ["layer", "token"])
+@pytest.mark.parametrize("cfg", [{"masking": "cats", "keep": 0.4}, {"masking": "cats-ca", "keep": 0.5, "gamma": 0.3},
+                                 {"masking": "dejavu", "oracle": True, "keep": 0.3},
+                                 {"masking": "powerinfer", "oracle": True, "keep": 0.5, "cache": "pinned"}],
+                         ids=["cats", "cats-ca", "dejavu", "powerinfer"])
+def test_neuron_masks_change_the_forward_as_the_method_does(smollm2, cfg, loop):
+    """In the closed loop a neuron policy's masks act as the method: an MLP computed only on the
+    kept neurons' gate rows, up rows and down columns (and the same indices in all three) gives the
+    logits the loop scored -- recomputed here from the loop's own masks, MLP by MLP, on the weights."""
+    lm = _tiny_llama(smollm2)
+    r = accuracy.evaluate(lm, cfg, tokens=40, calib_tokens=8, warmup=0, reuse=False, details=True, loop=loop)[0]
+    d = r["details"]
+    masks, seq, n_pre = d["masks"]["neuron"], d["tokens"], d["dense_positions"]
+    assert 0 < masks.mean() < 1 and r["kl_to_dense"] > 0
+    logits = _neuron_forward(lm, seq, n_pre, lambda layer, p, a: np.flatnonzero(masks[p - n_pre, layer]))
+    first = max(n_pre, 1)
+    np.testing.assert_allclose(logits[first - 1:-1].numpy(), d["logits"], rtol=1e-3, atol=2e-4)
+
+
+@pytest.mark.slow
+def test_cats_in_the_loop_equals_an_independent_computation():
+    """SmolLM2 (in float64, so that float rounding decides no threshold), 256 tokens, CATS at keep 0.5:
+    thresholds per layer from the dense model's own gate activations on the first 64 text tokens
+    (the 0.5 quantile of |silu(W_gate x)|, strictly above), then the masked forward written out on the
+    weights, choosing its neurons itself. It keeps the loop's neurons at every layer and position, and
+    its perplexity equals the loop's within 0.5% (the issue's bar; here to 1e-7)."""
+    import torch
+    import torch.nn.functional as F
+
+    from traces.models import load_model
+
+    lm = load_model("smollm2-135m", verbose=False)
+    lm.model.double()
+    r = accuracy.evaluate(lm, {"masking": "cats", "keep": 0.5}, tokens=256, reuse=False, details=True)[0]
+    seq, n_pre, masks = r["details"]["tokens"], r["details"]["dense_positions"], r["details"]["masks"]["neuron"]
+    gate = {}
+    hooks = [mlp.register_forward_pre_hook(
+        lambda mod, args, layer=layer: gate.__setitem__(layer, F.silu(args[0][0] @ mod.gate_proj.weight.T).abs()))
+        for layer, mlp in enumerate(lm.mlps)]
+    try:
+        with torch.inference_mode():
+            lm.model(input_ids=torch.tensor([seq]), use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    taus = []
+    for layer in range(len(lm.mlps)):
+        vals = torch.sort(gate[layer][n_pre:n_pre + 64].flatten().float()).values   # traces hold float32
+        n_keep = round(0.5 * vals.numel())
+        taus.append(float(vals[vals.numel() - n_keep - 1]))
+    chosen = np.zeros_like(masks)
+    saved = []
+
+    def mlp_forward(layer, mlp):      # all positions at once: the neurons left out contribute nothing
+        wg, wu, wd = mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight
+
+        def fwd(x):
+            a = F.silu(x[0] @ wg.T)
+            keep = a.abs().float() > taus[layer]
+            keep[:n_pre] = True
+            chosen[:, layer] = keep[n_pre:].numpy()
+            return ((a * (x[0] @ wu.T) * keep) @ wd.T)[None]
+        return fwd
+
+    for layer, mlp in enumerate(lm.mlps):
+        saved.append(mlp)
+        mlp.forward = mlp_forward(layer, mlp)
+    try:
+        with torch.inference_mode():
+            logits = lm.model(input_ids=torch.tensor([seq]), use_cache=False).logits[0]
+    finally:
+        for mlp in saved:
+            del mlp.forward
+    first = max(n_pre, 1)
+    nll = -torch.log_softmax(logits[first - 1:-1], dim=-1)[torch.arange(len(seq) - first), torch.tensor(seq[first:])]
+    independent = float(torch.exp(nll.mean()))
+    np.testing.assert_array_equal(chosen, masks)
+    assert r["perplexity"] == pytest.approx(independent, rel=0.005)
+    assert r["perplexity"] == pytest.approx(independent, rel=1e-7)
+    assert 0.45 < r["keep_actual"]["neuron"] < 0.55 and r["perplexity"] > r["dense_perplexity"]
