@@ -307,11 +307,19 @@ def _trace(v: Any, where: str) -> Any:
     raise DipsimError(f"{where}: expected a trace file path or a mapping {{model, tokens[, text, context]}}, got {v!r}")
 
 
-def _accuracy(v: Any, where: str) -> Any:
-    """A point's ``accuracy``: true/false (the text task over the trace's text), or a mapping
-    ``{task: text}`` / ``{task: mmlu, questions_per_topic: N, ...}`` (an ``MmluTask``)."""
+def _accuracy(v: Any, trace: Any, where: str) -> Any:
+    """A point's ``accuracy``: true/false (the text task over the trace's text), ``real`` (the text task
+    where the trace comes from a real model: a synthetic ``synth:NAME`` trace then has no accuracy
+    columns, as it has no model to run), or a mapping ``{task: text}`` / ``{task: mmlu,
+    questions_per_topic: N, ...}`` (an ``MmluTask``)."""
+    if v == "real":
+        return not (isinstance(trace, TraceSpec) and trace.synthetic is not None)
     if not isinstance(v, dict):
-        return boolean(v, where)
+        try:
+            return boolean(v, where)
+        except DipsimError:
+            raise DipsimError(f"{where}: expected true, false or real (measured where the trace's model is real), "
+                              f"or a mapping {{task: ...}}, got {v!r}") from None
     rest = dict(v)
     task = choice(*TASKS, kind="task")(rest.pop("task", "text"), child(where, "task"))
     if task == "text":
@@ -350,7 +358,7 @@ class PointConfig:
         device = text()(p.pop("device", None), child(where, "device"))
         engine = EngineConfig.from_mapping(p.pop("engine", None), child(where, "engine"))
         layout = LayoutConfig.from_mapping(p.pop("layout", None), child(where, "layout"))
-        accuracy = _accuracy(p.pop("accuracy", False), child(where, "accuracy"))
+        accuracy = _accuracy(p.pop("accuracy", False), trace, child(where, "accuracy"))
         acc_tokens = number(2, None, integer=True, optional=True)(p.pop("accuracy_tokens", None),
                                                                   child(where, "accuracy_tokens"))
         variant = text()(p.pop("variant", None), child(where, "variant"))
@@ -358,7 +366,8 @@ class PointConfig:
         replay = ReplayConfig.from_flat(p, where).check(where)
         if accuracy and isinstance(trace, TraceSpec) and trace.synthetic is not None:
             raise DipsimError(f"{child(where, 'accuracy')}: a synthetic trace ({trace.model}) has no model to run "
-                              f"in the loop; accuracy needs a captured trace")
+                              f"in the loop; accuracy needs a captured trace (accuracy: real measures it where "
+                              f"the trace's model is real)")
         return cls(trace, replay, device, engine, layout, accuracy, acc_tokens, variant, adapter)
 
     def drop_reason(self) -> str | None:

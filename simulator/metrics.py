@@ -19,9 +19,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "flash_bytes_per_token": ("B/token", "bytes of the missed weight columns, read from flash (whole model)"),
     "dram_bytes_per_token": ("B/token", "bytes of the cached weight columns read from DRAM (whole model)"),
     "mlp_bytes_per_token": ("B/token", "bytes of all selected MLP columns (whole model)"),
-    "columns_per_layer": ("columns", "columns of a matrix group in one layer (d_model for up/gate, d_ff for down)"),
-    "bytes_per_column": ("B", "bytes of one column of the group (its weights at the weight format)"),
-    "keep": ("fraction", "columns selected / columns available, over tokens and layers"),
+    "columns_per_layer": ("columns", "columns of a matrix group in one layer (d_model for up/gate, d_ff for down "
+                                     "and for a neuron group, whose column is a neuron)"),
+    "bytes_per_column": ("B", "bytes of one column of the group at the weight format (a neuron: its bundle, gate + "
+                              "up + down or up + down)"),
+    "keep": ("fraction", "columns (neurons) selected / available, over tokens and layers"),
     "capacity_columns_per_layer": ("columns", "DRAM cache capacity of the group, mean over layers"),
     "cache_budget_bytes": ("B", "DRAM budget of the column cache, over all layers and groups"),
     "cache_budget_from": ("text", "what decided it: dram_fraction (of the MLP weights), dram_bytes, device (usable "

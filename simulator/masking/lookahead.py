@@ -18,7 +18,7 @@ from common import store
 from common.errors import DipsimError
 from common.params import boolean, number, param, text
 
-from ..kernels import topk_mask
+from ..kernels import topk_mask, topk_rows
 from .base import MaskingPolicy
 
 HEADS = ("down", "upgate")
@@ -115,6 +115,10 @@ class LookaheadPolicy(MaskingPolicy):
         scores = np.ascontiguousarray(scores, dtype=np.float32)
         if self.threshold is not None:
             return scores > np.float32(math.log(self.threshold / (1.0 - self.threshold)))
+        if self.oracle:     # the layer's own magnitudes: the compiled top-k (the same masks)
+            out = np.empty(scores.shape, dtype=bool)
+            topk_rows(scores, int(k), out)
+            return out
         # logits are signed: the numpy top-k (the compiled one takes non-negative magnitudes only)
         return topk_mask(scores, np.full(scores.shape[0], int(k)))
 

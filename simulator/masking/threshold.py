@@ -32,14 +32,15 @@ class Threshold(MaskingPolicy):
         kk = as_k(k, L, N)
         taus = []
         for layer in range(L):
-            vals = np.sort(prefix[:, layer, :].ravel())
+            vals = prefix[:, layer, :].ravel()
             n_keep = int(round(kk[layer] / N * vals.size))
             if n_keep <= 0:
                 taus.append(float(np.inf))
             elif n_keep >= vals.size:
                 taus.append(float(-np.inf))
-            else:
-                taus.append(float(vals[vals.size - n_keep - 1]))  # scores strictly above it: n_keep of them
+            else:   # the (n_keep + 1)-th largest: scores strictly above it are n_keep of them (ties aside)
+                j = vals.size - n_keep - 1
+                taus.append(float(np.partition(vals, j)[j]))
         return dataclasses.replace(self, thresholds=tuple(taus))
 
     def rows(self, l0, l1):
