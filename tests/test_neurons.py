@@ -476,3 +476,75 @@ def test_cats_in_the_loop_equals_an_independent_computation():
     assert r["perplexity"] == pytest.approx(independent, rel=0.005)
     assert r["perplexity"] == pytest.approx(independent, rel=1e-7)
     assert 0.45 < r["keep_actual"]["neuron"] < 0.55 and r["perplexity"] > r["dense_perplexity"]
+
+
+# ------------------------------------------------------------------------------------------- engine, sweeps
+def test_engine_reads_cats_gate_ahead_and_neurons_once_the_gate_is_known(tmp_path):
+    """CATS on the toy: W_gate (dense, known before the token) is read ahead in the background; the
+    neurons are a dependent stage whose requests are the layout's; dejavu has no first stage."""
+    from simulator.engine import simulate
+    from simulator.engine.flash_stages import flash_stages, known_early, stage_groups
+    from test_engine import device
+
+    log = run(toy(), "cats")
+    assert stage_groups(log) == [["gate"], ["neuron"]] and known_early(log, True) == [True, False]
+    dev = device(tmp_path)
+    res = simulate(log, dev)
+    from simulator.engine import device_models
+
+    fl = device_models(dev).flash
+    fs = flash_stages(log, Layout(log), fl, prefetch=True, keep_requests=False)
+    assert np.all(fs.time[:, :, 0] == 0) and fs.background[0] > 0       # the gate: read ahead
+    lay = Layout(log)
+    want = [sum(len(lay.requests(g, log.groups[g].missed_mask(t), int(fl.page_bytes), fl.max_request_bytes).sizes)
+                for g in log.groups) for t in range(log.n_tokens)]
+    np.testing.assert_array_equal(res.flash_requests, want)
+    assert res.summary()["tokens_per_s"] > 0
+
+
+def test_accuracy_real_measures_only_real_models():
+    from simulator.config import PointConfig
+
+    real = PointConfig.from_flat({"trace": {"model": "smollm2-135m", "tokens": 8}, "accuracy": "real"}, "exp")
+    synth = PointConfig.from_flat({"trace": {"model": "synth:phi3-mini", "tokens": 8}, "accuracy": "real"}, "exp")
+    assert real.accuracy is True and synth.accuracy is False
+    with pytest.raises(DipsimError, match="exp: accuracy: expected true, false or real"):
+        PointConfig.from_flat({"trace": "t.safetensors", "accuracy": "maybe"}, "exp")
+    with pytest.raises(DipsimError, match="accuracy: real measures it where the trace's model is real"):
+        PointConfig.from_flat({"trace": {"model": "synth:phi3-mini", "tokens": 8}, "accuracy": True}, "exp")
+
+
+def test_a_sweep_captures_again_a_cached_capture_without_gate_activations(tmp_path, monkeypatch):
+    """A cats point over a {model, tokens} trace whose cached capture predates g: the sweep captures
+    it once more (and says so) instead of failing; other policies would have used it as it is."""
+    import pandas as pd
+    import yaml
+
+    import traces
+    from simulator import sweep
+    from simulator.config import TraceSpec
+    from traces.writer import save
+
+    monkeypatch.setattr(sweep.execute, "cache_root", lambda: tmp_path / "cache")
+    spec = TraceSpec(model="smollm2-135m", tokens=3)
+    path = sweep.captured_trace_path(spec)
+    path.parent.mkdir(parents=True)
+    save(path, Trace.from_arrays(np.full((L, 3, DM), 0.5, np.float32), G * 0.5, {"bytes_per_weight": 1.0}))
+    calls = []
+
+    def fake_capture(model, out, **kw):
+        calls.append(model)
+        return save(out, toy())
+
+    monkeypatch.setattr(traces, "capture", fake_capture)
+    sweep.execute._TRACES.clear()
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(yaml.safe_dump({"name": "g", "trace": {"model": "smollm2-135m", "tokens": 3},
+                                        "base": {"keep": 0.5, "warmup": 0, "calib_tokens": 2, "dram_fraction": 0.5},
+                                        "grid": {"masking": ["dip", "cats"]}}))
+    said = []
+    out = sweep.run_sweep(sweep.load_experiment(exp_file), tmp_path / "out", progress=False, log=said.append)
+    assert calls == ["smollm2-135m"] and any("again" in s and "gate activations" in s for s in said)
+    df = pd.read_parquet(out).set_index("p.masking")
+    assert df.loc["cats", "m.neuron.flash_bytes_per_token"] == pytest.approx((6 + 2 + 2) * 8 / 3)
+    sweep.execute._TRACES.clear()
