@@ -27,7 +27,7 @@ from common.jit import njit
 from ..kernels import scratch, select_row
 from ._kernels import LRU as _LRU_KIND
 from ._kernels import keyed_row
-from ._requests import keyed_requests
+from ._requests import keyed_requests, row_ids, scatter_hits
 from .base import CachePolicy, register_cache
 from .lru import LRU
 
@@ -63,18 +63,10 @@ def _window_steps(masks, res, prio, evictable, cap, t0, tokens, sequential, hits
         if selecting:
             select_row(code, params, scores[i], res, k, masks[i], work, fav, hist)
         if sequential:
-            m = 0
-            for c in range(N):
-                ids[m] = c
-                m += masks[i, c]
+            m = row_ids(masks[i], ids)
             n_evict += keyed_requests(_LRU_KIND, ids[:m], rows[:m], t, 0, _EMPTY, res, prio, evictable, cap, h[:m])
-            hits[i] = False
-            nh = 0
-            for j in range(m):
-                hits[i, ids[j]] = h[j]
-                nh += h[j]
             sel[i] = m
-            hc[i] = nh
+            hc[i] = scatter_hits(hits[i], ids, h, m)
         else:
             e, ns, nh, _ = keyed_row(_LRU_KIND, masks[i], res, prio, evictable, cap, t, 0, _EMPTY, 0, hits[i], cand)
             n_evict += e
