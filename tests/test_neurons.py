@@ -99,6 +99,8 @@ def test_cats_ca_worked_examples():
     m = thr.groups["neuron"]
     assert m.selected[:, 0].tolist() == [2, 2, 3] and m.hits[:, 0].tolist() == [0, 2, 2]
     assert [tok[0] for tok in missed(thr)] == [{0, 4}, set(), {3}]
+    # its reads: 8-byte bundles from layer 0's neuron region at 24 (layer 1's at 96)
+    assert [[r for r in tok if r[0] < 72] for tok in requests(thr, "bundled", 1)] == [[(24, 8), (56, 8)], [], [(48, 8)]]
     top = run(toy(), "cats-ca", gamma=0.5, selection="topk")
     assert top.groups["neuron"].selected[:, 0].tolist() == [3, 3, 3]
     assert [tok[0] for tok in missed(top)] == [{0, 2, 4}, set(), {3}]
@@ -180,6 +182,9 @@ def test_powerinfer_worked_example():
     got = missed(log)
     assert [tok[0] for tok in got[4:]] == [{2}, {0}]
     assert log.groups["neuron"].hits[4:, 0].tolist() == [2, 2]
+    # a neuron is gate + up + down: 12 bytes; layer 0's neurons at [0, 72), layer 1's at [72, 144)
+    assert log.groups["neuron"].bytes_per_column == 12.0
+    assert requests(log, "bundled", 1)[4:] == [[(24, 12), (96, 12)], [(0, 12), (72, 12)]]
     # the hot set, by frequency: the powerinfer policy's own hot scores
     pol = masking.make("powerinfer", oracle=True)
     freq = pol.hot_scores(np.abs(hs[:, :4]).transpose(1, 0, 2), 3)
