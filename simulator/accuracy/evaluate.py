@@ -36,7 +36,7 @@ import numpy as np
 from common.errors import DipsimError
 from traces import prefix as prefix_mod
 
-from ..replay import calibration, group_runs, make_groups, prepare, replay
+from ..replay import calibration, group_runs, make_groups, needs_gate_activations, prepare, replay
 from . import store
 from .intervals import BLOCK, text_intervals
 from .configs import check_run_args, normalize_config, replay_config
@@ -151,8 +151,9 @@ def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, prefix, warmup, calib_to
 
     meta = dict(lm.info.as_meta())
     seq, n_pre = _sequence(lm, corpus, tokens, prefill, prefix)
+    gate = details or any(needs_gate_activations(replay_config(c)) for c in cfgs)   # only then record g
     meta.update(corpus=corpus.name, corpus_digest=corpus.digest, context=len(seq), prefix_token=prefix,
-                first_text_token=n_pre - (prefix is not None), has_h=True, has_g=True)
+                first_text_token=n_pre - (prefix is not None), has_h=True, has_g=gate)
     for c in cfgs:   # per-layer keep lists and the like, checked against the real dimensions first
         try:
             make_groups(meta, replay_config(c))
@@ -160,7 +161,7 @@ def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, prefix, warmup, calib_to
             raise DipsimError(f"config {c['label']!r}: {e}") from None
 
     t_start = time.perf_counter()
-    trace, dense_hidden = dense_pass(lm, seq, n_pre, meta, keep_hidden=True)
+    trace, dense_hidden = dense_pass(lm, seq, n_pre, meta, keep_hidden=True, with_g=gate)
     t_trace = time.perf_counter() - t_start
     T = trace.n_tokens
     setups = _setups(cfgs, meta, trace, calib_tokens)

@@ -77,11 +77,12 @@ def head_logits(model, hidden):
     return logits
 
 
-def dense_pass(lm, seq: list[int], n_pre: int, meta: dict[str, Any], *, keep_hidden: bool = False):
-    """One parallel dense forward of ``seq``: x, h and the gate activation g of every layer at
-    positions ``n_pre:`` as an in-memory float32 :class:`traces.Trace` (what ``traces.capture``
-    records, one window), and with ``keep_hidden`` the final hidden states ``[len(seq), d_model]``
-    (the dense row of the closed loop)."""
+def dense_pass(lm, seq: list[int], n_pre: int, meta: dict[str, Any], *, keep_hidden: bool = False,
+               with_g: bool = True):
+    """One parallel dense forward of ``seq``: x, h and (``with_g``) the gate activation g of every
+    layer at positions ``n_pre:`` as an in-memory float32 :class:`traces.Trace` (what
+    ``traces.capture`` records, one window), and with ``keep_hidden`` the final hidden states
+    ``[len(seq), d_model]`` (the dense row of the closed loop)."""
     import torch
 
     from traces.format import Trace
@@ -90,7 +91,7 @@ def dense_pass(lm, seq: list[int], n_pre: int, meta: dict[str, Any], *, keep_hid
     L, T = lm.info.n_layers, len(seq) - n_pre
     xs = np.empty((L, T, lm.info.d_model), np.float32)
     hs = np.empty((L, T, lm.info.d_ff), np.float32)
-    gs = np.empty((L, T, lm.info.d_ff), np.float32)
+    gs = np.empty((L, T, lm.info.d_ff), np.float32) if with_g else None
     handles = []
 
     def put(buf, i):
@@ -106,7 +107,8 @@ def dense_pass(lm, seq: list[int], n_pre: int, meta: dict[str, Any], *, keep_hid
     for i, mlp in enumerate(lm.mlps):
         handles.append(mlp.register_forward_pre_hook(put(xs, i), with_kwargs=True))
         handles.append(mlp.down_proj.register_forward_pre_hook(put(hs, i), with_kwargs=True))
-        handles.append(register_gate_hook(mlp, put_g(i)))
+        if with_g:
+            handles.append(register_gate_hook(mlp, put_g(i)))
     try:
         with torch.inference_mode():
             out = decoder(lm.model)(input_ids=torch.tensor([seq]), use_cache=False)
