@@ -46,8 +46,8 @@ def _expire(res, prio, horizon):
 
 
 @njit
-def _window_steps(masks, res, prio, evictable, cap, t0, tokens, sequential, hits, sel, hc, code, params, scores, k,
-                  selecting):
+def _window_steps(masks, res, prio, freq, evictable, cap, t0, tokens, sequential, hits, sel, hc, code, params, scores,
+                  k, selecting):
     """Steps ``t0, t0 + 1, ...`` of one layer: each step's mask (given, or chosen by ``select_row``
     from the scores and the contents), LRU's step (set or sequential), then the expiry. Returns the
     evictions of resident columns."""
@@ -64,11 +64,13 @@ def _window_steps(masks, res, prio, evictable, cap, t0, tokens, sequential, hits
             select_row(code, params, scores[i], res, k, masks[i], work, fav, hist)
         if sequential:
             m = row_ids(masks[i], ids)
-            n_evict += keyed_requests(_LRU_KIND, ids[:m], rows[:m], t, 0, _EMPTY, res, prio, evictable, cap, h[:m])
+            n_evict += keyed_requests(_LRU_KIND, ids[:m], rows[:m], t, 0, _EMPTY, res, prio, freq, evictable, cap,
+                                      h[:m])
             sel[i] = m
             hc[i] = scatter_hits(hits[i], ids, h, m)
         else:
-            e, ns, nh, _ = keyed_row(_LRU_KIND, masks[i], res, prio, evictable, cap, t, 0, _EMPTY, 0, hits[i], cand)
+            e, ns, nh, _ = keyed_row(_LRU_KIND, masks[i], res, prio, freq, evictable, cap, t, 0, _EMPTY, 0, hits[i],
+                                     cand)
             n_evict += e
             sel[i] = ns
             hc[i] = nh
