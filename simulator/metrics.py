@@ -57,7 +57,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "memory_saved_fraction": ("fraction", "the same as a share of that whole-model footprint"),
     "dense_tokens_per_s": ("tokens/s", "the dense baseline: the dense model (every column, no variant or adapter) on "
                                        "the same trace and device with the same cache budget rule, cache, allocation, "
-                                       "weight format, layout and engine options"),
+                                       "weight format, layout (the neuron layout aside: the dense model has no neuron group) "
+                                       "and engine options"),
     "speedup_vs_dense": ("x", "tokens_per_s / dense_tokens_per_s: the speed-up over the dense model on the same DRAM "
                               "(exactly 1 for the dense model itself)"),
     "dense_dram_footprint_bytes": ("B", "the dense baseline's dram_footprint_bytes"),
