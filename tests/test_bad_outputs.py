@@ -347,7 +347,7 @@ def test_trace_of_a_synthetic_model_does_what_its_help_says(d, capsys):
     assert rc == 0 and t.n_tokens == 4 and t.meta["synth"]["seed"] == 3 and t.meta["model"] == "synth:phi3-mini"
     for extra, option in [(["--context", "8"], "--context"), (["--text", str(d / "exp.yaml")], "--text"),
                           (["--prefix-token", "bos"], "--prefix-token"), (["--no-h"], "--no-h"),
-                          (["--dtype", "float32"], "--dtype")]:
+                          (["--no-g"], "--no-g"), (["--dtype", "float32"], "--dtype")]:
         expect_error(capsys, ["trace", "--model", "synth:phi3-mini", "--tokens", "4", "--out", str(d / "o.safetensors"),
                               *extra], d, f"{option} applies to a trace captured from a real model")
     expect_error(capsys, ["trace", "--model", "synth:nope", "--tokens", "4", "--out", str(d / "o.safetensors")], d,

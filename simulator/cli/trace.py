@@ -46,8 +46,7 @@ def run_trace(a: argparse.Namespace) -> int:
         return _synthetic(a, spec)
     try:
         path = capture(spec.model, a.out, tokens=spec.tokens, **corpus_options(a), context=spec.context, dtype=a.dtype,
-                       with_h=not a.no_h, with_g=not a.no_g,
-                       prefix_token=spec.prefix_token, progress=not a.quiet)
+                       with_h=not a.no_h, with_g=not a.no_g, prefix_token=spec.prefix_token, progress=not a.quiet)
     except CaptureInterrupted as e:
         from . import Terminated
 
@@ -72,7 +71,7 @@ def _synthetic(a: argparse.Namespace, spec: TraceSpec) -> int:
                           f"{', '.join('synth:' + p for p in PRESETS)}")
     capture_only = {"--text": a.text, "--dataset": a.dataset, "--text-column": a.text_column, "--context": a.context,
                     "--prefix-token": a.prefix_token, "--no-h": a.no_h or None,
-                    "--dtype": None if a.dtype == "float16" else a.dtype}
+                    "--no-g": a.no_g or None, "--dtype": None if a.dtype == "float16" else a.dtype}
     extra = [k for k, v in capture_only.items() if v is not None]
     if extra:
         raise DipsimError(f"{extra[0]} applies to a trace captured from a real model, not to {spec.model} "
