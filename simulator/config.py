@@ -3,7 +3,8 @@
     ReplayConfig    what replay decides: masking and its parameters, keeps, cache, budget, ...
     EngineConfig    the device simulation's options
     LayoutConfig    where columns lie on flash
-    AccuracyRun     a closed-loop run: tokens, prompt, prefix token, which loop
+    AccuracyRun     a closed-loop run: tokens, prompt, prefix token, which loop, which task
+    MmluTask        the MMLU task: questions file, questions per topic, shots, cache reset
     TraceSpec       a trace to capture (model, tokens, text, context, prefix token)
     PointConfig     one sweep point: a trace, a replay configuration, a device, engine and layout
                     options, and whether to measure accuracy
@@ -33,8 +34,10 @@ from . import allocation, caches, masking
 
 WEIGHT_FORMATS = {"int4": 0.5, "int8": 1.0, "fp8": 1.0, "fp16": 2.0, "bf16": 2.0, "fp32": 4.0}
 REORDERS = ("none", "frequency", "coactivation")
+NEURON_LAYOUTS = ("bundled", "separate")
 ENGINE_MODES = ("batch", "fine")
 LOOPS = ("layer", "token")
+TASKS = ("text", "mmlu")
 #: the cache budget, as a fraction of the MLP weights, when a run gives neither a budget nor a device
 DEFAULT_DRAM_FRACTION = 0.5
 
@@ -143,10 +146,21 @@ class ReplayConfig(ConfigBase):
 
     def unused_keeps(self) -> str | None:
         """Why a group's own keep cannot apply (the policy leaves that group dense), or None."""
-        prunes = masking.REGISTRY.get_class(self.masking).prunes
+        cls = masking.REGISTRY.get_class(self.masking)
         for k, group in (("keep_up", "upgate"), ("keep_gate", "upgate"), ("keep_down", "down")):
-            if getattr(self, k) is not None and group not in prunes:
+            if getattr(self, k) is None:
+                continue
+            if cls.neuron_bundle is not None:
+                return f"{k}: masking policy {self.masking!r} selects neurons (one group, one keep), so {k} does not apply"
+            if group not in cls.prunes:
                 return f"{k}: masking policy {self.masking!r} leaves the {group} group dense, so {k} does not apply"
+        return None
+
+    def cache_mismatch(self) -> str | None:
+        """Why the masking policy cannot run with this cache (it is defined with another), or None."""
+        allowed = masking.REGISTRY.get_class(self.masking).cache_policies
+        if allowed is not None and self.cache not in allowed:
+            return f"masking {self.masking} is defined with the {' or '.join(allowed)} cache, not {self.cache}"
         return None
 
     def policy(self) -> masking.MaskingPolicy:
@@ -185,6 +199,11 @@ class LayoutConfig(ConfigBase):
     reorder: str = param("none", choice(*REORDERS, kind="reordering"), "column placement on flash: index order, or reordered by miss "
                                                     "frequency or co-activation", choices=lambda: REORDERS)
     calib_tokens: int = param(64, number(1, None, integer=True), "tokens the reordering learns from", metavar="N")
+    neurons: str = param("bundled", choice(*NEURON_LAYOUTS, kind="neuron layout"),
+                         "placement of a neuron-level policy's neurons (cats, dejavu, powerinfer): bundled (gate|up|down "
+                         "of a neuron contiguous: one read per missed neuron, as PowerInfer-2 and LLM in a Flash store "
+                         "them) or separate (one region per matrix: a read per matrix)",
+                         choices=lambda: NEURON_LAYOUTS)
 
 
 @dataclass(frozen=True)
@@ -198,6 +217,32 @@ class AccuracyRun(ConfigBase):
     batch_invariant: bool = param(True, boolean, "token loop: linear layers row by row, so that a configuration's "
                                                  "figures do not depend on the batch", cli=False)
     prefix_token: Any = prefix.param()
+    task: str = param("text", choice(*TASKS, kind="task"), "text: perplexity, KL and top-1 on a text; mmlu: "
+                                                           "multiple-choice accuracy on MMLU questions (the options "
+                                                           "of the mmlu task)", choices=lambda: TASKS)
+
+
+@dataclass(frozen=True)
+class MmluTask(ConfigBase):
+    """The MMLU task's options (``simulator.accuracy.evaluate_mmlu``): eval's command line and a sweep
+    point's ``accuracy: {task: mmlu, ...}``."""
+
+    questions: Any = param(None, text(), "a questions file in the MMLU jsonl format (question, answer_a..d, "
+                                         "correct_answer, topic; default: the installed MMLU test set, python3 "
+                                         "tasks.py data mmlu)", metavar="FILE")
+    questions_per_topic: int = param(10, number(0, None, integer=True), "questions drawn per topic (stratified, "
+                                                                          "fixed seed); 0: every question", metavar="N")
+    shots: int = param(0, number(0, 20, integer=True), "worked examples per prompt, other questions of the same "
+                                                        "topic (lm-eval's k-shot)", metavar="K")
+    question_seed: int = param(0, number(0, None, integer=True), "seed of the question draw and of the worked "
+                                                                  "examples", metavar="S")
+    reset_cache: bool = param(False, boolean, "start every question from a fresh cache (false: the cache state "
+                                              "carries over from one question to the next, as on a device)")
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``evaluate_mmlu``."""
+        return {"questions": self.questions, "questions_per_topic": self.questions_per_topic or None,
+                "shots": self.shots, "question_seed": self.question_seed, "reset_cache": self.reset_cache}
 
 
 @dataclass(frozen=True)
@@ -218,6 +263,15 @@ class TraceSpec(ConfigBase):
     def synthetic(self) -> str | None:
         """The preset of a synth:NAME trace (None for a captured one)."""
         return self.model.split(":", 1)[1] if self.model.startswith("synth:") else None
+
+    @classmethod
+    def from_mapping(cls, data: Any, where: str = "config", *, extra=()) -> "TraceSpec":
+        """As every configuration, and a seed only where it does something: for a synthetic trace."""
+        spec = super().from_mapping(data, where, extra=extra)
+        if isinstance(data, dict) and "seed" in data and spec.synthetic is None:
+            raise DipsimError(f"{child(where, 'seed')}: seeds a synthetic trace (model synth:NAME); "
+                              f"{spec.model} is captured from the real model, which has no seed")
+        return spec
 
 
 # ----------------------------------------------------------------------------------------- a sweep point
@@ -258,11 +312,34 @@ def _trace(v: Any, where: str) -> Any:
     raise DipsimError(f"{where}: expected a trace file path or a mapping {{model, tokens[, text, context]}}, got {v!r}")
 
 
+def _accuracy(v: Any, trace: Any, where: str) -> Any:
+    """A point's ``accuracy``: true/false (the text task over the trace's text), ``real`` (the text task
+    where the trace comes from a real model: a synthetic ``synth:NAME`` trace then has no accuracy
+    columns, as it has no model to run), or a mapping ``{task: text}`` / ``{task: mmlu,
+    questions_per_topic: N, ...}`` (an ``MmluTask``)."""
+    if v == "real":
+        return not (isinstance(trace, TraceSpec) and trace.synthetic is not None)
+    if not isinstance(v, dict):
+        try:
+            return boolean(v, where)
+        except DipsimError:
+            raise DipsimError(f"{where}: expected true, false or real (measured where the trace's model is real), "
+                              f"or a mapping {{task: ...}}, got {v!r}") from None
+    rest = dict(v)
+    task = choice(*TASKS, kind="task")(rest.pop("task", "text"), child(where, "task"))
+    if task == "text":
+        if rest:
+            raise DipsimError(f"{child(where, next(iter(rest)))}: the text task takes no options here (its tokens: "
+                              f"accuracy_tokens)")
+        return True
+    return MmluTask.from_mapping(rest, where)
+
+
 @dataclass(frozen=True)
 class PointConfig:
     """One sweep point: a trace (a path, or a ``TraceSpec`` to capture), what replay does, and what
     the point adds: a device for the engine (with engine and layout options), accuracy in the loop
-    (over ``accuracy_tokens`` tokens, default the trace's), and ``simulator.methods`` files: a pruned
+    (the text task over ``accuracy_tokens`` tokens, default the trace's; or ``{task: mmlu, ...}``), and ``simulator.methods`` files: a pruned
     ``variant`` of the weights (its stored bytes per weight become the weight format) and a LoRA
     ``adapter`` (its fp16 bytes stay in DRAM beside the static weights)."""
 
@@ -271,7 +348,7 @@ class PointConfig:
     device: str | None = None
     engine: EngineConfig = EngineConfig()
     layout: LayoutConfig = LayoutConfig()
-    accuracy: bool = False
+    accuracy: Any = False            # False, True (the text task) or an MmluTask
     accuracy_tokens: int | None = None
     variant: str | None = None
     adapter: str | None = None
@@ -286,7 +363,7 @@ class PointConfig:
         device = text()(p.pop("device", None), child(where, "device"))
         engine = EngineConfig.from_mapping(p.pop("engine", None), child(where, "engine"))
         layout = LayoutConfig.from_mapping(p.pop("layout", None), child(where, "layout"))
-        accuracy = boolean(p.pop("accuracy", False), child(where, "accuracy"))
+        accuracy = _accuracy(p.pop("accuracy", False), trace, child(where, "accuracy"))
         acc_tokens = number(2, None, integer=True, optional=True)(p.pop("accuracy_tokens", None),
                                                                   child(where, "accuracy_tokens"))
         variant = text()(p.pop("variant", None), child(where, "variant"))
@@ -294,16 +371,19 @@ class PointConfig:
         replay = ReplayConfig.from_flat(p, where).check(where)
         if accuracy and isinstance(trace, TraceSpec) and trace.synthetic is not None:
             raise DipsimError(f"{child(where, 'accuracy')}: a synthetic trace ({trace.model}) has no model to run "
-                              f"in the loop; accuracy needs a captured trace")
+                              f"in the loop; accuracy needs a captured trace (accuracy: real measures it where "
+                              f"the trace's model is real)")
         return cls(trace, replay, device, engine, layout, accuracy, acc_tokens, variant, adapter)
 
     def drop_reason(self) -> str | None:
         """Why the point cannot run although every value is valid (None: it can)."""
         if self.replay.offline_cache and masking.REGISTRY.get_class(self.replay.masking).cache_aware:
             return f"{self.replay.cache} is an offline oracle and {self.replay.masking} is cache-aware"
-        unused = self.replay.unused_keeps()
+        unused = self.replay.unused_keeps() or self.replay.cache_mismatch()
         if unused:
             return unused
         if self.replay.offline_cache and self.accuracy:
             return f"{self.replay.cache} needs the future and cannot run in the closed loop (accuracy: true)"
+        if self.accuracy and self.replay.policy().loop_refusal():
+            return f"{self.replay.policy().loop_refusal()} (accuracy: true)"
         return None

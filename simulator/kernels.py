@@ -25,6 +25,7 @@ from common.jit import njit
 #: selection codes for :func:`select_row`
 SELECT_TOPK = 0     # top-k of the scores
 SELECT_DIPCA = 1    # dip-ca: params = (gamma, fixed_top_n)
+SELECT_THRESHOLD_CA = 2   # cats-ca (threshold): params = (gamma, tau); keeps s * (c + gamma (1 - c)) > tau
 
 
 class LayerSelector(NamedTuple):
@@ -280,11 +281,19 @@ def select_row(code, params, s, resident, k, out, work, fav, hist):
     [N] bool; ``out``: the mask [N] bool. Scratch space from :func:`scratch`.
     dip-ca (``masking.dip_ca``): s' = s if favoured else s * gamma, favoured = resident or among
     the ``fixed_top_n`` largest raw scores; top-k of s'; gamma = 0 takes the favoured columns
-    first (by score) and fills up with the rest (by score).
+    first (by score) and fills up with the rest (by score). Threshold (``masking.cats_ca``): the
+    columns whose s' = s if resident else s * gamma (float32, as ``penalize``) exceeds tau.
     """
     N = s.shape[0]
     if code == SELECT_TOPK:
         topk_row(s, k, out, work[2], hist)
+        return
+    if code == SELECT_THRESHOLD_CA:
+        g32 = np.float32(params[0])
+        tau = params[1]
+        for n in range(N):
+            v = s[n] if resident[n] else s[n] * g32
+            out[n] = v > tau
         return
     gamma = params[0]
     n_fixed = int(params[1])

@@ -3,8 +3,16 @@
 Placement (one file, layer after layer): for each layer, the up/gate region -- column ``i`` of
 W_up and column ``i`` of W_gate bundled side by side, since one mask selects both -- then the
 down region, W_down's columns contiguous. With separate up and gate masks each gets its own
-region. Within a region a column's slot is its index, or a permutation learned on a calibration
-prefix of the access log:
+region. A neuron-level policy's ``neuron`` group (index i of d_ff: row i of W_gate and W_up, column
+i of W_down) is placed by ``neurons``:
+
+* ``bundled`` (PowerInfer-2, LLM in a Flash): neuron i's pieces side by side, ``gate|up|down``, so a
+  missed neuron is one contiguous extent of the bundle's bytes;
+* ``separate``: one region per matrix (W_gate's rows, then W_up's rows, then W_down's columns, each
+  in neuron order), so a missed neuron is one extent in each -- two or three smaller reads.
+
+Within a region a column's slot is its index, or a permutation learned on a calibration prefix of
+the access log (a neuron's pieces share its slot):
 
 * ``frequency``: columns sorted by how often they missed (hot columns together);
 * ``coactivation``: columns sorted by the leading singular vector of the prefix's token x column
@@ -25,7 +33,7 @@ import numpy as np
 from common.errors import DipsimError
 
 from .devices.requests import Requests, extents_to_requests
-from .config import REORDERS, LayoutConfig
+from .config import NEURON_LAYOUTS, REORDERS, LayoutConfig
 from .replay import AccessLog
 
 
@@ -37,6 +45,15 @@ class Region:
     bytes_per_column: float
     base: np.ndarray          # [L] byte offset of the region in each layer
     slot: np.ndarray | None   # [L, N] slot of each column (None: slot = index)
+    n_parts: int = 1          # separate neurons: one sub-region per matrix, a column's piece in each
+
+    @property
+    def part_bytes(self) -> float:
+        return self.bytes_per_column / self.n_parts
+
+    def part_base(self, part: int) -> np.ndarray:
+        """``[L]`` byte offset of sub-region ``part`` (pieces of every column, in slot order)."""
+        return np.asarray(self.base, dtype=np.float64) + part * self.n_columns * self.part_bytes
 
 
 class Layout:
@@ -49,13 +66,15 @@ class Layout:
         if isinstance(layout, Layout):
             return layout
         lc = layout if isinstance(layout, LayoutConfig) else LayoutConfig.from_mapping(layout, "layout")
-        return cls(log, reorder=lc.reorder, calib_tokens=lc.calib_tokens)
+        return cls(log, reorder=lc.reorder, calib_tokens=lc.calib_tokens, neurons=lc.neurons)
 
-    def __init__(self, log: AccessLog, *, reorder: str = "none", calib_tokens: int = 64):
+    def __init__(self, log: AccessLog, *, reorder: str = "none", calib_tokens: int = 64, neurons: str = "bundled"):
         if reorder not in REORDERS:
             raise DipsimError(f"unknown layout reorder {reorder!r}; allowed: {', '.join(REORDERS)}")
+        if neurons not in NEURON_LAYOUTS:
+            raise DipsimError(f"unknown neuron layout {neurons!r}; allowed: {', '.join(NEURON_LAYOUTS)}")
         self.L = log.n_layers
-        self.reorder = reorder
+        self.reorder, self.neurons = reorder, neurons
         self.regions: dict[str, Region] = {}
         self._order: dict[str, np.ndarray] = {}
         self._pages: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -68,7 +87,8 @@ class Layout:
         self.total_bytes = int(np.ceil(pos))
         for name, g in log.groups.items():
             slot = None if reorder == "none" else _permutation(log, name, reorder, calib_tokens)
-            self.regions[name] = Region(name, g.n_columns, g.bytes_per_column, bases[name], slot)
+            parts = max(len(g.parts), 1) if neurons == "separate" and name == "neuron" else 1
+            self.regions[name] = Region(name, g.n_columns, g.bytes_per_column, bases[name], slot, parts)
 
     def slot_order(self, group: str) -> np.ndarray:
         """``[L, N]`` int64: the column in each slot (the inverse of the region's permutation); a
@@ -82,15 +102,15 @@ class Layout:
             self._order[group] = order
         return self._order[group]
 
-    def slot_pages(self, group: str, page: int) -> tuple[np.ndarray, np.ndarray]:
-        """``[L, N]`` int64 page-aligned start and end of every slot's bytes (what a read of the column
-        in that slot covers), kept per group and page size."""
-        key = (group, page)
+    def slot_pages(self, group: str, page: int, part: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``[L, N]`` int64 page-aligned start and end of every slot's bytes in sub-region ``part`` (what
+        a read of the column's piece in that slot covers), kept per group, page size and part."""
+        key = (group, page, part)
         if key not in self._pages:
             r = self.regions[group]
-            x = np.asarray(r.base, dtype=np.float64)[:, None] + np.arange(r.n_columns)[None, :] * r.bytes_per_column
+            x = r.part_base(part)[:, None] + np.arange(r.n_columns)[None, :] * r.part_bytes
             a = np.floor(x).astype(np.int64)
-            e = np.ceil(x + r.bytes_per_column).astype(np.int64)
+            e = np.ceil(x + r.part_bytes).astype(np.int64)
             self._pages[key] = ((a // page) * page, -((-e) // page) * page)
         return self._pages[key]
 
@@ -100,18 +120,17 @@ class Layout:
         return layer, start, end
 
     def block_extents(self, group: str, missed: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Byte extents ``(token, layer, start, end)`` of the columns in ``missed [T, L, N]``, sorted
-        by token, layer and offset."""
+        """Byte extents ``(token, layer, start, end)`` of the columns in ``missed [T, L, N]`` (a column
+        of a separate neuron layout: one extent per matrix), sorted by token, layer and offset."""
         r = self.regions[group]
         tok, layer, col = np.nonzero(missed)
-        if r.slot is None:
-            slot = col
-        else:
-            slot = r.slot[layer, col]
-            order = np.lexsort((slot, layer, tok))
-            tok, layer, slot = tok[order], layer[order], slot[order]
-        start = r.base[layer] + slot * r.bytes_per_column
-        return tok, layer, np.floor(start).astype(np.int64), np.ceil(start + r.bytes_per_column).astype(np.int64)
+        slot = col if r.slot is None else r.slot[layer, col]
+        tok, layer, slot, part = (np.tile(tok, r.n_parts), np.tile(layer, r.n_parts), np.tile(slot, r.n_parts),
+                                  np.repeat(np.arange(r.n_parts), len(col)))
+        start = np.asarray(r.base, dtype=np.float64)[layer] + (part * r.n_columns + slot) * r.part_bytes
+        order = np.lexsort((start, layer, tok))
+        tok, layer, start = tok[order], layer[order], start[order]
+        return tok, layer, np.floor(start).astype(np.int64), np.ceil(start + r.part_bytes).astype(np.int64)
 
     def requests(self, group: str, missed: np.ndarray, page_bytes: int, max_request_bytes: float) -> Requests:
         """The read requests that fetch the columns of ``missed [L, N]`` (one token, one group),

@@ -19,9 +19,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "flash_bytes_per_token": ("B/token", "bytes of the missed weight columns, read from flash (whole model)"),
     "dram_bytes_per_token": ("B/token", "bytes of the cached weight columns read from DRAM (whole model)"),
     "mlp_bytes_per_token": ("B/token", "bytes of all selected MLP columns (whole model)"),
-    "columns_per_layer": ("columns", "columns of a matrix group in one layer (d_model for up/gate, d_ff for down)"),
-    "bytes_per_column": ("B", "bytes of one column of the group (its weights at the weight format)"),
-    "keep": ("fraction", "columns selected / columns available, over tokens and layers"),
+    "columns_per_layer": ("columns", "columns of a matrix group in one layer (d_model for up/gate, d_ff for down "
+                                     "and for a neuron group, whose column is a neuron)"),
+    "bytes_per_column": ("B", "bytes of one column of the group at the weight format (a neuron: its bundle, gate + "
+                              "up + down or up + down)"),
+    "keep": ("fraction", "columns (neurons) selected / available, over tokens and layers"),
     "capacity_columns_per_layer": ("columns", "DRAM cache capacity of the group, mean over layers"),
     "cache_budget_bytes": ("B", "DRAM budget of the column cache, over all layers and groups"),
     "cache_budget_from": ("text", "what decided it: dram_fraction (of the MLP weights), dram_bytes, device (usable "
@@ -55,7 +57,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "memory_saved_fraction": ("fraction", "the same as a share of that whole-model footprint"),
     "dense_tokens_per_s": ("tokens/s", "the dense baseline: the dense model (every column, no variant or adapter) on "
                                        "the same trace and device with the same cache budget rule, cache, allocation, "
-                                       "weight format, layout and engine options"),
+                                       "weight format, layout (the neuron layout aside: the dense model has no neuron group) "
+                                       "and engine options"),
     "speedup_vs_dense": ("x", "tokens_per_s / dense_tokens_per_s: the speed-up over the dense model on the same DRAM "
                               "(exactly 1 for the dense model itself)"),
     "dense_dram_footprint_bytes": ("B", "the dense baseline's dram_footprint_bytes"),
@@ -79,6 +82,32 @@ METRICS: dict[str, tuple[str, str]] = {
     "dense_perplexity": ("", "the same for the dense model"),
     "kl_to_dense": ("nats", "mean KL(dense || configuration) of the next-token distributions"),
     "top1_agreement": ("fraction", "share of positions where the arg-max token equals the dense model's"),
+    "perplexity_low": ("", "lower end of perplexity's 95% interval: circular block bootstrap over the scored "
+                           "positions, blocks of 32 (simulator.accuracy.intervals; _high: the upper end)"),
+    "perplexity_high": ("", "upper end of perplexity's 95% interval"),
+    "perplexity_diff": ("", "perplexity - dense_perplexity on the same positions (configurations that prune)"),
+    "perplexity_diff_low": ("", "lower end of the paired difference's 95% interval (the same resampled positions "
+                                "for the configuration and dense; _high: the upper end; excludes 0: significant)"),
+    "perplexity_diff_high": ("", "upper end of that interval"),
+    "kl_to_dense_low": ("nats", "lower end of kl_to_dense's 95% interval (block bootstrap; _high: the upper end)"),
+    "kl_to_dense_high": ("nats", "upper end of kl_to_dense's 95% interval"),
+    "top1_agreement_low": ("fraction", "lower end of top1_agreement's 95% interval (block bootstrap; _high: upper)"),
+    "top1_agreement_high": ("fraction", "upper end of top1_agreement's 95% interval"),
+    # accuracy in the loop: the MMLU task (eval --task mmlu; a sweep's accuracy: {task: mmlu})
+    "mmlu_accuracy": ("fraction", "questions answered right / questions (the letter of highest log-probability "
+                                  "after 'Answer:', lm-eval's MMLU prompt, the policy in the loop)"),
+    "mmlu_accuracy_low": ("fraction", "lower end of the Wilson score 95% interval of mmlu_accuracy"),
+    "mmlu_accuracy_high": ("fraction", "upper end of that Wilson interval"),
+    "mmlu_questions": ("questions", "questions the accuracy counts (--questions-per-topic of every topic)"),
+    "mmlu_dense_accuracy": ("fraction", "mmlu_accuracy of the dense model on the same questions"),
+    "mmlu_accuracy_diff": ("fraction", "mmlu_accuracy - mmlu_dense_accuracy, the same questions (configurations "
+                                       "that prune)"),
+    "mmlu_accuracy_diff_low": ("fraction", "lower end of its 95% interval: paired bootstrap over the questions "
+                                           "(_high: the upper end; excludes 0: significant)"),
+    "mmlu_accuracy_diff_high": ("fraction", "upper end of that interval"),
+    "mmlu_mcnemar_p": ("p-value", "McNemar's exact test of the questions only one of the configuration and dense "
+                                  "answered right"),
+    "mmlu_hit_rate": ("fraction", "closed-loop hit_rate over every masked position of the question stream"),
     "closed_loop_hit_rate": ("fraction", "hit_rate of the closed loop (the masked model's own activations)"),
     "closed_loop_flash_bytes_per_token": ("B/token", "flash_bytes_per_token of the closed loop"),
     "closed_loop_dram_bytes_per_token": ("B/token", "dram_bytes_per_token of the closed loop"),

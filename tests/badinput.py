@@ -117,6 +117,14 @@ def rewrite_meta(src: Path, dst: Path, edit: Callable[[dict, dict], Any], key: s
     dst.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
 
 
+def without_tensors(src: Path, dst: Path) -> None:
+    """Copy the method file ``src`` to ``dst`` with its metadata and no tensors (no tensor data either:
+    data after the last tensor is a damage of its own)."""
+    rewrite_meta(src, dst, lambda m, h: [h.pop(k) for k in list(h) if k != "__metadata__"], "dipsim_method")
+    raw = dst.read_bytes()
+    dst.write_bytes(raw[:8 + struct.unpack("<Q", raw[:8])[0]])
+
+
 def trace_dims() -> dict[str, Any]:
     import traces
 

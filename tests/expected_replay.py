@@ -33,6 +33,13 @@ CONFIGS = [
     dict(masking="threshold", cache="lru", keep=0.5, dram_fraction=0.75),
     dict(masking="static", cache="lru", keep=0.5, dram_fraction=0.25),
     dict(masking="random", cache="lru", keep=0.5, dram_fraction=0.75, seed=3),
+    # neuron-level policies (this trace predates gate activations: cats on |h|)
+    dict(masking="cats", cache="lru", keep=0.5, dram_fraction=0.5, score="glu"),
+    dict(masking="cats-ca", cache="lru", keep=0.5, dram_fraction=0.5, score="glu", gamma=0.3),
+    dict(masking="cats-ca", cache="lru", keep=0.5, dram_fraction=0.5, score="glu", gamma=0.3, selection="topk"),
+    dict(masking="dejavu", cache="lru", keep=0.5, dram_fraction=0.5, oracle=True),
+    dict(masking="powerinfer", cache="pinned", keep=0.5, dram_fraction=0.5, oracle=True),
+    dict(masking="dejavu", cache="window", keep=0.5, dram_fraction=0.75, oracle=True, cache_params={"tokens": 3}),
 ]
 
 

@@ -86,6 +86,8 @@ def check_stopped(s: Stopped, sig: int, folder: Path) -> None:
     assert s.rc == (130 if sig == signal.SIGINT else 143), s.stderr[-800:]
     assert s.seconds < LIMIT, f"{s.seconds:.2f} s from the signal to the exit"
     assert "Traceback" not in s.stderr and "internal error" not in s.stderr, s.stderr[-800:]
-    assert "dipsim: interrupted" in s.stderr or "dipsim: " in s.stderr.splitlines()[-1], s.stderr[-300:]
+    lines = [ln for ln in s.stderr.replace("\r", "\n").splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("dipsim: "), s.stderr[-800:]     # dipsim's line is the last word
+    assert "leaked semaphore" not in s.stderr, s.stderr[-800:]
     assert leftovers(folder) == [], leftovers(folder)
     assert s.alive == [], f"{len(s.alive)} processes outlived the command"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from badinput import expect_error, leftovers, method_files, rewrite_meta, run_cli
+from badinput import expect_error, leftovers, method_files, rewrite_meta, run_cli, without_tensors
 from common.errors import DipsimError
 from expected_replay import TRACE
 
@@ -47,7 +47,7 @@ def sweep_naming(d: Path, kind: str, path: Path) -> Path:
     ("adapter", lambda m, h: m.__setitem__("fp16_bytes", "x"), "metadata fp16_bytes: expected a number"),
     ("adapter", lambda m, h: m.__setitem__("fp16_bytes", float("nan")), "metadata fp16_bytes: expected a number"),
     ("adapter", lambda m, h: m.__setitem__("rank", 0), "metadata rank: must be a whole number in [1, "),
-    ("adapter", lambda m, h: [h.pop(k) for k in list(h) if k != "__metadata__"], "without LoRA tensors"),
+    ("adapter", None, "without LoRA tensors"),
     ("predictor", lambda m, h: m.pop("id"), "metadata id: missing"),
     ("predictor", lambda m, h: m.pop("heads"), "metadata heads: missing"),
     ("predictor", lambda m, h: m.__setitem__("heads", ["sideways"]), "expected down and/or upgate"),
@@ -59,7 +59,10 @@ def sweep_naming(d: Path, kind: str, path: Path) -> Path:
 def test_method_files_are_checked_against_their_schema_before_any_work(tmp_path, capsys, kind, edit, message):
     src = method_files(tmp_path)[kind]
     bad = tmp_path / "bad.safetensors"
-    rewrite_meta(src, bad, edit, "dipsim_method")
+    if edit is None:
+        without_tensors(src, bad)
+    else:
+        rewrite_meta(src, bad, edit, "dipsim_method")
     expect_error(capsys, ["sweep", str(sweep_naming(tmp_path, kind, bad)), "--out", str(tmp_path / "o")], tmp_path,
                  message)
     assert not (tmp_path / "o").exists()
@@ -108,6 +111,8 @@ def test_damaged_method_files_get_one_line(tmp_path, capsys):
     ("synth", {"validation": {"hit_rate_abs_error_max": 0.02, "by_config": 5}}),
     ("synth", {"validation": {"hit_rate_abs_error_max": 0.02, "by_config": [1, 2]}}),
     ("corpus", 5), ("bos", "x"), ("tied_lm_head", "yes"), ("mlp_kind", 5),
+    ("prefix_token", {"x": 1}), ("prefix_token", -1), ("prefix_token", "bos"), ("first_text_token", -5),
+    ("first_text_token", 1.5),     # the accuracy of a sweep reads them as int() (a TypeError on a mapping)
 ])
 def test_optional_trace_metadata_is_checked_when_the_trace_loads(tmp_path, capsys, key, value):
     p = tmp_path / "t.safetensors"
@@ -117,6 +122,26 @@ def test_optional_trace_metadata_is_checked_when_the_trace_loads(tmp_path, capsy
     for argv in (["replay", "--trace", str(p), "--profile", "phone-12gb-ufs40"], ["trace-info", str(p)],
                  ["sweep", str(exp), "--out", str(tmp_path / "o")]):
         expect_error(capsys, argv, tmp_path, f"metadata field '{key}'")
+
+
+def test_bytes_after_the_last_tensor_are_refused(tmp_path, capsys):
+    """A trace or method file with data after its last tensor (a damaged file, or two joined) loaded as
+    if nothing were wrong; the format's data is exactly its tensors."""
+    p = tmp_path / "t.safetensors"
+    p.write_bytes(Path(TRACE).read_bytes() + b"garbage!")
+    for argv in (["replay", "--trace", str(p)], ["trace-info", str(p)]):
+        expect_error(capsys, argv, tmp_path, "8 bytes after the last tensor (a damaged file, or two joined)")
+    files = method_files(tmp_path)
+    files["adapter"].write_bytes(files["adapter"].read_bytes() + b"\0" * 16)
+    exp = sweep_naming(tmp_path, "adapter", files["adapter"])
+    expect_error(capsys, ["sweep", str(exp), "--dry-run"], tmp_path, "16 bytes after the last tensor")
+
+
+def test_a_text_of_nul_characters_is_not_a_corpus(tmp_path, capsys):
+    """NUL bytes are valid UTF-8, so a binary file of them ran as a corpus."""
+    (tmp_path / "nul.txt").write_bytes(b"text" + b"\0" * 5000)
+    expect_error(capsys, ["trace", "--text", str(tmp_path / "nul.txt"), "--tokens", "16", "--out",
+                          str(tmp_path / "o.safetensors")], tmp_path, "holds NUL characters (the first at character 4)")
 
 
 # ----------------------------------------------------------------------------------------- models
@@ -199,6 +224,37 @@ def test_sizes_are_refused_before_anything_is_written(tmp_path, capsys):
                           "--size", "1e15"], tmp_path, "needs 1 PB, and the file system has")
     expect_error(capsys, ["trace", "--tokens", "16", "--context", "1000000000", "--out",
                           str(tmp_path / "o.safetensors")], tmp_path, "context: must be a whole number in [2, 67108864]")
+
+
+def test_calibration_bounds_and_storage_in_memory(tmp_path, capsys):
+    """What the campaign rerun found in calibrate and validate: a 1 TiB request size was an internal
+    error (ENOMEM allocating its buffer), a queue depth of 100,000 ran (a thread per read with
+    --io threads), a --name of several lines was written into the profile, a file on tmpfs was
+    measured (RAM, not storage; newer kernels allow O_DIRECT there), and validate --tokens beyond the
+    trace was cut to the trace silently. All refused before any data file is written."""
+    from simulator.disk.reads import file_system
+
+    cal = ["calibrate", "--file", str(tmp_path / "d.bin"), "--out", str(tmp_path / "p.yaml"), "--size", "64MiB",
+           "--depths", "1,2", "--seconds", "0.02", "--passes", "1"]
+    expect_error(capsys, cal + ["--sizes", "4KiB,1TiB"], tmp_path, "request sizes must be at most 64 MiB")
+    expect_error(capsys, cal + ["--sizes", "4KiB,64KiB", "--depths", "1,100000"], tmp_path,
+                 "queue depths must be in 1..256")
+    expect_error(capsys, cal + ["--sizes", "4KiB,64KiB", "--name", "a\nb"], tmp_path, "--name must be one line")
+    expect_error(capsys, ["validate", "--trace", str(TRACE), "--profile", "phone-12gb-ufs40", "--file",
+                          str(tmp_path / "d.bin"), "--tokens", "1000", "--warmup", "2"], tmp_path,
+                 "tokens must be in 1..48 (the trace's length), got 1000")
+    shm = Path("/dev/shm")
+    if file_system(shm) != "tmpfs" or not os.access(shm, os.W_OK):
+        pytest.skip("no writable tmpfs at /dev/shm")
+    name = f"dipsim-test-{os.getpid()}.bin"
+    try:
+        expect_error(capsys, cal[:1] + ["--file", str(shm / name)] + cal[3:] + ["--sizes", "4KiB,64KiB"], tmp_path,
+                     "on tmpfs, a file system in memory")
+        expect_error(capsys, ["validate", "--trace", str(TRACE), "--profile", "phone-12gb-ufs40", "--file",
+                              str(shm / name)], tmp_path, "on tmpfs, a file system in memory")
+        assert not (shm / name).exists()
+    finally:
+        (shm / name).unlink(missing_ok=True)
 
 
 def test_a_file_size_limit_is_honoured_up_front(tmp_path):

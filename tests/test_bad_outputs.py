@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from badinput import expect_error, leftovers, method_files, rewrite_meta, run_cli
+from badinput import expect_error, leftovers, method_files, rewrite_meta, run_cli, without_tensors
 from common.errors import DipsimError
 from expected_replay import TRACE
 
@@ -138,8 +138,7 @@ def test_plot_refuses_results_it_cannot_draw_honestly(d, capsys, damage, message
 
 def test_an_adapter_without_tensors_and_a_device_with_absurd_dram_are_refused(d, capsys):
     bad = d / "bad.safetensors"
-    rewrite_meta(method_files(d)["adapter"], bad, lambda m, h: [h.pop(k) for k in list(h) if k != "__metadata__"],
-                 "dipsim_method")
+    without_tensors(method_files(d)["adapter"], bad)
     expect_error(capsys, ["eval", "--config", f'{{"masking": "dip", "adapter": "{bad}"}}', "--tokens", "16"], d,
                  "an adapter file without LoRA tensors")
     prof = yaml.safe_load((Path(__file__).resolve().parent.parent / "hardware_profiles" / "devices" /
@@ -247,3 +246,130 @@ def test_named_regressions_of_issue_13(tmp_path, capsys):
         rc, err = run_cli(capsys, argv, d)
         assert rc == 2 and message in err, (argv, err)
     assert t.read_bytes() == Path(TRACE).read_bytes()
+
+
+def test_every_verb_explains_itself(capsys):
+    """``--help`` of every verb and sub-verb prints its help (``mrc --help`` was an internal error: a
+    bare '%' in a help text, which argparse formats)."""
+    from simulator import cli
+
+    verbs = [[v] for v in cli.build_parser().verbs] + [["synth", "fit"], ["synth", "validate"]]
+    for argv in verbs:
+        with pytest.raises(SystemExit) as e:
+            cli.build_parser().parse_args(argv + ["--help"])
+        out, err = capsys.readouterr()
+        assert e.value.code == 0 and f"usage: dipsim {' '.join(argv)}" in out and not err, argv
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["profiles"], ["trace-info", str(TRACE)]])
+def test_output_that_cannot_be_written_gets_one_line(argv):
+    """Standard output on a full device (``> /dev/full``): one line saying so, exit status 2 -- not an
+    internal error, and not the exit status 0 of a command whose output was lost; a reader that goes
+    away (``| head``) is no error."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "simulator.cli", *argv]
+    with open("/dev/full", "w") as full:
+        p = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().splitlines() == ["dipsim: error: cannot write the output to standard output: "
+                                             "No space left on device"]
+    p = subprocess.run(f"{' '.join(map(str, cmd))} | head -c 1 > /dev/null; exit ${{PIPESTATUS[0]}}", shell=True,
+                       executable="/bin/bash", stderr=subprocess.PIPE, text=True, timeout=120)
+    assert p.returncode == 0 and not p.stderr, p.stderr
+    p = subprocess.run(f"exec {' '.join(map(str, cmd))} >&-", shell=True, executable="/bin/bash",
+                       stderr=subprocess.PIPE, text=True, timeout=120)
+    assert p.returncode == 0 and "Error" not in p.stderr, p.stderr   # closed: Python has no stdout (once tripped
+    #                                                                   the flush; argparse's --version goes to stderr)
+
+
+def test_a_quiet_sweep_says_nothing_but_its_error(d, capsys):
+    """``sweep -q``: errors and the result only. The dense-baseline line came before the error of a
+    sweep that failed at run time (a trace holding NaN, found when its first point read it), so
+    the error was no longer the one line a script reads."""
+    raw = bytearray((d / "t.safetensors").read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    raw[8 + n:] = b"\x00\x7e" * ((len(raw) - 8 - n) // 2)          # float16 NaN everywhere
+    (d / "t.safetensors").write_bytes(bytes(raw))
+    exp = yaml.safe_load((d / "exp.yaml").read_text())
+    exp["base"]["device"] = "phone-12gb-ufs40"
+    (d / "exp.yaml").write_text(yaml.safe_dump(exp))
+    err = expect_error(capsys, ["sweep", str(d / "exp.yaml"), "--out", str(d / "out"), "-q"], d, "holds NaN/inf")
+    assert len(err.strip().splitlines()) == 1, err
+    shutil.copy(TRACE, d / "t.safetensors")
+    rc, err = run_cli(capsys, ["sweep", str(d / "exp.yaml"), "--out", str(d / "out"), "-q"], d)
+    assert rc == 0 and err == "", err
+
+
+def test_a_seed_for_a_captured_trace_is_refused(d, capsys):
+    """``trace --seed`` seeds a synthetic trace only; with a real model it did nothing, silently (the
+    same for ``seed`` in an experiment's trace mapping)."""
+    expect_error(capsys, ["trace", "--seed", "5", "--tokens", "8", "--out", str(d / "o.safetensors")], d,
+                 "seed: seeds a synthetic trace (model synth:NAME); smollm2-135m is captured")
+    exp = d / "seeded.yaml"
+    exp.write_text(yaml.safe_dump({"trace": {"model": "smollm2-135m", "tokens": 8, "seed": 3}, "base": {"warmup": 2}}))
+    expect_error(capsys, ["sweep", str(exp), "--dry-run"], d, "trace.seed: seeds a synthetic trace")
+    exp.write_text(yaml.safe_dump({"trace": {"model": "synth:phi3-mini", "tokens": 8, "seed": 3},
+                                   "base": {"warmup": 2}}))
+    rc, _ = run_cli(capsys, ["sweep", str(exp), "--dry-run"], d)
+    assert rc == 0
+
+
+def test_a_corpus_too_short_for_any_token_says_so():
+    """A one-token text file: 'ask for at most 0 with --tokens' asked for what --tokens refuses; the
+    message now says why nothing can be recorded."""
+    from traces.capture import tokenize_prefix
+    from traces.corpus import Corpus
+
+    def words(text, add_special_tokens):
+        return {"input_ids": list(range(len(text.split())))}
+
+    with pytest.raises(DipsimError, match=r"file:tiny.txt has only 1 tokens: too short for the 1 --tokens takes"):
+        tokenize_prefix(words, Corpus("file:tiny.txt", "hi"), 9, reserve=1)
+    with pytest.raises(DipsimError, match=r"has only 1 tokens: too short for the 2 --tokens takes at least$"):
+        tokenize_prefix(words, Corpus("file:tiny.txt", "hi"), 9, least=2)      # eval's least (it said 'at most 1')
+    with pytest.raises(DipsimError, match=r"has only 3 tokens; ask for at most 2 with --tokens"):
+        tokenize_prefix(words, Corpus("file:small.txt", "a b c"), 9, reserve=1)
+    assert tokenize_prefix(words, Corpus("file:small.txt", "a b c"), 3, reserve=1) == [0, 1, 2]
+
+
+def test_trace_of_a_synthetic_model_does_what_its_help_says(d, capsys):
+    """``trace --help`` offers ``--model synth:NAME`` (and ``--seed`` for it), which the verb refused as
+    an unknown model; it now writes the trace ``synth --like NAME`` writes, and refuses the options
+    of a capture, which would do nothing."""
+    import traces
+
+    out = d / "s.safetensors"
+    rc, _ = run_cli(capsys, ["trace", "--model", "synth:phi3-mini", "--tokens", "4", "--seed", "3", "--out", str(out),
+                             "-q"], d)
+    t = traces.load(out)
+    assert rc == 0 and t.n_tokens == 4 and t.meta["synth"]["seed"] == 3 and t.meta["model"] == "synth:phi3-mini"
+    for extra, option in [(["--context", "8"], "--context"), (["--text", str(d / "exp.yaml")], "--text"),
+                          (["--prefix-token", "bos"], "--prefix-token"), (["--no-h"], "--no-h"),
+                          (["--no-g"], "--no-g"), (["--dtype", "float32"], "--dtype")]:
+        expect_error(capsys, ["trace", "--model", "synth:phi3-mini", "--tokens", "4", "--out", str(d / "o.safetensors"),
+                              *extra], d, f"{option} applies to a trace captured from a real model")
+    expect_error(capsys, ["trace", "--model", "synth:nope", "--tokens", "4", "--out", str(d / "o.safetensors")], d,
+                 "unknown synthetic model; allowed: synth:phi3-medium")
+
+
+@pytest.mark.parametrize("name, what", [("points", "finished points"), ("dense", "dense baselines")])
+def test_a_file_where_a_sweep_keeps_its_folders_gets_one_line(d, capsys, name, what):
+    """A results folder whose points/ (or dense/) is a file: an internal error (FileExistsError)."""
+    out = d / "out"
+    out.mkdir()
+    (out / "sweep.json").write_text("{}")
+    (out / name).write_text("x")
+    expect_error(capsys, ["sweep", str(d / "exp.yaml"), "--out", str(out), "-q"], d,
+                 f"{out / name}: not a folder; a sweep keeps its {what} there")
+
+
+def test_a_keep_for_dense_masking_is_refused(d, capsys):
+    """``replay --masking dense --keep 0.3`` ran dense and reported keep 0.3 in its configuration."""
+    t = str(d / "t.safetensors")
+    for verb in (["replay", "--trace", t], ["mrc", "--trace", t, "--out", str(d / "m.csv")]):
+        expect_error(capsys, [*verb, "--masking", "dense", "--keep", "0.3", "--warmup", "2"], d,
+                     "--keep: masking policy 'dense' leaves every group dense, so --keep does not apply")
+    rc, _ = run_cli(capsys, ["replay", "--trace", t, "--masking", "dense", "--keep", "1", "--warmup", "2", "-q"], d)
+    assert rc == 0

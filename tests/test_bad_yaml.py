@@ -164,3 +164,44 @@ def test_mrc_points_are_capped(tmp_path, capsys):
     rc, _ = run_cli(capsys, ["mrc", "--trace", str(TRACE), "--points", "3", "--warmup", "2", "--out",
                              str(tmp_path / "m.csv"), "-q", "--no-opt"], tmp_path)
     assert rc == 0 and len((tmp_path / "m.csv").read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x07", "\ufffe"])
+def test_control_characters_in_yaml_get_one_line(tmp_path, capsys, char):
+    """A NUL byte (or another character YAML does not allow) in an experiment, a profile or a
+    configuration: the YAML reader refuses it when it is made, which was outside the loader's error
+    handling (an internal error 'ReaderError')."""
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump(EXPERIMENT) + f"description: a{char}b\n")
+    expect_error(capsys, ["sweep", str(exp), "--out", str(tmp_path / "out")], tmp_path, "not valid YAML")
+    prof = tmp_path / "p.yaml"
+    prof.write_text(f"kind: device\nname: x{char}\n")
+    expect_error(capsys, ["profiles", str(prof)], tmp_path, "not valid YAML")
+    expect_error(capsys, ["eval", "--config", f"{{masking: dip{char}}}", "--tokens", "8"], tmp_path, "not valid YAML")
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", ".", "a\x00b", "n" * 300])
+def test_an_experiment_name_is_a_folder_name_not_a_path(tmp_path, capsys, monkeypatch, name):
+    """The name makes the default results folder (results/<name>): '../escape' wrote its results
+    beside results/, a NUL or 300 characters were internal errors after the folder was made."""
+    monkeypatch.chdir(tmp_path)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump({**EXPERIMENT, "name": name}))
+    expect_error(capsys, ["sweep", str(exp), "-q"], tmp_path, "'name' must be a plain folder name")
+
+
+def test_eval_configurations_are_capped_before_they_are_built(tmp_path, capsys):
+    """300 --gamma values x 30 --keep values (9,000 forwards of the model) or a --config file of 4,000
+    entries ran on for hours with no output under -q; the product is counted before it is built."""
+    from simulator.cli.eval import MAX_CONFIGS
+
+    many = sum([["--gamma", f"{i / 1000:g}"] for i in range(300)], []) + \
+        sum([["--keep", f"{(i + 1) / 100:g}"] for i in range(30)], [])
+    t0 = time.monotonic()
+    expect_error(capsys, ["eval", "--tokens", "24", "--masking", "dip-ca", *many, "-q"], tmp_path,
+                 f"the repeated options make 9,000 configurations; eval runs at most {MAX_CONFIGS:,}")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("".join(f"- {{masking: dip, keep: {(i + 1) / 5000:.4f}}}\n" for i in range(4000)))
+    expect_error(capsys, ["eval", "--tokens", "24", "--config", str(cfg), "-q"], tmp_path,
+                 "--config entries make 4,000 configurations")
+    assert time.monotonic() - t0 < 30

@@ -95,6 +95,7 @@ def ref_maker(name, capv, masks):
         "s3fifo": lambda l: ref.S3FIFORef(capv[l]),
         "s3fifo-lcs": lambda l: ref.S3FIFORef(capv[l], lcs=True),
         "arc": lambda l: ref.ARCRef(capv[l]),
+        "window": lambda l: ref.WindowRef(capv[l], 5),
         "belady": lambda l: ref.BeladyRef(capv[l], [set(np.flatnonzero(masks[t, l])) for t in range(T)]),
     }[name]
 

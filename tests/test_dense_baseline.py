@@ -189,15 +189,17 @@ replays = st.fixed_dictionaries({
 
 
 @given(a=replays, b=replays, dev_a=st.sampled_from(["d1", "d2"]), dev_b=st.sampled_from(["d1", "d2"]),
-       reorder=st.sampled_from(["none", "frequency"]), variant=st.sampled_from([None, "v.safetensors"]))
-def test_points_share_a_baseline_exactly_when_only_the_policy_differs(a, b, dev_a, dev_b, reorder, variant):
-    """Masking, keep, its parameters, a variant and an adapter do not change the baseline; the trace
-    settings, device, budget, cache, allocation, weight format, layout and engine do."""
+       reorder=st.sampled_from(["none", "frequency"]), variant=st.sampled_from([None, "v.safetensors"]),
+       neurons=st.sampled_from(["bundled", "separate"]))
+def test_points_share_a_baseline_exactly_when_only_the_policy_differs(a, b, dev_a, dev_b, reorder, variant, neurons):
+    """Masking, keep, its parameters, a variant, an adapter and the neuron layout (the dense model has
+    no neuron group) do not change the baseline; the trace settings, device, budget, cache,
+    allocation, weight format, the column layout and the engine do."""
     def point(r, d, **kw):
         mparams = {"gamma": 0.3} if r["masking"] == "dip-ca" else {}
         return PointConfig(str(TRACE), ReplayConfig(**r, masking_params=mparams), d, **kw)
 
-    pa = point(a, dev_a, layout=LayoutConfig(reorder=reorder), variant=variant)
+    pa = point(a, dev_a, layout=LayoutConfig(reorder=reorder, neurons=neurons), variant=variant)
     pb = point(b, dev_b)
     ka, kb = dense_mod.baseline_key(pa, TRACE), dense_mod.baseline_key(pb, TRACE)
     settings = ("cache", "dram_fraction", "allocation", "weight_format", "warmup")
@@ -207,6 +209,28 @@ def test_points_share_a_baseline_exactly_when_only_the_policy_differs(a, b, dev_
     assert base.replay.masking == "dense" and base.variant is None and base.replay.masking_params == {}
     assert dense_mod.is_own_baseline(base) and dense_mod.baseline_key(base, TRACE) == ka
     assert dense_mod.baseline_key(dataclasses.replace(pb, engine=EngineConfig(overlap_io=False)), TRACE) != kb
+
+
+def test_bundled_and_separate_neurons_share_the_dense_run(tmp_path, dev, fresh):
+    """The neuron layout places only a neuron group, which the dense model does not have: its run is
+    the same under both layouts, so a layout axis over a neuron policy runs one baseline, while the
+    neuron policy's own rows follow their layout."""
+    body = {"name": "nl", "trace": str(TRACE),
+            "base": {"masking": "dejavu", "oracle": True, "keep": 0.5, "cache": "lru", "warmup": 4, "device": dev,
+                     "dram_fraction": 0.5},
+            "grid": {"layout.neurons": ["bundled", "separate"]}}
+    df = run(tmp_path, body).set_index("p.layout.neurons")
+    assert len(list((tmp_path / "out" / "dense").glob("*.json"))) == 1
+    assert df["m.dense_tokens_per_s"].nunique() == 1
+    assert (df["m.speedup_vs_dense"] == df["m.tokens_per_s"] / df["m.dense_tokens_per_s"]).all()
+    assert df.loc["bundled", "m.flash_requests_per_token"] != df.loc["separate", "m.flash_requests_per_token"]
+    pa = PointConfig(str(TRACE), ReplayConfig(masking="dense", cache="lru", warmup=4, dram_fraction=0.5), dev)
+    pb = dataclasses.replace(pa, layout=LayoutConfig(neurons="separate"))
+    ma, mb = execute.run_point(pa), execute.run_point(pb)
+
+    def figures(m):  # the run's figures, not its wall-clock seconds
+        return {k: v for k, v in m.items() if k.startswith("m.") and not k.endswith("_seconds")}
+    assert figures(ma) == figures(mb) and ma["m.tokens_per_s"] > 0
 
 
 def test_versus_dense_formulas():

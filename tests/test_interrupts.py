@@ -106,6 +106,8 @@ def test_eval(tmp_path, sig):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_sweep_on_dask(tmp_path, big, sig):
+    """Also: dipsim's line is the last (a worker's cancelled-task warning and heartbeat traceback, and
+    the resource tracker's 'leaked semaphore objects', came after it)."""
     exp = tmp_path / "exp.yaml"
     exp.write_text(yaml.safe_dump({"name": "long", "trace": str(big), "base": {"masking": "dip-ca", "warmup": 4},
                                    "grid": {"gamma": [0.1, 0.2, 0.3, 0.5], "dram_fraction": [0.25, 0.5, 0.75]}}))
@@ -159,3 +161,26 @@ def test_deferred_signals_arrive_at_the_next_check_or_at_the_end():
     with deferred():                                     # no signal: the handlers are back as they were
         pass
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line():
+    """Ctrl-C in the second or more the command line spends loading its modules printed Python's
+    KeyboardInterrupt traceback of whichever module was loading; now one line and status 130. Run
+    in a child that loads dipsim as the ``dipsim`` script does and is interrupted while it loads; a
+    SIGINT ignored from the start (``nohup``, a background job) stays ignored."""
+    import subprocess
+    import sys
+
+    load = ("import sys, os, signal; sys.argv[0] = 'dipsim'; import simulator; os.kill(os.getpid(), signal.SIGINT); "
+            "import time; time.sleep(5); print('not interrupted')")
+    p = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 130 and p.stderr == "dipsim: interrupted while starting; nothing done\n", p.stderr
+    ignored = ("import sys, signal; sys.argv[0] = 'dipsim'; import simulator; from simulator import cli; "
+               "cli.main(['--version']); print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)")
+    p = subprocess.run([sys.executable, "-c", ignored], capture_output=True, text=True, timeout=120,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert p.stdout.split()[-1] == "True", p.stdout + p.stderr
+    after = ("import sys, signal; sys.argv[0] = 'dipsim'; from simulator import cli; cli.main(['--version']); "
+             "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+    p = subprocess.run([sys.executable, "-c", after], capture_output=True, text=True, timeout=120)
+    assert p.stdout.split()[-1] == "True", p.stdout + p.stderr      # the command line's own Ctrl-C from main() on

@@ -123,7 +123,7 @@ def test_dip_ca_keeps_k_and_prefers_cached(case, gamma):
 
 
 def test_bad_input():
-    with pytest.raises(DipsimError, match="unknown masking policy 'dipca'; allowed: dense, dip, dip-ca, glu-prune"):
+    with pytest.raises(DipsimError, match="unknown masking policy 'dipca'; allowed: cats, cats-ca, dejavu, dense, dip, dip-ca, glu-prune"):
         masking.make("dipca")
     with pytest.raises(DipsimError, match=r"dip-ca gamma: must be a number in \[0, 1\], got 1.5"):
         masking.make("dip-ca", gamma=1.5)
@@ -191,7 +191,8 @@ def layer_runs(draw):
 
 
 def _policy(name, scores, k):
-    p = masking.make(name, **({"seed": 5} if name == "random" else {"oracle": True} if name == "predictor" else {}))
+    p = masking.make(name, **({"seed": 5} if name == "random" else
+                              {"oracle": True} if name in ("predictor", "dejavu", "powerinfer") else {}))
     if p.needs_calibration:
         p = p.calibrate(scores[:, None, :], k)    # one layer; calibrated on its own tokens
     return p

@@ -8,7 +8,8 @@ qwen2.5-0.5b so that a second tokenizer convention is always tested (``.ci/run``
   corpus and on a text file;
 * a capture has the model's dimensions, its h is the model's own function of x, and it records
   exactly the positions the closed loop masks;
-* the layer-wise loop and the token-by-token loop agree on a few tokens.
+* the layer-wise loop and the token-by-token loop agree on a few tokens;
+* the MMLU task's dense answers equal an independent implementation of the prompt and scoring.
 """
 from __future__ import annotations
 
@@ -146,3 +147,20 @@ def test_layer_and_token_loops_agree_on_a_few_tokens(named_model):
         assert 0.0 < a["closed_loop_hit_rate"] <= 1.0 and 0.0 < a["open_loop_hit_rate"] <= 1.0
         assert a["keep_actual"] == {"upgate": 0.5, "down": 0.5}
         assert_parted_only_at_a_near_tie(a, b, cfg, hit_rate_tol=0.1)
+
+
+@pytest.mark.slow
+def test_mmlu_dense_answers_equal_an_independent_implementation(named_model, tmp_path):
+    """The MMLU task's prompt and scoring under every model's own tokenizer and prefix convention:
+    dipsim's dense answers and letter log-probabilities equal those of one plain forward per question
+    of the prompt written out independently (``test_mmlu.reference_answers``)."""
+    from test_mmlu import reference_answers, write_questions
+
+    path = write_questions(tmp_path / "own.jsonl")
+    ref, ref_lp = reference_answers(named_model, path)
+    r = accuracy.evaluate_mmlu(named_model, DENSE, questions=path, questions_per_topic=None, reuse=False,
+                               details=True)[0]
+    assert r["mmlu_answers"] == ref
+    order = np.argsort(r["details"]["ids"])
+    np.testing.assert_allclose(r["details"]["logprobs"][order], ref_lp, atol=2e-3)
+    assert r["prefix_token"] == prefix.resolve("auto", named_model)

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PAGES = [README, ROOT / "docs/getting-started.md", *sorted((ROOT / "docs/how-to").glob("*.md"))]
 MAX_README_LINES = 250
-TASKS = ("setup", "demo", "test", "model")
+#: tasks.py's tasks, as its own error message lists them (one home: tasks.py)
+TASKS = tuple(re.search(r"choose one of: ([\w, ]+)", (ROOT / "tasks.py").read_text()).group(1).split(", "))
 #: what a line may start with besides the checked kinds: setting up a shell, not a dipsim command
 SHELL = ("source ", "cd ", "export ", "pip ", "apt-get ", "sudo ", "mkdocs ", "git ")
 _FILE = re.compile(r"^(experiments|examples|benchmarks|notebooks|hardware_profiles|docs)/[\w./-]+$")

@@ -310,6 +310,47 @@ def test_plots_label_budgets_draw_error_bands_and_keep_shares_linear():
     assert by_name["tokens/s (device model)"].get_yscale() == "linear"
 
 
+@pytest.mark.slow
+def test_mmlu_accuracy_columns_of_a_sweep(tmp_path, monkeypatch):
+    """``accuracy: {task: mmlu, ...}`` gives every row the MMLU figures with their intervals, the
+    dense row's accuracy beside each, and the text task's columns not at all."""
+    from simulator import accuracy
+    from test_mmlu import OWN, write_questions
+
+    monkeypatch.setattr(accuracy.store, "results_dir", lambda: tmp_path / "accuracy")
+    path = write_questions(tmp_path / "own.jsonl")
+    body = {"name": "mmlu", "trace": {"model": "smollm2-135m", "tokens": 40},
+            "base": {"cache": "lru", "keep": 0.5, "calib_tokens": 8,
+                     "accuracy": {"task": "mmlu", "questions": str(path), "questions_per_topic": 0}},
+            "zip": {"masking": ["dense", "dip", "threshold"]}}
+    df = pd.read_parquet(sweep.run_sweep(sweep.load_experiment(write_exp(tmp_path, body)), tmp_path / "out",
+                                         progress=False))
+    assert (df["m.mmlu_questions"] == len(OWN)).all() and df["m.mmlu_dense_accuracy"].nunique() == 1
+    assert ((df["m.mmlu_accuracy_low"] <= df["m.mmlu_accuracy"]) & (df["m.mmlu_accuracy"] <= df["m.mmlu_accuracy_high"])).all()
+    row = df.set_index("p.masking")
+    assert row.loc["dense", "m.mmlu_accuracy"] == row.loc["dip", "m.mmlu_dense_accuracy"]
+    assert pd.isna(row.loc["dense", "m.mmlu_accuracy_diff"]) and not pd.isna(row.loc["dip", "m.mmlu_accuracy_diff"])
+    assert "m.perplexity" not in df.columns
+
+
+def test_perplexity_intervals_become_error_bars():
+    """A row's 95% interval of perplexity (eval's block bootstrap) is drawn as a vertical error bar of
+    exactly its ends on the trade-off plot."""
+    from simulator import plots
+
+    df = pd.DataFrame({
+        "p.masking": ["dense", "dip", "dip-ca"], "p.keep": [1.0, 0.5, 0.5], "p.gamma": [float("nan")] * 2 + [0.2],
+        "m.perplexity": [12.0, 14.0, 13.0], "m.perplexity_low": [11.0, 12.5, 12.2],
+        "m.perplexity_high": [13.1, 15.8, 14.0], "m.dense_perplexity": [12.0] * 3,
+        "m.tokens_per_s": [10.0, 20.0, 25.0],
+    })
+    _, axes = plots.accuracy_vs_speed(df, xs=("m.tokens_per_s",))
+    bars = [c for c in axes[0].containers if c.get_label() == "95% interval of perplexity"]
+    assert len(bars) == 1
+    segments = bars[0].lines[2][0].get_segments()
+    assert [(float(s[0][1]), float(s[1][1])) for s in segments] == [(11.0, 13.1), (12.5, 15.8), (12.2, 14.0)]
+
+
 def test_axes_mixing_names_numbers_and_lists_are_written(tmp_path, dev):
     """A grid whose values differ in type (a format name beside bytes per weight, one keep beside a
     per-layer list) still makes a results file, with those columns as text."""

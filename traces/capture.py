@@ -4,7 +4,10 @@ For every decoder layer and every token the forward pass records
 
 * ``x`` -- the MLP input (after the pre-MLP norm): a forward pre-hook on the MLP module;
 * ``h = act(W_gate x) * (W_up x)`` -- the input of W_down: a forward pre-hook on ``down_proj``,
-  which holds for separate gate/up projections and for Phi-3's fused ``gate_up_proj`` alike.
+  which holds for separate gate/up projections and for Phi-3's fused ``gate_up_proj`` alike;
+* ``g = act(W_gate x)`` -- the gate activation alone (what CATS thresholds): the gate projection's
+  output through the MLP's own activation module (``register_gate_hook``); ``with_g=False``
+  (``dipsim trace --no-g``) leaves it out.
 
 The corpus is tokenized without special tokens and cut into windows of ``context`` positions. Each
 window's position 0 is its attention sink, run densely and not recorded (``traces.prefix``): the
@@ -42,9 +45,27 @@ class CaptureInterrupted(KeyboardInterrupt):
         self.path, self.n_done = path, n_done
 
 
-def tokenize_prefix(tokenizer, corpus: Corpus, n_tokens: int, reserve: int = 0) -> list[int]:
+def register_gate_hook(mlp, fn):
+    """Call ``fn(a)`` with the gate activation ``a = act(W_gate x)`` ([batch, positions, d_ff]) every
+    time ``mlp`` runs: a forward hook on its gate projection (``gate_proj``, or the first half of
+    Phi-3's fused ``gate_up_proj``) applying the MLP's own activation module. Returns the handle."""
+    if hasattr(mlp, "gate_proj"):
+        act, proj, half = getattr(mlp, "act_fn", None), mlp.gate_proj, False
+    else:
+        act, proj, half = getattr(mlp, "activation_fn", None), mlp.gate_up_proj, True
+    if act is None:
+        raise DipsimError(f"{type(mlp).__name__}: no activation module (act_fn / activation_fn) to recompute "
+                          f"act(W_gate x) with")
+
+    def hook(mod, args, out):
+        fn(act(out.chunk(2, dim=-1)[0] if half else out))
+    return proj.register_forward_hook(hook)
+
+
+def tokenize_prefix(tokenizer, corpus: Corpus, n_tokens: int, reserve: int = 0, least: int = 1) -> list[int]:
     """The first ``n_tokens`` token ids of the corpus, tokenizing only as much text as needed
-    (``reserve``: how many of them are not counted in ``--tokens``, for the error message)."""
+    (``reserve``: how many of them are not counted in ``--tokens``, and ``least`` the fewest tokens
+    ``--tokens`` takes, for the error message)."""
     text = corpus.text
     chars = max(4096, n_tokens * 8)
     while True:
@@ -55,16 +76,20 @@ def tokenize_prefix(tokenizer, corpus: Corpus, n_tokens: int, reserve: int = 0) 
         if len(ids) > n_tokens + 16:  # the cut tail (maybe half a word) is not used
             break
         chars *= 2
+    if len(ids) < n_tokens and len(ids) - reserve < least:
+        raise DipsimError(f"corpus {corpus.name} has only {len(ids)} tokens: too short for the {least} --tokens "
+                          f"takes at least" + (" (a trace without a prefix token runs its first text token densely, "
+                                               "unrecorded)" if reserve else ""))
     if len(ids) < n_tokens:
         raise DipsimError(f"corpus {corpus.name} has only {len(ids)} tokens; ask for at most "
-                          f"{max(len(ids) - reserve, 0)} with --tokens")
+                          f"{len(ids) - reserve} with --tokens")
     return list(ids[:n_tokens])
 
 
 def capture(model: str | os.PathLike | LoadedModel = "smollm2-135m", out: str | os.PathLike = "trace.safetensors",
             *, tokens: int = 512, text: str | os.PathLike | None = None, dataset: str | os.PathLike | None = None,
             text_column: str = "text", context: int = 512, dtype: str = "float16", with_h: bool = True,
-            prefix_token: str | int = prefix_mod.DEFAULT, progress: bool = True) -> Path:
+            with_g: bool = True, prefix_token: str | int = prefix_mod.DEFAULT, progress: bool = True) -> Path:
     """Run ``model`` over the corpus and write the trace of ``tokens`` text tokens to ``out``;
     ``prefix_token``: what runs before the text (``traces.prefix``; resolved before the model loads)."""
     if tokens <= 0:
@@ -89,6 +114,7 @@ def capture(model: str | os.PathLike | LoadedModel = "smollm2-135m", out: str | 
     L = info.n_layers
     xbuf: list[Any] = [None] * L
     hbuf: list[Any] = [None] * L
+    gbuf: list[Any] = [None] * L
     handles = []
 
     def first_arg(args, kwargs):
@@ -100,12 +126,14 @@ def capture(model: str | os.PathLike | LoadedModel = "smollm2-135m", out: str | 
         if with_h:
             handles.append(mlp.down_proj.register_forward_pre_hook(
                 lambda mod, args, kwargs, i=i: hbuf.__setitem__(i, first_arg(args, kwargs).detach()), with_kwargs=True))
+        if with_g:
+            handles.append(register_gate_hook(mlp, lambda a, i=i: gbuf.__setitem__(i, a.detach())))
     base = getattr(lm.model, getattr(lm.model, "base_model_prefix", ""), None) or lm.model  # no LM head: no logits
 
     bar = _progress(tokens, progress, f"capturing {info.model}")
     n_done = 0
     writer = TraceWriter(out, meta, n_layers=L, d_model=info.d_model, d_ff=info.d_ff, n_tokens=tokens,
-                         dtype=dtype, with_h=with_h)
+                         dtype=dtype, with_h=with_h, with_g=with_g)
     try:
         with torch.inference_mode():
             for t0 in range(0, tokens, step):
@@ -114,9 +142,10 @@ def capture(model: str | os.PathLike | LoadedModel = "smollm2-135m", out: str | 
                 base(input_ids=torch.tensor([[sink] + chunk]), use_cache=False)
                 xs = [xbuf[i][0, 1:].float().numpy() for i in range(L)]
                 hs = [hbuf[i][0, 1:].float().numpy() for i in range(L)] if with_h else None
+                gs = [gbuf[i][0, 1:].float().numpy() for i in range(L)] if with_g else None
                 if dtype == "float16":
-                    _check_fp16_range(xs, hs, t0)
-                writer.write(t0, xs, hs)
+                    _check_fp16_range(xs, hs, t0, gs)
+                writer.write(t0, xs, hs, gs)
                 n_done = t0 + len(chunk)
                 bar.update(len(chunk))
         bar.close()
@@ -136,8 +165,9 @@ def capture(model: str | os.PathLike | LoadedModel = "smollm2-135m", out: str | 
             h.remove()
 
 
-def _check_fp16_range(xs: list[np.ndarray], hs: list[np.ndarray] | None, t0: int) -> None:
-    for name, arrs in (("x", xs), ("h", hs or [])):
+def _check_fp16_range(xs: list[np.ndarray], hs: list[np.ndarray] | None, t0: int,
+                      gs: list[np.ndarray] | None = None) -> None:
+    for name, arrs in (("x", xs), ("h", hs or []), ("g", gs or [])):
         for layer, a in enumerate(arrs):
             m = float(np.abs(a).max()) if a.size else 0.0
             if not np.isfinite(m) or m > FP16_MAX:

@@ -54,7 +54,11 @@ def load_corpus(text: str | Path | None = None, dataset: str | Path | None = Non
 
 def _read_text(p: Path) -> str:
     try:
-        return p.read_text(encoding="utf-8")
+        body = p.read_text(encoding="utf-8")
+        if "\0" in body:          # valid UTF-8, but no text: a binary file, or one of NUL bytes
+            raise DipsimError(f"{p}: holds NUL characters (the first at character {body.index(chr(0))}): a "
+                              f"binary file, not text")
+        return body
     except UnicodeDecodeError as e:
         raise DipsimError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:

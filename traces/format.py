@@ -4,7 +4,10 @@ A trace is a safetensors file (https://github.com/huggingface/safetensors) holdi
 layer ``l``:
 
 * ``x.l`` -- ``[n_tokens, d_model]``: the MLP input, what W_up and W_gate see (after the norm);
-* ``h.l`` -- ``[n_tokens, d_ff]``: ``act(W_gate x) * (W_up x)``, what W_down sees (optional).
+* ``h.l`` -- ``[n_tokens, d_ff]``: ``act(W_gate x) * (W_up x)``, what W_down sees (optional);
+* ``g.l`` -- ``[n_tokens, d_ff]``: ``act(W_gate x)``, the gate activation alone (optional, metadata
+  ``has_g``): what CATS thresholds. Traces written before it existed, and synthetic traces (which
+  model x and h only), have none.
 
 The ``__metadata__`` entry ``dipsim`` holds a JSON object with the model name, architecture,
 activation, dimensions, the source weight dtype and bytes per weight, the token count, the corpus
@@ -54,12 +57,23 @@ _DTYPES = {"F16": np.dtype("<f2"), "F32": np.dtype("<f4")}
 _DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
 
 
-def _tensor_names(n_layers: int, has_h: bool) -> list[str]:
+#: what each kind of tensor holds, for messages
+KINDS = {"x": "the MLP input", "h": "the GLU output act(W_gate x) * (W_up x)", "g": "the gate activation act(W_gate x)"}
+
+
+def is_synthetic(meta: dict[str, Any]) -> bool:
+    """Whether a trace was generated (``dipsim synth``, ``traces.synthetic``) rather than captured."""
+    return bool(meta.get("synth")) or str(meta.get("model", "")).startswith(("synth:", "synthetic-"))
+
+
+def _tensor_names(n_layers: int, has_h: bool, has_g: bool = False) -> list[str]:
     names = []
     for layer in range(n_layers):
         names.append(f"x.{layer}")
         if has_h:
             names.append(f"h.{layer}")
+        if has_g:
+            names.append(f"g.{layer}")
     return names
 
 
@@ -72,14 +86,15 @@ def _meta_int(key: str) -> property:
 class Trace:
     """Activations of one model over one corpus, memory-mapped from a trace file.
 
-    ``x(layer)`` is ``[n_tokens, d_model]`` and ``h(layer)`` is ``[n_tokens, d_ff]``, both in the
-    file's dtype (float16 by default) and read-only.
+    ``x(layer)`` is ``[n_tokens, d_model]``, ``h(layer)`` and ``g(layer)`` are ``[n_tokens, d_ff]``,
+    all in the file's dtype (float16 by default) and read-only.
     """
 
     meta: dict[str, Any]
     _x: list[np.ndarray]
     _h: list[np.ndarray] | None
     path: Path | None = None
+    _g: list[np.ndarray] | None = None
 
     n_layers = _meta_int("n_layers")
     d_model = _meta_int("d_model")
@@ -89,6 +104,10 @@ class Trace:
     @property
     def has_h(self) -> bool:
         return self._h is not None
+
+    @property
+    def has_g(self) -> bool:
+        return self._g is not None
 
     @property
     def name(self) -> str:
@@ -104,15 +123,29 @@ class Trace:
             raise DipsimError(f"{self.name}: the trace holds no h (GLU output); capture it again without --no-h")
         return self._h[self._check_layer(layer)]
 
+    def g(self, layer: int) -> np.ndarray:
+        """Gate activation ``act(W_gate x)`` of ``layer``: ``[n_tokens, d_ff]``."""
+        if self._g is None:
+            why = ("a synthetic trace models x and h only" if is_synthetic(self.meta) else
+                   "capture it again with this version of dipsim (without --no-g)")
+            raise DipsimError(f"{self.name}: the trace holds no gate activation act(W_gate x); {why}")
+        return self._g[self._check_layer(layer)]
+
+    def activations(self, kind: str):
+        """The per-layer accessor of ``kind``: ``"x"``, ``"h"`` or ``"g"`` (see :data:`KINDS`)."""
+        if kind not in KINDS:
+            raise DipsimError(f"unknown activation kind {kind!r}; allowed: {', '.join(KINDS)}")
+        return {"x": self.x, "h": self.h, "g": self.g}[kind]
+
     def _check_layer(self, layer: int) -> int:
         if not 0 <= layer < self.n_layers:
             raise DipsimError(f"{self.name}: layer {layer} out of range 0..{self.n_layers - 1}")
         return layer
 
     def abs_block(self, kind: str, t0: int, t1: int) -> np.ndarray:
-        """``|x|`` or ``|h|`` of tokens ``t0:t1`` for all layers at once, float32 ``[t1-t0, L, N]``
+        """``|x|``, ``|h|`` or ``|g|`` of tokens ``t0:t1`` for all layers at once, float32 ``[t1-t0, L, N]``
         (a view of a layer-major block: ``block[t]`` is a strided ``[L, N]`` array)."""
-        get = self.x if kind == "x" else self.h
+        get = self.activations(kind)
         n = self.d_model if kind == "x" else self.d_ff
         out = np.empty((self.n_layers, t1 - t0, n), dtype=np.float32)
         for layer in range(self.n_layers):
@@ -120,8 +153,8 @@ class Trace:
         return out.transpose(1, 0, 2)
 
     def abs_layer(self, kind: str, layer: int, t0: int, t1: int) -> np.ndarray:
-        """``|x|`` or ``|h|`` of one layer for tokens ``t0:t1``, float32 ``[t1-t0, N]`` (contiguous)."""
-        src = (self.x if kind == "x" else self.h)(layer)[t0:t1]
+        """``|x|``, ``|h|`` or ``|g|`` of one layer for tokens ``t0:t1``, float32 ``[t1-t0, N]`` (contiguous)."""
+        src = self.activations(kind)(layer)[t0:t1]
         out = np.empty(src.shape, dtype=np.float32)
         abs_to_f32(src, out)
         return out
@@ -133,8 +166,10 @@ class Trace:
         return {k: self.meta[k] for k in keys if k in self.meta}
 
     @classmethod
-    def from_arrays(cls, xs: np.ndarray, hs: np.ndarray | None, meta: dict[str, Any] | None = None) -> "Trace":
-        """An in-memory trace from ``xs [L, T, d_model]`` and ``hs [L, T, d_ff]`` (tests, synthetic data)."""
+    def from_arrays(cls, xs: np.ndarray, hs: np.ndarray | None, meta: dict[str, Any] | None = None,
+                    gs: np.ndarray | None = None) -> "Trace":
+        """An in-memory trace from ``xs [L, T, d_model]``, ``hs [L, T, d_ff]`` and optionally the gate
+        activations ``gs [L, T, d_ff]`` (tests, synthetic data, the closed loop's dense pass)."""
         xs = np.asarray(xs)
         L, T, dm = xs.shape
         full = {
@@ -150,7 +185,12 @@ class Trace:
             if hs.shape[:2] != (L, T):
                 raise DipsimError(f"h has shape {list(hs.shape)}, expected [{L}, {T}, d_ff]")
             full["d_ff"] = int(hs.shape[2])
-        return cls(full, list(xs), list(hs) if hs is not None else None)
+        if gs is not None:
+            gs = np.asarray(gs)
+            if gs.shape != (L, T, full["d_ff"]):
+                raise DipsimError(f"g has shape {list(gs.shape)}, expected [{L}, {T}, {full['d_ff']}]")
+        full["has_g"] = gs is not None
+        return cls(full, list(xs), list(hs) if hs is not None else None, None, list(gs) if gs is not None else None)
 
 
 def load(path: str | os.PathLike, *, check_finite: bool = True) -> Trace:
@@ -166,15 +206,17 @@ def load(path: str | os.PathLike, *, check_finite: bool = True) -> Trace:
     meta = metadata_json(h, "dipsim", "dipsim trace")
     _check_meta(p, meta)
     L, T, dm, dff, has_h = meta["n_layers"], meta["n_tokens"], meta["d_model"], meta["d_ff"], meta["has_h"]
-    expected = _tensor_names(L, has_h)
+    has_g = bool(meta.get("has_g", False))     # optional: traces from before it have no gate activations
+    expected = _tensor_names(L, has_h, has_g)
     extra = sorted(set(h.tensors) - set(expected))
     if extra:
         raise DipsimError(f"{p}: unexpected tensor '{extra[0]}' (a trace holds x.0..x.{L - 1}"
-                          f"{' and h.0..h.' + str(L - 1) if has_h else ''})")
+                          f"{' and h.0..h.' + str(L - 1) if has_h else ''}{' and g.0..g.' + str(L - 1) if has_g else ''}"
+                          f"; has_h={has_h}, has_g={has_g})")
     for name in expected:
         info = h.tensors.get(name)
         if not isinstance(info, dict):
-            raise DipsimError(f"{p}: tensor '{name}' missing (metadata says {L} layers, has_h={has_h})")
+            raise DipsimError(f"{p}: tensor '{name}' missing (metadata says {L} layers, has_h={has_h}, has_g={has_g})")
         width = dm if name.startswith("x.") else dff
         if _DTYPES.get(info.get("dtype")) is None:
             raise DipsimError(f"{p}: tensor '{name}' has dtype {info.get('dtype')!r}; allowed: F16, F32")
@@ -190,7 +232,8 @@ def load(path: str | os.PathLike, *, check_finite: bool = True) -> Trace:
             _check_finite(p, name, arr)
     xs = [arrays[f"x.{layer}"] for layer in range(L)]
     hs = [arrays[f"h.{layer}"] for layer in range(L)] if has_h else None
-    return Trace(meta, xs, hs, path=p)
+    gs = [arrays[f"g.{layer}"] for layer in range(L)] if has_g else None
+    return Trace(meta, xs, hs, path=p, _g=gs)
 
 
 def _check_meta(p: Path, meta: Any) -> None:
@@ -241,6 +284,13 @@ def _bytes(v: Any, where: str) -> float:
     return float(v)
 
 
+def _token(v: Any, where: str) -> int:
+    """A token id or position (the prefix token's resolved id, the first text token's position)."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise DipsimError(f"{where} is {v!r}, expected a whole number >= 0")
+    return v
+
+
 def _error(v: Any, where: str) -> Any:
     """A validation error figure: a number >= 0, or null/NaN where it was not measured."""
     if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
@@ -282,8 +332,9 @@ def _synth(v: Any, where: str) -> Any:
 
 #: optional metadata, checked when present (the required fields and the sizes are checked above): every
 #: field a reader takes from a trace's metadata is declared here or in REQUIRED_META / SIZE_LIMITS
-OPTIONAL_META = {"tied_lm_head": _flag, "bos": _flag, "adapter_bytes": _bytes, "corpus": _name, "mlp_kind": _name,
-                 "compute_dtype": _name, "trace_dtype": _name, "note": _name, "synth": _synth}
+OPTIONAL_META = {"tied_lm_head": _flag, "has_g": _flag, "bos": _flag, "adapter_bytes": _bytes, "corpus": _name,
+                 "mlp_kind": _name, "compute_dtype": _name, "trace_dtype": _name, "note": _name, "synth": _synth,
+                 "prefix_token": _token, "first_text_token": _token}
 
 
 def _typename(typ: type | tuple[type, ...]) -> str:

@@ -19,24 +19,24 @@ from .format import _DTYPE_NAMES, SIZE_LIMITS, Trace, _tensor_names
 class TraceWriter:
     """Writes a trace in token chunks; the file appears at ``path`` only on :meth:`commit`.
 
-    ``write(t0, xs, hs)`` stores rows ``t0 : t0 + n`` of every layer (``xs [L, n, d_model]``,
-    ``hs [L, n, d_ff]``). ``commit(n_done)`` finishes the file; when fewer tokens than planned were
+    ``write(t0, xs, hs, gs)`` stores rows ``t0 : t0 + n`` of every layer (``xs [L, n, d_model]``,
+    ``hs [L, n, d_ff]``, and with ``with_g`` the gate activations ``gs [L, n, d_ff]``). ``commit(n_done)`` finishes the file; when fewer tokens than planned were
     written (an interrupted capture), the file is rewritten with exactly ``n_done`` tokens, so what
     was captured is kept and the file stays valid. Used as a context manager, an exception before
     commit removes the temporary file.
     """
 
     def __init__(self, path: str | os.PathLike, meta: dict[str, Any], *, n_layers: int, d_model: int,
-                 d_ff: int, n_tokens: int, dtype: str = "float16", with_h: bool = True):
+                 d_ff: int, n_tokens: int, dtype: str = "float16", with_h: bool = True, with_g: bool = False):
         self.path = Path(path)
         self.dtype = np.dtype(dtype).newbyteorder("<")
         if self.dtype not in _DTYPE_NAMES:
             raise DipsimError(f"trace dtype {dtype!r} not supported; allowed: float16, float32")
         self.n_layers, self.d_model, self.d_ff, self.n_tokens = n_layers, d_model, d_ff, n_tokens
-        self.with_h = with_h
+        self.with_h, self.with_g = with_h, with_g
         self.meta = dict(meta)
         self.meta.update(n_layers=n_layers, d_model=d_model, d_ff=d_ff, n_tokens=n_tokens, has_h=with_h,
-                         dipsim_version=__version__)
+                         has_g=with_g, dipsim_version=__version__)
         self.meta.setdefault("trace_dtype", _DTYPE_NAMES[self.dtype])
         for key, v in (("n_layers", n_layers), ("d_model", d_model), ("d_ff", d_ff), ("n_tokens", n_tokens)):
             if not 1 <= v <= SIZE_LIMITS[key]:     # what the reader would refuse is never written
@@ -62,7 +62,7 @@ class TraceWriter:
         offsets: dict[str, tuple[int, int]] = {}
         entries: dict[str, Any] = {}
         pos = 0
-        for name in _tensor_names(self.n_layers, self.with_h):
+        for name in _tensor_names(self.n_layers, self.with_h, self.with_g):
             width = self.d_model if name.startswith("x.") else self.d_ff
             size = n_tokens * width * self.dtype.itemsize
             offsets[name] = (pos, pos + size)
@@ -75,16 +75,22 @@ class TraceWriter:
         raw += b" " * (-len(raw) % 8)
         return offsets, raw
 
-    def write(self, t0: int, xs: Iterable[np.ndarray], hs: Iterable[np.ndarray] | None = None) -> None:
+    def write(self, t0: int, xs: Iterable[np.ndarray], hs: Iterable[np.ndarray] | None = None,
+              gs: Iterable[np.ndarray] | None = None) -> None:
         xs = list(xs)
         hs = list(hs) if hs is not None else None
-        if len(xs) != self.n_layers or (self.with_h and (hs is None or len(hs) != self.n_layers)):
-            raise ValueError("write() needs one x (and one h) array per layer")
+        gs = list(gs) if gs is not None else None
+        if len(xs) != self.n_layers or (self.with_h and (hs is None or len(hs) != self.n_layers)) \
+                or (self.with_g and (gs is None or len(gs) != self.n_layers)):
+            raise ValueError("write() needs one x (and one h, one g where the trace holds them) array per layer")
         for layer in range(self.n_layers):
             self._put(f"x.{layer}", t0, xs[layer], self.d_model)
             if self.with_h:
                 assert hs is not None
                 self._put(f"h.{layer}", t0, hs[layer], self.d_ff)
+            if self.with_g:
+                assert gs is not None
+                self._put(f"g.{layer}", t0, gs[layer], self.d_ff)
 
     def _put(self, name: str, t0: int, rows: np.ndarray, width: int) -> None:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
@@ -158,10 +164,11 @@ def save(path: str | os.PathLike, trace: Trace, chunk: int = 256) -> Path:
     meta = {k: v for k, v in trace.meta.items() if k != "trace_dtype"}
     with TraceWriter(path, meta, n_layers=trace.n_layers, d_model=trace.d_model, d_ff=trace.d_ff,
                      n_tokens=trace.n_tokens, dtype=dtype,
-                     with_h=trace.has_h) as w:
+                     with_h=trace.has_h, with_g=trace.has_g) as w:
         for t0 in range(0, trace.n_tokens, chunk):
             t1 = min(t0 + chunk, trace.n_tokens)
             xs = [trace.x(layer)[t0:t1] for layer in range(trace.n_layers)]
             hs = [trace.h(layer)[t0:t1] for layer in range(trace.n_layers)] if trace.has_h else None
-            w.write(t0, xs, hs)
+            gs = [trace.g(layer)[t0:t1] for layer in range(trace.n_layers)] if trace.has_g else None
+            w.write(t0, xs, hs, gs)
         return w.commit()

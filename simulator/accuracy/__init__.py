@@ -16,13 +16,17 @@ policies and cache capacities exactly as replay does).
   and caches stepped through all tokens in a compiled loop (exact, at prefill speed);
 * ``tokenloop``: the token-by-token reference with the KV cache (``loop="token"``);
 * ``metrics``: NLL, KL to dense and top-1 agreement from final hidden states;
-* ``store``: the on-disk store of results; ``evaluate``: the entry point.
+* ``intervals``: 95% intervals (block bootstrap over positions, Wilson, paired differences to dense);
+* ``mmlu_loop`` / ``mmlu``: the MMLU task -- multiple-choice prompts answered with the policy in
+  the loop, the cache carried from question to question (``evaluate_mmlu``);
+* ``store``: the on-disk store of results; ``evaluate``: the entry point of the text task.
 
 torch is imported only inside functions.
 """
 from .configs import config_label, normalize_config
 from .evaluate import LOOPS, METRICS, evaluate
+from .mmlu import MMLU_METRICS, evaluate_mmlu
 from .store import results_dir
 
-__all__ = ["LOOPS", "METRICS", "config_label", "evaluate", "normalize_config",
+__all__ = ["LOOPS", "METRICS", "MMLU_METRICS", "config_label", "evaluate", "evaluate_mmlu", "normalize_config",
            "results_dir"]

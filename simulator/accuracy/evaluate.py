@@ -13,6 +13,9 @@ model's loss-based perplexity on the sequence (``model(input_ids=seq, labels=seq
 
 * ``perplexity``: exp(mean NLL); ``kl_to_dense``: mean KL(dense || config) of the next-token
   distributions; ``top1_agreement``: share of positions where the arg-max matches;
+* 95% intervals of the three (``perplexity_low`` / ``perplexity_high``, ...) and the paired
+  difference to dense on the same positions (``perplexity_diff`` with its interval), from a block
+  bootstrap over positions (``intervals``);
 * ``closed_loop_hit_rate`` (by bytes, across groups) and ``closed_loop_flash_bytes_per_token``, from an
   ``AccessLog`` built like replay's, over the decode tokens after ``warmup``;
 * ``open_loop_hit_rate`` / ``open_loop_flash_bytes_per_token``: replay of the dense trace of the
@@ -33,8 +36,9 @@ import numpy as np
 from common.errors import DipsimError
 from traces import prefix as prefix_mod
 
-from ..replay import calibration, group_runs, make_groups, prepare, replay
+from ..replay import calibration, group_runs, make_groups, needs_gate_activations, prepare, replay
 from . import store
+from .intervals import BLOCK, text_intervals
 from .configs import check_run_args, normalize_config, replay_config
 from .layerwise import ConfigRun, layerwise
 from .model import dense_pass, text_config
@@ -81,6 +85,10 @@ def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text
     if loop not in LOOPS:
         raise DipsimError(f"unknown loop {loop!r}; allowed: {', '.join(LOOPS)}")
     cfgs = [normalize_config(c, f"config {i + 1}" if len(configs) > 1 else "config") for i, c in enumerate(configs)]
+    for c in cfgs:
+        refusal = replay_config(c).policy().loop_refusal()
+        if refusal:
+            raise DipsimError(f"config {c['label']!r}: {refusal}")
     if loop == "token":   # simulator.methods' files and look-ahead policies run in the layer-wise loop only
         for c in cfgs:
             p = replay_config(c).policy()
@@ -93,18 +101,12 @@ def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text
     tokens, prefill, warmup, calib_tokens = check_run_args(tokens, prefill, warmup, calib_tokens, prefix)
     corpus = load_corpus(text, dataset, text_column)
     run_key = {"tokens": tokens, "prefill": prefill, "warmup": warmup, "calib_tokens": calib_tokens, "loop": loop,
-               "prefix_token": prefix}
+               "prefix_token": prefix, "intervals": f"block bootstrap {BLOCK}"}
     if loop == "token":
         run_key["batch_invariant"] = bool(batch_invariant)
     if getattr(model, "variant_tag", None):   # weights swapped in from outside (methods.weights.Swap)
         run_key["weights"] = model.variant_tag
-    keys = [store.result_key(store.model_key(source), corpus.digest, run_key, c) for c in cfgs]
-    results: list[dict[str, Any] | None] = [None] * len(cfgs)
-    if reuse and not details:
-        for i, k in enumerate(keys):
-            hit = store.read_cached(k)
-            if hit is not None:
-                results[i] = {**hit, "label": cfgs[i]["label"], "config": cfgs[i], "from_cache": True}
+    keys, results = store.lookup(source, corpus.digest, run_key, cfgs, reuse and not details)
     todo = [i for i, r in enumerate(results) if r is None]
     if not todo:
         return results  # type: ignore[return-value]
@@ -126,7 +128,7 @@ def _sequence(lm, corpus, tokens: int, prefill: int, prefix: int | None) -> tupl
     leading positions run densely."""
     from traces.capture import tokenize_prefix
 
-    seq = prefix_mod.sequence(prefix, tokenize_prefix(lm.tokenizer, corpus, tokens))
+    seq = prefix_mod.sequence(prefix, tokenize_prefix(lm.tokenizer, corpus, tokens, least=2))
     max_pos = getattr(text_config(lm.model), "max_position_embeddings", None)
     if max_pos and len(seq) > int(max_pos):
         raise DipsimError(f"{len(seq)} positions exceed {lm.info.model}'s context of {max_pos}; ask for fewer --tokens")
@@ -149,8 +151,9 @@ def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, prefix, warmup, calib_to
 
     meta = dict(lm.info.as_meta())
     seq, n_pre = _sequence(lm, corpus, tokens, prefill, prefix)
+    gate = details or any(needs_gate_activations(replay_config(c)) for c in cfgs)   # only then record g
     meta.update(corpus=corpus.name, corpus_digest=corpus.digest, context=len(seq), prefix_token=prefix,
-                first_text_token=n_pre - (prefix is not None), has_h=True)
+                first_text_token=n_pre - (prefix is not None), has_h=True, has_g=gate)
     for c in cfgs:   # per-layer keep lists and the like, checked against the real dimensions first
         try:
             make_groups(meta, replay_config(c))
@@ -158,7 +161,7 @@ def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, prefix, warmup, calib_to
             raise DipsimError(f"config {c['label']!r}: {e}") from None
 
     t_start = time.perf_counter()
-    trace, dense_hidden = dense_pass(lm, seq, n_pre, meta, keep_hidden=True)
+    trace, dense_hidden = dense_pass(lm, seq, n_pre, meta, keep_hidden=True, with_g=gate)
     t_trace = time.perf_counter() - t_start
     T = trace.n_tokens
     setups = _setups(cfgs, meta, trace, calib_tokens)
@@ -208,9 +211,14 @@ def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, prefix, warmup, calib_to
             "from_cache": False,
             "config": c,
         }
+        figures = text_intervals(nll, res.nll[0], kl, top1)
+        if r.row == 0:    # the dense model itself, or a configuration that prunes nothing
+            figures = {k: v for k, v in figures.items() if "_diff" not in k}
+        result.update(figures)
         if details:
-            xs, hs = res.extra["x"], res.extra["h"]
-            closed_trace = trace if (loop == "layer" and r.row == 0) else Trace.from_arrays(xs[r.row], hs[r.row], meta)
+            xs, hs, gs = res.extra["x"], res.extra["h"], res.extra["g"]
+            closed_trace = trace if (loop == "layer" and r.row == 0) else Trace.from_arrays(xs[r.row], hs[r.row], meta,
+                                                                                            gs[r.row])
             masks = r.masks if loop == "layer" else r.mask_log
             result["details"] = {"logits": res.logits[:, r.row], "nll": nll, "kl": kl, "top1": top1,
                                  "access_log": closed_log, "masks": masks, "closed_trace": closed_trace,

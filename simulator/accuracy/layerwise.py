@@ -10,7 +10,10 @@ gated MLP, seeing all positions of its layer at once, does:
   caches stepped through the tokens in order (``replay.GroupRun.run_layer``: the same objects and
   compiled loops replay uses) -> ``x * mask`` (with separate up and gate keeps, each projection
   gets its own masked input; Phi-3's fused ``gate_up_proj`` is recomputed from the two);
-* down group: ``|h|`` of the GLU output computed from the masked x -> the same -> ``h * mask``.
+* down group: ``|h|`` of the GLU output computed from the masked x -> the same -> ``h * mask``;
+* neuron group (``cats``, ``dejavu``, ``powerinfer``): ``|act(W_gate x)|`` (a hook on the gate
+  projection), ``|h|`` or the look-ahead predictor's logits -> the same -> ``h * mask``: a neuron left
+  out contributes nothing, exactly as if its gate row, up row and down column were never read.
 
 Prompt positions (position 0 -- the prefix token, or the text's first token without one -- and the
 ``prefill`` text tokens; ``traces.prefix.dense_positions``) run densely and step no cache, as in the
@@ -52,14 +55,20 @@ class ConfigRun:
 
     @property
     def split(self) -> bool:
-        return any(r.group.name in ("up", "gate") for r in self.runs)
+        return any(r.group.name == "up" for r in self.runs)
 
     def access_log(self, meta: dict[str, Any], warmup: int, seconds: float) -> AccessLog:
         return access_log(self.runs, dict(self.cfg), meta, warmup, seconds, self.setup.mlp_bytes)
 
 
 class _Masker:
-    """Forward hooks that mask one configuration's gated MLPs over all positions at once."""
+    """Forward hooks that mask one configuration's gated MLPs over all positions at once.
+
+    The positions that run masked are ``self.sel`` (``[batch, positions]`` bool; by default every
+    position of a one-row batch from ``n_pre`` on), taken in row-major order -- rows are consecutive
+    questions of the MMLU task -- and recorded from ``self.offset`` on in the runs' ``[T, L]`` records.
+    ``self.segments`` (masked positions per row) with ``self.fresh`` (a group's run -> a new cache)
+    step every row with a fresh cache instead of carrying one cache through all of them."""
 
     def __init__(self, lm, n_pre: int, details: bool):
         self.lm, self.n_pre, self.details = lm, n_pre, details
@@ -67,10 +76,15 @@ class _Masker:
         self.m_up: dict[int, Any] = {}
         self.m_gate: dict[int, Any] = {}
         self.select_seconds = 0.0
-        self.rec_x = self.rec_h = None
+        self.rec_x = self.rec_h = self.rec_g = None
+        self.g_masks: dict[str, np.ndarray] = {}   # neurons chosen by the gate activation, for down_hook
         self.on_layer = lambda: None
         self.prev_x: dict[int, np.ndarray] = {}   # MLP inputs for look-ahead policies (score_source "prev_x")
         self.look_ahead = False
+        self.sel = None            # None: one row, positions n_pre: on
+        self.offset = 0
+        self.segments: list[int] | None = None
+        self.fresh = None
 
     def start(self, run: ConfigRun) -> None:
         self.run = run
@@ -81,31 +95,49 @@ class _Masker:
             T = run.runs[0].selected.shape[0]
             self.rec_x = np.zeros((info.n_layers, T, info.d_model), np.float32)
             self.rec_h = np.zeros((info.n_layers, T, info.d_ff), np.float32)
+            self.rec_g = np.zeros((info.n_layers, T, info.d_ff), np.float32)
             run.masks = {r.group.name: np.zeros((T, info.n_layers, r.group.n_columns), bool) for r in run.runs}
 
+    def _acts(self, a):
+        return a[0, self.n_pre:] if self.sel is None else a[self.sel]
+
     def _full(self, mask: np.ndarray, like):
-        """A ``[1, positions, N]`` multiplier: ones at the prompt positions, the mask after them."""
+        """A multiplier shaped like ``like``: ones at the dense positions, the masks at the masked ones."""
         import torch
 
         full = torch.ones(like.shape, dtype=like.dtype)
-        full[0, self.n_pre:] = torch.from_numpy(mask)
+        if self.sel is None:
+            full[0, self.n_pre:] = torch.from_numpy(mask)
+        else:
+            full[self.sel] = torch.from_numpy(mask).to(like.dtype)
         return full
+
+    def _step(self, r, i: int, scores: np.ndarray | None, n: int) -> np.ndarray:
+        if self.segments is None:
+            return r.run_layer(i, scores, self.offset, n)
+        out, at = [], 0
+        for m in self.segments:    # each row from a fresh cache
+            part = None if scores is None else scores[at:at + m]
+            out.append(r.run_layer(i, part, self.offset + at, m, cache=self.fresh(r)))
+            at += m
+        return np.concatenate(out) if out else np.zeros((0, r.group.n_columns), bool)
 
     def _select(self, i: int, a, kind: str) -> dict[str, np.ndarray]:
         """Run every group of kind ``kind`` of the current configuration through layer ``i``."""
-        acts = a[0, self.n_pre:].float()
+        acts = self._acts(a).float()
+        n = acts.shape[0]
         if self.details:
-            (self.rec_x if kind == "x" else self.rec_h)[i] = acts.numpy()
+            {"x": self.rec_x, "h": self.rec_h, "g": self.rec_g}[kind][i, self.offset:self.offset + n] = acts.numpy()
         if self.look_ahead and kind == "x":
             self.prev_x = {i: acts.numpy().copy(), **{j: v for j, v in self.prev_x.items() if j == i - 1}}
         scores = acts.abs().numpy()
         t0 = time.perf_counter()
-        masks = {r.group.name: r.run_layer(i, self._scores(r, i, scores))
+        masks = {r.group.name: self._step(r, i, self._scores(r, i, scores), n)
                  for r in self.run.runs if r.group.kind == kind}
         self.select_seconds += time.perf_counter() - t0
         if self.details:
             for name, m in masks.items():
-                self.run.masks[name][:, i] = m
+                self.run.masks[name][self.offset:self.offset + n, i] = m
         return masks
 
     def _scores(self, r, i: int, own: np.ndarray) -> np.ndarray:
@@ -141,18 +173,30 @@ class _Masker:
             return fused_gate_up(mod, first_arg(args, kwargs), self.m_gate[i], self.m_up[i])
         return hook
 
+    def gate_fn(self, i: int):
+        """Neurons chosen by the gate activation act(W_gate x) (``cats``), kept for ``down_hook``."""
+        def fn(a):
+            if self.run is not None and (self.details or any(r.group.kind == "g" for r in self.run.runs)):
+                self.g_masks = self._select(i, a, "g")
+        return fn
+
     def down_hook(self, i: int):
         def hook(mod, args, kwargs):
             h = first_arg(args, kwargs)
-            masks = self._select(i, h, "h")
+            masks = {**self._select(i, h, "h"), **self.g_masks}
+            self.g_masks = {}
             self.on_layer()
-            if not any(r.group.pruned for r in self.run.runs if r.group.kind == "h"):
+            pruned = [r.group.name for r in self.run.runs if r.group.pruned and r.group.kind != "x"]
+            if not pruned:
                 return None
-            return replace_first(args, kwargs, h * self._full(masks["down"], h))
+            return replace_first(args, kwargs, h * self._full(masks[pruned[0]], h))   # "down" or "neuron"
         return hook
 
     def install(self) -> list:
-        return install_hooks(self.lm, self)
+        from traces.capture import register_gate_hook
+
+        return install_hooks(self.lm, self) + [register_gate_hook(mlp, self.gate_fn(i))
+                                               for i, mlp in enumerate(self.lm.mlps)]
 
 
 def layerwise(lm, seq: list[int], n_pre: int, runs: list[ConfigRun], dense_hidden, *, progress: bool = False,
@@ -162,7 +206,7 @@ def layerwise(lm, seq: list[int], n_pre: int, runs: list[ConfigRun], dense_hidde
     ``dense_hidden``: the final hidden states of the dense forward (``accuracy.model.dense_pass``),
     row 0. Configurations that prune are numbered rows 1, 2, ... in order (``run.row``). With
     ``details`` the result also holds the logits of the scored positions and, in ``extra``, every
-    row's scored activations (``x``, ``h``: ``[rows, L, T, N]``, before its masks).
+    row's scored activations (``x``, ``h``, ``g``: ``[rows, L, T, N]``, before its masks).
     """
     import torch
 
@@ -181,7 +225,7 @@ def layerwise(lm, seq: list[int], n_pre: int, runs: list[ConfigRun], dense_hidde
                        unit="layer")
     masker.on_layer = lambda: bar.update(1)
     hidden = [dense_hidden]
-    rec: dict[str, list] = {"x": [None], "h": [None]}   # row-indexed; row 0 is the dense trace
+    rec: dict[str, list] = {"x": [None], "h": [None], "g": [None]}   # row-indexed; row 0 is the dense trace
     handles = masker.install()
     try:
         with torch.inference_mode():
@@ -191,8 +235,8 @@ def layerwise(lm, seq: list[int], n_pre: int, runs: list[ConfigRun], dense_hidde
                     out = decoder(lm.model)(input_ids=torch.tensor([seq]), use_cache=False)
                 hidden.append(out.last_hidden_state[0])
                 if details:
-                    rec["x"].append(masker.rec_x)
-                    rec["h"].append(masker.rec_h)
+                    for kind, arr in (("x", masker.rec_x), ("h", masker.rec_h), ("g", masker.rec_g)):
+                        rec[kind].append(arr)
     finally:
         for h in handles:
             h.remove()
@@ -211,5 +255,5 @@ def layerwise(lm, seq: list[int], n_pre: int, runs: list[ConfigRun], dense_hidde
                                          keep_logits=details)
     res = LoopResult(nll, kl, top1, time.perf_counter() - t0, logits, {"select_seconds": select_seconds})
     if details:
-        res.extra.update(x=rec["x"], h=rec["h"])
+        res.extra.update(x=rec["x"], h=rec["h"], g=rec["g"])
     return res

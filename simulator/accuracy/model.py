@@ -77,17 +77,21 @@ def head_logits(model, hidden):
     return logits
 
 
-def dense_pass(lm, seq: list[int], n_pre: int, meta: dict[str, Any], *, keep_hidden: bool = False):
-    """One parallel dense forward of ``seq``: x and h of every layer at positions ``n_pre:`` as an
-    in-memory float32 :class:`traces.Trace` (what ``traces.capture`` records, one window), and with
-    ``keep_hidden`` the final hidden states ``[len(seq), d_model]`` (the dense row of the closed loop)."""
+def dense_pass(lm, seq: list[int], n_pre: int, meta: dict[str, Any], *, keep_hidden: bool = False,
+               with_g: bool = True):
+    """One parallel dense forward of ``seq``: x, h and (``with_g``) the gate activation g of every
+    layer at positions ``n_pre:`` as an in-memory float32 :class:`traces.Trace` (what
+    ``traces.capture`` records, one window), and with ``keep_hidden`` the final hidden states
+    ``[len(seq), d_model]`` (the dense row of the closed loop)."""
     import torch
 
     from traces.format import Trace
+    from traces.capture import register_gate_hook
 
     L, T = lm.info.n_layers, len(seq) - n_pre
     xs = np.empty((L, T, lm.info.d_model), np.float32)
     hs = np.empty((L, T, lm.info.d_ff), np.float32)
+    gs = np.empty((L, T, lm.info.d_ff), np.float32) if with_g else None
     handles = []
 
     def put(buf, i):
@@ -95,14 +99,21 @@ def dense_pass(lm, seq: list[int], n_pre: int, meta: dict[str, Any], *, keep_hid
             buf[i] = first_arg(args, kwargs)[0, n_pre:].float().numpy()
         return hook
 
+    def put_g(i):
+        def fn(a):
+            gs[i] = a[0, n_pre:].float().numpy()
+        return fn
+
     for i, mlp in enumerate(lm.mlps):
         handles.append(mlp.register_forward_pre_hook(put(xs, i), with_kwargs=True))
         handles.append(mlp.down_proj.register_forward_pre_hook(put(hs, i), with_kwargs=True))
+        if with_g:
+            handles.append(register_gate_hook(mlp, put_g(i)))
     try:
         with torch.inference_mode():
             out = decoder(lm.model)(input_ids=torch.tensor([seq]), use_cache=False)
     finally:
         for h in handles:
             h.remove()
-    trace = Trace.from_arrays(xs, hs, meta)
+    trace = Trace.from_arrays(xs, hs, meta, gs)
     return (trace, out.last_hidden_state[0]) if keep_hidden else trace

@@ -48,6 +48,20 @@ def result_key(model_key: str, corpus_digest: str, run: dict[str, Any], cfg: dic
             "config": c, **({"plugins": source} if source else {})}
 
 
+def lookup(source, digest: str, run: dict[str, Any], cfgs: list[dict[str, Any]], reuse: bool
+           ) -> tuple[list[dict[str, Any]], list[dict[str, Any] | None]]:
+    """The store keys of configurations ``cfgs`` run with ``run`` on the model ``source`` and the data
+    of ``digest``, and their stored results where ``reuse`` and the store has them (else None)."""
+    keys = [result_key(model_key(source), digest, run, c) for c in cfgs]
+    results: list[dict[str, Any] | None] = [None] * len(cfgs)
+    if reuse:
+        for i, k in enumerate(keys):
+            hit = read_cached(k)
+            if hit is not None:
+                results[i] = {**hit, "label": cfgs[i]["label"], "config": cfgs[i], "from_cache": True}
+    return keys, results
+
+
 def _key_path(key: dict[str, Any]) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     return results_dir() / f"{digest}.json"

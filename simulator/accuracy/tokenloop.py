@@ -11,7 +11,10 @@ the caches:
   that one layer, and the MLP computes with ``x * m`` (separate up and gate masks go to the inputs
   of ``up_proj`` / ``gate_proj``; Phi-3's fused ``gate_up_proj`` is recomputed from both halves);
 * down group: ``scores = |h|`` of this row's GLU output (from the masked x), and W_down sees
-  ``h * m``.
+  ``h * m``;
+* neuron group (``cats``, ``dejavu`` with ``oracle``): ``scores = |act(W_gate x)|`` (from a hook on the
+  gate projection) or ``|h|``, and W_down sees ``h * m`` -- a neuron left out contributes nothing,
+  as if its gate row, up row and down column were never read.
 
 Residency used for token t is the cache state after token t-1: every (config, group) has one cache
 over all L layers, layer l selects with ``cache.resident[l:l+1]``, and once the whole token has run
@@ -28,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import caches as caches_mod
-from ..replay import AccessLog, GroupLog
+from ..replay import AccessLog, GroupLog, new_cache
 from .metrics import LoopResult
 from .model import first_arg, fused_gate_up, install_hooks, replace_first
 
@@ -47,17 +49,12 @@ class TokenConfigRun:
         # per layer, the policy for that one layer (random's per-layer generators, calibrated slices)
         self.row_policies = {g.name: [setup.policies[g.name].rows(layer, layer + 1) for layer in range(L)]
                              for g in self.groups if g.pruned}
-        self.caches = {}
-        for g in self.groups:
-            c = caches_mod.make(setup.cache_name, n_layers=L, n_columns=g.n_columns,
-                                capacity=setup.capacities[g.name], **setup.cache_params)
-            if calib is not None and g.name in calib:
-                c.prime(calib[g.name].mean(axis=0))
-            self.caches[g.name] = c
+        self.caches = {g.name: new_cache(setup, g, L, calib) for g in self.groups}
         self.masks = {g.name: np.ones((L, g.n_columns), dtype=bool) for g in self.groups}
         self.x_groups = [g for g in self.groups if g.kind == "x" and g.pruned]
         self.h_groups = [g for g in self.groups if g.kind == "h" and g.pruned]
-        self.split = any(g.name in ("up", "gate") for g in self.groups)
+        self.g_groups = [g for g in self.groups if g.kind == "g" and g.pruned]   # neurons by act(W_gate x)
+        self.split = any(g.name == "up" for g in self.groups)
         self.sel = {g.name: np.zeros((n_tokens, L), np.int32) for g in self.groups}
         self.hit = {g.name: np.zeros((n_tokens, L), np.int32) for g in self.groups}
         self.bits = {g.name: np.zeros((n_tokens, L, (g.n_columns + 7) // 8), np.uint8) for g in self.groups}
@@ -86,7 +83,7 @@ class TokenConfigRun:
 
     def access_log(self, meta: dict[str, Any], warmup: int, seconds: float):
         logs = {g.name: GroupLog(g.name, g.n_columns, g.bytes_per_column, self.setup.capacities[g.name],
-                                 self.ks[g.name], self.sel[g.name], self.hit[g.name], self.bits[g.name])
+                                 self.ks[g.name], self.sel[g.name], self.hit[g.name], self.bits[g.name], g.parts)
                 for g in self.groups}
         return AccessLog(dict(self.cfg), meta, warmup, logs, seconds, {"mlp_bytes": self.setup.mlp_bytes})
 
@@ -175,12 +172,14 @@ class _TokenHooks:
         self.state = {"active": False, "t": 0}
         self.rec_x = np.zeros((n_rows, L, T, dm), np.float32) if details else None
         self.rec_h = np.zeros((n_rows, L, T, dff), np.float32) if details else None
+        self.rec_g = np.zeros((n_rows, L, T, dff), np.float32) if details else None
         # float masks per layer; rows of unmasked configurations stay 1.0
         self.m_up = [np.ones((n_rows, dm), np.float32) for _ in range(L)]
         self.m_gate = [np.ones((n_rows, dm), np.float32) for _ in range(L)] if self.split else self.m_up
         self.m_down = [np.ones((n_rows, dff), np.float32) for _ in range(L)]
         self.x_runs = [r for r in masked if r.x_groups]
         self.h_runs = [r for r in masked if r.h_groups]
+        self.g_runs = [r for r in masked if r.g_groups]
         self.select_seconds = 0.0
 
     def _select(self, i, a, rec, runs, assign) -> bool:
@@ -251,13 +250,30 @@ class _TokenHooks:
             if not self.state["active"]:
                 return None
             h = first_arg(args, kwargs)
-            if not self._select(i, h, self.rec_h, self.h_runs, assign):
-                return None
+            if not self._select(i, h, self.rec_h, self.h_runs, assign) and not self.g_runs:
+                return None   # (neurons chosen by the gate activation were chosen in gate_hook)
             return replace_first(args, kwargs, h * torch.from_numpy(self.m_down[i])[:, None, :])
         return hook
 
+    def gate_hook(self, i):
+        """Neurons chosen by the gate activation act(W_gate x) (cats): their mask goes to h, as the
+        down group's does (a neuron left out contributes nothing: h_i = 0)."""
+        def assign(r, scores):
+            for g in r.g_groups:
+                self.m_down[i][r.row] = r.select(g, i, scores)
+
+        def fn(a):
+            if self.state["active"] and (self.g_runs or self.rec_g is not None):
+                self._select(i, a, self.rec_g, self.g_runs, assign)
+        return fn
+
     def install(self) -> list:
-        return install_hooks(self.lm, self, self.split)
+        from traces.capture import register_gate_hook
+
+        handles = install_hooks(self.lm, self, self.split)
+        if self.g_runs or self.rec_g is not None:
+            handles += [register_gate_hook(mlp, self.gate_hook(i)) for i, mlp in enumerate(self.lm.mlps)]
+        return handles
 
 
 def closed_loop(lm, seq: list[int], runs: list[TokenConfigRun], n_rows: int, n_pre: int, *, progress: bool = False,
@@ -266,8 +282,8 @@ def closed_loop(lm, seq: list[int], runs: list[TokenConfigRun], n_rows: int, n_p
     configurations in ``runs`` and stepping their caches once per decode token; see the module doc.
 
     With ``details`` the result also holds every row's logits of the scored positions and, in
-    ``extra["x"]`` / ``extra["h"]`` (``[rows, L, T, N]``), the activations each row's policy scored:
-    the MLP input before its mask and the GLU output before its mask. ``batch_invariant``: decode
+    ``extra["x"]`` / ``extra["h"]`` / ``extra["g"]`` (``[rows, L, T, N]``), the activations each row's
+    policy scored: the MLP input before its mask, the GLU output before its mask and the gate activation. ``batch_invariant``: decode
     with row-by-row linear layers, so that each row's numbers do not depend on the batch (see
     :func:`_rowwise_linear`); False uses the batched GEMMs (faster, but a configuration's result
     then depends on the other rows at the level of float rounding, amplified by top-k choices).
@@ -286,7 +302,7 @@ def closed_loop(lm, seq: list[int], runs: list[TokenConfigRun], n_rows: int, n_p
             h.remove()
     res.extra["select_seconds"] = hooks.select_seconds
     if details:
-        res.extra.update(x=hooks.rec_x, h=hooks.rec_h)
+        res.extra.update(x=hooks.rec_x, h=hooks.rec_h, g=hooks.rec_g)
     return res
 
 

@@ -13,7 +13,7 @@ included, and the ``sequential`` step model) and ``caches.reference`` for the pl
 definitions they are tested against. ``caches.plain.PythonCache`` is the base of policies written in
 plain Python (a plugin's): two hooks, the same step semantics.
 """
-from . import arc, belady, fifo, lfu, lru, none, pinned, s3fifo  # noqa: F401  (registration)
+from . import arc, belady, fifo, lfu, lru, none, pinned, s3fifo, window  # noqa: F401  (registration)
 from .base import REGISTRY, CachePolicy, KeyedCache, as_capacity, make, names, policy_params, register_cache
 from .plain import PythonCache
 

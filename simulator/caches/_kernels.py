@@ -107,7 +107,7 @@ def _evict_smallest(res, prio, sel, N, e):
                 res[n] = res[n] & ((sel[n] & (prio[n] == tau)) ^ True)
             need -= c
         else:
-            for n in range(start, stop):        # rare[lru, fifo, lfu, belady, pinned]: ties in a block
+            for n in range(start, stop):        # rare[lru, fifo, lfu, belady, pinned, window]: ties in a block
                 if need == 0:
                     break
                 if sel[n] and prio[n] == tau:
@@ -218,7 +218,7 @@ def keyed_row(kind, mask, res, prio, freq, evictable, cap, t, t1, nxt, pos, hits
             for n in range(N):                      # rare[none]: the whole set streams through
                 res[n] = res[n] & (cand[n] ^ True)
         else:
-            _evict(kind, res, freq, prio, cand, N, e)   # rare[lru, fifo, lfu, belady, pinned]: set > capacity
+            _evict(kind, res, freq, prio, cand, N, e)   # rare[lru, fifo, lfu, belady, pinned, window]: set > capacity
         after = 0
         for n in range(N):
             after += res[n] & hits[n]

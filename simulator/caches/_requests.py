@@ -259,10 +259,7 @@ def keyed_requests_select(kind, code, params, scores, k, res, prio, freq, evicta
     n_evict = 0
     for i in range(T):
         select_row(code, params, scores[i], res, k, masks[i], work, fav, hist)
-        m = 0
-        for x in range(N):
-            ids[m] = x
-            m += masks[i, x]
+        m = row_ids(masks[i], ids)
         if kind == LFU:
             occ, e = keyed_segment(kind, ids[:m], same_step[:m], t0 + i, res, prio, freq, evictable, cap, occ, prv, nxt,
                                    st, h)
@@ -270,16 +267,32 @@ def keyed_requests_select(kind, code, params, scores, k, res, prio, freq, evicta
             occ, e = keyed_segment(kind, ids[:m], same_step[:m], t0 + i, res, prio, freq, evictable, cap, occ, prv, nxt,
                                    None, h)
         n_evict += e
-        hits[i] = False
-        nh = 0
-        for j in range(m):
-            hits[i, ids[j]] = h[j]
-            nh += h[j]
         sel_count[i] = m
-        hit_count[i] = nh
+        hit_count[i] = scatter_hits(hits[i], ids, h, m)
     if kind == LFU:
         lfu_store(freq, prio, st, t0 + T - 1)
     return n_evict
+
+
+@njit
+def row_ids(mask, ids):
+    """The columns of one step's ``mask`` in ascending order, into ``ids``; returns how many."""
+    m = 0
+    for x in range(mask.shape[0]):
+        ids[m] = x
+        m += mask[x]
+    return m
+
+
+@njit
+def scatter_hits(hits, ids, h, m):
+    """A step's per-request hits ``h[:m]`` of the columns ``ids[:m]`` as its row ``hits``; returns the count."""
+    hits[:] = False
+    nh = 0
+    for j in range(m):
+        hits[ids[j]] = h[j]
+        nh += h[j]
+    return nh
 
 
 @njit

@@ -22,6 +22,12 @@ class RefCache:
         raise NotImplementedError
 
     def step(self, cols: Iterable[int]) -> set[int]:
+        hits = self.apply(cols)
+        self.t += 1
+        return hits
+
+    def apply(self, cols: Iterable[int]) -> set[int]:
+        """One set step at time ``t`` (which the caller advances)."""
         cols = sorted(set(cols))
         hits = {c for c in cols if c in self.contents()}
         for c in cols:
@@ -32,7 +38,6 @@ class RefCache:
             if victim is None:
                 victim = self.victim(lambda c: True)
             self.remove(victim)
-        self.t += 1
         return hits
 
     def touch(self, c: int, hit: bool) -> None:
@@ -103,6 +108,36 @@ class PinnedRef(LRURef):
 
     def victim(self, allowed):
         return next((c for c in self.od if allowed(c) and c not in self.pinned), None)
+
+
+class WindowRef(LRURef):
+    """LRU whose columns also leave ``tokens`` steps after their last use (LLM in a Flash's window)."""
+
+    def __init__(self, capacity, tokens: int = 5):
+        super().__init__(capacity)
+        self.tokens = int(tokens)
+        self.last: dict[int, int] = {}
+
+    def touch(self, c, hit):
+        super().touch(c, hit)
+        self.last[c] = self.t
+
+    def _expire(self) -> None:
+        for c in [c for c in self.od if self.last[c] <= self.t - self.tokens]:
+            del self.od[c]
+
+    def step(self, cols):
+        hits = self.apply(cols)
+        self._expire()
+        self.t += 1
+        return hits
+
+    def sequential_step(self, cols):
+        """A token's requests, one at a time at the token's step; the window counts tokens."""
+        hits = {c for c in sorted(set(cols)) if self.apply([c])}
+        self._expire()
+        self.t += 1
+        return hits
 
 
 class BeladyRef(RefCache):
@@ -311,5 +346,9 @@ def run_sequential_reference(make_ref, masks) -> list[list[set[int]]]:
     masks = np.asarray(masks)
     T, L, _ = masks.shape
     caches = [make_ref(layer) for layer in range(L)]
-    return [[{c for c in np.flatnonzero(masks[t, layer]).tolist() if caches[layer].step([c])} for layer in range(L)]
+    def one_token(cache, cols):   # a policy whose window counts tokens says how (WindowRef)
+        own = getattr(cache, "sequential_step", None)
+        return own(cols) if own is not None else {c for c in cols if cache.step([c])}
+
+    return [[one_token(caches[layer], np.flatnonzero(masks[t, layer]).tolist()) for layer in range(L)]
             for t in range(T)]

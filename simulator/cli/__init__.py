@@ -97,13 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
+    from common.interrupts import end_quiet_start
+
     if threading.current_thread() is not threading.main_thread():
         return _main(argv)
+    end_quiet_start()          # from here Ctrl-C is a KeyboardInterrupt that cleans up
     previous = signal.signal(signal.SIGTERM, _terminate)
+    stdout = sys.stdout
+    if argv is None and stdout is not None:
+        sys.stdout = _Output(stdout)
     try:
         rc = _main(argv)
+        if argv is None and rc == 0:
+            rc = _flush_stdout()
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.stdout = stdout
     if argv is None and rc in (130, 143):
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -111,6 +120,54 @@ def main(argv: list[str] | None = None) -> int:
             except (OSError, ValueError):
                 pass
         os._exit(rc)
+    return rc
+
+
+class _Output:
+    """The process's standard output, with a failed write (``> /dev/full``, a full disk) raised as
+    the one-line error it is rather than an internal error; a reader that went away
+    (``dipsim ... | head``) stays a BrokenPipeError, which is no error."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _do(self, what, *args):
+        try:
+            return getattr(self._stream, what)(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise DipsimError(f"cannot write the output to standard output: {e.strerror or e}") from None
+
+    def write(self, text):
+        return self._do("write", text)
+
+    def flush(self):
+        return self._do("flush")
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _flush_stdout() -> int:
+    """Flush the output of a finished command: 0, or 2 after saying in one line that it could not be
+    written. Standard output then points at /dev/null, so that Python's flush at exit stays quiet."""
+    if sys.stdout is None:       # started with standard output closed (>&-): Python drops what is printed
+        return 0
+    try:
+        sys.stdout.flush()
+        return 0
+    except BrokenPipeError:
+        rc = 0
+    except DipsimError as e:
+        print(f"dipsim: error: {e}", file=sys.stderr)
+        rc = 2
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
     return rc
 
 

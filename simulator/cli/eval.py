@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from common.params import params_of
 
 from .. import masking
 from ..accuracy import evaluate
-from ..config import DEFAULT_DRAM_FRACTION, AccuracyRun, ReplayConfig, TraceSpec, masking_parameter_names
+from ..config import DEFAULT_DRAM_FRACTION, AccuracyRun, MmluTask, ReplayConfig, TraceSpec, masking_parameter_names
 from .options import (add_config_options, add_corpus_options, add_masking_parameter_options, add_verb, corpus_options,
                       flag, given)
 
@@ -45,11 +46,29 @@ tokens run densely as the prompt; every token after the prompt is scored (perple
 NLL)), its first prediction coming from the prompt, so the dense perplexity is the model's own
 loss-based perplexity on the sequence. Example:
   dipsim eval --tokens 1024 --masking dip-ca --gamma 1 --gamma 0.5 --gamma 0.2 --keep 0.5
+
+--task mmlu answers multiple-choice questions instead (the installed MMLU test set, python3 tasks.py
+data mmlu, or --questions FILE): lm-eval-harness's MMLU prompt (--shots worked examples of the same
+topic), --questions-per-topic questions of every topic (fixed seed), each answered by the letter
+" A".." D" of highest log-probability after "Answer:". Every position after the first runs with the
+configuration's masks and caches, the cache carried from one question to the next (--reset-cache
+true: a fresh cache per question). It reports the accuracy with its Wilson 95% interval and, for a
+configuration that prunes, the paired difference to the dense model on the same questions with its
+95% interval (bootstrap over questions) and McNemar's exact p-value. Example:
+  dipsim eval --model qwen2.5-0.5b --task mmlu --questions-per-topic 10 --masking dense --masking dip
 """
 
 
 #: options that may repeat: the configurations are their product
 REPEAT = ("masking", "keep", "cache", "dram_fraction", "gamma")
+#: the most configurations one eval runs (each runs the model once), counted before they are built
+MAX_CONFIGS = 1000
+
+
+def _check_count(n: int, what: str) -> None:
+    if n > MAX_CONFIGS:
+        raise DipsimError(f"{what} make {n:,} configurations; eval runs at most {MAX_CONFIGS:,} (each runs the "
+                          f"model once): split the run, or sweep the parameters with dipsim sweep")
 
 
 def _default_text() -> str:
@@ -65,6 +84,7 @@ def add_parser(sub) -> None:
     real = model.metadata["help"].split(", or synth:")[0]    # a synthetic trace has no model to run
     s.add_argument("--model", default=model.default, help=f"{real} (default {model.default})")
     add_config_options(s, AccuracyRun, title="the run")
+    add_config_options(s, MmluTask, title="the mmlu task (--task mmlu)")
     add_config_options(s, ReplayConfig, title="configurations (options marked repeatable run as a product)",
                        skip=("tokens",), repeat=REPEAT)
     add_masking_parameter_options(s, repeat=REPEAT)
@@ -153,6 +173,7 @@ def configs_from_args(a: argparse.Namespace) -> list[dict[str, Any]]:
         for k in mparams:
             if takes and not any(k in t for t in takes):
                 raise DipsimError(f"{flag(k)}: none of the --config masking policies ({', '.join(names)}) takes it")
+        _check_count(len(extra), "--config entries")
         return [_with_defaults(e, single, mparams) for e in extra]
     axes = {k: single.pop(k) for k in REPEAT if k in single}
     axes.update({k: mparams.pop(k) for k in REPEAT if k in mparams})
@@ -163,6 +184,8 @@ def configs_from_args(a: argparse.Namespace) -> list[dict[str, Any]]:
     for k in list(policy_axes) + list(mparams):
         if not any(k in t for t in takes.values()):
             raise DipsimError(f"{flag(k)}: none of the masking policies asked for ({', '.join(names)}) takes it")
+    _check_count(sum(math.prod(len(v) for k, v in axes.items() if k in other_axes or k in takes.get(m, ()))
+                     for m in names), "the repeated options")
     out, seen = [], set()
     for m in names:
         mine = {k: v for k, v in policy_axes.items() if k in takes.get(m, ())}
@@ -176,12 +199,60 @@ def configs_from_args(a: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
+def _interval(r: dict[str, Any], name: str, fmt: str = "{:.4g}") -> str | None:
+    lo, hi = r.get(f"{name}_low"), r.get(f"{name}_high")
+    return None if lo is None or hi is None else f"[{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+def _diff(r: dict[str, Any], name: str, fmt: str) -> str | None:
+    """``+0.012 [-0.003, +0.027]``, a ``*`` after it when the interval excludes 0."""
+    from ..accuracy.intervals import significant
+
+    d = r.get(f"{name}_diff")
+    if d is None:
+        return None
+    star = "*" if significant(r.get(f"{name}_diff_low"), r.get(f"{name}_diff_high")) else ""
+    return f"{fmt.format(d)} {_interval(r, name + '_diff', fmt)}{star}"
+
+
 def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"configuration": r["label"], "perplexity": r["perplexity"], "kl_to_dense": r["kl_to_dense"],
+    return [{"configuration": r["label"], "perplexity": r["perplexity"], "95% interval": _interval(r, "perplexity"),
+             "vs dense": _diff(r, "perplexity", "{:+.3g}"), "kl_to_dense": r["kl_to_dense"],
              "top1_agreement": r["top1_agreement"], "closed_loop_hit_rate": r["closed_loop_hit_rate"],
              "open_loop_hit_rate": r["open_loop_hit_rate"],
              "closed_loop_flash_bytes_per_token": r["closed_loop_flash_bytes_per_token"],
              "open_loop_flash_bytes_per_token": r["open_loop_flash_bytes_per_token"]} for r in results]
+
+
+def mmlu_table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"configuration": r["label"], "mmlu_accuracy": r["mmlu_accuracy"],
+             "95% interval": _interval(r, "mmlu_accuracy", "{:.3f}"),
+             "vs dense": _diff(r, "mmlu_accuracy", "{:+.3f}"), "mcnemar_p": r.get("mmlu_mcnemar_p"),
+             "mmlu_hit_rate": r["mmlu_hit_rate"]} for r in results]
+
+
+def _run_mmlu(a: argparse.Namespace, configs: list[dict[str, Any]], run_cfg: AccuracyRun, calib_tokens: int) -> int:
+    from ..accuracy import evaluate_mmlu
+
+    task = MmluTask.from_mapping(given(a, MmluTask), "command line")
+    text_only = [flag(k) for k in given(a, AccuracyRun, names=("tokens", "prefill", "loop"))]
+    text_only += [flag(k) for k in ("text", "dataset") if getattr(a, k, None)]
+    if text_only or a.batched_gemm:
+        raise DipsimError(f"{(text_only or ['--batched-gemm'])[0]} belongs to the text task; --task mmlu runs the "
+                          f"questions' prompts (see --questions, --questions-per-topic, --shots)")
+    results = evaluate_mmlu(a.model, configs, **task.kwargs(), calib_tokens=calib_tokens,
+                            prefix_token=run_cfg.prefix_token, reuse=not a.no_reuse, progress=not a.quiet)
+    if a.format == "json":
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2, default=str))
+        return 0
+    from traces.prefix import label
+
+    r0 = results[0]
+    print(f"{r0['model']}: MMLU, {r0['mmlu_questions']} questions of {r0['questions']} ({r0['shots']}-shot, prefix "
+          f"token {label(r0['prefix_token'])}, cache {'reset per question' if r0['reset_cache'] else 'carried across questions'}); "
+          f"dense accuracy {r0['mmlu_dense_accuracy']:.3f}; intervals 95%, * where the difference to dense excludes 0")
+    print_table(mmlu_table_rows(results))
+    return 0
 
 
 def run(a: argparse.Namespace) -> int:
@@ -198,6 +269,11 @@ def run(a: argparse.Namespace) -> int:
         raise DipsimError(f"--batched-gemm applies to --loop token only (this run: --loop {run_cfg.loop})")
     rc = ReplayConfig.from_mapping({k: v for k, v in given(a, ReplayConfig, names=("warmup", "calib_tokens")).items()},
                                    "command line")
+    if run_cfg.task == "mmlu":
+        return _run_mmlu(a, configs, run_cfg, rc.calib_tokens)
+    extra = [flag(k) for k in given(a, MmluTask)]
+    if extra:
+        raise DipsimError(f"{extra[0]} belongs to the mmlu task; add --task mmlu (this run: --task text)")
     results = evaluate(a.model, configs, **corpus_options(a),
                        tokens=run_cfg.tokens, prefill=run_cfg.prefill, warmup=rc.warmup, calib_tokens=rc.calib_tokens,
                        loop=run_cfg.loop, reuse=not a.no_reuse, progress=not a.quiet,
@@ -212,6 +288,7 @@ def run(a: argparse.Namespace) -> int:
     print(f"{r0['model']}: {r0['scored_tokens']} scored tokens of {r0['corpus']} (prefix token "
           f"{label(r0['prefix_token'])}, prefill {r0['prefill']}), dense "
           f"perplexity {r0['dense_perplexity']:.4f}; hit rates by bytes over {r0['measured_tokens']} tokens after a "
-          f"warm-up of {r0['warmup']} ({r0['loop']} loop)")
+          f"warm-up of {r0['warmup']} ({r0['loop']} loop); intervals 95% (block bootstrap over positions), * where the "
+          f"difference to dense excludes 0")
     print_table(table_rows(results))
     return 0

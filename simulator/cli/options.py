@@ -133,6 +133,8 @@ def replay_config(args: argparse.Namespace) -> ReplayConfig:
     unused = cfg.unused_keeps()
     if unused:
         raise DipsimError(f"--{unused.replace('_', '-', 1)}")   # the option's spelling: --keep-gate
+    if "keep" in flat and cfg.keep != 1.0 and not masking.REGISTRY.get_class(cfg.masking).prunes:   # given
+        raise DipsimError(f"--keep: masking policy {cfg.masking!r} leaves every group dense, so --keep does not apply")
     return cfg
 
 

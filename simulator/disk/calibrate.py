@@ -15,7 +15,8 @@ import yaml
 from common.errors import DipsimError
 
 from ..hardware.schema import FLASH_FIELDS
-from .reads import ALIGN, DEFAULT_DEPTHS, DEFAULT_SIZES, GiB, KiB, MiB, Host, check_data_file, data_file, measure_point
+from .reads import (ALIGN, DEFAULT_DEPTHS, DEFAULT_SIZES, MAX_DEPTH, MAX_REQUEST, GiB, KiB, MiB, Host,
+                    check_data_file, data_file, measure_point)
 
 
 def _nelder_mead(f, x0: np.ndarray, step: float = 0.5, iters: int = 400) -> tuple[np.ndarray, float]:
@@ -119,14 +120,20 @@ def _model_bw(fit: dict[str, float], p: dict[str, float]) -> float:
     return fm.bandwidth(p["size"], p["depth"])
 
 
-def _check(size: int, sizes, depths, seconds: float, passes: int) -> None:
+def _check(size: int, sizes, depths, seconds: float, passes: int, name: str | None = None) -> None:
     if size < 64 * MiB:
         raise DipsimError(f"--size must be at least 64 MiB so that random reads leave the device's cache, got {size}")
     bad = [s for s in sizes if s % ALIGN or s <= 0]
     if bad:
         raise DipsimError(f"request sizes must be positive multiples of 4 KiB, got {bad[0]}")
-    if any(d < 1 for d in depths):
-        raise DipsimError(f"queue depths must be >= 1, got {list(depths)}")
+    big = [s for s in sizes if s > min(MAX_REQUEST, size)]     # a 1 TiB request was an internal error (ENOMEM)
+    if big:
+        raise DipsimError(f"request sizes must be at most {min(MAX_REQUEST, size) // MiB} MiB (--size and "
+                          f"{MAX_REQUEST // MiB} MiB), got {big[0] // KiB} KiB")
+    if any(d < 1 or d > MAX_DEPTH for d in depths):
+        raise DipsimError(f"queue depths must be in 1..{MAX_DEPTH}, got {list(depths)}")
+    if name is not None and (not name.isprintable() or not name.strip() or len(name) > 100):
+        raise DipsimError(f"--name must be one line of at most 100 printable characters, got {name!r}")
     if 1 not in depths or len(set(sizes)) < 2:
         raise DipsimError(f"calibration needs queue depth 1 and two request sizes at least (the fit's latency and "
                           f"bandwidth come from them), got sizes {list(sizes)} and depths {list(depths)}")
@@ -206,7 +213,7 @@ def calibrate(file: str | os.PathLike, out: str | os.PathLike, *, size: int = 1 
 
     path = check_data_file(file)
     check_file(out, "calibrate output")
-    _check(size, sizes, depths, seconds, passes)
+    _check(size, sizes, depths, seconds, passes, name)
     with data_file(path, size, progress):     # a data file made by this run goes again if it fails
         host = Host(path, max(sizes), max(depths), io)
         try:

@@ -21,6 +21,10 @@ DEFAULT_SIZES = (4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB)
 DEFAULT_DEPTHS = (1, 2, 4, 8, 16, 32)
 ALIGN = 4096
 MAX_LANES = 64          # threads validate may use to keep requests outstanding
+MAX_REQUEST = 64 * MiB  # the largest request calibrate issues (each outstanding one has its own buffer)
+MAX_DEPTH = 256         # the deepest queue calibrate keeps (the threads backend runs one thread per read)
+#: file systems in memory: a direct read there measures RAM, not the storage a profile describes
+MEMORY_FILE_SYSTEMS = ("tmpfs", "ramfs", "devtmpfs", "hugetlbfs")
 
 
 #: the first bytes of a data file dipsim made (random data after them): only such a file is ever
@@ -38,9 +42,30 @@ def check_data_file(path: str | os.PathLike, option: str = "--file") -> Path:
         exists = os.path.lexists(p)
     except (OSError, ValueError):
         exists = False
-    if exists:
-        return input_file(p, f"{option} data file")
-    return check_file(p, option)
+    p = input_file(p, f"{option} data file") if exists else check_file(p, option)
+    fs = file_system(p)
+    if fs in MEMORY_FILE_SYSTEMS:
+        raise DipsimError(f"{option} {p}: on {fs}, a file system in memory: its reads would measure RAM, not "
+                          f"storage; give a file on the disk to measure")
+    return p
+
+
+def file_system(path: Path) -> str | None:
+    """The type of the file system ``path`` (or, for a new file, its folder) is on, from
+    /proc/self/mountinfo (None where that cannot be told)."""
+    try:
+        where = os.path.realpath(path if path.exists() else path.parent)
+        best, kind = "", None
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                mount = left.split()[4].replace("\\040", " ")
+                inside = where == mount or where.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= len(best):
+                    best, kind = mount, right.split()[0]
+        return kind
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _is_ours(path: Path) -> bool:

@@ -77,7 +77,9 @@ def validate(trace, profile: str | os.PathLike, *, file: str | os.PathLike, conf
         raise DipsimError(f"{profile}: page_bytes {fl.page_bytes:g} is not a multiple of 512; direct reads need "
                           f"block-aligned requests")
     cfg = replay_config(config, **params) if config is not None else replay_config(**params)
-    log = replay(trace, dataclasses.replace(cfg, tokens=min(tokens, trace.n_tokens)))
+    if cfg.tokens is None:         # a --tokens given is the replay's, which refuses more than the trace holds
+        cfg = dataclasses.replace(cfg, tokens=min(tokens, trace.n_tokens))
+    log = replay(trace, cfg)
     layout = Layout.of(log, layout)
     reqs = stage_requests(log, layout, fl)
     size = -(-layout.total_bytes // ALIGN) * ALIGN + ALIGN

@@ -1,7 +1,8 @@
 """The flash reads of every stage of every token, and how long the device takes for each batch.
 
 A stage is one matrix group's reads in one layer of one token: per layer the up/gate stage (the
-``upgate`` group, or ``up`` and ``gate``) then the down stage. A stage's misses become read
+``upgate`` group, or ``up`` and ``gate``, or CATS's dense ``gate``) then the down stage (``down``, or
+the ``neuron`` group of a neuron-level policy). A stage's misses become read
 requests through the layout (page-aligned, merged when they touch, split at the device's maximum
 request size; built in one compiled pass by ``stage_requests``); its batch time comes from the flash model's queue (``devices.flash``), evaluated for
 many batches in one compiled loop. A stage whose columns do not depend on the token (dense groups,
@@ -44,9 +45,15 @@ def stage_times(stage_of, size, seq, n_stages, latency, penalty, unit_bw, link_b
     return out
 
 
+#: groups read in a layer's second stage, once the first stage's output is known
+SECOND_STAGE = ("down", "neuron")
+
+
 def stage_groups(log: AccessLog) -> list[list[str]]:
-    """The groups of the two stages of a layer: up/gate (one or two groups), then down."""
-    return [[g for g in log.groups if g != "down"], ["down"]]
+    """The groups of the two stages of a layer: up/gate (one or two groups; CATS's dense W_gate; none
+    for a policy whose neurons bundle the gate), then down or the neurons (whose selection needs the
+    first stage's output: CATS's gate activation; a look-ahead predictor's is known earlier)."""
+    return [[g for g in log.groups if g not in SECOND_STAGE], [g for g in log.groups if g in SECOND_STAGE]]
 
 
 def known_early(log: AccessLog, prefetch: bool) -> list[bool]:

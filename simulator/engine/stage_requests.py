@@ -86,22 +86,26 @@ def _walk(bits, order, ident, first, last, ncols, stage, m, seg, off, size):
 
 def block_requests(log: AccessLog, lay: Layout, stages: list[list[str]], t0: int, t1: int, *,
                    page_bytes: int, max_request_bytes: float) -> Requests:
-    """The read requests of tokens [t0, t1), each tagged with its stage id relative to ``t0``."""
-    names = [g for names in stages for g in names]
-    bits = tuple(np.ascontiguousarray(log.groups[g].missed_bits[t0:t1]) for g in names)
+    """The read requests of tokens [t0, t1), each tagged with its stage id relative to ``t0``. A group
+    placed in several sub-regions (separate neuron layout) is walked once per sub-region, in offset
+    order, so each missed neuron gives one extent per matrix."""
+    entries = [(s, g, p) for s, names in enumerate(stages) for g in names for p in range(lay.regions[g].n_parts)]
+    names = [g for _, g, _ in entries]
+    packed = {g: np.ascontiguousarray(log.groups[g].missed_bits[t0:t1]) for g in set(names)}
+    bits = tuple(packed[g] for g in names)
     order = tuple(lay.slot_order(g) for g in names)
     ident = np.array([lay.regions[g].slot is None for g in names])
-    bounds = [lay.slot_pages(g, int(page_bytes)) for g in names]
+    bounds = [lay.slot_pages(g, int(page_bytes), p) for _, g, p in entries]
     ncols = np.array([log.groups[g].n_columns for g in names], dtype=np.int64)
-    stage = np.array([s for s, gs in enumerate(stages) for _ in gs], dtype=np.int64)
+    stage = np.array([s for s, _, _ in entries], dtype=np.int64)
     m = -1 if math.isinf(max_request_bytes) else int(max_request_bytes)
     if not max_request_bytes >= page_bytes or page_bytes < 1:
         raise DipsimError(f"max_request_bytes ({max_request_bytes}) must be >= page_bytes ({page_bytes}) >= 1")
     args = (bits, order, ident, tuple(b[0] for b in bounds), tuple(b[1] for b in bounds), ncols, stage, np.int64(m))
-    # at most one run per missed column, and a run of c columns spans at most c * (column + 2 pages)
+    # at most one run per missed piece, and a run of c pieces spans at most c * (piece + 2 pages)
     bound = 0
     for g, b in zip(names, bits):
-        per = 1 if m < 0 else 1 + math.ceil((lay.regions[g].bytes_per_column + 2 * page_bytes) / m)
+        per = 1 if m < 0 else 1 + math.ceil((lay.regions[g].part_bytes + 2 * page_bytes) / m)
         bound += int(np.unpackbits(b).sum(dtype=np.int64)) * per
     seg, off, size = np.empty(bound, np.int64), np.empty(bound, np.int64), np.empty(bound, np.int64)
     n = _walk(*args, seg, off, size)

@@ -21,6 +21,15 @@ A cache-oblivious policy chooses all ``T`` masks in one vectorized ``select_laye
 then steps through them; a cache-aware one (``dip-ca``) hands the cache a ``LayerSelector`` so that
 choice and step alternate token by token, in one compiled loop when the policy has a
 ``row_rule`` (see ``simulator.kernels.select_row``).
+
+**Columns or neurons.** Most policies select *columns*: of W_up/W_gate by input index (the
+``upgate`` group, d_model of them) and of W_down by d_ff index (``down``). A neuron-level policy
+(``neuron_bundle`` set: CATS, Deja Vu, PowerInfer) selects *neurons* instead: index i of d_ff, for
+which row i of W_gate and W_up and column i of W_down are needed together or not at all -- one
+``neuron`` group whose column is the bundle (``("gate", "up", "down")``, or ``("up", "down")`` where
+W_gate is computed densely, which replay then keeps as a dense ``gate`` group). Its scores are the
+activations of ``neuron_kind()``: ``"g"`` (the gate activation act(W_gate x)) or ``"h"`` (the GLU
+output, what a predictor of active neurons is trained to predict).
 """
 from __future__ import annotations
 
@@ -86,6 +95,10 @@ class MaskingPolicy:
     prunes: ClassVar[tuple[str, ...]] = ("upgate", "down")
     #: needs calibrate() on a trace prefix before select()
     needs_calibration: ClassVar[bool] = False
+    #: a neuron-level policy: the matrices of one neuron's bundle (see the module doc); None: columns
+    neuron_bundle: ClassVar[tuple[str, ...] | None] = None
+    #: the cache policies the method is defined with (None: any); others are refused (powerinfer: pinned)
+    cache_policies: ClassVar[tuple[str, ...] | None] = None
 
     def __post_init__(self):
         for f in params_of(type(self)):     # every parameter checked by its own declaration
@@ -111,6 +124,19 @@ class MaskingPolicy:
         """A copy fitted to a calibration prefix ``[T, L, N]`` of scores; stateless policies return self."""
         return self
 
+    def loop_refusal(self) -> str | None:
+        """Why this policy cannot run in the closed loop on a real model (None: it can)."""
+        return None
+
+    def neuron_kind(self) -> str:
+        """Which activations score a neuron policy's ``neuron`` group (``"g"`` or ``"h"``)."""
+        return "h"
+
+    def hot_scores(self, prefix: np.ndarray, k: Any) -> np.ndarray:
+        """``[L, N]``: how hot each column is on a calibration prefix ``[T, L, N]`` of scores, what a
+        cache with a static hot set (``pinned``) pins the top of: the mean score by default."""
+        return np.asarray(prefix).mean(axis=0)
+
     # -- one layer through all tokens (replay and the closed loop) --
     def run_layer(self, layer: int, scores: np.ndarray, k: int, cache) -> tuple[np.ndarray, np.ndarray]:
         """Masks ``[T, N]`` of ``layer`` for ``T`` tokens' ``scores`` and the hits of ``cache``
@@ -121,7 +147,7 @@ class MaskingPolicy:
             return masks, cache.run_layer(layer, masks)
         one = self.rows(layer, layer + 1)
         kk = np.array([k], dtype=np.int64)
-        sel = LayerSelector(scores, int(k), self.row_rule(),
+        sel = LayerSelector(scores, int(k), one.row_rule(),
                             lambda s, r: one._select(s[None], r[None], kk)[0])
         return cache.run_layer_selecting(layer, sel)
 
@@ -138,7 +164,8 @@ class MaskingPolicy:
         with the trace's metadata before any work."""
 
     def score_source(self, kind: str) -> str:
-        """Which activations the loops score a group of ``kind`` (``"x"``: up/gate, ``"h"``: down) by:
+        """Which activations the loops score a group of ``kind`` (``"x"``: up/gate, ``"h"``: down or
+        neurons, ``"g"``: neurons by the gate activation) by:
         ``"own"`` -- ``|x|`` / ``|h|`` of the layer itself (every policy but a look-ahead predictor);
         ``"prev_x"`` -- the raw MLP input of the previous layer (layer 0: its own), turned into scores by
         :meth:`scores_from` (``masking/predictor.py``). Replay and the layer-wise closed loop honour it."""
@@ -157,7 +184,8 @@ class MaskingPolicy:
 
     def row_rule(self) -> tuple[int, np.ndarray] | None:
         """The compiled per-token rule ``(kernels.SELECT_* code, float64 params)`` of a cache-aware
-        policy, or None (the cache then calls the policy's Python ``select`` per token)."""
+        policy, or None (the cache then calls the policy's Python ``select`` per token). Asked of the
+        one-layer policy (``rows(layer, layer + 1)``), so its parameters may be per layer."""
         return None
 
     def rows(self, l0: int, l1: int) -> "MaskingPolicy":

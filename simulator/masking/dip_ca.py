@@ -26,13 +26,22 @@ from ..kernels import SELECT_DIPCA, penalize, topk_mask
 from .base import MaskingPolicy, register_masking
 
 
+def gamma_param():
+    """The cache-aware policies' gamma (dip-ca, cats-ca): one declaration for both."""
+    return param(0.2, number(0, 1), "dip-ca, cats-ca: the score factor of uncached columns (neurons), in [0, 1] "
+                                    "(1 = no penalty: dip, cats; 0: cached ones first)", metavar="G")
+
+
+def fixed_top_n_param():
+    return param(0, number(0, None, integer=True), "dip-ca, cats-ca (selection topk): the N columns (neurons) with the "
+                                                   "largest raw score are exempt from the penalty", metavar="N")
+
+
 @register_masking("dip-ca")
 @dataclass(frozen=True)
 class DIPCA(MaskingPolicy):
-    gamma: float = param(0.2, number(0, 1), "dip-ca: the score factor of uncached columns, in [0, 1] (1 = dip; 0: "
-                                              "cached columns first)", metavar="G")
-    fixed_top_n: int = param(0, number(0, None, integer=True), "dip-ca: the N columns with the largest raw score are "
-                                                                "exempt from the penalty", metavar="N")
+    gamma: float = gamma_param()
+    fixed_top_n: int = fixed_top_n_param()
 
     cache_aware = True
 

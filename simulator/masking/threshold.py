@@ -9,6 +9,7 @@ varies with the token (TEAL, ICLR 2025, uses such thresholds on hidden states).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,27 +32,32 @@ class Threshold(MaskingPolicy):
         kk = as_k(k, L, N)
         taus = []
         for layer in range(L):
-            vals = np.sort(prefix[:, layer, :].ravel())
+            vals = prefix[:, layer, :].ravel()
             n_keep = int(round(kk[layer] / N * vals.size))
             if n_keep <= 0:
                 taus.append(float(np.inf))
             elif n_keep >= vals.size:
                 taus.append(float(-np.inf))
-            else:
-                taus.append(float(vals[vals.size - n_keep - 1]))  # scores strictly above it: n_keep of them
-        return Threshold(thresholds=tuple(taus))
+            else:   # the (n_keep + 1)-th largest: scores strictly above it are n_keep of them (ties aside)
+                j = vals.size - n_keep - 1
+                taus.append(float(np.partition(vals, j)[j]))
+        return dataclasses.replace(self, thresholds=tuple(taus))
 
     def rows(self, l0, l1):
-        return self if self.thresholds is None else Threshold(thresholds=self.thresholds[l0:l1])
+        return self if self.thresholds is None else dataclasses.replace(self, thresholds=self.thresholds[l0:l1])
+
+    def taus(self, n_layers: int) -> np.ndarray:
+        """The calibrated thresholds ``[L]`` (float64), checked against the layers they serve."""
+        if self.thresholds is None:
+            raise DipsimError(f"masking policy {self.name!r} must be calibrated on a trace prefix before use")
+        if len(self.thresholds) != n_layers:
+            raise DipsimError(f"{self.name} was calibrated for {len(self.thresholds)} layers, got {n_layers}")
+        return np.asarray(self.thresholds, dtype=np.float64)
 
     def select_layer(self, layer, scores, k):
         if self.thresholds is None:
-            raise DipsimError("masking policy 'threshold' must be calibrated on a trace prefix before use")
+            raise DipsimError(f"masking policy {self.name!r} must be calibrated on a trace prefix before use")
         return np.asarray(scores) > np.float64(self.thresholds[layer])
 
     def _select(self, scores, resident, k):
-        if self.thresholds is None:
-            raise DipsimError("masking policy 'threshold' must be calibrated on a trace prefix before use")
-        if len(self.thresholds) != scores.shape[0]:
-            raise DipsimError(f"threshold was calibrated for {len(self.thresholds)} layers, got {scores.shape[0]}")
-        return scores > np.asarray(self.thresholds, dtype=np.float64)[:, None]
+        return scores > self.taus(scores.shape[0])[:, None]

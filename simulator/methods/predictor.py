@@ -52,7 +52,8 @@ def capture_training_trace(lm, out: str | os.PathLike, tokens: int = 8192, *, of
     with tempfile.TemporaryDirectory() as d:
         f = Path(d) / "learning-text.txt"
         f.write_text(learn.text, encoding="utf-8")
-        return capture(lm, out, tokens=tokens, text=f, context=context, progress=progress)
+        # a predictor learns h from x: the gate activations would only double the file
+        return capture(lm, out, tokens=tokens, text=f, context=context, with_g=False, progress=progress)
 
 
 def _targets(acts: np.ndarray, k: int, absolute: bool = True) -> np.ndarray:

@@ -10,12 +10,14 @@ from .base import (context, dense_note, first_varying, fit_title, label, need, n
                    shared_legend, values, wants_log)
 
 SPEED = ("m.hit_rate", "m.flash_bytes_per_token", "m.tokens_per_s", "m.speedup_vs_dense")
+#: what a metric's band means when it is not a synthetic trace's validation error
+BAND = {f"m.{k}": "95% interval" for k in ("perplexity", "kl_to_dense", "top1_agreement", "mmlu_accuracy")}
 
 
 def lines(df, x: str, ys: Sequence[str], by: str | None = None, *, title: str = ""):
     """One panel per metric in ``ys``, x against metric, one line per value of ``by``; one legend. A
-    metric with ``<name>_low`` / ``<name>_high`` columns (a synthetic trace's validation error) gets
-    a band between them."""
+    metric with ``<name>_low`` / ``<name>_high`` columns (a synthetic trace's validation error, an
+    accuracy figure's 95% interval) gets a band between them."""
     need(df, [x, *ys] + ([by] if by else []))
     fig, axes = plt().subplots(1, len(ys), figsize=(4.6 * len(ys), 3.9), squeeze=False)
     groups = [(None, df)] if by is None else list(df.groupby(by, dropna=False, sort=True))
@@ -31,7 +33,8 @@ def lines(df, x: str, ys: Sequence[str], by: str | None = None, *, title: str = 
                               **({"color": "0.3", "ls": "--"} if same else {}))
             if f"{y}_low" in sub.columns and sub[f"{y}_low"].notna().any():
                 ax.fill_between(values(sub, x), values(sub, f"{y}_low", like=y), values(sub, f"{y}_high", like=y),
-                                color=line.get_color(), alpha=0.18, lw=0, label="validation error of the trace model")
+                                color=line.get_color(), alpha=0.18, lw=0,
+                                label=BAND.get(y, "validation error of the trace model"))
         if y == "m.speedup_vs_dense":
             ax.axhline(1.0, ls=":", color="grey", lw=1, label="the dense model on the same DRAM (1x)")
         ax.set_xlabel(label(x))

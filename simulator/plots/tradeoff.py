@@ -137,6 +137,10 @@ def _tradeoff_panel(ax, d, x: str, y: str, collapse: float, legend: bool) -> Non
         lo, hi = d[f"{x}_low"].to_numpy(float), d[f"{x}_high"].to_numpy(float)
         ax.errorbar(xv[ok], yv[ok], xerr=[(xv - lo)[ok], (hi - xv)[ok]], fmt="none", ecolor="C0", alpha=0.5,
                     lw=1, zorder=2, label="validation error of the trace model")
+    if f"{y}_low" in d.columns and d[f"{y}_low"].notna().any():   # 95% intervals (block bootstrap)
+        lo, hi = d[f"{y}_low"].to_numpy(float), d[f"{y}_high"].to_numpy(float)
+        ax.errorbar(xv[ok], yv[ok], yerr=[np.nan_to_num((yv - lo)[ok]), np.nan_to_num((hi - yv)[ok])], fmt="none",
+                    ecolor="0.35", alpha=0.7, lw=1, capsize=2, zorder=2, label=f"95% interval of {label(y).split(' (')[0]}")
     front = np.flatnonzero(ok)[pareto_front(xv[ok], yv[ok])] if ok.any() else np.array([], int)
     ax.plot(xv[front], yv[front], lw=1.5, color="C1", zorder=2, label="Pareto front (collapsed points left out)")
     ax.scatter(xv[front], yv[front], s=70, facecolors="none", edgecolors="C1", zorder=4)

@@ -10,10 +10,10 @@ cached (hit) columns read from DRAM, ``flash_bytes`` bytes of missed columns rea
 the paper's split; the engine adds the static weights and the KV cache.
 """
 from .log import AccessLog, GroupLog
-from .run import GroupRun, access_log, group_runs, progress_bar, replay, replay_config
+from .run import GroupRun, access_log, group_runs, new_cache, progress_bar, replay, replay_config
 from .setup import (Group, ReplaySetup, bytes_per_weight, calibration, calibration_scores, make_groups,
-                    needs_calibration, prepare)
+                    needs_calibration, needs_gate_activations, prepare)
 
-__all__ = ["AccessLog", "GroupLog", "GroupRun", "access_log", "group_runs", "progress_bar", "replay", "replay_config",
+__all__ = ["AccessLog", "GroupLog", "GroupRun", "access_log", "group_runs", "new_cache", "progress_bar", "replay", "replay_config",
            "Group", "ReplaySetup", "bytes_per_weight", "calibration", "calibration_scores", "make_groups", "needs_calibration",
-           "prepare"]
+           "needs_gate_activations", "prepare"]

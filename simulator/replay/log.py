@@ -23,6 +23,7 @@ class GroupLog:
     selected: np.ndarray     # [T, L] int32
     hits: np.ndarray         # [T, L] int32
     missed_bits: np.ndarray  # [T, L, ceil(N / 8)] uint8: packed mask of the columns read from flash
+    parts: tuple[str, ...] = ()   # the matrices one column holds a piece of (a neuron: its bundle)
 
     @property
     def misses(self) -> np.ndarray:
@@ -113,8 +114,8 @@ class AccessLog:
             for f in ("capacity", "k", "selected", "hits", "missed_bits"):
                 arrays[f"{name}.{f}"] = getattr(g, f)
         header = {"config": self.config, "trace_meta": self.trace_meta, "warmup": self.warmup, "seconds": self.seconds,
-                  "groups": {n: {"n_columns": g.n_columns, "bytes_per_column": g.bytes_per_column}
-                             for n, g in self.groups.items()}, "extra": self.extra}
+                  "groups": {n: {"n_columns": g.n_columns, "bytes_per_column": g.bytes_per_column,
+                                 "parts": list(g.parts)} for n, g in self.groups.items()}, "extra": self.extra}
         from common.io import atomic
 
         with atomic(path) as tmp, open(tmp, "wb") as f:
@@ -129,6 +130,7 @@ class AccessLog:
         except (OSError, ValueError, KeyError) as e:
             raise DipsimError(f"{path}: not an access log ({e})") from None
         groups = {n: GroupLog(n, g["n_columns"], g["bytes_per_column"], *(z[f"{n}.{f}"] for f in
-                  ("capacity", "k", "selected", "hits", "missed_bits"))) for n, g in header["groups"].items()}
+                  ("capacity", "k", "selected", "hits", "missed_bits")), tuple(g.get("parts", ())))
+                  for n, g in header["groups"].items()}
         return cls(header["config"], header["trace_meta"], header["warmup"], groups, header["seconds"], header["extra"])
 

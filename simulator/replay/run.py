@@ -41,40 +41,60 @@ class GroupRun:
     capacity: np.ndarray     # [L] columns of cache
     selected: np.ndarray     # [T, L] int32
     hits: np.ndarray         # [T, L] int32
-    missed_bits: np.ndarray  # [T, L, ceil(N / 8)] uint8
+    missed_bits: np.ndarray | None  # [T, L, ceil(N / 8)] uint8; None: not recorded (counts only)
 
-    def run_layer(self, layer: int, scores: np.ndarray | None) -> np.ndarray:
-        """Masks ``[T, N]`` of ``layer`` for all ``T`` tokens (``scores [T, N]``, ignored by a group
-        that is not pruned), the cache stepped through them and the outcome recorded."""
-        T, N = self.selected.shape[0], self.group.n_columns
+    def run_layer(self, layer: int, scores: np.ndarray | None, start: int = 0, n: int | None = None,
+                  cache: caches_mod.CachePolicy | None = None) -> np.ndarray:
+        """Masks ``[n, N]`` of ``layer`` for the ``n`` tokens from ``start`` on (``scores [n, N]``,
+        ignored by a group that is not pruned; ``n`` defaults to the rest of the ``T`` tokens), the
+        cache stepped through them -- continuing from where its last call on this layer left it --
+        and the outcome recorded. ``cache``: step this cache instead of the run's own (a fresh one
+        per question, when the closed loop resets it)."""
+        N = self.group.n_columns
+        cache = self.cache if cache is None else cache
         if self.group.pruned:
-            masks, hits = self.policy.run_layer(layer, scores, int(self.k[layer]), self.cache)
+            masks, hits = self.policy.run_layer(layer, scores, int(self.k[layer]), cache)
         else:
-            masks = np.ones((T, N), dtype=bool)
-            hits = self.cache.run_layer(layer, masks)
-        step_outcomes(masks, hits, self.selected[:, layer], self.hits[:, layer], self.missed_bits[:, layer])
+            masks = np.ones((self.selected.shape[0] - start if n is None else n, N), dtype=bool)
+            hits = cache.run_layer(layer, masks)
+        rows = slice(start, start + masks.shape[0])
+        if self.missed_bits is None:
+            self.selected[rows, layer] = np.count_nonzero(masks, axis=1)
+            self.hits[rows, layer] = np.count_nonzero(hits, axis=1)
+        else:
+            step_outcomes(masks, hits, self.selected[rows, layer], self.hits[rows, layer], self.missed_bits[rows, layer])
         return masks
 
     def log(self) -> GroupLog:
         g = self.group
-        return GroupLog(g.name, g.n_columns, g.bytes_per_column, self.capacity, self.k, self.selected, self.hits,
-                        self.missed_bits)
+        bits = self.missed_bits if self.missed_bits is not None else np.zeros(self.selected.shape + (0,), np.uint8)
+        return GroupLog(g.name, g.n_columns, g.bytes_per_column, self.capacity, self.k, self.selected, self.hits, bits,
+                        g.parts)
+
+
+def new_cache(setup: ReplaySetup, group: Group, n_layers: int,
+              calib: dict[str, np.ndarray] | None = None) -> caches_mod.CachePolicy:
+    """A fresh cache of ``group`` over ``n_layers`` layers, primed with the policy's hot scores of the
+    calibration prefix (what ``pinned`` pins the top of: the mean score, or PowerInfer's activation
+    frequency)."""
+    c = caches_mod.make(setup.cache_name, n_layers=n_layers, n_columns=group.n_columns,
+                        capacity=setup.capacities[group.name], **setup.cache_params)
+    if calib is not None and group.name in calib:
+        c.prime(setup.policies[group.name].hot_scores(calib[group.name], group.k()))
+    return c
 
 
 def group_runs(setup: ReplaySetup, n_layers: int, n_tokens: int,
-               calib: dict[str, np.ndarray] | None = None) -> list[GroupRun]:
-    """Fresh caches and empty records for every group of ``setup`` (pinned caches primed with the
-    calibration prefix's mean scores)."""
+               calib: dict[str, np.ndarray] | None = None, *, missed: bool = True) -> list[GroupRun]:
+    """Fresh caches and empty records for every group of ``setup`` (``missed``: record which columns
+    each token read from flash, what the engine needs; without it only the counts)."""
     runs = []
     for g in setup.groups:
-        c = caches_mod.make(setup.cache_name, n_layers=n_layers, n_columns=g.n_columns,
-                            capacity=setup.capacities[g.name], **setup.cache_params)
-        if calib is not None and g.name in calib:
-            c.prime(calib[g.name].mean(axis=0))
+        bits = np.zeros((n_tokens, n_layers, (g.n_columns + 7) // 8), np.uint8) if missed else None
         # each group gets its own copy of the policy (a random policy: its own generators)
-        runs.append(GroupRun(g, setup.policies[g.name].rows(0, n_layers), c, g.k(), setup.capacities[g.name],
-                             np.zeros((n_tokens, n_layers), np.int32), np.zeros((n_tokens, n_layers), np.int32),
-                             np.zeros((n_tokens, n_layers, (g.n_columns + 7) // 8), np.uint8)))
+        runs.append(GroupRun(g, setup.policies[g.name].rows(0, n_layers), new_cache(setup, g, n_layers, calib), g.k(),
+                             setup.capacities[g.name], np.zeros((n_tokens, n_layers), np.int32),
+                             np.zeros((n_tokens, n_layers), np.int32), bits))
     return runs
 
 

@@ -6,7 +6,11 @@ Matrix groups (each with its own cache per layer):
   mask, selected by |x|): 2 * d_ff weights per column;
 * ``up`` and ``gate`` -- separately, when a gate keep different from up's is given (``keep_gate``);
   gate's mask is then top-k_gate of the same |x|;
-* ``down`` -- column j of W_down (j indexes d_ff, selected by |GLU(x)|): d_model weights.
+* ``down`` -- column j of W_down (j indexes d_ff, selected by |GLU(x)|): d_model weights;
+* ``neuron`` -- for a neuron-level policy (``cats``, ``dejavu``, ``powerinfer``): index i of d_ff,
+  one mask for row i of W_gate, row i of W_up and column i of W_down, cached and read together as
+  one bundle of ``len(bundle) x d_model`` weights; where W_gate is computed densely (``cats``) the
+  bundle is up + down and W_gate is a dense ``gate`` group of its own (d_model columns).
 
 The DRAM budget for the cache, a fraction of all MLP weights (``dram_fraction``) or bytes
 (``dram_bytes``), is split over layers and groups by an allocation scheme (``simulator.allocation``)
@@ -21,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import DipsimError
-from traces.format import Trace
+from traces.format import Trace, is_synthetic
 
 from .. import allocation as alloc_mod
 from .. import masking as masking_mod
@@ -40,11 +44,12 @@ def bytes_per_weight(trace_meta: dict[str, Any], weight_format: str | float | No
 @dataclass(frozen=True)
 class Group:
     name: str
-    kind: str                 # "x" (scores |x|) or "h" (scores |GLU(x)|)
+    kind: str                 # "x" (scores |x|), "h" (|GLU(x)|) or "g" (|act(W_gate x)|)
     n_columns: int
     bytes_per_column: float
     keep: tuple[float, ...]   # per layer
     pruned: bool              # False: every column every token
+    parts: tuple[str, ...] = ()   # the matrices one column holds a piece of (a neuron: its bundle)
 
     def k(self) -> np.ndarray:
         return np.array([max(1, int(round(f * self.n_columns))) if f > 0 else 0 for f in self.keep], dtype=np.int64)
@@ -69,19 +74,24 @@ def make_groups(meta: dict[str, Any], cfg: ReplayConfig) -> list[Group]:
     keep, keep_up, keep_gate, keep_down = cfg.keep, cfg.keep_up, cfg.keep_gate, cfg.keep_down
     L, dm, dff = int(meta["n_layers"]), int(meta["d_model"]), int(meta["d_ff"])
     bpw = bytes_per_weight(meta, cfg.weight_format)
+    dense = tuple([1.0] * L)
+    bundle = policy.neuron_bundle
+    if bundle is not None:
+        groups = [] if "gate" in bundle else [Group("gate", "x", dm, dff * bpw, dense, False, ("gate",))]
+        return groups + [Group("neuron", cfg.policy().neuron_kind(), dff, len(bundle) * dm * bpw,
+                               _keep_vector(keep, L, "keep"), True, tuple(bundle))]
     k_up = _keep_vector(keep if keep_up is None else keep_up, L, "keep_up" if keep_up is not None else "keep")
     k_down = _keep_vector(keep if keep_down is None else keep_down, L, "keep_down" if keep_down is not None else "keep")
     up_pruned = "upgate" in policy.prunes
-    dense = tuple([1.0] * L)
     groups = []
     if keep_gate is None:
-        groups.append(Group("upgate", "x", dm, 2 * dff * bpw, k_up if up_pruned else dense, up_pruned))
+        groups.append(Group("upgate", "x", dm, 2 * dff * bpw, k_up if up_pruned else dense, up_pruned, ("up", "gate")))
     else:
         k_gate = _keep_vector(keep_gate, L, "keep_gate")
-        groups.append(Group("up", "x", dm, dff * bpw, k_up if up_pruned else dense, up_pruned))
-        groups.append(Group("gate", "x", dm, dff * bpw, k_gate if up_pruned else dense, up_pruned))
+        groups.append(Group("up", "x", dm, dff * bpw, k_up if up_pruned else dense, up_pruned, ("up",)))
+        groups.append(Group("gate", "x", dm, dff * bpw, k_gate if up_pruned else dense, up_pruned, ("gate",)))
     down_pruned = "down" in policy.prunes
-    groups.append(Group("down", "h", dff, dm * bpw, k_down if down_pruned else dense, down_pruned))
+    groups.append(Group("down", "h", dff, dm * bpw, k_down if down_pruned else dense, down_pruned, ("down",)))
     return groups
 
 
@@ -106,10 +116,11 @@ def prepare(meta: dict[str, Any], cfg: ReplayConfig, calib: dict[str, np.ndarray
         raise DipsimError(f"cache policy {cfg.cache!r} is an offline oracle: it needs the access sequence in advance, "
                           f"but {policy.name}'s choices depend on the cache; use it with cache-oblivious masking "
                           f"(dense, dip, glu-prune, threshold, static, random)")
-    if not meta.get("has_h", True) and "down" in policy.prunes:
-        raise DipsimError(f"masking {policy.name!r} prunes W_down by |GLU(x)|, but the trace holds no h; "
-                          f"capture it without --no-h")
+    mismatch = cfg.cache_mismatch()
+    if mismatch:
+        raise DipsimError(f"{mismatch} (its residency rule); use cache: {policy.cache_policies[0]}")
     groups = make_groups(meta, cfg)
+    _check_scores(meta, policy, groups)
     L = int(meta["n_layers"])
     mlp_bytes = float(sum(g.n_columns * g.bytes_per_column for g in groups) * L)
     if cfg.dram_bytes is not None:
@@ -130,6 +141,27 @@ def prepare(meta: dict[str, Any], cfg: ReplayConfig, calib: dict[str, np.ndarray
     return ReplaySetup(groups, policies, capacities, cfg.cache, dict(cfg.cache_params), budget, mlp_bytes)
 
 
+def _check_scores(meta: dict[str, Any], policy, groups: list[Group]) -> None:
+    """Refuse a policy whose groups are scored by activations the trace does not hold."""
+    for g in groups:
+        if not g.pruned or policy.score_source(g.kind) != "own":
+            continue
+        if g.kind == "h" and not meta.get("has_h", True):
+            raise DipsimError(f"masking {policy.name!r} scores the {g.name} group by |GLU(x)|, but the trace holds no "
+                              f"h; capture it without --no-h")
+        if g.kind == "g" and not meta.get("has_g", False):
+            why = ("synthetic traces (dipsim synth) model x and h only" if is_synthetic(meta) else
+                   "it was captured with --no-g or before dipsim recorded it; capture it again")
+            raise DipsimError(f"masking {policy.name!r} scores neurons by the gate activation act(W_gate x), which the "
+                              f"trace does not hold ({why}); or use score: glu, |h| as a replay-only stand-in")
+
+
+def needs_gate_activations(cfg: ReplayConfig) -> bool:
+    """Whether replay reads the trace's gate activations ``g`` for this configuration (cats, cats-ca)."""
+    policy = cfg.policy()
+    return policy.neuron_bundle is not None and policy.neuron_kind() == "g" and policy.score_source("g") == "own"
+
+
 def needs_calibration(cfg: ReplayConfig) -> bool:
     """Whether replay must read a calibration prefix of the trace for this configuration."""
     return (masking_mod.REGISTRY.get_class(cfg.masking).needs_calibration or cfg.cache == "pinned"
@@ -137,10 +169,10 @@ def needs_calibration(cfg: ReplayConfig) -> bool:
 
 
 def calibration_scores(trace: Trace, groups: list[Group], tokens: int) -> dict[str, np.ndarray]:
+    """``|activations|`` of the first ``tokens`` tokens, ``[T, L, N]`` per group (those the trace holds)."""
     n = min(tokens, trace.n_tokens)
-    blocks = {"x": trace.abs_block("x", 0, n)}
-    if any(g.kind == "h" for g in groups) and trace.has_h:
-        blocks["h"] = trace.abs_block("h", 0, n)
+    held = {"x": True, "h": trace.has_h, "g": trace.has_g}
+    blocks = {kind: trace.abs_block(kind, 0, n) for kind in sorted({g.kind for g in groups}) if held[kind]}
     return {g.name: blocks[g.kind] for g in groups if g.kind in blocks}
 
 

@@ -37,7 +37,7 @@ def dask_session(jobs: int, scheduler: str | None) -> Iterator[Callable]:
             else:
                 import dask
 
-                with dask.config.set({"temporary-directory": scratch}):   # the scheduler's scratch space too
+                with dask.config.set({"temporary-directory": scratch}), _quiet_tracker():   # its scratch too
                     cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
                                            dashboard_address=None, local_directory=scratch, preload=[__name__])
                 client = Client(cluster)
@@ -55,13 +55,37 @@ def dask_session(jobs: int, scheduler: str | None) -> Iterator[Callable]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+@contextmanager
+def _quiet_tracker() -> Iterator[None]:
+    """Start the local cluster with multiprocessing's resource tracker told not to warn: after an
+    interrupt the sweep exits at once, and the tracker, which outlives it, removed the cluster's
+    semaphores but also printed 'There appear to be 14 leaked semaphore objects' after the sweep's
+    last line. The tracker inherits the environment when it starts, which is here."""
+    import os
+
+    before = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [before, "ignore:resource_tracker:UserWarning"]))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONWARNINGS", None)
+        else:
+            os.environ["PYTHONWARNINGS"] = before
+
+
 def dask_setup(worker) -> None:
     """Distributed's preload hook, run in each local worker process as it starts: Ctrl-C is the
     sweep's to handle (it stops the workers), as in the local pool's workers; a terminal sends it
-    to the whole process group, and a worker would otherwise print its own traceback."""
+    to the whole process group, and a worker would otherwise print its own traceback. Its own logging
+    is off: after an interrupt a worker printed a cancelled task's warning and, losing its scheduler,
+    a heartbeat's traceback after the sweep's last line; a task's error reaches the sweep through
+    its result."""
+    import logging
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 def _run(client, tasks) -> None:

@@ -6,7 +6,10 @@ no pruned ``variant`` and no LoRA ``adapter`` -- and everything else unchanged: 
 ``tokens``, ``warmup``, ``calib_tokens``), the device, the cache budget *as the point gives it*
 (the same ``dram_fraction`` of the MLP, the same ``dram_bytes``, or what the same device leaves for
 the dense model), the cache policy and its parameters, the allocation, the declared weight format,
-the layout and the engine options. Its figures join the point's row:
+the layout and the engine options -- except the placement of a neuron group (``layout.neurons``): the
+dense model reads its up/gate and down columns, never a neuron group, so bundled and separate neuron
+layouts share one baseline (the dense model's run is the same either way). Its figures join the
+point's row:
 
     dense_tokens_per_s             the baseline's tokens/s
     speedup_vs_dense               tokens_per_s / dense_tokens_per_s (a dense point: exactly 1)
@@ -32,7 +35,7 @@ from typing import Any, Mapping
 from common.io import atomic_write
 
 from .. import plugins
-from ..config import PointConfig
+from ..config import LayoutConfig, PointConfig
 
 #: the figures a point's row carries about its dense baseline (names of the metric table)
 DENSE_METRICS = ("dense_tokens_per_s", "speedup_vs_dense", "dense_dram_footprint_bytes",
@@ -46,7 +49,9 @@ _DENSE_REPLAY = {"masking": "dense", "masking_params": {}, "keep": 1.0, "keep_up
 def dense_point(cfg: PointConfig) -> PointConfig:
     """The point's dense baseline (see the module docstring): every column kept, the plain model."""
     replay = dataclasses.replace(cfg.replay, **_DENSE_REPLAY)
-    return dataclasses.replace(cfg, replay=replay, accuracy=False, accuracy_tokens=None, variant=None, adapter=None)
+    layout = dataclasses.replace(cfg.layout, neurons=LayoutConfig.neurons)
+    return dataclasses.replace(cfg, replay=replay, layout=layout, accuracy=False, accuracy_tokens=None,
+                               variant=None, adapter=None)
 
 
 def is_own_baseline(cfg: PointConfig) -> bool:

@@ -22,7 +22,7 @@ from common.io import cache_root
 from traces import prefix
 
 from .. import plugins
-from ..config import PointConfig, TraceSpec
+from ..config import MmluTask, PointConfig, TraceSpec
 from .dense import baseline_key, dense_figures, dense_point, is_own_baseline, versus_dense
 from .experiment import Point
 
@@ -31,8 +31,14 @@ _LOGS: dict[str, Any] = {}
 #: this process's dense baselines' figures, by ``baseline_key``
 _DENSE: dict[str, dict[str, Any]] = {}
 #: the accuracy figures a row carries, under the names of the metric table
-ACCURACY_METRICS = ("perplexity", "kl_to_dense", "top1_agreement", "closed_loop_hit_rate",
+ACCURACY_METRICS = ("perplexity", "perplexity_low", "perplexity_high", "perplexity_diff", "perplexity_diff_low",
+                    "perplexity_diff_high", "kl_to_dense", "kl_to_dense_low", "kl_to_dense_high", "top1_agreement",
+                    "top1_agreement_low", "top1_agreement_high", "closed_loop_hit_rate",
                     "closed_loop_flash_bytes_per_token", "dense_perplexity", "prefix_token")
+#: the same for the MMLU task (``accuracy: {task: mmlu, ...}``)
+MMLU_ROW_METRICS = ("mmlu_accuracy", "mmlu_accuracy_low", "mmlu_accuracy_high", "mmlu_questions", "mmlu_dense_accuracy",
+                    "mmlu_accuracy_diff", "mmlu_accuracy_diff_low", "mmlu_accuracy_diff_high", "mmlu_mcnemar_p",
+                    "mmlu_hit_rate", "prefix_token")
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,17 +70,20 @@ def trace_path(trace: Any) -> Path:
     return captured_trace_path(trace) if isinstance(trace, TraceSpec) else Path(str(trace))
 
 
-def trace_for(trace: Any, progress: bool = False):
+def trace_for(trace: Any, progress: bool = False, recapture: bool = False):
     """The point's trace, memory-mapped and cached per process; a {model, tokens} trace is captured
-    first when its cached capture does not exist yet."""
+    first when its cached capture does not exist yet (or, with ``recapture``, again: a capture from
+    before the trace held gate activations)."""
     import traces
 
     path = trace_path(trace)
+    if recapture:
+        _TRACES.pop(str(path), None)
     if isinstance(trace, TraceSpec) and not path.exists() and trace.synthetic is not None:
         from traces import synth
 
         synth.like(trace.synthetic, trace.tokens, path, seed=trace.seed, progress=progress)
-    elif isinstance(trace, TraceSpec) and not path.exists():
+    elif isinstance(trace, TraceSpec) and (recapture or not path.exists()):
         traces.capture(trace.model, path, tokens=trace.tokens, text=trace.text, context=trace.context,
                        prefix_token=prefix.resolve(trace.prefix_token, trace.model, "trace: prefix_token"),
                        progress=progress)
@@ -205,8 +214,9 @@ def run_point(cfg: PointConfig, threads: int | None = 1, *, dense: dict[str, Any
         from .. import accuracy
 
         model, kw = accuracy_run(cfg)
-        acc = accuracy.evaluate(model, [accuracy_config(cfg)], **kw)[0]
-        for k in ACCURACY_METRICS:
+        mmlu = isinstance(cfg.accuracy, MmluTask)
+        acc = (accuracy.evaluate_mmlu if mmlu else accuracy.evaluate)(model, [accuracy_config(cfg)], **kw)[0]
+        for k in MMLU_ROW_METRICS if mmlu else ACCURACY_METRICS:
             row[f"m.{k}"] = acc.get(k)
     row["m.point_seconds"] = time.perf_counter() - t0
     return row
@@ -231,8 +241,13 @@ def trace_prefix(meta: dict[str, Any]) -> Any:
 
 def accuracy_run(cfg: PointConfig) -> tuple[str, dict[str, Any]]:
     """Model and run options of a point's accuracy columns: the trace's model, text and prefix token,
-    the point's warm-up and calibration prefix, ``accuracy_tokens`` tokens (default: the trace's)."""
+    the point's warm-up and calibration prefix, ``accuracy_tokens`` tokens (default: the trace's);
+    for the MMLU task the trace's model and prefix token, the calibration prefix and the task's options."""
     meta = trace_for(cfg.trace).meta
+    if isinstance(cfg.accuracy, MmluTask):
+        model = cfg.trace.model if isinstance(cfg.trace, TraceSpec) else str(meta["model"])
+        return model, {**cfg.accuracy.kwargs(), "calib_tokens": cfg.replay.calib_tokens,
+                       "prefix_token": trace_prefix(meta)}
     if isinstance(cfg.trace, TraceSpec):
         model, text = cfg.trace.model, cfg.trace.text
     elif meta.get("corpus") == "pydoc-topics":
@@ -261,5 +276,9 @@ def precompute_accuracy(points: list[Point], say: Callable[[str], None], progres
         batches.setdefault(key, (model, kw, []))[2].append(accuracy_config(cfg))
     for model, kw, cfgs in batches.values():
         unique = list({json.dumps(c, sort_keys=True, default=str): c for c in cfgs}.values())
+        if "questions_per_topic" in kw:
+            say(f"MMLU in the loop: {len(unique)} configurations of {model}")
+            accuracy.evaluate_mmlu(model, unique, progress=progress, **kw)
+            continue
         say(f"accuracy in the loop: {len(unique)} configurations of {model} over {kw['tokens']} tokens")
         accuracy.evaluate(model, unique, progress=progress, **kw)

@@ -184,9 +184,12 @@ def load_experiment(path: str | os.PathLike, *, check_traces: bool = True) -> Ex
     unknown = [k for k in raw if k not in TOP_KEYS]
     if unknown:
         raise _fail(p, f"unknown top-level key {unknown[0]!r}; allowed: {', '.join(TOP_KEYS)}")
-    bad = [k for k in ("name", "description") if k in raw and not isinstance(raw[k], str)]
-    if bad:
-        raise _fail(p, f"'{bad[0]}' must be text, got {raw[bad[0]]!r}")
+    for k in ("name", "description"):
+        if k in raw and not isinstance(raw[k], str):
+            raise _fail(p, f"'{k}' must be text, got {raw[k]!r}")
+    name = raw.get("name")          # the default results folder is results/<name>: a folder name, not a path
+    if name and (name in (".", "..") or "/" in name or "\0" in name or len(name.encode("utf-8", "replace")) > 255):
+        raise _fail(p, f"'name' must be a plain folder name (no '/', NUL, '.' or '..'; at most 255 bytes), got {name!r}")
     plugins.load(raw.get("plugins"), where=f"{p}: plugins", base=p.parent)   # first: their names become keys
     keys = point_keys()
     base = raw.get("base") or {}

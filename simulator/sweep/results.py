@@ -108,6 +108,10 @@ def read_output(exp: Experiment, out: Path) -> tuple[dict[str, dict[str, Any]], 
     if used:
         if not meta_path.exists():
             raise DipsimError(f"{out}: exists and is not a dipsim sweep folder (no sweep.json); choose another --out")
+        for name, what in (("points", "finished points"), ("dense", "dense baselines")):   # a file: internal error
+            if os.path.lexists(out / name) and not (out / name).is_dir():
+                raise DipsimError(f"{out / name}: not a folder; a sweep keeps its {what} there (move it away, or "
+                                  f"choose another --out)")
         try:
             changed = json.loads(meta_path.read_text()).get("experiment_digest") != exp.digest
         except (OSError, ValueError, AttributeError, RecursionError):

@@ -26,6 +26,7 @@ from common.params import max_workers
 
 from .. import plugins
 from ..config import PointConfig
+from ..replay import needs_gate_activations
 from .dense import BaselineStore, dense_figures, dense_point, is_own_baseline
 from .execute import (captured_trace_path, dense_key, precompute_accuracy, replay_key, run_plugin_points, run_point,
                       trace_for, trace_path)
@@ -54,6 +55,8 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
 
     out = Path(out)
     say = log or (lambda s: print(s, file=sys.stderr))
+    if not progress and log is None:      # a quiet command line: errors and the result only
+        say = _silent
     if executor not in EXECUTORS:
         raise DipsimError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
     check_jobs(jobs, executor, scheduler)
@@ -65,23 +68,27 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
     rows = [done[p.key] for p in exp.points if p.key in done]
     with _executor(executor, min(jobs, max(len(todo), 1)), scheduler) as execute:
         for spec in {p.config.trace for p in todo if isinstance(p.config.trace, TraceSpec)}:
+            gate = any(p.config.trace == spec and needs_gate_activations(p.config.replay) for p in todo)
             if not captured_trace_path(spec).exists():     # captured once, here, not by every worker
                 verb = "generating" if spec.synthetic else "capturing"
                 say(f"{verb} {spec.tokens} tokens of {spec.model} (once; cached in {captured_trace_path(spec)})")
                 trace_for(spec, progress=progress)
+            elif gate and spec.synthetic is None and not trace_for(spec).has_g:
+                say(f"capturing {spec.tokens} tokens of {spec.model} again: the cached capture predates gate "
+                    f"activations, which cats needs ({captured_trace_path(spec)})")
+                trace_for(spec, progress=progress, recapture=True)
         if any(p.config.accuracy for p in todo):
             precompute_accuracy(todo, say, progress)
         made = not out.exists()
         fresh = made or not any(out.iterdir())
-        if progress or log is not None:       # a quiet command line: errors and the result only
-            say(f"sweep {exp.name}: {len(exp.points)} points ({len(exp.dropped)} dropped) -> {out}")
-            for k, reason in exp.dropped:
-                say(f"dropped {k}: {reason}")
-            if stale:
-                say(f"{len(stale)} finished points predate the dense baseline (speedup_vs_dense): they run again")
-            if done:
-                say(f"resuming: {len(done)} of {len(exp.points)} points already finished"
-                    + (" (the experiment changed since; unchanged points are reused)" if changed else ""))
+        say(f"sweep {exp.name}: {len(exp.points)} points ({len(exp.dropped)} dropped) -> {out}")
+        for k, reason in exp.dropped:
+            say(f"dropped {k}: {reason}")
+        if stale:
+            say(f"{len(stale)} finished points predate the dense baseline (speedup_vs_dense): they run again")
+        if done:
+            say(f"resuming: {len(done)} of {len(exp.points)} points already finished"
+                + (" (the experiment changed since; unchanged points are reused)" if changed else ""))
         _run(exp, out, execute, (todo, rows, len(done)), jobs, progress, say, (made, fresh))
     by_key: dict[str, list] = {}
     for r in rows:
@@ -89,6 +96,10 @@ def run_sweep(exp: Experiment, out: str | os.PathLike, *, jobs: int = 1, executo
     write_parquet(out, [r for p in exp.points for r in by_key.get(p.key, ())])   # in the experiment's order
     _provenance_and_report(exp, out, report, command, say)
     return out / "results.parquet"
+
+
+def _silent(message: str) -> None:
+    pass
 
 
 def _run(exp: Experiment, out: Path, execute, work: tuple[list[Point], list, int], jobs: int, progress: bool,

@@ -1,0 +1,162 @@
+"""``evaluate_mmlu``: MMLU accuracy of configurations with the policy in the loop (``mmlu_loop``).
+
+    from simulator.accuracy import evaluate_mmlu
+    rows = evaluate_mmlu("qwen2.5-0.5b", [{"masking": "dense"}, {"masking": "dip", "keep": 0.5}],
+                         questions_per_topic=10)
+    rows[1]["mmlu_accuracy"], rows[1]["mmlu_accuracy_low"], rows[1]["mmlu_accuracy_diff"]
+
+Every row reports its accuracy with the Wilson interval and, for a configuration that prunes,
+its paired difference to the dense model on the same questions (``intervals.accuracy_figures``),
+beside the closed-loop hit rate of the whole question stream. Results go to the accuracy store
+keyed by the model, the questions file's digest, every run option and the configuration.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from common.errors import DipsimError
+from traces import prefix as prefix_mod
+
+from . import store
+from .configs import normalize_config
+from .intervals import accuracy_figures
+from .mmlu_loop import (BATCH_TOKENS, answers, build_prompts, calibration_trace, check_letters, forward_batches,
+                        mmlu_meta, run_config, step_unpruned, with_calib)
+
+#: what an MMLU row reports besides its configuration (``simulator.metrics``)
+MMLU_METRICS = ("mmlu_accuracy", "mmlu_accuracy_low", "mmlu_accuracy_high", "mmlu_questions", "mmlu_accuracy_diff",
+                "mmlu_accuracy_diff_low", "mmlu_accuracy_diff_high", "mmlu_mcnemar_p", "mmlu_hit_rate")
+
+
+def evaluate_mmlu(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *,
+                  questions: str | os.PathLike | None = None, questions_per_topic: int | None = 10, shots: int = 0,
+                  question_seed: int = 0, reset_cache: bool = False, dtype: str = "float32",
+                  calib_tokens: int = 64, prefix_token: str | int = prefix_mod.DEFAULT, reuse: bool = True,
+                  progress: bool = False, details: bool = False) -> list[dict[str, Any]]:
+    """MMLU accuracy of each configuration (see the module doc and ``mmlu_loop``).
+
+    ``model``: a name or path, or a ``LoadedModel`` (then ``dtype`` is whatever it was loaded in).
+    ``questions``: a questions file (default: the installed MMLU set); ``questions_per_topic``: the
+    stratified draw (None: every question); ``shots``: worked examples per prompt; ``question_seed``:
+    seed of the draw and of the examples; ``reset_cache``: each question from a fresh cache;
+    ``calib_tokens``: masked positions of the dense pass that calibrated policies learn from.
+    ``details``: add ``details`` (``ids`` in run order, ``logprobs [questions, 4]``, ``tokens``).
+    """
+    from traces import questions as q
+    from traces.models import LoadedModel, load_model, resolve
+
+    cfgs = _configs(configs)
+    prefix_mod.check(prefix_token, "prefix_token")
+    source = model.source if isinstance(model, LoadedModel) else resolve(model)
+    prefix = prefix_mod.resolve(prefix_token, model if isinstance(model, LoadedModel) else source)
+    qs = q.load_questions(questions)
+    ids = q.stratified(qs, questions_per_topic, question_seed)
+    if shots:
+        q.shots(qs, ids[0], shots, question_seed)   # too few questions in a topic: said before the model loads
+    if isinstance(model, LoadedModel):
+        dtype = model.info.compute_dtype
+    run_key = {"task": "mmlu", "questions_per_topic": questions_per_topic, "shots": shots,
+               "question_seed": question_seed, "reset_cache": bool(reset_cache), "calib_tokens": calib_tokens,
+               "prefix_token": prefix, "dtype": dtype, "batch_tokens": BATCH_TOKENS}
+    if getattr(model, "variant_tag", None):
+        run_key["weights"] = model.variant_tag
+    keys, results = store.lookup(source, qs.digest, run_key, cfgs, reuse and not details)
+    todo = [i for i, r in enumerate(results) if r is None]
+    if todo:
+        lm = model if isinstance(model, LoadedModel) else load_model(model, dtype=dtype)
+        done = _evaluate_loaded(lm, [cfgs[i] for i in todo], qs, ids, shots, question_seed, reset_cache, calib_tokens,
+                                prefix, progress, details)
+        for i, res in zip(todo, done):
+            res.update(questions=qs.name, questions_digest=qs.digest, dtype=dtype, **{
+                k: run_key[k] for k in ("questions_per_topic", "shots", "question_seed", "reset_cache")})
+            if reuse:
+                store.write_cached(keys[i], {k: v for k, v in res.items() if k not in ("config", "label", "details")})
+            results[i] = res
+    return results  # type: ignore[return-value]
+
+
+def _configs(configs) -> list[dict[str, Any]]:
+    if isinstance(configs, dict):
+        configs = [configs]
+    if not isinstance(configs, (list, tuple)) or not configs:
+        raise DipsimError("configs must be a non-empty list of configurations")
+    return [normalize_config(c, f"config {i + 1}" if len(configs) > 1 else "config") for i, c in enumerate(configs)]
+
+
+def _evaluate_loaded(lm, cfgs, qs, ids, shots, seed, reset, calib_tokens, prefix, progress, details):
+    from common.progress import progress_bar
+
+    from ..replay import group_runs, make_groups, needs_calibration, new_cache
+    from .configs import replay_config
+    from .layerwise import ConfigRun
+    from .model import text_config
+
+    max_pos = getattr(text_config(lm.model), "max_position_embeddings", None)
+    prompts = build_prompts(lm.tokenizer, qs, ids, shots, seed, prefix, int(max_pos) if max_pos else None)
+    check_letters(lm.tokenizer, qs, prompts)
+    meta = mmlu_meta(lm, qs, prompts, prefix)
+    for c in cfgs:
+        try:
+            make_groups(meta, replay_config(c))
+        except DipsimError as e:
+            raise DipsimError(f"config {c['label']!r}: {e}") from None
+    L, T = lm.info.n_layers, prompts.masked
+    runs = []
+    t0 = time.perf_counter()
+    need = any(needs_calibration(replay_config(c)) for c in cfgs)
+    trace = calibration_trace(lm, prompts, calib_tokens, meta) if need else None
+    for c, (setup, calib) in zip(cfgs, with_calib(cfgs, meta, trace, calib_tokens)):
+        runs.append((ConfigRun(c, setup, group_runs(setup, L, T, calib, missed=False)), setup, calib))
+    pruning = [r for r, _, _ in runs if r.prunes]
+    bar = progress_bar(len(prompts.seqs) * (1 + len(pruning)), progress,
+                       f"mmlu: {len(prompts.seqs)} questions x {1 + len(pruning)} forwards", unit="q")
+    try:
+        dense_lp = forward_batches(lm, prompts, on_batch=bar.update)
+        t_dense = time.perf_counter() - t0
+        out = []
+        for run, setup, calib in runs:
+            def fresh(g, setup=setup, calib=calib):
+                return new_cache(setup, g.group, L, calib)
+
+            t1 = time.perf_counter()
+            if run.prunes:
+                lp, select_s = run_config(lm, prompts, run, reset, fresh, on_batch=bar.update)
+            else:
+                lp, select_s = dense_lp, 0.0
+                step_unpruned(run, prompts, L, reset, fresh)
+            out.append(_row(run, lp, dense_lp, qs, prompts, meta, time.perf_counter() - t1, select_s, t_dense,
+                            prefix, lm, details))
+    finally:
+        bar.close()
+    return out
+
+
+def _row(run, lp, dense_lp, qs, prompts, meta, seconds, select_s, t_dense, prefix, lm, details) -> dict[str, Any]:
+    from traces.questions import LETTERS
+
+    truth = np.array([qs.questions[i].answer for i in prompts.ids])
+    mine, dense = np.argmax(lp, axis=1), np.argmax(dense_lp, axis=1)
+    figures = accuracy_figures(mine == truth, (dense == truth) if run.prunes else None)
+    totals = run.access_log(meta, 0, seconds).totals()
+    order = np.argsort(prompts.ids)     # answers and flags in the set's order, not run order
+    res: dict[str, Any] = {
+        "label": run.cfg["label"], **{k: figures.get(k) for k in
+                                      ("mmlu_accuracy", "mmlu_accuracy_low", "mmlu_accuracy_high", "mmlu_questions",
+                                       "mmlu_accuracy_diff", "mmlu_accuracy_diff_low", "mmlu_accuracy_diff_high",
+                                       "mmlu_mcnemar_p")},
+        "mmlu_hit_rate": float(totals["hit_rate"]),
+        "mmlu_dense_accuracy": float(np.mean(dense == truth)),
+        "mmlu_answers": "".join(LETTERS[j] for j in mine[order]),
+        "mmlu_question_ids": [int(i) for i in np.asarray(prompts.ids)[order]],
+        "scored_tokens": int(prompts.masked),
+        "prefix_token": prefix, "model": lm.info.model,
+        "loop_seconds": seconds, "select_seconds": select_s, "trace_seconds": t_dense,
+        "from_cache": False, "config": run.cfg,
+    }
+    if details:
+        res["details"] = {"ids": list(prompts.ids), "logprobs": lp, "answers": answers(lp), "tokens": prompts.seqs}
+    return res
