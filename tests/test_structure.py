@@ -16,7 +16,7 @@ RANKS = {
     "traces": 1,
     "simulator.kernels": 2,
     "simulator.masking": 3, "simulator.caches": 3, "simulator.allocation": 3, "simulator.devices": 3,
-    "simulator.metrics": 3, "simulator.plots": 3,
+    "simulator.metrics": 3, "simulator.plots": 3, "simulator.schedules": 3,
     "simulator.config": 4, "simulator.hardware": 4,
     "simulator.replay": 5,
     "simulator.layout": 6, "simulator.mrc": 6,

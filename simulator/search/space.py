@@ -34,7 +34,7 @@ from typing import Any
 from common.errors import DipsimError
 from common.params import boolean, number
 
-from .. import masking
+from .. import masking, schedules
 from ..config import PointConfig
 from ..metrics import METRICS
 from ..sweep.experiment import Experiment, Point, flatten, load_experiment, point_hash
@@ -115,26 +115,29 @@ class Search:
         """A trial's values: ``draw(dim)`` for every dimension that applies to what was drawn before
         (masking and cache first, so that their parameters follow them)."""
         out: dict[str, Any] = {}
-        for d in sorted(self.dims, key=lambda d: d.name not in ("masking", "cache")):
+        for d in sorted(self.dims, key=lambda d: not (d.name in ("masking", "cache") or d.name.endswith(".rule"))):
             if applies(d.name, {**flatten_base(self.base), **out}, {x.name for x in self.dims}):
                 out[d.name] = draw(d)
         return out
 
     def point(self, values: dict[str, Any]) -> Point:
         """The sweep point of a trial's values (the base with them set), checked."""
-        return make_point(self.path, {**self.base, **_nested(values)}, list(values), check_traces=False)
+        return make_point(self.path, merged(self.base, values), list(values), check_traces=False)
 
 
 def flatten_base(base: dict[str, Any]) -> dict[str, Any]:
     return flatten(base)
 
 
-def _nested(values: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def merged(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The base with flat values set (``engine.mode``, ``keep.slope`` inside their mappings; a
+    nested key replaces a plain value of its head, as a schedule's parameter replaces a number keep)."""
+    out = json.loads(json.dumps(base))
     for k, v in values.items():
         head, _, rest = k.partition(".")
         if rest:
-            out.setdefault(head, {})[rest] = v
+            sub = out.get(head)
+            out[head] = {**(sub if isinstance(sub, dict) else {}), rest: v}
         else:
             out[k] = v
     return out
@@ -150,6 +153,11 @@ def applies(name: str, current: dict[str, Any], searched: set[str]) -> bool:
     m = current.get("masking", "dip")
     cls = masking.REGISTRY.get_class(m)
     policy_params = {p for n in masking.names() for p in masking.parameters(n)}
+    searched = {n.split(".")[0] for n in searched}
+    head, _, rest = name.partition(".")
+    if head in KEEPS and rest:      # a schedule's parameter: where the keep applies and its rule takes it
+        rule = current.get(f"{head}.rule")
+        return applies(head, current, searched) and (rest in ("rule", "mean") or rest in schedules.RULES.get(rule, {}))
     if name in policy_params:
         return name in masking.parameters(m)
     if name in KEEPS:
@@ -211,15 +219,8 @@ def _space(p: Path, raw: Any, base: dict[str, Any]) -> list[Dim]:
             raise DipsimError(f"{where}: unknown key {k!r}; allowed: "
                               f"{', '.join(x for x in keys if x not in ('trace', 'accuracy'))}")
         dims.append(_dim(f"{where}.{k}", k, v))
-    names = {d.name for d in dims}
     for d in dims:
         _check_values(p, f"{where}.{d.name}", d, base, dims)
-    if "masking" not in names:
-        m = base.get("masking", "dip")
-        for d in dims:
-            if not applies(d.name, {**flatten(base), "masking": m}, names):
-                raise DipsimError(f"{where}.{d.name}: masking policy {m!r} (the base's) does not take it; its "
-                                  f"parameters: {', '.join(masking.parameters(m)) or 'none'}")
     return dims
 
 
@@ -253,13 +254,20 @@ def _check_values(p: Path, where: str, d: Dim, base: dict[str, Any], dims: list[
     masks = next((x.choices for x in dims if x.name == "masking" and x.choices), None) or (base.get("masking", "dip"),)
     names = {x.name for x in dims}
     hosts = [m for m in masks if isinstance(m, str) and m in masking.names()
-             and applies(d.name, {**flatten(base), "masking": m, **_first_cache(dims, d)}, names)]
+             and applies(d.name, {**flatten(base), "masking": m, **_first_cache(dims, d),
+                                  **_schedule_host(dims, d, base)}, names)]
+    head, _, rest = d.name.partition(".")
+    if head in KEEPS and rest not in ("", "rule", "mean") and not _schedule_host(dims, d, base):
+        raise DipsimError(f"{where}: no keep schedule rule searched or in the base takes {rest!r}; rules and their "
+                          f"parameters: {'; '.join(f'{r}: mean, {chr(44).join(ps)}' for r, ps in schedules.RULES.items())}")
     if d.name != "masking" and not hosts and d.name not in ("cache",):
         raise DipsimError(f"{where}: none of the masking policies searched ({', '.join(map(str, masks))}) takes it")
     host = {"masking": hosts[0]} if hosts and d.name != "masking" else {}
+    host.update(_first_cache(dims, d))
+    host.update(_schedule_host(dims, d, base))
 
     def check(v: Any) -> None:
-        params = {**base, **host, **_first_cache(dims, d), **_nested({d.name: v})}
+        params = merged(base, {**host, d.name: v})
         try:
             PointConfig.from_flat(params, f"{p}: search.space")
         except DipsimError as e:
@@ -279,6 +287,21 @@ def _check_values(p: Path, where: str, d: Dim, base: dict[str, Any], dims: list[
             if d.low != int(d.low) or d.high != int(d.high):
                 raise DipsimError(f"{where}: takes whole numbers; give whole low and high") from None
             object.__setattr__(d, "integer", True)
+
+
+def _schedule_host(dims: list[Dim], d: Dim, base: dict[str, Any]) -> dict[str, Any]:
+    """For a searched schedule parameter (``keep.lam``): a searched or base rule that takes it."""
+    head, _, rest = d.name.partition(".")
+    if head not in KEEPS or rest in ("", "rule", "mean"):
+        return {}
+    rules = next((x.choices for x in dims if x.name == f"{head}.rule" and x.choices), None)
+    if rules is None:
+        b = base.get(head)
+        rules = (b.get("rule"),) if isinstance(b, dict) else ()
+    for r in rules:
+        if r in schedules.RULES and rest in schedules.RULES[r]:
+            return {f"{head}.rule": r}
+    return {}
 
 
 def _first_cache(dims: list[Dim], d: Dim) -> dict[str, Any]:
