@@ -215,3 +215,20 @@ def test_sigkill_resume_loses_no_finished_trial_and_duplicates_none(tmp_path):
     assert all(after[n] == v for n, v in before.items())      # every finished trial kept as it was
     assert len(log.read_text().split()) - calls_before == budget - len(before)   # only the rest evaluated
     assert len(trials_table(load_search(exp), study)) == budget
+
+
+def test_parallel_pool_finishes_the_budget(tmp_path):
+    exp = write_exp(tmp_path, {"space": SPACE, "trials": 6})
+    s = load_search(exp)
+    study = run_search(s, tmp_path / "out", jobs=2, progress=False, evaluate=search_fake.evaluate)
+    df = trials_table(s, study)
+    assert len(df) == 6 and df["trial"].is_unique
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_finishes_the_budget(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    exp = write_exp(tmp_path, {"space": SPACE, "trials": 4})
+    s = load_search(exp)
+    study = run_search(s, tmp_path / "out", jobs=2, executor="dask", progress=False, evaluate=search_fake.evaluate)
+    assert len(trials_table(s, study)) == 4
