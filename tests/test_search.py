@@ -232,3 +232,29 @@ def test_dask_local_cluster_finishes_the_budget(tmp_path, monkeypatch):
     s = load_search(exp)
     study = run_search(s, tmp_path / "out", jobs=2, executor="dask", progress=False, evaluate=search_fake.evaluate)
     assert len(trials_table(s, study)) == 4
+
+
+def test_no_feasible_trial_says_so_and_gives_the_closest(tmp_path):
+    import pandas as pd
+
+    exp = write_exp(tmp_path, {"space": {"masking": ["dip"], "keep": {"low": 0.2, "high": 0.8}},
+                               "constraints": {"max_perplexity_increase": 0.0}, "trials": 5})
+    s = load_search(exp)
+    out = tmp_path / "out"
+    study = run_search(s, out, progress=False, evaluate=search_fake.evaluate)   # fake perplexity > dense always
+    compare = pd.DataFrame({"m.tokens_per_s": [10.0, 20.0, 30.0], "m.perplexity": [12.5, 13.0, 20.0]})
+    res = write_outputs(s, study, out, compare=compare)
+    assert not res["table"]["feasible"].any() and res["best"] is None and not (out / "best.yaml").exists()
+    closest = res["closest"]["c.max_perplexity_increase"].to_numpy()
+    assert closest[0] == res["table"]["c.max_perplexity_increase"].min() and (np.diff(closest) >= 0).all()
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_refuses_a_changed_space_in_one_line(tmp_path):
+    exp = write_exp(tmp_path, {"space": SPACE, "trials": 2})
+    run_search(load_search(exp), tmp_path / "out", progress=False, evaluate=search_fake.evaluate)
+    exp = write_exp(tmp_path, {"space": {**SPACE, "masking": ["dip", "dip-ca", "threshold"]}, "trials": 2})
+    r = subprocess.run([sys.executable, "-m", "simulator.cli", "optimize", str(exp), "--out", str(tmp_path / "out"),
+                        "-q"], capture_output=True, text=True, timeout=120)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("dipsim: error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "--study" in errors[0] and "Traceback" not in r.stderr, r.stderr
