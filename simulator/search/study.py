@@ -31,6 +31,7 @@ from common.jsonio import json_default
 
 from ..sweep.dense import BaselineStore
 from ..sweep.execute import dense_key, run_point, trace_for, trace_path
+from ..sweep.run import EXECUTORS, check_jobs
 from .space import Dim, Search, violations
 
 JOURNAL = "study.journal"
@@ -193,20 +194,10 @@ class _Pool:
 
 class _Dask:
     def __init__(self, evaluate, jobs: int, scheduler: str | None):
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError:
-            raise DipsimError("the dask executor needs dask[distributed]: pip install 'dask[distributed]'") from None
-        self.evaluate, self.cluster = evaluate, None
-        try:
-            if scheduler:
-                self.client = Client(scheduler, timeout="10s")
-            else:
-                self.cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                                            dashboard_address=None)
-                self.client = Client(self.cluster)
-        except (OSError, TimeoutError) as e:
-            raise DipsimError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({type(e).__name__})") from None
+        from ..sweep.dask_run import dask_client
+
+        self.evaluate, self.session = evaluate, dask_client(jobs, scheduler)
+        self.client = self.session.__enter__()
 
     def submit(self, cfg, dense) -> Future:
         f: Future = Future()
@@ -215,9 +206,7 @@ class _Dask:
         return f
 
     def close(self) -> None:
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        self.session.__exit__(None, None, None)
 
 
 def _executor(executor: str, jobs: int, scheduler: str | None, evaluate):
@@ -236,8 +225,9 @@ def run_search(search: Search, out: str | os.PathLike, *, study_name: str = DEFA
 
     out = Path(out)
     say = log or (lambda s: print(s, file=sys.stderr))
-    if executor not in ("local", "dask"):
-        raise DipsimError(f"unknown executor {executor!r}; allowed: local, dask")
+    if executor not in EXECUTORS:
+        raise DipsimError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
+    check_jobs(jobs, executor, scheduler)
     budget = trials or search.trials
     lock = _lock(out)
     try:

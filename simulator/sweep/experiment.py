@@ -401,13 +401,3 @@ def _check_against_trace(where: str, cfg: PointConfig, meta: dict[str, Any]) -> 
             make_groups(meta, rc)
         except DipsimError as e:
             raise DipsimError(f"{where}: {e}") from None
-
-
-def load_point(path: str | os.PathLike, option: str = "--config") -> Point:
-    """The one point of a one-point experiment file (``dipsim optimize``'s best.yaml, a sweep with no
-    axes), for the verbs that run a single configuration."""
-    exp = load_experiment(path)
-    if len(exp.points) != 1:
-        raise DipsimError(f"{option} {path}: holds {len(exp.points)} points; give a one-point experiment (no grid "
-                          f"or zip, as optimize's best.yaml) or run it with dipsim sweep")
-    return exp.points[0]
