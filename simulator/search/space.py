@@ -116,17 +116,13 @@ class Search:
         (masking and cache first, so that their parameters follow them)."""
         out: dict[str, Any] = {}
         for d in sorted(self.dims, key=lambda d: not (d.name in ("masking", "cache") or d.name.endswith(".rule"))):
-            if applies(d.name, {**flatten_base(self.base), **out}, {x.name for x in self.dims}):
+            if applies(d.name, {**flatten(self.base), **out}, {x.name for x in self.dims}):
                 out[d.name] = draw(d)
         return out
 
     def point(self, values: dict[str, Any]) -> Point:
         """The sweep point of a trial's values (the base with them set), checked."""
         return make_point(self.path, merged(self.base, values), list(values), check_traces=False)
-
-
-def flatten_base(base: dict[str, Any]) -> dict[str, Any]:
-    return flatten(base)
 
 
 def merged(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
