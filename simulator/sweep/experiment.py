@@ -171,9 +171,8 @@ def _traces(p: Path, raw: dict[str, Any], base: dict[str, Any], axis_keys: set[s
 
 
 def load_experiment(path: str | os.PathLike, *, check_traces: bool = True, allow_search: bool = False) -> Experiment:
-    """Read, check and expand an experiment file: every point's values, its trace (the file exists,
-    or a {model, tokens} mapping) and its device, before any model or trace work. A file whose only
-    axes are a ``search:`` section (``simulator.search``) is refused unless ``allow_search``."""
+    """Read, check and expand an experiment file: every point's values, its trace and device, before any
+    work; a file whose only axes are a ``search:`` section (``simulator.search``) needs ``allow_search``."""
     from common import plainyaml
 
     p = Path(path)
@@ -227,7 +226,6 @@ def _check_size(p: Path, traces: list, grid: dict[str, list], zipped: dict[str, 
 def foreign(params: dict[str, Any]) -> set[str]:
     """The masking-policy parameters in ``params`` its policy does not take (a base's gamma on a dip point)."""
     from .. import masking
-
     takes, m = {n: set(masking.parameters(n)) for n in masking.names()}, params.get("masking", "dip")
     every = set().union(*takes.values())
     return every & set(params) - takes.get(m if isinstance(m, str) else "", every)   # a bad name: PointConfig's
@@ -252,14 +250,13 @@ def _expand(exp: Experiment, base, grid, zipped, traces, check_traces: bool) -> 
                 dropped = foreign(params)          # gamma of a dip point
                 unused = sorted(k for k in dropped if k in axis_names)
                 asked = _readable(params, axis_names, traces) if unused else ""
-                for k in dropped:
-                    del params[k]
+                params = {k: v for k, v in params.items() if k not in dropped}
                 readable = _readable(params, axis_names, traces)
                 h = point_hash(params)
                 if h in seen:
                     if unused:    # an axis value the policy does not take: say where the point went
-                        exp.dropped.append((asked, f"the same point as {seen[h]}: {params.get('masking', 'dip')} "
-                                                   f"takes no {', '.join(unused)}"))
+                        m = params.get("masking", "dip")
+                        exp.dropped.append((asked, f"the same point as {seen[h]}: {m} takes no {', '.join(unused)}"))
                     continue
                 seen[h] = readable
                 cfg = _check_point(p, readable, params, check_traces)
