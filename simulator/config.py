@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.errors import DipsimError
-from traces.format import SIZE_LIMITS
 from common.params import (ConfigBase, boolean, boolean_or_device, child, choice, fraction_or_list, mapping, name_in, number, param,
                            params_of, says, size, text)
-
 from traces import prefix
+from traces.format import SIZE_LIMITS
 
-from . import allocation, caches, masking
+from . import allocation, caches, masking, schedules
 
 WEIGHT_FORMATS = {"int4": 0.5, "int8": 1.0, "fp8": 1.0, "fp16": 2.0, "bf16": 2.0, "fp32": 4.0}
 REORDERS = ("none", "frequency", "coactivation")
@@ -55,6 +54,21 @@ def _weight_format(v: Any, where: str) -> Any:
                           f"bytes per weight as a number in (0, 8]") from None
 
 
+def keep_value(v: Any, where: str) -> Any:
+    """A keep: a fraction in (0, 1], one per layer (a list), or a schedule (``simulator.schedules``: a
+    mapping, or its YAML/JSON text as a command line gives it)."""
+    if isinstance(v, str) and v.strip().startswith("{"):
+        import yaml
+
+        try:
+            v = yaml.safe_load(v)
+        except yaml.YAMLError:
+            raise DipsimError(f"{where}: a keep schedule as text is a YAML mapping, got {v!r}") from None
+    if isinstance(v, dict):
+        return schedules.check(v, where)
+    return fraction_or_list(v, where)
+
+
 def masking_parameter_names() -> list[str]:
     """Every parameter some masking policy takes (gamma, fixed_top_n, seed, ...)."""
     return sorted({p for name in masking.names() for p in masking.parameters(name)})
@@ -64,12 +78,12 @@ def masking_parameter_names() -> list[str]:
 class ReplayConfig(ConfigBase):
     masking: str = param("dip", name_in("masking policy", masking.names),
                          "masking policy: which columns each token uses", choices=masking.names, metavar="NAME")
-    keep: Any = param(0.5, fraction_or_list, "fraction of columns kept per token, in every group (a number in (0, 1], "
-                                             "or one per layer)", metavar="F")
-    keep_up: Any = param(None, fraction_or_list, "keep of the up/gate group (default: keep)", metavar="F")
-    keep_gate: Any = param(None, fraction_or_list, "a separate keep for W_gate: up and gate then get their own "
+    keep: Any = param(0.5, keep_value, "fraction of columns kept per token, in every group (a number in (0, 1], "
+                                             "one per layer, or a schedule: {rule: ramp|owl, mean: F, ...})", metavar="F")
+    keep_up: Any = param(None, keep_value, "keep of the up/gate group (default: keep)", metavar="F")
+    keep_gate: Any = param(None, keep_value, "a separate keep for W_gate: up and gate then get their own "
                                                    "masks and caches", metavar="F")
-    keep_down: Any = param(None, fraction_or_list, "keep of the down group (default: keep)", metavar="F")
+    keep_down: Any = param(None, keep_value, "keep of the down group (default: keep)", metavar="F")
     cache: str = param("lru", name_in("cache policy", caches.names), "DRAM cache policy, one cache per layer and "
                                                                      "matrix group", choices=caches.names, metavar="NAME")
     cache_params: dict = param(None, mapping, "parameters of the cache policy, e.g. hot_fraction for pinned, "
@@ -281,13 +295,12 @@ POINT_HELP: dict[str, str] = {
              "that the sweep captures first",
     "device": "a device profile (name or .yaml path) to run the engine on; none: replay figures only",
     "engine": "a mapping of EngineConfig keys (mode, overlap_io, ...)",
-    "layout": "a mapping of LayoutConfig keys (reorder, calib_tokens)",
-    "accuracy": "true: also run the real model with the point's masking policy and cache in the loop",
+    "layout": "a mapping of LayoutConfig keys (reorder, calib_tokens, neurons)",
+    "accuracy": "true or {task: text|mmlu, ...}: also run the real model with the point's masking policy and "
+                "cache in the loop (real: only where the trace's model is real)",
     "accuracy_tokens": "text tokens of the accuracy run (default: the trace's)",
-    "variant": "a pruned variant of the weights (simulator.methods); its stored bytes per weight become the "
-               "weight format",
-    "adapter": "a LoRA adapter file (simulator.methods); its fp16 bytes stay in DRAM beside the static weights",
-}
+    "variant": "a pruned variant of the weights (simulator.methods); its bytes per weight become the weight format",
+    "adapter": "a LoRA adapter file (simulator.methods); its fp16 bytes stay in DRAM beside the static weights"}
 POINT_KEYS = tuple(POINT_HELP)
 
 
@@ -338,10 +351,8 @@ def _accuracy(v: Any, trace: Any, where: str) -> Any:
 @dataclass(frozen=True)
 class PointConfig:
     """One sweep point: a trace (a path, or a ``TraceSpec`` to capture), what replay does, and what
-    the point adds: a device for the engine (with engine and layout options), accuracy in the loop
-    (the text task over ``accuracy_tokens`` tokens, default the trace's; or ``{task: mmlu, ...}``), and ``simulator.methods`` files: a pruned
-    ``variant`` of the weights (its stored bytes per weight become the weight format) and a LoRA
-    ``adapter`` (its fp16 bytes stay in DRAM beside the static weights)."""
+    the point adds (``POINT_HELP``: a device, engine and layout options, accuracy in the loop, a
+    pruned ``variant`` and a LoRA ``adapter``)."""
 
     trace: Any
     replay: ReplayConfig

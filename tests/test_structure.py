@@ -16,15 +16,16 @@ RANKS = {
     "traces": 1,
     "simulator.kernels": 2,
     "simulator.masking": 3, "simulator.caches": 3, "simulator.allocation": 3, "simulator.devices": 3,
-    "simulator.metrics": 3, "simulator.plots": 3,
+    "simulator.metrics": 3, "simulator.plots": 3, "simulator.schedules": 3,
     "simulator.config": 4, "simulator.hardware": 4, "simulator.report": 4,
     "simulator.replay": 5, "simulator.plugins": 5,
     "simulator.layout": 6, "simulator.mrc": 6,
     "simulator.engine": 7, "simulator.accuracy": 7, "simulator.synth_validation": 7,
     "simulator.methods": 6,   # pruning, LoRA, predictor training: below the loops that apply them
     "simulator.disk": 8, "simulator.sweep": 8,
-    "simulator.cli": 9,
-    "simulator": 10,     # the package's own __init__ re-exports
+    "simulator.search": 9,    # optimize: Optuna studies whose trials are sweep points
+    "simulator.cli": 10,
+    "simulator": 11,     # the package's own __init__ re-exports
 }
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80

@@ -14,9 +14,9 @@ import sys
 
 from common.errors import DipsimError, one_line
 
-from . import demo, disk, eval, mrc, profiles, replay, report, sweep, synth, trace
+from . import demo, disk, eval, mrc, optimize, profiles, replay, report, sweep, synth, trace
 
-VERBS = (trace, synth, replay, mrc, sweep, report, profiles, disk, eval, demo)
+VERBS = (trace, synth, replay, mrc, sweep, optimize, report, profiles, disk, eval, demo)
 
 
 class Parser(argparse.ArgumentParser):

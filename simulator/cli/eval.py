@@ -36,7 +36,9 @@ with --config: a JSON or YAML mapping or list of mappings, inline or as a file, 
 with the keys masking, the masking policy's parameters (gamma, fixed_top_n, seed, ...; flat or
 under masking_params), keep, keep_up, keep_gate, keep_down, cache, cache_params, allocation,
 allocation_params, dram_fraction, dram_bytes, weight_format, label; options given once fill in
-what an entry leaves out. Without either, one configuration runs: {DEFAULT}.
+what an entry leaves out. A one-point experiment file (dipsim optimize's best.yaml) as --config
+runs its point as its sweep does: its model, tokens, text, prefix token, warm-up and calibration
+prefix (no --model or run option beside it). Without either, one configuration runs: {DEFAULT}.
 Results are cached on disk (--no-reuse to recompute).
 
 Tokens: the prefix token (--prefix-token; default auto, the model's own convention: none for
@@ -82,7 +84,7 @@ def add_parser(sub) -> None:
                  description=EVAL_HELP.replace("{DEFAULT}", _default_text()), formatter_class=argparse.RawDescriptionHelpFormatter)
     model = next(f for f in params_of(TraceSpec) if f.name == "model")
     real = model.metadata["help"].split(", or synth:")[0]    # a synthetic trace has no model to run
-    s.add_argument("--model", default=model.default, help=f"{real} (default {model.default})")
+    s.add_argument("--model", help=f"{real} (default {model.default})")
     add_config_options(s, AccuracyRun, title="the run")
     add_config_options(s, MmluTask, title="the mmlu task (--task mmlu)")
     add_config_options(s, ReplayConfig, title="configurations (options marked repeatable run as a product)",
@@ -255,10 +257,51 @@ def _run_mmlu(a: argparse.Namespace, configs: list[dict[str, Any]], run_cfg: Acc
     return 0
 
 
+def _is_experiment(text: str) -> bool:
+    """Whether a --config names an experiment file (a mapping with ``base``), not configurations."""
+    from common import plainyaml
+
+    p = Path(text)
+    if p.suffix.lower() not in (".yaml", ".yml") or not p.is_file():
+        return False
+    try:
+        data = plainyaml.read(p, "--config file", max_bytes=1 << 20)
+    except DipsimError:
+        return False        # _parse_config_arg reads it again and says what is wrong
+    return isinstance(data, dict) and "base" in data
+
+
+def _point_run(a: argparse.Namespace) -> tuple[str, list[dict[str, Any]], dict[str, Any]] | None:
+    """With a one-point experiment as --config: its model, configuration and run options, as its sweep
+    point runs them (``sweep.execute.accuracy_run``); None without one."""
+    files = [t for t in a.config or [] if _is_experiment(t)]
+    if not files:
+        return None
+    from ..sweep import load_point, trace_for
+    from ..sweep.execute import accuracy_config, accuracy_run, resolved
+
+    beside = (["--config"] if len(a.config) > 1 else []) + (["--model"] if a.model else []) + [
+        flag(k) for k in {**given(a, ReplayConfig), **given(a, AccuracyRun), **given(a, MmluTask),
+                          **given(a, ReplayConfig, names=masking_parameter_names())}]
+    if beside:
+        raise DipsimError(f"{beside[0]}: --config {files[0]} is a one-point experiment that sets the model and the "
+                          f"run; give it alone")
+    cfg = load_point(files[0]).config
+    trace_for(cfg.trace, progress=not a.quiet)
+    cfg = resolved(cfg)
+    model, kw = accuracy_run(cfg)
+    return model, [accuracy_config(cfg)], kw
+
+
 def run(a: argparse.Namespace) -> int:
     """The ``eval`` subcommand: evaluate the configurations and print a table or JSON."""
     from traces.models import check_available
 
+    point = _point_run(a)
+    if point is not None:
+        model, configs, kw = point
+        return _print(a, evaluate(model, configs, reuse=not a.no_reuse, progress=not a.quiet, **kw))
+    a.model = a.model or TraceSpec.model
     if str(a.model).startswith("synth:"):
         raise DipsimError(f"--model {a.model}: a synthetic trace has no model to run in the loop; eval needs a real "
                           f"model (see --help)")
@@ -278,6 +321,10 @@ def run(a: argparse.Namespace) -> int:
                        tokens=run_cfg.tokens, prefill=run_cfg.prefill, warmup=rc.warmup, calib_tokens=rc.calib_tokens,
                        loop=run_cfg.loop, reuse=not a.no_reuse, progress=not a.quiet,
                        batch_invariant=not a.batched_gemm, prefix_token=run_cfg.prefix_token)
+    return _print(a, results)
+
+
+def _print(a: argparse.Namespace, results: list[dict[str, Any]]) -> int:
     if a.format == "json":
         rows = [{k: v for k, v in r.items() if k != "details"} for r in results]
         print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))

@@ -48,7 +48,10 @@ def device_options(a: argparse.Namespace) -> tuple[EngineConfig, LayoutConfig]:
 
 def add_parser(sub) -> None:
     s = add_verb(sub, "replay", run, "replay a masking policy and a DRAM cache over a trace")
-    s.add_argument("--trace", required=True, help="trace file (from dipsim trace)")
+    s.add_argument("--trace", help="trace file (from dipsim trace); required unless --config gives it")
+    s.add_argument("--config", metavar="FILE", help="a one-point experiment file (dipsim optimize's best.yaml, a sweep "
+                                                    "without axes): its trace, settings, device, engine and layout; "
+                                                    "no other run option beside it")
     add_replay_options(s)
     s.add_argument("--threads", type=workers, help="threads over layers (default: 2 for large models)")
     s.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
@@ -75,6 +78,28 @@ def _against_dense(a: argparse.Namespace, point: PointConfig, d: dict) -> dict:
     return versus_dense(d, dense_baseline(point, threads=a.threads))
 
 
+def _from_config(a: argparse.Namespace) -> tuple[ReplayConfig, EngineConfig, LayoutConfig]:
+    """The run a one-point experiment file describes (``--config``); its trace captured if need be, and
+    set with its device on ``a``."""
+    from ..config import masking_parameter_names
+    from ..sweep import load_point, trace_for
+    from ..sweep.execute import trace_path
+
+    beside = [flag(k) for k in {**given(a, ReplayConfig), **given(a, ReplayConfig, names=masking_parameter_names())}]
+    beside += [f"--{k}" for k in ("trace", "profile") if getattr(a, k)]
+    beside += [flag(f"{pre}_{k}") for pre, cls in (("engine", EngineConfig), ("layout", LayoutConfig))
+               for k in given(a, cls, prefix=pre)]
+    if beside:
+        raise DipsimError(f"{beside[0]}: --config {a.config} sets the whole run (trace, settings, device); give "
+                          f"one or the other")
+    point = load_point(a.config)
+    if point.config.variant or point.config.adapter:
+        raise DipsimError(f"--config {a.config}: a pruned variant or adapter runs in dipsim sweep, not replay")
+    trace_for(point.config.trace, progress=not a.quiet)
+    a.trace, a.profile = str(trace_path(point.config.trace)), point.config.device
+    return point.config.replay, point.config.engine, point.config.layout
+
+
 def run(a: argparse.Namespace) -> int:
     """Replay a masking policy with a DRAM cache of weight columns per layer over a trace: hit rate, flash and
     DRAM bytes per token, per matrix group; with --profile, tokens/s and latency on a device."""
@@ -83,8 +108,12 @@ def run(a: argparse.Namespace) -> int:
 
     from ..replay import replay
 
-    cfg = replay_config(a)
-    engine, layout = device_options(a)
+    if a.config:
+        cfg, engine, layout = _from_config(a)
+    elif not a.trace:
+        raise DipsimError("--trace is required (or --config FILE, a one-point experiment)")
+    else:
+        cfg, engine, layout = replay_config(a), *device_options(a)
     if not a.profile:   # device options do nothing without a device: say so rather than ignore them
         dev = (["--chrome-trace"] if a.chrome_trace else []) + [
             flag(f"{prefix}_{k}") for prefix, cls in (("engine", EngineConfig), ("layout", LayoutConfig))

@@ -29,6 +29,7 @@ from traces.format import Trace, is_synthetic
 
 from .. import allocation as alloc_mod
 from .. import masking as masking_mod
+from .. import schedules
 from ..config import DEFAULT_DRAM_FRACTION, WEIGHT_FORMATS, ReplayConfig
 
 def bytes_per_weight(trace_meta: dict[str, Any], weight_format: str | float | None) -> float:
@@ -55,7 +56,9 @@ class Group:
         return np.array([max(1, int(round(f * self.n_columns))) if f > 0 else 0 for f in self.keep], dtype=np.int64)
 
 
-def _keep_vector(value: Any, L: int, what: str) -> tuple[float, ...]:
+def _keep_vector(value: Any, L: int, what: str, scores: np.ndarray | None = None) -> tuple[float, ...]:
+    if isinstance(value, dict):     # a schedule (simulator.schedules): owl reads the calibration scores
+        value = schedules.resolve(value, L, scores)
     arr = np.atleast_1d(np.asarray(value, dtype=float))
     if arr.size == 1:
         arr = np.full(L, float(arr[0]))
@@ -66,28 +69,32 @@ def _keep_vector(value: Any, L: int, what: str) -> tuple[float, ...]:
     return tuple(float(v) for v in arr)
 
 
-def make_groups(meta: dict[str, Any], cfg: ReplayConfig) -> list[Group]:
+def make_groups(meta: dict[str, Any], cfg: ReplayConfig, calib: dict[str, np.ndarray] | None = None) -> list[Group]:
     """The matrix groups of a trace's model under a configuration (keeps per layer checked against
-    the model's depth)."""
+    the model's depth; a keep schedule resolved per layer, an outlier-weighted one from ``calib``'s
+    scores: without them it reads its mean everywhere, enough for the groups' shapes)."""
     policy = masking_mod.REGISTRY.get_class(cfg.masking)
     cfg.policy().check_trace(meta)
     keep, keep_up, keep_gate, keep_down = cfg.keep, cfg.keep_up, cfg.keep_gate, cfg.keep_down
     L, dm, dff = int(meta["n_layers"]), int(meta["d_model"]), int(meta["d_ff"])
     bpw = bytes_per_weight(meta, cfg.weight_format)
     dense = tuple([1.0] * L)
+    c = calib or {}
+    x_scores = c.get("upgate", c.get("up"))
     bundle = policy.neuron_bundle
     if bundle is not None:
         groups = [] if "gate" in bundle else [Group("gate", "x", dm, dff * bpw, dense, False, ("gate",))]
         return groups + [Group("neuron", cfg.policy().neuron_kind(), dff, len(bundle) * dm * bpw,
-                               _keep_vector(keep, L, "keep"), True, tuple(bundle))]
-    k_up = _keep_vector(keep if keep_up is None else keep_up, L, "keep_up" if keep_up is not None else "keep")
-    k_down = _keep_vector(keep if keep_down is None else keep_down, L, "keep_down" if keep_down is not None else "keep")
+                               _keep_vector(keep, L, "keep", c.get("neuron")), True, tuple(bundle))]
+    k_up = _keep_vector(keep if keep_up is None else keep_up, L, "keep_up" if keep_up is not None else "keep", x_scores)
+    k_down = _keep_vector(keep if keep_down is None else keep_down, L, "keep_down" if keep_down is not None else "keep",
+                          c.get("down"))
     up_pruned = "upgate" in policy.prunes
     groups = []
     if keep_gate is None:
         groups.append(Group("upgate", "x", dm, 2 * dff * bpw, k_up if up_pruned else dense, up_pruned, ("up", "gate")))
     else:
-        k_gate = _keep_vector(keep_gate, L, "keep_gate")
+        k_gate = _keep_vector(keep_gate, L, "keep_gate", x_scores)
         groups.append(Group("up", "x", dm, dff * bpw, k_up if up_pruned else dense, up_pruned, ("up",)))
         groups.append(Group("gate", "x", dm, dff * bpw, k_gate if up_pruned else dense, up_pruned, ("gate",)))
     down_pruned = "down" in policy.prunes
@@ -119,7 +126,7 @@ def prepare(meta: dict[str, Any], cfg: ReplayConfig, calib: dict[str, np.ndarray
     mismatch = cfg.cache_mismatch()
     if mismatch:
         raise DipsimError(f"{mismatch} (its residency rule); use cache: {policy.cache_policies[0]}")
-    groups = make_groups(meta, cfg)
+    groups = make_groups(meta, cfg, calib)
     _check_scores(meta, policy, groups)
     L = int(meta["n_layers"])
     mlp_bytes = float(sum(g.n_columns * g.bytes_per_column for g in groups) * L)
@@ -165,7 +172,8 @@ def needs_gate_activations(cfg: ReplayConfig) -> bool:
 def needs_calibration(cfg: ReplayConfig) -> bool:
     """Whether replay must read a calibration prefix of the trace for this configuration."""
     return (masking_mod.REGISTRY.get_class(cfg.masking).needs_calibration or cfg.cache == "pinned"
-            or alloc_mod.REGISTRY.get_class(cfg.allocation).needs_calibration)
+            or alloc_mod.REGISTRY.get_class(cfg.allocation).needs_calibration
+            or any(schedules.needs_scores(k) for k in (cfg.keep, cfg.keep_up, cfg.keep_gate, cfg.keep_down)))
 
 
 def calibration_scores(trace: Trace, groups: list[Group], tokens: int) -> dict[str, np.ndarray]:

@@ -9,8 +9,9 @@ readable axis values plus a short hash of the whole resolved point -- every para
 """
 from .execute import captured_trace_path, dense_baseline, run_point, run_points, trace_for
 from .experiment import Experiment, Point, flatten, load_experiment, point_hash
+from .points import load_point, make_point
 from .results import load_results
 from .run import EXECUTORS, run_sweep
 
-__all__ = ["EXECUTORS", "Experiment", "Point", "captured_trace_path", "dense_baseline", "flatten", "load_experiment", "load_results",
+__all__ = ["EXECUTORS", "Experiment", "Point", "captured_trace_path", "dense_baseline", "flatten", "load_experiment", "load_point", "load_results", "make_point",
            "point_hash", "run_point", "run_points", "run_sweep", "trace_for"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from common.errors import DipsimError
 
@@ -21,6 +21,14 @@ from .execute import run_plugin_points
 @contextmanager
 def dask_session(jobs: int, scheduler: str | None) -> Iterator[Callable]:
     """``execute(tasks)`` on a Dask client, connected on entry and closed on exit."""
+    with dask_client(jobs, scheduler) as client:
+        yield lambda tasks: _run(client, tasks)
+
+
+@contextmanager
+def dask_client(jobs: int, scheduler: str | None) -> Iterator[Any]:
+    """A Dask client of the scheduler at ``scheduler`` or of a local cluster of ``jobs`` workers,
+    connected on entry and closed on exit (also by ``dipsim optimize``, which submits trial by trial)."""
     try:
         from distributed import Client, LocalCluster
     except ImportError:
@@ -45,7 +53,7 @@ def dask_session(jobs: int, scheduler: str | None) -> Iterator[Callable]:
             what = f"--scheduler {scheduler}: cannot reach the Dask scheduler" if scheduler else \
                 "cannot start a local Dask cluster"
             raise DipsimError(f"{what} ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
-        yield lambda tasks: _run(client, tasks)
+        yield client
     except BaseException:
         _close(client, cluster, seconds=0.5)    # an error or an interrupt: stop now, not after the stragglers
         raise

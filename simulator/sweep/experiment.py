@@ -12,9 +12,7 @@ An experiment file::
     grid:                                        # cartesian product
       gamma: [0, 0.2, 0.5, 1.0]
       dram_fraction: [0.25, 0.5, 0.75]
-    zip:                                         # lockstep (all lists the same length)
-      masking: [dip, glu-prune]
-      keep: [0.5, 0.5]
+    zip: {masking: [dip, glu-prune], keep: [0.5, 0.5]}   # lockstep (all lists the same length)
 
 Keys are the run parameters of ``simulator.config`` (nested ones with a dot: ``engine.overlap_io``,
 ``layout.reorder``, ``cache_params.hot_fraction``); ``trace`` may itself be an axis. A masking
@@ -47,7 +45,7 @@ from .. import plugins
 from ..config import PointConfig, point_keys
 from ..engine import device_models
 
-TOP_KEYS = ("name", "description", "plugins", "trace", "traces", "base", "grid", "zip")
+TOP_KEYS = ("name", "description", "plugins", "trace", "traces", "base", "grid", "zip", "search")
 MAX_BYTES = 8 << 20       # experiment files are a few kilobytes
 MAX_POINTS = 20_000       # points of one experiment: each is checked at load and keeps a row and a file
 
@@ -172,9 +170,9 @@ def _traces(p: Path, raw: dict[str, Any], base: dict[str, Any], axis_keys: set[s
     raise _fail(p, "no trace: give 'trace: PATH' or 'trace: {model: smollm2-135m, tokens: 1024}'")
 
 
-def load_experiment(path: str | os.PathLike, *, check_traces: bool = True) -> Experiment:
-    """Read, check and expand an experiment file: every point's values, its trace (the file exists,
-    or a {model, tokens} mapping) and its device, before any model or trace work."""
+def load_experiment(path: str | os.PathLike, *, check_traces: bool = True, allow_search: bool = False) -> Experiment:
+    """Read, check and expand an experiment file: every point's values, its trace and device, before any
+    work; a file whose only axes are a ``search:`` section (``simulator.search``) needs ``allow_search``."""
     from common import plainyaml
 
     p = Path(path)
@@ -198,6 +196,8 @@ def load_experiment(path: str | os.PathLike, *, check_traces: bool = True) -> Ex
     for k in flatten(base):
         _check_key(p, "base", k, keys)
     grid, zipped = _axes(p, raw, keys)
+    if "search" in raw and not (grid or zipped or allow_search):
+        raise _fail(p, "holds a 'search:' section and no grid or zip: run it with dipsim optimize")
     traces = _traces(p, raw, base, set(grid) | set(zipped))
     _check_size(p, traces, grid, zipped)
     exp = Experiment(p, str(raw.get("name") or p.stem), raw, [], [])
@@ -224,17 +224,21 @@ def _check_size(p: Path, traces: list, grid: dict[str, list], zipped: dict[str, 
                        f"experiment: thin the axes or split it into several experiments")
 
 
-def _expand(exp: Experiment, base, grid, zipped, traces, check_traces: bool) -> None:
+def foreign(params: dict[str, Any]) -> set[str]:
+    """The masking-policy parameters in ``params`` its policy does not take (a base's gamma on a dip point)."""
     from .. import masking
+    takes, m = {n: set(masking.parameters(n)) for n in masking.names()}, params.get("masking", "dip")
+    every = set().union(*takes.values())
+    return every & set(params) - takes.get(m if isinstance(m, str) else "", every)   # a bad name: PointConfig's
 
+
+def _expand(exp: Experiment, base, grid, zipped, traces, check_traces: bool) -> None:
     p = exp.path
     axis_names = list(grid) + list(zipped)
     grid_combos = list(itertools.product(*grid.values())) if grid else [()]
     zip_combos = list(zip(*zipped.values())) if zipped else [()]
     base_json = json.dumps(base)
     seen: dict[str, str] = {}      # point hash -> its readable key
-    takes = {n: set(masking.parameters(n)) for n in masking.names()}
-    policy_keys = set().union(*takes.values())
     for tr in traces:
         for gvals in grid_combos:
             for zvals in zip_combos:
@@ -244,18 +248,16 @@ def _expand(exp: Experiment, base, grid, zipped, traces, check_traces: bool) -> 
                 for k, v in list(zip(grid, gvals)) + list(zip(zipped, zvals)):
                     _set(params, k, v)
                 _resolve_trace_path(p, params)
-                m = params.get("masking", "dip")
-                m = m if isinstance(m, str) else ""          # a bad value: PointConfig names it below
-                foreign = policy_keys & set(params) - takes.get(m, policy_keys)   # gamma of a dip point
-                unused = sorted(k for k in foreign if k in axis_names)
+                dropped = foreign(params)          # gamma of a dip point
+                unused = sorted(k for k in dropped if k in axis_names)
                 asked = _readable(params, axis_names, traces) if unused else ""
-                for k in foreign:
-                    del params[k]
+                params = {k: v for k, v in params.items() if k not in dropped}
                 readable = _readable(params, axis_names, traces)
                 source = plugins.source_key(params)     # a plugin's classes: its source hash in the key
                 h = point_hash({**params, "plugins": source} if source else params)
                 if h in seen:
                     if unused:    # an axis value the policy does not take: say where the point went
+                        m = params.get("masking", "dip")
                         exp.dropped.append((asked, f"the same point as {seen[h]}: {m} takes no {', '.join(unused)}"))
                     continue
                 seen[h] = readable

@@ -1,0 +1,14 @@
+"""``dipsim optimize``: search the design space of an experiment's ``search:`` section with Optuna.
+
+``space`` reads and checks the section (through the sweeps' config classes); ``study`` runs an Optuna
+study kept in the output folder, each trial a real sweep point (``sweep.run_point``), resumable after
+a kill; ``front`` computes the Pareto front; ``outputs`` writes ``trials.parquet``, ``pareto.png`` and
+``best.yaml``.
+"""
+from .front import nondominated
+from .outputs import OUTPUT_HOOKS, front_rows, trials_table, write_outputs
+from .space import Dim, Objective, Search, load_search, violations
+from .study import DEFAULT_STUDY, open_study, run_search, study_folder
+
+__all__ = ["DEFAULT_STUDY", "Dim", "OUTPUT_HOOKS", "Objective", "Search", "front_rows", "load_search", "nondominated",
+           "open_study", "run_search", "study_folder", "trials_table", "violations", "write_outputs"]
