@@ -16,15 +16,20 @@ from common.errors import DipsimError
 from expected_replay import TRACE
 
 
-def test_fit_recovers_known_parameters():
-    truth = FlashModel(latency=80e-6, unit_bandwidth=400e6, units=6, queue_depth=32, link_bandwidth=1.5e9,
-                       host_overhead=12e-6)
+def measured_by(truth: FlashModel) -> list[dict]:
+    """The points calibrate would measure on a device that behaves exactly as ``truth``."""
     points = []
     for size in disk.DEFAULT_SIZES:
         for d in disk.DEFAULT_DEPTHS:
             bw = truth.bandwidth(size, d)
             points.append({"size": size, "depth": d, "bandwidth": bw, "iops": bw / size})
-    fit = disk.fit_flash(points)
+    return points
+
+
+def test_fit_recovers_known_parameters():
+    truth = FlashModel(latency=80e-6, unit_bandwidth=400e6, units=6, queue_depth=32, link_bandwidth=1.5e9,
+                       host_overhead=12e-6)
+    fit = disk.fit_flash(measured_by(truth))
     assert fit["units"] == 6
     assert fit["latency"] == pytest.approx(80e-6, rel=1e-3)
     assert fit["unit_bandwidth"] == pytest.approx(400e6, rel=1e-3)
@@ -40,12 +45,7 @@ def test_fit_stays_loadable_when_a_parameter_cannot_be_identified(unit_bandwidth
     wrote a profile its own loader refused. Bounded by the schema's plausible ranges, it loads."""
     truth = FlashModel(latency=150e-6, unit_bandwidth=unit_bandwidth, units=4, queue_depth=32,
                        link_bandwidth=0.8e9, host_overhead=5e-6)
-    points = []
-    for size in disk.DEFAULT_SIZES:
-        for d in disk.DEFAULT_DEPTHS:
-            bw = truth.bandwidth(size, d)
-            points.append({"size": size, "depth": d, "bandwidth": bw, "iops": bw / size})
-    fit = disk.fit_flash(points)
+    fit = disk.fit_flash(measured_by(truth))
     from simulator.disk.calibrate import FIT_FIELDS, fit_bounds
 
     lo, hi = np.exp(fit_bounds())
