@@ -75,7 +75,8 @@ class Experiment:
 
 
 def point_hash(params: dict[str, Any]) -> str:
-    blob = json.dumps(params, sort_keys=True, default=str)
+    source = plugins.source_key(params)     # a plugin's classes: its source hash joins the key
+    blob = json.dumps({**params, "plugins": source} if source else params, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
@@ -253,8 +254,7 @@ def _expand(exp: Experiment, base, grid, zipped, traces, check_traces: bool) -> 
                 asked = _readable(params, axis_names, traces) if unused else ""
                 params = {k: v for k, v in params.items() if k not in dropped}
                 readable = _readable(params, axis_names, traces)
-                source = plugins.source_key(params)     # a plugin's classes: its source hash in the key
-                h = point_hash({**params, "plugins": source} if source else params)
+                h = point_hash(params)
                 if h in seen:
                     if unused:    # an axis value the policy does not take: say where the point went
                         m = params.get("masking", "dip")
