@@ -72,7 +72,7 @@ def test_validate(tmp_path, big, sig):
 
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_synth(tmp_path, sig):
-    s = interrupt(["synth", "--like", "phi3-medium", "--tokens", "2048", "--out", tmp_path / "s.safetensors"],
+    s = interrupt(["synth", "--like", "phi3-medium", "--tokens", "1024", "--out", tmp_path / "s.safetensors"],
                   cwd=tmp_path, when="synth:", sig=sig)
     check_stopped(s, sig, tmp_path)
     only(tmp_path)                        # a synthetic trace is all or nothing

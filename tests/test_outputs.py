@@ -83,9 +83,9 @@ def test_plot_with_a_bad_suffix_fails_before_reading_results(tmp_path):
 def test_sigterm_during_capture_keeps_a_valid_trace_and_no_temporary_file(tmp_path, smollm2):
     import traces
 
-    out = tmp_path / "long.safetensors"
+    out = tmp_path / "long.safetensors"       # x only: 0.7 GB for 20,000 tokens (with h and g, 4.4 GB of free disk needed)
     proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "trace", "--model", "smollm2-135m",
-                             "--tokens", "20000", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--tokens", "20000", "--no-h", "--no-g", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.time() + 240
     while not _leftovers(tmp_path) and time.time() < deadline and proc.poll() is None:
