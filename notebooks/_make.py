@@ -593,70 +593,71 @@ PROSE = {}
 PROSE["gamma_tradeoff"] = """## What this shows
 
 The numbers are from the full-size sweep above; the `SMALL` run shows the same shapes on 128 tokens. On
-these 1024 tokens the dense model's perplexity is 12.89, and plain DIP at keep 0.5 (γ = 1) gives 17.71 at
+these 1024 tokens the dense model's perplexity is 12.74, and plain DIP at keep 0.5 (γ = 1) gives 17.60 at
 every budget.
 
 * **γ buys speed only when the cache can hold most of what a token keeps.** With a quarter of the MLP
   cached, every γ runs at 16.8-18.3 tokens/s on the 12 GB phone: the weights read from flash fall from
-  18.02 to 12.44 MB/token, but the pages the flash reads for them only from 39.78 to 30.20 MB -- while
-  perplexity rises to 40.94 at γ = 0. With half cached, γ = 0.5 takes DIP from 26.2 to 38.0 tokens/s at
-  perplexity 21.48; with three quarters, from 55.6 to 79.6 tokens/s at 22.72.
+  18.02 to 12.44 MB/token, but the pages the flash reads for them only from 39.79 to 30.20 MB -- while
+  perplexity rises to 38.34 at γ = 0. With half cached, γ = 0.5 takes DIP from 26.2 to 38.0 tokens/s at
+  perplexity 20.92; with three quarters, from 55.6 to 79.6 tokens/s at 22.36.
 * **Below γ = 0.3 accuracy goes fast, and γ ≤ 0.1 collapses the model** once the cache can hold the
-  kept set. Half cached: γ = 0.3 gives 48.5 tokens/s at perplexity 36.33, γ = 0.2 56.8 at 74.95, γ = 0.1
-  71.7 at 325. γ = 0 then takes only cached columns, so it never reads flash (hit rate 1.000, 762.9
+  kept set. Half cached: γ = 0.3 gives 48.5 tokens/s at perplexity 33.24, γ = 0.2 56.8 at 74.61, γ = 0.1
+  71.6 at 297. γ = 0 then takes only cached columns, so it never reads flash (hit rate 1.000, 762.9
   tokens/s) and the cache never changes again: the model is held to the columns cached in its first
-  tokens, perplexity 641,968.
+  tokens, perplexity 480,147.
 * **Against the dense model with the same cache, no γ that keeps the model usable is faster**
   (`speedup_vs_dense`). The dense model needs no mask, so it reads its uncached share ahead in long
   requests: 99.6, 136.9 and 259.1 tokens/s on the 12 GB phone with a quarter, half and three quarters
   cached. DIP runs at 0.17x, 0.19x and 0.21x of that, γ = 0.2 at 0.18x, 0.41x and 0.61x (0.65x on the
-  old phone). Only γ ≤ 0.1 passes 1x -- 1.20x at γ = 0.1 with three quarters cached, perplexity 1,024;
+  old phone). Only γ ≤ 0.1 passes 1x -- 1.20x at γ = 0.1 with three quarters cached, perplexity 653;
   2.94x and 5.57x at γ = 0 -- where the model has collapsed.
-* **The Pareto front is the largest budget's γ = 1, 0.7, 0.5, 0.3, 0.2 on both phones**: at every
-  perplexity the fastest configuration caches three quarters of the MLP. The budget is the cheap lever:
-  at γ = 1, going from half to three quarters cached takes the 12 GB phone from 26.2 to 55.6 tokens/s at
-  no cost in accuracy; γ then trades on from there (γ = 0.7: 66.1 tokens/s at perplexity 18.93). The
-  dense model gains as much from the same DRAM, though: DIP's speed-up over it moves only from 0.19x to
-  0.21x, and the front's fastest point, γ = 0.2 at three quarters (158.1 tokens/s, perplexity 113), is
-  0.61x dense.
+* **The Pareto front (points within 10x the dense perplexity) is the largest budget's γ = 1, 0.7, 0.5,
+  0.3 on both phones**: at every perplexity the fastest configuration caches three quarters of the MLP.
+  The budget is the cheap lever: at γ = 1, going from half to three quarters cached takes the 12 GB
+  phone from 26.2 to 55.6 tokens/s at no cost in accuracy; γ then trades on from there (γ = 0.7: 66.0
+  tokens/s at perplexity 18.82). The dense model gains as much from the same DRAM, though: DIP's
+  speed-up over it moves only from 0.19x to 0.21x, and the front's fastest point, γ = 0.3 at three
+  quarters (113.9 tokens/s, perplexity 45.22), is 0.44x dense.
 * **The older phone** (UFS 3.1, LPDDR4X) has the same hit rates, traffic and accuracy -- the access log
-  and the model do not depend on the device -- and less speed: with three quarters cached 30.8 tokens/s
+  and the model do not depend on the device -- and less speed: with three quarters cached 30.7 tokens/s
   for DIP, 41.6 at γ = 0.5, 94.1 at γ = 0.2 (its dense model: 145.3).
-* **The closed loop hits a little more than the replay of the dense trace** (half cached: 0.826 against
-  0.814 at γ = 0.2, 0.903 against 0.881 at γ = 0.1): DIP-CA's masks steer later activations toward the
+* **The closed loop hits a little more than the replay of the dense trace** (half cached: 0.827 against
+  0.813 at γ = 0.2, 0.901 against 0.881 at γ = 0.1): DIP-CA's masks steer later activations toward the
   cache.
 * **The paper's bytes/bandwidth model** is far more optimistic whenever flash is read: half cached,
-  284.1 against 26.2 tokens/s for DIP and 503.6 against 56.8 at γ = 0.2; it agrees only when nothing
+  284.0 against 26.2 tokens/s for DIP and 503.4 against 56.8 at γ = 0.2; it agrees only when nothing
   comes from flash (768.2 against 762.9 at γ = 0). `hardware_comparison.ipynb` takes the gap apart."""
 
 PROSE["sparsity_tradeoff"] = """## What this shows
 
 The numbers are from the full-size sweep above (the `SMALL` run has two policies on 128 tokens); the
-dense model's perplexity on these tokens is 12.89.
+dense model's perplexity on these tokens is 12.74.
 
 * **At keep 1.0 every policy is the dense model**: no mask to wait for, so the uncached half of the MLP
   is read ahead in 90 requests of 277.2 KB per token, 136.9 tokens/s. Every per-token policy below keep
   1.0 is slower than that on this phone -- 0.08-0.58x in `speedup_vs_dense`, the speed-up over this
   dense model with the same cache -- which is why the speed curves jump at keep 1.0.
 * **dip and threshold** cut the weights read from flash about in proportion to keep (dip: 22.31 MB/token
-  at keep 0.9, 3.54 at 0.2), but a token then issues 1,131-2,001 requests of 8.7-29.1 KB, a layer's
+  at keep 0.9, 3.54 at 0.2), but a token then issues 1,132-2,001 requests of 8.7-29.1 KB, a layer's
   only once its mask is known: dip runs at 11.1 tokens/s at keep 0.9 (0.08x dense), 26.2 at 0.5
-  (0.19x), 69.4 at 0.2 (0.51x). Its perplexity is 13.59 at keep 0.7 (top-1 agreement 0.899), 17.71 at
-  0.5, 32.48 at 0.4, then collapses (211 at 0.3, 5,617 at 0.2). threshold tracks dip in speed and
-  accuracy (27.8 tokens/s, perplexity 17.98 at keep 0.5).
-* **glu-prune is the most accurate at every keep** -- it prunes only W_down -- at perplexity 13.04 for
-  keep 0.5 and 19.91 for keep 0.2, and faster than dip at equal keep (32.7 and 79.5 tokens/s, 0.24x and
-  0.58x dense): W_up and W_gate are dense, need no mask and are read ahead, and only W_down waits for its
-  mask.
+  (0.19x), 69.4 at 0.2 (0.51x). Its perplexity is 13.47 at keep 0.7 (top-1 agreement 0.892), 17.60 at
+  0.5, 33.64 at 0.4, then collapses (240 at 0.3, 4,604 at 0.2). threshold tracks dip in speed and
+  accuracy (27.7 tokens/s, perplexity 17.82 at keep 0.5).
+* **glu-prune is the most accurate at every keep below 0.9** (at 0.9 all three are within 0.03 of
+  dense) -- it prunes only W_down -- at perplexity 12.89 for keep 0.5 and 19.53 for keep 0.2, and faster
+  than dip at equal keep (32.7 and 79.5 tokens/s, 0.24x and 0.58x dense): W_up and W_gate are dense,
+  need no mask and are read ahead, and only W_down waits for its mask.
 * **static** is DRAM-bound where its fixed set fits the cache (keep ≤ 0.5: hit rate 1.000,
-  762.9-943.3 tokens/s, 5.57-6.89x dense) but the model collapses there (perplexity 72,860 at keep 0.5,
-  233,899,770 at 0.2). Past the budget it reads its overflow in a few large prefetched requests (keep
-  0.9: 62 requests of 358.2 KB, 150.5 tokens/s, 1.10x dense, at perplexity 21.73).
-* **Perplexity against tokens/s**: the front is glu-prune at keep 0.9 and 0.8 (27.3 and 29.2 tokens/s,
-  perplexity 12.88 and 12.89, level with dense), the dense model (136.9 at 12.89) and static at keep 0.9
-  (150.5 at 21.73), the only configuration faster than dense that has not collapsed. No per-token policy
-  is on it: on this model and phone, reading the dense MLP ahead beats reading fewer columns on demand.
-* **The paper's bytes/bandwidth model ranks them the other way**: it puts dip at keep 0.5 at 284.1
+  762.9-943.3 tokens/s, 5.57-6.89x dense) but the model collapses there (perplexity 137,889 at keep 0.5,
+  35,899,669 at 0.2). Past the budget it reads its overflow in a few large prefetched requests (keep
+  0.9: 62 requests of 359.2 KB, 149.9 tokens/s, 1.09x dense, at perplexity 23.99).
+* **Perplexity against tokens/s**: the front is threshold and glu-prune at keep 0.9 (11.2 and 27.3
+  tokens/s, perplexity 12.73, level with dense), the dense model (136.9 at 12.74) and static at keep 0.9
+  and 0.8 (149.9 at 23.99, 188.2 at 108), the only configurations faster than dense within 10x its
+  perplexity, at 1.9x and 8.5x of it. No per-token policy is on the front's fast end: on this model and
+  phone, reading the dense MLP ahead beats reading fewer columns on demand.
+* **The paper's bytes/bandwidth model ranks them the other way**: it puts dip at keep 0.5 at 284.0
   tokens/s, above dense at 147.2, because it charges bytes at the flash's full bandwidth and knows
   neither pages nor the wait for a mask."""
 
@@ -687,26 +688,27 @@ PROSE["hardware_comparison"] = """## What this shows
 
 The numbers are from the full-size sweep above (the `SMALL` run has two devices and 128 tokens).
 
-* **Accuracy is the same on every device**: dense 12.89, DIP 17.71 (KL 0.371, top-1 agreement 0.722),
-  DIP-CA at γ 0.2 74.95 (KL 1.805, top-1 0.411). So are the hit rates (0.500, 0.554, 0.814; in the closed
-  loop 0.500, 0.556, 0.826) and the weights read from flash (24.88, 11.10, 4.64 MB/token).
+* **Accuracy is the same on every device**: dense 12.74, DIP 17.60 (KL 0.366, top-1 agreement 0.718),
+  DIP-CA at γ 0.2 74.61 (KL 1.791, top-1 0.410). So are the hit rates (0.500, 0.554, 0.813; in the closed
+  loop 0.500, 0.556, 0.827) and the weights read from flash (24.88, 11.10, 4.64 MB/token).
 * **Dense with the same cache is the fastest on every real device**: 136.9 tokens/s on both UFS 4.0
   phones (8 and 12 GB give identical results), 74.8 on the old UFS 3.1 phone, 273.8 on the DDR5 + NVMe
-  Gen4 laptop, 219.4 on the M2. DIP-CA reaches 56.8, 31.9, 182.5 and 84.6 there -- 0.41x, 0.43x, 0.67x
-  and 0.39x the dense model (`speedup_vs_dense`), 1.7-2.3x plain DIP (26.2, 18.8, 77.8, 39.0; 0.18-0.28x
-  dense). Only on paper-a18, where flash is a pure bandwidth, does DIP-CA beat dense (181.3 against 38.8
-  tokens/s, 4.67x; DIP 2.15x), as in the paper -- at perplexity 74.95 instead of 12.89.
+  Gen4 laptop, 219.4 on the M2. DIP-CA reaches 56.8, 31.9, 182.5 and 84.5 there -- 0.41x, 0.43x, 0.67x
+  and 0.39x the dense model (`speedup_vs_dense`), 1.7-2.4x plain DIP (26.2, 18.8, 77.7, 39.0; 0.18-0.28x
+  dense). Only on paper-a18, where flash is a pure bandwidth, does DIP-CA beat dense (181.1 against 38.8
+  tokens/s, 4.67x; DIP 2.15x), as in the paper -- at perplexity 74.61 instead of 12.74.
 * **The paper's model against the device model**: for dense reading they agree within 0.95-1.08x; for
-  DIP-CA the paper's model is 8.87x more optimistic on the UFS 4.0 phones, 8.33x on the old phone, 9.48x
+  DIP-CA the paper's model is 8.86x more optimistic on the UFS 4.0 phones, 8.32x on the old phone, 9.48x
   on the M2, 4.82x on the laptop and 1.00x on paper-a18, which is the paper's own formula.
 * **Where the gap comes from**: a missed column costs whole pages, so DIP-CA's 4.64 MB of missed weights
-  are 20.34 MB of reads (DIP: 11.10 MB are 33.66 MB), issued as 1,812 requests of 11.2 KB per token, and
+  are 20.35 MB of reads (DIP: 11.10 MB are 33.68 MB), issued as 1,812 requests of 11.2 KB per token, and
   a layer's reads can start only once its mask is known. The UFS 4.0 phone's flash is busy 16.6 ms per
   token for them (about 1.2 GB/s), against 7.3 ms for dense's 24.94 MB in 90 read-ahead requests of
   277.2 KB.
 
 The paper's model is thus a ceiling for large, queue-filling reads, not a prediction for per-column
 reads of a small model's weights."""
+
 
 # ------------------------------------------------------------------------------------- your_own_policy
 POLICY_INTRO = """# Your own masking policy, kept outside dipsim
