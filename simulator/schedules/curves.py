@@ -1,0 +1,164 @@
+"""Per-layer error curves of DIP masking, the costs the greedy rule allocates by, measured once per
+model, calibration text and grid and kept in the cache directory.
+
+The calibration text (``text``): ``tail``, the default corpus from its middle on (the first paragraph
+break after half its characters) -- the closed loop and captured traces read the corpus from its
+start, so for any run shorter than ~40,000 tokens the two never overlap -- or a UTF-8 file. Its first
+``tokens`` tokens run once through the dense model (prefix token by the model's own convention), and
+each gated MLP's input x, its GLU output h and the residual stream after its decoder layer are
+recorded. Then for every layer and grid keep k (``greedy.levels``):
+
+* ``upgate``: the MLP run on x masked to the top ``round(k * d_model)`` of |x| per token (DIP's
+  up/gate rule), with down dense;
+* ``down``: ``down_proj`` on h masked to the top ``round(k * d_ff)`` of |h| per token (DIP's down rule),
+  from the dense h;
+
+and the error is the squared norm of the change of the MLP output, summed over tokens, over the
+squared norm of the residual stream after the layer: how far the masking moves the hidden state,
+relative to its size. Each curve is measured with the other group dense (a layer's error per group).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import DipsimError
+from common.io import atomic_write, cache_root
+from common.progress import progress_bar
+
+from . import greedy
+
+GROUPS = ("upgate", "down")
+VERSION = 1      # of the measurement: part of the cache key
+_MEMO: dict[str, dict[str, np.ndarray]] = {}
+
+
+def calibration_corpus(text: str):
+    """The calibration text: ``tail`` (the default corpus from its middle on) or a UTF-8 file."""
+    from traces.corpus import Corpus, default_corpus, load_corpus
+
+    if text != "tail":
+        return load_corpus(text=text)
+    full = default_corpus()
+    half = len(full.text) // 2
+    cut = full.text.find("\n\n", half)
+    return Corpus(f"{full.name}:tail", full.text[(cut + 2 if cut >= 0 else half):])
+
+
+@functools.lru_cache(maxsize=16)
+def text_digest(text: str, where: str = "text") -> str:
+    """The first 12 hex digits of the calibration text's SHA-256 (recorded with the schedule)."""
+    try:
+        return calibration_corpus(text).digest.removeprefix("sha256:")[:12]
+    except DipsimError as e:
+        raise DipsimError(f"{where}: {e}") from None
+
+
+def curves(model: str, text: str, tokens: int, step: float, progress: bool = True) -> dict[str, np.ndarray]:
+    """``{group: err [L, K]}`` for ``model`` (a name or path ``traces.models`` resolves), from the
+    cache when measured before."""
+    from traces.models import file_key, resolve
+
+    src = resolve(model)
+    p = Path(src.path)
+    ident = file_key(p) if p.is_file() else str(p)
+    key = json.dumps({"model": src.name, "file": ident, "text": text_digest(text), "tokens": int(tokens),
+                      "step": float(step), "version": VERSION}, sort_keys=True)
+    if key in _MEMO:
+        return _MEMO[key]
+    path = cache_root() / "schedules" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            out = {g: z[g] for g in GROUPS}
+    else:
+        out = measure(model, text, tokens, step, progress)
+        import io
+        buf = io.BytesIO()
+        np.savez(buf, **out, key=np.array(key))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, buf.getvalue())
+    _MEMO[key] = out
+    return out
+
+
+def measure(model: str, text: str, tokens: int, step: float, progress: bool = True) -> dict[str, np.ndarray]:
+    """The curves, measured now (see the module doc)."""
+    import torch
+
+    from traces import prefix as prefix_mod
+    from traces.capture import tokenize_prefix
+    from traces.models import load_model
+
+    lm = load_model(model, verbose=False)
+    corpus = calibration_corpus(text)
+    prefix = prefix_mod.resolve(prefix_mod.DEFAULT, lm)
+    seq = prefix_mod.sequence(prefix, tokenize_prefix(lm.tokenizer, corpus, tokens))
+    xs, hs, res = _record(lm, seq)
+    grid = greedy.levels(step)
+    L = len(lm.mlps)
+    err = {g: np.zeros((L, len(grid))) for g in GROUPS}
+    bar = progress_bar(L, progress, f"schedule curves of {lm.info.model}", unit="layer")
+    with torch.inference_mode():
+        for i, mlp in enumerate(lm.mlps):
+            x, h, scale = xs[i], hs[i], float((res[i].double() ** 2).sum())
+            y = mlp.down_proj(h)
+            for j, k in enumerate(grid):
+                err["upgate"][i, j] = float(((mlp(_top(x, k)) - y).double() ** 2).sum()) / scale
+                err["down"][i, j] = float(((mlp.down_proj(_top(h, k)) - y).double() ** 2).sum()) / scale
+            bar.update(1)
+    bar.close()
+    return err
+
+
+def _top(a, keep: float):
+    """``a`` with all but the top ``round(keep * N)`` of |a| per row set to 0 (at least one kept)."""
+    import torch
+
+    n = a.shape[-1]
+    k = max(1, int(round(keep * n)))
+    if k >= n:
+        return a
+    idx = a.abs().topk(k, dim=-1).indices
+    return torch.zeros_like(a).scatter(-1, idx, a.gather(-1, idx))
+
+
+def _record(lm, seq: list[int]) -> tuple[list[Any], list[Any], list[Any]]:
+    """Each MLP's input x and GLU output h, and each decoder layer's output, over the sequence's
+    positions after the first (position 0 is the attention sink, dense in every run)."""
+    import torch
+
+    from traces.models import decoder
+
+    L = len(lm.mlps)
+    xs: list[Any] = [None] * L
+    hs: list[Any] = [None] * L
+    res: list[Any] = [None] * L
+    names = {id(m): n for n, m in lm.model.named_modules()}
+    modules = dict(lm.model.named_modules())
+    handles = []
+    for i, mlp in enumerate(lm.mlps):
+        layer = modules[names[id(mlp)].rsplit(".", 1)[0]]
+        handles.append(mlp.register_forward_pre_hook(
+            lambda mod, args, kwargs, i=i: xs.__setitem__(i, _first(args, kwargs)[0, 1:].clone()), with_kwargs=True))
+        handles.append(mlp.down_proj.register_forward_pre_hook(
+            lambda mod, args, kwargs, i=i: hs.__setitem__(i, _first(args, kwargs)[0, 1:].clone()), with_kwargs=True))
+        handles.append(layer.register_forward_hook(
+            lambda mod, args, out, i=i: res.__setitem__(i, (out[0] if isinstance(out, tuple) else out)[0, 1:].clone())))
+    try:
+        with torch.inference_mode():
+            decoder(lm.model)(input_ids=torch.tensor([seq]), use_cache=False)
+    finally:
+        for hd in handles:
+            hd.remove()
+    if any(v is None for v in (*xs, *hs, *res)):
+        raise DipsimError(f"model {lm.info.model}: could not record every layer's MLP input and output")
+    return xs, hs, res
+
+
+def _first(args, kwargs):
+    return args[0] if args else next(iter(kwargs.values()))
