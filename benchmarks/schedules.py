@@ -12,7 +12,10 @@ closed-loop evaluation (``simulator.accuracy.evaluate``, no result store, per-po
 * ``greedy/group`` keep_up and keep_down each a greedy schedule of mean ``--mean`` (within the group);
 * ``split``        uniform keeps, up/gate and down at the means the joint greedy gives them (the
                    same weights read): what the split between the groups alone does;
-* ``greedy``       one greedy keep of mean ``--mean``, allocated over layers and both groups by weight.
+* ``greedy``       one greedy keep of mean ``--mean``, allocated over layers and both groups by weight
+                   (error measure ``fisher``, the default);
+* ``greedy/resid`` the same with the error measure ``residual`` (no gradient: the change of the hidden
+                   state relative to its size).
 
 Prints per row perplexity and KL to dense with their 95% intervals (block bootstrap), the paired
 relative change of each against uniform on the same positions with its interval, top-1 agreement, the
@@ -56,6 +59,7 @@ def configs(model: str, mean: float, gamma: float) -> list[dict]:
             {**base, "keep_up": greedy, "keep_down": greedy, "label": f"{method} greedy/group"},
             {**base, "keep_up": round(up, 4), "keep_down": round(down, 4), "label": f"{method} split"},
             {**base, "keep": greedy, "label": f"{method} greedy"},
+            {**base, "keep": {**greedy, "error": "residual"}, "label": f"{method} greedy/resid"},
         ]
     return rows, lm, joint
 
@@ -75,7 +79,7 @@ def run(model: str, tokens: int, mean: float, gamma: float) -> None:
     print(head)
     print("-" * len(head))
     for r in res:
-        ref = res[0] if r["config"]["masking"] == "dip" else res[5]
+        ref = res[0] if r["config"]["masking"] == "dip" else res[len(res) // 2]
         d, dr = r["details"], ref["details"]
         p, plo, phi = paired_change(d["nll"], dr["nll"], exp=True)
         k, klo, khi = paired_change(d["kl"], dr["kl"])

@@ -176,3 +176,17 @@ def test_greedy_on_smollm2_curves_and_closed_loop(tmp_path, monkeypatch):
     assert np.isclose((2 * gre["upgate"] + gre["down"]) / 3, (2 * uni["upgate"] + uni["down"]) / 3, atol=0.01)
     assert gre["upgate"] != pytest.approx(gre["down"])
     assert res[1]["config"]["keep"]["digest"] == curves.text_digest("tail")
+
+
+def test_replay_of_a_greedy_schedule_equals_replay_of_its_layer_lists(smol_trace, fake_curves):
+    from simulator.replay import replay
+
+    t = smol_trace
+    run = {"masking": "dip", "tokens": 48, "calib_tokens": 16, "warmup": 4}
+    cfg = ReplayConfig.from_flat({**run, "keep": {"rule": "greedy", "mean": 0.5}}).check()
+    keeps = {g.name: g.keep for g in make_groups(t.meta, cfg)}
+    lists = ReplayConfig.from_flat({**run, "keep_up": list(keeps["upgate"]), "keep_down": list(keeps["down"])}).check()
+    a, b = replay(t, cfg).totals(), replay(t, lists).totals()
+    for k in ("hit_rate", "flash_bytes_per_token", "dram_bytes_per_token", "mlp_bytes_per_token"):
+        assert a[k] == b[k], k
+    assert a["groups"] == b["groups"]

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import DipsimError
-from common.params import number
+from common.params import choice, number
 
 from . import curves, greedy
 
@@ -63,7 +63,8 @@ RULES: dict[str, dict[str, tuple[Any, Any]]] = {
     "ramp": {"slope": (number(-2, 2), 0.0)},
     "owl": {"lam": (number(0, 0.5), 0.08), "m": (number(1, 100), 5.0)},
     "greedy": {"step": (_step, 0.05), "floor": (number(0, 1, lo_open=True), 0.1), "tokens": (number(16, 8192, integer=True), 256),
-               "text": (_text, "tail"), "digest": (lambda v, where: str(v), None)},
+               "text": (_text, "tail"),
+               "error": (choice(*curves.ERRORS, kind="error measure"), "fisher"), "digest": (lambda v, where: str(v), None)},
 }
 MIN_KEEP = 1e-3
 
@@ -118,7 +119,7 @@ def resolve(schedule: dict[str, Any], n_layers: int, scores: np.ndarray | None =
     greedy schedule allocates by (within the group)."""
     L, mean = int(n_layers), float(schedule["mean"])
     if schedule["rule"] == "greedy":
-        err = _curves(schedule, model, L)["down" if group in ("down", "neuron") else "upgate"]
+        err = _curves(schedule, model, L)[("down" if group in ("down", "neuron") else "upgate") + ":" + schedule["error"]]
         keep = greedy.allocate(err, mean, float(schedule["step"]), float(schedule["floor"]))
     elif schedule["rule"] == "ramp":
         pos = np.arange(L) / (L - 1) - 0.5 if L > 1 else np.zeros(1)
@@ -138,7 +139,8 @@ def resolve_joint(schedule: dict[str, Any], n_layers: int, model: str | None,
     L = int(n_layers)
     c = _curves(schedule, model, L)
     w = np.r_[np.full(L, float(weights[0])), np.full(L, float(weights[1]))]
-    keep = greedy.allocate(np.vstack([c["upgate"], c["down"]]), float(schedule["mean"]), float(schedule["step"]),
+    e = schedule["error"]
+    keep = greedy.allocate(np.vstack([c["upgate:" + e], c["down:" + e]]), float(schedule["mean"]), float(schedule["step"]),
                            float(schedule["floor"]), w)
     return {"upgate": tuple(float(k) for k in keep[:L]), "down": tuple(float(k) for k in keep[L:])}
 
@@ -150,8 +152,8 @@ def _curves(schedule: dict[str, Any], model: str | None, L: int) -> dict[str, np
         out = curves.curves(model, schedule["text"], int(schedule["tokens"]), float(schedule["step"]))
     except DipsimError as e:
         raise DipsimError(f"keep schedule greedy measures its error curves on the model {model!r}: {e}") from None
-    if out["upgate"].shape[0] != L:
-        raise DipsimError(f"keep schedule greedy: model {model!r} has {out['upgate'].shape[0]} layers, the run {L}")
+    if out["down:" + schedule["error"]].shape[0] != L:
+        raise DipsimError(f"keep schedule greedy: model {model!r} has {out['down:fisher'].shape[0]} layers, the run {L}")
     return out
 
 

@@ -34,7 +34,9 @@ from common.progress import progress_bar
 from . import greedy
 
 GROUPS = ("upgate", "down")
-VERSION = 1      # of the measurement: part of the cache key
+#: how a layer's masking error is measured (module doc)
+ERRORS = ("fisher", "output", "residual")
+VERSION = 2      # of the measurement: part of the cache key
 _MEMO: dict[str, dict[str, np.ndarray]] = {}
 
 
@@ -60,7 +62,7 @@ def text_digest(text: str, where: str = "text") -> str:
 
 
 def curves(model: str, text: str, tokens: int, step: float, progress: bool = True) -> dict[str, np.ndarray]:
-    """``{group: err [L, K]}`` for ``model`` (a name or path ``traces.models`` resolves), from the
+    """``{"group:error": err [L, K]}`` (``GROUPS`` x ``ERRORS``) for ``model`` (a name or path ``traces.models`` resolves), from the
     cache when measured before."""
     from traces.models import file_key, resolve
 
@@ -74,7 +76,7 @@ def curves(model: str, text: str, tokens: int, step: float, progress: bool = Tru
     path = cache_root() / "schedules" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
     if path.exists():
         with np.load(path) as z:
-            out = {g: z[g] for g in GROUPS}
+            out = {n: z[n] for n in z.files if n != "key"}
     else:
         out = measure(model, text, tokens, step, progress)
         import io
@@ -87,7 +89,7 @@ def curves(model: str, text: str, tokens: int, step: float, progress: bool = Tru
 
 
 def measure(model: str, text: str, tokens: int, step: float, progress: bool = True) -> dict[str, np.ndarray]:
-    """The curves, measured now (see the module doc)."""
+    """The curves, measured now (see the module doc): ``{"group:error": err [L, K]}``."""
     import torch
 
     from traces import prefix as prefix_mod
@@ -98,18 +100,22 @@ def measure(model: str, text: str, tokens: int, step: float, progress: bool = Tr
     corpus = calibration_corpus(text)
     prefix = prefix_mod.resolve(prefix_mod.DEFAULT, lm)
     seq = prefix_mod.sequence(prefix, tokenize_prefix(lm.tokenizer, corpus, tokens))
-    xs, hs, res = _record(lm, seq)
+    xs, hs, res, grads = _record(lm, seq)
     grid = greedy.levels(step)
     L = len(lm.mlps)
-    err = {g: np.zeros((L, len(grid))) for g in GROUPS}
+    err = {f"{g}:{e}": np.zeros((L, len(grid))) for g in GROUPS for e in ERRORS}
     bar = progress_bar(L, progress, f"schedule curves of {lm.info.model}", unit="layer")
     with torch.inference_mode():
         for i, mlp in enumerate(lm.mlps):
-            x, h, scale = xs[i], hs[i], float((res[i].double() ** 2).sum())
+            x, h, grad = xs[i], hs[i], grads[i].double()
             y = mlp.down_proj(h)
+            scale = {"residual": float((res[i].double() ** 2).sum()), "output": float((y.double() ** 2).sum())}
             for j, k in enumerate(grid):
-                err["upgate"][i, j] = float(((mlp(_top(x, k)) - y).double() ** 2).sum()) / scale
-                err["down"][i, j] = float(((mlp.down_proj(_top(h, k)) - y).double() ** 2).sum()) / scale
+                for g, d in (("upgate", (mlp(_top(x, k)) - y).double()), ("down", (mlp.down_proj(_top(h, k)) - y).double())):
+                    sq = float((d ** 2).sum())
+                    err[f"{g}:residual"][i, j] = sq / scale["residual"]
+                    err[f"{g}:output"][i, j] = sq / scale["output"]
+                    err[f"{g}:fisher"][i, j] = float(((d * grad).sum(-1) ** 2).sum())
             bar.update(1)
     bar.close()
     return err
@@ -127,37 +133,46 @@ def _top(a, keep: float):
     return torch.zeros_like(a).scatter(-1, idx, a.gather(-1, idx))
 
 
-def _record(lm, seq: list[int]) -> tuple[list[Any], list[Any], list[Any]]:
-    """Each MLP's input x and GLU output h, and each decoder layer's output, over the sequence's
-    positions after the first (position 0 is the attention sink, dense in every run)."""
+def _record(lm, seq: list[int]) -> tuple[list[Any], ...]:
+    """Each MLP's input x, GLU output h and the gradient of the text's summed NLL with respect to its
+    output, and each decoder layer's output, over the positions after the first (position 0 is the
+    attention sink, dense in every run)."""
     import torch
 
-    from traces.models import decoder
-
     L = len(lm.mlps)
-    xs: list[Any] = [None] * L
-    hs: list[Any] = [None] * L
-    res: list[Any] = [None] * L
+    xs, hs, res, ys = ([None] * L for _ in range(4))
     names = {id(m): n for n, m in lm.model.named_modules()}
     modules = dict(lm.model.named_modules())
-    handles = []
+
+    def keep_output(i):
+        def hook(mod, args, out):
+            out.retain_grad()
+            ys[i] = out
+        return hook
+    handles = [lm.model.get_input_embeddings().register_forward_hook(
+        lambda mod, args, out: out.detach().requires_grad_())]      # gradients flow, weights need none
     for i, mlp in enumerate(lm.mlps):
         layer = modules[names[id(mlp)].rsplit(".", 1)[0]]
         handles.append(mlp.register_forward_pre_hook(
-            lambda mod, args, kwargs, i=i: xs.__setitem__(i, _first(args, kwargs)[0, 1:].clone()), with_kwargs=True))
+            lambda mod, args, kwargs, i=i: xs.__setitem__(i, _first(args, kwargs)[0, 1:].detach().clone()),
+            with_kwargs=True))
         handles.append(mlp.down_proj.register_forward_pre_hook(
-            lambda mod, args, kwargs, i=i: hs.__setitem__(i, _first(args, kwargs)[0, 1:].clone()), with_kwargs=True))
-        handles.append(layer.register_forward_hook(
-            lambda mod, args, out, i=i: res.__setitem__(i, (out[0] if isinstance(out, tuple) else out)[0, 1:].clone())))
+            lambda mod, args, kwargs, i=i: hs.__setitem__(i, _first(args, kwargs)[0, 1:].detach().clone()),
+            with_kwargs=True))
+        handles.append(mlp.register_forward_hook(keep_output(i)))
+        handles.append(layer.register_forward_hook(lambda mod, args, out, i=i: res.__setitem__(
+            i, (out[0] if isinstance(out, tuple) else out)[0, 1:].detach().clone())))
     try:
-        with torch.inference_mode():
-            decoder(lm.model)(input_ids=torch.tensor([seq]), use_cache=False)
+        with torch.enable_grad():
+            ids = torch.tensor([seq])
+            logits = lm.model(input_ids=ids, use_cache=False).logits[0, :-1].float()
+            torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").backward()
     finally:
         for hd in handles:
             hd.remove()
-    if any(v is None for v in (*xs, *hs, *res)):
-        raise DipsimError(f"model {lm.info.model}: could not record every layer's MLP input and output")
-    return xs, hs, res
+    if any(v is None for v in (*xs, *hs, *res, *ys)) or any(y.grad is None for y in ys):
+        raise DipsimError(f"model {lm.info.model}: could not record every layer's MLP input, output and gradient")
+    return xs, hs, res, [y.grad[0, 1:].detach() for y in ys]
 
 
 def _first(args, kwargs):
