@@ -13,13 +13,16 @@ line, nested search keys such as ``keep.slope``):
            activation magnitudes (|x| for up/gate, |h| for down, on the calibration prefix) above
            ``m`` times the layer's mean magnitude; keeps are spread linearly with D over a range of
            width 2 lam, centred so that their mean is ``mean``: layers with more outliers keep more
-    greedy after TEAL's greedy allocation (Liu et al. 2024, arXiv 2408.14690): from every layer dense,
-           lower by ``step`` the keep of the layer (and group) whose step costs the least error until
-           the mean is reached, no layer below ``floor``. The costs are per-layer error curves of DIP
-           masking (``curves``: how far masking one layer's up/gate input or down input moves the
-           hidden state), measured once on ``tokens`` tokens of a calibration text ``text`` (``tail``:
-           the default corpus from its middle on, which no run shorter than ~40,000 tokens reads; or a
-           UTF-8 file), whose SHA-256 prefix ``digest`` is recorded with the schedule and cached.
+    greedy after TEAL's greedy allocation (Liu et al. 2024, arXiv 2408.14690; TEAL allocates among
+           the matrices of each block by the block's output error): from every layer dense, lower by
+           ``step`` the keep of the layer (and group) whose step costs the least error until the mean
+           is reached, no layer below ``floor``. The costs are per-layer error curves of DIP masking
+           (``curves``; ``error``: ``fisher``, the masking's change of the MLP output weighed by the
+           gradient of the text's log-likelihood, or ``output``, ``residual``), measured once on
+           ``tokens`` tokens of a calibration text ``text`` (``tail``: the default corpus from its
+           middle on, which no run shorter than its first half -- 232,603 characters, tens of
+           thousands of tokens -- reads; or a UTF-8 file) and cached; the text's SHA-256 prefix
+           ``digest`` is recorded with the schedule (a changed text is refused).
            Given as ``keep`` of a policy that prunes up/gate and down, the allocation runs over both
            groups at once, each step costed per weight it saves (an up/gate column holds twice the
            weights of a down column), and ``mean`` is the mean over the MLP's weights: the same

@@ -3,19 +3,29 @@ model, calibration text and grid and kept in the cache directory.
 
 The calibration text (``text``): ``tail``, the default corpus from its middle on (the first paragraph
 break after half its characters) -- the closed loop and captured traces read the corpus from its
-start, so for any run shorter than ~40,000 tokens the two never overlap -- or a UTF-8 file. Its first
+start, so the two never overlap for any run that reads less than the first half (232,603 characters,
+tens of thousands of tokens) -- or a UTF-8 file. Its first
 ``tokens`` tokens run once through the dense model (prefix token by the model's own convention), and
-each gated MLP's input x, its GLU output h and the residual stream after its decoder layer are
-recorded. Then for every layer and grid keep k (``greedy.levels``):
+each gated MLP's input x, its GLU output h, its output y, the gradient of the text's summed NLL with
+respect to y (one backward pass) and the residual stream after its decoder layer are recorded. Then
+for every layer and grid keep k (``greedy.levels``), the change d of the layer's MLP output under
 
 * ``upgate``: the MLP run on x masked to the top ``round(k * d_model)`` of |x| per token (DIP's
   up/gate rule), with down dense;
 * ``down``: ``down_proj`` on h masked to the top ``round(k * d_ff)`` of |h| per token (DIP's down rule),
   from the dense h;
 
-and the error is the squared norm of the change of the MLP output, summed over tokens, over the
-squared norm of the residual stream after the layer: how far the masking moves the hidden state,
-relative to its size. Each curve is measured with the other group dense (a layer's error per group).
+gives three error measures (``ERRORS``), each summed over tokens:
+
+* ``fisher``: (g . d)^2 with g the gradient above: the squared first-order change of each token's
+  log-likelihood, i.e. d under the empirical Fisher information, which weighs a layer by how much the
+  model's output depends on it (the default);
+* ``output``: |d|^2 over |y|^2, the MLP's own relative error;
+* ``residual``: |d|^2 over the squared norm of the residual stream after the layer, how far the hidden
+  state moves relative to its size (no gradient; on Qwen2.5-0.5B it under-weighs the late layers:
+  docs/how-to/search.md).
+
+Each curve is measured with the other group dense (a layer's error per group, costs assumed additive).
 """
 from __future__ import annotations
 
