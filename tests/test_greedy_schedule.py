@@ -194,3 +194,15 @@ def test_replay_of_a_greedy_schedule_equals_replay_of_its_layer_lists(smol_trace
     for k in ("hit_rate", "flash_bytes_per_token", "dram_bytes_per_token", "mlp_bytes_per_token"):
         assert a[k] == b[k], k
     assert a["groups"] == b["groups"]
+
+
+def test_results_row_records_a_schedule_with_all_its_parameters(tmp_path):
+    from simulator.sweep.points import make_point
+    from simulator.sweep.results import row_of
+
+    params = {"trace": {"model": "smollm2-135m", "tokens": 64}, "masking": "dip", "device": "paper-a18",
+              "keep_up": {"rule": "greedy", "mean": 0.5}, "keep_down": 0.4}
+    pt = make_point(tmp_path / "e.yaml", params, ["keep_up"], check_traces=False)
+    row = row_of(pt, {})
+    assert row["p.keep_up.rule"] == "greedy" and row["p.keep_up.step"] == 0.05 and row["p.keep_up.error"] == "fisher"
+    assert row["p.keep_up.digest"] == curves.text_digest("tail") and row["p.keep_down"] == 0.4

@@ -70,6 +70,8 @@ RULES: dict[str, dict[str, tuple[Any, Any]]] = {
                "error": (choice(*curves.ERRORS, kind="error measure"), "fisher"), "digest": (lambda v, where: str(v), None)},
 }
 MIN_KEEP = 1e-3
+#: the run parameters a schedule may be given as
+KEEPS = ("keep", "keep_up", "keep_gate", "keep_down")
 
 
 def check(v: Any, where: str) -> dict[str, Any]:
