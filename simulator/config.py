@@ -79,7 +79,7 @@ class ReplayConfig(ConfigBase):
     masking: str = param("dip", name_in("masking policy", masking.names),
                          "masking policy: which columns each token uses", choices=masking.names, metavar="NAME")
     keep: Any = param(0.5, keep_value, "fraction of columns kept per token, in every group (a number in (0, 1], "
-                                             "one per layer, or a schedule: {rule: ramp|owl, mean: F, ...})", metavar="F")
+                                             "one per layer, or a schedule: {rule: ramp|owl|greedy, mean: F, ...})", metavar="F")
     keep_up: Any = param(None, keep_value, "keep of the up/gate group (default: keep)", metavar="F")
     keep_gate: Any = param(None, keep_value, "a separate keep for W_gate: up and gate then get their own "
                                                    "masks and caches", metavar="F")

@@ -122,6 +122,17 @@ def test_text_intervals_of_identical_rows_are_zero_and_pairing_narrows():
     assert worse["perplexity_diff_high"] - worse["perplexity_diff_low"] < 0.2 * width
 
 
+def test_paired_change_exact_cases():
+    rng = np.random.default_rng(4)
+    kl = rng.gamma(2.0, 0.2, 512)
+    assert iv.paired_change(0.7 * kl, kl) == pytest.approx((-0.3, -0.3, -0.3))   # the same factor everywhere
+    nll = rng.gamma(2.0, 1.2, 512)
+    rel, lo, hi = iv.paired_change(nll + 0.1, nll, exp=True)      # perplexity exp(mean): exactly e^0.1 - 1
+    assert rel == pytest.approx(math.expm1(0.1)) and lo == pytest.approx(rel) and hi == pytest.approx(rel)
+    noisy, lo, hi = iv.paired_change(kl + rng.normal(0, 0.05, 512), kl)
+    assert lo < noisy < hi and lo < 0 < hi
+
+
 def test_accuracy_figures_exact_and_paired():
     c = np.array([1, 1, 0, 1, 0, 1, 1, 0, 1, 1], bool)
     out = iv.accuracy_figures(c, None)

@@ -47,7 +47,7 @@ def test_outlier_ratio_small_exact_case():
 
 @pytest.mark.parametrize("v, match", [
     ({"rule": "ramp", "mean": 0.5, "slope": 1.2}, r"keep: mean 0.5 \+- slope / 2 0.6 leaves \(0, 1\]"),
-    ({"rule": "wave", "mean": 0.5}, r"keep: a keep schedule is a mapping with rule \(ramp, owl\)"),
+    ({"rule": "wave", "mean": 0.5}, r"keep: a keep schedule is a mapping with rule \(ramp, owl, greedy\)"),
     ({"rule": "ramp", "slope": 0.1}, r"keep: keep schedule 'ramp' needs mean"),
     ({"rule": "ramp", "mean": 0.5, "lam": 0.1}, r"keep\.lam: keep schedule 'ramp' has no parameter 'lam'"),
     ({"rule": "owl", "mean": 0.9, "lam": 0.1}, r"keep: mean 0.9 \+- 2 lam 0.2 leaves"),
@@ -87,11 +87,14 @@ def test_search_space_over_schedule_parameters(tmp_path):
     p.write_text(yaml.safe_dump({
         "name": "s", "trace": {"model": "smollm2-135m", "tokens": 64},
         "base": {"device": "paper-a18", "masking": "dip", "keep": {"rule": "ramp", "mean": 0.5}},
-        "search": {"space": {"keep.rule": ["ramp", "owl"], "keep.slope": {"low": -0.4, "high": 0.4},
-                             "keep.lam": {"low": 0.0, "high": 0.1}, "keep.mean": {"low": 0.4, "high": 0.6}}}}))
+        "search": {"space": {"keep.rule": ["ramp", "owl", "greedy"], "keep.slope": {"low": -0.4, "high": 0.4},
+                             "keep.lam": {"low": 0.0, "high": 0.1}, "keep.mean": {"low": 0.4, "high": 0.6},
+                             "keep.step": [0.05, 0.1]}}}))
     s = load_search(p)
-    for rule in ("ramp", "owl"):
-        vals = s.values_of(lambda d: rule if d.name == "keep.rule" else d.low)
+    for rule in ("ramp", "owl", "greedy"):
+        vals = s.values_of(lambda d: rule if d.name == "keep.rule" else d.choices[-1] if d.choices else d.low)
         assert ("keep.slope" in vals) == (rule == "ramp") and ("keep.lam" in vals) == (rule == "owl")
+        assert ("keep.step" in vals) == (rule == "greedy")
         pt = s.point(vals)
         assert pt.config.replay.keep["rule"] == rule and pt.config.replay.keep["mean"] == 0.4
+    assert pt.config.replay.keep["step"] == 0.1 and pt.config.replay.keep["digest"]

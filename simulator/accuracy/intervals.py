@@ -86,6 +86,19 @@ def text_intervals(nll: np.ndarray, nll_dense: np.ndarray, kl: np.ndarray, top1:
     return out
 
 
+def paired_change(a: np.ndarray, b: np.ndarray, *, exp: bool = False, block: int = BLOCK,
+                  resamples: int = RESAMPLES, seed: int = 0) -> tuple[float, float, float]:
+    """The relative change of the mean of per-position figures ``a`` against ``b`` at the same
+    positions (``exp``: of exp(mean), a perplexity from NLLs), ``a / b - 1``, with its interval from
+    the same block resamples of both (paired)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    idx = block_indices(len(a), block, resamples, seed)
+    ma, mb = a[idx].mean(axis=1), b[idx].mean(axis=1)
+    f = np.exp if exp else (lambda v: v)
+    lo, hi = _bounds(f(ma) / f(mb) - 1)
+    return float(f(a.mean()) / f(b.mean()) - 1), lo, hi
+
+
 def mcnemar_exact(only_config: int, only_dense: int) -> float:
     """McNemar's exact two-sided p-value: of the discordant pairs, ``only_config`` the configuration
     answered right and dense wrong, ``only_dense`` the reverse (a binomial test of p = 1/2)."""

@@ -56,9 +56,10 @@ class Group:
         return np.array([max(1, int(round(f * self.n_columns))) if f > 0 else 0 for f in self.keep], dtype=np.int64)
 
 
-def _keep_vector(value: Any, L: int, what: str, scores: np.ndarray | None = None) -> tuple[float, ...]:
+def _keep_vector(value: Any, L: int, what: str, scores: np.ndarray | None = None, model: str | None = None,
+                 group: str = "upgate") -> tuple[float, ...]:
     if isinstance(value, dict):     # a schedule (simulator.schedules): owl reads the calibration scores
-        value = schedules.resolve(value, L, scores)
+        value = schedules.resolve(value, L, scores, model=model, group=group)
     arr = np.atleast_1d(np.asarray(value, dtype=float))
     if arr.size == 1:
         arr = np.full(L, float(arr[0]))
@@ -81,20 +82,25 @@ def make_groups(meta: dict[str, Any], cfg: ReplayConfig, calib: dict[str, np.nda
     dense = tuple([1.0] * L)
     c = calib or {}
     x_scores = c.get("upgate", c.get("up"))
-    bundle = policy.neuron_bundle
+    bundle, model = policy.neuron_bundle, meta.get("model")
     if bundle is not None:
         groups = [] if "gate" in bundle else [Group("gate", "x", dm, dff * bpw, dense, False, ("gate",))]
         return groups + [Group("neuron", cfg.policy().neuron_kind(), dff, len(bundle) * dm * bpw,
-                               _keep_vector(keep, L, "keep", c.get("neuron")), True, tuple(bundle))]
-    k_up = _keep_vector(keep if keep_up is None else keep_up, L, "keep_up" if keep_up is not None else "keep", x_scores)
-    k_down = _keep_vector(keep if keep_down is None else keep_down, L, "keep_down" if keep_down is not None else "keep",
-                          c.get("down"))
+                               _keep_vector(keep, L, "keep", c.get("neuron"), model, "neuron"), True, tuple(bundle))]
     up_pruned = "upgate" in policy.prunes
+    if (isinstance(keep, dict) and keep["rule"] == "greedy" and keep_up is keep_gate is keep_down is None
+            and up_pruned and "down" in policy.prunes):     # one greedy keep: allocated over both groups
+        joint = schedules.resolve_joint(keep, L, model, (2.0 * dm * dff, dm * dff))
+        keep_up, keep_down = list(joint["upgate"]), list(joint["down"])
+    k_up = _keep_vector(keep if keep_up is None else keep_up, L, "keep_up" if keep_up is not None else "keep", x_scores,
+                        model, "upgate")
+    k_down = _keep_vector(keep if keep_down is None else keep_down, L, "keep_down" if keep_down is not None else "keep",
+                          c.get("down"), model, "down")
     groups = []
     if keep_gate is None:
         groups.append(Group("upgate", "x", dm, 2 * dff * bpw, k_up if up_pruned else dense, up_pruned, ("up", "gate")))
     else:
-        k_gate = _keep_vector(keep_gate, L, "keep_gate", x_scores)
+        k_gate = _keep_vector(keep_gate, L, "keep_gate", x_scores, model, "gate")
         groups.append(Group("up", "x", dm, dff * bpw, k_up if up_pruned else dense, up_pruned, ("up",)))
         groups.append(Group("gate", "x", dm, dff * bpw, k_gate if up_pruned else dense, up_pruned, ("gate",)))
     down_pruned = "down" in policy.prunes

@@ -51,7 +51,7 @@ CONSTRAINTS = {
 }
 ACCURACY_METRICS = ("perplexity", "dense_perplexity", "kl_to_dense", "top1_agreement", "closed_loop_hit_rate",
                     "closed_loop_flash_bytes_per_token")
-KEEPS = ("keep", "keep_up", "keep_gate", "keep_down")
+KEEPS = schedules.KEEPS
 DEFAULT_TRIALS = 40
 
 

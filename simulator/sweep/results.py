@@ -16,6 +16,7 @@ from common.errors import DipsimError
 from common.io import atomic, atomic_write, make_folder
 from common.jsonio import json_default
 
+from .. import schedules
 from .experiment import Experiment, Point, flatten
 
 SWEEP_VERSION = 2
@@ -149,9 +150,15 @@ def discard_output(out: Path, made: bool) -> None:
 
 
 def row_of(point: Point, metrics: dict[str, Any]) -> dict[str, Any]:
-    """A results row: the point's key, every parameter as ``p.<name>`` and the metrics."""
+    """A results row: the point's key, every parameter as ``p.<name>`` and the metrics; a keep schedule
+    with all its parameters as checked (defaults and the greedy's calibration digest filled in)."""
     row: dict[str, Any] = {"key": point.key}
-    for k, v in flatten(point.params).items():
+    params = dict(point.params)
+    for k in schedules.KEEPS:
+        checked = getattr(point.config.replay, k, None)
+        if k in params and isinstance(checked, dict):
+            params[k] = checked
+    for k, v in flatten(params).items():
         row[f"p.{k}"] = v if not isinstance(v, (dict, list)) else json.dumps(v, sort_keys=True)
     row.update(metrics)
     return row
