@@ -28,6 +28,7 @@ from common.params import (ConfigBase, boolean, boolean_or_device, child, choice
                            params_of, says, size, text)
 from traces import prefix
 from traces.format import SIZE_LIMITS
+from traces.models import DTYPES
 
 from . import allocation, caches, masking, schedules
 
@@ -252,11 +253,15 @@ class MmluTask(ConfigBase):
                                                                   "examples", metavar="S")
     reset_cache: bool = param(False, boolean, "start every question from a fresh cache (false: the cache state "
                                               "carries over from one question to the next, as on a device)")
+    dtype: str = param("float32", choice(*DTYPES, kind="model dtype"),
+                       "the dtype the model computes in: bfloat16 runs about 4x faster on a CPU with AMX "
+                       "(docs: MMLU in the loop) and may change a near-tied answer", choices=lambda: DTYPES)
 
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``evaluate_mmlu``."""
         return {"questions": self.questions, "questions_per_topic": self.questions_per_topic or None,
-                "shots": self.shots, "question_seed": self.question_seed, "reset_cache": self.reset_cache}
+                "shots": self.shots, "question_seed": self.question_seed, "reset_cache": self.reset_cache,
+                "dtype": self.dtype}
 
 
 @dataclass(frozen=True)
