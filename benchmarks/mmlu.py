@@ -10,7 +10,8 @@ glu-prune keep 0.5 and threshold keep 0.5, each with an LRU cache holding half t
 the wall time (target, issue 20: <= 15 minutes on the 2-core machine for qwen2.5-0.5b at 10
 questions per topic) with its breakdown, and every row's accuracy with its Wilson 95% interval and
 the paired difference to dense with its 95% interval and McNemar's p. The load average is printed
-before and after: other processes on the machine slow the run down.
+before and after, and the process's CPU time beside the wall time: other processes on the machine
+slow the run down, and with ``--threads 1`` the CPU time is what the run would take on an idle core.
 
 ``--profile Q`` measures instead where a question's time goes, side by side in one process, on the
 first Q questions of the 2-per-topic draw: one plain transformers forward per question (the model's
@@ -75,12 +76,12 @@ def main(argv: list[str]) -> int:
     try:
         print(f"load average before: {_load()} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})",
               flush=True)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         lm = load_model(a.model, dtype=a.dtype)
         t_load = time.perf_counter() - t0
         rows = evaluate_mmlu(lm, configs, questions_per_topic=a.questions_per_topic, shots=a.shots,
                              reset_cache=a.reset_cache, reuse=False, progress=True)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     except DipsimError as e:
         sys.exit(f"benchmarks/mmlu.py: {e}")
     r0 = rows[0]
@@ -92,6 +93,8 @@ def main(argv: list[str]) -> int:
           + ", ".join(f"{r['label'].split(' lru')[0]} {r['loop_seconds']:.0f} s (policy {r['select_seconds']:.0f} s)"
                       for r in rows))
     n_fwd = 1 + sum(r["mmlu_accuracy_diff"] is not None for r in rows)
+    print(f"CPU time of this process {cpu:.0f} s = {cpu / 60:.1f} min ({cpu / wall:.2f} of the wall time; with one "
+          f"thread, about the wall time on an otherwise idle core)")
     print(f"per question and forward: {wall / (n_fwd * r0['mmlu_questions']):.2f} s all in, "
           f"{r0['trace_seconds'] / r0['mmlu_questions']:.2f} s the dense pass; "
           f"{r0['scored_tokens'] / r0['mmlu_questions']:.1f} positions per question")
