@@ -26,9 +26,8 @@ from typing import Any
 from common.errors import DipsimError
 from common.params import (ConfigBase, boolean, boolean_or_device, child, choice, fraction_or_list, mapping, name_in, number, param,
                            params_of, says, size, text)
-from traces import prefix
+from traces import models, prefix
 from traces.format import SIZE_LIMITS
-from traces.models import DTYPES
 
 from . import allocation, caches, masking, schedules
 
@@ -239,8 +238,7 @@ class AccuracyRun(ConfigBase):
 
 @dataclass(frozen=True)
 class MmluTask(ConfigBase):
-    """The MMLU task's options (``simulator.accuracy.evaluate_mmlu``): eval's command line and a sweep
-    point's ``accuracy: {task: mmlu, ...}``."""
+    """The MMLU task's options (``accuracy.evaluate_mmlu``): eval's and a sweep's ``accuracy: {task: mmlu}``."""
 
     questions: Any = param(None, text(), "a questions file in the MMLU jsonl format (question, answer_a..d, "
                                          "correct_answer, topic; default: the installed MMLU test set, python3 "
@@ -253,15 +251,12 @@ class MmluTask(ConfigBase):
                                                                   "examples", metavar="S")
     reset_cache: bool = param(False, boolean, "start every question from a fresh cache (false: the cache state "
                                               "carries over from one question to the next, as on a device)")
-    dtype: str = param("float32", choice(*DTYPES, kind="model dtype"),
-                       "the dtype the model computes in: bfloat16 runs about 4x faster on a CPU with AMX "
-                       "(docs: MMLU in the loop) and may change a near-tied answer", choices=lambda: DTYPES)
+    dtype: str = param("float32", choice(*models.DTYPES, kind="model dtype"), "the dtype the model computes in: "
+                       "bfloat16 runs ~4x faster with AMX, near-tied answers may flip", choices=lambda: models.DTYPES)
 
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``evaluate_mmlu``."""
-        return {"questions": self.questions, "questions_per_topic": self.questions_per_topic or None,
-                "shots": self.shots, "question_seed": self.question_seed, "reset_cache": self.reset_cache,
-                "dtype": self.dtype}
+        return {**self.to_mapping(), "questions_per_topic": self.questions_per_topic or None}
 
 
 @dataclass(frozen=True)
