@@ -393,6 +393,21 @@ def test_any_batching_gives_the_unbatched_answers(smollm2, tmp_path, monkeypatch
 
 
 @pytest.mark.slow
+def test_neuron_policy_runs_in_the_mmlu_loop(smollm2, tmp_path):
+    """CATS scores neurons by the gate activation: the MMLU loop's hooks see it and its calibration
+    trace records it (this was refused as "the trace does not hold g"); the masked log-probabilities
+    move away from the dense ones."""
+    from simulator.accuracy import evaluate_mmlu
+
+    path = write_questions(tmp_path / "own.jsonl")
+    cats = {"masking": "cats", "keep": 0.5, "cache": "lru", "dram_fraction": 0.5}
+    dense, row = evaluate_mmlu(smollm2, [{"masking": "dense"}, cats], questions=path, questions_per_topic=None,
+                               reuse=False, details=True)
+    assert row["mmlu_accuracy_diff"] is not None and 0 < row["mmlu_hit_rate"] < 1
+    assert np.abs(row["details"]["logprobs"] - dense["details"]["logprobs"]).max() > 1e-3
+
+
+@pytest.mark.slow
 def test_eval_task_mmlu_command(smollm2, tmp_path, capsys):
     from simulator import cli
 

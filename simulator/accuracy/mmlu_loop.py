@@ -146,27 +146,35 @@ def forward_batches(lm, prompts: Prompts, masker=None, *, on_batch=None) -> np.n
 
 
 def calibration_trace(lm, prompts: Prompts, tokens: int, meta: dict[str, Any]):
-    """The dense model's x and h at the first ``tokens`` masked positions, in run order, as an
-    in-memory trace (what calibrated policies calibrate on); a dense forward of the first batches."""
+    """The dense model's x, h and gate activation g at the first ``tokens`` masked positions, in run
+    order, as an in-memory trace (what calibrated policies calibrate on: thresholds of x or h, CATS's
+    of g); a dense forward of the first batches."""
     import torch
 
+    from traces.capture import register_gate_hook
     from traces.format import Trace
 
     from .model import decoder, first_arg
 
     L = lm.info.n_layers
-    xs, hs = [[] for _ in range(L)], [[] for _ in range(L)]
-    state = {"sel": None}
+    xs, hs, gs = [[] for _ in range(L)], [[] for _ in range(L)], [[] for _ in range(L)]
+    state = {"sel": None, "need": tokens}    # positions still to record: a batch's others are not kept
 
     def put(buf, i):
         def hook(mod, args, kwargs):
-            buf[i].append(first_arg(args, kwargs)[state["sel"]].float().numpy())
+            buf[i].append(first_arg(args, kwargs)[state["sel"]][:state["need"]].float().numpy())
         return hook
+
+    def put_g(i):
+        def fn(a):
+            gs[i].append(a[state["sel"]][:state["need"]].float().numpy())
+        return fn
 
     handles = []
     for i, mlp in enumerate(lm.mlps):
         handles.append(mlp.register_forward_pre_hook(put(xs, i), with_kwargs=True))
         handles.append(mlp.down_proj.register_forward_pre_hook(put(hs, i), with_kwargs=True))
+        handles.append(register_gate_hook(mlp, put_g(i)))
     seen = 0
     try:
         with torch.inference_mode():
@@ -174,14 +182,14 @@ def calibration_trace(lm, prompts: Prompts, tokens: int, meta: dict[str, Any]):
                 ids, state["sel"], _ = _batch(prompts.seqs[lo:hi], 0)
                 decoder(lm.model)(input_ids=ids, use_cache=False)
                 seen += int(state["sel"].sum())
+                state["need"] = max(tokens - seen, 0)
                 if seen >= tokens:
                     break
     finally:
         for h in handles:
             h.remove()
-    x = np.stack([np.concatenate(b)[:tokens] for b in xs])
-    h = np.stack([np.concatenate(b)[:tokens] for b in hs])
-    return Trace.from_arrays(x, h, {**meta, "n_tokens": x.shape[1]})
+    x, h, g = (np.stack([np.concatenate(b)[:tokens] for b in buf]) for buf in (xs, hs, gs))
+    return Trace.from_arrays(x, h, {**meta, "n_tokens": x.shape[1]}, g)
 
 
 def check_letters(tokenizer, qs, prompts: Prompts) -> None:
@@ -241,8 +249,8 @@ def step_unpruned(run, prompts: Prompts, n_layers: int, reset: bool, fresh) -> N
 
 def mmlu_meta(lm, qs, prompts: Prompts, prefix: int | None) -> dict[str, Any]:
     meta = dict(lm.info.as_meta())
-    meta.update(corpus=qs.name, corpus_digest=qs.digest, prefix_token=prefix, has_h=True,
-                context=max(len(s) for s in prompts.seqs))
+    meta.update(corpus=qs.name, corpus_digest=qs.digest, prefix_token=prefix, has_h=True, has_g=True,
+                context=max(len(s) for s in prompts.seqs))   # the loop's hooks see g (neuron policies: cats)
     return meta
 
 
