@@ -20,6 +20,7 @@ trace. :func:`load` memory-maps the tensors after checking the header, shapes, d
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,10 @@ class Trace:
                    "capture it again with this version of dipsim (without --no-g)")
             raise DipsimError(f"{self.name}: the trace holds no gate activation act(W_gate x); {why}")
         return self._g[self._check_layer(layer)]
+
+    def without_g(self) -> "Trace":
+        """The same trace without its gate activations (``has_g`` false; no array is copied)."""
+        return dataclasses.replace(self, meta={**self.meta, "has_g": False}, _g=None)
 
     def activations(self, kind: str):
         """The per-layer accessor of ``kind``: ``"x"``, ``"h"`` or ``"g"`` (see :data:`KINDS`)."""

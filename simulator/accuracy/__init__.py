@@ -19,14 +19,16 @@ policies and cache capacities exactly as replay does).
 * ``intervals``: 95% intervals (block bootstrap over positions, Wilson, paired differences to dense);
 * ``mmlu_loop`` / ``mmlu``: the MMLU task -- multiple-choice prompts answered with the policy in
   the loop, the cache carried from question to question (``evaluate_mmlu``);
-* ``store``: the on-disk store of results; ``evaluate``: the entry point of the text task.
+* ``store``: the on-disk store of results; ``evaluate``: the entry point of the text task;
+* ``session``: the model and dense pass a process keeps from one ``evaluate`` to the next.
 
 torch is imported only inside functions.
 """
+from . import session
 from .configs import config_label, normalize_config
 from .evaluate import LOOPS, METRICS, evaluate
 from .mmlu import MMLU_METRICS, evaluate_mmlu
 from .store import results_dir
 
 __all__ = ["LOOPS", "METRICS", "MMLU_METRICS", "config_label", "evaluate", "evaluate_mmlu", "normalize_config",
-           "results_dir"]
+           "results_dir", "session"]

@@ -27,9 +27,11 @@ calibrate on the first ``calib_tokens`` tokens of the dense trace, as replay doe
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -37,7 +39,7 @@ from common.errors import DipsimError
 from traces import prefix as prefix_mod
 
 from ..replay import calibration, group_runs, make_groups, needs_gate_activations, prepare, replay
-from . import store
+from . import session, store
 from .intervals import BLOCK, text_intervals
 from .configs import check_run_args, normalize_config, replay_config
 from .layerwise import ConfigRun, layerwise
@@ -111,16 +113,44 @@ def evaluate(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *, text
     if not todo:
         return results  # type: ignore[return-value]
 
-    from traces.models import load_model
-
-    lm = model if isinstance(model, LoadedModel) else load_model(model)
-    computed = _evaluate_loaded(lm, [cfgs[i] for i in todo], corpus, tokens, prefill, prefix, warmup, calib_tokens,
-                                loop, progress, details, batch_invariant)
+    with _loaded(model, source, details) as (lm, keep):
+        computed = _evaluate_loaded(lm, [cfgs[i] for i in todo], corpus, tokens, prefill, prefix, warmup,
+                                    calib_tokens, loop, progress, details, batch_invariant, keep)
     for i, res in zip(todo, computed):
         if reuse:
             store.write_cached(keys[i], {k: v for k, v in res.items() if k not in ("config", "label", "details")})
         results[i] = res
     return results  # type: ignore[return-value]
+
+
+@contextmanager
+def _loaded(model, source, details: bool) -> Iterator[tuple[Any, str | None]]:
+    """The model to run and, when its dense pass may be kept for the next run, the key of the model
+    (``session``: a model named by a string is kept in this process; one handed in is used as is, and
+    with ``details`` the caller receives the dense trace, so it is computed afresh)."""
+    from traces.models import LoadedModel
+
+    if isinstance(model, LoadedModel):
+        yield model, None
+        return
+    key = store.model_key(source)
+    with session.model(model, key) as lm:
+        yield lm, None if details else key
+
+
+def _dense(lm, seq: list[int], n_pre: int, meta: dict[str, Any], gate: bool, keep: str | None):
+    """The dense pass (``model.dense_pass``: the dense trace and final hidden states; and a place for the
+    dense row's scores, ``metrics.score_hidden``), kept in this process for the next run of the same
+    model, text, tokens and prompt when ``keep`` (the model's key) is given (``session.dense_pass``)."""
+    def compute(with_g: bool):     # the trace, the hidden states and (kept) the dense row's scores
+        trace, hidden = dense_pass(lm, seq, n_pre, {**meta, "has_g": with_g}, keep_hidden=True, with_g=with_g)
+        return trace, hidden, ({} if keep else None)
+
+    if keep is None:
+        return compute(gate)
+    described = {k: v for k, v in meta.items() if k != "has_g"}    # the model's facts, the corpus, the prefix
+    key = json.dumps([keep, described, seq, n_pre], sort_keys=True, default=str)
+    return session.dense_pass(key, gate, compute)
 
 
 def _sequence(lm, corpus, tokens: int, prefill: int, prefix: int | None) -> tuple[list[int], int]:
@@ -146,7 +176,7 @@ def _setups(cfgs, meta, trace, calib_tokens):
 
 
 def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, prefix, warmup, calib_tokens, loop, progress, details,
-                     batch_invariant) -> list[dict[str, Any]]:
+                     batch_invariant, keep: str | None = None) -> list[dict[str, Any]]:
     from traces.format import Trace
 
     meta = dict(lm.info.as_meta())
@@ -161,14 +191,15 @@ def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, prefix, warmup, calib_to
             raise DipsimError(f"config {c['label']!r}: {e}") from None
 
     t_start = time.perf_counter()
-    trace, dense_hidden = dense_pass(lm, seq, n_pre, meta, keep_hidden=True, with_g=gate)
+    trace, dense_hidden, dense_scores = _dense(lm, seq, n_pre, meta, gate, keep)
     t_trace = time.perf_counter() - t_start
     T = trace.n_tokens
     setups = _setups(cfgs, meta, trace, calib_tokens)
     if loop == "layer":
         runs = [ConfigRun(c, setup, group_runs(setup, lm.info.n_layers, T, calib)) for c, (_, setup, calib)
                 in zip(cfgs, setups)]
-        res = layerwise(lm, seq, n_pre, runs, dense_hidden, progress=progress, details=details)
+        res = layerwise(lm, seq, n_pre, runs, dense_hidden, progress=progress, details=details,
+                        dense_scores=dense_scores)
         rows = 1 + sum(r.prunes for r in runs)
     else:
         from .tokenloop import TokenConfigRun, closed_loop

@@ -200,11 +200,12 @@ class _Masker:
 
 
 def layerwise(lm, seq: list[int], n_pre: int, runs: list[ConfigRun], dense_hidden, *, progress: bool = False,
-              details: bool = False) -> LoopResult:
+              details: bool = False, dense_scores: dict | None = None) -> LoopResult:
     """The closed loop of every configuration in ``runs`` over ``seq`` (see the module doc).
 
     ``dense_hidden``: the final hidden states of the dense forward (``accuracy.model.dense_pass``),
-    row 0. Configurations that prune are numbered rows 1, 2, ... in order (``run.row``). With
+    row 0 (``dense_scores``: its scores kept from an earlier run, ``metrics.score_hidden``).
+    Configurations that prune are numbered rows 1, 2, ... in order (``run.row``). With
     ``details`` the result also holds the logits of the scored positions and, in ``extra``, every
     row's scored activations (``x``, ``h``, ``g``: ``[rows, L, T, N]``, before its masks).
     """
@@ -252,7 +253,7 @@ def layerwise(lm, seq: list[int], n_pre: int, runs: list[ConfigRun], dense_hidde
                 run.masks = {g.group.name: np.ones((T, L, g.group.n_columns), bool) for g in run.runs}
     select_seconds = masker.select_seconds + time.perf_counter() - t_sel
     nll, kl, top1, logits = score_hidden(lm.model, hidden, np.asarray(seq[n_pre:]), n_pre - 1,
-                                         keep_logits=details)
+                                         keep_logits=details, dense=dense_scores)
     res = LoopResult(nll, kl, top1, time.perf_counter() - t0, logits, {"select_seconds": select_seconds})
     if details:
         res.extra.update(x=rec["x"], h=rec["h"], g=rec["g"])

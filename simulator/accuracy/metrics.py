@@ -29,12 +29,15 @@ class LoopResult:
 
 
 def score_hidden(model, hidden: list, targets: np.ndarray, first: int, *, keep_logits: bool = False,
-                 chunk: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+                 chunk: int = 64, dense: dict | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Score rows of final hidden states ``hidden[r]`` (``[positions, d_model]``; row 0 dense) at
     positions ``first .. first + len(targets) - 1``, whose next tokens are ``targets``.
 
     Returns ``nll, kl, top1`` (``[rows, scored]``) and, with ``keep_logits``, the logits
-    ``[scored, rows, vocab]`` (float32).
+    ``[scored, rows, vocab]`` (float32). ``dense``: where the dense row's log-probabilities and
+    arg-max are kept per chunk of positions (``session``: filled by the first call, read by the next
+    with the same dense row; not with ``keep_logits``, which needs the dense logits themselves).
     """
     import torch
 
@@ -50,13 +53,18 @@ def score_hidden(model, hidden: list, targets: np.ndarray, first: int, *, keep_l
             sl = slice(first + j0, first + j1)
             lp0 = None
             for r, h in enumerate(hidden):
-                lg = head_logits(model, h[sl])
-                if keep_logits:
-                    if logits_out is None:
-                        logits_out = np.zeros((S, R, lg.shape[-1]), np.float32)
-                    logits_out[j0:j1, r] = lg.float().numpy()
-                lp = torch.log_softmax(lg, dim=-1)
-                top = lg.argmax(dim=-1)
+                if r == 0 and dense is not None and not keep_logits and (sl.start, sl.stop) in dense:
+                    lp, top = dense[sl.start, sl.stop]
+                else:
+                    lg = head_logits(model, h[sl])
+                    if keep_logits:
+                        if logits_out is None:
+                            logits_out = np.zeros((S, R, lg.shape[-1]), np.float32)
+                        logits_out[j0:j1, r] = lg.float().numpy()
+                    lp = torch.log_softmax(lg, dim=-1)
+                    top = lg.argmax(dim=-1)
+                    if r == 0 and dense is not None and not keep_logits:
+                        dense[sl.start, sl.stop] = (lp, top)
                 if r == 0:
                     lp0, p0, top0 = lp, lp.exp(), top
                 nll[r, j0:j1] = -lp.gather(1, tgt[j0:j1, None])[:, 0].double().numpy()

@@ -282,3 +282,4 @@ def precompute_accuracy(points: list[Point], say: Callable[[str], None], progres
             continue
         say(f"accuracy in the loop: {len(unique)} configurations of {model} over {kw['tokens']} tokens")
         accuracy.evaluate(model, unique, progress=progress, **kw)
+    accuracy.session.release()      # the points read the store: the model need not stay in memory
