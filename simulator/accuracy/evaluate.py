@@ -192,8 +192,7 @@ def _evaluate_loaded(lm, cfgs, corpus, tokens, prefill, prefix, warmup, calib_to
 
     t_start = time.perf_counter()
     trace, dense_hidden, dense_scores = _dense(lm, seq, n_pre, meta, gate, keep)
-    t_trace = time.perf_counter() - t_start
-    T = trace.n_tokens
+    t_trace, T = time.perf_counter() - t_start, trace.n_tokens
     setups = _setups(cfgs, meta, trace, calib_tokens)
     if loop == "layer":
         runs = [ConfigRun(c, setup, group_runs(setup, lm.info.n_layers, T, calib)) for c, (_, setup, calib)

@@ -6,8 +6,11 @@ import sys
 from pathlib import Path
 
 from common.errors import DipsimError
+from common.params import boolean
 from common.tables import print_table
 
+from ..search.choose import option
+from ..search.space import CONSTRAINTS
 from .options import add_verb, positive_int
 
 
@@ -26,6 +29,14 @@ def add_parser(sub) -> None:
     s.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: a LocalCluster)")
     s.add_argument("--compare", metavar="RESULTS", help="a finished sweep's results folder: its points and front "
                                                         "are drawn on pareto.png beside the search's")
+    budget = s.add_argument_group("a budget chosen afterwards (runs no trial)",
+                                  "Choose best.yaml and the printed answer from the trials the study already "
+                                  "holds, under a budget given here in place of the file's constraint of the "
+                                  "same name (the file's others stay); trials.parquet's feasible and c.* columns "
+                                  "follow it. Nothing runs; the study must exist (run without these first).")
+    for name, (check, _, meaning) in CONSTRAINTS.items():
+        budget.add_argument(option(name), dest=name, metavar="VALUE",
+                            help=f"{meaning} ({check.accepts}{'; false drops it' if check is boolean else ''})")
     s.add_argument("--dry-run", action="store_true", help="check the file, print the space and stop")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -36,10 +47,12 @@ def run(a: argparse.Namespace) -> int:
     closed loop on the real model (reusing the accuracy store). The study lives in OUT/study.journal: a killed
     run resumes where it stopped, losing at most the trials in flight; a rerun with a changed space is refused
     unless --study names a new study. Writes OUT/trials.parquet, OUT/pareto.png and OUT/best.yaml (a
-    one-point experiment that sweep, replay --config and eval --config run as is) and prints the front."""
+    one-point experiment that sweep, replay --config and eval --config run as is) and prints the front. With a
+    budget option (--max-perplexity-increase, ...) it runs no trial: it chooses best.yaml and the front from the
+    study's finished trials under that budget."""
     from common.io import check_folder
 
-    from ..search import front_rows, load_search, run_search, study_folder, write_outputs
+    from ..search import front_rows, load_search, with_budget
 
     search = load_search(a.experiment)
     out = Path(a.out) if a.out else Path("results") / f"{search.exp.name}-search"
@@ -49,19 +62,21 @@ def run(a: argparse.Namespace) -> int:
         raise DipsimError(f"--study {a.study!r}: letters, digits, '-', '_' and '.' only")
     compare = _compare(a.compare)
     trials = a.trials or search.trials
+    given = {k: getattr(a, k) for k in CONSTRAINTS if getattr(a, k) is not None}
+    chosen = with_budget(search, given) if given else search
+    if given and a.trials:
+        raise DipsimError(f"{option(next(iter(given)))} chooses among the finished trials and runs none; "
+                          f"give --trials in a run without it")
     objs = ", ".join(f"{o.metric} ({o.direction})" for o in search.objectives)
-    cons = ", ".join(f"{k}={v}" for k, v in search.constraints.items()) or "none"
-    print(f"optimize {search.exp.name}: {trials} trials, {search.sampler}; objectives {objs}; constraints {cons} "
-          f"-> {out}", file=sys.stderr)
+    cons = ", ".join(f"{k}={v}" for k, v in chosen.constraints.items()) or "none"
+    what = "choosing among the finished trials (none run)" if given else f"{trials} trials, {search.sampler}"
+    print(f"optimize {search.exp.name}: {what}; objectives {objs}; constraints {cons} -> {out}", file=sys.stderr)
     if a.dry_run:
         for d in search.dims:
             print(f"{d.name}: {d.describe()}")
         return 0
     check_folder(out, "--out", create=False)
-    study = run_search(search, out, study_name=a.study, trials=trials, jobs=a.jobs, executor=a.executor,
-                       scheduler=a.scheduler, progress=not a.quiet)
-    res = write_outputs(search, study, study_folder(out, a.study), compare=compare,
-                        compare_name=Path(a.compare).name if a.compare else "sweep")
+    search, res = _run_or_choose(a, search, chosen if given else None, out, trials, compare)
     df = res["table"]
     if not len(df):
         print("no trial finished")
@@ -79,6 +94,26 @@ def run(a: argparse.Namespace) -> int:
     if res.get("warning"):
         print(f"dipsim: warning: {res['warning']}")
     return 0
+
+
+def _run_or_choose(a: argparse.Namespace, search, chosen, out: Path, trials: int, compare):
+    """Run the study (or, with ``chosen``, the search under a budget given on the command line, take its
+    finished trials as they are) and write the outputs; return the search they follow and what they say."""
+    from ..search import finished_study, run_search, study_folder, write_outputs
+
+    held = None
+    try:
+        if chosen is not None:
+            study, held = finished_study(search, out, a.study)
+            search = chosen
+        else:
+            study = run_search(search, out, study_name=a.study, trials=trials, jobs=a.jobs, executor=a.executor,
+                               scheduler=a.scheduler, progress=not a.quiet)
+        return search, write_outputs(search, study, study_folder(out, a.study), compare=compare,
+                                     compare_name=Path(a.compare).name if a.compare else "sweep")
+    finally:
+        if held is not None:
+            held.close()
 
 
 def _study_name_ok(name: str) -> bool:

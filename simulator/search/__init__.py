@@ -3,12 +3,14 @@
 ``space`` reads and checks the section (through the sweeps' config classes); ``study`` runs an Optuna
 study kept in the output folder, each trial a real sweep point (``sweep.run_point``), resumable after
 a kill; ``front`` computes the Pareto front; ``outputs`` writes ``trials.parquet``, ``pareto.png`` and
-``best.yaml``.
+``best.yaml``; ``choose`` picks among a study's finished trials under a budget given afterwards.
 """
+from .choose import finished_study, option, with_budget
 from .front import nondominated
 from .outputs import OUTPUT_HOOKS, front_rows, trials_table, write_outputs
 from .space import Dim, Objective, Search, load_search, violations
 from .study import DEFAULT_STUDY, open_study, run_search, study_folder
 
-__all__ = ["DEFAULT_STUDY", "Dim", "OUTPUT_HOOKS", "Objective", "Search", "front_rows", "load_search", "nondominated",
-           "open_study", "run_search", "study_folder", "trials_table", "violations", "write_outputs"]
+__all__ = ["DEFAULT_STUDY", "Dim", "OUTPUT_HOOKS", "Objective", "Search", "finished_study", "front_rows", "load_search",
+           "nondominated", "open_study", "option", "run_search", "study_folder", "trials_table", "violations",
+           "with_budget", "write_outputs"]

@@ -2,7 +2,8 @@
 
     trials.parquet   every finished trial: ``trial``, ``key``, the point's parameters as ``p.<name>`` and
                      its metrics as ``m.<name>`` (the sweep's columns), ``feasible``, one ``c.<constraint>``
-                     column per constraint (<= 0: met), ``pareto`` (on the feasible front)
+                     column per constraint (<= 0: met; computed from the metrics, so a budget chosen
+                     afterwards, ``choose``, recomputes them), ``pareto`` (on the feasible front)
     pareto.png       the first two objectives: every trial, the front, and with ``compare`` a finished
                      sweep's points and front on the same axes
     best.yaml        the feasible trial best on the first objective, as a one-point experiment file that
@@ -23,7 +24,7 @@ from common.io import atomic, atomic_write
 
 from ..sweep.experiment import flatten
 from .front import closest, nondominated
-from .space import Search
+from .space import Search, violations
 
 #: writers called after the outputs with (study folder, trials table)
 OUTPUT_HOOKS: list[Callable[[Path, Any], None]] = []
@@ -40,7 +41,7 @@ def trials_table(search: Search, study):
         for k, v in flatten(t.user_attrs.get("point", {})).items():
             row[f"p.{k}"] = v if not isinstance(v, (dict, list)) else json.dumps(v, sort_keys=True)
         row.update(t.user_attrs.get("metrics", {}))
-        cons = list(t.user_attrs.get("constraints", ()))
+        cons = violations(search.constraints, t.user_attrs.get("metrics", {})) if search.constraints else []
         for name, c in zip(search.constraints, cons):
             row[f"c.{name}"] = float(c)
         row["feasible"] = all(c <= 0 for c in cons)

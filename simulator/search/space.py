@@ -330,12 +330,13 @@ def _objectives(p: Path, raw: Any, base: dict[str, Any]) -> list[Objective]:
                               f"({', '.join(numeric[:12])}, ...; see README 'Metrics')")
         if v not in DIRECTIONS:
             raise DipsimError(f"{where}.{k}: expected max or min, got {v!r}")
-        _needs(p, f"{where}.{k}", k, base)
+        needs(f"{where}.{k}", k, base)
         out.append(Objective(k, DIRECTIONS[v]))
     return out
 
 
-def _needs(p: Path, where: str, metric: str, base: dict[str, Any]) -> None:
+def needs(where: str, metric: str, base: dict[str, Any]) -> None:
+    """Refuse (naming ``where``) a metric that the base does not measure (accuracy or a device)."""
     if metric in ACCURACY_METRICS and not base.get("accuracy"):
         raise DipsimError(f"{where}: {metric} is measured in the loop on the real model; set 'accuracy: true' in "
                           f"base")
@@ -357,7 +358,7 @@ def _constraints(p: Path, raw: Any, base: dict[str, Any]) -> dict[str, Any]:
             raise DipsimError(f"{where}: unknown constraint {k!r}; allowed: {', '.join(CONSTRAINTS)}")
         check, need, _ = CONSTRAINTS[k]
         out[k] = check(v, f"{where}.{k}")
-        _needs(p, f"{where}.{k}", "perplexity" if need == "accuracy" else "fits_in_dram", base)
+        needs(f"{where}.{k}", "perplexity" if need == "accuracy" else "fits_in_dram", base)
     return {k: v for k, v in out.items() if v is not False}
 
 

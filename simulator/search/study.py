@@ -44,7 +44,8 @@ def study_folder(out: Path, name: str) -> Path:
     return out if name == DEFAULT_STUDY else out / name
 
 
-def _lock(out: Path):
+def lock(out: Path):
+    """Hold ``OUT/.lock`` (one runner per folder; the kernel drops it when the process dies)."""
     out.mkdir(parents=True, exist_ok=True)
     f = open(out / ".lock", "a+")
     try:
@@ -55,7 +56,7 @@ def _lock(out: Path):
     return f
 
 
-def _repair_journal(path: Path) -> None:
+def repair_journal(path: Path) -> None:
     """Drop a half-written last line (a run killed mid-write) and a stale journal lock file."""
     for stale in (path.with_name(path.name + ".lock"),):
         if stale.is_symlink() or stale.exists():
@@ -92,15 +93,10 @@ def _check_meta(out: Path, search: Search, name: str) -> dict[str, Any]:
 def open_study(search: Search, out: Path, name: str = DEFAULT_STUDY, seed_offset: bool = True):
     """The study (created or reopened), trials left running by a dead run failed and queued again."""
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
     from optuna.trial import TrialState
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     _check_meta(out, search, name)
-    journal = out / JOURNAL
-    _repair_journal(journal)
-    storage = JournalStorage(JournalFileBackend(str(journal), lock_obj=JournalFileOpenLock(str(journal) + ".lock")))
+    storage = journal_storage(out)
     probe = optuna.load_study(study_name=name, storage=storage) if name in _names(storage) else None
     n_before = len(probe.trials) if probe else 0
     study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
@@ -111,6 +107,18 @@ def open_study(search: Search, out: Path, name: str = DEFAULT_STUDY, seed_offset
             study.tell(t.number, state=TrialState.FAIL)
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
     return study
+
+
+def journal_storage(out: Path):
+    """Optuna's journal storage of the folder (held under its lock), repaired first (``repair_journal``)."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    journal = out / JOURNAL
+    repair_journal(journal)
+    return JournalStorage(JournalFileBackend(str(journal), lock_obj=JournalFileOpenLock(str(journal) + ".lock")))
 
 
 def _names(storage) -> list[str]:
@@ -229,7 +237,7 @@ def run_search(search: Search, out: str | os.PathLike, *, study_name: str = DEFA
         raise DipsimError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
     check_jobs(jobs, executor, scheduler)
     budget = trials or search.trials
-    lock = _lock(out)
+    held = lock(out)
     try:
         study = open_study(search, out, study_name)
         done = counted(study)
@@ -242,7 +250,7 @@ def run_search(search: Search, out: str | os.PathLike, *, study_name: str = DEFA
         _loop(search, out, study, budget, _executor(executor, jobs, scheduler, evaluate), jobs, progress)
         return study
     finally:
-        lock.close()
+        held.close()
 
 
 def _loop(search: Search, out: Path, study, budget: int, ex, jobs: int, progress: bool) -> None:
