@@ -3,12 +3,13 @@ pass, so that the trials of a search -- each a call of ``evaluate`` with one con
 main process (``--jobs 1``) or in a pool or Dask worker -- load the model and run the dense forward
 once per process instead of once per trial.
 
-Bounded: one model and one dense pass per process. Asking for another model drops both first;
-another dense pass of the same model replaces the one kept. In float32 that is, for SmolLM2-135M,
-about 0.5 GB of weights and 0.45 GB of dense pass over 1024 tokens (x, h and g of every layer); for
-Qwen2.5-Coder-1.5B about 6.2 GB and 1.1 GB over 512 tokens -- per process, so a search with
-``--jobs 2`` keeps two copies (a worker without the cache held one too, while its trial ran).
-``release()`` drops both (the sweep does once its closed-loop runs are done).
+Bounded: one model and one dense pass (with the dense row's scores) per process. Asking for another
+model drops both first; another dense pass of the same model replaces the one kept. In float32 that
+is, for SmolLM2-135M over 1024 tokens, about 0.54 GB of weights, 0.45 GB of dense pass (x, h and g of
+every layer) and 0.2 GB of dense log-probabilities; for Qwen2.5-Coder-1.5B over 512 tokens about
+6.2 GB, 1.1 GB and 0.3 GB -- per process, so a search with ``--jobs 2`` keeps two copies (a worker
+without the cache held as much while its trial ran). ``release()`` drops them (the sweep does once
+its closed-loop runs are done).
 
 Keys are what decides the objects, nothing less:
 
