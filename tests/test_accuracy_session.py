@@ -70,6 +70,35 @@ def test_an_error_in_a_run_drops_what_is_kept(monkeypatch):
     assert session.kept() == {"model": None, "dense": None}
 
 
+def small_search(tmp_path, trials: int):
+    import yaml
+
+    from simulator.search import load_search
+
+    exp = tmp_path / "s.yaml"
+    exp.write_text(yaml.safe_dump({
+        "name": "s", "trace": {"model": "smollm2-135m", "tokens": 96},
+        "base": {"cache": "lru", "device": "paper-a18", "accuracy": True, "warmup": 8, "calib_tokens": 32},
+        "search": {"space": {"masking": ["dip", "dip-ca", "cats"], "keep": {"low": 0.3, "high": 0.9},
+                             "gamma": {"low": 0.0, "high": 1.0}, "dram_fraction": {"low": 0.2, "high": 0.8}},
+                   "trials": trials, "seed": 3}}))
+    return load_search(exp)
+
+
+def assert_trials_equal_points_alone(search, study, df) -> None:
+    """Every trial's row against its point run alone in this process with nothing kept (every metric but
+    timings, exactly)."""
+    from simulator.sweep.execute import run_point
+
+    for t in study.trials:
+        session.release()
+        alone = run_point(search.point(t.params).config, dense=None)
+        row = df[df["trial"] == t.number].iloc[0]
+        for k, v in alone.items():
+            if "seconds" not in k:
+                assert row[k] == v or (v != v and row[k] != row[k]), (t.number, k, row[k], v)
+
+
 @pytest.mark.slow
 def test_search_with_kept_model_gives_the_metrics_of_points_run_alone(tmp_path, monkeypatch):
     """Five trials of a search in one process (cats among the policies, so that passes with and without
@@ -77,12 +106,9 @@ def test_search_with_kept_model_gives_the_metrics_of_points_run_alone(tmp_path, 
     its own empty accuracy store, so both measure in the loop."""
     import sys
 
-    import yaml
-
     import traces.models
     from simulator.accuracy import store
-    from simulator.search import load_search, run_search, trials_table
-    from simulator.sweep.execute import run_point
+    from simulator.search import run_search, trials_table
 
     ev = sys.modules["simulator.accuracy.evaluate"]     # the module (the package exports the function)
     counts = {"load": 0, "dense": 0}
@@ -98,14 +124,7 @@ def test_search_with_kept_model_gives_the_metrics_of_points_run_alone(tmp_path, 
 
     monkeypatch.setattr("traces.models.load_model", load)
     monkeypatch.setattr(ev, "dense_pass", dense)
-    exp = tmp_path / "s.yaml"
-    exp.write_text(yaml.safe_dump({
-        "name": "s", "trace": {"model": "smollm2-135m", "tokens": 96},
-        "base": {"cache": "lru", "device": "paper-a18", "accuracy": True, "warmup": 8, "calib_tokens": 32},
-        "search": {"space": {"masking": ["dip", "dip-ca", "cats"], "keep": {"low": 0.3, "high": 0.9},
-                             "gamma": {"low": 0.0, "high": 1.0}, "dram_fraction": {"low": 0.2, "high": 0.8}},
-                   "trials": 5, "seed": 3}}))
-    search = load_search(exp)
+    search = small_search(tmp_path, 5)
     monkeypatch.setattr(store, "results_dir", lambda: tmp_path / "store-search")
     study = run_search(search, tmp_path / "out", progress=False, log=lambda s: None)
     df = trials_table(search, study)
@@ -113,11 +132,29 @@ def test_search_with_kept_model_gives_the_metrics_of_points_run_alone(tmp_path, 
     assert session.kept()["model"] is not None
 
     monkeypatch.setattr(store, "results_dir", lambda: tmp_path / "store-alone")
-    for t in study.trials:
-        session.release()
-        alone = run_point(search.point(t.params).config, dense=None)
-        row = df[df["trial"] == t.number].iloc[0]
-        for k, v in alone.items():
-            if "seconds" not in k:
-                assert row[k] == v or (v != v and row[k] != row[k]), (t.number, k, row[k], v)
+    assert_trials_equal_points_alone(search, study, df)
     assert counts["load"] == 1 + 5 and counts["dense"] <= 2 + 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["local", "dask"])
+def test_parallel_search_keeps_per_worker_and_gives_the_same_metrics(tmp_path, monkeypatch, executor):
+    """Two workers (the local pool, a Dask LocalCluster), each keeping its own model: the same check. The
+    workers' store is the cache's (a fresh DIPSIM_CACHE_DIR linking the models, which they inherit)."""
+    from common.io import cache_root
+    from simulator.accuracy import store
+    from simulator.search import run_search, trials_table
+
+    real = cache_root()
+    mine = tmp_path / "cache"
+    mine.mkdir()
+    for name in ("models", "gguf", "traces", "numba"):
+        if (real / name).exists():
+            (mine / name).symlink_to(real / name)
+    monkeypatch.setenv("DIPSIM_CACHE_DIR", str(mine))
+    search = small_search(tmp_path, 4)
+    study = run_search(search, tmp_path / "out", jobs=2, executor=executor, progress=False, log=lambda s: None)
+    df = trials_table(search, study)
+    assert len(df) == 4
+    monkeypatch.setattr(store, "results_dir", lambda: tmp_path / "store-alone")
+    assert_trials_equal_points_alone(search, study, df)
