@@ -71,18 +71,14 @@ def test_an_error_in_a_run_drops_what_is_kept(monkeypatch):
 
 
 def small_search(tmp_path, trials: int):
-    import yaml
-
+    """A search of the real SmolLM2 over 64 tokens: dip, dip-ca and cats (which needs gate activations)."""
     from simulator.search import load_search
+    from test_search import write_exp
 
-    exp = tmp_path / "s.yaml"
-    exp.write_text(yaml.safe_dump({
-        "name": "s", "trace": {"model": "smollm2-135m", "tokens": 96},
-        "base": {"cache": "lru", "device": "paper-a18", "accuracy": True, "warmup": 8, "calib_tokens": 32},
-        "search": {"space": {"masking": ["dip", "dip-ca", "cats"], "keep": {"low": 0.3, "high": 0.9},
-                             "gamma": {"low": 0.0, "high": 1.0}, "dram_fraction": {"low": 0.2, "high": 0.8}},
-                   "trials": trials, "seed": 3}}))
-    return load_search(exp)
+    space = {"masking": ["dip", "dip-ca", "cats"], "keep": {"low": 0.3, "high": 0.9}, "gamma": {"low": 0.0, "high": 1.0},
+             "dram_fraction": {"low": 0.2, "high": 0.8}}
+    base = {"cache": "lru", "device": "paper-a18", "accuracy": True, "warmup": 8, "calib_tokens": 32}
+    return load_search(write_exp(tmp_path, {"space": space, "trials": trials, "seed": 3}, base=base))
 
 
 def assert_trials_equal_points_alone(search, study, df) -> None:
