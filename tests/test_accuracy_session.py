@@ -75,8 +75,8 @@ def small_search(tmp_path, trials: int):
     from simulator.search import load_search
     from test_search import write_exp
 
-    space = {"masking": ["dip", "dip-ca", "cats"], "keep": {"low": 0.3, "high": 0.9}, "gamma": {"low": 0.0, "high": 1.0},
-             "dram_fraction": {"low": 0.2, "high": 0.8}}
+    space = {"masking": ["dip", "dip-ca", "cats"], "keep": {"low": 0.3, "high": 0.9},
+             "gamma": {"low": 0.0, "high": 1.0}, "dram_fraction": {"low": 0.2, "high": 0.8}}
     base = {"cache": "lru", "device": "paper-a18", "accuracy": True, "warmup": 8, "calib_tokens": 32}
     return load_search(write_exp(tmp_path, {"space": space, "trials": trials, "seed": 3}, base=base))
 
