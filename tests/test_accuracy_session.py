@@ -135,11 +135,20 @@ def test_search_with_kept_model_gives_the_metrics_of_points_run_alone(tmp_path, 
 @pytest.mark.slow
 @pytest.mark.parametrize("executor", ["local", "dask"])
 def test_parallel_search_keeps_per_worker_and_gives_the_same_metrics(tmp_path, monkeypatch, executor):
-    """Two workers (the local pool, a Dask LocalCluster), each keeping its own model: the same check. The
-    workers' store is the cache's (a fresh DIPSIM_CACHE_DIR linking the models, which they inherit)."""
+    """Two workers (the local pool, a Dask LocalCluster), each keeping its own model, run by
+    ``dipsim optimize --jobs 2`` in a fresh process (a pool forked from a process whose torch already
+    ran threads may hang in GNU OpenMP, as this test process has), with its own cache folder linking the
+    models and traces: the same check."""
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
     from common.io import cache_root
     from simulator.accuracy import store
-    from simulator.search import run_search, trials_table
+    from simulator.search import finished_study
+    from simulator.sweep.execute import trace_for
 
     real = cache_root()
     mine = tmp_path / "cache"
@@ -147,10 +156,24 @@ def test_parallel_search_keeps_per_worker_and_gives_the_same_metrics(tmp_path, m
     for name in ("models", "gguf", "traces", "numba"):
         if (real / name).exists():
             (mine / name).symlink_to(real / name)
-    monkeypatch.setenv("DIPSIM_CACHE_DIR", str(mine))
     search = small_search(tmp_path, 4)
-    study = run_search(search, tmp_path / "out", jobs=2, executor=executor, progress=False, log=lambda s: None)
-    df = trials_table(search, study)
+    trace_for(search.point({}).config.trace)       # captured here, so the command's own process runs no torch
+    r = subprocess.run([sys.executable, "-m", "simulator.cli", "optimize", str(search.path), "--out",
+                        str(tmp_path / "out"), "--jobs", "2", "--executor", executor, "-q"],
+                       env={**os.environ, "DIPSIM_CACHE_DIR": str(mine)}, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    df = pd.read_parquet(tmp_path / "out" / "trials.parquet")
+    study, held = finished_study(search, tmp_path / "out", "default")
+    held.close()
     assert len(df) == 4
     monkeypatch.setattr(store, "results_dir", lambda: tmp_path / "store-alone")
-    assert_trials_equal_points_alone(search, study, df)
+    import torch
+
+    threads = torch.get_num_threads()
+    if executor == "dask":      # its workers run torch on one thread (the nanny sets OMP_NUM_THREADS=1), and
+        torch.set_num_threads(1)     # float32 sums in another order may send a closed loop another way
+    try:
+        assert_trials_equal_points_alone(search, study, df)
+    finally:
+        torch.set_num_threads(threads)
