@@ -39,33 +39,72 @@ def run(a: argparse.Namespace) -> int:
     one-point experiment that sweep, replay --config and eval --config run as is) and prints the front."""
     from common.io import check_folder
 
-    from ..search import front_rows, load_search, run_search, study_folder, write_outputs
+    from ..search import load_searches
 
-    search = load_search(a.experiment)
+    variants = load_searches(a.experiment)
+    search = variants[0].search
     out = Path(a.out) if a.out else Path("results") / f"{search.exp.name}-search"
     if out.exists() and not out.is_dir():
         raise DipsimError(f"--out {out}: exists and is not a folder; give the study folder")
     if not _study_name_ok(a.study):
         raise DipsimError(f"--study {a.study!r}: letters, digits, '-', '_' and '.' only")
+    split = bool(variants[0].labels)
+    if split and a.compare:
+        raise DipsimError(f"--compare: {a.experiment} splits its search (search.each); compare a one-study search")
     compare = _compare(a.compare)
-    trials = a.trials or search.trials
     objs = ", ".join(f"{o.metric} ({o.direction})" for o in search.objectives)
     cons = ", ".join(f"{k}={v}" for k, v in search.constraints.items()) or "none"
-    print(f"optimize {search.exp.name}: {trials} trials, {search.sampler}; objectives {objs}; constraints {cons} "
-          f"-> {out}", file=sys.stderr)
+    most = max(v.search.trials for v in variants)
+    what = f"{len(variants)} studies of up to {a.trials or most} trials" if split else \
+        f"{a.trials or search.trials} trials"
+    print(f"optimize {search.exp.name}: {what}, {search.sampler}; objectives {objs}; constraints {cons} -> {out}",
+          file=sys.stderr)
     if a.dry_run:
-        for d in search.dims:
-            print(f"{d.name}: {d.describe()}")
+        for v in variants:
+            print(f"{v.name + ': ' if split else ''}" + ("; ".join(f"{d.name}: {d.describe()}" for d in v.search.dims)
+                                                        or f"nothing to search: {v.search.trials} trial"))
         return 0
     check_folder(out, "--out", create=False)
-    study = run_search(search, out, study_name=a.study, trials=trials, jobs=a.jobs, executor=a.executor,
+    if split:
+        return _run_split(a, variants, out)
+    res = _one(a, search, out, compare)
+    _print_result(search, res, cons)
+    return 0
+
+
+def _one(a: argparse.Namespace, search, out: Path, compare=None) -> dict:
+    """Run one study to its trial budget and write its outputs."""
+    from ..search import run_search, study_folder, write_outputs
+
+    study = run_search(search, out, study_name=a.study, trials=a.trials, jobs=a.jobs, executor=a.executor,
                        scheduler=a.scheduler, progress=not a.quiet)
-    res = write_outputs(search, study, study_folder(out, a.study), compare=compare,
-                        compare_name=Path(a.compare).name if a.compare else "sweep")
+    return write_outputs(search, study, study_folder(out, a.study), compare=compare,
+                         compare_name=Path(a.compare).name if a.compare else "sweep")
+
+
+def _run_split(a: argparse.Namespace, variants, out: Path) -> int:
+    """Each variant's study in OUT/<labels>/, the fronts side by side in OUT after each one."""
+    from ..search import run_variants
+
+    res = run_variants(variants, out, study_name=a.study, trials=a.trials, jobs=a.jobs, executor=a.executor,
+                       scheduler=a.scheduler, progress=not a.quiet)
+    if res.get("winners"):
+        print("Where each study's front wins (the front of all feasible trials of a panel together):")
+        print_table(res["winners"])
+        print("Per study:")
+        print_table(res["summary"])
+    for f in res.get("files", []):
+        print(f"wrote {f}")
+    return 0
+
+
+def _print_result(search, res: dict, cons: str) -> None:
+    from ..search import front_rows
+
     df = res["table"]
     if not len(df):
         print("no trial finished")
-        return 0
+        return
     n_feas = int(df["feasible"].sum())
     print(f"{len(df)} trials, {n_feas} feasible ({cons})")
     if n_feas:
@@ -78,7 +117,6 @@ def run(a: argparse.Namespace) -> int:
         print(f"wrote {f}")
     if res.get("warning"):
         print(f"dipsim: warning: {res['warning']}")
-    return 0
 
 
 def _study_name_ok(name: str) -> bool:
