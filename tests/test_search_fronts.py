@@ -115,3 +115,22 @@ def test_dominates_small_cases():
     assert not _dominates(a, np.array([[2.0, 2.0], [0.5, 0.5]]))    # one point beyond a's front
     assert not _dominates(a, a)                                      # equal fronts do not dominate
     assert not _dominates(a[:0], a)
+
+
+def test_share_measures_the_first_studys_designs_on_the_other_device(tmp_path):
+    out = tmp_path / "out"
+    variants = load_searches(write_exp(tmp_path, {**SEARCH, "share": ["device"]}))
+    assert variants[0].shares == variants[len(METHODS)].shares == (("masking", "dense"),)
+    run_variants(variants, out, progress=False, evaluate=search_fake.evaluate, log=lambda s: None)
+    for m in METHODS[1:]:
+        a18, phone = (pd.read_parquet(out / d / m / "trials.parquet") for d in DEVICES)
+        cols = [c for c in a18.columns if c.startswith("p.keep") or c == "p.gamma"]
+        assert len(a18) == len(phone) == 5
+        assert a18[cols].to_dict("records") == phone[cols].to_dict("records")
+
+
+@pytest.mark.parametrize("share", [["masking"], ["nope"], "device", []])
+def test_bad_share_names_file_and_key(tmp_path, share):
+    with pytest.raises(DipsimError, match=r"f\.yaml: search\.share: expected a list of keys of search\.each other "
+                                          r"than its last \(device\)"):
+        load_searches(write_exp(tmp_path, {**SEARCH, "share": share}))

@@ -7,6 +7,8 @@
         device: [paper-a18, phone-12gb-ufs40]
         masking: [dense, dip, dip-ca, {masking: powerinfer, cache: pinned, oracle: true}]
       space: {keep: {low: 0.3, high: 1.0}, gamma: {low: 0.0, high: 1.0}}
+      share: [device]                     # optional: studies that differ only in these keys measure the
+                                          # designs the first of them searched (its closed loops are reused)
       trials: 12                          # per study; a study whose space is empty (dense) runs one
 
 A value of ``each`` is a point value, or a mapping that holds the key itself and further point keys set
@@ -31,10 +33,13 @@ from .space import Search, read_section, applies, build_search
 
 @dataclass
 class Variant:
-    """One study of a split search: its labels (``trace``, then the keys of ``each``) and its search."""
+    """One study of a split search: its labels (``trace``, then the keys of ``each``), its search and
+    ``shares`` (the labels of the keys of ``share`` left out: studies with the same measure one set of
+    designs, the first one's)."""
 
     search: Search
     labels: dict[str, str] = field(default_factory=dict)
+    shares: tuple = ()
 
     @property
     def folder(self) -> Path:
@@ -75,7 +80,8 @@ def load_searches(path: str | Path) -> list[Variant]:
         used.update([name] if ok else [])
         return ok
 
-    section = {k: v for k, v in raw.items() if k != "each"}
+    share = _share(p, raw.get("share"), each)
+    section = {k: v for k, v in raw.items() if k not in ("each", "share")}
     out = []
     for trace in traces:
         for combo in itertools.product(*each.values()):
@@ -84,7 +90,8 @@ def load_searches(path: str | Path) -> list[Variant]:
             for key, v in zip(each, combo):
                 fixed.update(v if isinstance(v, dict) else {key: v})
                 labels[key] = re.sub(r"[^A-Za-z0-9._-]+", "_", str(v[key] if isinstance(v, dict) else v))
-            out.append(Variant(build_search(exp, section, trace, fixed, takes), labels))
+            shares = tuple((k, x) for k, x in labels.items() if k not in share) if share else ()
+            out.append(Variant(build_search(exp, section, trace, fixed, takes), labels, shares))
     idle = [k for k in searched if k not in used]
     if idle:
         raise DipsimError(f"{p}: search.space.{idle[0]}: no variant of search.each takes it")
@@ -115,4 +122,14 @@ def _each(p: Path, raw: Any) -> dict[str, list]:
             if isinstance(x, dict) and k not in x:
                 raise DipsimError(f"{where}.{k}: a mapping value must hold {k!r} itself (it names the variant), "
                                   f"got {x!r}")
+    return raw
+
+
+def _share(p: Path, raw: Any, each: dict[str, list]) -> list[str]:
+    if raw is None:
+        return []
+    keys = list(each)[:-1]
+    if not isinstance(raw, list) or not raw or any(k not in keys for k in raw):
+        raise DipsimError(f"{p}: search.share: expected a list of keys of search.each other than its last "
+                          f"({', '.join(keys) or 'none here'}), got {raw!r}")
     return raw

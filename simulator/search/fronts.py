@@ -34,15 +34,22 @@ def run_variants(variants: list[Variant], out: Path, *, study_name: str = DEFAUL
     something to search; a study with nothing to search runs its one trial) and write its outputs,
     then the fronts side by side into ``OUT`` (``study_folder(OUT, study_name)``) after each one, so
     that an interrupted run leaves the finished studies' fronts. ``run``: ``run_search``'s options
-    (jobs, executor, scheduler, progress, evaluate). Returns ``write_fronts``' result."""
+    (jobs, executor, scheduler, progress, evaluate). A variant that shares (``Variant.shares``) with an
+    earlier one runs that one's finished designs first. Returns ``write_fronts``' result."""
+    from optuna.trial import TrialState
+
     say = log or (lambda s: print(s, file=sys.stderr))
     done: list[tuple[dict[str, str], Any]] = []
     res: dict[str, Any] = {}
+    designs: dict[tuple, list[dict[str, Any]]] = {}
     for i, v in enumerate(variants):
-        say(f"[{i + 1}/{len(variants)}] {v.name}")
+        say(f"[{i + 1}/{len(variants)}] {v.name}" + (" (the designs searched for the first study like it)"
+                                                      if v.shares in designs else ""))
         folder = out / v.folder
         study = run_search(v.search, folder, study_name=study_name, trials=trials if v.search.dims else None,
-                           log=say, **run)
+                           log=say, designs=designs.get(v.shares), **run)
+        if v.shares and v.shares not in designs:
+            designs[v.shares] = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         df = write_outputs(v.search, study, study_folder(folder, study_name))["table"]
         say(f"{v.name}: {len(df)} trials, {int(df['feasible'].sum()) if len(df) else 0} feasible")
         done.append((v.labels, df))

@@ -40,7 +40,7 @@ from ..metrics import METRICS
 from ..sweep.experiment import Experiment, Point, flatten, load_experiment, point_hash
 from ..sweep.points import make_point
 
-SEARCH_KEYS = ("space", "each", "objectives", "constraints", "trials", "sampler", "seed")
+SEARCH_KEYS = ("space", "each", "share", "objectives", "constraints", "trials", "sampler", "seed")
 SAMPLERS = ("tpe", "nsga2")
 DIRECTIONS = {"max": "maximize", "min": "minimize", "maximize": "maximize", "minimize": "minimize"}
 #: constraint -> (its check, what it needs in the base: "accuracy" or "device", its meaning)
