@@ -1,5 +1,6 @@
 """A search's trials on its first two objectives: every trial, the feasible ones, the Pareto front,
-and optionally a finished sweep's points and front on the same axes (``dipsim optimize --compare``)."""
+and optionally a finished sweep's points and front on the same axes (``dipsim optimize --compare``);
+and several searches' fronts side by side, one per method (``search.each``: fronts.png)."""
 from __future__ import annotations
 
 import numpy as np
