@@ -134,3 +134,10 @@ def test_bad_share_names_file_and_key(tmp_path, share):
     with pytest.raises(DipsimError, match=r"f\.yaml: search\.share: expected a list of keys of search\.each other "
                                           r"than its last \(device\)"):
         load_searches(write_exp(tmp_path, {**SEARCH, "share": share}))
+
+
+def test_shipped_fronts_experiment_has_a_study_per_device_and_method():
+    variants = load_searches(Path(__file__).resolve().parents[1] / "experiments" / "fronts.yaml")
+    methods = ["dense", "glu-prune", "threshold", "dip", "dip-ca", "cats", "cats-ca", "dejavu", "powerinfer"]
+    assert [v.name for v in variants] == [f"{d} / {m}" for d in DEVICES for m in methods]
+    assert all(v.search.base["dram_fraction"] == 0.5 and v.search.constraints for v in variants)
