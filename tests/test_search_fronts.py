@@ -88,14 +88,15 @@ def test_fronts_png_has_one_front_per_method_in_every_panel(tmp_path):
     counts = df.groupby(["v.device", "v.masking"]).size()
     assert all(counts[(d, "dense")] == 1 and counts[(d, "dip")] == 5 for d in DEVICES)
     fig = method_fronts(df, "m.tokens_per_s", "m.perplexity", front_key="v.masking", panel_keys=["v.device"],
-                        maximize_x=True, minimize_y=True)
+                        maximize_x=True, minimize_y=True, limit=("m.dense_perplexity", 1.5, "budget"))
     axes = fig.get_axes()
     assert len(axes) == len(DEVICES)
     for ax, d in zip(axes, DEVICES):
         labels = [ln.get_label() for ln in ax.get_lines()]
         have = [m for m in METHODS if df[(df["v.device"] == d) & (df["v.masking"] == m)]["pareto"].any()]
-        assert labels == have and "dense" in have      # one front (a line, or dense's star) per method
-        for ln in ax.get_lines():
+        assert labels == have + ["budget"] and "dense" in have    # one front (a line, or dense's star) per method
+        assert ax.get_lines()[-1].get_ydata()[0] == pytest.approx(12.0 * 1.5)    # the fake dense perplexity
+        for ln in ax.get_lines()[:-1]:
             sub = df[(df["v.device"] == d) & (df["v.masking"] == ln.get_label()) & df["pareto"]]
             assert sorted(ln.get_xdata()) == sorted(sub["m.tokens_per_s"])
     # winners: the panel's joint front, cut into stretches that together hold every one of its points

@@ -40,11 +40,14 @@ def search_front(df, x: str, y: str, *, maximize_x: bool, minimize_y: bool, comp
     return fig, ax
 
 
-def method_fronts(df, x: str, y: str, *, front_key: str, panel_keys: list[str], maximize_x: bool, minimize_y: bool):
+def method_fronts(df, x: str, y: str, *, front_key: str, panel_keys: list[str], maximize_x: bool, minimize_y: bool,
+                  limit: tuple[str, float, str] | None = None):
     """Several searches' fronts on the same axes: one panel per value of ``panel_keys`` (the last key the
     columns, the others the rows), one Pareto front per value of ``front_key`` in each (its ``pareto``
     trials joined; a front of one point is a star), the feasible trials faint behind. ``df``: the
-    studies' trials tables together (``dipsim optimize`` with ``search.each``: fronts.parquet)."""
+    studies' trials tables together (``dipsim optimize`` with ``search.each``: fronts.parquet).
+    ``limit``: (column, factor, label): a dashed line at the panel's median of the column times the
+    factor (the perplexity budget: dense_perplexity x (1 + max_perplexity_increase))."""
     pyplot = plt()
     cols = list(dict.fromkeys(df[panel_keys[-1]])) if panel_keys else [None]
     rows = list(dict.fromkeys(map(tuple, df[panel_keys[:-1]].to_numpy()))) if len(panel_keys) > 1 else [()]
@@ -66,6 +69,8 @@ def method_fronts(df, x: str, y: str, *, front_key: str, panel_keys: list[str], 
                 ax.plot(front[x], front[y], "*", color=colors[m], ms=11, label=m)
             elif len(front):
                 ax.plot(front[x], front[y], "o-", color=colors[m], ms=4, lw=1.3, label=m)
+        if limit is not None and limit[0] in sub.columns and sub[limit[0]].notna().any():
+            ax.axhline(float(sub[limit[0]].median()) * limit[1], ls="--", lw=0.8, color="0.45", label=limit[2])
         n_feas = int(sub["feasible"].sum())
         where = ", ".join(str(v) for v in (*r, c) if v is not None)
         ax.set_title(f"{where}\n{len(sub)} trials, {n_feas} feasible", fontsize=9)

@@ -152,9 +152,12 @@ def _plot(search: Search, df, keys: list[str], path: Path) -> Path:
     from ..plots.search import method_fronts
 
     o1, o2 = search.objectives[:2]
+    inc = search.constraints.get("max_perplexity_increase")
+    limit = ("m.dense_perplexity", 1.0 + float(inc), f"perplexity budget (dense +{float(inc):.0%})") \
+        if inc is not None and o2.metric == "perplexity" else None
     fig = method_fronts(df, f"m.{o1.metric}", f"m.{o2.metric}", front_key=f"v.{keys[-1]}",
                         panel_keys=[f"v.{k}" for k in keys[:-1]], maximize_x=o1.direction == "maximize",
-                        minimize_y=o2.direction == "minimize")
+                        minimize_y=o2.direction == "minimize", limit=limit)
     with atomic(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
