@@ -19,13 +19,15 @@ def add_parser(sub) -> None:
                    help="study name: a new name starts a new study in the same folder (outputs in OUT/NAME); "
                         "needed to search a changed space there (default: default)")
     s.add_argument("--trials", type=positive_int, help="finished trials to reach (default: search.trials of the "
-                                                       "file); a rerun with more continues the study")
+                                                       "file); a rerun with more continues the study; with "
+                                                       "search.each, per study that has something to search")
     s.add_argument("--jobs", type=positive_int, default=1, help="trials run at once, in worker processes (default 1)")
     s.add_argument("--executor", choices=["local", "dask"], default="local",
                    help="local process pool (default) or Dask distributed")
     s.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: a LocalCluster)")
     s.add_argument("--compare", metavar="RESULTS", help="a finished sweep's results folder: its points and front "
-                                                        "are drawn on pareto.png beside the search's")
+                                                        "are drawn on pareto.png beside the search's (not "
+                                                        "with search.each)")
     s.add_argument("--dry-run", action="store_true", help="check the file, print the space and stop")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -36,7 +38,10 @@ def run(a: argparse.Namespace) -> int:
     closed loop on the real model (reusing the accuracy store). The study lives in OUT/study.journal: a killed
     run resumes where it stopped, losing at most the trials in flight; a rerun with a changed space is refused
     unless --study names a new study. Writes OUT/trials.parquet, OUT/pareto.png and OUT/best.yaml (a
-    one-point experiment that sweep, replay --config and eval --config run as is) and prints the front."""
+    one-point experiment that sweep, replay --config and eval --config run as is) and prints the front. A
+    search.each section splits the search into one study per variant (each method, device, trace: in
+    OUT/<trace>/<device>/<method>/) and writes their fronts side by side: OUT/fronts.png (one front per
+    method), fronts.csv and winners.csv (where each method's front wins), printed at the end."""
     from common.io import check_folder
 
     from ..search import load_searches
