@@ -134,7 +134,7 @@ def test_every_example_experiment_profile_and_python_block_is_valid(page: Path, 
     """A YAML example is an experiment that loads (its points checked) or a device profile that loads;
     a Python example compiles."""
     from simulator.hardware import load_device
-    from simulator.search import load_search
+    from simulator.search import load_searches
     from simulator.sweep import load_experiment
 
     for i, text in enumerate(_blocks(page, "yaml")):
@@ -143,7 +143,7 @@ def test_every_example_experiment_profile_and_python_block_is_valid(page: Path, 
         if "kind: device" in text:
             assert load_device(str(f)).name
         elif "search:" in text:      # a search's space, objectives and constraints, checked as optimize reads them
-            assert load_search(f).dims, f"{page.name}: YAML example {i} searches nothing"
+            assert any(v.search.dims for v in load_searches(f)), f"{page.name}: YAML example {i} searches nothing"
         else:
             assert load_experiment(f, check_traces=False).points, f"{page.name}: YAML example {i} has no points"
     for i, text in enumerate(_blocks(page, "python")):

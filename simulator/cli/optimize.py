@@ -28,7 +28,8 @@ def add_parser(sub) -> None:
                    help="local process pool (default) or Dask distributed")
     s.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: a LocalCluster)")
     s.add_argument("--compare", metavar="RESULTS", help="a finished sweep's results folder: its points and front "
-                                                        "are drawn on pareto.png beside the search's")
+                                                        "are drawn on pareto.png beside the search's (not "
+                                                        "with search.each)")
     budget = s.add_argument_group("a budget chosen afterwards (runs no trial)",
                                   "Choose best.yaml and the printed answer from the trials the study already "
                                   "holds, under a budget given here in place of the file's constraint of the "
@@ -49,50 +50,50 @@ def run(a: argparse.Namespace) -> int:
     unless --study names a new study. Writes OUT/trials.parquet, OUT/pareto.png and OUT/best.yaml (a
     one-point experiment that sweep, replay --config and eval --config run as is) and prints the front. With a
     budget option (--max-perplexity-increase, ...) it runs no trial: it chooses best.yaml and the front from the
-    study's finished trials under that budget."""
+    study's finished trials under that budget. A search.each section splits the search into one study per
+    variant (each method, device, trace: in OUT/<trace>/<device>/<method>/) and writes their fronts side by
+    side: OUT/fronts.png (one front per method), fronts.csv and winners.csv (where each method's front wins),
+    printed at the end."""
     from common.io import check_folder
 
-    from ..search import front_rows, load_search, with_budget
+    from ..search import load_searches, with_budget
 
-    search = load_search(a.experiment)
+    variants = load_searches(a.experiment)
+    search = variants[0].search
     out = Path(a.out) if a.out else Path("results") / f"{search.exp.name}-search"
     if out.exists() and not out.is_dir():
         raise DipsimError(f"--out {out}: exists and is not a folder; give the study folder")
     if not _study_name_ok(a.study):
         raise DipsimError(f"--study {a.study!r}: letters, digits, '-', '_' and '.' only")
+    split = bool(variants[0].labels)
+    if split and a.compare:
+        raise DipsimError(f"--compare: {a.experiment} splits its search (search.each); compare a one-study search")
     compare = _compare(a.compare)
-    trials = a.trials or search.trials
     given = {k: getattr(a, k) for k in CONSTRAINTS if getattr(a, k) is not None}
-    chosen = with_budget(search, given) if given else search
+    if given and split:
+        raise DipsimError(f"{option(next(iter(given)))}: {a.experiment} splits its search (search.each); "
+                          f"a budget given afterwards chooses within one study's trials")
     if given and a.trials:
         raise DipsimError(f"{option(next(iter(given)))} chooses among the finished trials and runs none; "
                           f"give --trials in a run without it")
+    chosen = with_budget(search, given) if given else search
     objs = ", ".join(f"{o.metric} ({o.direction})" for o in search.objectives)
     cons = ", ".join(f"{k}={v}" for k, v in chosen.constraints.items()) or "none"
-    what = "choosing among the finished trials (none run)" if given else f"{trials} trials, {search.sampler}"
+    most = max(v.search.trials for v in variants)
+    what = ("choosing among the finished trials (none run)" if given else
+            f"{len(variants)} studies of up to {a.trials or most} trials, {search.sampler}" if split else
+            f"{a.trials or search.trials} trials, {search.sampler}")
     print(f"optimize {search.exp.name}: {what}; objectives {objs}; constraints {cons} -> {out}", file=sys.stderr)
     if a.dry_run:
-        for d in search.dims:
-            print(f"{d.name}: {d.describe()}")
+        for v in variants:
+            print(f"{v.name + ': ' if split else ''}" + ("; ".join(f"{d.name}: {d.describe()}" for d in v.search.dims)
+                                                        or f"nothing to search: {v.search.trials} trial"))
         return 0
     check_folder(out, "--out", create=False)
-    search, res = _run_or_choose(a, search, chosen if given else None, out, trials, compare)
-    df = res["table"]
-    if not len(df):
-        print("no trial finished")
-        return 0
-    n_feas = int(df["feasible"].sum())
-    print(f"{len(df)} trials, {n_feas} feasible ({cons})")
-    if n_feas:
-        print("Pareto front of the feasible trials:")
-        print_table(front_rows(search, df))
-    else:
-        print("no feasible trial: the closest ones (c.*: how far each constraint is from met, <= 0 is met):")
-        print_table(front_rows(search, res["closest"], which="all"))
-    for f in res["files"]:
-        print(f"wrote {f}")
-    if res.get("warning"):
-        print(f"dipsim: warning: {res['warning']}")
+    if split:
+        return _run_split(a, variants, out)
+    search, res = _run_or_choose(a, search, chosen if given else None, out, a.trials or search.trials, compare)
+    _print_result(search, res, cons)
     return 0
 
 
@@ -114,6 +115,43 @@ def _run_or_choose(a: argparse.Namespace, search, chosen, out: Path, trials: int
     finally:
         if held is not None:
             held.close()
+
+
+def _run_split(a: argparse.Namespace, variants, out: Path) -> int:
+    """Each variant's study in OUT/<labels>/, the fronts side by side in OUT after each one."""
+    from ..search import run_variants
+
+    res = run_variants(variants, out, study_name=a.study, trials=a.trials, jobs=a.jobs, executor=a.executor,
+                       scheduler=a.scheduler, progress=not a.quiet)
+    if res.get("winners"):
+        print("Where each study's front wins (the front of all feasible trials of a panel together):")
+        print_table(res["winners"])
+        print("Per study:")
+        print_table(res["summary"])
+    for f in res.get("files", []):
+        print(f"wrote {f}")
+    return 0
+
+
+def _print_result(search, res: dict, cons: str) -> None:
+    from ..search import front_rows
+
+    df = res["table"]
+    if not len(df):
+        print("no trial finished")
+        return
+    n_feas = int(df["feasible"].sum())
+    print(f"{len(df)} trials, {n_feas} feasible ({cons})")
+    if n_feas:
+        print("Pareto front of the feasible trials:")
+        print_table(front_rows(search, df))
+    else:
+        print("no feasible trial: the closest ones (c.*: how far each constraint is from met, <= 0 is met):")
+        print_table(front_rows(search, res["closest"], which="all"))
+    for f in res["files"]:
+        print(f"wrote {f}")
+    if res.get("warning"):
+        print(f"dipsim: warning: {res['warning']}")
 
 
 def _study_name_ok(name: str) -> bool:

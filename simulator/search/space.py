@@ -40,7 +40,7 @@ from ..metrics import METRICS
 from ..sweep.experiment import Experiment, Point, flatten, load_experiment, point_hash
 from ..sweep.points import make_point
 
-SEARCH_KEYS = ("space", "objectives", "constraints", "trials", "sampler", "seed")
+SEARCH_KEYS = ("space", "each", "share", "objectives", "constraints", "trials", "sampler", "seed")
 SAMPLERS = ("tpe", "nsga2")
 DIRECTIONS = {"max": "maximize", "min": "minimize", "maximize": "maximize", "minimize": "minimize"}
 #: constraint -> (its check, what it needs in the base: "accuracy" or "device", its meaning)
@@ -172,7 +172,21 @@ def applies(name: str, current: dict[str, Any], searched: set[str]) -> bool:
 # ----------------------------------------------------------------------------------------- reading
 def load_search(path: str | Path) -> Search:
     """Read an experiment file with a ``search:`` section; every key and value checked (one line
-    naming the file and key on any error) before any work."""
+    naming the file and key on any error) before any work. A section with ``each:`` is read by
+    ``load_searches`` (one search per variant)."""
+    exp, raw = read_section(path)
+    if "each" in raw:
+        raise DipsimError(f"{exp.path}: search.each: this file holds one search per variant; read it with "
+                          f"load_searches (dipsim optimize does)")
+    traces = exp.raw.get("traces")
+    if isinstance(traces, list) and len(traces) > 1:
+        raise DipsimError(f"{exp.path}: a search runs on one trace; give 'trace:' (this file lists {len(traces)} "
+                          f"traces, or give search.each to search each of them)")
+    trace = traces[0] if isinstance(traces, list) else exp.raw.get("trace", (exp.raw.get("base") or {}).get("trace"))
+    return build_search(exp, raw, trace, {})
+
+
+def read_section(path: str | Path) -> tuple[Experiment, dict[str, Any]]:
     exp = load_experiment(path, check_traces=True, allow_search=True)
     p = exp.path
     raw = exp.raw.get("search")
@@ -184,13 +198,19 @@ def load_search(path: str | Path) -> Search:
     unknown = [k for k in raw if k not in SEARCH_KEYS]
     if unknown:
         raise DipsimError(f"{p}: search: unknown key {unknown[0]!r}; allowed: {', '.join(SEARCH_KEYS)}")
-    traces = exp.raw.get("traces")
-    if isinstance(traces, list) and len(traces) > 1:
-        raise DipsimError(f"{p}: a search runs on one trace; give 'trace:' (this file lists {len(traces)} traces)")
-    trace = traces[0] if isinstance(traces, list) else exp.raw.get("trace", (exp.raw.get("base") or {}).get("trace"))
-    base_point = make_point(p, {**(exp.raw.get("base") or {}), "trace": trace}, [], check_traces=True)
+    return exp, raw
+
+
+def build_search(exp: Experiment, raw: dict[str, Any], trace: Any, fixed: dict[str, Any],
+                 keep: Any = None) -> Search:
+    """The search of ``raw`` (the section) on ``trace``, its base with the ``fixed`` values set;
+    ``keep(name, base)``, when given, says which dimensions of the space it searches (the others do
+    not apply to this variant), and a variant where none applies runs one trial."""
+    p = exp.path
+    base_point = make_point(p, merged({**(exp.raw.get("base") or {}), "trace": trace}, fixed), [],
+                            check_traces=True)
     base = base_point.params      # the grid and zip, if any, are the sweep's: a search starts from the base
-    dims = _space(p, raw.get("space"), base)
+    dims = _space(p, raw.get("space"), base, keep)
     objectives = _objectives(p, raw.get("objectives"), base)
     constraints = _constraints(p, raw.get("constraints"), base)
     trials = number(1, 100_000, integer=True)(raw.get("trials", DEFAULT_TRIALS), f"{p}: search.trials")
@@ -198,10 +218,10 @@ def load_search(path: str | Path) -> Search:
     if sampler not in SAMPLERS:
         raise DipsimError(f"{p}: search.sampler: unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     seed = number(0, None, integer=True)(raw.get("seed", 0), f"{p}: search.seed")
-    return Search(exp, base, dims, objectives, constraints, trials, sampler, seed)
+    return Search(exp, base, dims, objectives, constraints, trials if dims else 1, sampler, seed)
 
 
-def _space(p: Path, raw: Any, base: dict[str, Any]) -> list[Dim]:
+def _space(p: Path, raw: Any, base: dict[str, Any], keep: Any = None) -> list[Dim]:
     from ..config import point_keys
 
     where = f"{p}: search.space"
@@ -215,6 +235,8 @@ def _space(p: Path, raw: Any, base: dict[str, Any]) -> list[Dim]:
             raise DipsimError(f"{where}: unknown key {k!r}; allowed: "
                               f"{', '.join(x for x in keys if x not in ('trace', 'accuracy'))}")
         dims.append(_dim(f"{where}.{k}", k, v))
+    if keep is not None:
+        dims = [d for d in dims if keep(d.name, base)]
     for d in dims:
         _check_values(p, f"{where}.{d.name}", d, base, dims)
     return dims

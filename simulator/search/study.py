@@ -226,9 +226,11 @@ def _executor(executor: str, jobs: int, scheduler: str | None, evaluate):
 def run_search(search: Search, out: str | os.PathLike, *, study_name: str = DEFAULT_STUDY, trials: int | None = None,
                jobs: int = 1, executor: str = "local", scheduler: str | None = None, progress: bool = True,
                log: Callable[[str], None] | None = None,
-               evaluate: Callable[[Any, dict | None], dict[str, Any]] = evaluate_point):
+               evaluate: Callable[[Any, dict | None], dict[str, Any]] = evaluate_point,
+               designs: list[dict[str, Any]] | None = None):
     """Run the study until ``trials`` (default the file's) trials have finished; return the study.
-    ``evaluate(config, dense)``: a trial's metrics (default the sweep's ``run_point``)."""
+    ``evaluate(config, dense)``: a trial's metrics (default the sweep's ``run_point``). ``designs``:
+    trial values a new study runs first (enqueued once, when it has no trial yet)."""
     from ..config import TraceSpec
 
     out = Path(out)
@@ -240,6 +242,9 @@ def run_search(search: Search, out: str | os.PathLike, *, study_name: str = DEFA
     held = lock(out)
     try:
         study = open_study(search, out, study_name)
+        if designs and not study.get_trials(deepcopy=False):
+            for values in designs:
+                study.enqueue_trial(values, user_attrs={"design_of": "shared"})
         done = counted(study)
         if done:
             say(f"resuming study {study_name!r}: {done} of {budget} trials already finished")
