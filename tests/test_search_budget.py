@@ -104,3 +104,11 @@ def test_kl_budget_needs_the_closed_loop(tmp_path, capsys):
     assert main(["optimize", str(exp), "--out", str(tmp_path / "out"), "--max-kl-to-dense", "0.1"]) != 0
     err = errors(capsys)
     assert len(err) == 1 and "--max-kl-to-dense" in err[0] and "accuracy: true" in err[0]
+
+
+def test_a_split_search_refuses_a_budget_given_afterwards(tmp_path, capsys):
+    exp = write_exp(tmp_path, {"space": SPACE, "each": {"device": ["paper-a18", "phone-12gb-ufs40"]}, "trials": 2})
+    assert main(["optimize", str(exp), "--out", str(tmp_path / "out"), "--max-perplexity-increase", "0.1"]) != 0
+    err = errors(capsys)
+    assert len(err) == 1 and "--max-perplexity-increase" in err[0] and "search.each" in err[0]
+    assert not (tmp_path / "out").exists()

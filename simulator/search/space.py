@@ -235,8 +235,9 @@ def _space(p: Path, raw: Any, base: dict[str, Any], keep: Any = None) -> list[Di
             raise DipsimError(f"{where}: unknown key {k!r}; allowed: "
                               f"{', '.join(x for x in keys if x not in ('trace', 'accuracy'))}")
         dims.append(_dim(f"{where}.{k}", k, v))
-    if keep is not None:
-        dims = [d for d in dims if keep(d.name, base)]
+    if keep is not None:     # a key is kept if it means something for the base or for a searched masking policy
+        masks = next((d.choices for d in dims if d.name == "masking"), ())
+        dims = [d for d in dims if any(keep(d.name, b) for b in [{**base, "masking": m} for m in masks] or [base])]
     for d in dims:
         _check_values(p, f"{where}.{d.name}", d, base, dims)
     return dims
