@@ -327,9 +327,10 @@ def test_dense_answers_equal_an_independent_implementation(smollm2, tmp_path):
 def test_bfloat16_dense_answers_equal_an_independent_implementation(tmp_path):
     """--dtype bfloat16 runs the same prompt and scoring: dipsim's batched dense answers equal the
     independent implementation's one forward per question in bfloat16. bfloat16 keeps 8 bits of
-    mantissa, so the batched and the one-question forwards round differently: the letters'
-    log-probabilities agree within 0.3 (measured up to 0.19 on SmolLM2; a wrong prompt or letter
-    token moves them by whole units) and only a near-tie (margin < 0.4) may change an answer."""
+    mantissa, so the batched and the one-question forwards round differently, and by how much depends on
+    the kernels and threads: the letters' log-probabilities agree within 0.75 (measured up to 0.19 with
+    one thread, 0.47 in a clean-clone CI run with two; a wrong prompt or letter token moves them by
+    whole units) and only a near-tie (margin < 1.5, twice that) may change an answer."""
     from simulator.accuracy import evaluate_mmlu
     from traces.models import load_model
 
@@ -340,8 +341,8 @@ def test_bfloat16_dense_answers_equal_an_independent_implementation(tmp_path):
                       details=True)[0]
     assert r["dtype"] == "bfloat16"
     order = np.argsort(r["details"]["ids"])
-    np.testing.assert_allclose(r["details"]["logprobs"][order], ref_lp, atol=0.3)
-    close = np.sort(ref_lp, axis=1)[:, -1] - np.sort(ref_lp, axis=1)[:, -2] < 0.4   # near-ties may flip
+    np.testing.assert_allclose(r["details"]["logprobs"][order], ref_lp, atol=0.75)
+    close = np.sort(ref_lp, axis=1)[:, -1] - np.sort(ref_lp, axis=1)[:, -2] < 1.5   # near-ties may flip
     assert all(a == b or c for a, b, c in zip(r["mmlu_answers"], ref, close))
 
 
