@@ -26,17 +26,10 @@ def results_dir() -> Path:
 
 
 def model_key(source) -> str:
-    from traces.models import file_key
+    """The accuracy store's key of a model's files (``traces.identity.model_key``)."""
+    from traces.identity import model_key as key
 
-    p = Path(source.path)
-    if p.is_file():
-        return f"{source.name}|{file_key(p)}"
-    h = hashlib.sha256()
-    for f in sorted(p.iterdir()):
-        if f.is_file() and (f.suffix in (".json", ".safetensors", ".bin", ".model", ".gguf")):
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
-    return f"{source.name}|{h.hexdigest()[:16]}"
+    return key(source)
 
 
 def result_key(model_key: str, corpus_digest: str, run: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:

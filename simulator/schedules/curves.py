@@ -74,12 +74,10 @@ def text_digest(text: str, where: str = "text") -> str:
 def curves(model: str, text: str, tokens: int, step: float, progress: bool = True) -> dict[str, np.ndarray]:
     """``{"group:error": err [L, K]}`` (``GROUPS`` x ``ERRORS``) for ``model`` (a name or path ``traces.models`` resolves), from the
     cache when measured before."""
-    from traces.models import file_key, resolve
+    from traces.identity import model_key
+    from traces.models import resolve
 
-    src = resolve(model)
-    p = Path(src.path)
-    ident = file_key(p) if p.is_file() else str(p)
-    key = json.dumps({"model": src.name, "file": ident, "text": text_digest(text), "tokens": int(tokens),
+    key = json.dumps({"model": model_key(resolve(model)), "text": text_digest(text), "tokens": int(tokens),
                       "step": float(step), "version": VERSION}, sort_keys=True)
     if key in _MEMO:
         return _MEMO[key]
