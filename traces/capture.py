@@ -21,7 +21,6 @@ keeps what was captured: the trace is saved with the tokens finished so far.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import numpy as np
 
 from .corpus import Corpus, load_corpus
 from common.errors import DipsimError
+from common.progress import progress_bar
 from .writer import TraceWriter
 from .models import LoadedModel, load_model
 from . import prefix as prefix_mod
@@ -130,7 +130,7 @@ def capture(model: str | os.PathLike | LoadedModel = "smollm2-135m", out: str | 
             handles.append(register_gate_hook(mlp, lambda a, i=i: gbuf.__setitem__(i, a.detach())))
     base = getattr(lm.model, getattr(lm.model, "base_model_prefix", ""), None) or lm.model  # no LM head: no logits
 
-    bar = _progress(tokens, progress, f"capturing {info.model}")
+    bar = progress_bar(tokens, progress, f"capturing {info.model}", leave=True)
     n_done = 0
     writer = TraceWriter(out, meta, n_layers=L, d_model=info.d_model, d_ff=info.d_ff, n_tokens=tokens,
                          dtype=dtype, with_h=with_h, with_g=with_g)
@@ -175,7 +175,3 @@ def _check_fp16_range(xs: list[np.ndarray], hs: list[np.ndarray] | None, t0: int
                                   f"float16's range; capture with --dtype float32")
 
 
-def _progress(total: int, enabled: bool, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="tok", desc=desc, disable=not enabled, file=sys.stderr, dynamic_ncols=True)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from common.errors import DipsimError
+from common.progress import progress_bar
 from common.io import atomic_write
 from common.jsonio import json_default
 
@@ -260,13 +261,11 @@ def run_search(search: Search, out: str | os.PathLike, *, study_name: str = DEFA
 
 def _loop(search: Search, out: Path, study, budget: int, ex, jobs: int, progress: bool) -> None:
     from optuna.trial import TrialState
-    from tqdm import tqdm
 
     store = BaselineStore(out)
     known = store.read()
     inflight: dict[Future, tuple[Any, Any]] = {}
-    bar = tqdm(total=budget, initial=min(counted(study), budget), unit="trial", desc="optimize", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(budget, progress, "optimize", unit="trial", initial=min(counted(study), budget), leave=True)
     _show_best(bar, search, study)
     try:
         while True:

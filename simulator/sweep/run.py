@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from common.errors import DipsimError
+from common.progress import progress_bar
 from common.params import max_workers
 
 from .. import plugins
@@ -108,11 +109,8 @@ def _run(exp: Experiment, out: Path, execute, work: tuple[list[Point], list, int
     found empty, is emptied (and removed) again if the run ends before any point finished.
     ``work``: (the points to run, the finished rows, how many were finished before); ``fresh``: (the
     run makes the folder, the folder was empty or absent)."""
-    from tqdm import tqdm
-
     todo, rows, n_done = work
-    bar = tqdm(total=len(exp.points), initial=n_done, unit="pt", desc=f"sweep {exp.name}", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(len(exp.points), progress, f"sweep {exp.name}", unit="pt", initial=n_done, leave=True)
     finished = []
 
     def finish(point: Point, metrics: dict[str, Any]) -> None:

@@ -13,7 +13,6 @@ threads: both the loop and numpy's fills release the GIL.
 from __future__ import annotations
 
 import math
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import DipsimError
+from common.progress import progress_bar
 from ..format import Trace
 from ..writer import TraceWriter
 from ._kernel import MANTISSA, advance
@@ -180,7 +180,7 @@ def write_trace(path: str | Path, fit: Fit, n_layers: int, d_model: int, d_ff: i
     except BaseException:
         writer.abort()
         raise
-    bar = _bar(n_tokens, progress)
+    bar = progress_bar(n_tokens, progress, "synth")
     io = ThreadPoolExecutor(1)
     pending = None
     try:
@@ -208,8 +208,3 @@ def _check_dims(n_layers: int, d_model: int, d_ff: int, n_tokens: int) -> None:
             raise DipsimError(f"{name} must be a positive integer, got {v!r}")
 
 
-def _bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="tok", desc="synth", disable=not enabled, file=sys.stderr, dynamic_ncols=True,
-                leave=False)
