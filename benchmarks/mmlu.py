@@ -16,7 +16,7 @@ slow the run down, and with ``--threads 1`` the CPU time is what the run would t
 ``--profile Q`` measures instead where a question's time goes, side by side in one process, on the
 first Q questions of the 2-per-topic draw: one plain transformers forward per question (the model's
 own logits), dipsim's dense path (the questions of a topic batched as rows) and its masked path
-(DIP keep 0.5 with its LRU cache), in float32 and in bfloat16. ``--threads``: torch's intra-op
+(DIP keep 0.5 with its LRU cache), in float32 and, where the CPU has bfloat16 arithmetic, in bfloat16. ``--threads``: torch's intra-op
 threads (default: torch's own, one per core); on a machine shared with other jobs one thread is
 often faster than two, whose every operation waits for the slower thread.
 """
@@ -60,6 +60,8 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     import torch
 
+    from common.cpu import describe
+
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.profile:
@@ -74,8 +76,7 @@ def main(argv: list[str]) -> int:
     from traces.models import load_model
 
     try:
-        print(f"load average before: {_load()} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})",
-              flush=True)
+        print(f"{describe()}\nload average before: {_load()} (torch threads {torch.get_num_threads()})", flush=True)
         t0, c0 = time.perf_counter(), time.process_time()
         lm = load_model(a.model, dtype=a.dtype)
         t_load = time.perf_counter() - t0
@@ -118,6 +119,7 @@ def profile(a) -> int:
 
     import torch
 
+    from common.cpu import describe, slow_dtype_warning
     from simulator.accuracy import evaluate_mmlu
     from traces import questions as q
     from traces.models import load_model
@@ -127,9 +129,12 @@ def profile(a) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "profile.jsonl"
         path.write_text("".join(json.dumps(_row(qs.questions[i])) + "\n" for i in ids), encoding="utf-8")
-        print(f"load average before: {_load()} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}); "
-              f"{len(ids)} questions", flush=True)
-        for dtype in ("float32", "bfloat16"):
+        print(f"{describe()}\nload average before: {_load()} (torch threads {torch.get_num_threads()}); {len(ids)} "
+              f"questions", flush=True)
+        dtypes = ["float32"] + (["bfloat16"] if slow_dtype_warning("bfloat16") is None else [])
+        if len(dtypes) == 1:
+            print("bfloat16 not profiled: this CPU has no bfloat16 arithmetic (it would run ~40x slower)")
+        for dtype in dtypes:
             lm = load_model(a.model, dtype=dtype)
             seqs = [lm.tokenizer(q.prompt(qs, i, []), add_special_tokens=False).input_ids for i in ids]
             t = time.perf_counter()

@@ -251,8 +251,8 @@ class MmluTask(ConfigBase):
                                                                   "examples", metavar="S")
     reset_cache: bool = param(False, boolean, "start every question from a fresh cache (false: the cache state "
                                               "carries over from one question to the next, as on a device)")
-    dtype: str = param("float32", choice(*models.DTYPES, kind="model dtype"), "the dtype the model computes in: "
-                       "bfloat16 runs ~4x faster with AMX, near-tied answers may flip", choices=lambda: models.DTYPES)
+    dtype: str = param("float32", choice(*models.DTYPES, kind="model dtype"), "the dtype the model computes in: bfloat16 runs "
+                       "~4x faster with AMX, ~40x slower with AVX2 only (a warning says so), near-tied answers may flip", choices=lambda: models.DTYPES)
 
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``evaluate_mmlu``."""

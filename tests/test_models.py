@@ -243,6 +243,41 @@ def test_bfloat16_load_and_capture(smollm2, smol_trace, tmp_path):
         load_model("smollm2-135m", dtype="int8")
 
 
+XEON = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+EPYC = "processor\t: 0\nflags\t\t: fpu sse avx2 fma\nprocessor\t: 1\nflags\t\t: fpu sse avx2 fma\n"
+ARM = "processor\t: 0\nFeatures\t: fp asimd fphp asimdhp bf16\n"
+
+
+@pytest.mark.parametrize("cpuinfo, slow", [(XEON, {"float16"}), (EPYC, {"bfloat16", "float16"}), (ARM, set()),
+                                           ("", set())])
+def test_a_16_bit_dtype_without_its_arithmetic_is_named_in_one_warning_line(cpuinfo, slow):
+    """bfloat16 ran ~40x slower than float32 on an AVX2-only EPYC (no AVX-512 BF16, no AMX) and ~4x
+    faster on a Xeon with AMX: a user asking for it on the first gets a line saying so; no flags
+    (not Linux): no claim either way."""
+    from common.cpu import cpu_flags, slow_dtype_warning
+
+    flags = cpu_flags(cpuinfo)
+    for dtype in ("float32", "bfloat16", "float16"):
+        w = slow_dtype_warning(dtype, flags)
+        assert (w is not None) == (dtype in slow), (dtype, w)
+        if w:
+            assert w.startswith(f"dipsim: warning: this CPU has no {dtype} arithmetic") and "\n" not in w
+            assert w.endswith("use --dtype float32")
+
+
+def test_load_model_says_when_the_cpu_lacks_the_dtypes_arithmetic(smollm2, monkeypatch, capsys):
+    import common.cpu
+    from traces.models import load_model
+
+    epyc = common.cpu.cpu_flags(EPYC)
+    monkeypatch.setattr(common.cpu, "cpu_flags", lambda text=None: epyc)
+    load_model("smollm2-135m", dtype="bfloat16")
+    assert "dipsim: warning: this CPU has no bfloat16 arithmetic" in capsys.readouterr().err
+    load_model("smollm2-135m", dtype="float32")
+    load_model("smollm2-135m", dtype="bfloat16", verbose=False)      # a library caller asked for quiet
+    assert "warning" not in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_first_load_returns_the_cached_copy(smollm2, tmp_path, monkeypatch):
     """A cold load dequantizes, saves, and hands back the saved copy (memory-mapped): same weights."""

@@ -13,9 +13,8 @@
 * a local Hugging Face model directory (``config.json`` + weights);
 * a local ``.gguf`` file.
 
-Dequantizing a GGUF with transformers takes 30-90 s, so the dequantized weights are saved once
-as safetensors under the cache directory (``$DIPSIM_CACHE_DIR``, default ``~/.cache/dipsim``);
-later loads take about a second. torch and transformers are imported lazily.
+Dequantizing a GGUF takes 30-90 s, so its weights are saved once as safetensors under the cache
+directory (``$DIPSIM_CACHE_DIR``, default ``~/.cache/dipsim``); later loads take about a second.
 
 The model must be a causal LM with gated MLPs: ``gate_proj`` + ``up_proj`` + ``down_proj`` with an
 activation (Llama, Mistral, Qwen2/3, SmolLM, Gemma/Gemma3) or Phi-3's fused ``gate_up_proj``.
@@ -34,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from common.cpu import warn_slow_dtype
 from common.errors import DipsimError, one_line
 from common.io import cache_root, input_file
 from .ggufkv import one_reader
@@ -212,16 +212,16 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 def load_model(spec: str | os.PathLike, *, use_cache: bool = True, verbose: bool = True,
                dtype: str = "float32") -> LoadedModel:
-    """Load a model and its tokenizer (eval mode, on the CPU).
-
-    ``dtype`` is the compute dtype. A GGUF is always dequantized and cached in float32 (a dequantized
-    quant is not exact in 16 bits). In float32 the cached weights are memory-mapped, file-backed
-    pages the kernel can drop and re-read; bfloat16 / float16 convert them into anonymous memory of
-    half the size, which only pays for a model whose float32 copy does not fit in RAM (docs/how-to/models.md).
-    """
+    """Load a model and its tokenizer (eval mode, on the CPU). ``dtype`` is the compute dtype (a
+    warning when this CPU has no arithmetic for it: ``common.cpu``). A GGUF is always dequantized and
+    cached in float32 (a dequantized quant is not exact in 16 bits), memory-mapped: file-backed pages
+    the kernel can drop and re-read; bfloat16 / float16 convert them into anonymous memory of half the
+    size, which only pays for a model whose float32 copy does not fit in RAM (docs/how-to/models.md)."""
     if dtype not in DTYPES:
         raise DipsimError(f"model dtype {dtype!r} not supported; allowed: {', '.join(DTYPES)}")
     source = resolve(spec)
+    if verbose:
+        warn_slow_dtype(dtype)
     _quiet_transformers()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
