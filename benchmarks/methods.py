@@ -2,7 +2,7 @@
 
     python benchmarks/methods.py [--out out/methods] [--tokens 1024] [--steps prune,lora,predictor,table]
                                  [--lora-loss kl] [--lora-minutes 14.5] [--force]
-                                 [--model smollm2-135m] [--calibration-seqs 64]
+                                 [--model smollm2-135m] [--calibration-seqs 64] [--threads 2]
 
 Steps (each reuses its files in ``--out`` unless ``--force``):
 
@@ -190,8 +190,7 @@ def step_table(lm, out: Path, files: dict, tokens: int) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    global MODEL
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="out/methods")
     ap.add_argument("--tokens", type=int, default=1024)
@@ -204,14 +203,24 @@ def main() -> None:
                     help="SparseGPT's calibration sequences of 512 tokens (default 64)")
     ap.add_argument("--predictor-heads", default="down,upgate",
                     help="the predictor's heads: down,upgate (default) or down (neurons only: dejavu, powerinfer)")
-    a = ap.parse_args()
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch intra-op threads (default 2; this setting wins over OMP_NUM_THREADS)")
+    a = ap.parse_args(argv)
+    if a.threads < 1:
+        ap.error("--threads: expected a whole number >= 1")
+    return a
+
+
+def main(argv=None) -> None:
+    global MODEL
+    a = parse_args(argv)
     MODEL = a.model
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     from traces.models import load_model
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     steps = a.steps.split(",")

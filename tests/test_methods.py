@@ -436,3 +436,19 @@ def test_sparsegpt_and_lora_run_on_smollm2(smollm2, tmp_path):
     rows = accuracy.evaluate(smollm2, [{"masking": "dense", "variant": str(path)},
                                        {"masking": "dip", "keep": 0.5, "adapter": str(ad)}], tokens=64, reuse=False)
     assert all(np.isfinite(r["perplexity"]) for r in rows) and rows[0]["kl_to_dense"] > 0
+
+
+def test_methods_benchmark_threads_flag():
+    """``benchmarks/methods.py --threads N`` sets torch's intra-op threads (it used to force 2, which
+    overrode OMP_NUM_THREADS=1 on a shared machine); the default stays 2."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "methods.py"
+    spec = importlib.util.spec_from_file_location("_methods_benchmark", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.parse_args([]).threads == 2
+    assert mod.parse_args(["--threads", "1"]).threads == 1
+    with pytest.raises(SystemExit):
+        mod.parse_args(["--threads", "0"])
