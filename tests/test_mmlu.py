@@ -409,6 +409,31 @@ def test_neuron_policy_runs_in_the_mmlu_loop(smollm2, tmp_path):
 
 
 @pytest.mark.slow
+def test_mmlu_runs_of_a_named_model_load_it_once_per_process(smollm2, tmp_path, monkeypatch):
+    """A search's MMLU trials each call ``evaluate_mmlu`` with the model's name: the process keeps the
+    loaded model (``accuracy.session``) as its text trials do, instead of loading it every trial; another
+    dtype is another model. The kept model gives the answers a fresh load gives."""
+    import traces.models
+    from simulator.accuracy import evaluate_mmlu, session
+
+    real, loads = traces.models.load_model, []
+    monkeypatch.setattr(traces.models, "load_model", lambda spec, **kw: loads.append(kw.get("dtype")) or real(spec, **kw))
+    path = write_questions(tmp_path / "own.jsonl")
+    session.release()
+    try:
+        runs = [evaluate_mmlu("smollm2-135m", {"masking": m, "keep": 0.5, "cache": "lru", "dram_fraction": 0.5},
+                              questions=path, questions_per_topic=None, reuse=False)[0]
+                for m in ("dip", "dip-ca", "dip")]
+        assert loads == ["float32"] and session.kept()["model"] is not None
+        assert runs[0]["mmlu_answers"] == runs[2]["mmlu_answers"] and runs[0]["mmlu_hit_rate"] == runs[2]["mmlu_hit_rate"]
+        alone = evaluate_mmlu(smollm2, {"masking": "dip", "keep": 0.5, "cache": "lru", "dram_fraction": 0.5},
+                              questions=path, questions_per_topic=None, reuse=False)[0]
+        assert alone["mmlu_answers"] == runs[0]["mmlu_answers"]
+    finally:
+        session.release()
+
+
+@pytest.mark.slow
 def test_eval_task_mmlu_command(smollm2, tmp_path, capsys):
     from simulator import cli
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ import numpy as np
 from common.errors import DipsimError
 from traces import prefix as prefix_mod
 
-from . import store
+from . import session, store
 from .configs import normalize_config
 from .intervals import accuracy_figures
 from .mmlu_loop import (BATCH_TOKENS, answers, build_prompts, calibration_trace, check_letters, forward_batches,
@@ -47,7 +48,7 @@ def evaluate_mmlu(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *,
     ``details``: add ``details`` (``ids`` in run order, ``logprobs [questions, 4]``, ``tokens``).
     """
     from traces import questions as q
-    from traces.models import LoadedModel, load_model, resolve
+    from traces.models import LoadedModel, resolve
 
     cfgs = _configs(configs)
     prefix_mod.check(prefix_token, "prefix_token")
@@ -67,9 +68,9 @@ def evaluate_mmlu(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *,
     keys, results = store.lookup(source, qs.digest, run_key, cfgs, reuse and not details)
     todo = [i for i, r in enumerate(results) if r is None]
     if todo:
-        lm = model if isinstance(model, LoadedModel) else load_model(model, dtype=dtype)
-        done = _evaluate_loaded(lm, [cfgs[i] for i in todo], qs, ids, shots, question_seed, reset_cache, calib_tokens,
-                                prefix, progress, details)
+        with _loaded(model, source, dtype) as lm:
+            done = _evaluate_loaded(lm, [cfgs[i] for i in todo], qs, ids, shots, question_seed, reset_cache,
+                                    calib_tokens, prefix, progress, details)
         for i, res in zip(todo, done):
             res.update(questions=qs.name, questions_digest=qs.digest, dtype=dtype, **{
                 k: run_key[k] for k in ("questions_per_topic", "shots", "question_seed", "reset_cache")})
@@ -77,6 +78,19 @@ def evaluate_mmlu(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *,
                 store.write_cached(keys[i], {k: v for k, v in res.items() if k not in ("config", "label", "details")})
             results[i] = res
     return results  # type: ignore[return-value]
+
+
+@contextmanager
+def _loaded(model, source, dtype: str):
+    """The model to run: one handed in as is; one named by a string kept in this process for the next
+    run (``session``: a search's MMLU trials load it once per process, as its text trials do)."""
+    from traces.models import LoadedModel
+
+    if isinstance(model, LoadedModel):
+        yield model
+        return
+    with session.model(model, store.model_key(source), dtype) as lm:
+        yield lm
 
 
 def _configs(configs) -> list[dict[str, Any]]:

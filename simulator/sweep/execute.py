@@ -277,7 +277,7 @@ def precompute_accuracy(points: list[Point], say: Callable[[str], None], progres
     for model, kw, cfgs in batches.values():
         unique = list({json.dumps(c, sort_keys=True, default=str): c for c in cfgs}.values())
         if "questions_per_topic" in kw:
-            accuracy.session.release()      # the MMLU task loads its own model: never two at once
+            accuracy.session.release()      # the text runs' model and dense pass go before the MMLU task's model
             say(f"MMLU in the loop: {len(unique)} configurations of {model}")
             accuracy.evaluate_mmlu(model, unique, progress=progress, **kw)
             continue
