@@ -457,10 +457,12 @@ def test_fused_gate_up_projection_matches_separate_projections(smollm2, tmp_path
 @pytest.mark.slow
 def test_batched_gemm_mode_agrees_to_float_rounding(smollm2, batch):
     """The token loop with batch_invariant=False decodes with batched GEMMs: the dense model is the
-    same to float rounding, and a full-keep dip still equals dense inside its batch."""
+    same to float rounding, and a full-keep dip still equals dense inside its batch. Perplexity within
+    1e-4 relative: 1.8e-5 measured on an AVX2-only EPYC, whose GEMM kernels round differently from the
+    Xeon's (< 1e-5 there); a real difference between the two modes moves it by whole percents."""
     res = accuracy.evaluate(smollm2, [DENSE, DIP_FULL], tokens=TOKENS, reuse=False, batch_invariant=False,
                             details=True, loop="token")
     ref = get(batch, DENSE)
-    assert res[0]["perplexity"] == pytest.approx(ref["perplexity"], rel=1e-5)
+    assert res[0]["perplexity"] == pytest.approx(ref["perplexity"], rel=1e-4)
     np.testing.assert_allclose(res[0]["details"]["logits"], ref["details"]["logits"], rtol=0, atol=1e-3)
     assert res[1]["kl_to_dense"] == pytest.approx(0.0, abs=1e-9)

@@ -36,6 +36,12 @@ def dask_client(jobs: int, scheduler: str | None) -> Iterator[Any]:
     import logging
 
     logging.getLogger("distributed").setLevel(logging.ERROR)   # its shutdown chatter is not the user's business
+    # Ctrl-C inside the client's wait once made distributed's own cancel callback fail on the event loop
+    # (NameError: free variable 'future', distributed.utils.sync) and tornado logged its traceback before
+    # dipsim's "interrupted" line; errors of tasks reach the sweep through their results, not this log
+    loop_log = logging.getLogger("tornado.application")
+    loop_level = loop_log.level
+    loop_log.setLevel(logging.CRITICAL)
     scratch = tempfile.mkdtemp(prefix="dipsim-dask-")
     cluster = client = None
     try:
@@ -59,6 +65,7 @@ def dask_client(jobs: int, scheduler: str | None) -> Iterator[Any]:
         raise
     else:
         _close(client, cluster, seconds=5.0)
+        loop_log.setLevel(loop_level)       # after an interrupt it stays quiet: late callbacks still come
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
