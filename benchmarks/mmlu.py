@@ -119,7 +119,7 @@ def profile(a) -> int:
 
     import torch
 
-    from common.cpu import describe, slow_dtype_warning
+    from common.cpu import cpu_flags, describe, has_arithmetic
     from simulator.accuracy import evaluate_mmlu
     from traces import questions as q
     from traces.models import load_model
@@ -131,7 +131,7 @@ def profile(a) -> int:
         path.write_text("".join(json.dumps(_row(qs.questions[i])) + "\n" for i in ids), encoding="utf-8")
         print(f"{describe()}\nload average before: {_load()} (torch threads {torch.get_num_threads()}); {len(ids)} "
               f"questions", flush=True)
-        dtypes = ["float32"] + (["bfloat16"] if slow_dtype_warning("bfloat16") is None else [])
+        dtypes = ["float32"] + (["bfloat16"] if has_arithmetic("bfloat16", cpu_flags()) is not False else [])
         if len(dtypes) == 1:
             print("bfloat16 not profiled: this CPU has no bfloat16 arithmetic (it would run ~40x slower)")
         for dtype in dtypes:

@@ -14,36 +14,40 @@ import sys
 NATIVE = {"bfloat16": ("avx512_bf16", "amx_bf16", "bf16"), "float16": ("avx512_fp16", "amx_fp16", "fphp", "asimdhp")}
 
 
+def _cpuinfo() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def cpu_flags(text: str | None = None) -> set[str] | None:
-    """The CPU's feature flags (Linux), or None where /proc/cpuinfo cannot tell."""
-    if text is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                text = f.read()
-        except OSError:
-            return None
+    """The feature flags in ``text`` (default: this CPU's /proc/cpuinfo), or None where it cannot tell."""
+    text = _cpuinfo() if text is None else text
     flags: set[str] = set()
-    for line in text.splitlines():
+    for line in (text or "").splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
             flags.update(value.split())
     return flags or None
 
 
-def slow_dtype_warning(dtype: str, flags: set[str] | None | str = "this CPU") -> str | None:
-    """A one-line warning when ``dtype`` has no arithmetic of its own on this CPU (``flags``: another
-    CPU's, None where unknown), else None."""
-    if dtype not in NATIVE:
-        return None
-    flags = cpu_flags() if isinstance(flags, str) else flags
-    if flags is None or flags & set(NATIVE[dtype]):
+def has_arithmetic(dtype: str, flags: set[str] | None) -> bool | None:
+    """Whether a CPU with ``flags`` computes in 16-bit ``dtype`` in hardware (None: the flags are unknown)."""
+    return None if flags is None else bool(flags & set(NATIVE[dtype]))
+
+
+def slow_dtype_warning(dtype: str, flags: set[str] | None) -> str | None:
+    """A one-line warning when ``dtype`` has no arithmetic of its own on a CPU with ``flags``, else None."""
+    if dtype not in NATIVE or has_arithmetic(dtype, flags) is not False:
         return None
     return (f"dipsim: warning: this CPU has no {dtype} arithmetic ({', '.join(NATIVE[dtype][:2])}, or Arm's), so "
             f"{dtype} runs far slower than float32 here (about 40x on an AVX2-only CPU); use --dtype float32")
 
 
 def warn_slow_dtype(dtype: str) -> None:
-    message = slow_dtype_warning(dtype)
+    message = slow_dtype_warning(dtype, cpu_flags())
     if message:
         print(message, file=sys.stderr, flush=True)
 
@@ -53,13 +57,10 @@ def describe() -> str:
     import os
     import platform
 
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((ln.partition(":")[2].strip() for ln in f if ln.startswith("model name")), name)
-    except OSError:
-        pass
-    flags = cpu_flags()
+    text = _cpuinfo() or ""
+    name = next((ln.partition(":")[2].strip() for ln in text.splitlines() if ln.startswith("model name")),
+                platform.processor() or platform.machine())
+    flags = cpu_flags(text)
     native = ("unknown" if flags is None else
-              ", ".join(f"{d} {'yes' if flags & set(NATIVE[d]) else 'no'}" for d in NATIVE))
+              ", ".join(f"{d} {'yes' if has_arithmetic(d, flags) else 'no'}" for d in NATIVE))
     return f"CPU: {name}, {os.cpu_count()} cores; 16-bit arithmetic in hardware: {native}"

@@ -128,14 +128,9 @@ def _loaded(model, source, details: bool) -> Iterator[tuple[Any, str | None]]:
     """The model to run and, when its dense pass may be kept for the next run, the key of the model
     (``session``: a model named by a string is kept in this process; one handed in is used as is, and
     with ``details`` the caller receives the dense trace, so it is computed afresh)."""
-    from traces.models import LoadedModel
-
-    if isinstance(model, LoadedModel):
-        yield model, None
-        return
     key = store.model_key(source)
     with session.model(model, key) as lm:
-        yield lm, None if details else key
+        yield lm, None if details or lm is model else key
 
 
 def _dense(lm, seq: list[int], n_pre: int, meta: dict[str, Any], gate: bool, keep: str | None):

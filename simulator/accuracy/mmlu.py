@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -68,7 +67,7 @@ def evaluate_mmlu(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *,
     keys, results = store.lookup(source, qs.digest, run_key, cfgs, reuse and not details)
     todo = [i for i, r in enumerate(results) if r is None]
     if todo:
-        with _loaded(model, source, dtype) as lm:
+        with session.model(model, store.model_key(source), dtype) as lm:   # a named model is kept (session)
             done = _evaluate_loaded(lm, [cfgs[i] for i in todo], qs, ids, shots, question_seed, reset_cache,
                                     calib_tokens, prefix, progress, details)
         for i, res in zip(todo, done):
@@ -78,19 +77,6 @@ def evaluate_mmlu(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *,
                 store.write_cached(keys[i], {k: v for k, v in res.items() if k not in ("config", "label", "details")})
             results[i] = res
     return results  # type: ignore[return-value]
-
-
-@contextmanager
-def _loaded(model, source, dtype: str):
-    """The model to run: one handed in as is; one named by a string kept in this process for the next
-    run (``session``: a search's MMLU trials load it once per process, as its text trials do)."""
-    from traces.models import LoadedModel
-
-    if isinstance(model, LoadedModel):
-        yield model
-        return
-    with session.model(model, store.model_key(source), dtype) as lm:
-        yield lm
 
 
 def _configs(configs) -> list[dict[str, Any]]:

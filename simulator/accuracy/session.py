@@ -61,9 +61,13 @@ def kept() -> dict[str, Any]:
 def model(spec: Any, key: str, dtype: str = "float32") -> Iterator[Any]:
     """The loaded model ``spec`` (``traces.models.load_model``), kept for the next run with the same
     ``key`` (``store.model_key`` of its source) and dtype; held under the process's lock while the
-    block runs; an error in the block drops what is kept."""
-    from traces.models import load_model
+    block runs; an error in the block drops what is kept. A ``LoadedModel`` handed in is used as is
+    and not kept (its owner may change its weights between calls)."""
+    from traces.models import LoadedModel, load_model
 
+    if isinstance(spec, LoadedModel):
+        yield spec
+        return
     with _LOCK:
         k = f"{key}|{dtype}"
         if _MODEL[0] is None or _MODEL[0][0] != k:
