@@ -64,7 +64,7 @@ def test_calibrate(tmp_path, sig):
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_validate(tmp_path, big, sig):
     s = interrupt(["validate", "--trace", big, "--profile", "phone-12gb-ufs40", "--file", tmp_path / "data.bin",
-                   "--rounds", "200", "--tokens", "64", "--masking", "dip", "--warmup", "4"],
+                   "--rounds", "200", "--tokens", "8", "--masking", "dip", "--warmup", "4"],
                   cwd=tmp_path, when="round 1/200", sig=sig)
     check_stopped(s, sig, tmp_path)
     only(tmp_path)
