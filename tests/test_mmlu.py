@@ -434,6 +434,30 @@ def test_mmlu_runs_of_a_named_model_load_it_once_per_process(smollm2, tmp_path, 
 
 
 @pytest.mark.slow
+def test_configurations_added_to_a_stored_dense_run_skip_its_forward(smollm2, tmp_path, monkeypatch):
+    """Configurations that prune, asked beside a dense row the store already holds (same questions and
+    run options), take the dense answers from it instead of running the dense forward again -- their
+    figures equal a run from scratch; a new configuration that prunes nothing still runs it."""
+    from simulator.accuracy import evaluate_mmlu, mmlu, store
+
+    monkeypatch.setattr(store, "results_dir", lambda: tmp_path / "store")
+    path = write_questions(tmp_path / "own.jsonl")
+    dense = {"masking": "dense", "cache": "lru", "dram_fraction": 0.5}
+    dip = {"masking": "dip", "keep": 0.5, "cache": "lru", "dram_fraction": 0.5}
+    scratch = evaluate_mmlu(smollm2, [dense, dip], questions=path, questions_per_topic=None, reuse=False)
+    evaluate_mmlu(smollm2, dense, questions=path, questions_per_topic=None)          # into the store
+    real, dense_passes = mmlu.forward_batches, []
+    monkeypatch.setattr(mmlu, "forward_batches", lambda *a, **k: dense_passes.append(1) or real(*a, **k))
+    again = evaluate_mmlu(smollm2, [dense, dip], questions=path, questions_per_topic=None)
+    assert dense_passes == [] and again[0]["from_cache"] and not again[1]["from_cache"]
+    for k in ("mmlu_answers", "mmlu_accuracy", "mmlu_accuracy_diff", "mmlu_accuracy_diff_low",
+              "mmlu_accuracy_diff_high", "mmlu_mcnemar_p", "mmlu_hit_rate", "mmlu_dense_accuracy"):
+        assert again[1][k] == scratch[1][k], k
+    evaluate_mmlu(smollm2, [dense, {**dense, "dram_fraction": 0.25}], questions=path, questions_per_topic=None)
+    assert dense_passes == [1]
+
+
+@pytest.mark.slow
 def test_eval_task_mmlu_command(smollm2, tmp_path, capsys):
     from simulator import cli
 

@@ -69,7 +69,7 @@ def evaluate_mmlu(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *,
     if todo:
         with session.model(model, store.model_key(source), dtype) as lm:   # a named model is kept (session)
             done = _evaluate_loaded(lm, [cfgs[i] for i in todo], qs, ids, shots, question_seed, reset_cache,
-                                    calib_tokens, prefix, progress, details)
+                                    calib_tokens, prefix, progress, details, _known_dense(results, ids))
         for i, res in zip(todo, done):
             res.update(questions=qs.name, questions_digest=qs.digest, dtype=dtype, **{
                 k: run_key[k] for k in ("questions_per_topic", "shots", "question_seed", "reset_cache")})
@@ -77,6 +77,21 @@ def evaluate_mmlu(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *,
                 store.write_cached(keys[i], {k: v for k, v in res.items() if k not in ("config", "label", "details")})
             results[i] = res
     return results  # type: ignore[return-value]
+
+
+def _known_dense(results: list[dict[str, Any] | None], ids) -> dict[int, int] | None:
+    """The dense model's answer to each question (id -> letter index) from a stored dense row of the
+    same run, if this call has one: configurations added to a finished evaluation then pay their
+    own forwards only, not the dense pass again (its answers are all their paired differences use)."""
+    from traces.questions import LETTERS
+
+    for r in results:
+        c = (r or {}).get("config") or {}
+        if c.get("masking") == "dense" and not (c.get("variant") or c.get("adapter")) \
+                and sorted(r.get("mmlu_question_ids") or []) == sorted(int(i) for i in ids) \
+                and len(r.get("mmlu_answers") or "") == len(ids):
+            return {i: LETTERS.index(a) for i, a in zip(r["mmlu_question_ids"], r["mmlu_answers"])}
+    return None
 
 
 def _configs(configs) -> list[dict[str, Any]]:
@@ -87,7 +102,8 @@ def _configs(configs) -> list[dict[str, Any]]:
     return [normalize_config(c, f"config {i + 1}" if len(configs) > 1 else "config") for i, c in enumerate(configs)]
 
 
-def _evaluate_loaded(lm, cfgs, qs, ids, shots, seed, reset, calib_tokens, prefix, progress, details):
+def _evaluate_loaded(lm, cfgs, qs, ids, shots, seed, reset, calib_tokens, prefix, progress, details,
+                     known_dense: dict[int, int] | None = None):
     from common.progress import progress_bar
 
     from ..replay import group_runs, make_groups, needs_calibration, new_cache
@@ -112,10 +128,16 @@ def _evaluate_loaded(lm, cfgs, qs, ids, shots, seed, reset, calib_tokens, prefix
     for c, (setup, calib) in zip(cfgs, with_calib(cfgs, meta, trace, calib_tokens)):
         runs.append((ConfigRun(c, setup, group_runs(setup, L, T, calib, missed=False)), setup, calib))
     pruning = [r for r, _, _ in runs if r.prunes]
-    bar = progress_bar(len(prompts.seqs) * (1 + len(pruning)), progress,
-                       f"mmlu: {len(prompts.seqs)} questions x {1 + len(pruning)} forwards", unit="q")
+    skip_dense = known_dense is not None and len(pruning) == len(runs)
+    n_fwd = len(pruning) + (not skip_dense)
+    bar = progress_bar(len(prompts.seqs) * n_fwd, progress,
+                       f"mmlu: {len(prompts.seqs)} questions x {n_fwd} forwards", unit="q")
     try:
-        dense_lp = forward_batches(lm, prompts, on_batch=bar.update)
+        if skip_dense:      # every configuration prunes: the stored dense answers are all they need
+            dense_lp = np.full((len(prompts.seqs), 4), -np.inf)
+            dense_lp[np.arange(len(prompts.seqs)), [known_dense[i] for i in prompts.ids]] = 0.0
+        else:
+            dense_lp = forward_batches(lm, prompts, on_batch=bar.update)
         t_dense = time.perf_counter() - t0
         out = []
         for run, setup, calib in runs:
