@@ -450,6 +450,7 @@ def test_configurations_added_to_a_stored_dense_run_skip_its_forward(smollm2, tm
     monkeypatch.setattr(mmlu, "forward_batches", lambda *a, **k: dense_passes.append(1) or real(*a, **k))
     again = evaluate_mmlu(smollm2, [dense, dip], questions=path, questions_per_topic=None)
     assert dense_passes == [] and again[0]["from_cache"] and not again[1]["from_cache"]
+    assert again[1]["trace_seconds"] == again[0]["trace_seconds"] > 0     # the stored dense pass's time
     for k in ("mmlu_answers", "mmlu_accuracy", "mmlu_accuracy_diff", "mmlu_accuracy_diff_low",
               "mmlu_accuracy_diff_high", "mmlu_mcnemar_p", "mmlu_hit_rate", "mmlu_dense_accuracy"):
         assert again[1][k] == scratch[1][k], k

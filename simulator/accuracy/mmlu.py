@@ -79,10 +79,11 @@ def evaluate_mmlu(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *,
     return results  # type: ignore[return-value]
 
 
-def _known_dense(results: list[dict[str, Any] | None], ids) -> dict[int, int] | None:
-    """The dense model's answer to each question (id -> letter index) from a stored dense row of the
-    same run, if this call has one: configurations added to a finished evaluation then pay their
-    own forwards only, not the dense pass again (its answers are all their paired differences use)."""
+def _known_dense(results: list[dict[str, Any] | None], ids) -> dict[str, Any] | None:
+    """The dense model's answer to each question (``answers``: id -> letter index) and the seconds its
+    pass took (``seconds``) from a stored dense row of the same run, if this call lists one: pruning
+    configurations added to a finished evaluation then pay their own forwards only, not the dense
+    pass again (its answers are all their paired differences use)."""
     from traces.questions import LETTERS
 
     for r in results:
@@ -90,7 +91,8 @@ def _known_dense(results: list[dict[str, Any] | None], ids) -> dict[int, int] | 
         if c.get("masking") == "dense" and not (c.get("variant") or c.get("adapter")) \
                 and sorted(r.get("mmlu_question_ids") or []) == sorted(int(i) for i in ids) \
                 and len(r.get("mmlu_answers") or "") == len(ids):
-            return {i: LETTERS.index(a) for i, a in zip(r["mmlu_question_ids"], r["mmlu_answers"])}
+            return {"answers": {i: LETTERS.index(a) for i, a in zip(r["mmlu_question_ids"], r["mmlu_answers"])},
+                    "seconds": r.get("trace_seconds")}
     return None
 
 
@@ -103,7 +105,7 @@ def _configs(configs) -> list[dict[str, Any]]:
 
 
 def _evaluate_loaded(lm, cfgs, qs, ids, shots, seed, reset, calib_tokens, prefix, progress, details,
-                     known_dense: dict[int, int] | None = None):
+                     known_dense: dict[str, Any] | None = None):
     from common.progress import progress_bar
 
     from ..replay import group_runs, make_groups, needs_calibration, new_cache
@@ -135,10 +137,11 @@ def _evaluate_loaded(lm, cfgs, qs, ids, shots, seed, reset, calib_tokens, prefix
     try:
         if skip_dense:      # every configuration prunes: the stored dense answers are all they need
             dense_lp = np.full((len(prompts.seqs), 4), -np.inf)
-            dense_lp[np.arange(len(prompts.seqs)), [known_dense[i] for i in prompts.ids]] = 0.0
+            dense_lp[np.arange(len(prompts.seqs)), [known_dense["answers"][i] for i in prompts.ids]] = 0.0
+            t_dense = known_dense["seconds"]     # the stored pass these rows' differences rest on
         else:
             dense_lp = forward_batches(lm, prompts, on_batch=bar.update)
-        t_dense = time.perf_counter() - t0
+            t_dense = time.perf_counter() - t0
         out = []
         for run, setup, calib in runs:
             def fresh(g, setup=setup, calib=calib):
