@@ -435,9 +435,10 @@ def test_mmlu_runs_of_a_named_model_load_it_once_per_process(smollm2, tmp_path, 
 
 @pytest.mark.slow
 def test_configurations_added_to_a_stored_dense_run_skip_its_forward(smollm2, tmp_path, monkeypatch):
-    """Configurations that prune, asked beside a dense row the store already holds (same questions and
-    run options), take the dense answers from it instead of running the dense forward again -- their
-    figures equal a run from scratch; a new configuration that prunes nothing still runs it."""
+    """Configurations that prune, asked beside a dense row the store already holds or after any run
+    that made the dense pass (same questions and run options), take the dense answers from the store
+    instead of running the dense forward again -- their figures equal a run from scratch; a new
+    configuration that prunes nothing, or another run option, still runs it."""
     from simulator.accuracy import evaluate_mmlu, mmlu, store
 
     monkeypatch.setattr(store, "results_dir", lambda: tmp_path / "store")
@@ -456,6 +457,11 @@ def test_configurations_added_to_a_stored_dense_run_skip_its_forward(smollm2, tm
         assert again[1][k] == scratch[1][k], k
     evaluate_mmlu(smollm2, [dense, {**dense, "dram_fraction": 0.25}], questions=path, questions_per_topic=None)
     assert dense_passes == [1]
+    # a search's trial asks one configuration alone: the dense pass of any earlier run stands in
+    alone = evaluate_mmlu(smollm2, {**dip, "dram_fraction": 0.25}, questions=path, questions_per_topic=None)[0]
+    assert dense_passes == [1] and alone["mmlu_dense_accuracy"] == scratch[0]["mmlu_accuracy"]
+    other = evaluate_mmlu(smollm2, dip, questions=path, questions_per_topic=None, shots=1)[0]    # another run
+    assert dense_passes == [1, 1] and other["mmlu_questions"] == len(OWN)
 
 
 @pytest.mark.slow

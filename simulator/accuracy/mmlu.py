@@ -30,6 +30,8 @@ from .mmlu_loop import (BATCH_TOKENS, answers, build_prompts, calibration_trace,
 #: what an MMLU row reports besides its configuration (``simulator.metrics``)
 MMLU_METRICS = ("mmlu_accuracy", "mmlu_accuracy_low", "mmlu_accuracy_high", "mmlu_questions", "mmlu_accuracy_diff",
                 "mmlu_accuracy_diff_low", "mmlu_accuracy_diff_high", "mmlu_mcnemar_p", "mmlu_hit_rate")
+#: the store's key, in place of a configuration, of a run's dense answers (``_known_dense``)
+DENSE_PASS = {"dense_pass": True}
 
 
 def evaluate_mmlu(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *,
@@ -67,9 +69,16 @@ def evaluate_mmlu(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *,
     keys, results = store.lookup(source, qs.digest, run_key, cfgs, reuse and not details)
     todo = [i for i, r in enumerate(results) if r is None]
     if todo:
+        dense_key = store.result_key(store.model_key(source), qs.digest, run_key, DENSE_PASS)
+        dense_rows = [r for r in results if r and _plain_dense(r["config"])]
+        if reuse and not details:
+            dense_rows.append(store.read_cached(dense_key))
         with session.model(model, store.model_key(source), dtype) as lm:   # a named model is kept (session)
-            done = _evaluate_loaded(lm, [cfgs[i] for i in todo], qs, ids, shots, question_seed, reset_cache,
-                                    calib_tokens, prefix, progress, details, _known_dense(results, ids))
+            done, dense_pass = _evaluate_loaded(lm, [cfgs[i] for i in todo], qs, ids, shots, question_seed,
+                                                reset_cache, calib_tokens, prefix, progress, details,
+                                                _known_dense(dense_rows, ids))
+        if reuse and dense_pass is not None:
+            store.write_cached(dense_key, dense_pass)
         for i, res in zip(todo, done):
             res.update(questions=qs.name, questions_digest=qs.digest, dtype=dtype, **{
                 k: run_key[k] for k in ("questions_per_topic", "shots", "question_seed", "reset_cache")})
@@ -79,17 +88,20 @@ def evaluate_mmlu(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *,
     return results  # type: ignore[return-value]
 
 
-def _known_dense(results: list[dict[str, Any] | None], ids) -> dict[str, Any] | None:
+def _plain_dense(cfg: dict[str, Any]) -> bool:
+    return cfg.get("masking") == "dense" and not (cfg.get("variant") or cfg.get("adapter"))
+
+
+def _known_dense(rows: list[dict[str, Any] | None], ids) -> dict[str, Any] | None:
     """The dense model's answer to each question (``answers``: id -> letter index) and the seconds its
-    pass took (``seconds``) from a stored dense row of the same run, if this call lists one: pruning
-    configurations added to a finished evaluation then pay their own forwards only, not the dense
-    pass again (its answers are all their paired differences use)."""
+    pass took (``seconds``) from a stored dense row or dense pass (:data:`DENSE_PASS`) of the same run:
+    configurations that prune then pay their own forwards only, not the dense pass again (its answers
+    are all their paired differences use) -- a search's trials, one configuration each, or rows added
+    to a finished evaluation."""
     from traces.questions import LETTERS
 
-    for r in results:
-        c = (r or {}).get("config") or {}
-        if c.get("masking") == "dense" and not (c.get("variant") or c.get("adapter")) \
-                and sorted(r.get("mmlu_question_ids") or []) == sorted(int(i) for i in ids) \
+    for r in rows:
+        if r and sorted(r.get("mmlu_question_ids") or []) == sorted(int(i) for i in ids) \
                 and len(r.get("mmlu_answers") or "") == len(ids):
             return {"answers": {i: LETTERS.index(a) for i, a in zip(r["mmlu_question_ids"], r["mmlu_answers"])},
                     "seconds": r.get("trace_seconds")}
@@ -105,7 +117,10 @@ def _configs(configs) -> list[dict[str, Any]]:
 
 
 def _evaluate_loaded(lm, cfgs, qs, ids, shots, seed, reset, calib_tokens, prefix, progress, details,
-                     known_dense: dict[str, Any] | None = None):
+                     known_dense: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The rows of ``cfgs`` and, if the dense forward ran, its answers for the store (``DENSE_PASS``)."""
+    from traces.questions import LETTERS
+
     from common.progress import progress_bar
 
     from ..replay import group_runs, make_groups, needs_calibration, new_cache
@@ -142,6 +157,10 @@ def _evaluate_loaded(lm, cfgs, qs, ids, shots, seed, reset, calib_tokens, prefix
         else:
             dense_lp = forward_batches(lm, prompts, on_batch=bar.update)
             t_dense = time.perf_counter() - t0
+        order = np.argsort(prompts.ids)     # the set's order, as the rows store their answers
+        dense_pass = None if skip_dense else {
+            "mmlu_question_ids": [int(i) for i in np.asarray(prompts.ids)[order]],
+            "mmlu_answers": "".join(LETTERS[j] for j in np.argmax(dense_lp, axis=1)[order]), "trace_seconds": t_dense}
         out = []
         for run, setup, calib in runs:
             def fresh(g, setup=setup, calib=calib):
@@ -157,7 +176,7 @@ def _evaluate_loaded(lm, cfgs, qs, ids, shots, seed, reset, calib_tokens, prefix
                             prefix, lm, details))
     finally:
         bar.close()
-    return out
+    return out, dense_pass
 
 
 def _row(run, lp, dense_lp, qs, prompts, meta, seconds, select_s, t_dense, prefix, lm, details) -> dict[str, Any]:

@@ -56,9 +56,9 @@ topic), --questions-per-topic questions of every topic (fixed seed), each answer
 configuration's masks and caches, the cache carried from one question to the next (--reset-cache
 true: a fresh cache per question). It reports the accuracy with its Wilson 95% interval and, for a
 configuration that prunes, the paired difference to the dense model on the same questions with its
-95% interval (bootstrap over questions) and McNemar's exact p-value. New configurations that all
-prune, listed beside the dense row of a finished run (the same options), reuse its stored answers
-instead of a second dense pass. Example:
+95% interval (bootstrap over questions) and McNemar's exact p-value. The dense pass's answers are
+stored: a later run with the same options whose configurations all prune reuses them instead of a
+second dense pass. Example:
   dipsim eval --model qwen2.5-0.5b --task mmlu --questions-per-topic 10 --masking dense --masking dip
 """
 
