@@ -69,11 +69,12 @@ def evaluate_mmlu(model: Any, configs: list[dict[str, Any]] | dict[str, Any], *,
     keys, results = store.lookup(source, qs.digest, run_key, cfgs, reuse and not details)
     todo = [i for i, r in enumerate(results) if r is None]
     if todo:
-        dense_key = store.result_key(store.model_key(source), qs.digest, run_key, DENSE_PASS)
+        model_key = store.model_key(source)
+        dense_key = store.result_key(model_key, qs.digest, run_key, DENSE_PASS)
         dense_rows = [r for r in results if r and _plain_dense(r["config"])]
         if reuse and not details:
             dense_rows.append(store.read_cached(dense_key))
-        with session.model(model, store.model_key(source), dtype) as lm:   # a named model is kept (session)
+        with session.model(model, model_key, dtype) as lm:   # a named model is kept (session)
             done, dense_pass = _evaluate_loaded(lm, [cfgs[i] for i in todo], qs, ids, shots, question_seed,
                                                 reset_cache, calib_tokens, prefix, progress, details,
                                                 _known_dense(dense_rows, ids))
@@ -119,8 +120,6 @@ def _configs(configs) -> list[dict[str, Any]]:
 def _evaluate_loaded(lm, cfgs, qs, ids, shots, seed, reset, calib_tokens, prefix, progress, details,
                      known_dense: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The rows of ``cfgs`` and, if the dense forward ran, its answers for the store (``DENSE_PASS``)."""
-    from traces.questions import LETTERS
-
     from common.progress import progress_bar
 
     from ..replay import group_runs, make_groups, needs_calibration, new_cache
@@ -157,10 +156,8 @@ def _evaluate_loaded(lm, cfgs, qs, ids, shots, seed, reset, calib_tokens, prefix
         else:
             dense_lp = forward_batches(lm, prompts, on_batch=bar.update)
             t_dense = time.perf_counter() - t0
-        order = np.argsort(prompts.ids)     # the set's order, as the rows store their answers
-        dense_pass = None if skip_dense else {
-            "mmlu_question_ids": [int(i) for i in np.asarray(prompts.ids)[order]],
-            "mmlu_answers": "".join(LETTERS[j] for j in np.argmax(dense_lp, axis=1)[order]), "trace_seconds": t_dense}
+        dense_pass = None if skip_dense else {**_set_order(prompts, np.argmax(dense_lp, axis=1)),
+                                              "trace_seconds": t_dense}
         out = []
         for run, setup, calib in runs:
             def fresh(g, setup=setup, calib=calib):
@@ -179,14 +176,20 @@ def _evaluate_loaded(lm, cfgs, qs, ids, shots, seed, reset, calib_tokens, prefix
     return out, dense_pass
 
 
-def _row(run, lp, dense_lp, qs, prompts, meta, seconds, select_s, t_dense, prefix, lm, details) -> dict[str, Any]:
+def _set_order(prompts, letters: np.ndarray) -> dict[str, Any]:
+    """Answers (letter indices in run order) as a row stores them: in the set's order, not run order."""
     from traces.questions import LETTERS
 
+    order = np.argsort(prompts.ids)
+    return {"mmlu_answers": "".join(LETTERS[j] for j in letters[order]),
+            "mmlu_question_ids": [int(i) for i in np.asarray(prompts.ids)[order]]}
+
+
+def _row(run, lp, dense_lp, qs, prompts, meta, seconds, select_s, t_dense, prefix, lm, details) -> dict[str, Any]:
     truth = np.array([qs.questions[i].answer for i in prompts.ids])
     mine, dense = np.argmax(lp, axis=1), np.argmax(dense_lp, axis=1)
     figures = accuracy_figures(mine == truth, (dense == truth) if run.prunes else None)
     totals = run.access_log(meta, 0, seconds).totals()
-    order = np.argsort(prompts.ids)     # answers and flags in the set's order, not run order
     res: dict[str, Any] = {
         "label": run.cfg["label"], **{k: figures.get(k) for k in
                                       ("mmlu_accuracy", "mmlu_accuracy_low", "mmlu_accuracy_high", "mmlu_questions",
@@ -194,8 +197,7 @@ def _row(run, lp, dense_lp, qs, prompts, meta, seconds, select_s, t_dense, prefi
                                        "mmlu_mcnemar_p")},
         "mmlu_hit_rate": float(totals["hit_rate"]),
         "mmlu_dense_accuracy": float(np.mean(dense == truth)),
-        "mmlu_answers": "".join(LETTERS[j] for j in mine[order]),
-        "mmlu_question_ids": [int(i) for i in np.asarray(prompts.ids)[order]],
+        **_set_order(prompts, mine),
         "scored_tokens": int(prompts.masked),
         "prefix_token": prefix, "model": lm.info.model,
         "loop_seconds": seconds, "select_seconds": select_s, "trace_seconds": t_dense,
