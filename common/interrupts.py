@@ -1,9 +1,16 @@
-"""Interrupts at safe points, for code a signal must not cut in the middle.
+"""Interrupts as exceptions, delivered at safe points and never lost.
 
-A SimPy run is one: SimPy turns an exception raised inside one of its callbacks into the failure of
-an event and carries on, so a Ctrl-C that lands there surfaces later as a confusing error of the
-simulation rather than as an interrupt. Such code runs under :func:`deferred`: SIGINT and SIGTERM
-are only noted, ``check()`` (called between steps) and the end of the block deliver them through
+:func:`as_exceptions` (the command line runs every verb inside it) makes SIGTERM raise
+:class:`Terminated`, a KeyboardInterrupt, so that it cleans up as after Ctrl-C. Python swallows an
+exception raised inside a finalizer (a ``__del__``, a weakref callback, which the garbage collector
+runs at any point of the main thread): a signal whose handler ran there was lost after printing
+"Exception ignored ... Traceback", and a sweep once ran to its end after SIGTERM (exit 0). Inside
+:func:`as_exceptions` such a swallowed interrupt is delivered again, from outside the finalizer.
+
+:func:`deferred` holds interrupts for code a signal must not cut in the middle. A SimPy run is
+one: SimPy turns an exception raised inside one of its callbacks into the failure of an event and
+carries on, so a Ctrl-C that lands there surfaces later as a confusing error of the simulation
+rather than as an interrupt. Such code runs under :func:`deferred`: SIGINT and SIGTERM are only noted, ``check()`` (called between steps) and the end of the block deliver them through
 the handlers that were in place -- KeyboardInterrupt, the command line's SIGTERM handler, or
 nothing at all when the signal was ignored (``nohup``).
 
@@ -14,8 +21,11 @@ nothing at all when the signal was ignored (``nohup``).
 """
 from __future__ import annotations
 
+import _thread
 import signal
+import sys
 import threading
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -47,6 +57,53 @@ def deferred() -> Iterator[Callable[[], None]]:
     finally:
         restore()
         deliver()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it cleans up as after Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)   # a second SIGTERM kills at once
+    raise Terminated()
+
+
+@contextmanager
+def as_exceptions() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated`; an interrupt (SIGINT or SIGTERM) whose exception a
+    finalizer swallowed is delivered again, quietly, once the finalizer has returned. The main thread only."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    hook = sys.unraisablehook
+    sys.unraisablehook = _redelivering(hook)
+    _ACTIVE.append(True)
+    try:
+        yield
+    finally:
+        _ACTIVE.pop()
+        sys.unraisablehook = hook
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _redelivering(hook):
+    def unraisable(u) -> None:
+        e = u.exc_value
+        if not isinstance(e, KeyboardInterrupt) or threading.current_thread() is not threading.main_thread():
+            return hook(u)
+        if isinstance(e, Terminated):
+            signal.signal(signal.SIGTERM, _terminate)     # the first SIGTERM took no effect: still a clean stop
+        # from another thread, which runs once the finalizer has returned (if another finalizer takes
+        # it again, this hook runs again); not waiting here, where an interrupt would be swallowed too
+        _thread.start_new_thread(_deliver_later, (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT,))
+    return unraisable
+
+
+def _deliver_later(signum: int) -> None:
+    time.sleep(0.005)
+    if _ACTIVE:           # not after the command has ended (the interrupt then has nothing left to stop)
+        _thread.interrupt_main(signum)
+
+
+_ACTIVE: list[bool] = []
 
 
 def quiet_start() -> None:

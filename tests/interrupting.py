@@ -2,7 +2,7 @@
 give its command line, what it prints once it is busy, and how to check its output).
 
 ``interrupt(argv, ...)`` starts ``python -m simulator.cli argv`` in its own session, waits until its
-stderr shows ``when`` (or ``when`` seconds have passed), sends the signal -- SIGINT to the whole
+stderr matches the regular expression ``when`` (or ``when`` seconds have passed), sends the signal -- SIGINT to the whole
 process group, as a terminal's Ctrl-C does, SIGTERM to the process alone, as ``kill`` does -- and
 returns the exit status, the seconds from the signal to the exit, stderr, and the processes of the
 session still alive afterwards (workers that outlived the command). ``check_stopped`` asserts the
@@ -12,6 +12,7 @@ traceback, no hidden temporary file or scratch folder, no process left behind.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,7 +58,7 @@ def interrupt(argv: list[str], *, cwd: Path, when: str | float, sig: int = signa
     while proc.poll() is None and time.monotonic() < t_end:
         chunk = proc.stderr.read()
         err += chunk or b""
-        if isinstance(when, str) and when.encode() in err:
+        if isinstance(when, str) and re.search(when, err.decode(errors="replace")):
             break
         if not isinstance(when, str) and time.monotonic() - (t_end - wait) >= when:
             break

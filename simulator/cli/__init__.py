@@ -13,6 +13,7 @@ import os
 import sys
 
 from common.errors import DipsimError, one_line
+from common.interrupts import Terminated
 
 from . import demo, disk, eval, mrc, optimize, profiles, replay, report, sweep, synth, trace
 
@@ -76,17 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so that it cleans up as after Ctrl-C."""
-
-
-def _terminate(signum, frame):
-    import signal
-
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)   # a second SIGTERM kills at once
-    raise Terminated()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run ``dipsim argv`` (default: this process's command line) and return the exit status.
 
@@ -94,24 +84,22 @@ def main(argv: list[str] | None = None) -> int:
     interrupted command exits at once once it has cleaned up (the atomic writers have removed their
     temporary files while the interrupt unwound): without waiting for threads still finishing a
     layer, or for exit handlers, so that Ctrl-C or SIGTERM ends any verb within moments."""
-    import signal
     import threading
 
-    from common.interrupts import end_quiet_start
+    from common.interrupts import as_exceptions, end_quiet_start
 
     if threading.current_thread() is not threading.main_thread():
         return _main(argv)
     end_quiet_start()          # from here Ctrl-C is a KeyboardInterrupt that cleans up
-    previous = signal.signal(signal.SIGTERM, _terminate)
     stdout = sys.stdout
     if argv is None and stdout is not None:
         sys.stdout = _Output(stdout)
     try:
-        rc = _main(argv)
+        with as_exceptions():
+            rc = _main(argv)
         if argv is None and rc == 0:
             rc = _flush_stdout()
     finally:
-        signal.signal(signal.SIGTERM, previous)
         sys.stdout = stdout
     if argv is None and rc in (130, 143):
         for stream in (sys.stdout, sys.stderr):
@@ -191,6 +179,9 @@ def _main(argv: list[str] | None) -> int:
         print(f"dipsim: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
+        from common.progress import close_all
+
+        close_all()       # a bar the interrupt left open would take this line
         print(f"dipsim: {e}" if str(e) else "dipsim: interrupted", file=sys.stderr)
         return 143 if isinstance(e, Terminated) or isinstance(e.__context__, Terminated) else 130
     except BrokenPipeError:

@@ -48,8 +48,10 @@ def run_trace(a: argparse.Namespace) -> int:
         path = capture(spec.model, a.out, tokens=spec.tokens, **corpus_options(a), context=spec.context, dtype=a.dtype,
                        with_h=not a.no_h, with_g=not a.no_g, prefix_token=spec.prefix_token, progress=not a.quiet)
     except CaptureInterrupted as e:
-        from . import Terminated
+        from common.interrupts import Terminated
+        from common.progress import close_all
 
+        close_all()
         print(f"dipsim: {e}", file=sys.stderr)
         return 143 if isinstance(e.__context__, Terminated) else 130
     from traces.prefix import label

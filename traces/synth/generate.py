@@ -174,32 +174,36 @@ def write_trace(path: str | Path, fit: Fit, n_layers: int, d_model: int, d_ff: i
     of every layer, ~240 MB for a 14B-class geometry at 64 tokens).
     """
     _check_dims(n_layers, d_model, d_ff, n_tokens)
+    # the writer checks the size and the disk before anything is generated; from the next line on, an
+    # error or interrupt removes its unfinished file (the bar and the write thread are made inside:
+    # a Ctrl-C as the bar appeared left the temporary file behind)
     writer = TraceWriter(path, dict(meta or {}), n_layers=n_layers, d_model=d_model, d_ff=d_ff, n_tokens=n_tokens)
-    try:     # the writer checks the size and the disk before anything is generated
-        gen = Generator(fit.layer_params(n_layers), n_layers, d_model, d_ff, seed, threads)
-    except BaseException:
-        writer.abort()
-        raise
-    bar = progress_bar(n_tokens, progress, "synth")
-    io = ThreadPoolExecutor(1)
-    pending = None
+    gen = bar = io = pending = None
     try:
         with writer:
-            for t0 in range(0, n_tokens, window):
-                xs, hs = gen.next(min(window, n_tokens - t0))
-                if pending is not None:
-                    pending.result()
-                pending = io.submit(writer.write, t0, xs, hs)
-                bar.update(xs.shape[1])
-            pending.result()
-            pending = None
-            return writer.commit()
+            try:
+                gen = Generator(fit.layer_params(n_layers), n_layers, d_model, d_ff, seed, threads)
+                bar = progress_bar(n_tokens, progress, "synth")
+                io = ThreadPoolExecutor(1)
+                for t0 in range(0, n_tokens, window):
+                    xs, hs = gen.next(min(window, n_tokens - t0))
+                    if pending is not None:
+                        pending.result()
+                    pending = io.submit(writer.write, t0, xs, hs)
+                    bar.update(xs.shape[1])
+                pending.result()
+                pending = None
+                return writer.commit()
+            finally:
+                if pending is not None:     # let the write finish before the file is removed
+                    pending.exception()
+                if io is not None:
+                    io.shutdown()
     finally:
-        if pending is not None:     # an error or Ctrl-C: let the write finish before the file is removed
-            pending.exception()
-        io.shutdown()
-        bar.close()
-        gen.close()
+        if bar is not None:
+            bar.close()
+        if gen is not None:
+            gen.close()
 
 
 def _check_dims(n_layers: int, d_model: int, d_ff: int, n_tokens: int) -> None:
