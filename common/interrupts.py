@@ -79,9 +79,9 @@ def as_exceptions() -> Iterator[None]:
     try:
         yield
     finally:
-        _ACTIVE.pop()
         sys.unraisablehook = hook
         signal.signal(signal.SIGTERM, previous)
+        _ACTIVE.pop()
 
 
 def _redelivering(hook):
@@ -98,9 +98,12 @@ def _redelivering(hook):
 
 
 def _deliver_later(signum: int) -> None:
+    """A real signal to the main thread (not ``_thread.interrupt_main``, which only sets a flag: a
+    main thread waiting for a worker's result would sleep on until the next one finished); only while
+    the command runs and its handler is still Python's (a second SIGTERM may since have killed)."""
     time.sleep(0.005)
-    if _ACTIVE:           # not after the command has ended (the interrupt then has nothing left to stop)
-        _thread.interrupt_main(signum)
+    if _ACTIVE and callable(signal.getsignal(signum)):
+        signal.pthread_kill(threading.main_thread().ident, signum)
 
 
 _ACTIVE: list[bool] = []

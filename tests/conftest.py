@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,12 @@ def pytest_sessionfinish(session, exitstatus):
     """A run that selected the model-family tests fails if a model it expects was not tested."""
     if _SELECTED["named"] and any(_STATUS.get(m) != "tested" for m in expected_models()) and exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_configure(config):
+    """Ctrl-C as a terminal gives it, to the suite and every command it starts. A suite started as a
+    background job without job control (``.ci/run > log &`` in a script) ignores SIGINT, every process
+    it starts inherits that, and dipsim rightly keeps an ignored SIGINT ignored (``nohup``): every
+    Ctrl-C test failed. A handled signal is reset to its default in a child, so they get Ctrl-C too."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -47,18 +47,11 @@ def _session(sid: int) -> list[int]:
     return out
 
 
-def _as_from_a_terminal() -> None:
-    """In the child: Ctrl-C as a terminal's command has it. A suite started as a background job
-    without job control (``.ci/run > log &`` in a script) ignores SIGINT, every process it starts
-    inherits that, and dipsim rightly keeps an ignored SIGINT ignored (``nohup``)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def interrupt(argv: list[str], *, cwd: Path, when: str | float, sig: int = signal.SIGINT,
               wait: float = 300.0, env: dict[str, str] | None = None) -> Stopped:
     proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", *map(str, argv)], cwd=cwd, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-                            env={**os.environ, **(env or {})}, preexec_fn=_as_from_a_terminal)
+                            env={**os.environ, **(env or {})})
     err = b""
     t_end = time.monotonic() + wait
     os.set_blocking(proc.stderr.fileno(), False)

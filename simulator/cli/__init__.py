@@ -14,6 +14,7 @@ import sys
 
 from common.errors import DipsimError, one_line
 from common.interrupts import Terminated
+from common.progress import close_all
 
 from . import demo, disk, eval, mrc, optimize, profiles, replay, report, sweep, synth, trace
 
@@ -95,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and stdout is not None:
         sys.stdout = _Output(stdout)
     try:
-        with as_exceptions():
-            rc = _main(argv)
+        try:
+            with as_exceptions():
+                rc = _main(argv)
+        except KeyboardInterrupt as e:     # one delivered again (common.interrupts) as the command ended
+            print("dipsim: interrupted", file=sys.stderr)
+            rc = 143 if isinstance(e, Terminated) else 130
         if argv is None and rc == 0:
             rc = _flush_stdout()
     finally:
@@ -176,12 +181,11 @@ def _main(argv: list[str] | None) -> int:
             return 2
         rc = a.run(a)
     except DipsimError as e:
+        close_all()       # a bar the error or interrupt left open would take the message's line
         print(f"dipsim: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        from common.progress import close_all
-
-        close_all()       # a bar the interrupt left open would take this line
+        close_all()
         print(f"dipsim: {e}" if str(e) else "dipsim: interrupted", file=sys.stderr)
         return 143 if isinstance(e, Terminated) or isinstance(e.__context__, Terminated) else 130
     except BrokenPipeError:
@@ -189,6 +193,7 @@ def _main(argv: list[str] | None) -> int:
     except Exception as e:   # a bug, not bad input: still one line, with the way to the traceback
         if os.environ.get("DIPSIM_DEBUG"):
             raise
+        close_all()
         print(f"dipsim: internal error: {type(e).__name__}: {one_line(str(e))[:300]} (a bug in dipsim; "
               f"rerun with DIPSIM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1

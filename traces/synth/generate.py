@@ -195,10 +195,12 @@ def write_trace(path: str | Path, fit: Fit, n_layers: int, d_model: int, d_ff: i
                 pending = None
                 return writer.commit()
             finally:
-                if pending is not None:     # let the write finish before the file is removed
-                    pending.exception()
-                if io is not None:
-                    io.shutdown()
+                try:
+                    if pending is not None:     # let the write finish before the file is removed
+                        pending.exception()
+                finally:                        # (a second Ctrl-C here still waits for the thread)
+                    if io is not None:
+                        io.shutdown()
     finally:
         if bar is not None:
             bar.close()
