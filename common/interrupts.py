@@ -63,6 +63,12 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so that it cleans up as after Ctrl-C."""
 
 
+def exit_status(e: KeyboardInterrupt) -> int:
+    """The command's exit status after an interrupt: 143 for SIGTERM (also when it was raised while
+    another interrupt was being handled, or turned into one that says what was kept), else 130."""
+    return 143 if isinstance(e, Terminated) or isinstance(e.__context__, Terminated) else 130
+
+
 def _terminate(signum, frame):
     signal.signal(signal.SIGTERM, signal.SIG_DFL)   # a second SIGTERM kills at once
     raise Terminated()

@@ -13,7 +13,7 @@ import os
 import sys
 
 from common.errors import DipsimError, one_line
-from common.interrupts import Terminated
+from common.interrupts import exit_status
 from common.progress import close_all
 
 from . import demo, disk, eval, mrc, optimize, profiles, replay, report, sweep, synth, trace
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 rc = _main(argv)
         except KeyboardInterrupt as e:     # one delivered again (common.interrupts) as the command ended
             print("dipsim: interrupted", file=sys.stderr)
-            rc = 143 if isinstance(e, Terminated) else 130
+            rc = exit_status(e)
         if argv is None and rc == 0:
             rc = _flush_stdout()
     finally:
@@ -187,7 +187,7 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt as e:
         close_all()
         print(f"dipsim: {e}" if str(e) else "dipsim: interrupted", file=sys.stderr)
-        return 143 if isinstance(e, Terminated) or isinstance(e.__context__, Terminated) else 130
+        return exit_status(e)
     except BrokenPipeError:
         return 0
     except Exception as e:   # a bug, not bad input: still one line, with the way to the traceback

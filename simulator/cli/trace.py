@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from common.errors import DipsimError
 from common.tables import print_table
@@ -37,23 +36,17 @@ def run_trace(a: argparse.Namespace) -> int:
     (--prefix-token, default the model's own convention), or without one the text token before the
     window's first recorded token."""
     from common.io import check_outputs
-    from traces.capture import CaptureInterrupted, capture
+    from traces.capture import capture
     from traces.format import load
 
     spec = TraceSpec.from_mapping(given(a, TraceSpec), "command line")
     check_outputs([("--out", a.out, (".safetensors",))], [("--text", a.text), ("--dataset", a.dataset)])
     if spec.synthetic is not None:      # --model synth:NAME, as --help and experiments offer it
         return _synthetic(a, spec)
-    try:
-        path = capture(spec.model, a.out, tokens=spec.tokens, **corpus_options(a), context=spec.context, dtype=a.dtype,
-                       with_h=not a.no_h, with_g=not a.no_g, prefix_token=spec.prefix_token, progress=not a.quiet)
-    except CaptureInterrupted as e:
-        from common.interrupts import Terminated
-        from common.progress import close_all
-
-        close_all()
-        print(f"dipsim: {e}", file=sys.stderr)
-        return 143 if isinstance(e.__context__, Terminated) else 130
+    # an interrupt raises CaptureInterrupted, a KeyboardInterrupt saying what was saved: the command
+    # line prints it as its one line and exits 130 or 143
+    path = capture(spec.model, a.out, tokens=spec.tokens, **corpus_options(a), context=spec.context, dtype=a.dtype,
+                   with_h=not a.no_h, with_g=not a.no_g, prefix_token=spec.prefix_token, progress=not a.quiet)
     from traces.prefix import label
 
     t = load(path)
